@@ -1,0 +1,1 @@
+//! Embedded backends (SQLite store + in-process bus).

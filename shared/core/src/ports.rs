@@ -1,0 +1,139 @@
+//! The ports the saga engine talks through: a saga store and an event bus.
+//!
+//! Each port has one adapter per backend (SQLite and the in-process bus for
+//! `flotilla up`; Cosmos DB and Service Bus in production) and one conformance
+//! suite ([`crate::conformance`]) that every adapter must pass. The ports know
+//! nothing about sagas: the store keeps JSON documents under an id with an
+//! ETag, the bus carries opaque bodies with Service Bus broker semantics.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Opaque version tag of a stored document (Cosmos `_etag`, a counter in SQLite).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ETag(pub String);
+
+impl std::fmt::Display for ETag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A document as stored, with the ETag to send back on the next replace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredDoc {
+    pub id: String,
+    pub etag: ETag,
+    pub doc: Value,
+}
+
+/// Why a store operation failed. Only `Unavailable` is worth retrying as is;
+/// `PreconditionFailed` means "re-read and decide again".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("document {0} already exists")]
+    Conflict(String),
+    #[error("document {0} not found")]
+    NotFound(String),
+    #[error("document {0} was changed by another writer (ETag mismatch)")]
+    PreconditionFailed(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored document is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// A message to put on the bus: one structured CloudEvent (JSON) with the
+/// broker properties flotilla uses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutMessage {
+    /// Service Bus `MessageId`; equal to the CloudEvent id, so the broker's
+    /// duplicate detection drops a second send of the same transition.
+    pub id: String,
+    /// The CloudEvent `type`, copied out so a router need not parse the body.
+    pub event_type: String,
+    /// The structured CloudEvent, `application/cloudevents+json`.
+    pub body: Vec<u8>,
+    /// `ScheduledEnqueueTimeUtc`: not visible before this instant.
+    pub not_before: Option<OffsetDateTime>,
+}
+
+/// A message handed to a consumer under a peek-lock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    pub message_id: String,
+    pub event_type: String,
+    pub body: Vec<u8>,
+    /// 1 on the first delivery, +1 on each abandon or expired lock.
+    pub delivery_count: u32,
+    pub lock_token: String,
+}
+
+/// A message the bus gave up on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub event_type: String,
+    pub body: Vec<u8>,
+    pub delivery_count: u32,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    #[error("lock {0} is not held (expired, or the message was settled already)")]
+    LockLost(String),
+}
+
+/// Saga documents keyed by job id, with optimistic concurrency.
+#[async_trait]
+pub trait SagaStore: Send + Sync {
+    /// Stores a new document; `Conflict` if the id exists. `outbox` messages are
+    /// published with the write when [`SagaStore::delivers_outbox`] is true.
+    async fn create(&self, id: &str, doc: &Value, outbox: &[OutMessage])
+        -> Result<ETag, StoreError>;
+    /// The current document, or `None`.
+    async fn get(&self, id: &str) -> Result<Option<StoredDoc>, StoreError>;
+    /// Replaces the document if its ETag still equals `if_match`
+    /// (`PreconditionFailed` otherwise, `NotFound` if it is gone).
+    async fn replace(
+        &self,
+        id: &str,
+        doc: &Value,
+        if_match: &ETag,
+        outbox: &[OutMessage],
+    ) -> Result<ETag, StoreError>;
+    /// Every document, in no particular order.
+    async fn list(&self) -> Result<Vec<StoredDoc>, StoreError>;
+    /// True when `outbox` messages are committed in the same transaction as the
+    /// document (the embedded store); false when the caller must send them to
+    /// the bus itself after the write (Cosmos DB + Service Bus, where a lost
+    /// send is repaired by redelivery of the triggering message).
+    fn delivers_outbox(&self) -> bool;
+}
+
+/// A queue with Service Bus semantics: peek-lock, delivery count, dead-letter
+/// after the maximum delivery count, scheduled enqueue, duplicate detection by
+/// message id.
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Enqueues messages; a message whose id was seen within the duplicate
+    /// detection window is dropped silently (as Service Bus does).
+    async fn send(&self, messages: &[OutMessage]) -> Result<(), BusError>;
+    /// Locks and returns the next visible message, waiting up to `wait`.
+    async fn receive(&self, wait: Duration) -> Result<Option<Delivery>, BusError>;
+    /// Removes a delivered message for good.
+    async fn complete(&self, delivery: &Delivery) -> Result<(), BusError>;
+    /// Releases the lock so the message is delivered again (delivery count + 1);
+    /// past the maximum delivery count it goes to the dead-letter queue.
+    async fn abandon(&self, delivery: &Delivery) -> Result<(), BusError>;
+    /// Moves a delivered message to the dead-letter queue with a reason.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BusError>;
+    /// The dead-letter queue's content.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError>;
+}

@@ -1,0 +1,114 @@
+//! Every app setting (environment variable) flotilla or its Functions host reads.
+//!
+//! This table is the single source of truth: code reads the environment only
+//! through [`get`], the README's configuration table and `infra/main.bicep`
+//! are checked against it by `scripts/check_infra.py`.
+
+/// Who reads a setting, which decides who must provide it on Azure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadBy {
+    /// flotilla's own code; the Bicep template sets it when `deployed` is true.
+    Flotilla,
+    /// The Functions host or a binding (host.json / function.json); set by the template.
+    Host,
+    /// Provided by the platform at run time (never set by the template).
+    Platform,
+}
+
+/// One app setting.
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    pub name: &'static str,
+    pub read_by: ReadBy,
+    /// Whether `infra/main.bicep` sets it on the Function App.
+    pub deployed: bool,
+    pub doc: &'static str,
+}
+
+const fn s(name: &'static str, read_by: ReadBy, deployed: bool, doc: &'static str) -> Setting {
+    Setting {
+        name,
+        read_by,
+        deployed,
+        doc,
+    }
+}
+
+use ReadBy::{Flotilla, Host, Platform};
+
+/// The registry. Keep it sorted by concern; names are unique.
+pub const SETTINGS: &[Setting] = &[
+    // Host and platform
+    s("FUNCTIONS_WORKER_RUNTIME", Host, true, "Always `Custom`: the host starts the flotilla binary as a custom handler."),
+    s("AzureWebJobsStorage__accountName", Host, true, "Host storage account (identity-based connection)."),
+    s("AzureWebJobsStorage__credential", Host, true, "`managedidentity` for the host storage connection."),
+    s("AzureWebJobsStorage__clientId", Host, true, "Client id of the user-assigned identity the host uses for its storage."),
+    s("ServiceBusConnection__fullyQualifiedNamespace", Host, true, "Service Bus namespace the triggers listen on (`<ns>.servicebus.windows.net`)."),
+    s("ServiceBusConnection__credential", Host, true, "`managedidentity` for the Service Bus triggers."),
+    s("ServiceBusConnection__clientId", Host, true, "Client id of the user-assigned identity used by the Service Bus triggers."),
+    s("APPLICATIONINSIGHTS_CONNECTION_STRING", Host, true, "Application Insights for the host's logs (not a secret: an ingestion key)."),
+    s("FUNCTIONS_CUSTOMHANDLER_PORT", Platform, false, "Port the host expects `flotilla serve` to listen on (127.0.0.1)."),
+    s("IDENTITY_ENDPOINT", Platform, false, "App Service managed-identity token endpoint (read by azure_identity)."),
+    s("IDENTITY_HEADER", Platform, false, "Secret header for IDENTITY_ENDPOINT (read by azure_identity; never logged)."),
+    // Backends
+    s("FLOTILLA_STORE", Flotilla, true, "Saga store: `sqlite` (default, embedded) or `cosmos`."),
+    s("FLOTILLA_BUS", Flotilla, true, "Event bus: `embedded` (default, in-process) or `servicebus`."),
+    s("FLOTILLA_STAGING", Flotilla, true, "Staging: `folder` (default, under the data dir) or `blob`."),
+    s("FLOTILLA_DATA_DIR", Flotilla, false, "Embedded store, bus, staging folder and simulator state (default `./.flotilla`)."),
+    s("COSMOS_ENDPOINT", Flotilla, true, "Cosmos DB account endpoint (`https://<account>.documents.azure.com:443/`)."),
+    s("COSMOS_DATABASE", Flotilla, true, "Cosmos DB database name (default `flotilla`)."),
+    s("COSMOS_CONTAINER", Flotilla, true, "Cosmos DB container for sagas, partitioned by `/id` (default `sagas`)."),
+    s("SERVICEBUS_ENDPOINT", Flotilla, true, "Service Bus namespace URL flotilla sends to (`https://<ns>.servicebus.windows.net`)."),
+    s("SERVICEBUS_QUEUE", Flotilla, true, "Queue that carries flotilla's CloudEvents (default `flotilla-events`)."),
+    s("STAGING_BLOB_ENDPOINT", Flotilla, true, "Blob endpoint of the staging account (`https://<account>.blob.core.windows.net`)."),
+    s("STAGING_CONTAINER", Flotilla, true, "Blob container for cluster specs and init scripts (default `staging`)."),
+    s("STAGING_ACCOUNT_ID", Flotilla, true, "ARM id of the staging storage account; `keys` calls its `listKeys`."),
+    // Azure control plane and identity
+    s("ARM_ENDPOINT", Flotilla, false, "Azure Resource Manager endpoint (default `https://management.azure.com`)."),
+    s("AZURE_SUBSCRIPTION_ID", Flotilla, true, "Subscription that holds the clusters' resource group."),
+    s("AZURE_TENANT_ID", Flotilla, true, "Tenant of the identities."),
+    s("KEYVAULT_URL", Flotilla, true, "Key Vault that receives the per-job secrets (`https://<vault>.vault.azure.net`)."),
+    s("AZURE_CREDENTIAL", Flotilla, true, "`managed-identity` (default on Azure), `client-secret` or `azure-cli`."),
+    s("AZURE_CLIENT_ID", Flotilla, true, "Client id of the user-assigned managed identity (or of the app for `client-secret`)."),
+    s("AZURE_CLIENT_SECRET", Flotilla, false, "Only for `client-secret`; use a Key Vault reference, never a literal."),
+    s("AZURE_AUTHORITY_HOST", Flotilla, false, "Entra authority for `client-secret` (default `https://login.microsoftonline.com`)."),
+    s("AZURE_CA_CERT", Flotilla, false, "Extra CA certificate (PEM path) to trust, e.g. the simulator's; never set on Azure."),
+    s("CLUSTER_SP_CLIENT_ID", Flotilla, false, "Service-principal identity mode: the cluster principal's client id."),
+    s("CLUSTER_SP_CLIENT_SECRET", Flotilla, false, "Service-principal identity mode: its secret, as a Key Vault reference; copied into the job's vault secret, never logged."),
+    // Operations
+    s("RUST_LOG", Flotilla, false, "Log filter (tracing-subscriber syntax, default `info`)."),
+    s("FLOTILLA_LOG_FORMAT", Flotilla, true, "`text` (default) or `json` (one JSON object per line, for Application Insights)."),
+];
+
+/// Reads a registered setting; `None` when unset or empty.
+///
+/// Panics in debug builds when `name` is not in [`SETTINGS`], so an unregistered
+/// read cannot slip past the infra cross-check.
+pub fn get(name: &str) -> Option<String> {
+    debug_assert!(
+        SETTINGS.iter().any(|s| s.name == name),
+        "setting {name} is not registered in settings::SETTINGS"
+    );
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = SETTINGS.iter().map(|s| s.name).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
+    }
+
+    #[test]
+    fn platform_settings_are_never_deployed() {
+        for s in SETTINGS.iter().filter(|s| s.read_by == ReadBy::Platform) {
+            assert!(!s.deployed, "{} is provided by the platform", s.name);
+        }
+    }
+}
