@@ -1,0 +1,442 @@
+//! The ARM client: create-or-update, read, patch, delete, POST actions and
+//! tag queries on resource ids, with one long-running-operation poller and one
+//! inline retry loop. It never waits for a long-running operation itself:
+//! `put`/`patch`/`delete` return a [`PollState`] that the caller saves and
+//! checks later with [`ArmClient::poll`].
+
+use crate::actions::ARM_ACTIONS;
+use crate::config::{AzureConfig, RetryPolicy};
+use crate::{AzureError, ResourceId};
+use azure_core::credentials::TokenCredential;
+use azure_core::http::headers::{HeaderName, Headers};
+use azure_core::http::policies::{auth::BearerTokenAuthorizationPolicy, Policy};
+use azure_core::http::{Context, Method, Pipeline, RawResponse, Request};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// ARM's documented default wait when an operation sends no `Retry-After`.
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How to check an operation that is still running.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PollState {
+    /// The `Azure-AsyncOperation` or `Location` URL.
+    pub url: String,
+    pub via: PollVia,
+    /// Seconds to wait before the next check.
+    pub retry_after_s: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PollVia {
+    AsyncOperation,
+    Location,
+}
+
+impl PollState {
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_secs(self.retry_after_s)
+    }
+}
+
+/// What a create-or-update (or patch) answered.
+#[derive(Clone, Debug)]
+pub struct PutStart {
+    /// The resource as returned by the PUT.
+    pub body: Value,
+    /// `None` when the resource is already in a terminal, successful state.
+    pub poll: Option<PollState>,
+}
+
+/// What a delete answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeleteStart {
+    /// The resource does not exist (any more): nothing to wait for.
+    Gone,
+    /// Deletion accepted and running.
+    Pending(PollState),
+}
+
+/// Result of checking a running operation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PollOutcome {
+    Pending { retry_after: Duration },
+    Succeeded,
+    Failed(AzureError),
+}
+
+/// The thin typed ARM client.
+pub struct ArmClient {
+    pipeline: Pipeline,
+    endpoint: Url,
+    subscription_id: String,
+    retry: RetryPolicy,
+    allowed_actions: Option<&'static [&'static str]>,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for ArmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArmClient").field("endpoint", &self.endpoint.as_str()).finish()
+    }
+}
+
+fn header(headers: &Headers, name: &'static str) -> Option<String> {
+    headers.get_optional_string(&HeaderName::from_static(name))
+}
+
+fn retry_after(headers: &Headers) -> Option<Duration> {
+    if let Some(ms) = header(headers, "retry-after-ms").or_else(|| header(headers, "x-ms-retry-after-ms")) {
+        if let Ok(ms) = ms.trim().parse::<u64>() {
+            return Some(Duration::from_millis(ms));
+        }
+    }
+    header(headers, "retry-after").and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs)
+}
+
+/// The error carried by a non-2xx ARM answer (`{"error":{"code","message"}}`).
+fn error_from_response(resp: &RawResponse) -> AzureError {
+    let status = u16::from(resp.status());
+    let body: Value = serde_json::from_slice(resp.body().as_ref()).unwrap_or(Value::Null);
+    let err = body.get("error").unwrap_or(&body);
+    let code = err
+        .get("code")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| header(resp.headers(), "x-ms-error-code"))
+        .unwrap_or_else(|| format!("Http{status}"));
+    let message = err.get("message").and_then(Value::as_str).unwrap_or("").to_string();
+    AzureError::from_service(status, &code, &message, retry_after(resp.headers()))
+}
+
+/// The error of an operation that ended Failed or Canceled.
+fn operation_error(body: &Value, status: &str) -> AzureError {
+    let err = body.get("error").cloned().unwrap_or(Value::Null);
+    let code = err.get("code").and_then(Value::as_str).unwrap_or(status);
+    let message = err.get("message").and_then(Value::as_str).unwrap_or("the operation did not succeed");
+    let mut e = AzureError::from_service(200, code, message, None);
+    e.status = None;
+    e
+}
+
+fn is_terminal_state(state: &str) -> bool {
+    matches!(state.to_ascii_lowercase().as_str(), "succeeded" | "failed" | "canceled")
+}
+
+/// The authorization action an ARM request needs (see [`crate::actions`]).
+pub fn action_for(method: &Method, id: &ResourceId, sub_path: Option<&str>) -> String {
+    let ty = if id.segments.is_empty() {
+        "Microsoft.Resources/subscriptions/resourceGroups".to_string()
+    } else {
+        id.resource_type()
+    };
+    match (method, sub_path) {
+        (Method::Post, Some(action)) => format!("{ty}/{}/action", action.to_ascii_lowercase()),
+        (Method::Get, Some(sub)) => format!("{ty}/{sub}/read"),
+        (Method::Get, None) => format!("{ty}/read"),
+        (Method::Delete, _) => format!("{ty}/delete"),
+        _ => format!("{ty}/write"),
+    }
+}
+
+impl ArmClient {
+    /// A client restricted to [`ARM_ACTIONS`], the actions flotilla's role grants.
+    pub fn new(config: &AzureConfig) -> Result<Self, AzureError> {
+        let credential = config.token_credential()?;
+        Ok(Self::with_credential(config, credential, Some(ARM_ACTIONS)))
+    }
+
+    /// A client with no action restriction, for preparing a simulated
+    /// environment (resource group, staging account) that flotilla itself never creates.
+    pub fn for_environment_setup(config: &AzureConfig) -> Result<Self, AzureError> {
+        let credential = config.token_credential()?;
+        Ok(Self::with_credential(config, credential, None))
+    }
+
+    fn with_credential(
+        config: &AzureConfig,
+        credential: Arc<dyn TokenCredential>,
+        allowed_actions: Option<&'static [&'static str]>,
+    ) -> Self {
+        let scope = "https://management.azure.com/.default".to_string();
+        let auth: Arc<dyn Policy> = Arc::new(BearerTokenAuthorizationPolicy::new(credential, vec![scope]));
+        let pipeline = Pipeline::new(
+            option_env!("CARGO_PKG_NAME"),
+            option_env!("CARGO_PKG_VERSION"),
+            config.client_options(),
+            Vec::new(),
+            vec![auth],
+            None,
+        );
+        ArmClient {
+            pipeline,
+            endpoint: config.arm_endpoint.clone(),
+            subscription_id: config.subscription_id.clone(),
+            retry: config.retry,
+            allowed_actions,
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    pub fn subscription_id(&self) -> &str {
+        &self.subscription_id
+    }
+
+    /// Requests sent so far (including inline retries and polls).
+    pub fn request_count(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn url(&self, id: &ResourceId, sub_path: Option<&str>, api_version: &str) -> Result<Url, AzureError> {
+        let mut path = id.to_string();
+        if let Some(sub) = sub_path {
+            path.push('/');
+            path.push_str(sub);
+        }
+        let mut url = self
+            .endpoint
+            .join(&path)
+            .map_err(|e| AzureError::terminal("InvalidResourceId", format!("{path}: {e}")))?;
+        url.query_pairs_mut().append_pair("api-version", api_version);
+        Ok(url)
+    }
+
+    fn check_action(&self, method: &Method, id: &ResourceId, sub_path: Option<&str>) -> Result<(), AzureError> {
+        if let Some(allowed) = self.allowed_actions {
+            let action = action_for(method, id, sub_path);
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&action)) {
+                return Err(AzureError::terminal(
+                    "ActionNotGranted",
+                    format!("{action} is not in flotilla's ARM_ACTIONS (shared/azure/src/actions.rs)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one request, retrying retryable answers inline while the wait is
+    /// short; returns any answer that is a success or a 404.
+    async fn send(&self, method: Method, url: Url, body: Option<&Value>) -> Result<RawResponse, AzureError> {
+        let payload = match body {
+            Some(b) => Some(serde_json::to_vec(b).map_err(|e| AzureError::terminal("InvalidRequestContent", e.to_string()))?),
+            None => None,
+        };
+        let mut attempt = 0;
+        loop {
+            let mut req = Request::new(url.clone(), method.clone());
+            req.insert_header("accept", "application/json");
+            if let Some(p) = &payload {
+                req.insert_header("content-type", "application/json");
+                req.set_body(p.clone());
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let sent = self
+                .pipeline
+                .send(&Context::new(), &mut req, Some(azure_core::http::PipelineSendOptions { skip_checks: true, ..Default::default() }))
+                .await;
+            let err = match sent {
+                Ok(resp) => {
+                    let status = u16::from(resp.status());
+                    if (200..300).contains(&status) || status == 404 {
+                        return Ok(resp);
+                    }
+                    error_from_response(&resp)
+                }
+                Err(e) => AzureError::from(e),
+            };
+            let delay = self.retry.delay(attempt, err.retry_after);
+            if err.is_retryable() && attempt < self.retry.max_inline_retries && delay <= self.retry.max_inline_wait {
+                tracing::debug!(code = %err.code, attempt, ?delay, "retrying Azure call");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+
+    fn not_found(resp: &RawResponse) -> AzureError {
+        error_from_response(resp)
+    }
+
+    /// Reads a resource; `None` when it does not exist.
+    pub async fn get(&self, id: &ResourceId, api_version: &str) -> Result<Option<Value>, AzureError> {
+        self.get_sub(id, None, api_version).await
+    }
+
+    /// Reads a sub-path of a resource such as `instanceView`.
+    pub async fn get_sub(&self, id: &ResourceId, sub_path: Option<&str>, api_version: &str) -> Result<Option<Value>, AzureError> {
+        self.check_action(&Method::Get, id, sub_path)?;
+        let resp = self.send(Method::Get, self.url(id, sub_path, api_version)?, None).await?;
+        if u16::from(resp.status()) == 404 {
+            return Ok(None);
+        }
+        parse_json(&resp).map(Some)
+    }
+
+    /// Create-or-update. Returns at once; a running operation comes back as a [`PollState`].
+    pub async fn put(&self, id: &ResourceId, api_version: &str, body: &Value) -> Result<PutStart, AzureError> {
+        self.write(Method::Put, id, api_version, body).await
+    }
+
+    /// Partial update (e.g. `{"sku":{"capacity":N}}` on a scale set).
+    pub async fn patch(&self, id: &ResourceId, api_version: &str, body: &Value) -> Result<PutStart, AzureError> {
+        self.write(Method::Patch, id, api_version, body).await
+    }
+
+    async fn write(&self, method: Method, id: &ResourceId, api_version: &str, body: &Value) -> Result<PutStart, AzureError> {
+        self.check_action(&method, id, None)?;
+        let resp = self.send(method, self.url(id, None, api_version)?, Some(body)).await?;
+        if u16::from(resp.status()) == 404 {
+            return Err(Self::not_found(&resp));
+        }
+        let body = if resp.body().as_ref().is_empty() { Value::Null } else { parse_json(&resp)? };
+        let state = body.pointer("/properties/provisioningState").and_then(Value::as_str).unwrap_or("Succeeded");
+        let wait = retry_after(resp.headers()).unwrap_or(DEFAULT_POLL_INTERVAL).as_secs();
+        if state.eq_ignore_ascii_case("failed") || state.eq_ignore_ascii_case("canceled") {
+            return Err(operation_error(&body, state));
+        }
+        let poll = if let Some(url) = header(resp.headers(), "azure-asyncoperation") {
+            Some(PollState { url, via: PollVia::AsyncOperation, retry_after_s: wait })
+        } else if u16::from(resp.status()) == 202 || !is_terminal_state(state) {
+            header(resp.headers(), "location").map(|url| PollState { url, via: PollVia::Location, retry_after_s: wait })
+        } else {
+            None
+        };
+        if poll.is_none() && !is_terminal_state(state) {
+            // Non-terminal state and nothing to poll: re-read the resource later.
+            return Err(AzureError::terminal("NoPollingUrl", format!("{id} is {state} but no operation URL was returned")));
+        }
+        Ok(PutStart { body, poll })
+    }
+
+    /// Deletes a resource. A missing resource is success ([`DeleteStart::Gone`]).
+    pub async fn delete(&self, id: &ResourceId, api_version: &str) -> Result<DeleteStart, AzureError> {
+        self.check_action(&Method::Delete, id, None)?;
+        let resp = self.send(Method::Delete, self.url(id, None, api_version)?, None).await?;
+        let status = u16::from(resp.status());
+        let wait = retry_after(resp.headers()).unwrap_or(DEFAULT_POLL_INTERVAL).as_secs();
+        if status == 202 {
+            if let Some(url) = header(resp.headers(), "azure-asyncoperation") {
+                return Ok(DeleteStart::Pending(PollState { url, via: PollVia::AsyncOperation, retry_after_s: wait }));
+            }
+            if let Some(url) = header(resp.headers(), "location") {
+                return Ok(DeleteStart::Pending(PollState { url, via: PollVia::Location, retry_after_s: wait }));
+            }
+        }
+        Ok(DeleteStart::Gone)
+    }
+
+    /// A POST action such as `listKeys`; returns its JSON answer.
+    pub async fn post_action(&self, id: &ResourceId, action: &str, api_version: &str, body: Option<&Value>) -> Result<Value, AzureError> {
+        self.check_action(&Method::Post, id, Some(action))?;
+        let resp = self.send(Method::Post, self.url(id, Some(action), api_version)?, body).await?;
+        if u16::from(resp.status()) == 404 {
+            return Err(Self::not_found(&resp));
+        }
+        parse_json(&resp)
+    }
+
+    /// Checks a running operation once.
+    pub async fn poll(&self, state: &PollState) -> Result<PollOutcome, AzureError> {
+        let url = Url::parse(&state.url).map_err(|e| AzureError::terminal("InvalidPollingUrl", e.to_string()))?;
+        let resp = self.send(Method::Get, url, None).await?;
+        let status = u16::from(resp.status());
+        let wait = retry_after(resp.headers()).unwrap_or(DEFAULT_POLL_INTERVAL);
+        match state.via {
+            PollVia::AsyncOperation => {
+                if status == 404 {
+                    return Err(error_from_response(&resp));
+                }
+                let body = parse_json(&resp)?;
+                let op = body.get("status").and_then(Value::as_str).unwrap_or("InProgress");
+                match op.to_ascii_lowercase().as_str() {
+                    "succeeded" => Ok(PollOutcome::Succeeded),
+                    "failed" | "canceled" => Ok(PollOutcome::Failed(operation_error(&body, op))),
+                    _ => Ok(PollOutcome::Pending { retry_after: wait }),
+                }
+            }
+            PollVia::Location => match status {
+                202 => Ok(PollOutcome::Pending { retry_after: wait }),
+                _ => Ok(PollOutcome::Succeeded),
+            },
+        }
+    }
+
+    /// Polls until the operation ends, sleeping `Retry-After` between checks.
+    /// For tools and tests; the saga engine never blocks like this.
+    pub async fn wait(&self, state: &PollState, timeout: Duration) -> Result<(), AzureError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        tokio::time::sleep(state.retry_after()).await;
+        loop {
+            match self.poll(state).await? {
+                PollOutcome::Succeeded => return Ok(()),
+                PollOutcome::Failed(e) => return Err(e),
+                PollOutcome::Pending { retry_after } => {
+                    if tokio::time::Instant::now() + retry_after > deadline {
+                        return Err(AzureError::transport(format!("operation still running after {timeout:?}")));
+                    }
+                    tokio::time::sleep(retry_after).await;
+                }
+            }
+        }
+    }
+
+    /// Resources in a resource group carrying tag `name = value` (ids and types).
+    pub async fn list_by_tag(&self, resource_group: &str, name: &str, value: &str) -> Result<Vec<Value>, AzureError> {
+        let rg = ResourceId::resource_group(&self.subscription_id, resource_group);
+        let action_id = rg.clone();
+        self.check_action(&Method::Get, &action_id, Some("resources"))?;
+        let mut url = self.url(&rg, Some("resources"), "2021-04-01")?;
+        url.query_pairs_mut()
+            .append_pair("$filter", &format!("tagName eq '{name}' and tagValue eq '{value}'"));
+        let mut out = Vec::new();
+        let mut next = Some(url);
+        while let Some(u) = next.take() {
+            let resp = self.send(Method::Get, u, None).await?;
+            if u16::from(resp.status()) == 404 {
+                return Ok(out);
+            }
+            let body = parse_json(&resp)?;
+            if let Some(items) = body.get("value").and_then(Value::as_array) {
+                out.extend(items.iter().cloned());
+            }
+            next = body.get("nextLink").and_then(Value::as_str).and_then(|s| Url::parse(s).ok());
+        }
+        Ok(out)
+    }
+}
+
+fn parse_json(resp: &RawResponse) -> Result<Value, AzureError> {
+    serde_json::from_slice(resp.body().as_ref())
+        .map_err(|e| AzureError::transport(format!("unreadable answer ({}): {e}", u16::from(resp.status()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_for_requests_are_granted() {
+        let vmss = ResourceId::new("s", "rg", "Microsoft.Compute", "virtualMachineScaleSets", "m");
+        let sa = ResourceId::new("s", "rg", "Microsoft.Storage", "storageAccounts", "a");
+        let rg = ResourceId::resource_group("s", "rg");
+        for action in [
+            action_for(&Method::Put, &vmss, None),
+            action_for(&Method::Patch, &vmss, None),
+            action_for(&Method::Delete, &vmss, None),
+            action_for(&Method::Get, &vmss, Some("instanceView")),
+            action_for(&Method::Post, &sa, Some("listKeys")),
+            action_for(&Method::Get, &rg, Some("resources")),
+            action_for(&Method::Get, &rg, None),
+        ] {
+            assert!(ARM_ACTIONS.contains(&action.as_str()), "{action} missing");
+        }
+        assert!(!ARM_ACTIONS.contains(&action_for(&Method::Put, &rg, None).as_str()));
+    }
+}

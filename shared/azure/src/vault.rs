@@ -1,0 +1,90 @@
+//! Key Vault secrets through the official `SecretClient`: the only place a
+//! secret value crosses flotilla's code. Callers keep the returned secret id.
+
+use crate::{AzureConfig, AzureError};
+use azure_core::http::RequestContent;
+use azure_security_keyvault_secrets::models::SetSecretParameters;
+use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+use std::collections::{BTreeMap, HashMap};
+
+/// A Key Vault client for one vault.
+pub struct Vault {
+    client: SecretClient,
+    url: String,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("url", &self.url).finish()
+    }
+}
+
+impl Vault {
+    pub fn new(config: &AzureConfig) -> Result<Self, AzureError> {
+        let verify = url::Url::parse(&config.keyvault_url)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.ends_with(".vault.azure.net")))
+            .unwrap_or(false);
+        let options = SecretClientOptions {
+            client_options: config.client_options(),
+            // The simulator's host is not *.vault.azure.net.
+            verify_challenge_resource: Some(verify),
+            ..Default::default()
+        };
+        let client = SecretClient::new(&config.keyvault_url, config.token_credential()?, Some(options))
+            .map_err(|e| AzureError::terminal("InvalidKeyVaultUrl", e.to_string()))?;
+        Ok(Vault { client, url: config.keyvault_url.trim_end_matches('/').to_string() })
+    }
+
+    /// The secret's id without version: what saga state and events may carry.
+    pub fn secret_id(&self, name: &str) -> String {
+        format!("{}/secrets/{name}", self.url)
+    }
+
+    /// Sets (a new version of) a secret and returns its id without version.
+    pub async fn set(&self, name: &str, value: &str, tags: &BTreeMap<String, String>) -> Result<String, AzureError> {
+        let params = SetSecretParameters {
+            value: Some(value.to_string()),
+            tags: Some(tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
+            content_type: Some("text/plain".into()),
+            ..Default::default()
+        };
+        let content: RequestContent<SetSecretParameters> =
+            params.try_into().map_err(|e: azure_core::Error| AzureError::terminal("InvalidRequestContent", e.to_string()))?;
+        self.client.set_secret(name, content, None).await?;
+        Ok(self.secret_id(name))
+    }
+
+    /// Reads a secret's current value; `None` when it does not exist.
+    pub async fn get(&self, name: &str) -> Result<Option<String>, AzureError> {
+        match self.client.get_secret(name, None).await {
+            Ok(resp) => {
+                let secret = resp.into_model().map_err(AzureError::from)?;
+                Ok(secret.value)
+            }
+            Err(e) => {
+                let e = AzureError::from(e);
+                if e.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Deletes a secret; a missing secret is success.
+    pub async fn delete(&self, name: &str) -> Result<(), AzureError> {
+        match self.client.delete_secret(name, None).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = AzureError::from(e);
+                if e.is_not_found() {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
