@@ -3,8 +3,8 @@
 
 Checks, each printing one line per problem:
 
-  security  checkov parses every Bicep file under infra/ and reports no failed
-            check; every inline `checkov:skip` suppression is listed (ID,
+  security  checkov (its Bicep checks plus scripts/checkov_policies/) parses
+            every Bicep file under infra/ and reports no failed check; every inline `checkov:skip` suppression is listed (ID,
             resource, reason) in README.md's deploy section and vice versa,
             and each one still suppresses a check checkov runs.
   settings  the settings registered `deployed: true` in
@@ -39,6 +39,8 @@ SETTINGS_RS = Path("shared/core/src/settings.rs")
 ACTIONS_RS = Path("shared/azure/src/actions.rs")
 MAIN_BICEP = Path("infra/main.bicep")
 README = Path("README.md")
+# flotilla's own checkov policies (checks checkov's Bicep set lacks), next to this script.
+POLICIES = Path(__file__).resolve().parent / "checkov_policies"
 
 SETTINGS_START = "<!-- settings:start -->"
 SETTINGS_END = "<!-- settings:end -->"
@@ -480,7 +482,8 @@ def check_security(root: Path, checkov: str | None) -> list[str]:
         problems.append("checkov is not installed (scripts/infra_checks.sh installs it into target/venv-checkov)")
         return problems
     proc = subprocess.run(
-        [checkov, "-d", str(root / "infra"), "--framework", "bicep", "--skip-download", "-o", "json", "--quiet", "--compact"],
+        [checkov, "-d", str(root / "infra"), "--framework", "bicep", "--skip-download",
+         "--external-checks-dir", str(POLICIES), "-o", "json"],
         capture_output=True, text=True,
     )
     try:

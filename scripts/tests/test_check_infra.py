@@ -1,0 +1,218 @@
+"""Tests for scripts/check_infra.py: each check passes on the real tree and
+fails, naming the problem, on a temporary copy broken on purpose.
+
+Run: python3 -m unittest discover -s scripts/tests   (from the repo root)
+The checkov-based tests are skipped only when checkov is not installed;
+scripts/infra_checks.sh installs it, so they always run there.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent.parent
+REPO = SCRIPTS.parent
+sys.path.insert(0, str(SCRIPTS))
+
+import check_infra  # noqa: E402
+
+CHECKOV = check_infra.find_checkov(None, REPO)
+needs_checkov = unittest.skipIf(CHECKOV is None, "checkov is not installed (scripts/infra_checks.sh installs it)")
+
+
+class Tree:
+    """A temporary copy of the files the checks read."""
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="check_infra_")
+        self.root = Path(self._tmp.name)
+        shutil.copytree(REPO / "infra", self.root / "infra")
+        shutil.copy2(REPO / "README.md", self.root / "README.md")
+        for rel in (check_infra.SETTINGS_RS, check_infra.ACTIONS_RS):
+            (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, self.root / rel)
+        # A minimal code tree that reads the environment the right way.
+        self.write("functions/src/main.rs", 'fn main() { let _ = flotilla_core::settings::get("RUST_LOG"); }\n')
+        self.write("shared/core/src/lib.rs", "pub mod settings;\n// std::env::var in a comment is fine\n")
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def read(self, rel: str) -> str:
+        return self.path(rel).read_text(encoding="utf-8")
+
+    def write(self, rel: str, text: str) -> None:
+        p = self.path(rel)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+
+    def edit(self, rel: str, old: str, new: str, count: int = 1) -> None:
+        text = self.read(rel)
+        if old not in text:
+            raise AssertionError(f"{old!r} not in {rel}")
+        self.write(rel, text.replace(old, new, count))
+
+    def cleanup(self) -> None:
+        self._tmp.cleanup()
+
+
+def remove_app_setting(text: str, name: str) -> str:
+    pattern = re.compile(r"\n\s*\{\s*(?://[^\n]*\s*)?name: '" + re.escape(name) + r"'\s*value: [^\n]*\s*\}", re.S)
+    new, n = pattern.subn("", text)
+    assert n == 1, f"app setting {name} not found exactly once"
+    return new
+
+
+class TreeCase(unittest.TestCase):
+    def setUp(self) -> None:
+        self.tree = Tree()
+        self.addCleanup(self.tree.cleanup)
+
+    def assertProblem(self, problems: list[str], *needles: str) -> None:
+        for p in problems:
+            if all(n in p for n in needles):
+                return
+        self.fail(f"no problem mentions {needles!r}; got:\n  " + "\n  ".join(problems or ["(none)"]))
+
+
+class HappyPath(unittest.TestCase):
+    def test_real_tree_passes_every_check(self) -> None:
+        only = "security,settings,roles" if CHECKOV else "settings,roles"
+        proc = subprocess.run([sys.executable, str(SCRIPTS / "check_infra.py"), str(REPO), "--only", only],
+                              capture_output=True, text=True)
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+
+    def test_copy_passes_settings_and_roles(self) -> None:
+        tree = Tree()
+        self.addCleanup(tree.cleanup)
+        self.assertEqual(check_infra.check_settings(tree.root), [])
+        self.assertEqual(check_infra.check_roles(tree.root), [])
+
+    def test_readme_settings_table_is_up_to_date(self) -> None:
+        tree = Tree()
+        self.addCleanup(tree.cleanup)
+        check_infra.write_readme_settings(tree.root)
+        self.assertEqual(tree.read("README.md"), (REPO / "README.md").read_text(encoding="utf-8"),
+                         "README settings table is stale: run scripts/check_infra.py --write-readme-settings")
+
+
+class SettingsCheck(TreeCase):
+    def test_setting_missing_from_bicep(self) -> None:
+        self.tree.write("infra/main.bicep", remove_app_setting(self.tree.read("infra/main.bicep"), "KEYVAULT_URL"))
+        self.assertProblem(check_infra.check_settings(self.tree.root),
+                           "setting KEYVAULT_URL is read by the code but not set in infra/main.bicep")
+
+    def test_host_setting_missing_from_bicep(self) -> None:
+        self.tree.write("infra/main.bicep",
+                        remove_app_setting(self.tree.read("infra/main.bicep"), "ServiceBusConnection__clientId"))
+        self.assertProblem(check_infra.check_settings(self.tree.root),
+                           "ServiceBusConnection__clientId", "Functions host", "not set")
+
+    def test_unregistered_setting_in_bicep(self) -> None:
+        self.tree.edit("infra/main.bicep", "      appSettings: [\n",
+                       "      appSettings: [\n        {\n          name: 'SOME_SECRET'\n          value: 'x'\n        }\n")
+        self.assertProblem(check_infra.check_settings(self.tree.root), "SOME_SECRET", "not registered")
+
+    def test_platform_setting_in_bicep(self) -> None:
+        self.tree.edit("infra/main.bicep", "      appSettings: [\n",
+                       "      appSettings: [\n        {\n          name: 'IDENTITY_HEADER'\n          value: 'x'\n        }\n")
+        self.assertProblem(check_infra.check_settings(self.tree.root), "IDENTITY_HEADER", "platform")
+
+    def test_undeployed_setting_in_bicep(self) -> None:
+        self.tree.edit("infra/main.bicep", "      appSettings: [\n",
+                       "      appSettings: [\n        {\n          name: 'AZURE_CA_CERT'\n          value: 'x'\n        }\n")
+        self.assertProblem(check_infra.check_settings(self.tree.root), "AZURE_CA_CERT", "deployed: false")
+
+    def test_new_registry_entry_without_bicep_and_readme(self) -> None:
+        self.tree.edit(str(check_infra.SETTINGS_RS), '    // Operations\n',
+                       '    // Operations\n    s("FLOTILLA_NEW_KNOB", Flotilla, true, "A new knob."),\n')
+        problems = check_infra.check_settings(self.tree.root)
+        self.assertProblem(problems, "setting FLOTILLA_NEW_KNOB is read by the code but not set in infra/main.bicep")
+        self.assertProblem(problems, "FLOTILLA_NEW_KNOB", "missing from the settings table")
+
+    def test_readme_lists_unknown_setting(self) -> None:
+        self.tree.edit("README.md", "<!-- settings:end -->", "| `NOT_A_SETTING` | flotilla | no | ? |\n<!-- settings:end -->")
+        self.assertProblem(check_infra.check_settings(self.tree.root), "NOT_A_SETTING", "not registered")
+
+    def test_readme_missing_setting(self) -> None:
+        text = self.tree.read("README.md")
+        text = re.sub(r"\n\| `RUST_LOG` \|[^\n]*", "", text)
+        self.tree.write("README.md", text)
+        self.assertProblem(check_infra.check_settings(self.tree.root), "RUST_LOG", "missing from the settings table")
+
+    def test_direct_env_read_in_code(self) -> None:
+        self.tree.write("shared/azure/src/sneaky.rs", 'pub fn f() -> Option<String> { std::env::var("X").ok() }\n')
+        self.tree.write("functions/src/other.rs", 'pub fn g() { let _ = std::env::var_os("Y"); }\n')
+        problems = check_infra.check_settings(self.tree.root)
+        self.assertProblem(problems, "shared/azure/src/sneaky.rs:1", "reads the environment directly")
+        self.assertProblem(problems, "functions/src/other.rs:1", "reads the environment directly")
+
+
+class RolesCheck(TreeCase):
+    def test_action_missing_from_role(self) -> None:
+        self.tree.edit("infra/modules/cluster-rg.bicep", "          'Microsoft.Network/loadBalancers/delete'\n", "")
+        self.assertProblem(check_infra.check_roles(self.tree.root),
+                           "ARM action Microsoft.Network/loadBalancers/delete is called by the client but not granted by the flotilla custom role")
+
+    def test_extra_action_in_role(self) -> None:
+        self.tree.edit("infra/modules/cluster-rg.bicep", "          'Microsoft.Network/loadBalancers/delete'\n",
+                       "          'Microsoft.Network/loadBalancers/delete'\n          'Microsoft.Compute/virtualMachines/write'\n")
+        self.assertProblem(check_infra.check_roles(self.tree.root),
+                           "Microsoft.Compute/virtualMachines/write", "never calls it")
+
+    def test_new_client_action(self) -> None:
+        self.tree.edit(str(check_infra.ACTIONS_RS), "pub const ARM_ACTIONS: &[&str] = &[\n",
+                       'pub const ARM_ACTIONS: &[&str] = &[\n    "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",\n')
+        self.assertProblem(check_infra.check_roles(self.tree.root),
+                           "ARM action Microsoft.ManagedIdentity/userAssignedIdentities/assign/action is called by the client")
+
+    def test_wildcard_role(self) -> None:
+        self.tree.edit("infra/modules/cluster-rg.bicep", "          'Microsoft.Network/loadBalancers/delete'\n",
+                       "          'Microsoft.Network/loadBalancers/delete'\n          '*'\n")
+        self.assertProblem(check_infra.check_roles(self.tree.root), "wildcard")
+
+
+class SuppressionDocs(TreeCase):
+    """The README <-> inline suppression cross-check needs no checkov."""
+
+    @staticmethod
+    def doc_problems(root: Path) -> list[str]:
+        return [p for p in check_infra.check_security(root, None) if "not installed" not in p]
+
+    def test_real_copy_is_consistent(self) -> None:
+        self.assertEqual(self.doc_problems(self.tree.root), [])
+
+    def test_undocumented_suppression(self) -> None:
+        self.tree.edit("infra/main.bicep", "resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {\n",
+                       "resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {\n  // checkov:skip=CKV_AZURE_110: testing\n")
+        self.assertProblem(self.doc_problems(self.tree.root), "CKV_AZURE_110", "keyVault", "not listed")
+
+    def test_readme_lists_stale_suppression(self) -> None:
+        self.tree.edit("README.md", "| Check | Resource | Reason |\n| --- | --- | --- |\n",
+                       "| Check | Resource | Reason |\n| --- | --- | --- |\n| `CKV_AZURE_999` | `cosmos` | old |\n")
+        self.assertProblem(self.doc_problems(self.tree.root), "CKV_AZURE_999", "no such inline skip")
+
+
+@needs_checkov
+class SecurityScan(TreeCase):
+    def test_public_blob_access_fails(self) -> None:
+        self.tree.edit("infra/main.bicep", "allowBlobPublicAccess: false", "allowBlobPublicAccess: true")
+        self.assertProblem(check_infra.check_security(self.tree.root, CHECKOV), "checkov", "failed on", "hostStorage")
+
+    def test_key_vault_without_purge_protection_fails(self) -> None:
+        self.tree.edit("infra/main.bicep", "enablePurgeProtection: true", "enablePurgeProtection: false")
+        self.assertProblem(check_infra.check_security(self.tree.root, CHECKOV), "checkov", "failed on", "keyVault")
+
+    def test_unparsable_bicep_fails(self) -> None:
+        self.tree.write("infra/modules/broken.bicep", "resource x 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: 'a'\n  properties: {\n")
+        self.assertProblem(check_infra.check_security(self.tree.root, CHECKOV), "broken.bicep")
+
+
+if __name__ == "__main__":
+    unittest.main()
