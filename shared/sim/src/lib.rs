@@ -1,1 +1,412 @@
-//! placeholder
+//! The Azure simulator: a loopback HTTPS server that behaves like the slice of Azure
+//! flotilla touches.
+//!
+//! It serves, under one base URL:
+//! - Entra ID client-credentials tokens (`POST /{tenant}/oauth2/v2.0/token`) and the
+//!   App Service managed-identity endpoint (`GET /msi/token`);
+//! - ARM (`/subscriptions/...`): resource groups, VNets, NSGs, public IPs, load balancers,
+//!   scale sets (whose instances "boot" by fetching their init script from the blob store),
+//!   storage accounts (`listKeys`), role assignments, AKS user credentials, tag queries,
+//!   with long-running operations, throttling and ARM error bodies;
+//! - the Key Vault secrets data plane (`/secrets/...`, `/deletedsecrets/...`);
+//! - a minimal Blob service (`/blob/{account}/{container}/{blob}`);
+//! - unauthenticated control endpoints under `/_sim/` (inventory, fault rules, request log).
+//!
+//! See `docs/simulator.md` for the URL layout and the fault rule format.
+
+mod arm;
+mod auth;
+mod blob;
+mod control;
+mod dispatch;
+mod kv;
+mod model;
+mod state;
+mod tls;
+mod util;
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use state::State;
+
+/// Fixed tenant id the simulator issues tokens for.
+pub const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+/// Fixed subscription id the simulator serves; ARM paths with another subscription get 404.
+pub const SUBSCRIPTION_ID: &str = "00000000-0000-4000-8000-00000000f107";
+
+/// How many request records `/_sim/requests` keeps (oldest dropped first).
+const REQUEST_LOG_CAPACITY: usize = 10_000;
+
+/// How the simulator behaves: where it keeps state, how long operations take, throttling.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Persist state (JSON) and the TLS CA/server certificate here. `None` keeps state in
+    /// memory only and writes the certificates to a temporary directory that lives as long
+    /// as the [`Sim`].
+    pub data_dir: Option<PathBuf>,
+    /// How long every long-running operation takes (and how long VMSS instances take to boot
+    /// after their operation completes). Zero is allowed.
+    pub lro: Duration,
+    /// Token-bucket throttling of ARM requests per principal; `None` disables it.
+    pub throttle: Option<ThrottleConfig>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            data_dir: None,
+            lro: Duration::from_secs(1),
+            throttle: Some(ThrottleConfig::default()),
+        }
+    }
+}
+
+/// ARM's per-principal token buckets: writes (PUT/PATCH/DELETE/POST) and reads (GET/HEAD).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ThrottleConfig {
+    /// Bucket size for writes.
+    pub write_burst: u32,
+    /// Write tokens added per second.
+    pub write_refill_per_s: f64,
+    /// Bucket size for reads.
+    pub read_burst: u32,
+    /// Read tokens added per second.
+    pub read_refill_per_s: f64,
+}
+
+impl Default for ThrottleConfig {
+    /// ARM's 2024 model: writes 200 with 10/s refill, reads 250 with 25/s refill.
+    fn default() -> Self {
+        ThrottleConfig {
+            write_burst: 200,
+            write_refill_per_s: 10.0,
+            read_burst: 250,
+            read_refill_per_s: 25.0,
+        }
+    }
+}
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Reading or writing the data directory or binding the port failed.
+    #[error("simulator I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Generating or loading the TLS certificates failed.
+    #[error("simulator certificate error: {0}")]
+    Tls(String),
+    /// The persisted state file could not be parsed.
+    #[error("simulator state file {path} is not valid: {message}")]
+    State {
+        /// The file that failed to parse.
+        path: PathBuf,
+        /// What was wrong with it.
+        message: String,
+    },
+}
+
+/// Endpoints and credentials a client needs to talk to one simulator at one base URL.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SimInfo {
+    /// ARM base URL (the simulator's base URL).
+    pub arm_endpoint: String,
+    /// Client-credentials token URL: `{base}/{tenant}/oauth2/v2.0/token`.
+    pub token_endpoint: String,
+    /// Authority host for `ClientSecretCredential` (the base URL).
+    pub authority_host: String,
+    /// Tenant the tokens are issued for.
+    pub tenant_id: String,
+    /// Service principal client id accepted by the token endpoint.
+    pub client_id: String,
+    /// Service principal secret accepted by the token endpoint (a secret: never log it).
+    pub client_secret: String,
+    /// Subscription the ARM surface serves.
+    pub subscription_id: String,
+    /// Key Vault URL (the base URL; paths `/secrets/...`).
+    pub keyvault_url: String,
+    /// Blob service endpoint prefix: `{base}/blob` — an account is `{base}/blob/{account}`.
+    pub blob_endpoint: String,
+    /// App Service managed identity endpoint (`IDENTITY_ENDPOINT`): `{base}/msi/token`.
+    pub managed_identity_endpoint: String,
+    /// Value of `IDENTITY_HEADER` (a secret: never log it).
+    pub identity_header: String,
+    /// Path of the CA certificate (PEM) clients must trust.
+    pub ca_cert: String,
+}
+
+/// A fault injection rule: requests matching it are answered with an error.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct FaultRule {
+    /// HTTP method to match (case-insensitive); `None` matches any.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Resource type to match, e.g. `Microsoft.Compute/virtualMachineScaleSets`
+    /// (case-insensitive); `None` matches any.
+    #[serde(default)]
+    pub resource_type: Option<String>,
+    /// Glob (`*` wildcard, case-insensitive) matched against the resource name.
+    #[serde(default)]
+    pub name_pattern: Option<String>,
+    /// HTTP status to answer.
+    pub status: u16,
+    /// ARM error code to answer.
+    pub code: String,
+    /// Error message; a default is generated when absent.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// How many times the rule fires before it disappears; `None` = forever.
+    #[serde(default)]
+    pub times: Option<u32>,
+    /// Chance (0..=1) that a matching request is faulted; default 1.
+    #[serde(default)]
+    pub probability: Option<f64>,
+    /// Delay before answering (also applied to asynchronous faults).
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    /// Accept the PUT/PATCH/DELETE, then let its asynchronous operation end `Failed` with
+    /// this code and message.
+    #[serde(default)]
+    pub asynchronous: bool,
+}
+
+/// One thing that exists in the simulator: an ARM resource, a Key Vault secret or a blob.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct InventoryItem {
+    /// ARM id, secret URL without version, or blob URL.
+    pub id: String,
+    /// ARM type (`Microsoft.KeyVault/vaults/secrets` for secrets,
+    /// `Microsoft.Storage/storageAccounts/blobServices/containers/blobs` for blobs).
+    pub resource_type: String,
+    /// Resource, secret or blob name.
+    pub name: String,
+    /// Tags (blob metadata for blobs).
+    pub tags: BTreeMap<String, String>,
+    /// ARM provisioning state; `None` for secrets and blobs.
+    pub provisioning_state: Option<String>,
+}
+
+/// One request the simulator answered (the control endpoints are not recorded).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RequestRecord {
+    /// HTTP method.
+    pub method: String,
+    /// Request path without the query string.
+    pub path: String,
+    /// Response status.
+    pub status: u16,
+    /// Time spent answering, in milliseconds.
+    pub duration_ms: f64,
+    /// The authenticated principal (client id), if any.
+    pub principal: Option<String>,
+}
+
+/// Token-bucket state of one principal.
+pub(crate) struct Buckets {
+    pub reads: f64,
+    pub writes: f64,
+    pub last: std::time::Instant,
+}
+
+/// Shared simulator internals.
+pub(crate) struct Inner {
+    pub config: SimConfig,
+    pub state: Mutex<State>,
+    /// Serialises writes of the state file; holds the generation last written.
+    pub persist: Mutex<u64>,
+    pub faults: Mutex<Vec<FaultRule>>,
+    pub requests: Mutex<VecDeque<RequestRecord>>,
+    pub buckets: Mutex<HashMap<String, Buckets>>,
+    pub tls: tls::TlsMaterial,
+    /// Keeps the temporary certificate directory alive in memory-only mode.
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// The simulator. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct Sim {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// A running HTTPS simulator.
+pub struct SimServer {
+    /// Endpoints and credentials for [`SimServer::base_url`].
+    pub info: SimInfo,
+    /// `https://127.0.0.1:{port}`.
+    pub base_url: String,
+    handle: axum_server::Handle<std::net::SocketAddr>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SimServer {
+    /// Stops accepting connections, waits briefly for in-flight requests, and returns.
+    pub async fn shutdown(self) {
+        self.handle
+            .graceful_shutdown(Some(Duration::from_millis(500)));
+        let _ = self.task.await;
+    }
+}
+
+/// Recovers a mutex guard even if a previous holder panicked (state stays usable).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Sim {
+    /// Creates a simulator, loading persisted state and certificates from
+    /// `config.data_dir` when present, generating them otherwise.
+    pub fn new(config: SimConfig) -> Result<Sim, SimError> {
+        let (cert_dir, temp) = match &config.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                (dir.clone(), None)
+            }
+            None => {
+                let t = tempfile::Builder::new().prefix("flotilla-sim").tempdir()?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let tls = tls::TlsMaterial::load_or_generate(&cert_dir)?;
+        let state = match &config.data_dir {
+            Some(dir) => State::load(dir)?,
+            None => None,
+        };
+        let state = state.unwrap_or_else(State::fresh);
+        let sim = Sim {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(state),
+                persist: Mutex::new(0),
+                faults: Mutex::new(Vec::new()),
+                requests: Mutex::new(VecDeque::new()),
+                buckets: Mutex::new(HashMap::new()),
+                tls,
+                _temp: temp,
+            }),
+        };
+        // Make sure generated credentials exist on disk before anyone sees them.
+        sim.persist_now();
+        Ok(sim)
+    }
+
+    /// The whole HTTP surface as an axum router (no TLS), for in-process use.
+    pub fn router(&self) -> axum::Router {
+        dispatch::router(self.clone())
+    }
+
+    /// Serves HTTPS on `127.0.0.1:port` (0 picks a free port) until shut down.
+    pub async fn serve(&self, port: u16) -> Result<SimServer, SimError> {
+        let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+            self.inner.tls.server_cert_pem.clone().into_bytes(),
+            self.inner.tls.server_key_pem.clone().into_bytes(),
+        )
+        .await
+        .map_err(|e| SimError::Tls(e.to_string()))?;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle.clone());
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            if let Err(e) = server.serve(app.into_make_service()).await {
+                tracing::error!(error = %e, "simulator server stopped");
+            }
+        });
+        let base_url = format!("https://127.0.0.1:{}", addr.port());
+        tracing::info!(%base_url, "Azure simulator listening");
+        Ok(SimServer {
+            info: self.info(&base_url),
+            base_url,
+            handle,
+            task,
+        })
+    }
+
+    /// Endpoints and credentials for clients reaching this simulator at `base_url`.
+    pub fn info(&self, base_url: &str) -> SimInfo {
+        let base = base_url.trim_end_matches('/');
+        let creds = lock(&self.inner.state).creds.clone();
+        SimInfo {
+            arm_endpoint: base.to_string(),
+            token_endpoint: format!("{base}/{TENANT_ID}/oauth2/v2.0/token"),
+            authority_host: base.to_string(),
+            tenant_id: TENANT_ID.to_string(),
+            client_id: creds.client_id,
+            client_secret: creds.client_secret,
+            subscription_id: SUBSCRIPTION_ID.to_string(),
+            keyvault_url: base.to_string(),
+            blob_endpoint: format!("{base}/blob"),
+            managed_identity_endpoint: format!("{base}/msi/token"),
+            identity_header: creds.identity_header,
+            ca_cert: self.ca_cert_path().display().to_string(),
+        }
+    }
+
+    /// Adds a fault injection rule.
+    pub fn add_fault(&self, rule: FaultRule) {
+        lock(&self.inner.faults).push(rule);
+    }
+
+    /// Removes every fault injection rule.
+    pub fn clear_faults(&self) {
+        lock(&self.inner.faults).clear();
+    }
+
+    /// Everything that exists (ARM resources, secrets, blobs), optionally only items
+    /// carrying tag `name = value`.
+    pub fn inventory(&self, tag: Option<(&str, &str)>) -> Vec<InventoryItem> {
+        control::inventory(self, tag)
+    }
+
+    /// The most recent requests (up to 10 000), oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.inner.requests).iter().cloned().collect()
+    }
+
+    /// The CA certificate (PEM) that signed the server certificate.
+    pub fn ca_cert_pem(&self) -> String {
+        self.inner.tls.ca_cert_pem.clone()
+    }
+
+    /// Where the CA certificate (PEM) is stored.
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.inner.tls.ca_cert_path.clone()
+    }
+
+    pub(crate) fn lro_ms(&self) -> u64 {
+        self.inner.config.lro.as_millis() as u64
+    }
+
+    pub(crate) fn data_dir(&self) -> Option<&Path> {
+        self.inner.config.data_dir.as_deref()
+    }
+
+    /// Writes the state file now if persistence is on (used after mutations).
+    pub(crate) fn persist_now(&self) {
+        let Some(dir) = self.data_dir() else { return };
+        let (generation, json) = {
+            let mut st = lock(&self.inner.state);
+            st.generation += 1;
+            match serde_json::to_vec(&*st) {
+                Ok(j) => (st.generation, j),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot serialise simulator state");
+                    return;
+                }
+            }
+        };
+        let mut written = lock(&self.inner.persist);
+        if generation <= *written {
+            return;
+        }
+        if let Err(e) = state::write_atomic(dir, &json) {
+            tracing::error!(error = %e, "cannot write simulator state");
+            return;
+        }
+        *written = generation;
+    }
+}
