@@ -1,1 +1,11 @@
-fn main() {}
+//! `flotilla`: one binary for the CLI, the embedded runner and (later) the
+//! Azure Functions custom handler.
+
+mod bench;
+mod cli;
+mod local;
+mod progress;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod arm;
+pub mod blob;
 pub mod config;
 pub mod error;
 pub mod models;

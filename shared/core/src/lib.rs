@@ -1,8 +1,15 @@
 //! flotilla's saga core: the cluster spec, CloudEvents, the saga document, the
-//! pure `decide` function, one module per step, the ports and the embedded
-//! backends behind `flotilla up`.
+//! pure `decide` function, one module per step, the engine, the ports and the
+//! embedded backends behind `flotilla up`.
 
 pub mod conformance;
+pub mod decide;
 pub mod embedded;
+pub mod engine;
+pub mod events;
+pub mod names;
 pub mod ports;
+pub mod saga;
 pub mod settings;
+pub mod spec;
+pub mod steps;

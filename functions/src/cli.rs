@@ -1,0 +1,429 @@
+//! The command line. Exit codes: 0 success, 1 the job ended Compensated or
+//! Failed (or a command was refused), 2 bad usage or a bad spec.
+
+use crate::local::{self, fault_for, LocalOptions, LocalWorld, Link};
+use crate::progress::Progress;
+use clap::{Parser, Subcommand, ValueEnum};
+use flotilla_core::decide::Policy;
+use flotilla_core::embedded::{BusOptions, Embedded};
+use flotilla_core::engine::CommandError;
+use flotilla_core::saga::{JobStatus, Saga, StepName};
+use flotilla_core::spec::ClusterSpec;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "flotilla", version, about = "Provision compute clusters on Azure, step by step, from serverless code")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Submit a job and run it to the end against the built-in Azure simulator.
+    Up {
+        /// Cluster spec (JSON); the built-in example when omitted (see `flotilla spec`).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Store, bus and simulator state [default: ./.flotilla or FLOTILLA_DATA_DIR].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Make the simulator refuse this step's Azure call with a terminal error.
+        #[arg(long, value_parser = parse_step)]
+        fail_at: Option<StepName>,
+        /// How long simulated long-running operations take.
+        #[arg(long, default_value_t = 1.0)]
+        lro_seconds: f64,
+        /// Deliver every event twice (tests idempotency).
+        #[arg(long)]
+        deliver_twice: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Finish every unfinished job in the data dir (after a crash).
+    Resume {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1.0)]
+        lro_seconds: f64,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show a job's saga: status, steps, resources, errors.
+    Status {
+        job: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// List the jobs in the data dir.
+    List {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Tear a finished job down through its undo chain.
+    Delete {
+        job: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1.0)]
+        lro_seconds: f64,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Change a worker pool's instance count (within its min..max).
+    Scale {
+        job: String,
+        #[arg(long)]
+        pool: String,
+        #[arg(long)]
+        count: u32,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1.0)]
+        lro_seconds: f64,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print the built-in example cluster spec.
+    Spec,
+    /// Run the Azure simulator on loopback; prints one JSON line with its endpoints.
+    Sim {
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1.0)]
+        lro_seconds: f64,
+        #[arg(long, default_value_t = 200)]
+        write_burst: u32,
+        #[arg(long, default_value_t = 10.0)]
+        write_refill_per_s: f64,
+    },
+    /// Run N jobs concurrently on the embedded backends with zero simulated latency.
+    Bench {
+        #[arg(long, default_value_t = 200)]
+        jobs: usize,
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+fn parse_step(s: &str) -> Result<StepName, String> {
+    StepName::parse(s).ok_or_else(|| format!("unknown step '{s}' (one of stage, prereqs, keys, master, workers, join)"))
+}
+
+fn lro(seconds: f64) -> Result<Duration, String> {
+    if seconds.is_finite() && (0.0..=3600.0).contains(&seconds) {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(format!("--lro-seconds must be between 0 and 3600 (got {seconds})"))
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_new(flotilla_core::settings::get("RUST_LOG").unwrap_or_else(|| "warn".into()))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let json = flotilla_core::settings::get("FLOTILLA_LOG_FORMAT").as_deref() == Some("json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Runtime(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Runtime(s)
+    }
+}
+
+fn policy_for(lro: Duration) -> Policy {
+    Policy {
+        backoff_base: Duration::from_millis(500),
+        join_interval: (lro / 2).max(Duration::from_millis(100)),
+        ..Policy::default()
+    }
+}
+
+fn local_options(data_dir: PathBuf, lro: Duration, deliver_twice: bool) -> LocalOptions {
+    LocalOptions {
+        data_dir: Some(data_dir),
+        lro,
+        throttle: true,
+        link: Link::Https,
+        bus: BusOptions { deliver_twice, ..BusOptions::default() },
+        workers: 4,
+        policy: policy_for(lro),
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Spec => {
+            print!("{}", flotilla_core::spec::EXAMPLE_SPEC);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up { spec, data_dir, fail_at, lro_seconds, deliver_twice, output } => {
+            let spec = match spec {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
+                    ClusterSpec::from_json(&text).map_err(|e| Failure::Usage(format!("invalid spec {}: {e}", path.display())))?
+                }
+                None => ClusterSpec::example(),
+            };
+            let lro = lro(lro_seconds).map_err(Failure::Usage)?;
+            let dir = data_dir.unwrap_or_else(local::default_data_dir);
+            let shown_dir = dir.display().to_string();
+            let world = LocalWorld::start(local_options(dir, lro, deliver_twice)).await?;
+            if let Some(step) = fail_at {
+                world.sim.add_fault(fault_for(step));
+            }
+            local::ensure_resource_group(&world, &spec.resource_group, &spec.location).await?;
+            let job = world.engine.submit(spec).await.map_err(|e| e.to_string())?;
+            if output == Output::Text {
+                eprintln!("job {job} submitted (data dir: {shown_dir})");
+            }
+            let sagas = run_until_settled(&world, std::slice::from_ref(&job), output).await?;
+            finish(world, sagas, output, |s| s.status == JobStatus::Succeeded).await
+        }
+        Command::Resume { data_dir, lro_seconds, output } => {
+            let lro = lro(lro_seconds).map_err(Failure::Usage)?;
+            let dir = data_dir.unwrap_or_else(local::default_data_dir);
+            require_store(&dir)?;
+            let world = LocalWorld::start(local_options(dir, lro, false)).await?;
+            let jobs: Vec<String> = list_sagas(&world).await?.into_iter().filter(|s| !settled(s)).map(|s| s.id).collect();
+            if output == Output::Text {
+                eprintln!("resuming {} unfinished job(s)", jobs.len());
+            }
+            let sagas = run_until_settled(&world, &jobs, output).await?;
+            finish(world, sagas, output, |s| s.status == JobStatus::Succeeded).await
+        }
+        Command::Delete { job, data_dir, lro_seconds, output } => {
+            let dir = data_dir.unwrap_or_else(local::default_data_dir);
+            require_store(&dir)?;
+            let world = LocalWorld::start(local_options(dir, lro(lro_seconds).map_err(Failure::Usage)?, false)).await?;
+            if let Err(e) = world.engine.request_delete(&job).await {
+                world.shutdown().await;
+                return Err(command_failure(e));
+            }
+            let sagas = run_until_settled(&world, std::slice::from_ref(&job), output).await?;
+            finish(world, sagas, output, |s| s.status == JobStatus::Deleted).await
+        }
+        Command::Scale { job, pool, count, data_dir, lro_seconds, output } => {
+            let dir = data_dir.unwrap_or_else(local::default_data_dir);
+            require_store(&dir)?;
+            let world = LocalWorld::start(local_options(dir, lro(lro_seconds).map_err(Failure::Usage)?, false)).await?;
+            if let Err(e) = world.engine.request_scale(&job, &pool, count).await {
+                world.shutdown().await;
+                return Err(command_failure(e));
+            }
+            let sagas = run_until_settled(&world, std::slice::from_ref(&job), output).await?;
+            finish(world, sagas, output, |s| s.pools.get(&pool) == Some(&count) && s.error.is_none()).await
+        }
+        Command::Status { job, data_dir, output } => {
+            let dir = data_dir.unwrap_or_else(local::default_data_dir);
+            let store = open_store(&dir)?;
+            let doc = store.store().get(&job).await.map_err(|e| e.to_string())?;
+            let Some(doc) = doc else { return Err(Failure::Runtime(format!("job {job} not found in {}", dir.display()))) };
+            let saga: Saga = serde_json::from_value(doc.doc).map_err(|e| format!("stored saga is unreadable: {e}"))?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&saga).map_err(|e| e.to_string())?),
+                Output::Text => print_status(&saga),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List { data_dir, output } => {
+            let dir = data_dir.unwrap_or_else(local::default_data_dir);
+            let store = open_store(&dir)?;
+            let mut sagas: Vec<Saga> = store
+                .store()
+                .list()
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter_map(|d| serde_json::from_value(d.doc).ok())
+                .collect();
+            sagas.sort_by_key(|s: &Saga| s.created_at);
+            match output {
+                Output::Json => {
+                    let rows: Vec<_> = sagas.iter().map(|s| json!({"job": s.id, "status": s.status, "created": s.created_at.to_string()})).collect();
+                    println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
+                }
+                Output::Text => {
+                    for s in &sagas {
+                        println!("{:<28} {:<13} {}", s.id, format!("{:?}", s.status), s.created_at);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sim { port, data_dir, lro_seconds, write_burst, write_refill_per_s } => {
+            let lro = lro(lro_seconds).map_err(Failure::Usage)?;
+            if write_burst == 0 || !(write_refill_per_s > 0.0) {
+                return Err(Failure::Usage("--write-burst and --write-refill-per-s must be positive".into()));
+            }
+            let throttle = flotilla_sim::ThrottleConfig { write_burst, write_refill_per_s, ..Default::default() };
+            let sim = flotilla_sim::Sim::new(flotilla_sim::SimConfig { data_dir, lro, throttle: Some(throttle) }).map_err(|e| e.to_string())?;
+            let server = sim.serve(port).await.map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string(&server.info).map_err(|e| e.to_string())?);
+            let _ = tokio::signal::ctrl_c().await;
+            server.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { jobs, workers, output } => crate::bench::run(jobs, workers, output == Output::Json).await.map_err(Failure::Runtime),
+    }
+}
+
+fn command_failure(e: CommandError) -> Failure {
+    match e {
+        CommandError::Invalid(m) => Failure::Usage(m),
+        other => Failure::Runtime(other.to_string()),
+    }
+}
+
+fn open_store(dir: &std::path::Path) -> Result<Embedded, Failure> {
+    require_store(dir)?;
+    Embedded::open(&dir.join("flotilla.db"), BusOptions::default()).map_err(|e| Failure::Runtime(format!("store: {e}")))
+}
+
+fn require_store(dir: &std::path::Path) -> Result<(), Failure> {
+    if dir.join("flotilla.db").exists() {
+        Ok(())
+    } else {
+        Err(Failure::Runtime(format!("no flotilla data in {} (run `flotilla up` first, or pass --data-dir)", dir.display())))
+    }
+}
+
+async fn list_sagas(world: &LocalWorld) -> Result<Vec<Saga>, Failure> {
+    Ok(world
+        .engine
+        .store
+        .list()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|d| serde_json::from_value(d.doc).ok())
+        .collect())
+}
+
+/// Nothing more will happen to this job without a new command.
+fn settled(s: &Saga) -> bool {
+    s.status.is_terminal() && s.pending.is_none()
+}
+
+/// Waits, showing progress, until every job is settled.
+async fn run_until_settled(world: &LocalWorld, jobs: &[String], output: Output) -> Result<Vec<Saga>, Failure> {
+    let mut progress = Progress::new(output == Output::Text);
+    let started = Instant::now();
+    loop {
+        let mut sagas = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match world.engine.status(job).await.map_err(|e| e.to_string())? {
+                Some(s) => sagas.push(s),
+                None => return Err(Failure::Runtime(format!("job {job} not found"))),
+            }
+        }
+        for s in &sagas {
+            progress.update(s);
+        }
+        if sagas.iter().all(settled) {
+            progress.finish();
+            return Ok(sagas);
+        }
+        if started.elapsed() > Duration::from_secs(3600) {
+            return Err(Failure::Runtime("jobs did not finish within an hour".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn summary(world: &LocalWorld, s: &Saga) -> serde_json::Value {
+    let resources = world.arm_resources(&s.id);
+    let leftovers = if s.status == JobStatus::Succeeded { vec![] } else { resources.clone() };
+    json!({
+        "job": s.id,
+        "status": s.status,
+        "steps": s.steps.iter().map(|st| json!({"name": st.name, "status": st.status, "attempts": st.attempts})).collect::<Vec<_>>(),
+        "resources": resources,
+        "leftovers": leftovers,
+        "error": s.error,
+        "deadLetters": s.dead_letters,
+    })
+}
+
+async fn finish(world: LocalWorld, sagas: Vec<Saga>, output: Output, ok: impl Fn(&Saga) -> bool) -> Result<ExitCode, Failure> {
+    let summaries: Vec<_> = sagas.iter().map(|s| summary(&world, s)).collect();
+    world.shutdown().await;
+    match output {
+        Output::Json => {
+            let out = if summaries.len() == 1 { summaries[0].clone() } else { json!(summaries) };
+            println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+        }
+        Output::Text => {
+            for (s, sum) in sagas.iter().zip(&summaries) {
+                print_status(s);
+                let res = sum["resources"].as_array().map(|a| a.len()).unwrap_or(0);
+                println!("  resources tagged with this job: {res}");
+            }
+        }
+    }
+    Ok(if sagas.iter().all(ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_status(s: &Saga) {
+    println!("job {}  {:?}", s.id, s.status);
+    for st in &s.steps {
+        let err = st.last_error.as_ref().map(|e| format!("  {}: {}", e.code, e.message)).unwrap_or_default();
+        println!("  {:<8} {:<12} attempts {}{}", st.name.as_str(), format!("{:?}", st.status), st.attempts, err);
+    }
+    if let Some(e) = &s.error {
+        println!("  error: {}: {}", e.code, e.message);
+    }
+    for d in &s.dead_letters {
+        println!("  dead-lettered: {d}");
+    }
+}

@@ -1,0 +1,216 @@
+//! The local world behind `flotilla up`, `resume`, `delete`, `scale` and
+//! `bench`: the built-in Azure simulator, the embedded store and bus, and an
+//! engine with workers, all in this process.
+
+use flotilla_azure::blob::{Staging, StagingAuth};
+use flotilla_azure::models::api;
+use flotilla_azure::transport::{https_client, RouterTransport};
+use flotilla_azure::vault::Vault;
+use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, ResourceId, RetryPolicy};
+use flotilla_core::decide::Policy;
+use flotilla_core::embedded::{BusOptions, Embedded};
+use flotilla_core::engine::{run_worker, Azure, Engine, Stats};
+use flotilla_core::saga::StepName;
+use flotilla_core::steps::Env;
+use flotilla_sim::{FaultRule, Sim, SimConfig, SimInfo, SimServer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The resource group and account that stand in for flotilla's own staging storage.
+pub const STAGING_RG: &str = "flotilla-staging";
+pub const STAGING_ACCOUNT: &str = "flotillastaging";
+pub const STAGING_CONTAINER: &str = "staging";
+
+/// How the local world reaches its simulator.
+pub enum Link {
+    /// HTTPS on a loopback port (what `up` uses: the real TLS + token path).
+    Https,
+    /// In-process router, no socket (the benchmark).
+    InProcess,
+}
+
+pub struct LocalOptions {
+    pub data_dir: Option<PathBuf>,
+    pub lro: Duration,
+    pub throttle: bool,
+    pub link: Link,
+    pub bus: BusOptions,
+    pub workers: usize,
+    pub policy: Policy,
+}
+
+pub struct LocalWorld {
+    pub sim: Sim,
+    pub info: SimInfo,
+    pub engine: Arc<Engine>,
+    pub embedded: Embedded,
+    pub config: AzureConfig,
+    server: Option<SimServer>,
+    stop: tokio::sync::watch::Sender<bool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The step whose Azure call `--fail-at` makes the simulator refuse, as a fault rule.
+pub fn fault_for(step: StepName) -> FaultRule {
+    let (method, resource_type, name, status, code, message) = match step {
+        StepName::Stage => ("PUT", "Microsoft.Storage/storageAccounts/blobServices/containers/blobs", "*init.sh", 403, "AuthorizationPermissionMismatch", "This request is not authorized to perform this operation using this permission."),
+        StepName::Prereqs => ("PUT", "Microsoft.Network/loadBalancers", "*", 400, "InvalidParameter", "Injected failure: the load balancer definition was refused."),
+        StepName::Keys => ("PUT", "Microsoft.KeyVault/vaults/secrets", "*", 403, "Forbidden", "Injected failure: the caller may not set secrets."),
+        StepName::Master => ("PUT", "Microsoft.Compute/virtualMachineScaleSets", "*-master", 409, "SkuNotAvailable", "The requested size for resource is currently not available in this location."),
+        StepName::Workers => ("PUT", "Microsoft.Compute/virtualMachineScaleSets", "*-pool-*", 409, "OperationNotAllowed", "Operation results in exceeding quota limits of Core."),
+        StepName::Join => ("GET", "Microsoft.Compute/virtualMachineScaleSets/instanceView", "*", 403, "AuthorizationFailed", "Injected failure: the client may not read the instance view."),
+    };
+    FaultRule {
+        method: Some(method.into()),
+        resource_type: Some(resource_type.into()),
+        name_pattern: Some(name.into()),
+        status,
+        code: code.into(),
+        message: Some(message.into()),
+        times: None,
+        probability: None,
+        latency_ms: None,
+        asynchronous: false,
+    }
+}
+
+impl LocalWorld {
+    pub async fn start(opts: LocalOptions) -> Result<LocalWorld, String> {
+        if let Some(dir) = &opts.data_dir {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+        }
+        let sim = Sim::new(SimConfig {
+            data_dir: opts.data_dir.as_ref().map(|d| d.join("sim")),
+            lro: opts.lro,
+            throttle: opts.throttle.then(Default::default),
+        })
+        .map_err(|e| format!("simulator: {e}"))?;
+        let (info, server, http) = match opts.link {
+            Link::Https => {
+                let server = sim.serve(0).await.map_err(|e| format!("simulator: {e}"))?;
+                let http = https_client(Some(sim.ca_cert_pem().as_bytes()))?;
+                (server.info.clone(), Some(server), http)
+            }
+            Link::InProcess => {
+                let transport: Arc<dyn azure_core::http::HttpClient> = RouterTransport::new(sim.router());
+                (sim.info("https://sim.local"), None, transport)
+            }
+        };
+        let config = AzureConfig {
+            arm_endpoint: url::Url::parse(&info.arm_endpoint).map_err(|e| e.to_string())?,
+            subscription_id: info.subscription_id.clone(),
+            keyvault_url: info.keyvault_url.clone(),
+            credential: CredentialConfig::ClientSecret {
+                tenant_id: info.tenant_id.clone(),
+                client_id: info.client_id.clone(),
+                secret: info.client_secret.clone(),
+                authority_host: Some(info.authority_host.clone()),
+            },
+            retry: RetryPolicy::default(),
+            http,
+        };
+        let account_endpoint = format!("{}/{STAGING_ACCOUNT}", info.blob_endpoint.trim_end_matches('/'));
+        let staging = Staging::new(&config, &account_endpoint, STAGING_CONTAINER, StagingAuth::Token).map_err(|e| e.to_string())?;
+        let staging_account_id = ResourceId::new(&info.subscription_id, STAGING_RG, "Microsoft.Storage", "storageAccounts", STAGING_ACCOUNT);
+        prepare_environment(&config, &staging, &staging_account_id).await?;
+        let embedded = match &opts.data_dir {
+            Some(dir) => Embedded::open(&dir.join("flotilla.db"), opts.bus),
+            None => Embedded::in_memory(opts.bus),
+        }
+        .map_err(|e| format!("store: {e}"))?;
+        let azure = Azure {
+            arm: ArmClient::new(&config).map_err(|e| e.to_string())?,
+            vault: Vault::new(&config).map_err(|e| e.to_string())?,
+            staging,
+            sp_client_secret: Some(info.client_secret.clone()),
+        };
+        let env = Env {
+            subscription_id: info.subscription_id.clone(),
+            staging_account_id,
+            staging_url: format!("{account_endpoint}/{STAGING_CONTAINER}/"),
+            keyvault_url: info.keyvault_url.clone(),
+            sp_client_id: Some(info.client_id.clone()),
+        };
+        let engine = Arc::new(Engine {
+            store: embedded.store(),
+            bus: embedded.bus(),
+            azure: Arc::new(azure),
+            env,
+            policy: opts.policy,
+            stats: Stats::default(),
+        });
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let workers = (0..opts.workers.max(1)).map(|_| tokio::spawn(run_worker(engine.clone(), stop_rx.clone()))).collect();
+        Ok(LocalWorld { sim, info, engine, embedded, config, server, stop, workers })
+    }
+
+    /// ARM ids tagged with this job that exist in the simulator now.
+    pub fn arm_resources(&self, job: &str) -> Vec<String> {
+        self.sim
+            .inventory(Some((flotilla_core::names::TAG_JOB, job)))
+            .into_iter()
+            .filter(|i| i.id.starts_with("/subscriptions/"))
+            .map(|i| i.id)
+            .collect()
+    }
+
+    /// Everything (ARM, secrets, blobs) tagged with this job.
+    pub fn all_resources(&self, job: &str) -> Vec<String> {
+        self.sim.inventory(Some((flotilla_core::names::TAG_JOB, job))).into_iter().map(|i| i.id).collect()
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for w in self.workers {
+            let _ = w.await;
+        }
+        if let Some(server) = self.server {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// Creates what flotilla expects to exist before a job: the cluster's
+/// resource group is created per job spec by `ensure_resource_group`; this
+/// makes the staging account, its container and resource group.
+async fn prepare_environment(config: &AzureConfig, staging: &Staging, account: &ResourceId) -> Result<(), String> {
+    let setup = ArmClient::for_environment_setup(config).map_err(|e| e.to_string())?;
+    let rg = ResourceId::resource_group(&config.subscription_id, STAGING_RG);
+    put_and_wait(&setup, &rg, api::RESOURCES, serde_json::json!({"location": "westeurope"})).await?;
+    if setup.get(account, api::STORAGE).await.map_err(|e| e.to_string())?.is_none() {
+        let body = serde_json::json!({
+            "location": "westeurope",
+            "kind": "StorageV2",
+            "sku": {"name": "Standard_LRS"},
+            "properties": {"minimumTlsVersion": "TLS1_2", "allowBlobPublicAccess": false}
+        });
+        put_and_wait(&setup, account, api::STORAGE, body).await?;
+    }
+    staging.ensure_container().await.map_err(|e| format!("staging container: {e}"))?;
+    Ok(())
+}
+
+/// Creates the resource group a spec names, if missing (a user's job on Azure).
+pub async fn ensure_resource_group(world: &LocalWorld, rg: &str, location: &str) -> Result<(), String> {
+    let config = &world.config;
+    let setup = ArmClient::for_environment_setup(config).map_err(|e| e.to_string())?;
+    let id = ResourceId::resource_group(&config.subscription_id, rg);
+    if setup.get(&id, api::RESOURCES).await.map_err(|e| e.to_string())?.is_none() {
+        put_and_wait(&setup, &id, api::RESOURCES, serde_json::json!({"location": location})).await?;
+    }
+    Ok(())
+}
+
+async fn put_and_wait(arm: &ArmClient, id: &ResourceId, api_version: &str, body: serde_json::Value) -> Result<(), String> {
+    let start = arm.put(id, api_version, &body).await.map_err(|e| format!("{id}: {e}"))?;
+    if let Some(poll) = start.poll {
+        arm.wait(&poll, Duration::from_secs(120)).await.map_err(|e| format!("{id}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The default data dir.
+pub fn default_data_dir() -> PathBuf {
+    flotilla_core::settings::get("FLOTILLA_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(".flotilla").to_path_buf())
+}

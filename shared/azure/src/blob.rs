@@ -1,0 +1,116 @@
+//! The staging container: the cluster spec and node init script as block
+//! blobs, through the official `azure_storage_blob` client with an Entra token
+//! (Azure, the simulator) or a SAS (Azurite).
+
+use crate::{AzureConfig, AzureError};
+use azure_core::credentials::TokenCredential;
+use azure_core::http::RequestContent;
+use azure_storage_blob::models::BlobClientUploadOptions;
+use azure_storage_blob::{BlobClient, BlobClientOptions};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use url::Url;
+
+/// How staging requests are authorised.
+#[derive(Clone)]
+pub enum StagingAuth {
+    /// Entra token from the configured credential (storage audience).
+    Token,
+    /// A SAS query string (without `?`) appended to every blob URL.
+    Sas(String),
+}
+
+/// One staging container.
+pub struct Staging {
+    container_url: Url,
+    auth: StagingAuth,
+    credential: Option<Arc<dyn TokenCredential>>,
+    options: BlobClientOptions,
+}
+
+impl std::fmt::Debug for Staging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staging").field("container_url", &self.container_url.as_str()).finish()
+    }
+}
+
+impl Staging {
+    /// `endpoint` is the account's blob endpoint (`https://<account>.blob.core.windows.net`).
+    pub fn new(config: &AzureConfig, endpoint: &str, container: &str, auth: StagingAuth) -> Result<Self, AzureError> {
+        let container_url = Url::parse(&format!("{}/{}/", endpoint.trim_end_matches('/'), container))
+            .map_err(|e| AzureError::terminal("InvalidStagingEndpoint", e.to_string()))?;
+        let credential = match auth {
+            StagingAuth::Token => Some(config.token_credential()?),
+            StagingAuth::Sas(_) => None,
+        };
+        let options = BlobClientOptions { client_options: config.client_options(), ..Default::default() };
+        Ok(Staging { container_url, auth, credential, options })
+    }
+
+    /// The blob's URL without any SAS: what saga state, events and node configuration carry.
+    pub fn blob_url(&self, name: &str) -> String {
+        format!("{}{}", self.container_url, name)
+    }
+
+    fn client(&self, name: &str) -> Result<BlobClient, AzureError> {
+        let mut url = Url::parse(&self.blob_url(name)).map_err(|e| AzureError::terminal("InvalidBlobName", e.to_string()))?;
+        if let StagingAuth::Sas(sas) = &self.auth {
+            url.set_query(Some(sas));
+        }
+        BlobClient::new(url, self.credential.clone(), Some(self.options.clone()))
+            .map_err(|e| AzureError::terminal("InvalidBlobName", e.to_string()))
+    }
+
+    /// Creates the container if it does not exist (for local setups; on Azure
+    /// the deployment creates it).
+    pub async fn ensure_container(&self) -> Result<(), AzureError> {
+        let mut url = self.container_url.clone();
+        if let StagingAuth::Sas(sas) = &self.auth {
+            url.set_query(Some(sas));
+        }
+        let options = azure_storage_blob::BlobContainerClientOptions {
+            client_options: self.options.client_options.clone(),
+            ..Default::default()
+        };
+        let client = azure_storage_blob::BlobContainerClient::new(url, self.credential.clone(), Some(options))
+            .map_err(|e| AzureError::terminal("InvalidStagingEndpoint", e.to_string()))?;
+        match client.create(None).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = AzureError::from(e);
+                if e.status == Some(409) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Uploads (overwrites) a blob with metadata; returns its URL.
+    pub async fn put(&self, name: &str, content: Vec<u8>, content_type: &str, metadata: &BTreeMap<String, String>) -> Result<String, AzureError> {
+        let options = BlobClientUploadOptions {
+            blob_content_type: Some(content_type.to_string()),
+            metadata: Some(metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
+            ..Default::default()
+        };
+        let body: RequestContent<bytes::Bytes, azure_core::http::NoFormat> = bytes::Bytes::from(content).into();
+        self.client(name)?.upload(body, Some(options)).await?;
+        Ok(self.blob_url(name))
+    }
+
+    /// Deletes a blob; a missing blob is success.
+    pub async fn delete(&self, name: &str) -> Result<(), AzureError> {
+        match self.client(name)?.delete(None).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = AzureError::from(e);
+                if e.is_not_found() {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! The pure heart of the saga: `decide(saga, event)` says what an incoming
+//! event means for this job, and the transition functions say how the saga
+//! changes when a step's work finishes, fails or must wait. No I/O here.
+
+use crate::events::{handlers, types, CloudEvent, EventData};
+use crate::saga::{ErrorInfo, JobStatus, PendingOp, PendingPurpose, ResourceState, Saga, StepName, StepStatus};
+use flotilla_azure::AzureError;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// What to do with an event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Nothing to do (a duplicate, a stale poll, a notification); the reason is logged.
+    Ignore(&'static str),
+    /// The step is already done: emit its `step.succeeded` again and do nothing else.
+    Reemit(StepName),
+    /// Run (or continue) a forward step.
+    Forward(StepName),
+    /// Check the pending operation (`saga.pending`).
+    Poll,
+    /// Run (or continue) the undo chain.
+    Undo,
+    /// Start scaling a worker pool.
+    Scale { pool: String, count: u32 },
+}
+
+/// An event to publish, possibly scheduled for later.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Emit {
+    pub event: CloudEvent,
+    pub not_before: Option<Duration>,
+}
+
+/// Limits for retries and waits.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// Forward attempts per step before a retryable error counts as terminal.
+    pub max_step_attempts: u32,
+    /// Undo attempts per step before compensation gives up (status `Failed`).
+    pub max_undo_attempts: u32,
+    /// First retry backoff; doubles per attempt.
+    pub backoff_base: Duration,
+    /// Longest retry backoff.
+    pub backoff_cap: Duration,
+    /// How often `join` re-checks the nodes.
+    pub join_interval: Duration,
+    /// Checks before `join` gives up with `JoinTimeout`.
+    pub max_join_checks: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_step_attempts: 5,
+            max_undo_attempts: 8,
+            backoff_base: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(300),
+            join_interval: Duration::from_secs(5),
+            max_join_checks: 360,
+        }
+    }
+}
+
+impl Policy {
+    /// Capped exponential backoff for attempt `n` (1-based), never shorter than `retry_after`.
+    pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self.backoff_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        exp.min(self.backoff_cap).max(retry_after.unwrap_or_default())
+    }
+}
+
+fn data(saga: &Saga) -> EventData {
+    EventData { job: saga.id.clone(), ..Default::default() }
+}
+
+/// Whether `step` can be (re)started now: the job runs, the step is not done
+/// and nothing is in flight for it.
+fn forward_or_not(saga: &Saga, step: StepName) -> Decision {
+    if saga.status != JobStatus::Running {
+        return Decision::Ignore("job is not running");
+    }
+    match saga.step(step).status {
+        StepStatus::Succeeded => Decision::Reemit(step),
+        StepStatus::Pending | StepStatus::Running if saga.pending.is_some() => Decision::Ignore("an operation is in flight"),
+        StepStatus::Pending | StepStatus::Running => Decision::Forward(step),
+        _ => Decision::Ignore("step already failed"),
+    }
+}
+
+/// What an incoming event means for this saga.
+pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
+    let seq_matches = |seq: Option<u64>| seq.is_some() && seq == Some(saga.seq);
+    match event.event_type.as_str() {
+        types::JOB_REQUESTED => forward_or_not(saga, StepName::Stage),
+        types::STEP_SUCCEEDED => {
+            let Some(done) = event.data.step else { return Decision::Ignore("event names no step") };
+            if saga.step(done).status != StepStatus::Succeeded {
+                return Decision::Ignore("event contradicts the saga");
+            }
+            match done.next() {
+                Some(next) => forward_or_not(saga, next),
+                None => Decision::Ignore("last step done"),
+            }
+        }
+        types::STEP_RETRY => {
+            let Some(step) = event.data.step else { return Decision::Ignore("event names no step") };
+            if !seq_matches(event.data.seq) {
+                return Decision::Ignore("stale retry");
+            }
+            forward_or_not(saga, step)
+        }
+        types::STEP_POLL | types::UNDO_POLL | types::SCALE_POLL => match &saga.pending {
+            Some(p) if Some(p.seq) == event.data.seq => Decision::Poll,
+            Some(_) => Decision::Ignore("stale poll"),
+            None => Decision::Ignore("nothing pending"),
+        },
+        types::STEP_FAILED | types::UNDO_SUCCEEDED | types::DELETE_REQUESTED => undo_or_not(saga),
+        types::UNDO_RETRY => {
+            if !seq_matches(event.data.seq) {
+                return Decision::Ignore("stale retry");
+            }
+            undo_or_not(saga)
+        }
+        types::SCALE_REQUESTED => {
+            if saga.status != JobStatus::Succeeded {
+                return Decision::Ignore("job is not in a state to scale");
+            }
+            if saga.pending.is_some() {
+                return Decision::Ignore("an operation is in flight");
+            }
+            match (&event.data.pool, event.data.count) {
+                (Some(pool), Some(count)) if seq_matches(event.data.seq) => Decision::Scale { pool: pool.clone(), count },
+                (Some(_), Some(_)) => Decision::Ignore("stale scale request"),
+                _ => Decision::Ignore("scale request without pool or count"),
+            }
+        }
+        _ => Decision::Ignore("notification"),
+    }
+}
+
+fn undo_or_not(saga: &Saga) -> Decision {
+    match saga.status {
+        JobStatus::Compensating | JobStatus::Deleting if saga.pending.is_some() => Decision::Ignore("an undo is in flight"),
+        JobStatus::Compensating | JobStatus::Deleting => Decision::Undo,
+        _ => Decision::Ignore("job is not being undone"),
+    }
+}
+
+// ---- transitions --------------------------------------------------------
+
+/// The `step.succeeded` event of `step` (stable id, so a repeat is dropped).
+pub fn step_succeeded_event(saga: &Saga, step: StepName) -> Emit {
+    let subject = step.next().map(|s| s.as_str()).unwrap_or(handlers::NONE);
+    Emit {
+        event: CloudEvent::new(types::STEP_SUCCEEDED, subject, &format!("{step}/succeeded"), EventData { step: Some(step), ..data(saga) }),
+        not_before: None,
+    }
+}
+
+/// The event that starts a job.
+pub fn job_requested_event(saga: &Saga) -> Emit {
+    Emit {
+        event: CloudEvent::new(types::JOB_REQUESTED, StepName::Stage.as_str(), "requested", data(saga)),
+        not_before: None,
+    }
+}
+
+/// A step begins (or resumes) work.
+pub fn start_step(saga: &mut Saga, step: StepName, now: OffsetDateTime) {
+    let s = saga.step_mut(step);
+    if s.status == StepStatus::Pending {
+        s.status = StepStatus::Running;
+        s.started_at = Some(now);
+    }
+    if s.attempts == 0 {
+        s.attempts = 1;
+    }
+}
+
+/// A step finished: mark it, and either emit its event or finish the job.
+pub fn finish_step(saga: &mut Saga, step: StepName, now: OffsetDateTime) -> Vec<Emit> {
+    let s = saga.step_mut(step);
+    s.status = StepStatus::Succeeded;
+    s.finished_at = Some(now);
+    s.last_error = None;
+    saga.pending = None;
+    let mut out = vec![step_succeeded_event(saga, step)];
+    if step.next().is_none() {
+        saga.status = JobStatus::Succeeded;
+        out.push(Emit { event: CloudEvent::new(types::JOB_SUCCEEDED, handlers::NONE, "succeeded", data(saga)), not_before: None });
+    }
+    out
+}
+
+/// An operation of `step` (or an undo, or a scale) is running: save it and schedule a re-check.
+pub fn wait_for(saga: &mut Saga, purpose: PendingPurpose, poll: Option<flotilla_azure::PollState>, after: Duration, now: OffsetDateTime) -> Emit {
+    let checks = match &saga.pending {
+        Some(p) if p.purpose == purpose => p.checks + 1,
+        _ => 0,
+    };
+    let seq = saga.next_seq();
+    let (ty, subject, step) = match &purpose {
+        PendingPurpose::Create { step, .. } => (types::STEP_POLL, handlers::POLL, Some(*step)),
+        PendingPurpose::JoinCheck => (types::STEP_POLL, handlers::POLL, Some(StepName::Join)),
+        PendingPurpose::Delete { .. } => (types::UNDO_POLL, handlers::COMPENSATE, None),
+        PendingPurpose::Scale { .. } => (types::SCALE_POLL, handlers::POLL, None),
+    };
+    let key = match step {
+        Some(s) => format!("{s}/poll/{seq}"),
+        None => format!("poll/{seq}"),
+    };
+    saga.pending = Some(PendingOp { purpose, poll, seq, checks, since: now });
+    Emit { event: CloudEvent::new(ty, subject, &key, EventData { step, seq: Some(seq), ..data(saga) }), not_before: Some(after) }
+}
+
+/// A forward step failed. Retryable errors schedule another attempt until the
+/// attempts run out; anything else fails the step and starts compensation.
+pub fn fail_step(saga: &mut Saga, step: StepName, error: &AzureError, policy: &Policy, now: OffsetDateTime) -> Vec<Emit> {
+    saga.pending = None;
+    let attempts = saga.step(step).attempts;
+    saga.step_mut(step).last_error = Some(ErrorInfo::from(error));
+    if error.is_retryable() && attempts < policy.max_step_attempts {
+        saga.step_mut(step).attempts += 1;
+        let seq = saga.next_seq();
+        let after = policy.backoff(attempts, error.retry_after);
+        let event = CloudEvent::new(
+            types::STEP_RETRY,
+            step.as_str(),
+            &format!("{step}/retry/{seq}"),
+            EventData { step: Some(step), seq: Some(seq), error: Some(error.into()), ..data(saga) },
+        );
+        return vec![Emit { event, not_before: Some(after) }];
+    }
+    let info = if error.is_retryable() {
+        ErrorInfo { code: "RetriesExhausted".into(), message: format!("{} attempts failed; last: {}: {}", attempts, error.code, error.message) }
+    } else {
+        ErrorInfo::from(error)
+    };
+    let s = saga.step_mut(step);
+    s.status = StepStatus::Failed;
+    s.finished_at = Some(now);
+    s.last_error = Some(info.clone());
+    saga.error = Some(info.clone());
+    saga.status = JobStatus::Compensating;
+    vec![
+        Emit {
+            event: CloudEvent::new(types::STEP_FAILED, handlers::COMPENSATE, &format!("{step}/failed"), EventData { step: Some(step), error: Some(info), ..data(saga) }),
+            not_before: None,
+        },
+        Emit { event: CloudEvent::new(types::COMPENSATION_STARTED, handlers::NONE, "compensation/started", data(saga)), not_before: None },
+    ]
+}
+
+/// The next resource to delete: the last one created that may still exist.
+pub fn next_undo(saga: &Saga) -> Option<usize> {
+    saga.resources.iter().rposition(|r| r.state != ResourceState::Deleted)
+}
+
+/// A resource is gone: record it, mark steps with nothing left as compensated,
+/// and finish compensation or deletion when nothing is left at all.
+pub fn resource_deleted(saga: &mut Saga, index: usize, now: OffsetDateTime) -> Vec<Emit> {
+    saga.pending = None;
+    let step = saga.resources[index].step;
+    saga.resources[index].state = ResourceState::Deleted;
+    let mut out = vec![];
+    let step_clear = !saga.resources.iter().any(|r| r.step == step && r.state != ResourceState::Deleted);
+    if step_clear {
+        out.extend(step_undone(saga, step, now));
+    }
+    if next_undo(saga).is_none() {
+        out.extend(finish_undo(saga, now));
+    }
+    out
+}
+
+fn step_undone(saga: &mut Saga, step: StepName, now: OffsetDateTime) -> Vec<Emit> {
+    let s = saga.step_mut(step);
+    if s.status == StepStatus::Failed || s.status == StepStatus::Compensated {
+        return vec![];
+    }
+    s.status = StepStatus::Compensated;
+    s.finished_at = Some(now);
+    vec![Emit {
+        event: CloudEvent::new(types::UNDO_SUCCEEDED, handlers::COMPENSATE, &format!("{step}/undone"), EventData { step: Some(step), ..data(saga) }),
+        not_before: None,
+    }]
+}
+
+/// Nothing is left to delete: the job is compensated (or deleted).
+pub fn finish_undo(saga: &mut Saga, now: OffsetDateTime) -> Vec<Emit> {
+    saga.pending = None;
+    let mut out = vec![];
+    for step in StepName::ALL {
+        if matches!(saga.step(step).status, StepStatus::Succeeded | StepStatus::Running | StepStatus::Compensating) {
+            out.extend(step_undone(saga, step, now));
+        }
+    }
+    let (status, ty, key) = if saga.status == JobStatus::Deleting {
+        (JobStatus::Deleted, types::JOB_DELETED, "deleted")
+    } else {
+        (JobStatus::Compensated, types::JOB_COMPENSATED, "compensated")
+    };
+    saga.status = status;
+    out.push(Emit { event: CloudEvent::new(ty, handlers::NONE, key, data(saga)), not_before: None });
+    out
+}
+
+/// An undo failed: retry with backoff while attempts remain, then stop with
+/// status `Failed` and the resource still listed (visible in `status`).
+pub fn fail_undo(saga: &mut Saga, index: usize, error: &AzureError, policy: &Policy, now: OffsetDateTime) -> Vec<Emit> {
+    saga.pending = None;
+    let step = saga.resources[index].step;
+    let s = saga.step_mut(step);
+    s.undo_attempts += 1;
+    s.last_error = Some(ErrorInfo::from(error));
+    let attempts = s.undo_attempts;
+    if error.is_retryable() && attempts < policy.max_undo_attempts {
+        let seq = saga.next_seq();
+        let after = policy.backoff(attempts, error.retry_after);
+        let event = CloudEvent::new(
+            types::UNDO_RETRY,
+            handlers::COMPENSATE,
+            &format!("undo-retry/{seq}"),
+            EventData { step: Some(step), seq: Some(seq), error: Some(error.into()), ..data(saga) },
+        );
+        return vec![Emit { event, not_before: Some(after) }];
+    }
+    let info = ErrorInfo {
+        code: "CompensationFailed".into(),
+        message: format!("could not delete {}: {}: {}", saga.resources[index].id, error.code, error.message),
+    };
+    saga.error = Some(info.clone());
+    saga.status = JobStatus::Failed;
+    saga.updated_at = now;
+    vec![Emit {
+        event: CloudEvent::new(types::COMPENSATION_FAILED, handlers::NONE, &format!("compensation-failed/{}", saga.seq), EventData { error: Some(info), ..data(saga) }),
+        not_before: None,
+    }]
+}
+
+/// An explicit delete request: turns a finished job into `Deleting`.
+/// Returns `Err` with the reason when the job's state forbids it.
+pub fn request_delete(saga: &mut Saga) -> Result<Emit, &'static str> {
+    match saga.status {
+        JobStatus::Succeeded | JobStatus::Degraded | JobStatus::Failed | JobStatus::Compensated => {}
+        JobStatus::Deleting | JobStatus::Deleted => return Err("the job is already deleted or being deleted"),
+        JobStatus::Running | JobStatus::Compensating => return Err("the job is still running; wait for it to finish"),
+    }
+    if saga.pending.is_some() {
+        return Err("an operation is in flight; try again when it has finished");
+    }
+    saga.status = JobStatus::Deleting;
+    saga.error = None;
+    for s in &mut saga.steps {
+        s.undo_attempts = 0;
+    }
+    let seq = saga.next_seq();
+    Ok(Emit { event: CloudEvent::new(types::DELETE_REQUESTED, handlers::COMPENSATE, &format!("delete/{seq}"), data(saga)), not_before: None })
+}
+
+/// A scale request for a succeeded job; validated against the pool's min..max.
+pub fn request_scale(saga: &mut Saga, pool: &str, count: u32) -> Result<Emit, String> {
+    if saga.status != JobStatus::Succeeded {
+        return Err(format!("the job is {:?}; only a Succeeded job can be scaled", saga.status));
+    }
+    if saga.pending.is_some() {
+        return Err("an operation is in flight; try again when it has finished".into());
+    }
+    let Some(p) = saga.spec.worker_pools.iter().find(|p| p.name == pool) else {
+        return Err(format!("pool '{pool}' does not exist"));
+    };
+    if count < p.min || count > p.max {
+        return Err(format!("count must be within {}..={} for pool '{pool}'", p.min, p.max));
+    }
+    let seq = saga.next_seq();
+    Ok(Emit {
+        event: CloudEvent::new(
+            types::SCALE_REQUESTED,
+            StepName::Workers.as_str(),
+            &format!("scale/{seq}"),
+            EventData { pool: Some(pool.into()), count: Some(count), seq: Some(seq), ..data(saga) },
+        ),
+        not_before: None,
+    })
+}
+
+/// A scale finished.
+pub fn finish_scale(saga: &mut Saga, pool: &str, count: u32) -> Emit {
+    saga.pending = None;
+    saga.pools.insert(pool.into(), count);
+    Emit {
+        event: CloudEvent::new(types::JOB_SCALED, handlers::NONE, &format!("scaled/{}", saga.seq), EventData { pool: Some(pool.into()), count: Some(count), ..data(saga) }),
+        not_before: None,
+    }
+}

@@ -1,0 +1,116 @@
+//! CloudEvents 1.0 (structured JSON) for every saga transition.
+//!
+//! Types live under `io.flotilla.`; `source` is `/flotilla/jobs/{job}`;
+//! `id` is derived from the job and the transition (`{job}/{step}/succeeded`,
+//! `{job}/{step}/poll/{n}`), so a second emission of the same transition has
+//! the same id and the bus drops it. `subject` names the function that
+//! handles the event (the Service Bus subscription filter).
+
+use crate::saga::StepName;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+/// Every event type flotilla emits.
+pub mod types {
+    pub const JOB_REQUESTED: &str = "io.flotilla.job.requested";
+    pub const STEP_SUCCEEDED: &str = "io.flotilla.step.succeeded";
+    pub const STEP_POLL: &str = "io.flotilla.step.poll";
+    pub const STEP_RETRY: &str = "io.flotilla.step.retry";
+    pub const STEP_FAILED: &str = "io.flotilla.step.failed";
+    pub const JOB_SUCCEEDED: &str = "io.flotilla.job.succeeded";
+    pub const COMPENSATION_STARTED: &str = "io.flotilla.compensation.started";
+    pub const UNDO_SUCCEEDED: &str = "io.flotilla.undo.succeeded";
+    pub const UNDO_POLL: &str = "io.flotilla.undo.poll";
+    pub const UNDO_RETRY: &str = "io.flotilla.undo.retry";
+    pub const JOB_COMPENSATED: &str = "io.flotilla.job.compensated";
+    pub const COMPENSATION_FAILED: &str = "io.flotilla.compensation.failed";
+    pub const DELETE_REQUESTED: &str = "io.flotilla.job.delete-requested";
+    pub const JOB_DELETED: &str = "io.flotilla.job.deleted";
+    pub const SCALE_REQUESTED: &str = "io.flotilla.job.scale-requested";
+    pub const SCALE_POLL: &str = "io.flotilla.job.scale-poll";
+    pub const JOB_SCALED: &str = "io.flotilla.job.scaled";
+    pub const JOB_DEGRADED: &str = "io.flotilla.job.degraded";
+
+    /// All types, for documentation and routing tests.
+    pub const ALL: &[&str] = &[
+        JOB_REQUESTED, STEP_SUCCEEDED, STEP_POLL, STEP_RETRY, STEP_FAILED, JOB_SUCCEEDED,
+        COMPENSATION_STARTED, UNDO_SUCCEEDED, UNDO_POLL, UNDO_RETRY, JOB_COMPENSATED,
+        COMPENSATION_FAILED, DELETE_REQUESTED, JOB_DELETED, SCALE_REQUESTED, SCALE_POLL,
+        JOB_SCALED, JOB_DEGRADED,
+    ];
+}
+
+/// Handler names (Service Bus subscriptions / Functions) an event can go to.
+pub mod handlers {
+    pub const POLL: &str = "poll";
+    pub const COMPENSATE: &str = "compensate";
+    /// Events nobody acts on (notifications for observers).
+    pub const NONE: &str = "notify";
+}
+
+/// A structured-mode CloudEvent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CloudEvent {
+    pub specversion: String,
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub datacontenttype: String,
+    pub data: EventData,
+}
+
+/// The data every flotilla event carries: the job and, where it applies, the
+/// step and a sequence number. Never a secret.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventData {
+    pub job: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepName>,
+    /// Poll / retry sequence number this event answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::saga::ErrorInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// Resource ids (for `degraded`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+}
+
+impl CloudEvent {
+    /// A new event of `event_type` for `job`, handled by `subject`, with the transition key `key`.
+    pub fn new(event_type: &str, subject: &str, key: &str, data: EventData) -> Self {
+        CloudEvent {
+            specversion: "1.0".into(),
+            id: format!("{}/{key}", data.job),
+            source: format!("/flotilla/jobs/{}", data.job),
+            event_type: event_type.into(),
+            subject: subject.into(),
+            time: OffsetDateTime::now_utc(),
+            datacontenttype: "application/json".into(),
+            data,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("events serialise")
+    }
+
+    /// Parses a structured CloudEvent; the error says what is wrong.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        if v.get("specversion").and_then(Value::as_str) != Some("1.0") {
+            return Err("not a CloudEvents 1.0 event (specversion)".into());
+        }
+        serde_json::from_value(v).map_err(|e| format!("not a flotilla event: {e}"))
+    }
+}

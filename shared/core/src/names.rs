@@ -1,0 +1,80 @@
+//! Deterministic names derived from the job id: running a step twice names
+//! the same resources, so a repeat is an update, never a second resource.
+
+use crate::spec::ClusterSpec;
+use std::collections::BTreeMap;
+
+/// Tag carrying the job id on every resource flotilla creates.
+pub const TAG_JOB: &str = "flotilla-job";
+/// Tag marking ownership, for sweeping leftovers.
+pub const TAG_MANAGED_BY: &str = "managed-by";
+
+/// The name of the init-script extension on every scale set; `join` reads its status.
+pub const INIT_EXTENSION: &str = "flotilla-init";
+
+/// A new job id: the cluster name plus 6 random lowercase alphanumerics.
+pub fn new_job_id(spec: &ClusterSpec) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let suffix: String = (0..6).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    format!("{}-{suffix}", spec.name)
+}
+
+/// True for ids `new_job_id` could have made (used to reject junk in URLs).
+pub fn is_job_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 27 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Tags for a resource of `job`: the user's tags plus flotilla's own.
+pub fn tags(job: &str, spec: &ClusterSpec) -> BTreeMap<String, String> {
+    let mut t = spec.tags.clone();
+    t.insert(TAG_JOB.into(), job.into());
+    t.insert(TAG_MANAGED_BY.into(), "flotilla".into());
+    t
+}
+
+pub fn vnet(job: &str) -> String {
+    format!("{job}-vnet")
+}
+pub const CONTROL_PLANE_SUBNET: &str = "control-plane";
+pub const WORKER_SUBNET: &str = "workers";
+pub fn control_plane_nsg(job: &str) -> String {
+    format!("{job}-cp-nsg")
+}
+pub fn worker_nsg(job: &str) -> String {
+    format!("{job}-wk-nsg")
+}
+pub fn public_ip(job: &str) -> String {
+    format!("{job}-api-pip")
+}
+pub fn load_balancer(job: &str) -> String {
+    format!("{job}-api-lb")
+}
+pub const LB_FRONTEND: &str = "api";
+pub const LB_POOL: &str = "masters";
+pub const LB_PROBE: &str = "apiserver";
+pub fn master_vmss(job: &str) -> String {
+    format!("{job}-master")
+}
+pub fn pool_vmss(job: &str, pool: &str) -> String {
+    format!("{job}-pool-{pool}")
+}
+/// `computerNamePrefix` (≤ 15 characters): the job suffix and a role letter.
+pub fn computer_prefix(job: &str, role: &str) -> String {
+    let suffix = job.rsplit('-').next().unwrap_or(job);
+    let role: String = role.chars().filter(|c| c.is_ascii_alphanumeric()).take(7).collect();
+    format!("{suffix}{role}")
+}
+pub fn storage_key_secret(job: &str) -> String {
+    format!("{job}-storage-key")
+}
+pub fn sp_secret(job: &str) -> String {
+    format!("{job}-sp-secret")
+}
+pub fn spec_blob(job: &str) -> String {
+    format!("{job}/cluster.json")
+}
+pub fn init_blob(job: &str) -> String {
+    format!("{job}/init.sh")
+}

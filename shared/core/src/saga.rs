@@ -1,0 +1,277 @@
+//! The saga document: one per job, the single record of what was asked, what
+//! exists, what is running and how to undo it. Stored as JSON with an ETag.
+
+use crate::spec::ClusterSpec;
+use flotilla_azure::PollState;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+/// The six forward steps, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepName {
+    Stage,
+    Prereqs,
+    Keys,
+    Master,
+    Workers,
+    Join,
+}
+
+impl StepName {
+    pub const ALL: [StepName; 6] = [
+        StepName::Stage,
+        StepName::Prereqs,
+        StepName::Keys,
+        StepName::Master,
+        StepName::Workers,
+        StepName::Join,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepName::Stage => "stage",
+            StepName::Prereqs => "prereqs",
+            StepName::Keys => "keys",
+            StepName::Master => "master",
+            StepName::Workers => "workers",
+            StepName::Join => "join",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StepName> {
+        StepName::ALL.into_iter().find(|n| n.as_str() == s)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn next(self) -> Option<StepName> {
+        StepName::ALL.get(self.index() + 1).copied()
+    }
+}
+
+impl std::fmt::Display for StepName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobStatus {
+    Running,
+    Succeeded,
+    /// A step failed for good; its own and earlier steps' resources are being deleted.
+    Compensating,
+    Compensated,
+    /// An explicit `delete` is tearing the cluster down.
+    Deleting,
+    Deleted,
+    /// Compensation or deletion could not finish; see `error` and `resources`.
+    Failed,
+    /// A resource of a live cluster was deleted outside flotilla.
+    Degraded,
+}
+
+impl JobStatus {
+    /// No further work will happen without a new command.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Succeeded | JobStatus::Compensated | JobStatus::Deleted | JobStatus::Failed | JobStatus::Degraded)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Compensating,
+    Compensated,
+}
+
+/// A failure as recorded: code and message from Azure (never a secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<&flotilla_azure::AzureError> for ErrorInfo {
+    fn from(e: &flotilla_azure::AzureError) -> Self {
+        ErrorInfo { code: e.code.clone(), message: e.message.clone() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepState {
+    pub name: StepName,
+    pub status: StepStatus,
+    /// Forward attempts (1 on the first run; + 1 per retry after a retryable error).
+    pub attempts: u32,
+    /// Undo attempts that failed and were retried.
+    #[serde(default)]
+    pub undo_attempts: u32,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub last_error: Option<ErrorInfo>,
+}
+
+/// What kind of thing a recorded resource is, so undo knows how to delete it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum ResourceKind {
+    /// An ARM resource; `apiVersion` is the one to DELETE it with.
+    Arm { api_version: String },
+    /// A Key Vault secret (by name).
+    Secret { name: String },
+    /// A staged blob (by name in the staging container).
+    Blob { name: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResourceState {
+    /// Intent recorded: the create may or may not have reached Azure.
+    Creating,
+    Created,
+    Deleting,
+    Deleted,
+}
+
+/// One entry of the undo log. `id` is the ARM id, secret id or blob URL.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRecord {
+    pub id: String,
+    pub step: StepName,
+    #[serde(flatten)]
+    pub kind: ResourceKind,
+    pub state: ResourceState,
+}
+
+/// What the pending operation is doing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "purpose")]
+pub enum PendingPurpose {
+    /// Creating the resource at `resource` (index into `resources`).
+    Create { step: StepName, resource: usize },
+    /// `join` waiting for nodes; no Azure operation, just a re-check.
+    JoinCheck,
+    /// Deleting `resources[resource]`.
+    Delete { resource: usize },
+    /// Scaling a worker pool.
+    Scale { pool: String, count: u32 },
+}
+
+/// A long-running operation in flight; re-checked by a scheduled event with `seq`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingOp {
+    #[serde(flatten)]
+    pub purpose: PendingPurpose,
+    /// `None` for a join re-check.
+    pub poll: Option<PollState>,
+    pub seq: u64,
+    /// Checks so far (join gives up after a limit).
+    #[serde(default)]
+    pub checks: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+}
+
+/// The saga document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Saga {
+    /// The job id (also the Cosmos partition key).
+    pub id: String,
+    pub spec: ClusterSpec,
+    pub status: JobStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    pub steps: Vec<StepState>,
+    /// The undo log, in creation order.
+    pub resources: Vec<ResourceRecord>,
+    pub pending: Option<PendingOp>,
+    /// Last sequence number handed to a scheduled event.
+    pub seq: u64,
+    /// The error that stopped the job (forward failure or failed undo).
+    pub error: Option<ErrorInfo>,
+    /// Current instance count per worker pool.
+    #[serde(default)]
+    pub pools: BTreeMap<String, u32>,
+    /// Resources deleted outside flotilla (status `Degraded`).
+    #[serde(default)]
+    pub missing: Vec<String>,
+    /// Messages that could not be processed and were dead-lettered.
+    #[serde(default)]
+    pub dead_letters: Vec<String>,
+}
+
+impl Saga {
+    pub fn new(id: String, spec: ClusterSpec, now: OffsetDateTime) -> Saga {
+        let pools = spec.worker_pools.iter().map(|p| (p.name.clone(), p.min)).collect();
+        Saga {
+            id,
+            spec,
+            status: JobStatus::Running,
+            created_at: now,
+            updated_at: now,
+            steps: StepName::ALL
+                .iter()
+                .map(|&name| StepState {
+                    name,
+                    status: StepStatus::Pending,
+                    attempts: 0,
+                    undo_attempts: 0,
+                    started_at: None,
+                    finished_at: None,
+                    last_error: None,
+                })
+                .collect(),
+            resources: vec![],
+            pending: None,
+            seq: 0,
+            error: None,
+            pools,
+            missing: vec![],
+            dead_letters: vec![],
+        }
+    }
+
+    pub fn step(&self, name: StepName) -> &StepState {
+        &self.steps[name.index()]
+    }
+
+    pub fn step_mut(&mut self, name: StepName) -> &mut StepState {
+        &mut self.steps[name.index()]
+    }
+
+    /// The next sequence number for a scheduled event.
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Index of the recorded resource with this id.
+    pub fn resource_index(&self, id: &str) -> Option<usize> {
+        self.resources.iter().position(|r| r.id.eq_ignore_ascii_case(id))
+    }
+
+    /// Resources that may exist (not known to be deleted).
+    pub fn live_resources(&self) -> impl Iterator<Item = &ResourceRecord> {
+        self.resources.iter().filter(|r| r.state != ResourceState::Deleted)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("sagas serialise")
+    }
+}

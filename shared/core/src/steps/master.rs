@@ -1,0 +1,130 @@
+//! `master`: takes `step.succeeded{keys}`; creates the control-plane scale
+//! set (1, 3 or 5 nodes) on the control-plane subnet, behind the API load
+//! balancer, with the init extension that fetches the init script using the
+//! storage key (read from Key Vault just before the PUT, sent only to ARM as
+//! protected settings). Emits `step.succeeded{master}`. Undo: delete the scale set.
+
+use super::{rg_id, Env, Op};
+use crate::names;
+use crate::saga::Saga;
+use crate::spec::{DiskSpec, IdentityMode};
+use flotilla_azure::models::*;
+use flotilla_azure::ResourceId;
+
+/// What differs between the master and a worker pool scale set.
+pub(crate) struct ScaleSetShape<'a> {
+    pub name: String,
+    pub role: &'a str,
+    pub capacity: u32,
+    pub instance_type: &'a str,
+    pub disk: &'a DiskSpec,
+    pub zones: &'a [String],
+    pub subnet: &'a str,
+    pub behind_lb: bool,
+}
+
+/// The scale set body without the storage key (the engine adds it).
+pub(crate) fn scale_set(saga: &Saga, env: &Env, shape: ScaleSetShape<'_>) -> (ResourceId, serde_json::Value) {
+    let job = &saga.id;
+    let spec = &saga.spec;
+    let id = rg_id(saga, env, "Microsoft.Compute", "virtualMachineScaleSets", &shape.name);
+    let vnet = rg_id(saga, env, "Microsoft.Network", "virtualNetworks", &names::vnet(job));
+    let lb = rg_id(saga, env, "Microsoft.Network", "loadBalancers", &names::load_balancer(job));
+    let mut tags = names::tags(job, spec);
+    tags.insert("flotilla-role".into(), shape.role.into());
+    let init_url = format!("{}{}", env.staging_url, names::init_blob(job));
+    let body = VirtualMachineScaleSet {
+        location: spec.location.clone(),
+        tags,
+        sku: Some(Sku { name: shape.instance_type.into(), tier: Some("Standard".into()), capacity: Some(shape.capacity) }),
+        zones: shape.zones.to_vec(),
+        identity: (spec.identity == IdentityMode::ManagedIdentity).then(|| Identity { kind: "SystemAssigned".into() }),
+        properties: VirtualMachineScaleSetProperties {
+            overprovision: false,
+            upgrade_policy: UpgradePolicy { mode: "Manual".into() },
+            virtual_machine_profile: VirtualMachineProfile {
+                os_profile: OsProfile {
+                    computer_name_prefix: names::computer_prefix(job, shape.role),
+                    admin_username: spec.admin_username.clone(),
+                    linux_configuration: LinuxConfiguration {
+                        disable_password_authentication: true,
+                        ssh: SshConfiguration {
+                            public_keys: vec![SshPublicKey {
+                                path: format!("/home/{}/.ssh/authorized_keys", spec.admin_username),
+                                key_data: spec.ssh_public_key.clone(),
+                            }],
+                        },
+                    },
+                },
+                storage_profile: StorageProfile {
+                    image_reference: ImageReference {
+                        publisher: "Canonical".into(),
+                        offer: "ubuntu-24_04-lts".into(),
+                        sku: "server".into(),
+                        version: "latest".into(),
+                    },
+                    os_disk: OsDisk {
+                        create_option: "FromImage".into(),
+                        caching: "ReadWrite".into(),
+                        managed_disk: ManagedDisk { storage_account_type: shape.disk.kind.clone() },
+                        disk_size_gb: shape.disk.size_gb,
+                    },
+                },
+                network_profile: NetworkProfile {
+                    network_interface_configurations: vec![Named {
+                        name: format!("{}-nic", shape.role),
+                        properties: NetworkInterfaceConfigurationProperties {
+                            primary: true,
+                            ip_configurations: vec![Named {
+                                name: "ipconfig".into(),
+                                properties: IpConfigurationProperties {
+                                    subnet: SubResource::new(vnet.child("subnets", shape.subnet)),
+                                    load_balancer_backend_address_pools: if shape.behind_lb {
+                                        vec![SubResource::new(lb.child("backendAddressPools", names::LB_POOL))]
+                                    } else {
+                                        vec![]
+                                    },
+                                },
+                            }],
+                        },
+                    }],
+                },
+                extension_profile: ExtensionProfile {
+                    extensions: vec![Named {
+                        name: names::INIT_EXTENSION.into(),
+                        properties: ExtensionProperties {
+                            publisher: "Microsoft.Azure.Extensions".into(),
+                            kind: "CustomScript".into(),
+                            type_handler_version: "2.1".into(),
+                            protected_settings: Some(serde_json::json!({
+                                "storageAccountName": env.staging_account_id.name(),
+                                "fileUris": [init_url],
+                                "commandToExecute": format!("sh init.sh --role {}", shape.role),
+                            })),
+                        },
+                    }],
+                },
+            },
+        },
+    };
+    (id, serde_json::to_value(body).expect("models serialise"))
+}
+
+pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
+    let m = &saga.spec.master;
+    let (id, body) = scale_set(
+        saga,
+        env,
+        ScaleSetShape {
+            name: names::master_vmss(&saga.id),
+            role: "master",
+            capacity: m.size,
+            instance_type: &m.instance_type,
+            disk: &m.disk,
+            zones: &[],
+            subnet: names::CONTROL_PLANE_SUBNET,
+            behind_lb: true,
+        },
+    );
+    vec![Op::ScaleSet { id, body }]
+}

@@ -1,0 +1,69 @@
+//! One module per step. Each says, in its module doc, the event it takes,
+//! the events it emits, what it creates and how that is undone, and exposes
+//! `plan`: the step's resources as an ordered list of idempotent operations.
+//! The engine records each operation's intent in the saga before running it.
+
+pub mod join;
+pub mod keys;
+pub mod master;
+pub mod prereqs;
+pub mod stage;
+pub mod workers;
+
+use crate::saga::{Saga, StepName};
+use flotilla_azure::ResourceId;
+use serde_json::Value;
+
+/// Where the steps' inputs live (from configuration, never from events).
+#[derive(Clone, Debug)]
+pub struct Env {
+    pub subscription_id: String,
+    /// ARM id of the staging storage account (`keys` lists its keys).
+    pub staging_account_id: ResourceId,
+    /// Blob URL prefix nodes fetch the init script from (`https://<acct>.blob.../<container>/`).
+    pub staging_url: String,
+    /// Key Vault URL, for secret references in the init script.
+    pub keyvault_url: String,
+    /// Service-principal identity mode: the cluster principal's client id.
+    pub sp_client_id: Option<String>,
+}
+
+/// Where a secret's value comes from when `keys` writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `listKeys` on the staging account, first key.
+    StorageKey,
+    /// The configured service-principal secret.
+    ServicePrincipal,
+}
+
+/// One idempotent operation of a step.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// ARM create-or-update.
+    Arm { id: ResourceId, api_version: &'static str, body: Value },
+    /// A scale set whose init extension needs the storage key (read from Key Vault just before the PUT).
+    ScaleSet { id: ResourceId, body: Value },
+    /// A Key Vault secret.
+    Secret { name: String, source: SecretSource },
+    /// A staged blob.
+    Blob { name: String, content: Vec<u8>, content_type: &'static str },
+    /// Wait until every node of these scale sets has joined.
+    AwaitNodes { scale_sets: Vec<(ResourceId, u32)> },
+}
+
+/// The operations of `step` for this saga, in order.
+pub fn plan(step: StepName, saga: &Saga, env: &Env) -> Vec<Op> {
+    match step {
+        StepName::Stage => stage::plan(saga, env),
+        StepName::Prereqs => prereqs::plan(saga, env),
+        StepName::Keys => keys::plan(saga),
+        StepName::Master => master::plan(saga, env),
+        StepName::Workers => workers::plan(saga, env),
+        StepName::Join => join::plan(saga, env),
+    }
+}
+
+pub(crate) fn rg_id(saga: &Saga, env: &Env, namespace: &str, kind: &str, name: &str) -> ResourceId {
+    ResourceId::new(&env.subscription_id, &saga.spec.resource_group, namespace, kind, name)
+}
