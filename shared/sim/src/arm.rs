@@ -1,5 +1,9 @@
 //! The ARM surface: resource groups, provider resources, role assignments, tag queries,
 //! long-running operations and VMSS instance views.
+//!
+//! Handlers return `Result<Response, Response>`: the error is the finished ARM error
+//! response, produced once per request, so boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
 
 use crate::model::{self, TypeSpec};
 use crate::state::{Boot, OpKind, Operation, Resource, State};
@@ -374,7 +378,10 @@ fn method_not_allowed(ctx: &Ctx) -> Response {
     arm_error(
         StatusCode::METHOD_NOT_ALLOWED,
         "MethodNotAllowed",
-        &format!("The method '{}' is not allowed for '{}'.", ctx.method, ctx.path),
+        &format!(
+            "The method '{}' is not allowed for '{}'.",
+            ctx.method, ctx.path
+        ),
     )
 }
 
@@ -540,8 +547,15 @@ fn resource_group(
                     &format!("Resource group name '{rg}' is invalid. It can include alphanumeric, underscore, parentheses, hyphen, period (except at end), and Unicode characters that match the allowed characters."),
                 ));
             }
-            let Some(loc) = body.get("location").and_then(Value::as_str).map(str::to_string) else {
-                return Err(bad("LocationRequired", "The location property is required for this definition."));
+            let Some(loc) = body
+                .get("location")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            else {
+                return Err(bad(
+                    "LocationRequired",
+                    "The location property is required for this definition.",
+                ));
             };
             let mut st = lock(&sim.inner.state);
             let existed = match st.resources.get(&key) {
@@ -742,7 +756,10 @@ fn role_assignment(sim: &Sim, ctx: &Ctx, scope: &str, name: &str) -> Result<Resp
                     "properties.roleDefinitionId and properties.principalId are required.",
                 ));
             };
-            if !role.to_ascii_lowercase().contains("/providers/microsoft.authorization/roledefinitions/") {
+            if !role
+                .to_ascii_lowercase()
+                .contains("/providers/microsoft.authorization/roledefinitions/")
+            {
                 return Err(bad(
                     "InvalidRoleDefinitionId",
                     &format!("The role definition ID '{role}' is not valid."),
@@ -774,9 +791,13 @@ fn role_assignment(sim: &Sim, ctx: &Ctx, scope: &str, name: &str) -> Result<Resp
             let duplicate = st.resources.iter().any(|(k, r)| {
                 k != &key
                     && r.rtype == RA_TYPE
-                    && r.body.pointer("/properties/scope").and_then(Value::as_str)
+                    && r.body
+                        .pointer("/properties/scope")
+                        .and_then(Value::as_str)
                         .is_some_and(|s| s.eq_ignore_ascii_case(scope))
-                    && r.body.pointer("/properties/principalId").and_then(Value::as_str)
+                    && r.body
+                        .pointer("/properties/principalId")
+                        .and_then(Value::as_str)
                         == Some(principal)
                     && r.body
                         .pointer("/properties/roleDefinitionId")
@@ -898,9 +919,21 @@ fn resource(
                 .ok_or_else(|| resource_not_found(spec, name, rg))?;
             let mut body = existing.body.clone();
             model::merge_patch(&mut body, &patch);
-            model::prepare(&st, spec, &existing.id, &existing.name, &mut body, Some(&existing), &ctx.base)
-                .map_err(|(c, m)| bad(c, &m))?;
-            let loc = body.get("location").and_then(Value::as_str).unwrap_or("").to_string();
+            model::prepare(
+                &st,
+                spec,
+                &existing.id,
+                &existing.name,
+                &mut body,
+                Some(&existing),
+                &ctx.base,
+            )
+            .map_err(|(c, m)| bad(c, &m))?;
+            let loc = body
+                .get("location")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let op = start_op(sim, &mut st, OpKind::Patch, &key, fault);
             let out = match st.resources.get_mut(&key) {
                 Some(r) => {
@@ -926,7 +959,12 @@ fn resource(
             if let Some(resp) = in_use(&st, &r) {
                 return Err(resp);
             }
-            let loc = r.body.get("location").and_then(Value::as_str).unwrap_or("").to_string();
+            let loc = r
+                .body
+                .get("location")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let op = start_op(sim, &mut st, OpKind::Delete, &key, fault);
             if let Some(r) = st.resources.get_mut(&key) {
                 r.state = "Deleting".into();
@@ -1000,16 +1038,25 @@ fn put_resource(
             &format!("Resource name {name} is invalid. The name can be up to 80 characters long. It must begin with a word character, and it must end with a word character or with '_'. The name may contain word characters or '.', '-', '_'."),
         ));
     }
-    let Some(loc) = body.get("location").and_then(Value::as_str).map(str::to_string) else {
+    let Some(loc) = body
+        .get("location")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
         return Err(bad(
             "LocationRequired",
             "The location property is required for this definition.",
         ));
     };
     if let Some(t) = body.get("tags") {
-        let ok = t.as_object().is_some_and(|o| o.values().all(Value::is_string));
+        let ok = t
+            .as_object()
+            .is_some_and(|o| o.values().all(Value::is_string));
         if !ok {
-            return Err(bad("InvalidTagNameCharacters", "Tags must be an object of string values."));
+            return Err(bad(
+                "InvalidTagNameCharacters",
+                "Tags must be an object of string values.",
+            ));
         }
     }
     let key = id.to_ascii_lowercase();
@@ -1034,10 +1081,24 @@ fn put_resource(
             ));
         }
     }
-    let canonical_id = existing.as_ref().map(|e| e.id.clone()).unwrap_or_else(|| id.to_string());
-    let canonical_name = existing.as_ref().map(|e| e.name.clone()).unwrap_or_else(|| name.to_string());
-    model::prepare(&st, spec, &canonical_id, &canonical_name, &mut body, existing.as_ref(), &ctx.base)
-        .map_err(|(c, m)| bad(c, &m))?;
+    let canonical_id = existing
+        .as_ref()
+        .map(|e| e.id.clone())
+        .unwrap_or_else(|| id.to_string());
+    let canonical_name = existing
+        .as_ref()
+        .map(|e| e.name.clone())
+        .unwrap_or_else(|| name.to_string());
+    model::prepare(
+        &st,
+        spec,
+        &canonical_id,
+        &canonical_name,
+        &mut body,
+        existing.as_ref(),
+        &ctx.base,
+    )
+    .map_err(|(c, m)| bad(c, &m))?;
     let keys = match &existing {
         Some(e) if !e.keys.is_empty() => e.keys.clone(),
         _ if spec.ty == "storageAccounts" => model::new_keys(),
@@ -1049,7 +1110,12 @@ fn put_resource(
         name: canonical_name,
         rg: rg.to_ascii_lowercase(),
         body,
-        state: if existing.is_some() { "Updating" } else { "Creating" }.into(),
+        state: if existing.is_some() {
+            "Updating"
+        } else {
+            "Creating"
+        }
+        .into(),
         op: None,
         etag: uuid::Uuid::new_v4().to_string(),
         keys,
@@ -1057,7 +1123,11 @@ fn put_resource(
     };
     st.resources.insert(key.clone(), res);
     let op = start_op(sim, &mut st, OpKind::Put, &key, fault);
-    let out = st.resources.get(&key).map(model::render).unwrap_or_default();
+    let out = st
+        .resources
+        .get(&key)
+        .map(model::render)
+        .unwrap_or_default();
     drop(st);
     sim.persist_now();
     let (async_url, _) = op_urls(ctx, spec.ns, &loc, &op, version);
@@ -1170,6 +1240,9 @@ fn sub_resource(
     }
 }
 
+/// One extension's instance counts: (name, succeeded, failed, creating, failure message).
+type ExtCounts = (String, u32, u32, u32, Option<String>);
+
 /// The VMSS instance view: instance and extension status summaries derived from the boot.
 fn instance_view(r: &Resource) -> Value {
     let now = now_ms();
@@ -1184,7 +1257,12 @@ fn instance_view(r: &Resource) -> Value {
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .map(|e| e.get("name").and_then(Value::as_str).unwrap_or("extension").to_string())
+                .map(|e| {
+                    e.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("extension")
+                        .to_string()
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -1198,41 +1276,56 @@ fn instance_view(r: &Resource) -> Value {
         )
     };
     // (ready, creating) instances, and per extension (name, ok, failed, creating, message).
-    let (ready, creating, exts): (u32, u32, Vec<(String, u32, u32, u32, Option<String>)>) =
-        match (&r.boot, r.op.is_some()) {
-            (Some(b), false) => {
-                let ready = if now >= b.ready_at_ms { b.target } else { b.booted.min(b.target) };
-                let creating = b.target - ready;
-                let exts = b
-                    .extensions
-                    .iter()
-                    .map(|(n, err)| match err {
-                        None => (n.clone(), ready, 0, creating, None),
-                        Some(e) => (n.clone(), b.booted.min(ready), ready - b.booted.min(ready), creating, Some(e.clone())),
-                    })
-                    .collect();
-                (ready, creating, exts)
-            }
-            (Some(b), true) => {
-                let ready = if now >= b.ready_at_ms { b.target } else { b.booted };
-                let ready = ready.min(capacity);
-                let creating = capacity.saturating_sub(ready);
-                let exts = ext_names
-                    .iter()
-                    .map(|n| (n.clone(), ready, 0, creating, None))
-                    .collect();
-                (ready, creating, exts)
-            }
-            (None, _) => (
-                0,
-                capacity,
-                ext_names.iter().map(|n| (n.clone(), 0, 0, capacity, None)).collect(),
-            ),
-        };
+    let (ready, creating, exts): (u32, u32, Vec<ExtCounts>) = match (&r.boot, r.op.is_some()) {
+        (Some(b), false) => {
+            let ready = if now >= b.ready_at_ms {
+                b.target
+            } else {
+                b.booted.min(b.target)
+            };
+            let creating = b.target - ready;
+            let exts = b
+                .extensions
+                .iter()
+                .map(|(n, err)| match err {
+                    None => (n.clone(), ready, 0, creating, None),
+                    Some(e) => (
+                        n.clone(),
+                        b.booted.min(ready),
+                        ready - b.booted.min(ready),
+                        creating,
+                        Some(e.clone()),
+                    ),
+                })
+                .collect();
+            (ready, creating, exts)
+        }
+        (Some(b), true) => {
+            let ready = if now >= b.ready_at_ms {
+                b.target
+            } else {
+                b.booted
+            };
+            let ready = ready.min(capacity);
+            let creating = capacity.saturating_sub(ready);
+            let exts = ext_names
+                .iter()
+                .map(|n| (n.clone(), ready, 0, creating, None))
+                .collect();
+            (ready, creating, exts)
+        }
+        (None, _) => (
+            0,
+            capacity,
+            ext_names
+                .iter()
+                .map(|n| (n.clone(), 0, 0, capacity, None))
+                .collect(),
+        ),
+    };
     let time = rfc3339(now);
     let mut statuses = vec![];
-    let failed: Vec<&(String, u32, u32, u32, Option<String>)> =
-        exts.iter().filter(|e| e.2 > 0).collect();
+    let failed: Vec<&ExtCounts> = exts.iter().filter(|e| e.2 > 0).collect();
     if creating > 0 {
         statuses.push(json!({"code": "ProvisioningState/creating", "level": "Info", "displayStatus": "Creating", "time": time}));
     } else if let Some(f) = failed.first() {

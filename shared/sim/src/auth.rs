@@ -161,10 +161,7 @@ pub(crate) fn msi_endpoint(sim: &Sim, ctx: &Ctx) -> Response {
         );
     }
     if ctx.q("api-version") != Some("2019-08-01") {
-        return msi_error(
-            StatusCode::BAD_REQUEST,
-            "api-version must be 2019-08-01.",
-        );
+        return msi_error(StatusCode::BAD_REQUEST, "api-version must be 2019-08-01.");
     }
     let resource = ctx.q("resource").unwrap_or("").to_string();
     let Some(audience) = audience_of(&resource) else {
@@ -190,7 +187,8 @@ pub(crate) fn msi_endpoint(sim: &Sim, ctx: &Ctx) -> Response {
     )
 }
 
-/// Checks the bearer token for `audience`; the error is the area's own 401.
+/// Checks the bearer token for `audience`; the error is the area's own 401 response.
+#[allow(clippy::result_large_err)]
 pub(crate) fn authenticate(
     sim: &Sim,
     ctx: &Ctx,
@@ -203,14 +201,29 @@ pub(crate) fn authenticate(
         .filter(|p| p.eq_ignore_ascii_case("bearer "))
         .map(|_| header[7..].trim());
     let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return Err(unauthorized(ctx, area, true, "The 'Authorization' header is missing or is not a Bearer token."));
+        return Err(unauthorized(
+            ctx,
+            area,
+            true,
+            "The 'Authorization' header is missing or is not a Bearer token.",
+        ));
     };
     let info = lock(&sim.inner.state).tokens.get(token).cloned();
     let Some(info) = info else {
-        return Err(unauthorized(ctx, area, false, "The access token is invalid."));
+        return Err(unauthorized(
+            ctx,
+            area,
+            false,
+            "The access token is invalid.",
+        ));
     };
     if info.expires <= now_ms() / 1000 {
-        return Err(unauthorized(ctx, area, false, "The access token has expired."));
+        return Err(unauthorized(
+            ctx,
+            area,
+            false,
+            "The access token has expired.",
+        ));
     }
     if info.audience != audience {
         return Err(unauthorized(

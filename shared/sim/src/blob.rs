@@ -41,7 +41,10 @@ pub(crate) fn xml_error(status: StatusCode, code: &str, message: &str) -> Respon
 }
 
 fn new_etag() -> String {
-    format!("\"0x{}\"", &uuid::Uuid::new_v4().simple().to_string()[..15].to_uppercase())
+    format!(
+        "\"0x{}\"",
+        &uuid::Uuid::new_v4().simple().to_string()[..15].to_uppercase()
+    )
 }
 
 fn account_exists(st: &State, account: &str) -> bool {
@@ -51,7 +54,10 @@ fn account_exists(st: &State, account: &str) -> bool {
 }
 
 fn common(r: &mut Response, ctx: &Ctx) {
-    let v = ctx.header("x-ms-version").unwrap_or(DEFAULT_VERSION).to_string();
+    let v = ctx
+        .header("x-ms-version")
+        .unwrap_or(DEFAULT_VERSION)
+        .to_string();
     set_header(r, "x-ms-version", &v);
     set_header(r, "date", &http_date(now_ms()));
     if let Some(c) = ctx.header("x-ms-client-request-id") {
@@ -69,7 +75,11 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
 
 fn route(sim: &Sim, ctx: &Ctx) -> Response {
     let Some(account) = ctx.segs.get(1).cloned() else {
-        return xml_error(StatusCode::BAD_REQUEST, "InvalidUri", "An account name is required.");
+        return xml_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidUri",
+            "An account name is required.",
+        );
     };
     if !account_exists(&lock(&sim.inner.state), &account) {
         return xml_error(
@@ -79,7 +89,11 @@ fn route(sim: &Sim, ctx: &Ctx) -> Response {
         );
     }
     let Some(container) = ctx.segs.get(2).cloned() else {
-        return xml_error(StatusCode::BAD_REQUEST, "InvalidUri", "A container name is required.");
+        return xml_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidUri",
+            "A container name is required.",
+        );
     };
     let ckey = format!("{account}/{container}").to_ascii_lowercase();
     if ctx.segs.len() == 3 {
@@ -114,11 +128,19 @@ fn route(sim: &Sim, ctx: &Ctx) -> Response {
 }
 
 fn container_not_found() -> Response {
-    xml_error(StatusCode::NOT_FOUND, "ContainerNotFound", "The specified container does not exist.")
+    xml_error(
+        StatusCode::NOT_FOUND,
+        "ContainerNotFound",
+        "The specified container does not exist.",
+    )
 }
 
 fn blob_not_found() -> Response {
-    xml_error(StatusCode::NOT_FOUND, "BlobNotFound", "The specified blob does not exist.")
+    xml_error(
+        StatusCode::NOT_FOUND,
+        "BlobNotFound",
+        "The specified blob does not exist.",
+    )
 }
 
 fn container_op(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
@@ -130,18 +152,28 @@ fn container_op(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
         );
     }
     let valid = (3..=63).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.contains("--");
     if !valid {
-        return xml_error(StatusCode::BAD_REQUEST, "InvalidResourceName", "The specified resource name contains invalid characters.");
+        return xml_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidResourceName",
+            "The specified resource name contains invalid characters.",
+        );
     }
     match (ctx.method.clone(), ctx.q("comp")) {
         (Method::PUT, None) => {
             let (etag, modified) = {
                 let mut st = lock(&sim.inner.state);
                 if st.containers.contains_key(ckey) {
-                    return xml_error(StatusCode::CONFLICT, "ContainerAlreadyExists", "The specified container already exists.");
+                    return xml_error(
+                        StatusCode::CONFLICT,
+                        "ContainerAlreadyExists",
+                        "The specified container already exists.",
+                    );
                 }
                 let c = Container {
                     name: name.to_string(),
@@ -236,13 +268,11 @@ fn put_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
                 "Only BlockBlob is supported for x-ms-blob-type.",
             )
         }
-        None => {
-            return xml_error(
-                StatusCode::BAD_REQUEST,
-                "MissingRequiredHeader",
-                "An HTTP header that's mandatory for this request is not specified: x-ms-blob-type.",
-            )
-        }
+        None => return xml_error(
+            StatusCode::BAD_REQUEST,
+            "MissingRequiredHeader",
+            "An HTTP header that's mandatory for this request is not specified: x-ms-blob-type.",
+        ),
     }
     let metadata: BTreeMap<String, String> = ctx
         .headers
@@ -263,7 +293,11 @@ fn put_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
         };
         let existing = c.blobs.get(name);
         if ctx.header("if-none-match") == Some("*") && existing.is_some() {
-            return xml_error(StatusCode::CONFLICT, "BlobAlreadyExists", "The specified blob already exists.");
+            return xml_error(
+                StatusCode::CONFLICT,
+                "BlobAlreadyExists",
+                "The specified blob already exists.",
+            );
         }
         if let Some(want) = ctx.header("if-match") {
             if want != "*" && existing.map(|b| b.etag.as_str()) != Some(want) {
@@ -358,7 +392,9 @@ fn get_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
     set_header(
         &mut r,
         "content-type",
-        blob.content_type.as_deref().unwrap_or("application/octet-stream"),
+        blob.content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream"),
     );
     set_header(&mut r, "etag", &blob.etag);
     set_header(&mut r, "last-modified", &http_date(blob.modified_ms));
@@ -384,22 +420,28 @@ fn get_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
 /// extension's protected settings: the account must exist, the key must be one of its
 /// current keys, and the blob must exist. Errors never contain the key.
 pub(crate) fn fetch_for_vm(st: &State, settings: &Value, uri: &str) -> Result<(), String> {
-    let url = url::Url::parse(uri).map_err(|_| format!("Failed to download '{uri}': not a valid URL."))?;
+    let url = url::Url::parse(uri)
+        .map_err(|_| format!("Failed to download '{uri}': not a valid URL."))?;
     let segs: Vec<String> = url
         .path_segments()
         .map(|s| s.map(crate::util::percent_decode).collect())
         .unwrap_or_default();
     let host = url.host_str().unwrap_or("").to_ascii_lowercase();
-    let (url_account, container, blob) = if let Some(acct) = host.strip_suffix(".blob.core.windows.net") {
-        if segs.len() < 2 {
-            return Err(format!("Failed to download '{uri}': no container/blob in the URL."));
-        }
-        (acct.to_string(), segs[0].clone(), segs[1..].join("/"))
-    } else if segs.len() >= 4 && segs[0] == "blob" {
-        (segs[1].clone(), segs[2].clone(), segs[3..].join("/"))
-    } else {
-        return Err(format!("Failed to download '{uri}': not a blob URL of this simulator."));
-    };
+    let (url_account, container, blob) =
+        if let Some(acct) = host.strip_suffix(".blob.core.windows.net") {
+            if segs.len() < 2 {
+                return Err(format!(
+                    "Failed to download '{uri}': no container/blob in the URL."
+                ));
+            }
+            (acct.to_string(), segs[0].clone(), segs[1..].join("/"))
+        } else if segs.len() >= 4 && segs[0] == "blob" {
+            (segs[1].clone(), segs[2].clone(), segs[3..].join("/"))
+        } else {
+            return Err(format!(
+                "Failed to download '{uri}': not a blob URL of this simulator."
+            ));
+        };
     let Some(account) = settings.get("storageAccountName").and_then(Value::as_str) else {
         return Err(format!("Failed to download '{uri}': 409 PublicAccessNotPermitted (no storageAccountName in protectedSettings)."));
     };
@@ -411,14 +453,22 @@ pub(crate) fn fetch_for_vm(st: &State, settings: &Value, uri: &str) -> Result<()
         .values()
         .find(|r| r.rtype == STORAGE_TYPE && r.name.eq_ignore_ascii_case(account))
     else {
-        return Err(format!("Failed to download '{uri}': storage account '{account}' not found."));
+        return Err(format!(
+            "Failed to download '{uri}': storage account '{account}' not found."
+        ));
     };
-    let key = settings.get("storageAccountKey").and_then(Value::as_str).unwrap_or("");
+    let key = settings
+        .get("storageAccountKey")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if key.is_empty() || !res.keys.iter().any(|k| k == key) {
         return Err(format!("Failed to download '{uri}': 403 AuthenticationFailed (the storage account key was rejected)."));
     }
     let ckey = format!("{account}/{container}").to_ascii_lowercase();
-    let found = st.containers.get(&ckey).is_some_and(|c| c.blobs.contains_key(&blob));
+    let found = st
+        .containers
+        .get(&ckey)
+        .is_some_and(|c| c.blobs.contains_key(&blob));
     if !found {
         return Err(format!("Failed to download '{uri}': 404 BlobNotFound."));
     }

@@ -35,16 +35,28 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
             Ok(rule) => {
                 if let Some(p) = rule.probability {
                     if !(0.0..=1.0).contains(&p) {
-                        return problem(StatusCode::BAD_REQUEST, "Invalid fault rule", "probability must be between 0 and 1");
+                        return problem(
+                            StatusCode::BAD_REQUEST,
+                            "Invalid fault rule",
+                            "probability must be between 0 and 1",
+                        );
                     }
                 }
                 if !(100..=599).contains(&rule.status) {
-                    return problem(StatusCode::BAD_REQUEST, "Invalid fault rule", "status must be an HTTP status code (100-599)");
+                    return problem(
+                        StatusCode::BAD_REQUEST,
+                        "Invalid fault rule",
+                        "status must be an HTTP status code (100-599)",
+                    );
                 }
                 sim.add_fault(rule.clone());
                 json_response(StatusCode::CREATED, &json!(rule))
             }
-            Err(e) => problem(StatusCode::BAD_REQUEST, "Invalid fault rule", &e.to_string()),
+            Err(e) => problem(
+                StatusCode::BAD_REQUEST,
+                "Invalid fault rule",
+                &e.to_string(),
+            ),
         },
         (Method::GET, "faults", 2) => {
             let rules = lock(&sim.inner.faults).clone();
@@ -101,7 +113,11 @@ pub(crate) fn inventory(sim: &Sim, tag: Option<(&str, &str)>) -> Vec<InventoryIt
             id: format!("{}/secrets/{}", s.vault, s.name),
             resource_type: "Microsoft.KeyVault/vaults/secrets".into(),
             name: s.name.clone(),
-            tags: s.versions.last().map(|v| v.tags.clone()).unwrap_or_default(),
+            tags: s
+                .versions
+                .last()
+                .map(|v| v.tags.clone())
+                .unwrap_or_default(),
             provisioning_state: None,
         });
     }

@@ -134,7 +134,11 @@ async fn handle(sim: Sim, req: Request) -> Response {
     let query: Vec<(String, String)> = parts
         .uri
         .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
     let ctx = Ctx {
         method: parts.method.clone(),
@@ -330,4 +334,3 @@ fn throttle(sim: &Sim, principal: &str, method: &Method) -> ((u64, u64), Option<
     };
     ((b.reads.floor() as u64, b.writes.floor() as u64), limited)
 }
-

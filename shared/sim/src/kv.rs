@@ -13,7 +13,9 @@ const RECOVERY_LEVEL: &str = "Recoverable+Purgeable";
 const RETENTION_S: i64 = 90 * 24 * 3600;
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 127 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    !name.is_empty()
+        && name.len() <= 127
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 fn not_found(name: &str) -> Response {
@@ -87,11 +89,20 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
             };
             let found = match v.as_deref() {
                 None | Some("") => s.versions.last(),
-                Some(ver) => s.versions.iter().find(|x| x.version.eq_ignore_ascii_case(ver)),
+                Some(ver) => s
+                    .versions
+                    .iter()
+                    .find(|x| x.version.eq_ignore_ascii_case(ver)),
             };
             match found {
-                Some(ver) if ver.enabled => json_response(StatusCode::OK, &bundle(&vault, s, ver, true)),
-                Some(_) => arm_error(StatusCode::FORBIDDEN, "Forbidden", "Operation get is not allowed on a disabled secret."),
+                Some(ver) if ver.enabled => {
+                    json_response(StatusCode::OK, &bundle(&vault, s, ver, true))
+                }
+                Some(_) => arm_error(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "Operation get is not allowed on a disabled secret.",
+                ),
                 None => not_found(&name),
             }
         }
@@ -115,7 +126,9 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
             let st = lock(&sim.inner.state);
             match st.secrets.get(&key) {
                 Some(s) => match (s.deleted, s.versions.last()) {
-                    (Some(d), Some(v)) => json_response(StatusCode::OK, &deleted_bundle(&vault, s, v, d)),
+                    (Some(d), Some(v)) => {
+                        json_response(StatusCode::OK, &deleted_bundle(&vault, s, v, d))
+                    }
                     _ => deleted_not_found(&name),
                 },
                 None => deleted_not_found(&name),
@@ -178,7 +191,10 @@ fn set(sim: &Sim, ctx: &Ctx, name: &str, key: &str, vault: &str) -> Response {
         .pointer("/attributes/enabled")
         .and_then(Value::as_bool)
         .unwrap_or(true);
-    let content_type = body.get("contentType").and_then(Value::as_str).map(str::to_string);
+    let content_type = body
+        .get("contentType")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let now = now_ms() / 1000;
     let out = {
         let mut st = lock(&sim.inner.state);
@@ -215,7 +231,11 @@ fn set(sim: &Sim, ctx: &Ctx, name: &str, key: &str, vault: &str) -> Response {
 
 fn list(sim: &Sim, ctx: &Ctx, deleted: bool) -> Response {
     if ctx.method != Method::GET {
-        return arm_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "Only GET lists secrets.");
+        return arm_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "Only GET lists secrets.",
+        );
     }
     let vault = &ctx.base;
     let st = lock(&sim.inner.state);
@@ -229,7 +249,11 @@ fn list(sim: &Sim, ctx: &Ctx, deleted: bool) -> Response {
                 Some(d) => deleted_bundle(vault, s, v, d),
                 None => bundle(vault, s, v, false),
             };
-            item["id"] = json!(format!("{vault}/{}/{}", if deleted { "deletedsecrets" } else { "secrets" }, s.name));
+            item["id"] = json!(format!(
+                "{vault}/{}/{}",
+                if deleted { "deletedsecrets" } else { "secrets" },
+                s.name
+            ));
             Some(item)
         })
         .collect();

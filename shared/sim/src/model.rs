@@ -148,7 +148,9 @@ pub(crate) fn valid_name(rule: NameRule, name: &str) -> bool {
         NameRule::Vnet => net(2, 64),
         NameRule::Vmss => {
             (1..=64).contains(&n)
-                && !chars.iter().any(|c| "\\/\"[]:|<>+=;,?*@&#%".contains(*c) || c.is_control())
+                && !chars
+                    .iter()
+                    .any(|c| "\\/\"[]:|<>+=;,?*@&#%".contains(*c) || c.is_control())
                 && chars[0] != '_'
                 && chars[n - 1] != '.'
                 && chars[n - 1] != '-'
@@ -292,8 +294,11 @@ pub(crate) fn external_refs(res_id: &str, body: &Value) -> Vec<String> {
     ids
 }
 
+/// (lowercase parent key, optional (child collection, child name), parent type).
+type IdParts = (String, Option<(String, String)>, &'static TypeSpec);
+
 /// Splits `/subscriptions/s/resourceGroups/rg/providers/ns/ty/name[/child/childName]`.
-fn split_id(id: &str) -> Option<(String, Option<(String, String)>, &'static TypeSpec)> {
+fn split_id(id: &str) -> Option<IdParts> {
     let segs: Vec<&str> = id.split('/').filter(|s| !s.is_empty()).collect();
     if segs.len() < 8
         || !segs[0].eq_ignore_ascii_case("subscriptions")
@@ -366,12 +371,60 @@ fn ipv4_in_prefix(prefix: &str, host: u8) -> Option<String> {
 }
 
 const DEFAULT_RULES: &[(&str, &str, &str, &str, &str, u32, &str)] = &[
-    ("AllowVnetInBound", "Allow inbound traffic from all VMs in VNET", "VirtualNetwork", "VirtualNetwork", "Allow", 65000, "Inbound"),
-    ("AllowAzureLoadBalancerInBound", "Allow inbound traffic from azure load balancer", "AzureLoadBalancer", "*", "Allow", 65001, "Inbound"),
-    ("DenyAllInBound", "Deny all inbound traffic", "*", "*", "Deny", 65500, "Inbound"),
-    ("AllowVnetOutBound", "Allow outbound traffic from all VMs to all VMs in VNET", "VirtualNetwork", "VirtualNetwork", "Allow", 65000, "Outbound"),
-    ("AllowInternetOutBound", "Allow outbound traffic from all VMs to Internet", "*", "Internet", "Allow", 65001, "Outbound"),
-    ("DenyAllOutBound", "Deny all outbound traffic", "*", "*", "Deny", 65500, "Outbound"),
+    (
+        "AllowVnetInBound",
+        "Allow inbound traffic from all VMs in VNET",
+        "VirtualNetwork",
+        "VirtualNetwork",
+        "Allow",
+        65000,
+        "Inbound",
+    ),
+    (
+        "AllowAzureLoadBalancerInBound",
+        "Allow inbound traffic from azure load balancer",
+        "AzureLoadBalancer",
+        "*",
+        "Allow",
+        65001,
+        "Inbound",
+    ),
+    (
+        "DenyAllInBound",
+        "Deny all inbound traffic",
+        "*",
+        "*",
+        "Deny",
+        65500,
+        "Inbound",
+    ),
+    (
+        "AllowVnetOutBound",
+        "Allow outbound traffic from all VMs to all VMs in VNET",
+        "VirtualNetwork",
+        "VirtualNetwork",
+        "Allow",
+        65000,
+        "Outbound",
+    ),
+    (
+        "AllowInternetOutBound",
+        "Allow outbound traffic from all VMs to Internet",
+        "*",
+        "Internet",
+        "Allow",
+        65001,
+        "Outbound",
+    ),
+    (
+        "DenyAllOutBound",
+        "Deny all outbound traffic",
+        "*",
+        "*",
+        "Deny",
+        65500,
+        "Outbound",
+    ),
 ];
 
 /// Validates a PUT body and fills in server-computed fields. `existing` is the stored
@@ -400,7 +453,14 @@ pub(crate) fn prepare(
             set_default(p, "securityRules", json!([]));
             set_default(p, "flushConnection", json!(false));
             p.insert("resourceGuid".into(), guid);
-            fill_children(p, "securityRules", id, &full, true, Some(NameRule::Network80))?;
+            fill_children(
+                p,
+                "securityRules",
+                id,
+                &full,
+                true,
+                Some(NameRule::Network80),
+            )?;
             let defaults: Vec<Value> = DEFAULT_RULES
                 .iter()
                 .map(|(n, d, src, dst, access, prio, dir)| {
@@ -505,7 +565,8 @@ pub(crate) fn prepare(
                             })
                             .unwrap_or_else(|| "10.0.1.0/24".into());
                         if !fp.contains_key("privateIPAddress") {
-                            let ip = ipv4_in_prefix(&prefix, 4).unwrap_or_else(|| "10.0.1.4".into());
+                            let ip =
+                                ipv4_in_prefix(&prefix, 4).unwrap_or_else(|| "10.0.1.4".into());
                             fp.insert("privateIPAddress".into(), json!(ip));
                         }
                         set_default(fp, "privateIPAllocationMethod", json!("Dynamic"));
@@ -514,7 +575,11 @@ pub(crate) fn prepare(
             }
             if let Some(Value::Array(rules)) = p.get_mut("loadBalancingRules") {
                 for r in rules.iter_mut() {
-                    set_default(obj_mut(r, "properties"), "disableOutboundSnat", json!(false));
+                    set_default(
+                        obj_mut(r, "properties"),
+                        "disableOutboundSnat",
+                        json!(false),
+                    );
                 }
             }
             // Back-references from frontends, pools and probes to the rules using them.
@@ -528,7 +593,11 @@ pub(crate) fn prepare(
             ] {
                 if let Some(Value::Array(items)) = p.get(coll) {
                     for it in items {
-                        let rid = it.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+                        let rid = it
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string();
                         for f in fields {
                             if let Some(target) = it
                                 .pointer(&format!("/properties/{f}/id"))
@@ -584,7 +653,10 @@ pub(crate) fn prepare(
             p.insert("uniqueId".into(), unique);
             p.insert("timeCreated".into(), created);
             set_default(p, "singlePlacementGroup", json!(true));
-            if let Some(vmp) = p.get_mut("virtualMachineProfile").and_then(Value::as_object_mut) {
+            if let Some(vmp) = p
+                .get_mut("virtualMachineProfile")
+                .and_then(Value::as_object_mut)
+            {
                 let windows = vmp
                     .get("storageProfile")
                     .and_then(|s| s.pointer("/imageReference/publisher"))
@@ -592,7 +664,9 @@ pub(crate) fn prepare(
                     .is_some_and(|s| s.to_ascii_lowercase().contains("windows"));
                 if let Some(os) = vmp.get_mut("osProfile").and_then(Value::as_object_mut) {
                     set_default(os, "secrets", json!([]));
-                    if !os.contains_key("windowsConfiguration") && !os.contains_key("linuxConfiguration") {
+                    if !os.contains_key("windowsConfiguration")
+                        && !os.contains_key("linuxConfiguration")
+                    {
                         if windows {
                             os.insert(
                                 "windowsConfiguration".into(),
@@ -607,14 +681,21 @@ pub(crate) fn prepare(
                         }
                     }
                 }
-                if let Some(Value::Array(nics)) = vmp.get_mut("networkProfile").and_then(|n| n.get_mut("networkInterfaceConfigurations")) {
+                if let Some(Value::Array(nics)) = vmp
+                    .get_mut("networkProfile")
+                    .and_then(|n| n.get_mut("networkInterfaceConfigurations"))
+                {
                     for nic in nics.iter_mut() {
                         let np = obj_mut(nic, "properties");
                         set_default(np, "dnsSettings", json!({"dnsServers": []}));
                         set_default(np, "enableAcceleratedNetworking", json!(false));
                         if let Some(Value::Array(ipcs)) = np.get_mut("ipConfigurations") {
                             for ipc in ipcs.iter_mut() {
-                                set_default(obj_mut(ipc, "properties"), "privateIPAddressVersion", json!("IPv4"));
+                                set_default(
+                                    obj_mut(ipc, "properties"),
+                                    "privateIPAddressVersion",
+                                    json!("IPv4"),
+                                );
                             }
                         }
                     }
@@ -663,7 +744,10 @@ pub(crate) fn prepare(
             let suffix = keep("fqdn");
             let p = props(body);
             set_default(p, "kubernetesVersion", json!("1.30.0"));
-            let ver = p.get("kubernetesVersion").cloned().unwrap_or(json!("1.30.0"));
+            let ver = p
+                .get("kubernetesVersion")
+                .cloned()
+                .unwrap_or(json!("1.30.0"));
             p.insert("currentKubernetesVersion".into(), ver);
             let prefix = p
                 .get("dnsPrefix")
@@ -679,7 +763,11 @@ pub(crate) fn prepare(
             };
             p.insert("fqdn".into(), fqdn);
             p.insert("powerState".into(), json!({"code": "Running"}));
-            set_default(p, "nodeResourceGroup", json!(format!("MC_{rg}_{name}_{location}")));
+            set_default(
+                p,
+                "nodeResourceGroup",
+                json!(format!("MC_{rg}_{name}_{location}")),
+            );
         }
         _ => {}
     }

@@ -67,7 +67,10 @@ async fn token_flows() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"], "invalid_client");
-    assert!(v["error_description"].as_str().unwrap().starts_with("AADSTS"));
+    assert!(v["error_description"]
+        .as_str()
+        .unwrap()
+        .starts_with("AADSTS"));
 
     // Managed identity (App Service protocol).
     let url = format!(
@@ -97,7 +100,11 @@ async fn token_flows() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
-    let rgs = format!("{}/subscriptions/{}/resourcegroups?api-version={RES}", h.base(), h.sub());
+    let rgs = format!(
+        "{}/subscriptions/{}/resourcegroups?api-version={RES}",
+        h.base(),
+        h.sub()
+    );
     // The MSI token works for ARM.
     let r = send(&h.client, Method::GET, &rgs, Some(&msi_token), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -119,7 +126,10 @@ async fn token_flows() {
     let b = format!("{}/blob/acct/c/b", h.base());
     let r = send(&h.client, Method::GET, &b, None, None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.header("x-ms-error-code").as_deref(), Some("NoAuthenticationInformation"));
+    assert_eq!(
+        r.header("x-ms-error-code").as_deref(),
+        Some("NoAuthenticationInformation")
+    );
     h.server.shutdown().await;
 }
 
@@ -127,25 +137,52 @@ async fn token_flows() {
 async fn resource_group_and_nsg_lifecycle() {
     let h = start_lro(150).await;
     let rg = h.rg_path("rg1");
-    let r = h.arm(Method::PUT, &rg, RES, Some(&json!({"location": "westeurope", "tags": {"a": "b"}}))).await;
+    let r = h
+        .arm(
+            Method::PUT,
+            &rg,
+            RES,
+            Some(&json!({"location": "westeurope", "tags": {"a": "b"}})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["properties"]["provisioningState"], "Succeeded");
-    let r = h.arm(Method::PUT, &rg, RES, Some(&json!({"location": "westeurope"}))).await;
+    let r = h
+        .arm(
+            Method::PUT,
+            &rg,
+            RES,
+            Some(&json!({"location": "westeurope"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     // Case-insensitive path segments.
     let lower = format!("/subscriptions/{}/resourcegroups/RG1", h.sub());
     let r = h.arm(Method::GET, &lower, RES, None).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.header("x-ms-ratelimit-remaining-subscription-reads").is_some());
-    assert!(r.header("x-ms-ratelimit-remaining-subscription-writes").is_some());
+    assert!(r
+        .header("x-ms-ratelimit-remaining-subscription-reads")
+        .is_some());
+    assert!(r
+        .header("x-ms-ratelimit-remaining-subscription-writes")
+        .is_some());
 
     let ex = fixture("NetworkSecurityGroupCreate.2024-05-01.json");
     let nsg = h.id("rg1", "Microsoft.Network/networkSecurityGroups", "testnsg");
-    let r = h.arm(Method::PUT, &nsg, NET, Some(&ex["parameters"]["parameters"])).await;
+    let r = h
+        .arm(
+            Method::PUT,
+            &nsg,
+            NET,
+            Some(&ex["parameters"]["parameters"]),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["properties"]["provisioningState"], "Creating");
     assert_eq!(r.header("retry-after").as_deref(), Some("1"));
-    let op_url = r.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+    let op_url = r
+        .header("azure-asyncoperation")
+        .expect("Azure-AsyncOperation");
     assert!(op_url.starts_with(h.base()), "absolute URL: {op_url}");
     // In progress first, by wall clock.
     let first = send(&h.client, Method::GET, &op_url, Some(&h.arm_token), None).await;
@@ -161,10 +198,18 @@ async fn resource_group_and_nsg_lifecycle() {
     assert_superset(&ex["responses"]["201"]["body"], &r.body, "NSG PUT");
 
     // Update answers 200.
-    let r2 = h.arm(Method::PUT, &nsg, NET, Some(&ex["parameters"]["parameters"])).await;
+    let r2 = h
+        .arm(
+            Method::PUT,
+            &nsg,
+            NET,
+            Some(&ex["parameters"]["parameters"]),
+        )
+        .await;
     assert_eq!(r2.status, StatusCode::OK);
     assert_eq!(r2.body["properties"]["provisioningState"], "Updating");
-    h.poll_async(&r2.header("azure-asyncoperation").unwrap()).await;
+    h.poll_async(&r2.header("azure-asyncoperation").unwrap())
+        .await;
 
     let d = h.arm(Method::DELETE, &nsg, NET, None).await;
     assert_eq!(d.status, StatusCode::ACCEPTED);
@@ -197,12 +242,23 @@ async fn request_validation() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.code(), "MissingApiVersionParameter");
     // Missing RG.
-    let r = h.arm(Method::PUT, &nsg, NET, Some(&json!({"location": "westeurope"}))).await;
+    let r = h
+        .arm(
+            Method::PUT,
+            &nsg,
+            NET,
+            Some(&json!({"location": "westeurope"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.code(), "ResourceGroupNotFound");
     h.put_rg("rg").await;
     // Malformed JSON.
-    let url = format!("{}{}?api-version={NET}", h.base(), h.id("rg", "Microsoft.Network/networkSecurityGroups", "n1"));
+    let url = format!(
+        "{}{}?api-version={NET}",
+        h.base(),
+        h.id("rg", "Microsoft.Network/networkSecurityGroups", "n1")
+    );
     let r = h
         .client
         .put(&url)
@@ -222,17 +278,44 @@ async fn request_validation() {
         ("Microsoft.Compute/virtualMachineScaleSets", "bad*name"),
         ("Microsoft.Storage/storageAccounts", "Upper"),
     ] {
-        let ver = if ty.contains("Network") { NET } else if ty.contains("Compute") { COMPUTE } else { STORAGE };
-        let r = h.arm(Method::PUT, &h.id("rg", ty, bad), ver, Some(&json!({"location": "westeurope", "sku": {"name": "x", "capacity": 0}}))).await;
+        let ver = if ty.contains("Network") {
+            NET
+        } else if ty.contains("Compute") {
+            COMPUTE
+        } else {
+            STORAGE
+        };
+        let r = h
+            .arm(
+                Method::PUT,
+                &h.id("rg", ty, bad),
+                ver,
+                Some(&json!({"location": "westeurope", "sku": {"name": "x", "capacity": 0}})),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{ty}/{bad}: {}", r.text);
         assert_eq!(r.code(), "InvalidResourceName");
     }
     // GET of a missing resource.
-    let r = h.arm(Method::GET, &h.id("rg", "Microsoft.Network/loadBalancers", "x"), NET, None).await;
+    let r = h
+        .arm(
+            Method::GET,
+            &h.id("rg", "Microsoft.Network/loadBalancers", "x"),
+            NET,
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.code(), "ResourceNotFound");
     // Unknown route.
-    let r = h.arm(Method::GET, &format!("/subscriptions/{}/whatever/x", h.sub()), RES, None).await;
+    let r = h
+        .arm(
+            Method::GET,
+            &format!("/subscriptions/{}/whatever/x", h.sub()),
+            RES,
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     h.server.shutdown().await;
 }
@@ -253,22 +336,34 @@ async fn official_examples_are_accepted() {
     )
     .await;
     let ex = fixture("LoadBalancerCreate.2024-07-01.json");
-    let body = replace_all(&ex["parameters"]["parameters"], &[("/subscriptions/subid/", &format!("/subscriptions/{sub}/"))]);
+    let body = replace_all(
+        &ex["parameters"]["parameters"],
+        &[("/subscriptions/subid/", &format!("/subscriptions/{sub}/"))],
+    );
     let lb = h.id("rg1", "Microsoft.Network/loadBalancers", "lb");
     let r = h.arm(Method::PUT, &lb, "2024-07-01", Some(&body)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_superset(&ex["responses"]["201"]["body"], &r.body, "LB PUT");
     let g = h.arm(Method::GET, &lb, "2024-07-01", None).await;
     assert_superset(&ex["responses"]["200"]["body"], &g.body, "LB GET");
-    assert_eq!(g.body["properties"]["frontendIPConfigurations"][0]["properties"]["privateIPAddress"], "10.0.1.4");
-    let subnet = h.arm(Method::GET, &format!("{vnet}/subnets/subnetlb"), NET, None).await;
+    assert_eq!(
+        g.body["properties"]["frontendIPConfigurations"][0]["properties"]["privateIPAddress"],
+        "10.0.1.4"
+    );
+    let subnet = h
+        .arm(Method::GET, &format!("{vnet}/subnets/subnetlb"), NET, None)
+        .await;
     assert_eq!(subnet.status, StatusCode::OK);
     assert_eq!(subnet.body["name"], "subnetlb");
 
     // VMSS with password authentication.
     let ex = fixture("VirtualMachineScaleSet_Create_WithPasswordAuthentication.2024-11-01.json");
     h.put_rg("myResourceGroup").await;
-    let vnet2 = h.id("myResourceGroup", "Microsoft.Network/virtualNetworks", "nsgExistingVnet");
+    let vnet2 = h.id(
+        "myResourceGroup",
+        "Microsoft.Network/virtualNetworks",
+        "nsgExistingVnet",
+    );
     h.put_and_wait(
         &vnet2,
         NET,
@@ -284,7 +379,11 @@ async fn official_examples_are_accepted() {
             ("{existing-subnet-name}", "nsgExistingSubnet"),
         ],
     );
-    let vmss = h.id("myResourceGroup", "Microsoft.Compute/virtualMachineScaleSets", "%7Bvmss-name%7D");
+    let vmss = h.id(
+        "myResourceGroup",
+        "Microsoft.Compute/virtualMachineScaleSets",
+        "%7Bvmss-name%7D",
+    );
     let r = h.arm(Method::PUT, &vmss, COMPUTE, Some(&body)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_superset(&ex["responses"]["201"]["body"], &r.body, "VMSS PUT");
@@ -293,19 +392,43 @@ async fn official_examples_are_accepted() {
     assert!(!r.text.contains("{your-password}"), "password echoed");
     let g = h.arm(Method::GET, &vmss, COMPUTE, None).await;
     assert_superset(&ex["responses"]["200"]["body"], &g.body, "VMSS GET");
-    assert!(g.body["properties"]["virtualMachineProfile"]["osProfile"].get("adminPassword").is_none());
+    assert!(g.body["properties"]["virtualMachineProfile"]["osProfile"]
+        .get("adminPassword")
+        .is_none());
 
     // Role assignment at resource-group scope.
     let ex = fixture("RoleAssignments_CreateForResourceGroup.2022-04-01.json");
     let ex = replace_all(&ex, &[("a925f2f7-5c63-4b7b-8799-25a5f97bc3b2", &sub)]);
     h.put_rg("testrg").await;
-    let path = format!("/{}/providers/Microsoft.Authorization/roleAssignments/{}", ex["parameters"]["scope"].as_str().unwrap(), ex["parameters"]["roleAssignmentName"].as_str().unwrap());
-    let r = h.arm(Method::PUT, &path, "2022-04-01", Some(&ex["parameters"]["parameters"])).await;
+    let path = format!(
+        "/{}/providers/Microsoft.Authorization/roleAssignments/{}",
+        ex["parameters"]["scope"].as_str().unwrap(),
+        ex["parameters"]["roleAssignmentName"].as_str().unwrap()
+    );
+    let r = h
+        .arm(
+            Method::PUT,
+            &path,
+            "2022-04-01",
+            Some(&ex["parameters"]["parameters"]),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_superset(&ex["responses"]["201"]["body"], &r.body, "role assignment");
-    let r = h.arm(Method::PUT, &path, "2022-04-01", Some(&ex["parameters"]["parameters"])).await;
+    let r = h
+        .arm(
+            Method::PUT,
+            &path,
+            "2022-04-01",
+            Some(&ex["parameters"]["parameters"]),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_superset(&ex["responses"]["200"]["body"], &r.body, "role assignment 200");
+    assert_superset(
+        &ex["responses"]["200"]["body"],
+        &r.body,
+        "role assignment 200",
+    );
     let r = h.arm(Method::GET, &path, "2022-04-01", None).await;
     assert_eq!(r.status, StatusCode::OK);
     let r = h.arm(Method::DELETE, &path, "2022-04-01", None).await;
@@ -317,36 +440,86 @@ async fn official_examples_are_accepted() {
     let ex = fixture("StorageAccountListKeys.2023-05-01.json");
     h.put_rg("res418").await;
     let sa = h.id("res418", "Microsoft.Storage/storageAccounts", "sto2220");
-    h.put_and_wait(&sa, STORAGE, &json!({"location": "westeurope", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"})).await;
-    let r = h.arm(Method::POST, &format!("{sa}/listKeys"), STORAGE, None).await;
+    h.put_and_wait(
+        &sa,
+        STORAGE,
+        &json!({"location": "westeurope", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"}),
+    )
+    .await;
+    let r = h
+        .arm(Method::POST, &format!("{sa}/listKeys"), STORAGE, None)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_superset(&ex["responses"]["200"]["body"], &r.body, "listKeys");
     assert_ne!(r.body["keys"][0]["value"], r.body["keys"][1]["value"]);
 
     // AKS user credentials.
     let ex = fixture("ManagedClustersListClusterUserCredentials.2024-02-01.json");
-    let aks = h.id("rg1", "Microsoft.ContainerService/managedClusters", "clustername1");
-    h.put_and_wait(&aks, "2024-02-01", &json!({"location": "westeurope", "properties": {"dnsPrefix": "c1"}})).await;
-    let r = h.arm(Method::POST, &format!("{aks}/listClusterUserCredential"), "2024-02-01", None).await;
+    let aks = h.id(
+        "rg1",
+        "Microsoft.ContainerService/managedClusters",
+        "clustername1",
+    );
+    h.put_and_wait(
+        &aks,
+        "2024-02-01",
+        &json!({"location": "westeurope", "properties": {"dnsPrefix": "c1"}}),
+    )
+    .await;
+    let r = h
+        .arm(
+            Method::POST,
+            &format!("{aks}/listClusterUserCredential"),
+            "2024-02-01",
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_superset(&ex["responses"]["200"]["body"], &r.body, "AKS credentials");
     use base64::Engine;
-    let kc = base64::engine::general_purpose::STANDARD.decode(r.body["kubeconfigs"][0]["value"].as_str().unwrap()).unwrap();
+    let kc = base64::engine::general_purpose::STANDARD
+        .decode(r.body["kubeconfigs"][0]["value"].as_str().unwrap())
+        .unwrap();
     assert!(String::from_utf8(kc).unwrap().contains("kind: Config"));
 
     // VMSS delete (the forced-deletion example's query parameter is accepted).
-    let d = h.arm(Method::DELETE, &format!("{vmss}?forceDeletion=true"), COMPUTE, None).await;
+    let d = h
+        .arm(
+            Method::DELETE,
+            &format!("{vmss}?forceDeletion=true"),
+            COMPUTE,
+            None,
+        )
+        .await;
     assert_eq!(d.status, StatusCode::ACCEPTED);
     assert!(d.header("location").is_some());
 
     // Key Vault: set and delete secret examples.
-    let kv_token = token(&h.client, &h.server.info, "https://vault.azure.net/.default").await;
+    let kv_token = token(
+        &h.client,
+        &h.server.info,
+        "https://vault.azure.net/.default",
+    )
+    .await;
     let ex = fixture("KeyVault_SetSecret.7.4.json");
-    let url = format!("{}/secrets/crpsecret?api-version=7.4", h.server.info.keyvault_url);
-    let r = send(&h.client, Method::PUT, &url, Some(&kv_token), Some(&ex["parameters"]["parameters"])).await;
+    let url = format!(
+        "{}/secrets/crpsecret?api-version=7.4",
+        h.server.info.keyvault_url
+    );
+    let r = send(
+        &h.client,
+        Method::PUT,
+        &url,
+        Some(&kv_token),
+        Some(&ex["parameters"]["parameters"]),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_superset(&ex["responses"]["200"]["body"], &r.body, "SetSecret");
-    assert!(r.body["id"].as_str().unwrap().starts_with(&format!("{}/secrets/crpsecret/", h.base())));
+    assert!(r.body["id"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{}/secrets/crpsecret/", h.base())));
     let ex = fixture("KeyVault_DeleteSecret.7.4.json");
     let r = send(&h.client, Method::DELETE, &url, Some(&kv_token), None).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -360,17 +533,37 @@ async fn operation_status_matches_reference_shapes() {
     h.put_rg("rg").await;
     let refs = fixture("arm_async_operation_status_examples.json");
     let nsg = h.id("rg", "Microsoft.Network/networkSecurityGroups", "ok");
-    let r = h.arm(Method::PUT, &nsg, NET, Some(&json!({"location": "westeurope"}))).await;
+    let r = h
+        .arm(
+            Method::PUT,
+            &nsg,
+            NET,
+            Some(&json!({"location": "westeurope"})),
+        )
+        .await;
     let url = r.header("azure-asyncoperation").unwrap();
     let first = send(&h.client, Method::GET, &url, Some(&h.arm_token), None).await;
-    assert_superset(&refs["inProgress_compute"], &first.body, "InProgress status");
+    assert_superset(
+        &refs["inProgress_compute"],
+        &first.body,
+        "InProgress status",
+    );
     h.sim.add_fault(FaultRule {
         asynchronous: true,
         name_pattern: Some("bad".into()),
         ..fault(400, "BadArgument")
     });
-    let r = h.arm(Method::PUT, &h.id("rg", "Microsoft.Network/networkSecurityGroups", "bad"), NET, Some(&json!({"location": "westeurope"}))).await;
-    let failed = h.poll_async(&r.header("azure-asyncoperation").unwrap()).await;
+    let r = h
+        .arm(
+            Method::PUT,
+            &h.id("rg", "Microsoft.Network/networkSecurityGroups", "bad"),
+            NET,
+            Some(&json!({"location": "westeurope"})),
+        )
+        .await;
+    let failed = h
+        .poll_async(&r.header("azure-asyncoperation").unwrap())
+        .await;
     assert_superset(&refs["failed_shape"], &failed, "Failed status");
     h.server.shutdown().await;
 }
@@ -389,7 +582,8 @@ async fn reference_checks_and_in_use_deletes() {
     assert_eq!(r.code(), "InvalidResourceReference");
 
     let nsg = h.id("rg", "Microsoft.Network/networkSecurityGroups", "nsg");
-    h.put_and_wait(&nsg, NET, &json!({"location": "westeurope"})).await;
+    h.put_and_wait(&nsg, NET, &json!({"location": "westeurope"}))
+        .await;
     let vnet = h.vnet("rg", "vnet", Some(&nsg)).await;
     let subnet = format!("{vnet}/subnets/default");
 
@@ -401,7 +595,13 @@ async fn reference_checks_and_in_use_deletes() {
     let lb = h.id("rg", "Microsoft.Network/loadBalancers", "lb");
     let r = h.arm(Method::PUT, &lb, NET, Some(&lb_body)).await;
     assert_eq!(r.code(), "InvalidResourceReference", "{}", r.text);
-    let p = h.put_and_wait(&pip, NET, &json!({"location": "westeurope", "sku": {"name": "Standard"}})).await;
+    let p = h
+        .put_and_wait(
+            &pip,
+            NET,
+            &json!({"location": "westeurope", "sku": {"name": "Standard"}}),
+        )
+        .await;
     assert!(p["properties"]["ipAddress"].is_string());
     h.put_and_wait(&lb, NET, &lb_body).await;
 
@@ -415,10 +615,21 @@ async fn reference_checks_and_in_use_deletes() {
                         "loadBalancerBackendAddressPools": [{"id": format!("{lb}/backendAddressPools/{pool}")}]}}]}}]}}}})
     };
     let vmss = h.id("rg", "Microsoft.Compute/virtualMachineScaleSets", "workers");
-    let r = h.arm(Method::PUT, &vmss, COMPUTE, Some(&vmss_body("nopool"))).await;
+    let r = h
+        .arm(Method::PUT, &vmss, COMPUTE, Some(&vmss_body("nopool")))
+        .await;
     assert_eq!(r.code(), "InvalidResourceReference", "{}", r.text);
-    let bad_subnet = vmss_body("pool").to_string().replace("subnets/default", "subnets/other");
-    let r = h.arm(Method::PUT, &vmss, COMPUTE, Some(&serde_json::from_str(&bad_subnet).unwrap())).await;
+    let bad_subnet = vmss_body("pool")
+        .to_string()
+        .replace("subnets/default", "subnets/other");
+    let r = h
+        .arm(
+            Method::PUT,
+            &vmss,
+            COMPUTE,
+            Some(&serde_json::from_str(&bad_subnet).unwrap()),
+        )
+        .await;
     assert_eq!(r.code(), "InvalidResourceReference", "{}", r.text);
     h.put_and_wait(&vmss, COMPUTE, &vmss_body("pool")).await;
 
@@ -433,10 +644,20 @@ async fn reference_checks_and_in_use_deletes() {
     assert_eq!(r.code(), "InUseNetworkSecurityGroupCannotBeDeleted");
 
     // Reverse order works.
-    for (id, v) in [(&vmss, COMPUTE), (&lb, NET), (&pip, NET), (&vnet, NET), (&nsg, NET)] {
+    for (id, v) in [
+        (&vmss, COMPUTE),
+        (&lb, NET),
+        (&pip, NET),
+        (&vnet, NET),
+        (&nsg, NET),
+    ] {
         h.delete_and_wait(id, v).await;
     }
-    assert!(h.sim.inventory(None).iter().all(|i| i.resource_type == "Microsoft.Resources/resourceGroups"));
+    assert!(h
+        .sim
+        .inventory(None)
+        .iter()
+        .all(|i| i.resource_type == "Microsoft.Resources/resourceGroups"));
     h.server.shutdown().await;
 }
 
@@ -449,7 +670,9 @@ async fn throttling_answers_429() {
     let mut saw = None;
     for _ in 0..6 {
         let r = h.arm(Method::GET, &url, RES, None).await;
-        assert!(r.header("x-ms-ratelimit-remaining-subscription-reads").is_some());
+        assert!(r
+            .header("x-ms-ratelimit-remaining-subscription-reads")
+            .is_some());
         if r.status == StatusCode::TOO_MANY_REQUESTS {
             saw = Some(r);
             break;
@@ -460,7 +683,14 @@ async fn throttling_answers_429() {
     let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!(wait >= 1);
     // Writes have their own bucket.
-    let w = h.arm(Method::PUT, &h.rg_path("rg"), RES, Some(&json!({"location": "westeurope"}))).await;
+    let w = h
+        .arm(
+            Method::PUT,
+            &h.rg_path("rg"),
+            RES,
+            Some(&json!({"location": "westeurope"})),
+        )
+        .await;
     assert_eq!(w.status, StatusCode::CREATED);
     h.server.shutdown().await;
 }
@@ -534,10 +764,15 @@ async fn fault_rules() {
                 "ipConfigurations": [{"name": "i", "properties": {"subnet": {"id": format!("{vnet}/subnets/default")}}}]}}]}}}})))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let st = h.poll_async(&r.header("azure-asyncoperation").unwrap()).await;
+    let st = h
+        .poll_async(&r.header("azure-asyncoperation").unwrap())
+        .await;
     assert_eq!(st["status"], "Failed");
     assert_eq!(st["error"]["code"], "SkuNotAvailable");
-    assert_eq!(st["error"]["message"], "The requested size is not available.");
+    assert_eq!(
+        st["error"]["message"],
+        "The requested size is not available."
+    );
     let g = h.arm(Method::GET, &vmss, COMPUTE, None).await;
     assert_eq!(g.body["properties"]["provisioningState"], "Failed");
 
@@ -545,7 +780,10 @@ async fn fault_rules() {
     let faults = format!("{}/_sim/faults", h.base());
     let r = h.client.post(&faults).body("{").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert!(r.headers()["content-type"].to_str().unwrap().contains("problem+json"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("problem+json"));
     let r = h
         .client
         .post(&faults)
@@ -554,36 +792,90 @@ async fn fault_rules() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let kv_token = token(&h.client, &h.server.info, "https://vault.azure.net/.default").await;
+    let kv_token = token(
+        &h.client,
+        &h.server.info,
+        "https://vault.azure.net/.default",
+    )
+    .await;
     let url = format!("{}/secrets/s1?api-version=7.5", h.base());
-    let r = send(&h.client, Method::PUT, &url, Some(&kv_token), Some(&json!({"value": "v"}))).await;
+    let r = send(
+        &h.client,
+        Method::PUT,
+        &url,
+        Some(&kv_token),
+        Some(&json!({"value": "v"})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
-    let r = send(&h.client, Method::PUT, &url, Some(&kv_token), Some(&json!({"value": "v"}))).await;
+    let r = send(
+        &h.client,
+        Method::PUT,
+        &url,
+        Some(&kv_token),
+        Some(&json!({"value": "v"})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
-    h.client.post(&faults).json(&fault(500, "X")).send().await.unwrap();
+    h.client
+        .post(&faults)
+        .json(&fault(500, "X"))
+        .send()
+        .await
+        .unwrap();
     let r = h.client.delete(&faults).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let r = h.arm(Method::GET, &nsg("steady"), NET, None).await;
     assert_eq!(r.status, StatusCode::OK);
 
     // The request log saw the traffic, without query strings.
-    let log: Value = h.client.get(format!("{}/_sim/requests", h.base())).send().await.unwrap().json().await.unwrap();
+    let log: Value = h
+        .client
+        .get(format!("{}/_sim/requests", h.base()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let reqs = log["requests"].as_array().unwrap();
     assert!(reqs.iter().any(|r| r["status"] == 503));
-    assert!(reqs.iter().all(|r| !r["path"].as_str().unwrap().contains('?')));
-    assert!(reqs.iter().any(|r| r["principal"] == h.server.info.client_id.as_str()));
+    assert!(reqs
+        .iter()
+        .all(|r| !r["path"].as_str().unwrap().contains('?')));
+    assert!(reqs
+        .iter()
+        .any(|r| r["principal"] == h.server.info.client_id.as_str()));
     h.server.shutdown().await;
 }
 
 /// Creates a storage account, a container and the init script blob; returns (key1, script URL).
 async fn stage_script(h: &Harness) -> (String, String) {
     let sa = h.id("rg", "Microsoft.Storage/storageAccounts", "flotillastage");
-    h.put_and_wait(&sa, STORAGE, &json!({"location": "westeurope", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"})).await;
-    let keys = h.arm(Method::POST, &format!("{sa}/listKeys"), STORAGE, None).await;
+    h.put_and_wait(
+        &sa,
+        STORAGE,
+        &json!({"location": "westeurope", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"}),
+    )
+    .await;
+    let keys = h
+        .arm(Method::POST, &format!("{sa}/listKeys"), STORAGE, None)
+        .await;
     let key1 = keys.body["keys"][0]["value"].as_str().unwrap().to_string();
-    let st = token(&h.client, &h.server.info, "https://storage.azure.com/.default").await;
+    let st = token(
+        &h.client,
+        &h.server.info,
+        "https://storage.azure.com/.default",
+    )
+    .await;
     let acct = format!("{}/flotillastage", h.server.info.blob_endpoint);
-    let r = h.client.put(format!("{acct}/staging?restype=container")).bearer_auth(&st).send().await.unwrap();
+    let r = h
+        .client
+        .put(format!("{acct}/staging?restype=container"))
+        .bearer_auth(&st)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let url = format!("{acct}/staging/job-1/init.sh");
     let r = h
@@ -633,59 +925,185 @@ async fn vmss_instances_boot_with_the_storage_key() {
     let subnet = format!("{vnet}/subnets/default");
 
     let good = h.id("rg", "Microsoft.Compute/virtualMachineScaleSets", "good");
-    let r = h.arm(Method::PUT, &good, COMPUTE, Some(&vmss_with_script(&subnet, 2, &key1, &url))).await;
+    let r = h
+        .arm(
+            Method::PUT,
+            &good,
+            COMPUTE,
+            Some(&vmss_with_script(&subnet, 2, &key1, &url)),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert!(!r.text.contains(&key1), "key echoed in PUT response");
     assert!(!r.text.contains("S3cret-Passw0rd!"), "password echoed");
     assert!(!r.text.contains("protectedSettings"));
-    let iv = h.arm(Method::GET, &format!("{good}/instanceView"), COMPUTE, None).await;
+    let iv = h
+        .arm(Method::GET, &format!("{good}/instanceView"), COMPUTE, None)
+        .await;
     assert_eq!(iv.status, StatusCode::OK);
-    assert_eq!(summary_count(&iv.body["virtualMachine"]["statusesSummary"], "ProvisioningState/creating"), 2);
-    h.poll_async(&r.header("azure-asyncoperation").unwrap()).await;
+    assert_eq!(
+        summary_count(
+            &iv.body["virtualMachine"]["statusesSummary"],
+            "ProvisioningState/creating"
+        ),
+        2
+    );
+    h.poll_async(&r.header("azure-asyncoperation").unwrap())
+        .await;
     // Instances now boot for `lro`.
-    let iv = h.arm(Method::GET, &format!("{good}/instanceView"), COMPUTE, None).await;
-    assert_eq!(summary_count(&iv.body["virtualMachine"]["statusesSummary"], "ProvisioningState/creating"), 2, "{}", iv.text);
+    let iv = h
+        .arm(Method::GET, &format!("{good}/instanceView"), COMPUTE, None)
+        .await;
+    assert_eq!(
+        summary_count(
+            &iv.body["virtualMachine"]["statusesSummary"],
+            "ProvisioningState/creating"
+        ),
+        2,
+        "{}",
+        iv.text
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let iv = h.arm(Method::GET, &format!("{good}/instanceView"), COMPUTE, None).await;
-    assert_eq!(summary_count(&iv.body["virtualMachine"]["statusesSummary"], "ProvisioningState/succeeded"), 2, "{}", iv.text);
+    let iv = h
+        .arm(Method::GET, &format!("{good}/instanceView"), COMPUTE, None)
+        .await;
+    assert_eq!(
+        summary_count(
+            &iv.body["virtualMachine"]["statusesSummary"],
+            "ProvisioningState/succeeded"
+        ),
+        2,
+        "{}",
+        iv.text
+    );
     assert_eq!(iv.body["extensions"][0]["name"], "init");
-    assert_eq!(summary_count(&iv.body["extensions"][0]["statusesSummary"], "ProvisioningState/succeeded"), 2);
-    assert_eq!(iv.body["statuses"][0]["code"], "ProvisioningState/succeeded");
+    assert_eq!(
+        summary_count(
+            &iv.body["extensions"][0]["statusesSummary"],
+            "ProvisioningState/succeeded"
+        ),
+        2
+    );
+    assert_eq!(
+        iv.body["statuses"][0]["code"],
+        "ProvisioningState/succeeded"
+    );
     let g = h.arm(Method::GET, &good, COMPUTE, None).await;
-    assert!(!g.text.contains(&key1) && !g.text.contains("protectedSettings") && !g.text.contains("S3cret"));
+    assert!(
+        !g.text.contains(&key1)
+            && !g.text.contains("protectedSettings")
+            && !g.text.contains("S3cret")
+    );
 
     // Scale out by PATCH: the new instances boot too.
-    let p = h.arm(Method::PATCH, &good, COMPUTE, Some(&json!({"sku": {"capacity": 3}}))).await;
+    let p = h
+        .arm(
+            Method::PATCH,
+            &good,
+            COMPUTE,
+            Some(&json!({"sku": {"capacity": 3}})),
+        )
+        .await;
     assert_eq!(p.status, StatusCode::OK, "{}", p.text);
     assert_eq!(p.body["sku"]["capacity"], 3);
-    h.poll_async(&p.header("azure-asyncoperation").unwrap()).await;
-    let iv = h.arm(Method::GET, &format!("{good}/instanceView"), COMPUTE, None).await;
-    assert_eq!(summary_count(&iv.body["virtualMachine"]["statusesSummary"], "ProvisioningState/succeeded"), 2, "{}", iv.text);
-    assert_eq!(summary_count(&iv.body["virtualMachine"]["statusesSummary"], "ProvisioningState/creating"), 1);
+    h.poll_async(&p.header("azure-asyncoperation").unwrap())
+        .await;
+    let iv = h
+        .arm(Method::GET, &format!("{good}/instanceView"), COMPUTE, None)
+        .await;
+    assert_eq!(
+        summary_count(
+            &iv.body["virtualMachine"]["statusesSummary"],
+            "ProvisioningState/succeeded"
+        ),
+        2,
+        "{}",
+        iv.text
+    );
+    assert_eq!(
+        summary_count(
+            &iv.body["virtualMachine"]["statusesSummary"],
+            "ProvisioningState/creating"
+        ),
+        1
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let iv = h.arm(Method::GET, &format!("{good}/instanceView"), COMPUTE, None).await;
-    assert_eq!(summary_count(&iv.body["extensions"][0]["statusesSummary"], "ProvisioningState/succeeded"), 3);
+    let iv = h
+        .arm(Method::GET, &format!("{good}/instanceView"), COMPUTE, None)
+        .await;
+    assert_eq!(
+        summary_count(
+            &iv.body["extensions"][0]["statusesSummary"],
+            "ProvisioningState/succeeded"
+        ),
+        3
+    );
 
     // A wrong key: the extension fails, and the message does not carry the key.
     let bad = h.id("rg", "Microsoft.Compute/virtualMachineScaleSets", "bad");
     let wrong = "d3JvbmcKd3JvbmcKd3JvbmcK";
-    let r = h.arm(Method::PUT, &bad, COMPUTE, Some(&vmss_with_script(&subnet, 1, wrong, &url))).await;
-    h.poll_async(&r.header("azure-asyncoperation").unwrap()).await;
+    let r = h
+        .arm(
+            Method::PUT,
+            &bad,
+            COMPUTE,
+            Some(&vmss_with_script(&subnet, 1, wrong, &url)),
+        )
+        .await;
+    h.poll_async(&r.header("azure-asyncoperation").unwrap())
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let iv = h.arm(Method::GET, &format!("{bad}/instanceView"), COMPUTE, None).await;
-    assert_eq!(summary_count(&iv.body["extensions"][0]["statusesSummary"], "ProvisioningState/failed"), 1, "{}", iv.text);
-    assert!(iv.body["statuses"][0]["code"].as_str().unwrap().starts_with("ProvisioningState/failed"));
+    let iv = h
+        .arm(Method::GET, &format!("{bad}/instanceView"), COMPUTE, None)
+        .await;
+    assert_eq!(
+        summary_count(
+            &iv.body["extensions"][0]["statusesSummary"],
+            "ProvisioningState/failed"
+        ),
+        1,
+        "{}",
+        iv.text
+    );
+    assert!(iv.body["statuses"][0]["code"]
+        .as_str()
+        .unwrap()
+        .starts_with("ProvisioningState/failed"));
     assert!(!iv.text.contains(wrong));
 
     // A missing blob fails too (Azure-style URL mapped onto the simulator's store).
     let missing = h.id("rg", "Microsoft.Compute/virtualMachineScaleSets", "missing");
     let r = h
-        .arm(Method::PUT, &missing, COMPUTE, Some(&vmss_with_script(&subnet, 1, &key1, "https://flotillastage.blob.core.windows.net/staging/nope.sh")))
+        .arm(
+            Method::PUT,
+            &missing,
+            COMPUTE,
+            Some(&vmss_with_script(
+                &subnet,
+                1,
+                &key1,
+                "https://flotillastage.blob.core.windows.net/staging/nope.sh",
+            )),
+        )
         .await;
-    h.poll_async(&r.header("azure-asyncoperation").unwrap()).await;
+    h.poll_async(&r.header("azure-asyncoperation").unwrap())
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let iv = h.arm(Method::GET, &format!("{missing}/instanceView"), COMPUTE, None).await;
-    assert_eq!(summary_count(&iv.body["extensions"][0]["statusesSummary"], "ProvisioningState/failed"), 1);
+    let iv = h
+        .arm(
+            Method::GET,
+            &format!("{missing}/instanceView"),
+            COMPUTE,
+            None,
+        )
+        .await;
+    assert_eq!(
+        summary_count(
+            &iv.body["extensions"][0]["statusesSummary"],
+            "ProvisioningState/failed"
+        ),
+        1
+    );
     h.server.shutdown().await;
 }
 
@@ -700,41 +1118,106 @@ async fn key_vault_and_blob_data_planes() {
     let challenge = r.header("www-authenticate").unwrap();
     assert!(challenge.starts_with("Bearer "));
     assert!(challenge.contains("resource=\"https://vault.azure.net\""));
-    assert!(challenge.contains(&format!("authorization=\"{}/{}\"", h.base(), info.tenant_id)));
+    assert!(challenge.contains(&format!(
+        "authorization=\"{}/{}\"",
+        h.base(),
+        info.tenant_id
+    )));
 
     let t = token(&h.client, &info, "https://vault.azure.net/.default").await;
     let r = send(&h.client, Method::GET, &url, Some(&t), None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.code(), "SecretNotFound");
-    assert_eq!(r.header("x-ms-error-code").as_deref(), Some("SecretNotFound"));
-    let r = send(&h.client, Method::PUT, &url, Some(&t), Some(&json!({"value": "v1", "tags": {"job": "j1"}}))).await;
+    assert_eq!(
+        r.header("x-ms-error-code").as_deref(),
+        Some("SecretNotFound")
+    );
+    let r = send(
+        &h.client,
+        Method::PUT,
+        &url,
+        Some(&t),
+        Some(&json!({"value": "v1", "tags": {"job": "j1"}})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     let v1 = r.body["id"].as_str().unwrap().to_string();
-    let r = send(&h.client, Method::PUT, &url, Some(&t), Some(&json!({"value": "v2", "tags": {"job": "j1"}}))).await;
+    let r = send(
+        &h.client,
+        Method::PUT,
+        &url,
+        Some(&t),
+        Some(&json!({"value": "v2", "tags": {"job": "j1"}})),
+    )
+    .await;
     assert_ne!(r.body["id"], v1.as_str());
     let r = send(&h.client, Method::GET, &url, Some(&t), None).await;
     assert_eq!(r.body["value"], "v2");
-    let r = send(&h.client, Method::GET, &format!("{v1}?api-version=7.5"), Some(&t), None).await;
+    let r = send(
+        &h.client,
+        Method::GET,
+        &format!("{v1}?api-version=7.5"),
+        Some(&t),
+        None,
+    )
+    .await;
     assert_eq!(r.body["value"], "v1");
-    let r = send(&h.client, Method::PUT, &format!("{}/secrets/bad_name?api-version=7.5", h.base()), Some(&t), Some(&json!({"value": "x"}))).await;
+    let r = send(
+        &h.client,
+        Method::PUT,
+        &format!("{}/secrets/bad_name?api-version=7.5", h.base()),
+        Some(&t),
+        Some(&json!({"value": "x"})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = send(&h.client, Method::GET, &format!("{}/secrets/db-password", h.base()), Some(&t), None).await;
+    let r = send(
+        &h.client,
+        Method::GET,
+        &format!("{}/secrets/db-password", h.base()),
+        Some(&t),
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "api-version required");
     // Delete, then the name is taken until purged.
     let r = send(&h.client, Method::DELETE, &url, Some(&t), None).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.body["recoveryId"].as_str().unwrap().ends_with("/deletedsecrets/db-password"));
-    let r = send(&h.client, Method::PUT, &url, Some(&t), Some(&json!({"value": "v3"}))).await;
+    assert!(r.body["recoveryId"]
+        .as_str()
+        .unwrap()
+        .ends_with("/deletedsecrets/db-password"));
+    let r = send(
+        &h.client,
+        Method::PUT,
+        &url,
+        Some(&t),
+        Some(&json!({"value": "v3"})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     let purge = format!("{}/deletedsecrets/db-password?api-version=7.5", h.base());
     let r = send(&h.client, Method::DELETE, &purge, Some(&t), None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    let r = send(&h.client, Method::PUT, &url, Some(&t), Some(&json!({"value": "v3"}))).await;
+    let r = send(
+        &h.client,
+        Method::PUT,
+        &url,
+        Some(&t),
+        Some(&json!({"value": "v3"})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
 
     // Blob: account must exist in ARM.
     let st = token(&h.client, &info, "https://storage.azure.com/.default").await;
-    let r = h.client.put(format!("{}/nosuch/c?restype=container", info.blob_endpoint)).bearer_auth(&st).send().await.unwrap();
+    let r = h
+        .client
+        .put(format!("{}/nosuch/c?restype=container", info.blob_endpoint))
+        .bearer_auth(&st)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     h.put_rg("rg").await;
     let (_, blob) = stage_script(&h).await;
@@ -745,7 +1228,14 @@ async fn key_vault_and_blob_data_planes() {
     assert_eq!(r.headers()["x-ms-meta-job"], "j1");
     assert!(r.headers().contains_key("etag") && r.headers().contains_key("last-modified"));
     assert_eq!(r.text().await.unwrap(), "#!/bin/sh\necho hi\n");
-    let r = h.client.get(&blob).bearer_auth(&st).header("x-ms-range", "bytes=0-3").send().await.unwrap();
+    let r = h
+        .client
+        .get(&blob)
+        .bearer_auth(&st)
+        .header("x-ms-range", "bytes=0-3")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.headers()["content-range"], "bytes 0-3/18");
     assert_eq!(r.text().await.unwrap(), "#!/b");
@@ -754,16 +1244,33 @@ async fn key_vault_and_blob_data_planes() {
     assert_eq!(r.headers()["content-length"], "18");
     // Inventory: blob and secret by tag.
     let items = h.sim.inventory(Some(("job", "j1")));
-    assert!(items.iter().any(|i| i.resource_type.ends_with("/blobs") && i.name == "job-1/init.sh"));
+    assert!(items
+        .iter()
+        .any(|i| i.resource_type.ends_with("/blobs") && i.name == "job-1/init.sh"));
     // The secret was recreated without tags, so it is not part of job j1.
     assert!(!items.iter().any(|i| i.name == "db-password"));
-    let r = h.client.delete(&blob).bearer_auth(&st).send().await.unwrap();
+    let r = h
+        .client
+        .delete(&blob)
+        .bearer_auth(&st)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = h.client.delete(&blob).bearer_auth(&st).send().await.unwrap();
+    let r = h
+        .client
+        .delete(&blob)
+        .bearer_auth(&st)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(r.headers()["x-ms-error-code"], "BlobNotFound");
     let text = r.text().await.unwrap();
-    assert!(text.contains("<Error><Code>BlobNotFound</Code><Message>"), "{text}");
+    assert!(
+        text.contains("<Error><Code>BlobNotFound</Code><Message>"),
+        "{text}"
+    );
     h.server.shutdown().await;
 }
 
@@ -771,17 +1278,48 @@ async fn key_vault_and_blob_data_planes() {
 async fn inventory_by_tag() {
     let h = start_lro(0).await;
     h.put_rg("rg").await;
-    let tagged = json!({"location": "westeurope", "tags": {"flotilla-job": "j1", "managed-by": "flotilla"}});
-    h.put_and_wait(&h.id("rg", "Microsoft.Network/networkSecurityGroups", "a"), NET, &tagged).await;
-    h.put_and_wait(&h.id("rg", "Microsoft.Network/publicIPAddresses", "b"), NET, &tagged).await;
-    h.put_and_wait(&h.id("rg", "Microsoft.Network/networkSecurityGroups", "other"), NET, &json!({"location": "westeurope", "tags": {"flotilla-job": "j2"}})).await;
-    let kv = token(&h.client, &h.server.info, "https://vault.azure.net/.default").await;
+    let tagged =
+        json!({"location": "westeurope", "tags": {"flotilla-job": "j1", "managed-by": "flotilla"}});
+    h.put_and_wait(
+        &h.id("rg", "Microsoft.Network/networkSecurityGroups", "a"),
+        NET,
+        &tagged,
+    )
+    .await;
+    h.put_and_wait(
+        &h.id("rg", "Microsoft.Network/publicIPAddresses", "b"),
+        NET,
+        &tagged,
+    )
+    .await;
+    h.put_and_wait(
+        &h.id("rg", "Microsoft.Network/networkSecurityGroups", "other"),
+        NET,
+        &json!({"location": "westeurope", "tags": {"flotilla-job": "j2"}}),
+    )
+    .await;
+    let kv = token(
+        &h.client,
+        &h.server.info,
+        "https://vault.azure.net/.default",
+    )
+    .await;
     let url = format!("{}/secrets/j1-key?api-version=7.5", h.base());
-    send(&h.client, Method::PUT, &url, Some(&kv), Some(&json!({"value": "s", "tags": {"flotilla-job": "j1"}}))).await;
+    send(
+        &h.client,
+        Method::PUT,
+        &url,
+        Some(&kv),
+        Some(&json!({"value": "s", "tags": {"flotilla-job": "j1"}})),
+    )
+    .await;
 
     let v: Value = h
         .client
-        .get(format!("{}/_sim/inventory?tagName=flotilla-job&tagValue=j1", h.base()))
+        .get(format!(
+            "{}/_sim/inventory?tagName=flotilla-job&tagValue=j1",
+            h.base()
+        ))
         .send()
         .await
         .unwrap()
@@ -803,8 +1341,20 @@ async fn inventory_by_tag() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let value = r.body["value"].as_array().unwrap();
     assert_eq!(value.len(), 2);
-    assert!(value.iter().all(|i| i.get("tags").is_none() && i["id"].is_string() && i["type"].is_string()));
-    let r = h.arm(Method::GET, &format!("{}/resources?$filter=tagName eq 'flotilla-job'", h.rg_path("rg")), RES, None).await;
+    assert!(value
+        .iter()
+        .all(|i| i.get("tags").is_none() && i["id"].is_string() && i["type"].is_string()));
+    let r = h
+        .arm(
+            Method::GET,
+            &format!(
+                "{}/resources?$filter=tagName eq 'flotilla-job'",
+                h.rg_path("rg")
+            ),
+            RES,
+            None,
+        )
+        .await;
     assert_eq!(r.body["value"].as_array().unwrap().len(), 3);
     h.server.shutdown().await;
 }
@@ -820,7 +1370,14 @@ async fn state_survives_restart_and_operations_continue() {
     let h = start(cfg.clone()).await;
     h.put_rg("rg").await;
     let nsg = h.id("rg", "Microsoft.Network/networkSecurityGroups", "n1");
-    let r = h.arm(Method::PUT, &nsg, NET, Some(&json!({"location": "westeurope"}))).await;
+    let r = h
+        .arm(
+            Method::PUT,
+            &nsg,
+            NET,
+            Some(&json!({"location": "westeurope"})),
+        )
+        .await;
     let op_url = r.header("azure-asyncoperation").unwrap();
     let op_path = op_url.trim_start_matches(h.base()).to_string();
     let info = h.server.info.clone();
@@ -833,7 +1390,10 @@ async fn state_survives_restart_and_operations_continue() {
     let server = sim.serve(0).await.unwrap();
     assert_eq!(server.info.client_id, info.client_id);
     assert_eq!(server.info.client_secret, info.client_secret);
-    assert_eq!(sim.ca_cert_pem(), std::fs::read_to_string(&info.ca_cert).unwrap());
+    assert_eq!(
+        sim.ca_cert_pem(),
+        std::fs::read_to_string(&info.ca_cert).unwrap()
+    );
     let client = client_for(&sim);
     let url = format!("{}{op_path}", server.base_url);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -847,7 +1407,14 @@ async fn state_survives_restart_and_operations_continue() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let g = send(&client, Method::GET, &format!("{}{nsg}?api-version={NET}", server.base_url), Some(&token_before), None).await;
+    let g = send(
+        &client,
+        Method::GET,
+        &format!("{}{nsg}?api-version={NET}", server.base_url),
+        Some(&token_before),
+        None,
+    )
+    .await;
     assert_eq!(g.body["properties"]["provisioningState"], "Succeeded");
     server.shutdown().await;
 }
@@ -857,7 +1424,10 @@ async fn in_process_router() {
     use tower::ServiceExt;
     let sim = Sim::new(config(0)).unwrap();
     let info = sim.info("https://sim.local");
-    assert_eq!(info.managed_identity_endpoint, "https://sim.local/msi/token");
+    assert_eq!(
+        info.managed_identity_endpoint,
+        "https://sim.local/msi/token"
+    );
     let body = format!(
         "grant_type=client_credentials&client_id={}&client_secret={}&scope=https%3A%2F%2Fmanagement.azure.com%2F.default",
         info.client_id, info.client_secret
@@ -870,12 +1440,17 @@ async fn in_process_router() {
         .unwrap();
     let resp = sim.router().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), 200);
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
     let v: Value = serde_json::from_slice(&bytes).unwrap();
     let token = v["access_token"].as_str().unwrap();
     let req = axum::http::Request::builder()
         .method("PUT")
-        .uri(format!("https://sim.local/subscriptions/{}/resourceGroups/rg?api-version=2021-04-01", info.subscription_id))
+        .uri(format!(
+            "https://sim.local/subscriptions/{}/resourceGroups/rg?api-version=2021-04-01",
+            info.subscription_id
+        ))
         .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
         .body(axum::body::Body::from(r#"{"location":"westeurope"}"#))

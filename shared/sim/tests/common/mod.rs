@@ -41,7 +41,12 @@ pub async fn start(config: SimConfig) -> Harness {
     let sim = Sim::new(config).expect("sim starts");
     let server = sim.serve(0).await.expect("sim serves");
     let client = client_for(&sim);
-    let arm_token = token(&client, &server.info, "https://management.azure.com/.default").await;
+    let arm_token = token(
+        &client,
+        &server.info,
+        "https://management.azure.com/.default",
+    )
+    .await;
     Harness {
         sim,
         server,
@@ -78,7 +83,10 @@ pub async fn token(client: &Client, info: &SimInfo, scope: &str) -> String {
         .expect("token request");
     assert_eq!(resp.status(), StatusCode::OK);
     let v: Value = resp.json().await.expect("token json");
-    v["access_token"].as_str().expect("access_token").to_string()
+    v["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
 }
 
 pub struct Reply {
@@ -172,7 +180,9 @@ impl Harness {
     pub async fn put_and_wait(&self, id: &str, version: &str, body: &Value) -> Value {
         let r = self.arm(Method::PUT, id, version, Some(body)).await;
         assert!(r.status.is_success(), "PUT {id}: {} {}", r.status, r.text);
-        let url = r.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+        let url = r
+            .header("azure-asyncoperation")
+            .expect("Azure-AsyncOperation");
         let status = self.poll_async(&url).await;
         assert_eq!(status["status"], "Succeeded", "{status}");
         let g = self.arm(Method::GET, id, version, None).await;
@@ -253,7 +263,11 @@ pub fn missing_keys(expected: &Value, actual: &Value, path: &str, out: &mut Vec<
         (Value::Object(_), _) => out.push(format!("{path} (not an object)")),
         (Value::Array(e), Value::Array(a)) => {
             if a.len() < e.len() {
-                out.push(format!("{path} (array has {} < {} items)", a.len(), e.len()));
+                out.push(format!(
+                    "{path} (array has {} < {} items)",
+                    a.len(),
+                    e.len()
+                ));
             }
             for (i, (ev, av)) in e.iter().zip(a.iter()).enumerate() {
                 missing_keys(ev, av, &format!("{path}[{i}]"), out);
@@ -267,7 +281,10 @@ pub fn missing_keys(expected: &Value, actual: &Value, path: &str, out: &mut Vec<
 pub fn assert_superset(expected: &Value, actual: &Value, what: &str) {
     let mut missing = Vec::new();
     missing_keys(expected, actual, "", &mut missing);
-    assert!(missing.is_empty(), "{what}: missing {missing:?}\nactual: {actual}");
+    assert!(
+        missing.is_empty(),
+        "{what}: missing {missing:?}\nactual: {actual}"
+    );
 }
 
 /// Replaces every occurrence of `from` with `to` in all strings of `v`.
