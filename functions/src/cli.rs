@@ -261,8 +261,10 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 world.shutdown().await;
                 return Err(command_failure(e));
             }
-            let sagas = run_until_settled(&world, std::slice::from_ref(&job), output).await?;
-            finish(world, sagas, output, |s| s.pools.get(&pool) == Some(&count) && s.error.is_none()).await
+            let scaled = |s: &Saga| s.pools.get(&pool) == Some(&count) && s.pending.is_none();
+            let failed = |s: &Saga| s.error.is_some() && s.pending.is_none();
+            let sagas = run_until(&world, std::slice::from_ref(&job), output, |s| scaled(s) || failed(s)).await?;
+            finish(world, sagas, output, scaled).await
         }
         Command::Status { job, data_dir, output } => {
             let dir = data_dir.unwrap_or_else(local::default_data_dir);
@@ -357,6 +359,11 @@ fn settled(s: &Saga) -> bool {
 
 /// Waits, showing progress, until every job is settled.
 async fn run_until_settled(world: &LocalWorld, jobs: &[String], output: Output) -> Result<Vec<Saga>, Failure> {
+    run_until(world, jobs, output, settled).await
+}
+
+/// Waits, showing progress, until `done` holds for every job.
+async fn run_until(world: &LocalWorld, jobs: &[String], output: Output, done: impl Fn(&Saga) -> bool) -> Result<Vec<Saga>, Failure> {
     let mut progress = Progress::new(output == Output::Text);
     let started = Instant::now();
     loop {
@@ -370,7 +377,7 @@ async fn run_until_settled(world: &LocalWorld, jobs: &[String], output: Output) 
         for s in &sagas {
             progress.update(s);
         }
-        if sagas.iter().all(settled) {
+        if sagas.iter().all(&done) {
             progress.finish();
             return Ok(sagas);
         }
@@ -383,7 +390,9 @@ async fn run_until_settled(world: &LocalWorld, jobs: &[String], output: Output) 
 
 fn summary(world: &LocalWorld, s: &Saga) -> serde_json::Value {
     let resources = world.arm_resources(&s.id);
-    let leftovers = if s.status == JobStatus::Succeeded { vec![] } else { resources.clone() };
+    // After compensation or deletion: anything still tagged with the job,
+    // ARM resources and also Key Vault secrets and staged blobs.
+    let leftovers = if s.status == JobStatus::Succeeded { vec![] } else { world.all_resources(&s.id) };
     json!({
         "job": s.id,
         "status": s.status,

@@ -88,7 +88,19 @@ impl LocalWorld {
         .map_err(|e| format!("simulator: {e}"))?;
         let (info, server, http) = match opts.link {
             Link::Https => {
-                let server = sim.serve(0).await.map_err(|e| format!("simulator: {e}"))?;
+                // Reuse the last port so saved polling URLs stay valid after a restart.
+                let port_file = opts.data_dir.as_ref().map(|d| d.join("sim-port"));
+                let last_port = port_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).and_then(|p| p.trim().parse::<u16>().ok());
+                let server = match last_port {
+                    Some(p) => match sim.serve(p).await {
+                        Ok(s) => s,
+                        Err(_) => sim.serve(0).await.map_err(|e| format!("simulator: {e}"))?,
+                    },
+                    None => sim.serve(0).await.map_err(|e| format!("simulator: {e}"))?,
+                };
+                if let (Some(f), Some(port)) = (&port_file, url::Url::parse(&server.base_url).ok().and_then(|u| u.port())) {
+                    let _ = std::fs::write(f, port.to_string());
+                }
                 let http = https_client(Some(sim.ca_cert_pem().as_bytes()))?;
                 (server.info.clone(), Some(server), http)
             }

@@ -26,6 +26,8 @@ impl Vault {
             .and_then(|u| u.host_str().map(|h| h.ends_with(".vault.azure.net")))
             .unwrap_or(false);
         let options = SecretClientOptions {
+            // The version the reference examples and the simulator speak.
+            api_version: "7.5".into(),
             client_options: config.client_options(),
             // The simulator's host is not *.vault.azure.net.
             verify_challenge_resource: Some(verify),

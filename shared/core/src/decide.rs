@@ -373,6 +373,7 @@ pub fn request_scale(saga: &mut Saga, pool: &str, count: u32) -> Result<Emit, St
     if count < p.min || count > p.max {
         return Err(format!("count must be within {}..={} for pool '{pool}'", p.min, p.max));
     }
+    saga.error = None;
     let seq = saga.next_seq();
     Ok(Emit {
         event: CloudEvent::new(

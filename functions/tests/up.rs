@@ -1,0 +1,189 @@
+//! End-to-end tests of the `flotilla` binary on the embedded backends and the
+//! built-in simulator: the happy path, a failure at every step, duplicate
+//! delivery, a crash in the middle of `master`, bad specs, delete and scale.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const STEPS: [&str; 6] = ["stage", "prereqs", "keys", "master", "workers", "join"];
+
+fn flotilla(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("flotilla runs")
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    })
+}
+
+fn up(dir: &Path, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["up", "--output", "json", "--lro-seconds", "0.2"];
+    args.extend_from_slice(extra);
+    let out = flotilla(dir, &args);
+    (out.status.code().unwrap_or(-1), json_of(&out))
+}
+
+fn count_type(resources: &Value, ty: &str) -> usize {
+    resources.as_array().unwrap().iter().filter(|r| r.as_str().unwrap().contains(&format!("/{ty}/"))).count()
+}
+
+#[test]
+fn up_provisions_every_step_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = up(dir.path(), &[]);
+    assert_eq!(code, 0, "{out:#}");
+    assert_eq!(out["status"], "Succeeded");
+    let steps: Vec<_> = out["steps"].as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap(), s["status"].as_str().unwrap())).collect();
+    assert_eq!(steps, STEPS.iter().map(|s| (*s, "Succeeded")).collect::<Vec<_>>());
+    let r = &out["resources"];
+    assert_eq!(count_type(r, "virtualNetworks"), 1, "{r:#}");
+    assert_eq!(count_type(r, "networkSecurityGroups"), 2);
+    assert_eq!(count_type(r, "publicIPAddresses"), 1);
+    assert_eq!(count_type(r, "loadBalancers"), 1);
+    assert_eq!(count_type(r, "virtualMachineScaleSets"), 2, "master + one worker pool");
+    assert!(r.as_array().unwrap().iter().any(|x| x.as_str().unwrap().ends_with("-master")));
+    assert!(out["leftovers"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_failure_at_any_step_compensates_everything_before_it() {
+    for (i, step) in STEPS.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, out) = up(dir.path(), &["--fail-at", step]);
+        assert_eq!(code, 1, "--fail-at {step}: {out:#}");
+        assert_eq!(out["status"], "Compensated", "--fail-at {step}: {out:#}");
+        let steps = out["steps"].as_array().unwrap();
+        for (j, s) in steps.iter().enumerate() {
+            let want = match j.cmp(&i) {
+                std::cmp::Ordering::Less => "Compensated",
+                std::cmp::Ordering::Equal => "Failed",
+                std::cmp::Ordering::Greater => "Pending",
+            };
+            assert_eq!(s["status"], want, "--fail-at {step}: step {} in {out:#}", s["name"]);
+        }
+        assert!(out["leftovers"].as_array().unwrap().is_empty(), "--fail-at {step}: {out:#}");
+        assert!(out["error"]["code"].is_string());
+    }
+}
+
+#[test]
+fn every_event_delivered_twice_gives_the_same_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = up(dir.path(), &["--deliver-twice"]);
+    assert_eq!(code, 0, "{out:#}");
+    let r = &out["resources"];
+    assert_eq!(r.as_array().unwrap().len(), 7, "{r:#}");
+    assert_eq!(count_type(r, "virtualMachineScaleSets"), 2);
+    assert!(out["steps"].as_array().unwrap().iter().all(|s| s["status"] == "Succeeded"));
+}
+
+#[test]
+fn a_bad_spec_exits_2_names_the_field_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spec = dir.path().join("spec.json");
+    let cases = [
+        (r#""size": 3"#, r#""size": 2"#, "master.size"),
+        (r#""min": 2"#, r#""min": 20"#, "workerPools[0].min"),
+        (r#""name": "demo""#, r#""name": "Demo_Cluster""#, "name"),
+    ];
+    let example = String::from_utf8(Command::new(env!("CARGO_BIN_EXE_flotilla")).arg("spec").output().unwrap().stdout).unwrap();
+    for (from, to, field) in cases {
+        assert!(example.contains(from));
+        std::fs::write(&spec, example.replacen(from, to, 1)).unwrap();
+        let out = flotilla(&data, &["up", "--spec", spec.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(field), "error should name {field}: {err}");
+        assert!(!data.exists(), "nothing may be created for a bad spec");
+    }
+    let out = flotilla(&data, &["up", "--fail-at", "nowhere"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_run_killed_during_master_resumes_to_one_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["up", "--output", "json", "--lro-seconds", "2", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut saw_master = false;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if line.contains("step master Running") {
+            saw_master = true;
+            break;
+        }
+        assert!(Instant::now() < deadline, "master never started");
+    }
+    assert!(saw_master, "progress never showed master running");
+    // Give the scale set PUT a moment to reach the simulator, then SIGKILL.
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let out = flotilla(dir.path(), &["resume", "--output", "json", "--lro-seconds", "0.5"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = json_of(&out);
+    assert_eq!(out["status"], "Succeeded", "{out:#}");
+    let r = &out["resources"];
+    let vmss: Vec<_> = r.as_array().unwrap().iter().filter(|x| x.as_str().unwrap().contains("/virtualMachineScaleSets/")).collect();
+    assert_eq!(vmss.len(), 2, "exactly one master and one pool scale set: {r:#}");
+}
+
+#[test]
+fn delete_scale_status_and_list_on_a_finished_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = up(dir.path(), &[]);
+    assert_eq!(code, 0);
+    let job = out["job"].as_str().unwrap().to_string();
+
+    let out = flotilla(dir.path(), &["scale", &job, "--pool", "general", "--count", "11", "--lro-seconds", "0.2"]);
+    assert_eq!(out.status.code(), Some(2), "out of range must be refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2..=10"));
+    let out = flotilla(dir.path(), &["scale", &job, "--pool", "general", "--count", "3", "--lro-seconds", "0.2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = json_of(&flotilla(dir.path(), &["status", &job, "--output", "json"]));
+    assert_eq!(status["pools"]["general"], 3);
+
+    let list = json_of(&flotilla(dir.path(), &["list", "--output", "json"]));
+    assert_eq!(list[0]["job"], job.as_str());
+
+    let out = flotilla(dir.path(), &["delete", &job, "--output", "json", "--lro-seconds", "0.2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = json_of(&out);
+    assert_eq!(out["status"], "Deleted");
+    assert!(out["resources"].as_array().unwrap().is_empty(), "{out:#}");
+    let again = flotilla(dir.path(), &["delete", &job, "--lro-seconds", "0.2"]);
+    assert_eq!(again.status.code(), Some(1), "a second delete conflicts");
+    let missing = flotilla(dir.path(), &["status", "nope-000000"]);
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
+fn bench_runs_jobs_to_success_and_reports_its_figures() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla")).args(["bench", "--jobs", "20", "--output", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json_of(&out);
+    assert_eq!(report["jobs"], 20);
+    assert_eq!(report["succeeded"], 20);
+    for k in ["sagas_per_s", "step_overhead_ms_p50", "step_overhead_ms_p99", "arm_requests_per_job", "store_writes_per_job", "peak_rss_mb"] {
+        assert!(report[k].as_f64().unwrap() > 0.0, "{k} in {report}");
+    }
+}
