@@ -1,0 +1,373 @@
+//! The in-process event bus: one Service Bus-like queue in SQLite.
+
+use super::{duration_ms, now_ms, Inner};
+use crate::ports::{BusError, DeadLetter, Delivery, EventBus, OutMessage};
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Reason recorded when a message is dead-lettered for exceeding the maximum
+/// delivery count (the Service Bus wording).
+pub const MAX_DELIVERY_COUNT_EXCEEDED: &str = "MaxDeliveryCountExceeded";
+
+/// Longest a waiting receiver sleeps before looking at the table again even
+/// without a wake-up: a safety net for writers this process cannot notify
+/// (another process sharing the database file).
+const POLL_CAP: Duration = Duration::from_secs(1);
+
+/// Expired duplicate-detection ids are purged after this many sends.
+const PURGE_EVERY: u64 = 1024;
+
+/// [`EventBus`] over the embedded database; obtained from
+/// [`super::Embedded::bus`].
+pub struct EmbeddedBus {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Which receivers to wake after a commit that enqueued messages.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Wake {
+    /// Message copies visible at once: wake one waiting receiver for each.
+    visible: usize,
+    /// Some message is scheduled for later: every waiter re-computes how long
+    /// to sleep.
+    scheduled: bool,
+}
+
+impl Wake {
+    pub(crate) fn apply(self, notify: &Notify) {
+        for _ in 0..self.visible {
+            notify.notify_one();
+        }
+        if self.scheduled {
+            notify.notify_waiters();
+        }
+    }
+}
+
+fn bus_err(e: rusqlite::Error) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Inserts `messages` into the queue inside the caller's transaction, dropping
+/// ids seen within the duplicate detection window. Used by `send` and by the
+/// store's outbox.
+pub(crate) fn enqueue(
+    conn: &Connection,
+    inner: &Inner,
+    messages: &[OutMessage],
+    now: i64,
+) -> rusqlite::Result<Wake> {
+    let options = &inner.options;
+    let window = duration_ms(options.duplicate_detection_window);
+    let copies = if options.deliver_twice { 2 } else { 1 };
+    let mut wake = Wake::default();
+    for m in messages {
+        let seen: Option<i64> = conn
+            .prepare_cached("SELECT seen_at FROM dedupe WHERE message_id = ?1")?
+            .query_row([&m.id], |r| r.get(0))
+            .optional()?;
+        if matches!(seen, Some(at) if now.saturating_sub(at) < window) {
+            continue;
+        }
+        conn.prepare_cached(
+            "INSERT INTO dedupe (message_id, seen_at) VALUES (?1, ?2) \
+             ON CONFLICT (message_id) DO UPDATE SET seen_at = excluded.seen_at",
+        )?
+        .execute(params![m.id, now])?;
+        let visible_at = m.not_before.map(unix_ms).unwrap_or(now);
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO messages \
+             (message_id, event_type, body, enqueued_at, visible_at, available_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        )?;
+        for _ in 0..copies {
+            insert.execute(params![m.id, m.event_type, m.body, now, visible_at])?;
+        }
+        if visible_at > now {
+            wake.scheduled = true;
+        } else {
+            wake.visible += copies;
+        }
+    }
+    let sends = inner
+        .sends_since_purge
+        .fetch_add(messages.len() as u64, Ordering::Relaxed);
+    if sends >= PURGE_EVERY {
+        inner.sends_since_purge.store(0, Ordering::Relaxed);
+        conn.prepare_cached("DELETE FROM dedupe WHERE seen_at <= ?1")?
+            .execute([now.saturating_sub(window)])?;
+    }
+    Ok(wake)
+}
+
+/// Moves the message at `seq` to the dead-letter queue. The casts keep the
+/// dead-letter queue readable even when the row itself is damaged.
+fn move_to_dead_letters(
+    conn: &Connection,
+    seq: i64,
+    reason: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO dead_letters \
+         (message_id, event_type, body, delivery_count, reason, dead_lettered_at) \
+         SELECT CAST(message_id AS TEXT), CAST(event_type AS TEXT), CAST(body AS BLOB), \
+                MAX(CAST(delivery_count AS INTEGER), 0), ?2, ?3 \
+         FROM messages WHERE seq = ?1",
+    )?
+    .execute(params![seq, reason, now])?;
+    conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?
+        .execute([seq])?;
+    Ok(())
+}
+
+/// Outcome of one non-waiting receive attempt.
+enum Attempt {
+    Got(Delivery),
+    /// Nothing receivable; the earliest instant (unix ms) something becomes
+    /// receivable (a scheduled message or an expiring lock), if any.
+    Empty(Option<i64>),
+}
+
+/// A message row as read for delivery.
+struct Row {
+    message_id: String,
+    event_type: String,
+    body: Vec<u8>,
+    delivery_count: u32,
+}
+
+impl Row {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        let count: i64 = r.get(4)?;
+        let delivery_count =
+            u32::try_from(count).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(4, count))?;
+        Ok(Row {
+            message_id: r.get(1)?,
+            event_type: r.get(2)?,
+            body: r.get(3)?,
+            delivery_count,
+        })
+    }
+}
+
+impl EmbeddedBus {
+    /// Locks the oldest receivable message, dead-lettering on the way any
+    /// message that has used up its deliveries (or whose row is unreadable).
+    fn try_receive(&self) -> Result<Attempt, BusError> {
+        let options = &self.inner.options;
+        let now = now_ms();
+        let mut conn = self.inner.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(bus_err)?;
+        loop {
+            let head = tx
+                .prepare_cached(
+                    "SELECT seq, message_id, event_type, body, delivery_count FROM messages \
+                     WHERE available_at <= ?1 ORDER BY available_at, seq LIMIT 1",
+                )
+                .and_then(|mut s| {
+                    s.query_row([now], |r| {
+                        let seq: i64 = r.get(0)?;
+                        let row = Row::read(r);
+                        Ok((seq, row))
+                    })
+                    .optional()
+                })
+                .map_err(bus_err)?;
+            let Some((seq, row)) = head else {
+                let next: Option<i64> = tx
+                    .prepare_cached("SELECT MIN(available_at) FROM messages")
+                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                    .map_err(bus_err)?;
+                tx.commit().map_err(bus_err)?;
+                return Ok(Attempt::Empty(next));
+            };
+            let row: Row = match row {
+                Ok(row) => row,
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "dead-lettering unreadable message row");
+                    move_to_dead_letters(&tx, seq, &format!("Corrupt: {e}"), now)
+                        .map_err(bus_err)?;
+                    continue;
+                }
+            };
+            if row.delivery_count >= options.max_delivery_count {
+                move_to_dead_letters(&tx, seq, MAX_DELIVERY_COUNT_EXCEEDED, now)
+                    .map_err(bus_err)?;
+                continue;
+            }
+            let token = uuid::Uuid::new_v4().to_string();
+            let locked_until = now.saturating_add(duration_ms(options.lock_duration));
+            tx.prepare_cached(
+                "UPDATE messages SET delivery_count = delivery_count + 1, \
+                 lock_token = ?1, available_at = ?2 WHERE seq = ?3",
+            )
+            .and_then(|mut s| s.execute(params![token, locked_until, seq]))
+            .map_err(bus_err)?;
+            tx.commit().map_err(bus_err)?;
+            return Ok(Attempt::Got(Delivery {
+                message_id: row.message_id,
+                event_type: row.event_type,
+                body: row.body,
+                delivery_count: row.delivery_count + 1,
+                lock_token: token,
+            }));
+        }
+    }
+
+    /// Runs `settle` on the message locked by `delivery` inside a transaction;
+    /// `LockLost` when no message holds that lock token.
+    fn settle<T>(
+        &self,
+        delivery: &Delivery,
+        settle: impl FnOnce(&Connection, i64, u32, i64) -> rusqlite::Result<T>,
+    ) -> Result<T, BusError> {
+        let now = now_ms();
+        let mut conn = self.inner.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(bus_err)?;
+        let locked: Option<(i64, i64)> = tx
+            .prepare_cached("SELECT seq, delivery_count FROM messages WHERE lock_token = ?1")
+            .and_then(|mut s| {
+                s.query_row([&delivery.lock_token], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(bus_err)?;
+        let Some((seq, count)) = locked else {
+            return Err(BusError::LockLost(delivery.lock_token.clone()));
+        };
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        let out = settle(&tx, seq, count, now).map_err(bus_err)?;
+        tx.commit().map_err(bus_err)?;
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl EventBus for EmbeddedBus {
+    async fn send(&self, messages: &[OutMessage]) -> Result<(), BusError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let wake = {
+            let mut conn = self.inner.conn();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(bus_err)?;
+            let wake = enqueue(&tx, &self.inner, messages, now_ms()).map_err(bus_err)?;
+            tx.commit().map_err(bus_err)?;
+            wake
+        };
+        wake.apply(&self.inner.notify);
+        Ok(())
+    }
+
+    async fn receive(&self, wait: Duration) -> Result<Option<Delivery>, BusError> {
+        let start = Instant::now();
+        let deadline = start
+            .checked_add(wait)
+            .unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600));
+        loop {
+            // Register for wake-ups before looking, so a send that commits
+            // between the look and the sleep is not missed.
+            let notified = self.inner.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next_at = match self.try_receive()? {
+                Attempt::Got(delivery) => return Ok(Some(delivery)),
+                Attempt::Empty(next_at) => next_at,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let mut until = deadline.min(now + POLL_CAP);
+            if let Some(at) = next_at {
+                let in_ms = at.saturating_sub(now_ms()).max(0).saturating_add(1);
+                until = until.min(now + Duration::from_millis(in_ms.unsigned_abs()));
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    async fn complete(&self, delivery: &Delivery) -> Result<(), BusError> {
+        let deleted = {
+            let conn = self.inner.conn();
+            conn.prepare_cached("DELETE FROM messages WHERE lock_token = ?1")
+                .and_then(|mut s| s.execute([&delivery.lock_token]))
+                .map_err(bus_err)?
+        };
+        if deleted == 0 {
+            return Err(BusError::LockLost(delivery.lock_token.clone()));
+        }
+        Ok(())
+    }
+
+    async fn abandon(&self, delivery: &Delivery) -> Result<(), BusError> {
+        let max = self.inner.options.max_delivery_count;
+        let released = self.settle(delivery, |tx, seq, count, now| {
+            if count >= max {
+                move_to_dead_letters(tx, seq, MAX_DELIVERY_COUNT_EXCEEDED, now)?;
+                Ok(false)
+            } else {
+                tx.prepare_cached(
+                    "UPDATE messages SET lock_token = NULL, available_at = visible_at \
+                     WHERE seq = ?1",
+                )?
+                .execute([seq])?;
+                Ok(true)
+            }
+        })?;
+        if released {
+            self.inner.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BusError> {
+        self.settle(delivery, |tx, seq, _, now| {
+            move_to_dead_letters(tx, seq, reason, now)
+        })
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
+        let conn = self.inner.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT message_id, event_type, body, delivery_count, reason \
+                 FROM dead_letters ORDER BY seq",
+            )
+            .map_err(bus_err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let count: i64 = r.get(3)?;
+                Ok(DeadLetter {
+                    message_id: r.get(0)?,
+                    event_type: r.get(1)?,
+                    body: r.get(2)?,
+                    delivery_count: u32::try_from(count).unwrap_or(0),
+                    reason: r.get(4)?,
+                })
+            })
+            .map_err(bus_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bus_err)?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,192 @@
+//! The SQLite saga store with a transactional outbox.
+
+use super::bus::enqueue;
+use super::{now_ms, Inner};
+use crate::ports::{ETag, OutMessage, SagaStore, StoreError, StoredDoc};
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// [`SagaStore`] over the embedded database; obtained from
+/// [`super::Embedded::store`]. The ETag is the document's version counter,
+/// rendered as a quoted string (`"\"7\""`).
+pub struct EmbeddedStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+fn etag(version: i64) -> ETag {
+    ETag(format!("\"{version}\""))
+}
+
+/// The version an ETag stands for; `None` for a tag this store never issued
+/// (which therefore matches no document).
+fn version_of(tag: &ETag) -> Option<i64> {
+    tag.0
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .and_then(|s| s.parse().ok())
+}
+
+/// Maps a SQLite error: unreadable column values mean a corrupt row, anything
+/// else means the database could not do its job.
+fn store_err(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Corrupt(e.to_string()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+fn parse_doc(id: String, version: i64, text: &str) -> Result<StoredDoc, StoreError> {
+    let doc = serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("document {id} is not valid JSON: {e}")))?;
+    Ok(StoredDoc {
+        id,
+        etag: etag(version),
+        doc,
+    })
+}
+
+impl EmbeddedStore {
+    /// Wakes receivers for the messages an outbox write made available.
+    fn published(&self, wake: super::bus::Wake) {
+        self.inner.writes.fetch_add(1, Ordering::Relaxed);
+        wake.apply(&self.inner.notify);
+    }
+}
+
+#[async_trait]
+impl SagaStore for EmbeddedStore {
+    async fn create(
+        &self,
+        id: &str,
+        doc: &Value,
+        outbox: &[OutMessage],
+    ) -> Result<ETag, StoreError> {
+        let text = serde_json::to_string(doc)
+            .map_err(|e| StoreError::Unavailable(format!("cannot serialize {id}: {e}")))?;
+        let wake = {
+            let mut conn = self.inner.conn();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(store_err)?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO sagas (id, version, doc) VALUES (?1, 1, ?2) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .and_then(|mut s| s.execute(params![id, text]))
+                .map_err(store_err)?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(id.to_string()));
+            }
+            let wake = enqueue(&tx, &self.inner, outbox, now_ms()).map_err(store_err)?;
+            tx.commit().map_err(store_err)?;
+            wake
+        };
+        self.published(wake);
+        Ok(etag(1))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<StoredDoc>, StoreError> {
+        let row = {
+            let conn = self.inner.conn();
+            let mut stmt = conn
+                .prepare_cached("SELECT version, doc FROM sagas WHERE id = ?1")
+                .map_err(store_err)?;
+            stmt.query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .optional()
+                .map_err(store_err)?
+        };
+        row.map(|(version, text)| parse_doc(id.to_string(), version, &text))
+            .transpose()
+    }
+
+    async fn replace(
+        &self,
+        id: &str,
+        doc: &Value,
+        if_match: &ETag,
+        outbox: &[OutMessage],
+    ) -> Result<ETag, StoreError> {
+        let text = serde_json::to_string(doc)
+            .map_err(|e| StoreError::Unavailable(format!("cannot serialize {id}: {e}")))?;
+        let expected = version_of(if_match);
+        let (version, wake) = {
+            let mut conn = self.inner.conn();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(store_err)?;
+            let updated = match expected {
+                Some(v) => tx
+                    .prepare_cached(
+                        "UPDATE sagas SET doc = ?1, version = version + 1 \
+                         WHERE id = ?2 AND version = ?3",
+                    )
+                    .and_then(|mut s| s.execute(params![text, id, v]))
+                    .map_err(store_err)?,
+                None => 0,
+            };
+            if updated == 0 {
+                let exists = tx
+                    .prepare_cached("SELECT 1 FROM sagas WHERE id = ?1")
+                    .and_then(|mut s| s.exists([id]))
+                    .map_err(store_err)?;
+                return Err(if exists {
+                    StoreError::PreconditionFailed(id.to_string())
+                } else {
+                    StoreError::NotFound(id.to_string())
+                });
+            }
+            let wake = enqueue(&tx, &self.inner, outbox, now_ms()).map_err(store_err)?;
+            tx.commit().map_err(store_err)?;
+            // `updated == 1` implies `expected` was `Some`.
+            (expected.unwrap_or(0) + 1, wake)
+        };
+        self.published(wake);
+        Ok(etag(version))
+    }
+
+    async fn list(&self) -> Result<Vec<StoredDoc>, StoreError> {
+        let rows = {
+            let conn = self.inner.conn();
+            let mut stmt = conn
+                .prepare_cached("SELECT id, version, doc FROM sagas ORDER BY id")
+                .map_err(store_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(store_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(store_err)?;
+            rows
+        };
+        rows.into_iter()
+            .map(|(id, version, text)| parse_doc(id, version, &text))
+            .collect()
+    }
+
+    fn delivers_outbox(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_round_trip() {
+        assert_eq!(version_of(&etag(42)), Some(42));
+        assert_eq!(version_of(&ETag("42".into())), None);
+        assert_eq!(version_of(&ETag("\"x\"".into())), None);
+    }
+}

@@ -1,0 +1,431 @@
+//! The embedded store and bus against the conformance suites, plus the
+//! behaviour only the embedded backend has: the transactional outbox, the
+//! `deliver_twice` test mode, lock release on reopen, the write counter.
+
+use flotilla_core::conformance::{self, BusProfile, MAX_DELIVERY_COUNT_EXCEEDED};
+use flotilla_core::embedded::{BusOptions, Embedded};
+use flotilla_core::ports::{ETag, OutMessage, StoreError};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+fn test_options() -> BusOptions {
+    BusOptions {
+        max_delivery_count: 4,
+        lock_duration: Duration::from_millis(400),
+        ..BusOptions::default()
+    }
+}
+
+async fn run_suites(db: &Embedded) {
+    let profile = BusProfile::for_embedded(db.options());
+    conformance::saga_store_suite(db.store()).await;
+    conformance::event_bus_suite(db.bus(), &profile).await;
+    conformance::outbox_suite(db.store(), db.bus(), &profile).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_in_memory() {
+    let db = Embedded::in_memory(test_options()).expect("open");
+    run_suites(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Embedded::open(&dir.path().join("flotilla.db"), test_options()).expect("open");
+    run_suites(&db).await;
+    // A second run on the same database: the suites must not trip over the
+    // leftovers of the first.
+    run_suites(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_default_options() {
+    // Service Bus defaults (10 deliveries), with a lock short enough to test.
+    let options = BusOptions {
+        lock_duration: Duration::from_millis(300),
+        ..BusOptions::default()
+    };
+    let db = Embedded::in_memory(options).expect("open");
+    run_suites(&db).await;
+}
+
+fn msg(id: &str) -> OutMessage {
+    conformance::test_message(id)
+}
+
+#[tokio::test]
+async fn refused_writes_publish_nothing() {
+    let db = Embedded::in_memory(test_options()).expect("open");
+    let (store, bus) = (db.store(), db.bus());
+    assert!(store.delivers_outbox());
+    let e1 = store
+        .create("saga", &json!({"n": 1}), &[msg("m1")])
+        .await
+        .expect("create");
+    let conflict = store
+        .create("saga", &json!({"n": 0}), &[msg("m-conflict")])
+        .await;
+    assert!(matches!(conflict, Err(StoreError::Conflict(_))));
+    let e2 = store
+        .replace("saga", &json!({"n": 2}), &e1, &[msg("m2"), msg("m3")])
+        .await
+        .expect("replace");
+    let stale = store
+        .replace("saga", &json!({"n": 3}), &e1, &[msg("m-stale")])
+        .await;
+    assert!(matches!(stale, Err(StoreError::PreconditionFailed(_))));
+    let missing = store
+        .replace("nobody", &json!({}), &e2, &[msg("m-missing")])
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))));
+
+    let mut got = Vec::new();
+    while let Some(d) = bus.receive(Duration::ZERO).await.expect("receive") {
+        bus.complete(&d).await.expect("complete");
+        got.push(d.message_id);
+    }
+    assert_eq!(
+        got,
+        ["m1", "m2", "m3"],
+        "only committed writes publish, in order"
+    );
+}
+
+#[tokio::test]
+async fn outbox_messages_are_deduplicated() {
+    let db = Embedded::in_memory(test_options()).expect("open");
+    let (store, bus) = (db.store(), db.bus());
+    let e1 = store
+        .create("saga", &json!({"n": 1}), &[msg("same")])
+        .await
+        .expect("create");
+    store
+        .replace("saga", &json!({"n": 2}), &e1, &[msg("same")])
+        .await
+        .expect("replace");
+    bus.send(&[msg("same")]).await.expect("send");
+    let d = bus.receive(Duration::ZERO).await.expect("receive");
+    assert!(d.is_some());
+    assert!(bus
+        .receive(Duration::ZERO)
+        .await
+        .expect("receive")
+        .is_none());
+}
+
+#[tokio::test]
+async fn duplicate_window_expires() {
+    let options = BusOptions {
+        duplicate_detection_window: Duration::from_millis(100),
+        ..test_options()
+    };
+    let db = Embedded::in_memory(options).expect("open");
+    let bus = db.bus();
+    bus.send(&[msg("m")]).await.expect("send");
+    bus.send(&[msg("m")]).await.expect("send");
+    let d = bus
+        .receive(Duration::ZERO)
+        .await
+        .expect("receive")
+        .expect("m");
+    bus.complete(&d).await.expect("complete");
+    assert!(bus
+        .receive(Duration::ZERO)
+        .await
+        .expect("receive")
+        .is_none());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    bus.send(&[msg("m")]).await.expect("send after the window");
+    assert!(
+        bus.receive(Duration::ZERO)
+            .await
+            .expect("receive")
+            .is_some(),
+        "an id is accepted again once the window has passed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_twice_delivers_each_message_twice() {
+    let options = BusOptions {
+        deliver_twice: true,
+        ..test_options()
+    };
+    let db = Embedded::in_memory(options).expect("open");
+    let (store, bus) = (db.store(), db.bus());
+    bus.send(&[msg("a"), msg("b")]).await.expect("send");
+    bus.send(&[msg("a")]).await.expect("send duplicate");
+    store
+        .create("saga", &json!({}), &[msg("c")])
+        .await
+        .expect("create");
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    let mut tokens = std::collections::HashSet::new();
+    while let Some(d) = bus
+        .receive(Duration::from_millis(100))
+        .await
+        .expect("receive")
+    {
+        assert_eq!(d.delivery_count, 1, "each copy is a first delivery");
+        assert!(tokens.insert(d.lock_token.clone()));
+        *counts.entry(d.message_id.clone()).or_default() += 1;
+        bus.complete(&d).await.expect("complete each copy");
+    }
+    let expected: HashMap<String, u32> = [("a", 2), ("b", 2), ("c", 2)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    assert_eq!(counts, expected);
+}
+
+#[tokio::test]
+async fn reopen_releases_locks_of_a_crashed_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("flotilla.db");
+    // A long lock: only the release on reopen can make the message visible.
+    let options = BusOptions {
+        lock_duration: Duration::from_secs(600),
+        ..test_options()
+    };
+    let doc = json!({"status": "Running", "steps": ["a", "b"]});
+    let etag = {
+        let db = Embedded::open(&path, options.clone()).expect("open");
+        let (store, bus) = (db.store(), db.bus());
+        let etag = store.create("saga-1", &doc, &[]).await.expect("create");
+        bus.send(&[msg("in-flight"), msg("done"), msg("poison")])
+            .await
+            .expect("send");
+        let d = bus
+            .receive(Duration::ZERO)
+            .await
+            .expect("receive")
+            .expect("d");
+        assert_eq!((d.message_id.as_str(), d.delivery_count), ("in-flight", 1));
+        let done = bus
+            .receive(Duration::ZERO)
+            .await
+            .expect("receive")
+            .expect("done");
+        bus.complete(&done).await.expect("complete");
+        let poison = bus
+            .receive(Duration::ZERO)
+            .await
+            .expect("receive")
+            .expect("p");
+        bus.dead_letter(&poison, "bad").await.expect("dead_letter");
+        // Crash: `d` is never settled.
+        etag
+    };
+
+    let db = Embedded::open(&path, options.clone()).expect("reopen");
+    let (store, bus) = (db.store(), db.bus());
+    let started = Instant::now();
+    let d = bus
+        .receive(Duration::from_secs(5))
+        .await
+        .expect("receive")
+        .expect("the in-flight message is delivered again");
+    assert!(started.elapsed() < Duration::from_secs(1), "at once");
+    assert_eq!(d.message_id, "in-flight");
+    assert_eq!(d.delivery_count, 2, "the crashed delivery counts");
+    bus.complete(&d).await.expect("complete");
+    assert!(bus
+        .receive(Duration::ZERO)
+        .await
+        .expect("receive")
+        .is_none());
+
+    let stored = store.get("saga-1").await.expect("get").expect("saga-1");
+    assert_eq!(
+        (stored.doc, stored.etag.clone()),
+        (doc.clone(), etag.clone())
+    );
+    store
+        .replace("saga-1", &json!({"status": "Done"}), &stored.etag, &[])
+        .await
+        .expect("the ETag survives the reopen");
+    let dead = bus.dead_letters().await.expect("dead_letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].message_id.as_str(), dead[0].reason.as_str()),
+        ("poison", "bad")
+    );
+    assert_eq!(db.store_writes(), 1, "the counter is per handle");
+}
+
+#[tokio::test]
+async fn reopen_dead_letters_a_message_that_used_up_its_deliveries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("flotilla.db");
+    let options = BusOptions {
+        max_delivery_count: 1,
+        lock_duration: Duration::from_secs(600),
+        ..test_options()
+    };
+    {
+        let db = Embedded::open(&path, options.clone()).expect("open");
+        let bus = db.bus();
+        bus.send(&[msg("crasher")]).await.expect("send");
+        bus.receive(Duration::ZERO)
+            .await
+            .expect("receive")
+            .expect("d");
+    }
+    let db = Embedded::open(&path, options).expect("reopen");
+    let bus = db.bus();
+    assert!(bus
+        .receive(Duration::ZERO)
+        .await
+        .expect("receive")
+        .is_none());
+    let dead = bus.dead_letters().await.expect("dead_letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, MAX_DELIVERY_COUNT_EXCEEDED);
+    assert_eq!(dead[0].delivery_count, 1);
+}
+
+#[tokio::test]
+async fn expired_locks_count_towards_the_maximum() {
+    let options = BusOptions {
+        max_delivery_count: 2,
+        lock_duration: Duration::from_millis(50),
+        ..test_options()
+    };
+    let db = Embedded::in_memory(options).expect("open");
+    let bus = db.bus();
+    bus.send(&[msg("slow")]).await.expect("send");
+    for n in 1..=2 {
+        let d = bus
+            .receive(Duration::from_secs(5))
+            .await
+            .expect("receive")
+            .expect("delivery");
+        assert_eq!(d.delivery_count, n);
+    }
+    // The second lock expires; the message is then dead-lettered, not delivered.
+    assert!(bus
+        .receive(Duration::from_millis(200))
+        .await
+        .expect("receive")
+        .is_none());
+    let dead = bus.dead_letters().await.expect("dead_letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, MAX_DELIVERY_COUNT_EXCEEDED);
+}
+
+#[tokio::test]
+async fn store_writes_counts_committed_writes() {
+    let db = Embedded::in_memory(test_options()).expect("open");
+    let store = db.store();
+    assert_eq!(db.store_writes(), 0);
+    let e1 = store.create("s", &json!(1), &[]).await.expect("create");
+    assert!(store.create("s", &json!(2), &[]).await.is_err());
+    let e2 = store
+        .replace("s", &json!(3), &e1, &[])
+        .await
+        .expect("replace");
+    assert!(store.replace("s", &json!(4), &e1, &[]).await.is_err());
+    assert!(store.replace("t", &json!(5), &e2, &[]).await.is_err());
+    store.get("s").await.expect("get");
+    store.list().await.expect("list");
+    assert_eq!(db.store_writes(), 2);
+    let clone = db.clone();
+    clone
+        .store()
+        .replace("s", &json!(6), &e2, &[])
+        .await
+        .expect("replace");
+    assert_eq!(db.store_writes(), 3, "clones share the counter");
+}
+
+#[tokio::test]
+async fn corrupt_rows_are_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("flotilla.db");
+    let db = Embedded::open(&path, test_options()).expect("open");
+    let (store, bus) = (db.store(), db.bus());
+    store
+        .create("good", &json!({"ok": true}), &[])
+        .await
+        .expect("create");
+    store
+        .create("bad", &json!({"ok": true}), &[])
+        .await
+        .expect("create");
+    bus.send(&[msg("broken"), msg("fine")]).await.expect("send");
+    {
+        let raw = rusqlite::Connection::open(&path).expect("raw open");
+        raw.execute("UPDATE sagas SET doc = '{not json' WHERE id = 'bad'", [])
+            .expect("corrupt doc");
+        raw.execute(
+            "UPDATE messages SET delivery_count = 'lots' WHERE message_id = 'broken'",
+            [],
+        )
+        .expect("corrupt message");
+    }
+    assert!(matches!(
+        store.get("bad").await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(store.get("good").await.expect("get").is_some());
+    assert!(matches!(store.list().await, Err(StoreError::Corrupt(_))));
+    store
+        .replace("bad", &json!({"ok": 1}), &ETag("\"1\"".into()), &[])
+        .await
+        .expect("a corrupt document can be overwritten");
+    assert!(store.list().await.is_ok(), "and is readable again");
+    // An unreadable message goes to the dead-letter queue instead of
+    // blocking the queue.
+    let d = bus
+        .receive(Duration::ZERO)
+        .await
+        .expect("receive")
+        .expect("fine");
+    assert_eq!(d.message_id, "fine");
+    let dead = bus.dead_letters().await.expect("dead_letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, "broken");
+    assert!(dead[0].reason.starts_with("Corrupt"), "{}", dead[0].reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_receivers_share_a_burst() {
+    // Many idle receivers, then a burst: every message reaches some receiver
+    // without waiting out the receive timeout.
+    let db = Embedded::in_memory(test_options()).expect("open");
+    let bus = db.bus();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let bus = bus.clone();
+        tasks.spawn(async move {
+            let mut got = Vec::new();
+            while let Some(d) = bus.receive(Duration::from_secs(3)).await.expect("receive") {
+                bus.complete(&d).await.expect("complete");
+                got.push(d.message_id);
+                if got.len() >= 4 {
+                    break;
+                }
+            }
+            got
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let burst: Vec<OutMessage> = (0..64).map(|i| msg(&format!("m{i}"))).collect();
+    bus.send(&burst).await.expect("send");
+    let mut all = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        all.extend(joined.expect("task"));
+    }
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 64);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+}
