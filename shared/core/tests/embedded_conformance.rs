@@ -13,7 +13,7 @@ use tokio::time::Instant;
 fn test_options() -> BusOptions {
     BusOptions {
         max_delivery_count: 4,
-        lock_duration: Duration::from_millis(400),
+        lock_duration: Duration::from_millis(750),
         ..BusOptions::default()
     }
 }
@@ -45,7 +45,7 @@ async fn conformance_file() {
 async fn conformance_default_options() {
     // Service Bus defaults (10 deliveries), with a lock short enough to test.
     let options = BusOptions {
-        lock_duration: Duration::from_millis(300),
+        lock_duration: Duration::from_millis(500),
         ..BusOptions::default()
     };
     let db = Embedded::in_memory(options).expect("open");
@@ -427,5 +427,47 @@ async fn waiting_receivers_share_a_burst() {
         started.elapsed() < Duration::from_secs(2),
         "took {:?}",
         started.elapsed()
+    );
+}
+
+/// Waiting receivers are woken by the send itself, not by a periodic poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_receiver_wakes_on_send_and_on_schedule() {
+    let db = Embedded::in_memory(test_options()).expect("open");
+    let bus = db.bus();
+
+    let waiter = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.receive(Duration::from_secs(10)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let sent = Instant::now();
+    bus.send(&[msg("now")]).await.expect("send");
+    let d = waiter.await.expect("task").expect("receive").expect("d");
+    assert_eq!(d.message_id, "now");
+    bus.complete(&d).await.expect("complete");
+    assert!(
+        sent.elapsed() < Duration::from_millis(500),
+        "woken by the send (after {:?})",
+        sent.elapsed()
+    );
+
+    // A receiver already asleep learns about a message scheduled before the
+    // end of its wait.
+    let waiter = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.receive(Duration::from_secs(10)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let sent = Instant::now();
+    let mut later = msg("later");
+    later.not_before = Some(time::OffsetDateTime::now_utc() + Duration::from_millis(200));
+    bus.send(&[later]).await.expect("send scheduled");
+    let d = waiter.await.expect("task").expect("receive").expect("d");
+    assert_eq!(d.message_id, "later");
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_millis(190) && took < Duration::from_millis(700),
+        "delivered when due (after {took:?})"
     );
 }
