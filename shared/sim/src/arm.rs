@@ -188,6 +188,15 @@ pub(crate) fn settle(st: &mut State, lro_ms: i64) -> bool {
                     let prefix = format!("{}/", r.id.to_ascii_lowercase());
                     st.resources.retain(|k, _| !k.starts_with(&prefix));
                 }
+                // Blob containers go with their storage account.
+                let accounts: std::collections::HashSet<String> = st
+                    .resources
+                    .values()
+                    .filter(|r| r.rtype == "Microsoft.Storage/storageAccounts")
+                    .map(|r| r.name.to_ascii_lowercase())
+                    .collect();
+                st.containers
+                    .retain(|k, _| accounts.contains(k.split('/').next().unwrap_or("")));
             }
             (_, Some(_)) => {
                 if let Some(r) = st.resources.get_mut(&op.resource_key) {

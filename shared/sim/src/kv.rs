@@ -62,7 +62,7 @@ fn deleted_bundle(vault: &str, s: &Secret, v: &SecretVersion, deleted: i64) -> V
 /// Handles `/secrets/...` and `/deletedsecrets/...`.
 pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
     match ctx.q("api-version") {
-        Some("7.4" | "7.5" | "7.6") => {}
+        Some("7.4" | "7.5" | "7.6" | "2025-07-01") => {}
         Some(v) => return bad_param(&format!("The specified version ({v}) is not recognized. Consider using the latest supported version (7.5).")),
         None => return bad_param("The api-version query parameter is missing."),
     }
