@@ -93,7 +93,7 @@ async fn sdk_clients_work_against_the_simulator() {
         .expect("secret model");
     assert_eq!(got.value.as_deref(), Some("s3cr3t"));
     let missing = secrets.get_secret("nope", None).await;
-    let err = missing.err().expect("404 is an error");
+    let err = missing.expect_err("404 is an error");
     assert_eq!(
         err.http_status(),
         Some(azure_core::http::StatusCode::NotFound)
