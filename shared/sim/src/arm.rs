@@ -20,6 +20,8 @@ use serde_json::{json, Value};
 const RG_TYPE: &str = "Microsoft.Resources/resourceGroups";
 const RA_TYPE: &str = "Microsoft.Authorization/roleAssignments";
 const RA_VERSIONS: &[&str] = &["2022-04-01"];
+/// Above this many remembered operations, old finished ones are forgotten.
+const MAX_OPS: usize = 100_000;
 
 /// A parsed ARM path.
 enum ArmPath {
@@ -486,6 +488,11 @@ fn start_op(
     key: &str,
     fail: Option<(u16, String, String)>,
 ) -> String {
+    if st.ops.len() > MAX_OPS {
+        // Forget finished operations older than an hour (long benchmark runs).
+        let horizon = now_ms() - 3_600_000;
+        st.ops.retain(|_, o| !o.applied || o.end_ms() > horizon);
+    }
     let id = uuid::Uuid::new_v4().to_string();
     let op = Operation {
         id: id.clone(),
