@@ -2,7 +2,7 @@
 //! backends and the in-process simulator (no TLS, no latency, no throttle),
 //! measuring what flotilla itself costs.
 
-use crate::local::{LocalOptions, LocalWorld, Link};
+use crate::local::{Link, LocalOptions, LocalWorld};
 use flotilla_core::decide::Policy;
 use flotilla_core::embedded::BusOptions;
 use flotilla_core::saga::JobStatus;
@@ -24,7 +24,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
@@ -41,7 +45,11 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
         link: Link::InProcess,
         bus: BusOptions::default(),
         workers,
-        policy: Policy { backoff_base: Duration::from_millis(10), join_interval: Duration::from_millis(5), ..Policy::default() },
+        policy: Policy {
+            backoff_base: Duration::from_millis(10),
+            join_interval: Duration::from_millis(5),
+            ..Policy::default()
+        },
     })
     .await?;
     let spec = ClusterSpec::example();
@@ -51,7 +59,13 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
     let started = Instant::now();
     let mut ids = Vec::with_capacity(jobs);
     for _ in 0..jobs {
-        ids.push(world.engine.submit(spec.clone()).await.map_err(|e| e.to_string())?);
+        ids.push(
+            world
+                .engine
+                .submit(spec.clone())
+                .await
+                .map_err(|e| e.to_string())?,
+        );
     }
     let mut succeeded;
     loop {
@@ -71,7 +85,9 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
             break;
         }
         if started.elapsed() > Duration::from_secs(600) {
-            return Err(format!("only {settled} of {jobs} jobs finished within 10 minutes"));
+            return Err(format!(
+                "only {settled} of {jobs} jobs finished within 10 minutes"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -99,5 +115,9 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
             println!("{k:<22} {v}");
         }
     }
-    Ok(if succeeded == jobs { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if succeeded == jobs {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -1,7 +1,7 @@
 //! The command line. Exit codes: 0 success, 1 the job ended Compensated or
 //! Failed (or a command was refused), 2 bad usage or a bad spec.
 
-use crate::local::{self, fault_for, LocalOptions, LocalWorld, Link};
+use crate::local::{self, fault_for, Link, LocalOptions, LocalWorld};
 use crate::progress::Progress;
 use clap::{Parser, Subcommand, ValueEnum};
 use flotilla_core::decide::Policy;
@@ -15,7 +15,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "flotilla", version, about = "Provision compute clusters on Azure, step by step, from serverless code")]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Provision compute clusters on Azure, step by step, from serverless code"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -124,22 +128,30 @@ enum Command {
 }
 
 fn parse_step(s: &str) -> Result<StepName, String> {
-    StepName::parse(s).ok_or_else(|| format!("unknown step '{s}' (one of stage, prereqs, keys, master, workers, join)"))
+    StepName::parse(s).ok_or_else(|| {
+        format!("unknown step '{s}' (one of stage, prereqs, keys, master, workers, join)")
+    })
 }
 
 fn lro(seconds: f64) -> Result<Duration, String> {
     if seconds.is_finite() && (0.0..=3600.0).contains(&seconds) {
         Ok(Duration::from_secs_f64(seconds))
     } else {
-        Err(format!("--lro-seconds must be between 0 and 3600 (got {seconds})"))
+        Err(format!(
+            "--lro-seconds must be between 0 and 3600 (got {seconds})"
+        ))
     }
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_new(flotilla_core::settings::get("RUST_LOG").unwrap_or_else(|| "warn".into()))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_new(
+        flotilla_core::settings::get("RUST_LOG").unwrap_or_else(|| "warn".into()),
+    )
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let json = flotilla_core::settings::get("FLOTILLA_LOG_FORMAT").as_deref() == Some("json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -150,7 +162,10 @@ fn init_tracing() {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -195,7 +210,10 @@ fn local_options(data_dir: PathBuf, lro: Duration, deliver_twice: bool) -> Local
         lro,
         throttle: true,
         link: Link::Https,
-        bus: BusOptions { deliver_twice, ..BusOptions::default() },
+        bus: BusOptions {
+            deliver_twice,
+            ..BusOptions::default()
+        },
         workers: 4,
         policy: policy_for(lro),
     }
@@ -207,11 +225,22 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             print!("{}", flotilla_core::spec::EXAMPLE_SPEC);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { spec, data_dir, fail_at, lro_seconds, deliver_twice, output } => {
+        Command::Up {
+            spec,
+            data_dir,
+            fail_at,
+            lro_seconds,
+            deliver_twice,
+            output,
+        } => {
             let spec = match spec {
                 Some(path) => {
-                    let text = std::fs::read_to_string(&path).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
-                    ClusterSpec::from_json(&text).map_err(|e| Failure::Usage(format!("invalid spec {}: {e}", path.display())))?
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        Failure::Usage(format!("cannot read {}: {e}", path.display()))
+                    })?;
+                    ClusterSpec::from_json(&text).map_err(|e| {
+                        Failure::Usage(format!("invalid spec {}: {e}", path.display()))
+                    })?
                 }
                 None => ClusterSpec::example(),
             };
@@ -230,22 +259,41 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             let sagas = run_until_settled(&world, std::slice::from_ref(&job), output).await?;
             finish(world, sagas, output, |s| s.status == JobStatus::Succeeded).await
         }
-        Command::Resume { data_dir, lro_seconds, output } => {
+        Command::Resume {
+            data_dir,
+            lro_seconds,
+            output,
+        } => {
             let lro = lro(lro_seconds).map_err(Failure::Usage)?;
             let dir = data_dir.unwrap_or_else(local::default_data_dir);
             require_store(&dir)?;
             let world = LocalWorld::start(local_options(dir, lro, false)).await?;
-            let jobs: Vec<String> = list_sagas(&world).await?.into_iter().filter(|s| !settled(s)).map(|s| s.id).collect();
+            let jobs: Vec<String> = list_sagas(&world)
+                .await?
+                .into_iter()
+                .filter(|s| !settled(s))
+                .map(|s| s.id)
+                .collect();
             if output == Output::Text {
                 eprintln!("resuming {} unfinished job(s)", jobs.len());
             }
             let sagas = run_until_settled(&world, &jobs, output).await?;
             finish(world, sagas, output, |s| s.status == JobStatus::Succeeded).await
         }
-        Command::Delete { job, data_dir, lro_seconds, output } => {
+        Command::Delete {
+            job,
+            data_dir,
+            lro_seconds,
+            output,
+        } => {
             let dir = data_dir.unwrap_or_else(local::default_data_dir);
             require_store(&dir)?;
-            let world = LocalWorld::start(local_options(dir, lro(lro_seconds).map_err(Failure::Usage)?, false)).await?;
+            let world = LocalWorld::start(local_options(
+                dir,
+                lro(lro_seconds).map_err(Failure::Usage)?,
+                false,
+            ))
+            .await?;
             if let Err(e) = world.engine.request_delete(&job).await {
                 world.shutdown().await;
                 return Err(command_failure(e));
@@ -253,27 +301,55 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             let sagas = run_until_settled(&world, std::slice::from_ref(&job), output).await?;
             finish(world, sagas, output, |s| s.status == JobStatus::Deleted).await
         }
-        Command::Scale { job, pool, count, data_dir, lro_seconds, output } => {
+        Command::Scale {
+            job,
+            pool,
+            count,
+            data_dir,
+            lro_seconds,
+            output,
+        } => {
             let dir = data_dir.unwrap_or_else(local::default_data_dir);
             require_store(&dir)?;
-            let world = LocalWorld::start(local_options(dir, lro(lro_seconds).map_err(Failure::Usage)?, false)).await?;
+            let world = LocalWorld::start(local_options(
+                dir,
+                lro(lro_seconds).map_err(Failure::Usage)?,
+                false,
+            ))
+            .await?;
             if let Err(e) = world.engine.request_scale(&job, &pool, count).await {
                 world.shutdown().await;
                 return Err(command_failure(e));
             }
             let scaled = |s: &Saga| s.pools.get(&pool) == Some(&count) && s.pending.is_none();
             let failed = |s: &Saga| s.error.is_some() && s.pending.is_none();
-            let sagas = run_until(&world, std::slice::from_ref(&job), output, |s| scaled(s) || failed(s)).await?;
+            let sagas = run_until(&world, std::slice::from_ref(&job), output, |s| {
+                scaled(s) || failed(s)
+            })
+            .await?;
             finish(world, sagas, output, scaled).await
         }
-        Command::Status { job, data_dir, output } => {
+        Command::Status {
+            job,
+            data_dir,
+            output,
+        } => {
             let dir = data_dir.unwrap_or_else(local::default_data_dir);
             let store = open_store(&dir)?;
             let doc = store.store().get(&job).await.map_err(|e| e.to_string())?;
-            let Some(doc) = doc else { return Err(Failure::Runtime(format!("job {job} not found in {}", dir.display()))) };
-            let saga: Saga = serde_json::from_value(doc.doc).map_err(|e| format!("stored saga is unreadable: {e}"))?;
+            let Some(doc) = doc else {
+                return Err(Failure::Runtime(format!(
+                    "job {job} not found in {}",
+                    dir.display()
+                )));
+            };
+            let saga: Saga = serde_json::from_value(doc.doc)
+                .map_err(|e| format!("stored saga is unreadable: {e}"))?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&saga).map_err(|e| e.to_string())?),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&saga).map_err(|e| e.to_string())?
+                ),
                 Output::Text => print_status(&saga),
             }
             Ok(ExitCode::SUCCESS)
@@ -293,30 +369,64 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             match output {
                 Output::Json => {
                     let rows: Vec<_> = sagas.iter().map(|s| json!({"job": s.id, "status": s.status, "created": s.created_at.to_string()})).collect();
-                    println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+                    );
                 }
                 Output::Text => {
                     for s in &sagas {
-                        println!("{:<28} {:<13} {}", s.id, format!("{:?}", s.status), s.created_at);
+                        println!(
+                            "{:<28} {:<13} {}",
+                            s.id,
+                            format!("{:?}", s.status),
+                            s.created_at
+                        );
                     }
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sim { port, data_dir, lro_seconds, write_burst, write_refill_per_s } => {
+        Command::Sim {
+            port,
+            data_dir,
+            lro_seconds,
+            write_burst,
+            write_refill_per_s,
+        } => {
             let lro = lro(lro_seconds).map_err(Failure::Usage)?;
-            if write_burst == 0 || !(write_refill_per_s > 0.0) {
-                return Err(Failure::Usage("--write-burst and --write-refill-per-s must be positive".into()));
+            if write_burst == 0 || write_refill_per_s.is_nan() || write_refill_per_s <= 0.0 {
+                return Err(Failure::Usage(
+                    "--write-burst and --write-refill-per-s must be positive".into(),
+                ));
             }
-            let throttle = flotilla_sim::ThrottleConfig { write_burst, write_refill_per_s, ..Default::default() };
-            let sim = flotilla_sim::Sim::new(flotilla_sim::SimConfig { data_dir, lro, throttle: Some(throttle) }).map_err(|e| e.to_string())?;
+            let throttle = flotilla_sim::ThrottleConfig {
+                write_burst,
+                write_refill_per_s,
+                ..Default::default()
+            };
+            let sim = flotilla_sim::Sim::new(flotilla_sim::SimConfig {
+                data_dir,
+                lro,
+                throttle: Some(throttle),
+            })
+            .map_err(|e| e.to_string())?;
             let server = sim.serve(port).await.map_err(|e| e.to_string())?;
-            println!("{}", serde_json::to_string(&server.info).map_err(|e| e.to_string())?);
+            println!(
+                "{}",
+                serde_json::to_string(&server.info).map_err(|e| e.to_string())?
+            );
             let _ = tokio::signal::ctrl_c().await;
             server.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { jobs, workers, output } => crate::bench::run(jobs, workers, output == Output::Json).await.map_err(Failure::Runtime),
+        Command::Bench {
+            jobs,
+            workers,
+            output,
+        } => crate::bench::run(jobs, workers, output == Output::Json)
+            .await
+            .map_err(Failure::Runtime),
     }
 }
 
@@ -329,14 +439,18 @@ fn command_failure(e: CommandError) -> Failure {
 
 fn open_store(dir: &std::path::Path) -> Result<Embedded, Failure> {
     require_store(dir)?;
-    Embedded::open(&dir.join("flotilla.db"), BusOptions::default()).map_err(|e| Failure::Runtime(format!("store: {e}")))
+    Embedded::open(&dir.join("flotilla.db"), BusOptions::default())
+        .map_err(|e| Failure::Runtime(format!("store: {e}")))
 }
 
 fn require_store(dir: &std::path::Path) -> Result<(), Failure> {
     if dir.join("flotilla.db").exists() {
         Ok(())
     } else {
-        Err(Failure::Runtime(format!("no flotilla data in {} (run `flotilla up` first, or pass --data-dir)", dir.display())))
+        Err(Failure::Runtime(format!(
+            "no flotilla data in {} (run `flotilla up` first, or pass --data-dir)",
+            dir.display()
+        )))
     }
 }
 
@@ -358,12 +472,21 @@ fn settled(s: &Saga) -> bool {
 }
 
 /// Waits, showing progress, until every job is settled.
-async fn run_until_settled(world: &LocalWorld, jobs: &[String], output: Output) -> Result<Vec<Saga>, Failure> {
+async fn run_until_settled(
+    world: &LocalWorld,
+    jobs: &[String],
+    output: Output,
+) -> Result<Vec<Saga>, Failure> {
     run_until(world, jobs, output, settled).await
 }
 
 /// Waits, showing progress, until `done` holds for every job.
-async fn run_until(world: &LocalWorld, jobs: &[String], output: Output, done: impl Fn(&Saga) -> bool) -> Result<Vec<Saga>, Failure> {
+async fn run_until(
+    world: &LocalWorld,
+    jobs: &[String],
+    output: Output,
+    done: impl Fn(&Saga) -> bool,
+) -> Result<Vec<Saga>, Failure> {
     let mut progress = Progress::new(output == Output::Text);
     let started = Instant::now();
     loop {
@@ -382,7 +505,9 @@ async fn run_until(world: &LocalWorld, jobs: &[String], output: Output, done: im
             return Ok(sagas);
         }
         if started.elapsed() > Duration::from_secs(3600) {
-            return Err(Failure::Runtime("jobs did not finish within an hour".into()));
+            return Err(Failure::Runtime(
+                "jobs did not finish within an hour".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -392,7 +517,11 @@ fn summary(world: &LocalWorld, s: &Saga) -> serde_json::Value {
     let resources = world.arm_resources(&s.id);
     // After compensation or deletion: anything still tagged with the job,
     // ARM resources and also Key Vault secrets and staged blobs.
-    let leftovers = if s.status == JobStatus::Succeeded { vec![] } else { world.all_resources(&s.id) };
+    let leftovers = if s.status == JobStatus::Succeeded {
+        vec![]
+    } else {
+        world.all_resources(&s.id)
+    };
     json!({
         "job": s.id,
         "status": s.status,
@@ -404,13 +533,25 @@ fn summary(world: &LocalWorld, s: &Saga) -> serde_json::Value {
     })
 }
 
-async fn finish(world: LocalWorld, sagas: Vec<Saga>, output: Output, ok: impl Fn(&Saga) -> bool) -> Result<ExitCode, Failure> {
+async fn finish(
+    world: LocalWorld,
+    sagas: Vec<Saga>,
+    output: Output,
+    ok: impl Fn(&Saga) -> bool,
+) -> Result<ExitCode, Failure> {
     let summaries: Vec<_> = sagas.iter().map(|s| summary(&world, s)).collect();
     world.shutdown().await;
     match output {
         Output::Json => {
-            let out = if summaries.len() == 1 { summaries[0].clone() } else { json!(summaries) };
-            println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+            let out = if summaries.len() == 1 {
+                summaries[0].clone()
+            } else {
+                json!(summaries)
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+            );
         }
         Output::Text => {
             for (s, sum) in sagas.iter().zip(&summaries) {
@@ -420,14 +561,28 @@ async fn finish(world: LocalWorld, sagas: Vec<Saga>, output: Output, ok: impl Fn
             }
         }
     }
-    Ok(if sagas.iter().all(ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if sagas.iter().all(ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn print_status(s: &Saga) {
     println!("job {}  {:?}", s.id, s.status);
     for st in &s.steps {
-        let err = st.last_error.as_ref().map(|e| format!("  {}: {}", e.code, e.message)).unwrap_or_default();
-        println!("  {:<8} {:<12} attempts {}{}", st.name.as_str(), format!("{:?}", st.status), st.attempts, err);
+        let err = st
+            .last_error
+            .as_ref()
+            .map(|e| format!("  {}: {}", e.code, e.message))
+            .unwrap_or_default();
+        println!(
+            "  {:<8} {:<12} attempts {}{}",
+            st.name.as_str(),
+            format!("{:?}", st.status),
+            st.attempts,
+            err
+        );
     }
     if let Some(e) = &s.error {
         println!("  error: {}: {}", e.code, e.message);

@@ -12,7 +12,7 @@ use flotilla_core::embedded::{BusOptions, Embedded};
 use flotilla_core::engine::{run_worker, Azure, Engine, Stats};
 use flotilla_core::saga::StepName;
 use flotilla_core::steps::Env;
-use flotilla_sim::{FaultRule, Sim, SimConfig, SimInfo, SimServer};
+use flotilla_sim::{FaultRule, Sim, SimConfig, SimServer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,9 +42,7 @@ pub struct LocalOptions {
 
 pub struct LocalWorld {
     pub sim: Sim,
-    pub info: SimInfo,
     pub engine: Arc<Engine>,
-    pub embedded: Embedded,
     pub config: AzureConfig,
     server: Option<SimServer>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -54,12 +52,54 @@ pub struct LocalWorld {
 /// The step whose Azure call `--fail-at` makes the simulator refuse, as a fault rule.
 pub fn fault_for(step: StepName) -> FaultRule {
     let (method, resource_type, name, status, code, message) = match step {
-        StepName::Stage => ("PUT", "Microsoft.Storage/storageAccounts/blobServices/containers/blobs", "*init.sh", 403, "AuthorizationPermissionMismatch", "This request is not authorized to perform this operation using this permission."),
-        StepName::Prereqs => ("PUT", "Microsoft.Network/loadBalancers", "*", 400, "InvalidParameter", "Injected failure: the load balancer definition was refused."),
-        StepName::Keys => ("PUT", "Microsoft.KeyVault/vaults/secrets", "*", 403, "Forbidden", "Injected failure: the caller may not set secrets."),
-        StepName::Master => ("PUT", "Microsoft.Compute/virtualMachineScaleSets", "*-master", 409, "SkuNotAvailable", "The requested size for resource is currently not available in this location."),
-        StepName::Workers => ("PUT", "Microsoft.Compute/virtualMachineScaleSets", "*-pool-*", 409, "OperationNotAllowed", "Operation results in exceeding quota limits of Core."),
-        StepName::Join => ("GET", "Microsoft.Compute/virtualMachineScaleSets/instanceView", "*", 403, "AuthorizationFailed", "Injected failure: the client may not read the instance view."),
+        StepName::Stage => (
+            "PUT",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/blobs",
+            "*init.sh",
+            403,
+            "AuthorizationPermissionMismatch",
+            "This request is not authorized to perform this operation using this permission.",
+        ),
+        StepName::Prereqs => (
+            "PUT",
+            "Microsoft.Network/loadBalancers",
+            "*",
+            400,
+            "InvalidParameter",
+            "Injected failure: the load balancer definition was refused.",
+        ),
+        StepName::Keys => (
+            "PUT",
+            "Microsoft.KeyVault/vaults/secrets",
+            "*",
+            403,
+            "Forbidden",
+            "Injected failure: the caller may not set secrets.",
+        ),
+        StepName::Master => (
+            "PUT",
+            "Microsoft.Compute/virtualMachineScaleSets",
+            "*-master",
+            409,
+            "SkuNotAvailable",
+            "The requested size for resource is currently not available in this location.",
+        ),
+        StepName::Workers => (
+            "PUT",
+            "Microsoft.Compute/virtualMachineScaleSets",
+            "*-pool-*",
+            409,
+            "OperationNotAllowed",
+            "Operation results in exceeding quota limits of Core.",
+        ),
+        StepName::Join => (
+            "GET",
+            "Microsoft.Compute/virtualMachineScaleSets/instanceView",
+            "*",
+            403,
+            "AuthorizationFailed",
+            "Injected failure: the client may not read the instance view.",
+        ),
     };
     FaultRule {
         method: Some(method.into()),
@@ -78,7 +118,8 @@ pub fn fault_for(step: StepName) -> FaultRule {
 impl LocalWorld {
     pub async fn start(opts: LocalOptions) -> Result<LocalWorld, String> {
         if let Some(dir) = &opts.data_dir {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
         }
         let sim = Sim::new(SimConfig {
             data_dir: opts.data_dir.as_ref().map(|d| d.join("sim")),
@@ -90,7 +131,10 @@ impl LocalWorld {
             Link::Https => {
                 // Reuse the last port so saved polling URLs stay valid after a restart.
                 let port_file = opts.data_dir.as_ref().map(|d| d.join("sim-port"));
-                let last_port = port_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).and_then(|p| p.trim().parse::<u16>().ok());
+                let last_port = port_file
+                    .as_ref()
+                    .and_then(|f| std::fs::read_to_string(f).ok())
+                    .and_then(|p| p.trim().parse::<u16>().ok());
                 let server = match last_port {
                     Some(p) => match sim.serve(p).await {
                         Ok(s) => s,
@@ -98,14 +142,20 @@ impl LocalWorld {
                     },
                     None => sim.serve(0).await.map_err(|e| format!("simulator: {e}"))?,
                 };
-                if let (Some(f), Some(port)) = (&port_file, url::Url::parse(&server.base_url).ok().and_then(|u| u.port())) {
+                if let (Some(f), Some(port)) = (
+                    &port_file,
+                    url::Url::parse(&server.base_url)
+                        .ok()
+                        .and_then(|u| u.port()),
+                ) {
                     let _ = std::fs::write(f, port.to_string());
                 }
                 let http = https_client(Some(sim.ca_cert_pem().as_bytes()))?;
                 (server.info.clone(), Some(server), http)
             }
             Link::InProcess => {
-                let transport: Arc<dyn azure_core::http::HttpClient> = RouterTransport::new(sim.router());
+                let transport: Arc<dyn azure_core::http::HttpClient> =
+                    RouterTransport::new(sim.router());
                 (sim.info("https://sim.local"), None, transport)
             }
         };
@@ -122,9 +172,24 @@ impl LocalWorld {
             retry: RetryPolicy::default(),
             http,
         };
-        let account_endpoint = format!("{}/{STAGING_ACCOUNT}", info.blob_endpoint.trim_end_matches('/'));
-        let staging = Staging::new(&config, &account_endpoint, STAGING_CONTAINER, StagingAuth::Token).map_err(|e| e.to_string())?;
-        let staging_account_id = ResourceId::new(&info.subscription_id, STAGING_RG, "Microsoft.Storage", "storageAccounts", STAGING_ACCOUNT);
+        let account_endpoint = format!(
+            "{}/{STAGING_ACCOUNT}",
+            info.blob_endpoint.trim_end_matches('/')
+        );
+        let staging = Staging::new(
+            &config,
+            &account_endpoint,
+            STAGING_CONTAINER,
+            StagingAuth::Token,
+        )
+        .map_err(|e| e.to_string())?;
+        let staging_account_id = ResourceId::new(
+            &info.subscription_id,
+            STAGING_RG,
+            "Microsoft.Storage",
+            "storageAccounts",
+            STAGING_ACCOUNT,
+        );
         prepare_environment(&config, &staging, &staging_account_id).await?;
         let embedded = match &opts.data_dir {
             Some(dir) => Embedded::open(&dir.join("flotilla.db"), opts.bus),
@@ -153,8 +218,17 @@ impl LocalWorld {
             stats: Stats::default(),
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let workers = (0..opts.workers.max(1)).map(|_| tokio::spawn(run_worker(engine.clone(), stop_rx.clone()))).collect();
-        Ok(LocalWorld { sim, info, engine, embedded, config, server, stop, workers })
+        let workers = (0..opts.workers.max(1))
+            .map(|_| tokio::spawn(run_worker(engine.clone(), stop_rx.clone())))
+            .collect();
+        Ok(LocalWorld {
+            sim,
+            engine,
+            config,
+            server,
+            stop,
+            workers,
+        })
     }
 
     /// ARM ids tagged with this job that exist in the simulator now.
@@ -169,7 +243,11 @@ impl LocalWorld {
 
     /// Everything (ARM, secrets, blobs) tagged with this job.
     pub fn all_resources(&self, job: &str) -> Vec<String> {
-        self.sim.inventory(Some((flotilla_core::names::TAG_JOB, job))).into_iter().map(|i| i.id).collect()
+        self.sim
+            .inventory(Some((flotilla_core::names::TAG_JOB, job)))
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
     }
 
     pub async fn shutdown(self) {
@@ -186,11 +264,26 @@ impl LocalWorld {
 /// Creates what flotilla expects to exist before a job: the cluster's
 /// resource group is created per job spec by `ensure_resource_group`; this
 /// makes the staging account, its container and resource group.
-async fn prepare_environment(config: &AzureConfig, staging: &Staging, account: &ResourceId) -> Result<(), String> {
+async fn prepare_environment(
+    config: &AzureConfig,
+    staging: &Staging,
+    account: &ResourceId,
+) -> Result<(), String> {
     let setup = ArmClient::for_environment_setup(config).map_err(|e| e.to_string())?;
     let rg = ResourceId::resource_group(&config.subscription_id, STAGING_RG);
-    put_and_wait(&setup, &rg, api::RESOURCES, serde_json::json!({"location": "westeurope"})).await?;
-    if setup.get(account, api::STORAGE).await.map_err(|e| e.to_string())?.is_none() {
+    put_and_wait(
+        &setup,
+        &rg,
+        api::RESOURCES,
+        serde_json::json!({"location": "westeurope"}),
+    )
+    .await?;
+    if setup
+        .get(account, api::STORAGE)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
         let body = serde_json::json!({
             "location": "westeurope",
             "kind": "StorageV2",
@@ -199,30 +292,60 @@ async fn prepare_environment(config: &AzureConfig, staging: &Staging, account: &
         });
         put_and_wait(&setup, account, api::STORAGE, body).await?;
     }
-    staging.ensure_container().await.map_err(|e| format!("staging container: {e}"))?;
+    staging
+        .ensure_container()
+        .await
+        .map_err(|e| format!("staging container: {e}"))?;
     Ok(())
 }
 
 /// Creates the resource group a spec names, if missing (a user's job on Azure).
-pub async fn ensure_resource_group(world: &LocalWorld, rg: &str, location: &str) -> Result<(), String> {
+pub async fn ensure_resource_group(
+    world: &LocalWorld,
+    rg: &str,
+    location: &str,
+) -> Result<(), String> {
     let config = &world.config;
     let setup = ArmClient::for_environment_setup(config).map_err(|e| e.to_string())?;
     let id = ResourceId::resource_group(&config.subscription_id, rg);
-    if setup.get(&id, api::RESOURCES).await.map_err(|e| e.to_string())?.is_none() {
-        put_and_wait(&setup, &id, api::RESOURCES, serde_json::json!({"location": location})).await?;
+    if setup
+        .get(&id, api::RESOURCES)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        put_and_wait(
+            &setup,
+            &id,
+            api::RESOURCES,
+            serde_json::json!({"location": location}),
+        )
+        .await?;
     }
     Ok(())
 }
 
-async fn put_and_wait(arm: &ArmClient, id: &ResourceId, api_version: &str, body: serde_json::Value) -> Result<(), String> {
-    let start = arm.put(id, api_version, &body).await.map_err(|e| format!("{id}: {e}"))?;
+async fn put_and_wait(
+    arm: &ArmClient,
+    id: &ResourceId,
+    api_version: &str,
+    body: serde_json::Value,
+) -> Result<(), String> {
+    let start = arm
+        .put(id, api_version, &body)
+        .await
+        .map_err(|e| format!("{id}: {e}"))?;
     if let Some(poll) = start.poll {
-        arm.wait(&poll, Duration::from_secs(120)).await.map_err(|e| format!("{id}: {e}"))?;
+        arm.wait(&poll, Duration::from_secs(120))
+            .await
+            .map_err(|e| format!("{id}: {e}"))?;
     }
     Ok(())
 }
 
 /// The default data dir.
 pub fn default_data_dir() -> PathBuf {
-    flotilla_core::settings::get("FLOTILLA_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(".flotilla").to_path_buf())
+    flotilla_core::settings::get("FLOTILLA_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(".flotilla").to_path_buf())
 }

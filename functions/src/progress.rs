@@ -17,7 +17,8 @@ impl Progress {
     pub fn new(text: bool) -> Self {
         let bars = (text && std::io::stderr().is_terminal()).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template("{spinner} {prefix:>8} {msg}").expect("valid template");
+            let style = ProgressStyle::with_template("{spinner} {prefix:>8} {msg}")
+                .expect("valid template");
             let bars = StepName::ALL
                 .iter()
                 .map(|s| {
@@ -30,7 +31,11 @@ impl Progress {
                 .collect();
             (multi, bars)
         });
-        Progress { bars, last: HashMap::new(), last_status: HashMap::new() }
+        Progress {
+            bars,
+            last: HashMap::new(),
+            last_status: HashMap::new(),
+        }
     }
 
     /// Shows what changed since the last call.
@@ -60,7 +65,9 @@ impl Progress {
                 Some((_, bars)) => {
                     bars[i].set_message(msg);
                     match step.status {
-                        StepStatus::Running | StepStatus::Compensating => bars[i].enable_steady_tick(std::time::Duration::from_millis(120)),
+                        StepStatus::Running | StepStatus::Compensating => {
+                            bars[i].enable_steady_tick(std::time::Duration::from_millis(120))
+                        }
                         _ => bars[i].disable_steady_tick(),
                     }
                 }

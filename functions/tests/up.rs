@@ -22,7 +22,11 @@ fn flotilla(dir: &Path, args: &[&str]) -> Output {
 
 fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     })
 }
 
@@ -34,7 +38,12 @@ fn up(dir: &Path, extra: &[&str]) -> (i32, Value) {
 }
 
 fn count_type(resources: &Value, ty: &str) -> usize {
-    resources.as_array().unwrap().iter().filter(|r| r.as_str().unwrap().contains(&format!("/{ty}/"))).count()
+    resources
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.as_str().unwrap().contains(&format!("/{ty}/")))
+        .count()
 }
 
 #[test]
@@ -43,15 +52,31 @@ fn up_provisions_every_step_in_order() {
     let (code, out) = up(dir.path(), &[]);
     assert_eq!(code, 0, "{out:#}");
     assert_eq!(out["status"], "Succeeded");
-    let steps: Vec<_> = out["steps"].as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap(), s["status"].as_str().unwrap())).collect();
-    assert_eq!(steps, STEPS.iter().map(|s| (*s, "Succeeded")).collect::<Vec<_>>());
+    let steps: Vec<_> = out["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        STEPS.iter().map(|s| (*s, "Succeeded")).collect::<Vec<_>>()
+    );
     let r = &out["resources"];
     assert_eq!(count_type(r, "virtualNetworks"), 1, "{r:#}");
     assert_eq!(count_type(r, "networkSecurityGroups"), 2);
     assert_eq!(count_type(r, "publicIPAddresses"), 1);
     assert_eq!(count_type(r, "loadBalancers"), 1);
-    assert_eq!(count_type(r, "virtualMachineScaleSets"), 2, "master + one worker pool");
-    assert!(r.as_array().unwrap().iter().any(|x| x.as_str().unwrap().ends_with("-master")));
+    assert_eq!(
+        count_type(r, "virtualMachineScaleSets"),
+        2,
+        "master + one worker pool"
+    );
+    assert!(r
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x.as_str().unwrap().ends_with("-master")));
     assert!(out["leftovers"].as_array().unwrap().is_empty());
 }
 
@@ -69,9 +94,16 @@ fn a_failure_at_any_step_compensates_everything_before_it() {
                 std::cmp::Ordering::Equal => "Failed",
                 std::cmp::Ordering::Greater => "Pending",
             };
-            assert_eq!(s["status"], want, "--fail-at {step}: step {} in {out:#}", s["name"]);
+            assert_eq!(
+                s["status"], want,
+                "--fail-at {step}: step {} in {out:#}",
+                s["name"]
+            );
         }
-        assert!(out["leftovers"].as_array().unwrap().is_empty(), "--fail-at {step}: {out:#}");
+        assert!(
+            out["leftovers"].as_array().unwrap().is_empty(),
+            "--fail-at {step}: {out:#}"
+        );
         assert!(out["error"]["code"].is_string());
     }
 }
@@ -84,7 +116,11 @@ fn every_event_delivered_twice_gives_the_same_cluster() {
     let r = &out["resources"];
     assert_eq!(r.as_array().unwrap().len(), 7, "{r:#}");
     assert_eq!(count_type(r, "virtualMachineScaleSets"), 2);
-    assert!(out["steps"].as_array().unwrap().iter().all(|s| s["status"] == "Succeeded"));
+    assert!(out["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["status"] == "Succeeded"));
 }
 
 #[test]
@@ -97,7 +133,14 @@ fn a_bad_spec_exits_2_names_the_field_and_creates_nothing() {
         (r#""min": 2"#, r#""min": 20"#, "workerPools[0].min"),
         (r#""name": "demo""#, r#""name": "Demo_Cluster""#, "name"),
     ];
-    let example = String::from_utf8(Command::new(env!("CARGO_BIN_EXE_flotilla")).arg("spec").output().unwrap().stdout).unwrap();
+    let example = String::from_utf8(
+        Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .arg("spec")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     for (from, to, field) in cases {
         assert!(example.contains(from));
         std::fs::write(&spec, example.replacen(from, to, 1)).unwrap();
@@ -138,13 +181,30 @@ fn a_run_killed_during_master_resumes_to_one_cluster() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let out = flotilla(dir.path(), &["resume", "--output", "json", "--lro-seconds", "0.5"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = flotilla(
+        dir.path(),
+        &["resume", "--output", "json", "--lro-seconds", "0.5"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = json_of(&out);
     assert_eq!(out["status"], "Succeeded", "{out:#}");
     let r = &out["resources"];
-    let vmss: Vec<_> = r.as_array().unwrap().iter().filter(|x| x.as_str().unwrap().contains("/virtualMachineScaleSets/")).collect();
-    assert_eq!(vmss.len(), 2, "exactly one master and one pool scale set: {r:#}");
+    let vmss: Vec<_> = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x.as_str().unwrap().contains("/virtualMachineScaleSets/"))
+        .collect();
+    assert_eq!(
+        vmss.len(),
+        2,
+        "exactly one master and one pool scale set: {r:#}"
+    );
 }
 
 #[test]
@@ -154,19 +214,56 @@ fn delete_scale_status_and_list_on_a_finished_job() {
     assert_eq!(code, 0);
     let job = out["job"].as_str().unwrap().to_string();
 
-    let out = flotilla(dir.path(), &["scale", &job, "--pool", "general", "--count", "11", "--lro-seconds", "0.2"]);
+    let out = flotilla(
+        dir.path(),
+        &[
+            "scale",
+            &job,
+            "--pool",
+            "general",
+            "--count",
+            "11",
+            "--lro-seconds",
+            "0.2",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2), "out of range must be refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("2..=10"));
-    let out = flotilla(dir.path(), &["scale", &job, "--pool", "general", "--count", "3", "--lro-seconds", "0.2"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = flotilla(
+        dir.path(),
+        &[
+            "scale",
+            &job,
+            "--pool",
+            "general",
+            "--count",
+            "3",
+            "--lro-seconds",
+            "0.2",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let status = json_of(&flotilla(dir.path(), &["status", &job, "--output", "json"]));
     assert_eq!(status["pools"]["general"], 3);
 
     let list = json_of(&flotilla(dir.path(), &["list", "--output", "json"]));
     assert_eq!(list[0]["job"], job.as_str());
 
-    let out = flotilla(dir.path(), &["delete", &job, "--output", "json", "--lro-seconds", "0.2"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = flotilla(
+        dir.path(),
+        &["delete", &job, "--output", "json", "--lro-seconds", "0.2"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = json_of(&out);
     assert_eq!(out["status"], "Deleted");
     assert!(out["resources"].as_array().unwrap().is_empty(), "{out:#}");
@@ -178,12 +275,27 @@ fn delete_scale_status_and_list_on_a_finished_job() {
 
 #[test]
 fn bench_runs_jobs_to_success_and_reports_its_figures() {
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla")).args(["bench", "--jobs", "20", "--output", "json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["bench", "--jobs", "20", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = json_of(&out);
     assert_eq!(report["jobs"], 20);
     assert_eq!(report["succeeded"], 20);
-    for k in ["sagas_per_s", "step_overhead_ms_p50", "step_overhead_ms_p99", "arm_requests_per_job", "store_writes_per_job", "peak_rss_mb"] {
+    for k in [
+        "sagas_per_s",
+        "step_overhead_ms_p50",
+        "step_overhead_ms_p99",
+        "arm_requests_per_job",
+        "store_writes_per_job",
+        "peak_rss_mb",
+    ] {
         assert!(report[k].as_f64().unwrap() > 0.0, "{k} in {report}");
     }
 }

@@ -82,7 +82,9 @@ pub struct ArmClient {
 
 impl std::fmt::Debug for ArmClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArmClient").field("endpoint", &self.endpoint.as_str()).finish()
+        f.debug_struct("ArmClient")
+            .field("endpoint", &self.endpoint.as_str())
+            .finish()
     }
 }
 
@@ -91,12 +93,16 @@ fn header(headers: &Headers, name: &'static str) -> Option<String> {
 }
 
 fn retry_after(headers: &Headers) -> Option<Duration> {
-    if let Some(ms) = header(headers, "retry-after-ms").or_else(|| header(headers, "x-ms-retry-after-ms")) {
+    if let Some(ms) =
+        header(headers, "retry-after-ms").or_else(|| header(headers, "x-ms-retry-after-ms"))
+    {
         if let Ok(ms) = ms.trim().parse::<u64>() {
             return Some(Duration::from_millis(ms));
         }
     }
-    header(headers, "retry-after").and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs)
+    header(headers, "retry-after")
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 /// The error carried by a non-2xx ARM answer (`{"error":{"code","message"}}`).
@@ -110,7 +116,11 @@ fn error_from_response(resp: &RawResponse) -> AzureError {
         .map(str::to_string)
         .or_else(|| header(resp.headers(), "x-ms-error-code"))
         .unwrap_or_else(|| format!("Http{status}"));
-    let message = err.get("message").and_then(Value::as_str).unwrap_or("").to_string();
+    let message = err
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     AzureError::from_service(status, &code, &message, retry_after(resp.headers()))
 }
 
@@ -118,14 +128,20 @@ fn error_from_response(resp: &RawResponse) -> AzureError {
 fn operation_error(body: &Value, status: &str) -> AzureError {
     let err = body.get("error").cloned().unwrap_or(Value::Null);
     let code = err.get("code").and_then(Value::as_str).unwrap_or(status);
-    let message = err.get("message").and_then(Value::as_str).unwrap_or("the operation did not succeed");
+    let message = err
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("the operation did not succeed");
     let mut e = AzureError::from_service(200, code, message, None);
     e.status = None;
     e
 }
 
 fn is_terminal_state(state: &str) -> bool {
-    matches!(state.to_ascii_lowercase().as_str(), "succeeded" | "failed" | "canceled")
+    matches!(
+        state.to_ascii_lowercase().as_str(),
+        "succeeded" | "failed" | "canceled"
+    )
 }
 
 /// The authorization action an ARM request needs (see [`crate::actions`]).
@@ -164,7 +180,8 @@ impl ArmClient {
         allowed_actions: Option<&'static [&'static str]>,
     ) -> Self {
         let scope = "https://management.azure.com/.default".to_string();
-        let auth: Arc<dyn Policy> = Arc::new(BearerTokenAuthorizationPolicy::new(credential, vec![scope]));
+        let auth: Arc<dyn Policy> =
+            Arc::new(BearerTokenAuthorizationPolicy::new(credential, vec![scope]));
         let pipeline = Pipeline::new(
             option_env!("CARGO_PKG_NAME"),
             option_env!("CARGO_PKG_VERSION"),
@@ -192,7 +209,12 @@ impl ArmClient {
         self.requests.load(Ordering::Relaxed)
     }
 
-    fn url(&self, id: &ResourceId, sub_path: Option<&str>, api_version: &str) -> Result<Url, AzureError> {
+    fn url(
+        &self,
+        id: &ResourceId,
+        sub_path: Option<&str>,
+        api_version: &str,
+    ) -> Result<Url, AzureError> {
         let mut path = id.to_string();
         if let Some(sub) = sub_path {
             path.push('/');
@@ -202,17 +224,25 @@ impl ArmClient {
             .endpoint
             .join(&path)
             .map_err(|e| AzureError::terminal("InvalidResourceId", format!("{path}: {e}")))?;
-        url.query_pairs_mut().append_pair("api-version", api_version);
+        url.query_pairs_mut()
+            .append_pair("api-version", api_version);
         Ok(url)
     }
 
-    fn check_action(&self, method: &Method, id: &ResourceId, sub_path: Option<&str>) -> Result<(), AzureError> {
+    fn check_action(
+        &self,
+        method: &Method,
+        id: &ResourceId,
+        sub_path: Option<&str>,
+    ) -> Result<(), AzureError> {
         if let Some(allowed) = self.allowed_actions {
             let action = action_for(method, id, sub_path);
             if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&action)) {
                 return Err(AzureError::terminal(
                     "ActionNotGranted",
-                    format!("{action} is not in flotilla's ARM_ACTIONS (shared/azure/src/actions.rs)"),
+                    format!(
+                        "{action} is not in flotilla's ARM_ACTIONS (shared/azure/src/actions.rs)"
+                    ),
                 ));
             }
         }
@@ -221,14 +251,22 @@ impl ArmClient {
 
     /// Sends one request, retrying retryable answers inline while the wait is
     /// short; returns any answer that is a success or a 404.
-    async fn send(&self, method: Method, url: Url, body: Option<&Value>) -> Result<RawResponse, AzureError> {
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<RawResponse, AzureError> {
         let payload = match body {
-            Some(b) => Some(serde_json::to_vec(b).map_err(|e| AzureError::terminal("InvalidRequestContent", e.to_string()))?),
+            Some(b) => Some(
+                serde_json::to_vec(b)
+                    .map_err(|e| AzureError::terminal("InvalidRequestContent", e.to_string()))?,
+            ),
             None => None,
         };
         let mut attempt = 0;
         loop {
-            let mut req = Request::new(url.clone(), method.clone());
+            let mut req = Request::new(url.clone(), method);
             req.insert_header("accept", "application/json");
             if let Some(p) = &payload {
                 req.insert_header("content-type", "application/json");
@@ -237,7 +275,14 @@ impl ArmClient {
             self.requests.fetch_add(1, Ordering::Relaxed);
             let sent = self
                 .pipeline
-                .send(&Context::new(), &mut req, Some(azure_core::http::PipelineSendOptions { skip_checks: true, ..Default::default() }))
+                .send(
+                    &Context::new(),
+                    &mut req,
+                    Some(azure_core::http::PipelineSendOptions {
+                        skip_checks: true,
+                        ..Default::default()
+                    }),
+                )
                 .await;
             let err = match sent {
                 Ok(resp) => {
@@ -250,7 +295,10 @@ impl ArmClient {
                 Err(e) => AzureError::from(e),
             };
             let delay = self.retry.delay(attempt, err.retry_after);
-            if err.is_retryable() && attempt < self.retry.max_inline_retries && delay <= self.retry.max_inline_wait {
+            if err.is_retryable()
+                && attempt < self.retry.max_inline_retries
+                && delay <= self.retry.max_inline_wait
+            {
                 tracing::debug!(code = %err.code, attempt, ?delay, "retrying Azure call");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
@@ -265,14 +313,25 @@ impl ArmClient {
     }
 
     /// Reads a resource; `None` when it does not exist.
-    pub async fn get(&self, id: &ResourceId, api_version: &str) -> Result<Option<Value>, AzureError> {
+    pub async fn get(
+        &self,
+        id: &ResourceId,
+        api_version: &str,
+    ) -> Result<Option<Value>, AzureError> {
         self.get_sub(id, None, api_version).await
     }
 
     /// Reads a sub-path of a resource such as `instanceView`.
-    pub async fn get_sub(&self, id: &ResourceId, sub_path: Option<&str>, api_version: &str) -> Result<Option<Value>, AzureError> {
+    pub async fn get_sub(
+        &self,
+        id: &ResourceId,
+        sub_path: Option<&str>,
+        api_version: &str,
+    ) -> Result<Option<Value>, AzureError> {
         self.check_action(&Method::Get, id, sub_path)?;
-        let resp = self.send(Method::Get, self.url(id, sub_path, api_version)?, None).await?;
+        let resp = self
+            .send(Method::Get, self.url(id, sub_path, api_version)?, None)
+            .await?;
         if u16::from(resp.status()) == 404 {
             return Ok(None);
         }
@@ -280,62 +339,124 @@ impl ArmClient {
     }
 
     /// Create-or-update. Returns at once; a running operation comes back as a [`PollState`].
-    pub async fn put(&self, id: &ResourceId, api_version: &str, body: &Value) -> Result<PutStart, AzureError> {
+    pub async fn put(
+        &self,
+        id: &ResourceId,
+        api_version: &str,
+        body: &Value,
+    ) -> Result<PutStart, AzureError> {
         self.write(Method::Put, id, api_version, body).await
     }
 
     /// Partial update (e.g. `{"sku":{"capacity":N}}` on a scale set).
-    pub async fn patch(&self, id: &ResourceId, api_version: &str, body: &Value) -> Result<PutStart, AzureError> {
+    pub async fn patch(
+        &self,
+        id: &ResourceId,
+        api_version: &str,
+        body: &Value,
+    ) -> Result<PutStart, AzureError> {
         self.write(Method::Patch, id, api_version, body).await
     }
 
-    async fn write(&self, method: Method, id: &ResourceId, api_version: &str, body: &Value) -> Result<PutStart, AzureError> {
+    async fn write(
+        &self,
+        method: Method,
+        id: &ResourceId,
+        api_version: &str,
+        body: &Value,
+    ) -> Result<PutStart, AzureError> {
         self.check_action(&method, id, None)?;
-        let resp = self.send(method, self.url(id, None, api_version)?, Some(body)).await?;
+        let resp = self
+            .send(method, self.url(id, None, api_version)?, Some(body))
+            .await?;
         if u16::from(resp.status()) == 404 {
             return Err(Self::not_found(&resp));
         }
-        let body = if resp.body().as_ref().is_empty() { Value::Null } else { parse_json(&resp)? };
-        let state = body.pointer("/properties/provisioningState").and_then(Value::as_str).unwrap_or("Succeeded");
-        let wait = retry_after(resp.headers()).unwrap_or(DEFAULT_POLL_INTERVAL).as_secs();
+        let body = if resp.body().as_ref().is_empty() {
+            Value::Null
+        } else {
+            parse_json(&resp)?
+        };
+        let state = body
+            .pointer("/properties/provisioningState")
+            .and_then(Value::as_str)
+            .unwrap_or("Succeeded");
+        let wait = retry_after(resp.headers())
+            .unwrap_or(DEFAULT_POLL_INTERVAL)
+            .as_secs();
         if state.eq_ignore_ascii_case("failed") || state.eq_ignore_ascii_case("canceled") {
             return Err(operation_error(&body, state));
         }
         let poll = if let Some(url) = header(resp.headers(), "azure-asyncoperation") {
-            Some(PollState { url, via: PollVia::AsyncOperation, retry_after_s: wait })
+            Some(PollState {
+                url,
+                via: PollVia::AsyncOperation,
+                retry_after_s: wait,
+            })
         } else if u16::from(resp.status()) == 202 || !is_terminal_state(state) {
-            header(resp.headers(), "location").map(|url| PollState { url, via: PollVia::Location, retry_after_s: wait })
+            header(resp.headers(), "location").map(|url| PollState {
+                url,
+                via: PollVia::Location,
+                retry_after_s: wait,
+            })
         } else {
             None
         };
         if poll.is_none() && !is_terminal_state(state) {
             // Non-terminal state and nothing to poll: re-read the resource later.
-            return Err(AzureError::terminal("NoPollingUrl", format!("{id} is {state} but no operation URL was returned")));
+            return Err(AzureError::terminal(
+                "NoPollingUrl",
+                format!("{id} is {state} but no operation URL was returned"),
+            ));
         }
         Ok(PutStart { body, poll })
     }
 
     /// Deletes a resource. A missing resource is success ([`DeleteStart::Gone`]).
-    pub async fn delete(&self, id: &ResourceId, api_version: &str) -> Result<DeleteStart, AzureError> {
+    pub async fn delete(
+        &self,
+        id: &ResourceId,
+        api_version: &str,
+    ) -> Result<DeleteStart, AzureError> {
         self.check_action(&Method::Delete, id, None)?;
-        let resp = self.send(Method::Delete, self.url(id, None, api_version)?, None).await?;
+        let resp = self
+            .send(Method::Delete, self.url(id, None, api_version)?, None)
+            .await?;
         let status = u16::from(resp.status());
-        let wait = retry_after(resp.headers()).unwrap_or(DEFAULT_POLL_INTERVAL).as_secs();
+        let wait = retry_after(resp.headers())
+            .unwrap_or(DEFAULT_POLL_INTERVAL)
+            .as_secs();
         if status == 202 {
             if let Some(url) = header(resp.headers(), "azure-asyncoperation") {
-                return Ok(DeleteStart::Pending(PollState { url, via: PollVia::AsyncOperation, retry_after_s: wait }));
+                return Ok(DeleteStart::Pending(PollState {
+                    url,
+                    via: PollVia::AsyncOperation,
+                    retry_after_s: wait,
+                }));
             }
             if let Some(url) = header(resp.headers(), "location") {
-                return Ok(DeleteStart::Pending(PollState { url, via: PollVia::Location, retry_after_s: wait }));
+                return Ok(DeleteStart::Pending(PollState {
+                    url,
+                    via: PollVia::Location,
+                    retry_after_s: wait,
+                }));
             }
         }
         Ok(DeleteStart::Gone)
     }
 
     /// A POST action such as `listKeys`; returns its JSON answer.
-    pub async fn post_action(&self, id: &ResourceId, action: &str, api_version: &str, body: Option<&Value>) -> Result<Value, AzureError> {
+    pub async fn post_action(
+        &self,
+        id: &ResourceId,
+        action: &str,
+        api_version: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, AzureError> {
         self.check_action(&Method::Post, id, Some(action))?;
-        let resp = self.send(Method::Post, self.url(id, Some(action), api_version)?, body).await?;
+        let resp = self
+            .send(Method::Post, self.url(id, Some(action), api_version)?, body)
+            .await?;
         if u16::from(resp.status()) == 404 {
             return Err(Self::not_found(&resp));
         }
@@ -344,7 +465,8 @@ impl ArmClient {
 
     /// Checks a running operation once.
     pub async fn poll(&self, state: &PollState) -> Result<PollOutcome, AzureError> {
-        let url = Url::parse(&state.url).map_err(|e| AzureError::terminal("InvalidPollingUrl", e.to_string()))?;
+        let url = Url::parse(&state.url)
+            .map_err(|e| AzureError::terminal("InvalidPollingUrl", e.to_string()))?;
         let resp = self.send(Method::Get, url, None).await?;
         let status = u16::from(resp.status());
         let wait = retry_after(resp.headers()).unwrap_or(DEFAULT_POLL_INTERVAL);
@@ -354,7 +476,10 @@ impl ArmClient {
                     return Err(error_from_response(&resp));
                 }
                 let body = parse_json(&resp)?;
-                let op = body.get("status").and_then(Value::as_str).unwrap_or("InProgress");
+                let op = body
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("InProgress");
                 match op.to_ascii_lowercase().as_str() {
                     "succeeded" => Ok(PollOutcome::Succeeded),
                     "failed" | "canceled" => Ok(PollOutcome::Failed(operation_error(&body, op))),
@@ -379,7 +504,9 @@ impl ArmClient {
                 PollOutcome::Failed(e) => return Err(e),
                 PollOutcome::Pending { retry_after } => {
                     if tokio::time::Instant::now() + retry_after > deadline {
-                        return Err(AzureError::transport(format!("operation still running after {timeout:?}")));
+                        return Err(AzureError::transport(format!(
+                            "operation still running after {timeout:?}"
+                        )));
                     }
                     tokio::time::sleep(retry_after).await;
                 }
@@ -388,13 +515,20 @@ impl ArmClient {
     }
 
     /// Resources in a resource group carrying tag `name = value` (ids and types).
-    pub async fn list_by_tag(&self, resource_group: &str, name: &str, value: &str) -> Result<Vec<Value>, AzureError> {
+    pub async fn list_by_tag(
+        &self,
+        resource_group: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<Vec<Value>, AzureError> {
         let rg = ResourceId::resource_group(&self.subscription_id, resource_group);
         let action_id = rg.clone();
         self.check_action(&Method::Get, &action_id, Some("resources"))?;
         let mut url = self.url(&rg, Some("resources"), "2021-04-01")?;
-        url.query_pairs_mut()
-            .append_pair("$filter", &format!("tagName eq '{name}' and tagValue eq '{value}'"));
+        url.query_pairs_mut().append_pair(
+            "$filter",
+            &format!("tagName eq '{name}' and tagValue eq '{value}'"),
+        );
         let mut out = Vec::new();
         let mut next = Some(url);
         while let Some(u) = next.take() {
@@ -406,15 +540,22 @@ impl ArmClient {
             if let Some(items) = body.get("value").and_then(Value::as_array) {
                 out.extend(items.iter().cloned());
             }
-            next = body.get("nextLink").and_then(Value::as_str).and_then(|s| Url::parse(s).ok());
+            next = body
+                .get("nextLink")
+                .and_then(Value::as_str)
+                .and_then(|s| Url::parse(s).ok());
         }
         Ok(out)
     }
 }
 
 fn parse_json(resp: &RawResponse) -> Result<Value, AzureError> {
-    serde_json::from_slice(resp.body().as_ref())
-        .map_err(|e| AzureError::transport(format!("unreadable answer ({}): {e}", u16::from(resp.status()))))
+    serde_json::from_slice(resp.body().as_ref()).map_err(|e| {
+        AzureError::transport(format!(
+            "unreadable answer ({}): {e}",
+            u16::from(resp.status())
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -423,7 +564,13 @@ mod tests {
 
     #[test]
     fn actions_for_requests_are_granted() {
-        let vmss = ResourceId::new("s", "rg", "Microsoft.Compute", "virtualMachineScaleSets", "m");
+        let vmss = ResourceId::new(
+            "s",
+            "rg",
+            "Microsoft.Compute",
+            "virtualMachineScaleSets",
+            "m",
+        );
         let sa = ResourceId::new("s", "rg", "Microsoft.Storage", "storageAccounts", "a");
         let rg = ResourceId::resource_group("s", "rg");
         for action in [

@@ -30,21 +30,40 @@ pub struct Staging {
 
 impl std::fmt::Debug for Staging {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Staging").field("container_url", &self.container_url.as_str()).finish()
+        f.debug_struct("Staging")
+            .field("container_url", &self.container_url.as_str())
+            .finish()
     }
 }
 
 impl Staging {
     /// `endpoint` is the account's blob endpoint (`https://<account>.blob.core.windows.net`).
-    pub fn new(config: &AzureConfig, endpoint: &str, container: &str, auth: StagingAuth) -> Result<Self, AzureError> {
-        let container_url = Url::parse(&format!("{}/{}/", endpoint.trim_end_matches('/'), container))
-            .map_err(|e| AzureError::terminal("InvalidStagingEndpoint", e.to_string()))?;
+    pub fn new(
+        config: &AzureConfig,
+        endpoint: &str,
+        container: &str,
+        auth: StagingAuth,
+    ) -> Result<Self, AzureError> {
+        let container_url = Url::parse(&format!(
+            "{}/{}/",
+            endpoint.trim_end_matches('/'),
+            container
+        ))
+        .map_err(|e| AzureError::terminal("InvalidStagingEndpoint", e.to_string()))?;
         let credential = match auth {
             StagingAuth::Token => Some(config.token_credential()?),
             StagingAuth::Sas(_) => None,
         };
-        let options = BlobClientOptions { client_options: config.client_options(), ..Default::default() };
-        Ok(Staging { container_url, auth, credential, options })
+        let options = BlobClientOptions {
+            client_options: config.client_options(),
+            ..Default::default()
+        };
+        Ok(Staging {
+            container_url,
+            auth,
+            credential,
+            options,
+        })
     }
 
     /// The blob's URL without any SAS: what saga state, events and node configuration carry.
@@ -53,7 +72,8 @@ impl Staging {
     }
 
     fn client(&self, name: &str) -> Result<BlobClient, AzureError> {
-        let mut url = Url::parse(&self.blob_url(name)).map_err(|e| AzureError::terminal("InvalidBlobName", e.to_string()))?;
+        let mut url = Url::parse(&self.blob_url(name))
+            .map_err(|e| AzureError::terminal("InvalidBlobName", e.to_string()))?;
         if let StagingAuth::Sas(sas) = &self.auth {
             url.set_query(Some(sas));
         }
@@ -72,8 +92,12 @@ impl Staging {
             client_options: self.options.client_options.clone(),
             ..Default::default()
         };
-        let client = azure_storage_blob::BlobContainerClient::new(url, self.credential.clone(), Some(options))
-            .map_err(|e| AzureError::terminal("InvalidStagingEndpoint", e.to_string()))?;
+        let client = azure_storage_blob::BlobContainerClient::new(
+            url,
+            self.credential.clone(),
+            Some(options),
+        )
+        .map_err(|e| AzureError::terminal("InvalidStagingEndpoint", e.to_string()))?;
         match client.create(None).await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -88,13 +112,25 @@ impl Staging {
     }
 
     /// Uploads (overwrites) a blob with metadata; returns its URL.
-    pub async fn put(&self, name: &str, content: Vec<u8>, content_type: &str, metadata: &BTreeMap<String, String>) -> Result<String, AzureError> {
+    pub async fn put(
+        &self,
+        name: &str,
+        content: Vec<u8>,
+        content_type: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<String, AzureError> {
         let options = BlobClientUploadOptions {
             blob_content_type: Some(content_type.to_string()),
-            metadata: Some(metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
+            metadata: Some(
+                metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<HashMap<_, _>>(),
+            ),
             ..Default::default()
         };
-        let body: RequestContent<bytes::Bytes, azure_core::http::NoFormat> = bytes::Bytes::from(content).into();
+        let body: RequestContent<bytes::Bytes, azure_core::http::NoFormat> =
+            bytes::Bytes::from(content).into();
         self.client(name)?.upload(body, Some(options)).await?;
         Ok(self.blob_url(name))
     }

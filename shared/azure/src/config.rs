@@ -6,8 +6,8 @@ use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::{ClientOptions, HttpClient, RetryOptions, Transport};
 use azure_identity::{
-    AzureCliCredential, ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
-    ManagedIdentityCredentialOptions, UserAssignedId,
+    AzureCliCredential, ClientSecretCredential, ClientSecretCredentialOptions,
+    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,10 +33,16 @@ pub enum CredentialConfig {
 impl std::fmt::Debug for CredentialConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CredentialConfig::ManagedIdentity { client_id } => {
-                f.debug_struct("ManagedIdentity").field("client_id", client_id).finish()
-            }
-            CredentialConfig::ClientSecret { tenant_id, client_id, authority_host, .. } => f
+            CredentialConfig::ManagedIdentity { client_id } => f
+                .debug_struct("ManagedIdentity")
+                .field("client_id", client_id)
+                .finish(),
+            CredentialConfig::ClientSecret {
+                tenant_id,
+                client_id,
+                authority_host,
+                ..
+            } => f
                 .debug_struct("ClientSecret")
                 .field("tenant_id", tenant_id)
                 .field("client_id", client_id)
@@ -117,17 +123,23 @@ impl AzureConfig {
 
     /// Builds the configured credential on flotilla's transport.
     pub fn token_credential(&self) -> Result<Arc<dyn TokenCredential>, AzureError> {
-        let bad = |e: azure_core::Error| AzureError::terminal("InvalidCredentialConfiguration", e.to_string());
+        let bad = |e: azure_core::Error| {
+            AzureError::terminal("InvalidCredentialConfiguration", e.to_string())
+        };
         Ok(match &self.credential {
             CredentialConfig::ManagedIdentity { client_id } => {
                 let options = ManagedIdentityCredentialOptions {
                     user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
                     client_options: self.client_options(),
-                    ..Default::default()
                 };
                 ManagedIdentityCredential::new(Some(options)).map_err(bad)?
             }
-            CredentialConfig::ClientSecret { tenant_id, client_id, secret, authority_host } => {
+            CredentialConfig::ClientSecret {
+                tenant_id,
+                client_id,
+                secret,
+                authority_host,
+            } => {
                 let mut client_options = self.client_options();
                 if let Some(host) = authority_host {
                     let mut custom = CustomConfiguration::default();
@@ -135,8 +147,13 @@ impl AzureConfig {
                     client_options.cloud = Some(Arc::new(CloudConfiguration::Custom(custom)));
                 }
                 let options = ClientSecretCredentialOptions { client_options };
-                ClientSecretCredential::new(tenant_id, client_id.clone(), Secret::new(secret.clone()), Some(options))
-                    .map_err(bad)?
+                ClientSecretCredential::new(
+                    tenant_id,
+                    client_id.clone(),
+                    Secret::new(secret.clone()),
+                    Some(options),
+                )
+                .map_err(bad)?
             }
             CredentialConfig::AzureCli => AzureCliCredential::new(None).map_err(bad)?,
         })

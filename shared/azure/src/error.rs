@@ -64,10 +64,16 @@ const RETRYABLE_CODES: &[&str] = &[
 
 impl AzureError {
     /// Classifies a service answer by its code first, then by its status.
-    pub fn from_service(status: u16, code: &str, message: &str, retry_after: Option<Duration>) -> Self {
+    pub fn from_service(
+        status: u16,
+        code: &str,
+        message: &str,
+        retry_after: Option<Duration>,
+    ) -> Self {
         let retry = if TERMINAL_CODES.contains(&code) {
             Retry::Terminal
-        } else if RETRYABLE_CODES.contains(&code) || status == 429 || status == 408 || status >= 500 {
+        } else if RETRYABLE_CODES.contains(&code) || status == 429 || status == 408 || status >= 500
+        {
             Retry::Retryable
         } else {
             Retry::Terminal
@@ -117,13 +123,19 @@ impl From<azure_core::Error> for AzureError {
     fn from(e: azure_core::Error) -> Self {
         use azure_core::error::ErrorKind;
         match e.kind() {
-            ErrorKind::HttpResponse { status, error_code, .. } => {
+            ErrorKind::HttpResponse {
+                status, error_code, ..
+            } => {
                 let status = u16::from(*status);
-                let code = error_code.clone().unwrap_or_else(|| format!("Http{status}"));
+                let code = error_code
+                    .clone()
+                    .unwrap_or_else(|| format!("Http{status}"));
                 AzureError::from_service(status, &code, &e.to_string(), None)
             }
             ErrorKind::Io => AzureError::transport(e.to_string()),
-            ErrorKind::Credential => AzureError::from_service(401, "CredentialUnavailable", &e.to_string(), None),
+            ErrorKind::Credential => {
+                AzureError::from_service(401, "CredentialUnavailable", &e.to_string(), None)
+            }
             _ => AzureError::transport(e.to_string()),
         }
     }
@@ -136,7 +148,9 @@ mod tests {
     #[test]
     fn classifies_by_code_before_status() {
         assert!(!AzureError::from_service(409, "SkuNotAvailable", "", None).is_retryable());
-        assert!(AzureError::from_service(409, "AnotherOperationInProgress", "", None).is_retryable());
+        assert!(
+            AzureError::from_service(409, "AnotherOperationInProgress", "", None).is_retryable()
+        );
         assert!(AzureError::from_service(429, "Whatever", "", None).is_retryable());
         assert!(AzureError::from_service(503, "Whatever", "", None).is_retryable());
         assert!(!AzureError::from_service(400, "Whatever", "", None).is_retryable());

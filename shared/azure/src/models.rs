@@ -346,7 +346,10 @@ pub struct StorageKey {
 
 impl std::fmt::Debug for StorageKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StorageKey").field("key_name", &self.key_name).field("value", &"<redacted>").finish()
+        f.debug_struct("StorageKey")
+            .field("key_name", &self.key_name)
+            .field("value", &"<redacted>")
+            .finish()
     }
 }
 

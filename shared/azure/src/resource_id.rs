@@ -4,7 +4,9 @@ use std::fmt;
 
 /// A resource id such as
 /// `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Network/virtualNetworks/{vnet}/subnets/{subnet}`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct ResourceId {
     pub subscription: String,
@@ -69,7 +71,8 @@ impl ResourceId {
     pub fn parse(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.trim_matches('/').split('/').collect();
         let bad = || format!("not an ARM resource id: {s}");
-        if parts.len() < 2 || !parts[0].eq_ignore_ascii_case("subscriptions") || parts[1].is_empty() {
+        if parts.len() < 2 || !parts[0].eq_ignore_ascii_case("subscriptions") || parts[1].is_empty()
+        {
             return Err(bad());
         }
         let mut id = ResourceId {
@@ -84,9 +87,16 @@ impl ResourceId {
             rest = &rest[2..];
         }
         if rest.is_empty() {
-            return if id.resource_group.is_some() { Ok(id) } else { Err(bad()) };
+            return if id.resource_group.is_some() {
+                Ok(id)
+            } else {
+                Err(bad())
+            };
         }
-        if rest.len() < 4 || !rest[0].eq_ignore_ascii_case("providers") || rest.len() % 2 != 0 {
+        if rest.len() < 4
+            || !rest[0].eq_ignore_ascii_case("providers")
+            || !rest.len().is_multiple_of(2)
+        {
             return Err(bad());
         }
         id.namespace = rest[1].into();
@@ -138,7 +148,10 @@ mod tests {
         let s = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/a";
         let id = ResourceId::parse(s).unwrap();
         assert_eq!(id.to_string(), s);
-        assert_eq!(id.resource_type(), "Microsoft.Network/virtualNetworks/subnets");
+        assert_eq!(
+            id.resource_type(),
+            "Microsoft.Network/virtualNetworks/subnets"
+        );
         assert_eq!(id.name(), "a");
         let rg = ResourceId::parse("/subscriptions/s1/resourcegroups/rg").unwrap();
         assert_eq!(rg.resource_type(), "Microsoft.Resources/resourceGroups");

@@ -15,10 +15,13 @@ pub fn https_client(extra_ca_pem: Option<&[u8]>) -> Result<Arc<dyn HttpClient>, 
         .connect_timeout(std::time::Duration::from_secs(10))
         .timeout(std::time::Duration::from_secs(60));
     if let Some(pem) = extra_ca_pem {
-        let cert = reqwest::Certificate::from_pem(pem).map_err(|e| format!("bad CA certificate: {e}"))?;
+        let cert =
+            reqwest::Certificate::from_pem(pem).map_err(|e| format!("bad CA certificate: {e}"))?;
         builder = builder.tls_certs_merge([cert]);
     }
-    let client = builder.build().map_err(|e| format!("cannot build HTTPS client: {e}"))?;
+    let client = builder
+        .build()
+        .map_err(|e| format!("cannot build HTTPS client: {e}"))?;
     Ok(Arc::new(client))
 }
 
@@ -66,15 +69,12 @@ impl HttpClient for RouterTransport {
                 ))
             }
         };
-        let req = builder
-            .body(axum::body::Body::from(body))
-            .map_err(|e| azure_core::Error::with_message(azure_core::error::ErrorKind::Other, e.to_string()))?;
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req)
-            .await
-            .map_err(|e| azure_core::Error::with_message(azure_core::error::ErrorKind::Io, e.to_string()))?;
+        let req = builder.body(axum::body::Body::from(body)).map_err(|e| {
+            azure_core::Error::with_message(azure_core::error::ErrorKind::Other, e.to_string())
+        })?;
+        let resp = self.router.clone().oneshot(req).await.map_err(|e| {
+            azure_core::Error::with_message(azure_core::error::ErrorKind::Io, e.to_string())
+        })?;
         let status = StatusCode::from(resp.status().as_u16());
         let mut headers = Headers::new();
         for (name, value) in resp.headers() {
@@ -84,7 +84,9 @@ impl HttpClient for RouterTransport {
         }
         let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024 * 1024)
             .await
-            .map_err(|e| azure_core::Error::with_message(azure_core::error::ErrorKind::Io, e.to_string()))?;
+            .map_err(|e| {
+                azure_core::Error::with_message(azure_core::error::ErrorKind::Io, e.to_string())
+            })?;
         Ok(AsyncRawResponse::from_bytes(status, headers, bytes))
     }
 }

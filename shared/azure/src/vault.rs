@@ -31,11 +31,17 @@ impl Vault {
             client_options: config.client_options(),
             // The simulator's host is not *.vault.azure.net.
             verify_challenge_resource: Some(verify),
-            ..Default::default()
         };
-        let client = SecretClient::new(&config.keyvault_url, config.token_credential()?, Some(options))
-            .map_err(|e| AzureError::terminal("InvalidKeyVaultUrl", e.to_string()))?;
-        Ok(Vault { client, url: config.keyvault_url.trim_end_matches('/').to_string() })
+        let client = SecretClient::new(
+            &config.keyvault_url,
+            config.token_credential()?,
+            Some(options),
+        )
+        .map_err(|e| AzureError::terminal("InvalidKeyVaultUrl", e.to_string()))?;
+        Ok(Vault {
+            client,
+            url: config.keyvault_url.trim_end_matches('/').to_string(),
+        })
     }
 
     /// The secret's id without version: what saga state and events may carry.
@@ -44,15 +50,26 @@ impl Vault {
     }
 
     /// Sets (a new version of) a secret and returns its id without version.
-    pub async fn set(&self, name: &str, value: &str, tags: &BTreeMap<String, String>) -> Result<String, AzureError> {
+    pub async fn set(
+        &self,
+        name: &str,
+        value: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<String, AzureError> {
         let params = SetSecretParameters {
             value: Some(value.to_string()),
-            tags: Some(tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
+            tags: Some(
+                tags.iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<HashMap<_, _>>(),
+            ),
             content_type: Some("text/plain".into()),
             ..Default::default()
         };
         let content: RequestContent<SetSecretParameters> =
-            params.try_into().map_err(|e: azure_core::Error| AzureError::terminal("InvalidRequestContent", e.to_string()))?;
+            params.try_into().map_err(|e: azure_core::Error| {
+                AzureError::terminal("InvalidRequestContent", e.to_string())
+            })?;
         self.client.set_secret(name, content, None).await?;
         Ok(self.secret_id(name))
     }

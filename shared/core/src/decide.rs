@@ -3,7 +3,9 @@
 //! changes when a step's work finishes, fails or must wait. No I/O here.
 
 use crate::events::{handlers, types, CloudEvent, EventData};
-use crate::saga::{ErrorInfo, JobStatus, PendingOp, PendingPurpose, ResourceState, Saga, StepName, StepStatus};
+use crate::saga::{
+    ErrorInfo, JobStatus, PendingOp, PendingPurpose, ResourceState, Saga, StepName, StepStatus,
+};
 use flotilla_azure::AzureError;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -65,24 +67,36 @@ impl Default for Policy {
 impl Policy {
     /// Capped exponential backoff for attempt `n` (1-based), never shorter than `retry_after`.
     pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = self.backoff_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-        exp.min(self.backoff_cap).max(retry_after.unwrap_or_default())
+        let exp = self
+            .backoff_base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        exp.min(self.backoff_cap)
+            .max(retry_after.unwrap_or_default())
     }
 }
 
 fn data(saga: &Saga) -> EventData {
-    EventData { job: saga.id.clone(), ..Default::default() }
+    EventData {
+        job: saga.id.clone(),
+        ..Default::default()
+    }
 }
 
 /// Whether `step` can be (re)started now: the job runs, the step is not done
 /// and nothing is in flight for it.
 fn forward_or_not(saga: &Saga, step: StepName) -> Decision {
+    // A finished step re-emits its event whatever the job's state: the last
+    // step finishing also ends the job, and its event may still be unsent.
+    if saga.step(step).status == StepStatus::Succeeded {
+        return Decision::Reemit(step);
+    }
     if saga.status != JobStatus::Running {
         return Decision::Ignore("job is not running");
     }
     match saga.step(step).status {
-        StepStatus::Succeeded => Decision::Reemit(step),
-        StepStatus::Pending | StepStatus::Running if saga.pending.is_some() => Decision::Ignore("an operation is in flight"),
+        StepStatus::Pending | StepStatus::Running if saga.pending.is_some() => {
+            Decision::Ignore("an operation is in flight")
+        }
         StepStatus::Pending | StepStatus::Running => Decision::Forward(step),
         _ => Decision::Ignore("step already failed"),
     }
@@ -94,7 +108,9 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
     match event.event_type.as_str() {
         types::JOB_REQUESTED => forward_or_not(saga, StepName::Stage),
         types::STEP_SUCCEEDED => {
-            let Some(done) = event.data.step else { return Decision::Ignore("event names no step") };
+            let Some(done) = event.data.step else {
+                return Decision::Ignore("event names no step");
+            };
             if saga.step(done).status != StepStatus::Succeeded {
                 return Decision::Ignore("event contradicts the saga");
             }
@@ -104,7 +120,9 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
             }
         }
         types::STEP_RETRY => {
-            let Some(step) = event.data.step else { return Decision::Ignore("event names no step") };
+            let Some(step) = event.data.step else {
+                return Decision::Ignore("event names no step");
+            };
             if !seq_matches(event.data.seq) {
                 return Decision::Ignore("stale retry");
             }
@@ -130,7 +148,10 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
                 return Decision::Ignore("an operation is in flight");
             }
             match (&event.data.pool, event.data.count) {
-                (Some(pool), Some(count)) if seq_matches(event.data.seq) => Decision::Scale { pool: pool.clone(), count },
+                (Some(pool), Some(count)) if seq_matches(event.data.seq) => Decision::Scale {
+                    pool: pool.clone(),
+                    count,
+                },
                 (Some(_), Some(_)) => Decision::Ignore("stale scale request"),
                 _ => Decision::Ignore("scale request without pool or count"),
             }
@@ -141,7 +162,9 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
 
 fn undo_or_not(saga: &Saga) -> Decision {
     match saga.status {
-        JobStatus::Compensating | JobStatus::Deleting if saga.pending.is_some() => Decision::Ignore("an undo is in flight"),
+        JobStatus::Compensating | JobStatus::Deleting if saga.pending.is_some() => {
+            Decision::Ignore("an undo is in flight")
+        }
         JobStatus::Compensating | JobStatus::Deleting => Decision::Undo,
         _ => Decision::Ignore("job is not being undone"),
     }
@@ -153,7 +176,15 @@ fn undo_or_not(saga: &Saga) -> Decision {
 pub fn step_succeeded_event(saga: &Saga, step: StepName) -> Emit {
     let subject = step.next().map(|s| s.as_str()).unwrap_or(handlers::NONE);
     Emit {
-        event: CloudEvent::new(types::STEP_SUCCEEDED, subject, &format!("{step}/succeeded"), EventData { step: Some(step), ..data(saga) }),
+        event: CloudEvent::new(
+            types::STEP_SUCCEEDED,
+            subject,
+            &format!("{step}/succeeded"),
+            EventData {
+                step: Some(step),
+                ..data(saga)
+            },
+        ),
         not_before: None,
     }
 }
@@ -161,7 +192,12 @@ pub fn step_succeeded_event(saga: &Saga, step: StepName) -> Emit {
 /// The event that starts a job.
 pub fn job_requested_event(saga: &Saga) -> Emit {
     Emit {
-        event: CloudEvent::new(types::JOB_REQUESTED, StepName::Stage.as_str(), "requested", data(saga)),
+        event: CloudEvent::new(
+            types::JOB_REQUESTED,
+            StepName::Stage.as_str(),
+            "requested",
+            data(saga),
+        ),
         not_before: None,
     }
 }
@@ -188,13 +224,27 @@ pub fn finish_step(saga: &mut Saga, step: StepName, now: OffsetDateTime) -> Vec<
     let mut out = vec![step_succeeded_event(saga, step)];
     if step.next().is_none() {
         saga.status = JobStatus::Succeeded;
-        out.push(Emit { event: CloudEvent::new(types::JOB_SUCCEEDED, handlers::NONE, "succeeded", data(saga)), not_before: None });
+        out.push(Emit {
+            event: CloudEvent::new(
+                types::JOB_SUCCEEDED,
+                handlers::NONE,
+                "succeeded",
+                data(saga),
+            ),
+            not_before: None,
+        });
     }
     out
 }
 
 /// An operation of `step` (or an undo, or a scale) is running: save it and schedule a re-check.
-pub fn wait_for(saga: &mut Saga, purpose: PendingPurpose, poll: Option<flotilla_azure::PollState>, after: Duration, now: OffsetDateTime) -> Emit {
+pub fn wait_for(
+    saga: &mut Saga,
+    purpose: PendingPurpose,
+    poll: Option<flotilla_azure::PollState>,
+    after: Duration,
+    now: OffsetDateTime,
+) -> Emit {
     let checks = match &saga.pending {
         Some(p) if p.purpose == purpose => p.checks + 1,
         _ => 0,
@@ -210,13 +260,37 @@ pub fn wait_for(saga: &mut Saga, purpose: PendingPurpose, poll: Option<flotilla_
         Some(s) => format!("{s}/poll/{seq}"),
         None => format!("poll/{seq}"),
     };
-    saga.pending = Some(PendingOp { purpose, poll, seq, checks, since: now });
-    Emit { event: CloudEvent::new(ty, subject, &key, EventData { step, seq: Some(seq), ..data(saga) }), not_before: Some(after) }
+    saga.pending = Some(PendingOp {
+        purpose,
+        poll,
+        seq,
+        checks,
+        since: now,
+    });
+    Emit {
+        event: CloudEvent::new(
+            ty,
+            subject,
+            &key,
+            EventData {
+                step,
+                seq: Some(seq),
+                ..data(saga)
+            },
+        ),
+        not_before: Some(after),
+    }
 }
 
 /// A forward step failed. Retryable errors schedule another attempt until the
 /// attempts run out; anything else fails the step and starts compensation.
-pub fn fail_step(saga: &mut Saga, step: StepName, error: &AzureError, policy: &Policy, now: OffsetDateTime) -> Vec<Emit> {
+pub fn fail_step(
+    saga: &mut Saga,
+    step: StepName,
+    error: &AzureError,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Vec<Emit> {
     saga.pending = None;
     let attempts = saga.step(step).attempts;
     saga.step_mut(step).last_error = Some(ErrorInfo::from(error));
@@ -228,12 +302,26 @@ pub fn fail_step(saga: &mut Saga, step: StepName, error: &AzureError, policy: &P
             types::STEP_RETRY,
             step.as_str(),
             &format!("{step}/retry/{seq}"),
-            EventData { step: Some(step), seq: Some(seq), error: Some(error.into()), ..data(saga) },
+            EventData {
+                step: Some(step),
+                seq: Some(seq),
+                error: Some(error.into()),
+                ..data(saga)
+            },
         );
-        return vec![Emit { event, not_before: Some(after) }];
+        return vec![Emit {
+            event,
+            not_before: Some(after),
+        }];
     }
     let info = if error.is_retryable() {
-        ErrorInfo { code: "RetriesExhausted".into(), message: format!("{} attempts failed; last: {}: {}", attempts, error.code, error.message) }
+        ErrorInfo {
+            code: "RetriesExhausted".into(),
+            message: format!(
+                "{} attempts failed; last: {}: {}",
+                attempts, error.code, error.message
+            ),
+        }
     } else {
         ErrorInfo::from(error)
     };
@@ -245,16 +333,35 @@ pub fn fail_step(saga: &mut Saga, step: StepName, error: &AzureError, policy: &P
     saga.status = JobStatus::Compensating;
     vec![
         Emit {
-            event: CloudEvent::new(types::STEP_FAILED, handlers::COMPENSATE, &format!("{step}/failed"), EventData { step: Some(step), error: Some(info), ..data(saga) }),
+            event: CloudEvent::new(
+                types::STEP_FAILED,
+                handlers::COMPENSATE,
+                &format!("{step}/failed"),
+                EventData {
+                    step: Some(step),
+                    error: Some(info),
+                    ..data(saga)
+                },
+            ),
             not_before: None,
         },
-        Emit { event: CloudEvent::new(types::COMPENSATION_STARTED, handlers::NONE, "compensation/started", data(saga)), not_before: None },
+        Emit {
+            event: CloudEvent::new(
+                types::COMPENSATION_STARTED,
+                handlers::NONE,
+                "compensation/started",
+                data(saga),
+            ),
+            not_before: None,
+        },
     ]
 }
 
 /// The next resource to delete: the last one created that may still exist.
 pub fn next_undo(saga: &Saga) -> Option<usize> {
-    saga.resources.iter().rposition(|r| r.state != ResourceState::Deleted)
+    saga.resources
+        .iter()
+        .rposition(|r| r.state != ResourceState::Deleted)
 }
 
 /// A resource is gone: record it, mark steps with nothing left as compensated,
@@ -264,7 +371,10 @@ pub fn resource_deleted(saga: &mut Saga, index: usize, now: OffsetDateTime) -> V
     let step = saga.resources[index].step;
     saga.resources[index].state = ResourceState::Deleted;
     let mut out = vec![];
-    let step_clear = !saga.resources.iter().any(|r| r.step == step && r.state != ResourceState::Deleted);
+    let step_clear = !saga
+        .resources
+        .iter()
+        .any(|r| r.step == step && r.state != ResourceState::Deleted);
     if step_clear {
         out.extend(step_undone(saga, step, now));
     }
@@ -282,7 +392,15 @@ fn step_undone(saga: &mut Saga, step: StepName, now: OffsetDateTime) -> Vec<Emit
     s.status = StepStatus::Compensated;
     s.finished_at = Some(now);
     vec![Emit {
-        event: CloudEvent::new(types::UNDO_SUCCEEDED, handlers::COMPENSATE, &format!("{step}/undone"), EventData { step: Some(step), ..data(saga) }),
+        event: CloudEvent::new(
+            types::UNDO_SUCCEEDED,
+            handlers::COMPENSATE,
+            &format!("{step}/undone"),
+            EventData {
+                step: Some(step),
+                ..data(saga)
+            },
+        ),
         not_before: None,
     }]
 }
@@ -292,23 +410,39 @@ pub fn finish_undo(saga: &mut Saga, now: OffsetDateTime) -> Vec<Emit> {
     saga.pending = None;
     let mut out = vec![];
     for step in StepName::ALL {
-        if matches!(saga.step(step).status, StepStatus::Succeeded | StepStatus::Running | StepStatus::Compensating) {
+        if matches!(
+            saga.step(step).status,
+            StepStatus::Succeeded | StepStatus::Running | StepStatus::Compensating
+        ) {
             out.extend(step_undone(saga, step, now));
         }
     }
     let (status, ty, key) = if saga.status == JobStatus::Deleting {
         (JobStatus::Deleted, types::JOB_DELETED, "deleted")
     } else {
-        (JobStatus::Compensated, types::JOB_COMPENSATED, "compensated")
+        (
+            JobStatus::Compensated,
+            types::JOB_COMPENSATED,
+            "compensated",
+        )
     };
     saga.status = status;
-    out.push(Emit { event: CloudEvent::new(ty, handlers::NONE, key, data(saga)), not_before: None });
+    out.push(Emit {
+        event: CloudEvent::new(ty, handlers::NONE, key, data(saga)),
+        not_before: None,
+    });
     out
 }
 
 /// An undo failed: retry with backoff while attempts remain, then stop with
 /// status `Failed` and the resource still listed (visible in `status`).
-pub fn fail_undo(saga: &mut Saga, index: usize, error: &AzureError, policy: &Policy, now: OffsetDateTime) -> Vec<Emit> {
+pub fn fail_undo(
+    saga: &mut Saga,
+    index: usize,
+    error: &AzureError,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Vec<Emit> {
     saga.pending = None;
     let step = saga.resources[index].step;
     let s = saga.step_mut(step);
@@ -322,19 +456,38 @@ pub fn fail_undo(saga: &mut Saga, index: usize, error: &AzureError, policy: &Pol
             types::UNDO_RETRY,
             handlers::COMPENSATE,
             &format!("undo-retry/{seq}"),
-            EventData { step: Some(step), seq: Some(seq), error: Some(error.into()), ..data(saga) },
+            EventData {
+                step: Some(step),
+                seq: Some(seq),
+                error: Some(error.into()),
+                ..data(saga)
+            },
         );
-        return vec![Emit { event, not_before: Some(after) }];
+        return vec![Emit {
+            event,
+            not_before: Some(after),
+        }];
     }
     let info = ErrorInfo {
         code: "CompensationFailed".into(),
-        message: format!("could not delete {}: {}: {}", saga.resources[index].id, error.code, error.message),
+        message: format!(
+            "could not delete {}: {}: {}",
+            saga.resources[index].id, error.code, error.message
+        ),
     };
     saga.error = Some(info.clone());
     saga.status = JobStatus::Failed;
     saga.updated_at = now;
     vec![Emit {
-        event: CloudEvent::new(types::COMPENSATION_FAILED, handlers::NONE, &format!("compensation-failed/{}", saga.seq), EventData { error: Some(info), ..data(saga) }),
+        event: CloudEvent::new(
+            types::COMPENSATION_FAILED,
+            handlers::NONE,
+            &format!("compensation-failed/{}", saga.seq),
+            EventData {
+                error: Some(info),
+                ..data(saga)
+            },
+        ),
         not_before: None,
     }]
 }
@@ -343,9 +496,14 @@ pub fn fail_undo(saga: &mut Saga, index: usize, error: &AzureError, policy: &Pol
 /// Returns `Err` with the reason when the job's state forbids it.
 pub fn request_delete(saga: &mut Saga) -> Result<Emit, &'static str> {
     match saga.status {
-        JobStatus::Succeeded | JobStatus::Degraded | JobStatus::Failed | JobStatus::Compensated => {}
-        JobStatus::Deleting | JobStatus::Deleted => return Err("the job is already deleted or being deleted"),
-        JobStatus::Running | JobStatus::Compensating => return Err("the job is still running; wait for it to finish"),
+        JobStatus::Succeeded | JobStatus::Degraded | JobStatus::Failed | JobStatus::Compensated => {
+        }
+        JobStatus::Deleting | JobStatus::Deleted => {
+            return Err("the job is already deleted or being deleted")
+        }
+        JobStatus::Running | JobStatus::Compensating => {
+            return Err("the job is still running; wait for it to finish")
+        }
     }
     if saga.pending.is_some() {
         return Err("an operation is in flight; try again when it has finished");
@@ -356,13 +514,24 @@ pub fn request_delete(saga: &mut Saga) -> Result<Emit, &'static str> {
         s.undo_attempts = 0;
     }
     let seq = saga.next_seq();
-    Ok(Emit { event: CloudEvent::new(types::DELETE_REQUESTED, handlers::COMPENSATE, &format!("delete/{seq}"), data(saga)), not_before: None })
+    Ok(Emit {
+        event: CloudEvent::new(
+            types::DELETE_REQUESTED,
+            handlers::COMPENSATE,
+            &format!("delete/{seq}"),
+            data(saga),
+        ),
+        not_before: None,
+    })
 }
 
 /// A scale request for a succeeded job; validated against the pool's min..max.
 pub fn request_scale(saga: &mut Saga, pool: &str, count: u32) -> Result<Emit, String> {
     if saga.status != JobStatus::Succeeded {
-        return Err(format!("the job is {:?}; only a Succeeded job can be scaled", saga.status));
+        return Err(format!(
+            "the job is {:?}; only a Succeeded job can be scaled",
+            saga.status
+        ));
     }
     if saga.pending.is_some() {
         return Err("an operation is in flight; try again when it has finished".into());
@@ -371,7 +540,10 @@ pub fn request_scale(saga: &mut Saga, pool: &str, count: u32) -> Result<Emit, St
         return Err(format!("pool '{pool}' does not exist"));
     };
     if count < p.min || count > p.max {
-        return Err(format!("count must be within {}..={} for pool '{pool}'", p.min, p.max));
+        return Err(format!(
+            "count must be within {}..={} for pool '{pool}'",
+            p.min, p.max
+        ));
     }
     saga.error = None;
     let seq = saga.next_seq();
@@ -380,7 +552,12 @@ pub fn request_scale(saga: &mut Saga, pool: &str, count: u32) -> Result<Emit, St
             types::SCALE_REQUESTED,
             StepName::Workers.as_str(),
             &format!("scale/{seq}"),
-            EventData { pool: Some(pool.into()), count: Some(count), seq: Some(seq), ..data(saga) },
+            EventData {
+                pool: Some(pool.into()),
+                count: Some(count),
+                seq: Some(seq),
+                ..data(saga)
+            },
         ),
         not_before: None,
     })
@@ -391,7 +568,16 @@ pub fn finish_scale(saga: &mut Saga, pool: &str, count: u32) -> Emit {
     saga.pending = None;
     saga.pools.insert(pool.into(), count);
     Emit {
-        event: CloudEvent::new(types::JOB_SCALED, handlers::NONE, &format!("scaled/{}", saga.seq), EventData { pool: Some(pool.into()), count: Some(count), ..data(saga) }),
+        event: CloudEvent::new(
+            types::JOB_SCALED,
+            handlers::NONE,
+            &format!("scaled/{}", saga.seq),
+            EventData {
+                pool: Some(pool.into()),
+                count: Some(count),
+                ..data(saga)
+            },
+        ),
         not_before: None,
     }
 }

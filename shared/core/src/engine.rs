@@ -8,7 +8,10 @@ use crate::decide::{self, Decision, Emit, Policy};
 use crate::events::{CloudEvent, EventData};
 use crate::names;
 use crate::ports::{ETag, EventBus, OutMessage, SagaStore, StoreError};
-use crate::saga::{ErrorInfo, JobStatus, PendingPurpose, ResourceKind, ResourceRecord, ResourceState, Saga, StepName};
+use crate::saga::{
+    ErrorInfo, JobStatus, PendingPurpose, ResourceKind, ResourceRecord, ResourceState, Saga,
+    StepName,
+};
 use crate::spec::ClusterSpec;
 use crate::steps::{self, Env, Op, SecretSource};
 use flotilla_azure::arm::{DeleteStart, PollOutcome};
@@ -65,7 +68,10 @@ pub struct Stats {
 
 impl Stats {
     pub fn timings_ms(&self) -> Vec<f64> {
-        self.timings_ms.lock().map(|t| t.clone()).unwrap_or_default()
+        self.timings_ms
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -109,8 +115,15 @@ impl Engine {
         let now = Self::now();
         txn.saga.updated_at = now;
         let messages: Vec<OutMessage> = txn.outbox.iter().map(|e| to_message(e, now)).collect();
-        let outbox: &[OutMessage] = if self.store.delivers_outbox() { &messages } else { &[] };
-        txn.etag = self.store.replace(&txn.saga.id, &txn.saga.to_json(), &txn.etag, outbox).await?;
+        let outbox: &[OutMessage] = if self.store.delivers_outbox() {
+            &messages
+        } else {
+            &[]
+        };
+        txn.etag = self
+            .store
+            .replace(&txn.saga.id, &txn.saga.to_json(), &txn.etag, outbox)
+            .await?;
         self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
         if !self.store.delivers_outbox() && !messages.is_empty() {
             self.bus.send(&messages).await?;
@@ -120,20 +133,35 @@ impl Engine {
     }
 
     async fn load(&self, job: &str) -> Result<Option<Txn>, EngineError> {
-        let Some(doc) = self.store.get(job).await? else { return Ok(None) };
-        let saga: Saga = serde_json::from_value(doc.doc).map_err(|e| StoreError::Corrupt(format!("{job}: {e}")))?;
-        Ok(Some(Txn { saga, etag: doc.etag, outbox: vec![] }))
+        let Some(doc) = self.store.get(job).await? else {
+            return Ok(None);
+        };
+        let saga: Saga = serde_json::from_value(doc.doc)
+            .map_err(|e| StoreError::Corrupt(format!("{job}: {e}")))?;
+        Ok(Some(Txn {
+            saga,
+            etag: doc.etag,
+            outbox: vec![],
+        }))
     }
 
     /// Stores a new job and emits `job.requested`. Returns the job id.
     pub async fn submit(&self, spec: ClusterSpec) -> Result<String, CommandError> {
-        spec.validate().map_err(|e| CommandError::Invalid(e.to_string()))?;
+        spec.validate()
+            .map_err(|e| CommandError::Invalid(e.to_string()))?;
         let id = names::new_job_id(&spec);
         let saga = Saga::new(id.clone(), spec, Self::now());
         let emit = decide::job_requested_event(&saga);
         let msg = to_message(&emit, Self::now());
-        let outbox = if self.store.delivers_outbox() { vec![msg.clone()] } else { vec![] };
-        self.store.create(&id, &saga.to_json(), &outbox).await.map_err(EngineError::from)?;
+        let outbox = if self.store.delivers_outbox() {
+            vec![msg.clone()]
+        } else {
+            vec![]
+        };
+        self.store
+            .create(&id, &saga.to_json(), &outbox)
+            .await
+            .map_err(EngineError::from)?;
         self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
         if !self.store.delivers_outbox() {
             self.bus.send(&[msg]).await.map_err(EngineError::from)?;
@@ -148,11 +176,19 @@ impl Engine {
 
     /// Starts the explicit teardown of a finished job.
     pub async fn request_delete(&self, job: &str) -> Result<(), CommandError> {
-        self.command(job, |saga| decide::request_delete(saga).map_err(|m| CommandError::Conflict(m.into()))).await
+        self.command(job, |saga| {
+            decide::request_delete(saga).map_err(|m| CommandError::Conflict(m.into()))
+        })
+        .await
     }
 
     /// Starts scaling a worker pool of a succeeded job.
-    pub async fn request_scale(&self, job: &str, pool: &str, count: u32) -> Result<(), CommandError> {
+    pub async fn request_scale(
+        &self,
+        job: &str,
+        pool: &str,
+        count: u32,
+    ) -> Result<(), CommandError> {
         self.command(job, |saga| {
             decide::request_scale(saga, pool, count).map_err(|m| {
                 if m.contains("within") || m.contains("does not exist") {
@@ -165,9 +201,16 @@ impl Engine {
         .await
     }
 
-    async fn command(&self, job: &str, f: impl Fn(&mut Saga) -> Result<Emit, CommandError>) -> Result<(), CommandError> {
+    async fn command(
+        &self,
+        job: &str,
+        f: impl Fn(&mut Saga) -> Result<Emit, CommandError>,
+    ) -> Result<(), CommandError> {
         for _ in 0..5 {
-            let mut txn = self.load(job).await?.ok_or_else(|| CommandError::NotFound(job.into()))?;
+            let mut txn = self
+                .load(job)
+                .await?
+                .ok_or_else(|| CommandError::NotFound(job.into()))?;
             let emit = f(&mut txn.saga)?;
             txn.outbox.push(emit);
             match self.save(&mut txn).await {
@@ -175,14 +218,24 @@ impl Engine {
                 other => return other.map_err(CommandError::from),
             }
         }
-        Err(CommandError::Conflict("the job changed repeatedly; try again".into()))
+        Err(CommandError::Conflict(
+            "the job changed repeatedly; try again".into(),
+        ))
     }
 
     /// Records a message the bus gave up on, so `status` shows it.
-    pub async fn record_dead_letter(&self, event: &CloudEvent, reason: &str) -> Result<(), EngineError> {
+    pub async fn record_dead_letter(
+        &self,
+        event: &CloudEvent,
+        reason: &str,
+    ) -> Result<(), EngineError> {
         for _ in 0..5 {
-            let Some(mut txn) = self.load(&event.data.job).await? else { return Ok(()) };
-            txn.saga.dead_letters.push(format!("{} ({}): {reason}", event.id, event.event_type));
+            let Some(mut txn) = self.load(&event.data.job).await? else {
+                return Ok(());
+            };
+            txn.saga
+                .dead_letters
+                .push(format!("{} ({}): {reason}", event.id, event.event_type));
             match self.save(&mut txn).await {
                 Err(EngineError::Store(StoreError::PreconditionFailed(_))) => continue,
                 other => return other,
@@ -242,10 +295,28 @@ impl Engine {
         decide::start_step(&mut txn.saga, step, Self::now());
         for op in steps::plan(step, &txn.saga, &self.env) {
             let (id, kind) = match &op {
-                Op::Arm { id, api_version, .. } => (id.to_string(), ResourceKind::Arm { api_version: api_version.to_string() }),
-                Op::ScaleSet { id, .. } => (id.to_string(), ResourceKind::Arm { api_version: api::COMPUTE.into() }),
-                Op::Secret { name, .. } => (secret_id_of(&self.azure.vault, name), ResourceKind::Secret { name: name.clone() }),
-                Op::Blob { name, .. } => (self.azure.staging.blob_url(name), ResourceKind::Blob { name: name.clone() }),
+                Op::Arm {
+                    id, api_version, ..
+                } => (
+                    id.to_string(),
+                    ResourceKind::Arm {
+                        api_version: api_version.to_string(),
+                    },
+                ),
+                Op::ScaleSet { id, .. } => (
+                    id.to_string(),
+                    ResourceKind::Arm {
+                        api_version: api::COMPUTE.into(),
+                    },
+                ),
+                Op::Secret { name, .. } => (
+                    secret_id_of(&self.azure.vault, name),
+                    ResourceKind::Secret { name: name.clone() },
+                ),
+                Op::Blob { name, .. } => (
+                    self.azure.staging.blob_url(name),
+                    ResourceKind::Blob { name: name.clone() },
+                ),
                 Op::AwaitNodes { scale_sets } => return self.check_nodes(txn, scale_sets).await,
             };
             let index = match txn.saga.resource_index(&id) {
@@ -253,7 +324,12 @@ impl Engine {
                 Some(i) => i,
                 None => {
                     // Record the intent before the side effect.
-                    txn.saga.resources.push(ResourceRecord { id: id.clone(), step, kind, state: ResourceState::Creating });
+                    txn.saga.resources.push(ResourceRecord {
+                        id: id.clone(),
+                        step,
+                        kind,
+                        state: ResourceState::Creating,
+                    });
                     self.save(txn).await?;
                     txn.saga.resources.len() - 1
                 }
@@ -262,7 +338,16 @@ impl Engine {
                 Ok(None) => txn.saga.resources[index].state = ResourceState::Created,
                 Ok(Some(poll)) => {
                     let after = poll.retry_after();
-                    let emit = decide::wait_for(&mut txn.saga, PendingPurpose::Create { step, resource: index }, Some(poll), after, Self::now());
+                    let emit = decide::wait_for(
+                        &mut txn.saga,
+                        PendingPurpose::Create {
+                            step,
+                            resource: index,
+                        },
+                        Some(poll),
+                        after,
+                        Self::now(),
+                    );
                     txn.outbox.push(emit);
                     return self.save(txn).await;
                 }
@@ -274,7 +359,12 @@ impl Engine {
         self.save(txn).await
     }
 
-    async fn step_failed(&self, txn: &mut Txn, step: StepName, e: &AzureError) -> Result<(), EngineError> {
+    async fn step_failed(
+        &self,
+        txn: &mut Txn,
+        step: StepName,
+        e: &AzureError,
+    ) -> Result<(), EngineError> {
         tracing::warn!(job = %txn.saga.id, %step, code = %e.code, retryable = e.is_retryable(), "step error");
         let emits = decide::fail_step(&mut txn.saga, step, e, &self.policy, Self::now());
         txn.outbox.extend(emits);
@@ -282,15 +372,34 @@ impl Engine {
     }
 
     /// Performs one create; `Some(poll)` when Azure is still working on it.
-    async fn create(&self, txn: &Txn, op: &Op) -> Result<Option<flotilla_azure::PollState>, AzureError> {
+    async fn create(
+        &self,
+        txn: &Txn,
+        op: &Op,
+    ) -> Result<Option<flotilla_azure::PollState>, AzureError> {
         let job = &txn.saga.id;
         let tags = names::tags(job, &txn.saga.spec);
         match op {
-            Op::Arm { id, api_version, body } => Ok(self.azure.arm.put(id, api_version, body).await?.poll),
+            Op::Arm {
+                id,
+                api_version,
+                body,
+            } => Ok(self.azure.arm.put(id, api_version, body).await?.poll),
             Op::ScaleSet { id, body } => {
-                let key = self.azure.vault.get(&names::storage_key_secret(job)).await?.ok_or_else(|| {
-                    AzureError::terminal("SecretNotFound", format!("{} is missing; was `keys` undone?", names::storage_key_secret(job)))
-                })?;
+                let key = self
+                    .azure
+                    .vault
+                    .get(&names::storage_key_secret(job))
+                    .await?
+                    .ok_or_else(|| {
+                        AzureError::terminal(
+                            "SecretNotFound",
+                            format!(
+                                "{} is missing; was `keys` undone?",
+                                names::storage_key_secret(job)
+                            ),
+                        )
+                    })?;
                 let mut body = body.clone();
                 if let Some(ext) = body.pointer_mut("/properties/virtualMachineProfile/extensionProfile/extensions/0/properties/protectedSettings") {
                     ext["storageAccountKey"] = serde_json::Value::String(key);
@@ -312,8 +421,15 @@ impl Engine {
                 self.azure.vault.set(name, &value, &tags).await?;
                 Ok(None)
             }
-            Op::Blob { name, content, content_type } => {
-                self.azure.staging.put(name, content.clone(), content_type, &tags).await?;
+            Op::Blob {
+                name,
+                content,
+                content_type,
+            } => {
+                self.azure
+                    .staging
+                    .put(name, content.clone(), content_type, &tags)
+                    .await?;
                 Ok(None)
             }
             Op::AwaitNodes { .. } => Ok(None),
@@ -321,10 +437,19 @@ impl Engine {
     }
 
     /// `join`: have all nodes of these scale sets run their init script?
-    async fn check_nodes(&self, txn: &mut Txn, scale_sets: &[(ResourceId, u32)]) -> Result<(), EngineError> {
+    async fn check_nodes(
+        &self,
+        txn: &mut Txn,
+        scale_sets: &[(ResourceId, u32)],
+    ) -> Result<(), EngineError> {
         let mut all_joined = true;
         for (id, expected) in scale_sets {
-            let view = match self.azure.arm.get_sub(id, Some("instanceView"), api::COMPUTE).await {
+            let view = match self
+                .azure
+                .arm
+                .get_sub(id, Some("instanceView"), api::COMPUTE)
+                .await
+            {
                 Ok(Some(v)) => serde_json::from_value::<InstanceView>(v).unwrap_or_default(),
                 Ok(None) => {
                     let e = AzureError::terminal("ScaleSetMissing", format!("{id} does not exist"));
@@ -334,7 +459,13 @@ impl Engine {
             };
             let (ok, failed) = view.extension_counts(names::INIT_EXTENSION);
             if failed > 0 {
-                let e = AzureError::terminal("NodeInitFailed", format!("{failed} node(s) of {} failed to run the init script", id.name()));
+                let e = AzureError::terminal(
+                    "NodeInitFailed",
+                    format!(
+                        "{failed} node(s) of {} failed to run the init script",
+                        id.name()
+                    ),
+                );
                 return self.step_failed(txn, StepName::Join, &e).await;
             }
             if ok < *expected {
@@ -348,25 +479,44 @@ impl Engine {
         }
         let checks = txn.saga.pending.as_ref().map(|p| p.checks).unwrap_or(0);
         if checks >= self.policy.max_join_checks {
-            let e = AzureError::terminal("JoinTimeout", format!("nodes did not join after {checks} checks"));
+            let e = AzureError::terminal(
+                "JoinTimeout",
+                format!("nodes did not join after {checks} checks"),
+            );
             return self.step_failed(txn, StepName::Join, &e).await;
         }
-        let emit = decide::wait_for(&mut txn.saga, PendingPurpose::JoinCheck, None, self.policy.join_interval, Self::now());
+        let emit = decide::wait_for(
+            &mut txn.saga,
+            PendingPurpose::JoinCheck,
+            None,
+            self.policy.join_interval,
+            Self::now(),
+        );
         txn.outbox.push(emit);
         self.save(txn).await
     }
 
     /// Re-checks the pending operation and carries on from it.
     async fn poll(&self, txn: &mut Txn) -> Result<(), EngineError> {
-        let Some(pending) = txn.saga.pending.clone() else { return Ok(()) };
+        let Some(pending) = txn.saga.pending.clone() else {
+            return Ok(());
+        };
         if pending.purpose == PendingPurpose::JoinCheck {
             return self.forward(txn, StepName::Join).await;
         }
-        let Some(poll) = &pending.poll else { return Ok(()) };
+        let Some(poll) = &pending.poll else {
+            return Ok(());
+        };
         let outcome = self.azure.arm.poll(poll).await;
         match (pending.purpose.clone(), outcome) {
             (purpose, Ok(PollOutcome::Pending { retry_after })) => {
-                let emit = decide::wait_for(&mut txn.saga, purpose, Some(poll.clone()), retry_after, Self::now());
+                let emit = decide::wait_for(
+                    &mut txn.saga,
+                    purpose,
+                    Some(poll.clone()),
+                    retry_after,
+                    Self::now(),
+                );
                 txn.outbox.push(emit);
                 self.save(txn).await
             }
@@ -375,14 +525,17 @@ impl Engine {
                 txn.saga.pending = None;
                 self.forward(txn, step).await
             }
-            (PendingPurpose::Create { step, .. }, Ok(PollOutcome::Failed(e)) | Err(e)) => self.step_failed(txn, step, &e).await,
+            (PendingPurpose::Create { step, .. }, Ok(PollOutcome::Failed(e)) | Err(e)) => {
+                self.step_failed(txn, step, &e).await
+            }
             (PendingPurpose::Delete { resource }, Ok(PollOutcome::Succeeded)) => {
                 let emits = decide::resource_deleted(&mut txn.saga, resource, Self::now());
                 txn.outbox.extend(emits);
                 self.undo(txn).await
             }
             (PendingPurpose::Delete { resource }, Ok(PollOutcome::Failed(e)) | Err(e)) => {
-                let emits = decide::fail_undo(&mut txn.saga, resource, &e, &self.policy, Self::now());
+                let emits =
+                    decide::fail_undo(&mut txn.saga, resource, &e, &self.policy, Self::now());
                 txn.outbox.extend(emits);
                 self.save(txn).await
             }
@@ -403,7 +556,10 @@ impl Engine {
     /// Deletes recorded resources, newest first, until none is left.
     async fn undo(&self, txn: &mut Txn) -> Result<(), EngineError> {
         loop {
-            if !matches!(txn.saga.status, JobStatus::Compensating | JobStatus::Deleting) {
+            if !matches!(
+                txn.saga.status,
+                JobStatus::Compensating | JobStatus::Deleting
+            ) {
                 return self.save(txn).await;
             }
             let Some(index) = decide::next_undo(&txn.saga) else {
@@ -417,8 +573,18 @@ impl Engine {
                     Ok(id) => self.azure.arm.delete(&id, api_version).await,
                     Err(e) => Err(AzureError::terminal("InvalidResourceId", e)),
                 },
-                ResourceKind::Secret { name } => self.azure.vault.delete(name).await.map(|_| DeleteStart::Gone),
-                ResourceKind::Blob { name } => self.azure.staging.delete(name).await.map(|_| DeleteStart::Gone),
+                ResourceKind::Secret { name } => self
+                    .azure
+                    .vault
+                    .delete(name)
+                    .await
+                    .map(|_| DeleteStart::Gone),
+                ResourceKind::Blob { name } => self
+                    .azure
+                    .staging
+                    .delete(name)
+                    .await
+                    .map(|_| DeleteStart::Gone),
             };
             match result {
                 Ok(DeleteStart::Gone) => {
@@ -428,13 +594,20 @@ impl Engine {
                 Ok(DeleteStart::Pending(poll)) => {
                     txn.saga.resources[index].state = ResourceState::Deleting;
                     let after = poll.retry_after();
-                    let emit = decide::wait_for(&mut txn.saga, PendingPurpose::Delete { resource: index }, Some(poll), after, Self::now());
+                    let emit = decide::wait_for(
+                        &mut txn.saga,
+                        PendingPurpose::Delete { resource: index },
+                        Some(poll),
+                        after,
+                        Self::now(),
+                    );
                     txn.outbox.push(emit);
                     return self.save(txn).await;
                 }
                 Err(e) => {
                     tracing::warn!(job = %txn.saga.id, resource = %record.id, code = %e.code, "undo failed");
-                    let emits = decide::fail_undo(&mut txn.saga, index, &e, &self.policy, Self::now());
+                    let emits =
+                        decide::fail_undo(&mut txn.saga, index, &e, &self.policy, Self::now());
                     txn.outbox.extend(emits);
                     return self.save(txn).await;
                 }
@@ -443,13 +616,28 @@ impl Engine {
     }
 
     async fn scale(&self, txn: &mut Txn, pool: &str, count: u32) -> Result<(), EngineError> {
-        let id = steps::rg_id(&txn.saga, &self.env, "Microsoft.Compute", "virtualMachineScaleSets", &names::pool_vmss(&txn.saga.id, pool));
+        let id = steps::rg_id(
+            &txn.saga,
+            &self.env,
+            "Microsoft.Compute",
+            "virtualMachineScaleSets",
+            &names::pool_vmss(&txn.saga.id, pool),
+        );
         let body = serde_json::json!({ "sku": { "capacity": count } });
         match self.azure.arm.patch(&id, api::COMPUTE, &body).await {
             Ok(start) => match start.poll {
                 Some(poll) => {
                     let after = poll.retry_after();
-                    let emit = decide::wait_for(&mut txn.saga, PendingPurpose::Scale { pool: pool.into(), count }, Some(poll), after, Self::now());
+                    let emit = decide::wait_for(
+                        &mut txn.saga,
+                        PendingPurpose::Scale {
+                            pool: pool.into(),
+                            count,
+                        },
+                        Some(poll),
+                        after,
+                        Self::now(),
+                    );
                     txn.outbox.push(emit);
                     self.save(txn).await
                 }
@@ -505,5 +693,13 @@ pub async fn run_worker(engine: Arc<Engine>, stop: tokio::sync::watch::Receiver<
 
 /// A new event about a job that nobody handles (for tests and tools).
 pub fn notification(job: &str, event_type: &str, key: &str) -> CloudEvent {
-    CloudEvent::new(event_type, crate::events::handlers::NONE, key, EventData { job: job.into(), ..Default::default() })
+    CloudEvent::new(
+        event_type,
+        crate::events::handlers::NONE,
+        key,
+        EventData {
+            job: job.into(),
+            ..Default::default()
+        },
+    )
 }

@@ -17,13 +17,18 @@ pub fn new_job_id(spec: &ClusterSpec) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    let suffix: String = (0..6).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    let suffix: String = (0..6)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
     format!("{}-{suffix}", spec.name)
 }
 
 /// True for ids `new_job_id` could have made (used to reject junk in URLs).
 pub fn is_job_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 27 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    !s.is_empty()
+        && s.len() <= 27
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// Tags for a resource of `job`: the user's tags plus flotilla's own.
@@ -63,7 +68,11 @@ pub fn pool_vmss(job: &str, pool: &str) -> String {
 /// `computerNamePrefix` (≤ 15 characters): the job suffix and a role letter.
 pub fn computer_prefix(job: &str, role: &str) -> String {
     let suffix = job.rsplit('-').next().unwrap_or(job);
-    let role: String = role.chars().filter(|c| c.is_ascii_alphanumeric()).take(7).collect();
+    let role: String = role
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(7)
+        .collect();
     format!("{suffix}{role}")
 }
 pub fn storage_key_secret(job: &str) -> String {

@@ -95,8 +95,12 @@ pub enum BusError {
 pub trait SagaStore: Send + Sync {
     /// Stores a new document; `Conflict` if the id exists. `outbox` messages are
     /// published with the write when [`SagaStore::delivers_outbox`] is true.
-    async fn create(&self, id: &str, doc: &Value, outbox: &[OutMessage])
-        -> Result<ETag, StoreError>;
+    async fn create(
+        &self,
+        id: &str,
+        doc: &Value,
+        outbox: &[OutMessage],
+    ) -> Result<ETag, StoreError>;
     /// The current document, or `None`.
     async fn get(&self, id: &str) -> Result<Option<StoredDoc>, StoreError>;
     /// Replaces the document if its ETag still equals `if_match`

@@ -78,7 +78,14 @@ pub enum JobStatus {
 impl JobStatus {
     /// No further work will happen without a new command.
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Succeeded | JobStatus::Compensated | JobStatus::Deleted | JobStatus::Failed | JobStatus::Degraded)
+        matches!(
+            self,
+            JobStatus::Succeeded
+                | JobStatus::Compensated
+                | JobStatus::Deleted
+                | JobStatus::Failed
+                | JobStatus::Degraded
+        )
     }
 }
 
@@ -101,7 +108,10 @@ pub struct ErrorInfo {
 
 impl From<&flotilla_azure::AzureError> for ErrorInfo {
     fn from(e: &flotilla_azure::AzureError) -> Self {
-        ErrorInfo { code: e.code.clone(), message: e.message.clone() }
+        ErrorInfo {
+            code: e.code.clone(),
+            message: e.message.clone(),
+        }
     }
 }
 
@@ -218,7 +228,11 @@ pub struct Saga {
 
 impl Saga {
     pub fn new(id: String, spec: ClusterSpec, now: OffsetDateTime) -> Saga {
-        let pools = spec.worker_pools.iter().map(|p| (p.name.clone(), p.min)).collect();
+        let pools = spec
+            .worker_pools
+            .iter()
+            .map(|p| (p.name.clone(), p.min))
+            .collect();
         Saga {
             id,
             spec,
@@ -263,12 +277,16 @@ impl Saga {
 
     /// Index of the recorded resource with this id.
     pub fn resource_index(&self, id: &str) -> Option<usize> {
-        self.resources.iter().position(|r| r.id.eq_ignore_ascii_case(id))
+        self.resources
+            .iter()
+            .position(|r| r.id.eq_ignore_ascii_case(id))
     }
 
     /// Resources that may exist (not known to be deleted).
     pub fn live_resources(&self) -> impl Iterator<Item = &ResourceRecord> {
-        self.resources.iter().filter(|r| r.state != ResourceState::Deleted)
+        self.resources
+            .iter()
+            .filter(|r| r.state != ResourceState::Deleted)
     }
 
     pub fn to_json(&self) -> serde_json::Value {

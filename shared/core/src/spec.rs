@@ -86,20 +86,42 @@ pub struct SpecError {
 }
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
-    SpecError { field: field.into(), message: message.into() }
+    SpecError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
-const DISK_TYPES: &[&str] = &["Standard_LRS", "StandardSSD_LRS", "Premium_LRS", "StandardSSD_ZRS", "Premium_ZRS", "PremiumV2_LRS"];
+const DISK_TYPES: &[&str] = &[
+    "Standard_LRS",
+    "StandardSSD_LRS",
+    "Premium_LRS",
+    "StandardSSD_ZRS",
+    "Premium_ZRS",
+    "PremiumV2_LRS",
+];
 
 /// Parses an IPv4 CIDR into (network address, prefix length).
 fn cidr(field: &str, s: &str) -> Result<(u32, u8), SpecError> {
-    let bad = || err(field, format!("'{s}' is not an IPv4 CIDR such as 10.0.0.0/16"));
+    let bad = || {
+        err(
+            field,
+            format!("'{s}' is not an IPv4 CIDR such as 10.0.0.0/16"),
+        )
+    };
     let (addr, len) = s.split_once('/').ok_or_else(bad)?;
     let len: u8 = len.parse().map_err(|_| bad())?;
-    if len > 30 || len < 8 {
-        return Err(err(field, format!("prefix length /{len} must be between /8 and /30")));
+    if !(8..=30).contains(&len) {
+        return Err(err(
+            field,
+            format!("prefix length /{len} must be between /8 and /30"),
+        ));
     }
-    let octets: Vec<u8> = addr.split('.').map(|o| o.parse::<u8>()).collect::<Result<_, _>>().map_err(|_| bad())?;
+    let octets: Vec<u8> = addr
+        .split('.')
+        .map(|o| o.parse::<u8>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
     if octets.len() != 4 {
         return Err(bad());
     }
@@ -123,7 +145,8 @@ fn overlaps(a: (u32, u8), b: (u32, u8)) -> bool {
 fn dns_label(field: &str, s: &str, max: usize) -> Result<(), SpecError> {
     let ok = !s.is_empty()
         && s.len() <= max
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && !s.ends_with('-');
     if ok {
@@ -148,39 +171,70 @@ impl ClusterSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         dns_label("name", &self.name, 20)?;
         if self.location.is_empty() || !self.location.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(err("location", "must be an Azure region name such as westeurope"));
+            return Err(err(
+                "location",
+                "must be an Azure region name such as westeurope",
+            ));
         }
         let rg = &self.resource_group;
         if rg.is_empty()
             || rg.len() > 90
             || rg.ends_with('.')
-            || !rg.chars().all(|c| c.is_alphanumeric() || "-_.()".contains(c))
+            || !rg
+                .chars()
+                .all(|c| c.is_alphanumeric() || "-_.()".contains(c))
         {
-            return Err(err("resourceGroup", "must be 1-90 letters, digits, '-', '_', '.', '(' or ')' and not end with '.'"));
+            return Err(err(
+                "resourceGroup",
+                "must be 1-90 letters, digits, '-', '_', '.', '(' or ')' and not end with '.'",
+            ));
         }
-        if !(self.ssh_public_key.starts_with("ssh-") || self.ssh_public_key.starts_with("ecdsa-")) || self.ssh_public_key.split_whitespace().count() < 2 {
-            return Err(err("sshPublicKey", "must be an OpenSSH public key ('ssh-ed25519 AAAA...' or 'ssh-rsa AAAA...')"));
+        if !(self.ssh_public_key.starts_with("ssh-") || self.ssh_public_key.starts_with("ecdsa-"))
+            || self.ssh_public_key.split_whitespace().count() < 2
+        {
+            return Err(err(
+                "sshPublicKey",
+                "must be an OpenSSH public key ('ssh-ed25519 AAAA...' or 'ssh-rsa AAAA...')",
+            ));
         }
         dns_label("adminUsername", &self.admin_username, 32)?;
         let vnet = cidr("network.vnetCidr", &self.network.vnet_cidr)?;
-        let cp = cidr("network.controlPlaneSubnetCidr", &self.network.control_plane_subnet_cidr)?;
+        let cp = cidr(
+            "network.controlPlaneSubnetCidr",
+            &self.network.control_plane_subnet_cidr,
+        )?;
         let wk = cidr("network.workerSubnetCidr", &self.network.worker_subnet_cidr)?;
         if !contains(vnet, cp) {
-            return Err(err("network.controlPlaneSubnetCidr", "must lie inside network.vnetCidr"));
+            return Err(err(
+                "network.controlPlaneSubnetCidr",
+                "must lie inside network.vnetCidr",
+            ));
         }
         if !contains(vnet, wk) {
-            return Err(err("network.workerSubnetCidr", "must lie inside network.vnetCidr"));
+            return Err(err(
+                "network.workerSubnetCidr",
+                "must lie inside network.vnetCidr",
+            ));
         }
         if overlaps(cp, wk) {
-            return Err(err("network.workerSubnetCidr", "must not overlap network.controlPlaneSubnetCidr"));
+            return Err(err(
+                "network.workerSubnetCidr",
+                "must not overlap network.controlPlaneSubnetCidr",
+            ));
         }
         if ![1, 3, 5].contains(&self.master.size) {
-            return Err(err("master.size", format!("must be 1, 3 or 5 (got {})", self.master.size)));
+            return Err(err(
+                "master.size",
+                format!("must be 1, 3 or 5 (got {})", self.master.size),
+            ));
         }
         instance_type("master.instanceType", &self.master.instance_type)?;
         disk("master.disk", &self.master.disk)?;
         if self.worker_pools.is_empty() && !self.master.allow_workloads {
-            return Err(err("workerPools", "needs at least one pool unless master.allowWorkloads is true"));
+            return Err(err(
+                "workerPools",
+                "needs at least one pool unless master.allowWorkloads is true",
+            ));
         }
         if self.worker_pools.len() > 10 {
             return Err(err("workerPools", "at most 10 pools"));
@@ -197,7 +251,10 @@ impl ClusterSpec {
             }
             instance_type(&f("instanceType"), &p.instance_type)?;
             if p.min > p.max {
-                return Err(err(f("min"), format!("min ({}) must not exceed max ({})", p.min, p.max)));
+                return Err(err(
+                    f("min"),
+                    format!("min ({}) must not exceed max ({})", p.min, p.max),
+                ));
             }
             if p.max == 0 || p.max > 1000 {
                 return Err(err(f("max"), "must be between 1 and 1000"));
@@ -205,18 +262,29 @@ impl ClusterSpec {
             disk(&f("disk"), &p.disk)?;
             for (z, zone) in p.zones.iter().enumerate() {
                 if !["1", "2", "3"].contains(&zone.as_str()) {
-                    return Err(err(f(&format!("zones[{z}]")), format!("'{zone}' is not an availability zone (1, 2 or 3)")));
+                    return Err(err(
+                        f(&format!("zones[{z}]")),
+                        format!("'{zone}' is not an availability zone (1, 2 or 3)"),
+                    ));
                 }
             }
         }
         for (k, v) in &self.tags {
             if k.is_empty() || k.len() > 512 || k.contains(['<', '>', '%', '&', '\\', '?', '/']) {
-                return Err(err(format!("tags.{k}"), "tag names are 1-512 characters without < > % & \\ ? /"));
+                return Err(err(
+                    format!("tags.{k}"),
+                    "tag names are 1-512 characters without < > % & \\ ? /",
+                ));
             }
             if v.len() > 256 {
-                return Err(err(format!("tags.{k}"), "tag values are at most 256 characters"));
+                return Err(err(
+                    format!("tags.{k}"),
+                    "tag values are at most 256 characters",
+                ));
             }
-            if k.eq_ignore_ascii_case(crate::names::TAG_JOB) || k.eq_ignore_ascii_case(crate::names::TAG_MANAGED_BY) {
+            if k.eq_ignore_ascii_case(crate::names::TAG_JOB)
+                || k.eq_ignore_ascii_case(crate::names::TAG_MANAGED_BY)
+            {
                 return Err(err(format!("tags.{k}"), "this tag is set by flotilla"));
             }
         }
@@ -230,19 +298,31 @@ impl ClusterSpec {
 }
 
 fn instance_type(field: &str, s: &str) -> Result<(), SpecError> {
-    if s.starts_with("Standard_") && s.len() > 9 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if s.starts_with("Standard_")
+        && s.len() > 9
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
         Ok(())
     } else {
-        Err(err(field, format!("'{s}' is not a VM size such as Standard_D4s_v5")))
+        Err(err(
+            field,
+            format!("'{s}' is not a VM size such as Standard_D4s_v5"),
+        ))
     }
 }
 
 fn disk(field: &str, d: &DiskSpec) -> Result<(), SpecError> {
     if !DISK_TYPES.contains(&d.kind.as_str()) {
-        return Err(err(format!("{field}.type"), format!("'{}' is not one of {}", d.kind, DISK_TYPES.join(", "))));
+        return Err(err(
+            format!("{field}.type"),
+            format!("'{}' is not one of {}", d.kind, DISK_TYPES.join(", ")),
+        ));
     }
     if !(30..=4095).contains(&d.size_gb) {
-        return Err(err(format!("{field}.sizeGb"), "must be between 30 and 4095"));
+        return Err(err(
+            format!("{field}.sizeGb"),
+            "must be between 30 and 4095",
+        ));
     }
     Ok(())
 }
@@ -298,15 +378,54 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        assert_eq!(with(|s| s.master.size = 2).unwrap_err().field, "master.size");
-        assert_eq!(with(|s| s.worker_pools[0].min = 11).unwrap_err().field, "workerPools[0].min");
-        assert_eq!(with(|s| s.name = "Bad_Name".into()).unwrap_err().field, "name");
-        assert_eq!(with(|s| s.network.worker_subnet_cidr = "10.42.0.0/25".into()).unwrap_err().field, "network.workerSubnetCidr");
-        assert_eq!(with(|s| s.network.vnet_cidr = "10.42.0.1/16".into()).unwrap_err().field, "network.vnetCidr");
-        assert_eq!(with(|s| s.worker_pools[0].zones = vec!["4".into()]).unwrap_err().field, "workerPools[0].zones[0]");
-        assert_eq!(with(|s| s.master.disk.kind = "Floppy".into()).unwrap_err().field, "master.disk.type");
-        assert_eq!(with(|s| s.ssh_public_key = "nope".into()).unwrap_err().field, "sshPublicKey");
-        assert_eq!(with(|s| s.resource_group = "rg/x".into()).unwrap_err().field, "resourceGroup");
+        assert_eq!(
+            with(|s| s.master.size = 2).unwrap_err().field,
+            "master.size"
+        );
+        assert_eq!(
+            with(|s| s.worker_pools[0].min = 11).unwrap_err().field,
+            "workerPools[0].min"
+        );
+        assert_eq!(
+            with(|s| s.name = "Bad_Name".into()).unwrap_err().field,
+            "name"
+        );
+        assert_eq!(
+            with(|s| s.network.worker_subnet_cidr = "10.42.0.0/25".into())
+                .unwrap_err()
+                .field,
+            "network.workerSubnetCidr"
+        );
+        assert_eq!(
+            with(|s| s.network.vnet_cidr = "10.42.0.1/16".into())
+                .unwrap_err()
+                .field,
+            "network.vnetCidr"
+        );
+        assert_eq!(
+            with(|s| s.worker_pools[0].zones = vec!["4".into()])
+                .unwrap_err()
+                .field,
+            "workerPools[0].zones[0]"
+        );
+        assert_eq!(
+            with(|s| s.master.disk.kind = "Floppy".into())
+                .unwrap_err()
+                .field,
+            "master.disk.type"
+        );
+        assert_eq!(
+            with(|s| s.ssh_public_key = "nope".into())
+                .unwrap_err()
+                .field,
+            "sshPublicKey"
+        );
+        assert_eq!(
+            with(|s| s.resource_group = "rg/x".into())
+                .unwrap_err()
+                .field,
+            "resourceGroup"
+        );
         let dup = with(|s| {
             let p = s.worker_pools[0].clone();
             s.worker_pools.push(p)
@@ -316,7 +435,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected_by_name() {
-        let e = ClusterSpec::from_json(&EXAMPLE_SPEC.replace("\"location\"", "\"locaton\"")).unwrap_err();
+        let e = ClusterSpec::from_json(&EXAMPLE_SPEC.replace("\"location\"", "\"locaton\""))
+            .unwrap_err();
         assert!(e.message.contains("locaton"), "{e}");
         let e = ClusterSpec::from_json("{").unwrap_err();
         assert_eq!(e.field, "spec");

@@ -10,7 +10,15 @@ use crate::names;
 use crate::saga::Saga;
 
 pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
-    let vmss = |name: String| rg_id(saga, env, "Microsoft.Compute", "virtualMachineScaleSets", &name);
+    let vmss = |name: String| {
+        rg_id(
+            saga,
+            env,
+            "Microsoft.Compute",
+            "virtualMachineScaleSets",
+            &name,
+        )
+    };
     let mut sets = vec![(vmss(names::master_vmss(&saga.id)), saga.spec.master.size)];
     for p in &saga.spec.worker_pools {
         let count = saga.pools.get(&p.name).copied().unwrap_or(p.min);

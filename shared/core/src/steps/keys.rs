@@ -10,9 +10,15 @@ use crate::saga::Saga;
 use crate::spec::IdentityMode;
 
 pub fn plan(saga: &Saga) -> Vec<Op> {
-    let mut ops = vec![Op::Secret { name: names::storage_key_secret(&saga.id), source: SecretSource::StorageKey }];
+    let mut ops = vec![Op::Secret {
+        name: names::storage_key_secret(&saga.id),
+        source: SecretSource::StorageKey,
+    }];
     if saga.spec.identity == IdentityMode::ServicePrincipal {
-        ops.push(Op::Secret { name: names::sp_secret(&saga.id), source: SecretSource::ServicePrincipal });
+        ops.push(Op::Secret {
+            name: names::sp_secret(&saga.id),
+            source: SecretSource::ServicePrincipal,
+        });
     }
     ops
 }

@@ -24,24 +24,54 @@ pub(crate) struct ScaleSetShape<'a> {
 }
 
 /// The scale set body without the storage key (the engine adds it).
-pub(crate) fn scale_set(saga: &Saga, env: &Env, shape: ScaleSetShape<'_>) -> (ResourceId, serde_json::Value) {
+pub(crate) fn scale_set(
+    saga: &Saga,
+    env: &Env,
+    shape: ScaleSetShape<'_>,
+) -> (ResourceId, serde_json::Value) {
     let job = &saga.id;
     let spec = &saga.spec;
-    let id = rg_id(saga, env, "Microsoft.Compute", "virtualMachineScaleSets", &shape.name);
-    let vnet = rg_id(saga, env, "Microsoft.Network", "virtualNetworks", &names::vnet(job));
-    let lb = rg_id(saga, env, "Microsoft.Network", "loadBalancers", &names::load_balancer(job));
+    let id = rg_id(
+        saga,
+        env,
+        "Microsoft.Compute",
+        "virtualMachineScaleSets",
+        &shape.name,
+    );
+    let vnet = rg_id(
+        saga,
+        env,
+        "Microsoft.Network",
+        "virtualNetworks",
+        &names::vnet(job),
+    );
+    let lb = rg_id(
+        saga,
+        env,
+        "Microsoft.Network",
+        "loadBalancers",
+        &names::load_balancer(job),
+    );
     let mut tags = names::tags(job, spec);
     tags.insert("flotilla-role".into(), shape.role.into());
     let init_url = format!("{}{}", env.staging_url, names::init_blob(job));
     let body = VirtualMachineScaleSet {
         location: spec.location.clone(),
         tags,
-        sku: Some(Sku { name: shape.instance_type.into(), tier: Some("Standard".into()), capacity: Some(shape.capacity) }),
+        sku: Some(Sku {
+            name: shape.instance_type.into(),
+            tier: Some("Standard".into()),
+            capacity: Some(shape.capacity),
+        }),
         zones: shape.zones.to_vec(),
-        identity: (spec.identity == IdentityMode::ManagedIdentity).then(|| Identity { kind: "SystemAssigned".into() }),
+        identity: (spec.identity == IdentityMode::ManagedIdentity).then(|| Identity {
+            kind: "SystemAssigned".into(),
+        }),
         properties: VirtualMachineScaleSetProperties {
             overprovision: false,
-            upgrade_policy: UpgradePolicy { mode: "Manual".into() },
+            upgrade_policy: UpgradePolicy {
+                mode: "Manual".into(),
+            },
             virtual_machine_profile: VirtualMachineProfile {
                 os_profile: OsProfile {
                     computer_name_prefix: names::computer_prefix(job, shape.role),
@@ -66,7 +96,9 @@ pub(crate) fn scale_set(saga: &Saga, env: &Env, shape: ScaleSetShape<'_>) -> (Re
                     os_disk: OsDisk {
                         create_option: "FromImage".into(),
                         caching: "ReadWrite".into(),
-                        managed_disk: ManagedDisk { storage_account_type: shape.disk.kind.clone() },
+                        managed_disk: ManagedDisk {
+                            storage_account_type: shape.disk.kind.clone(),
+                        },
                         disk_size_gb: shape.disk.size_gb,
                     },
                 },
@@ -80,7 +112,9 @@ pub(crate) fn scale_set(saga: &Saga, env: &Env, shape: ScaleSetShape<'_>) -> (Re
                                 properties: IpConfigurationProperties {
                                     subnet: SubResource::new(vnet.child("subnets", shape.subnet)),
                                     load_balancer_backend_address_pools: if shape.behind_lb {
-                                        vec![SubResource::new(lb.child("backendAddressPools", names::LB_POOL))]
+                                        vec![SubResource::new(
+                                            lb.child("backendAddressPools", names::LB_POOL),
+                                        )]
                                     } else {
                                         vec![]
                                     },

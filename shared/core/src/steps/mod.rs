@@ -41,13 +41,21 @@ pub enum SecretSource {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// ARM create-or-update.
-    Arm { id: ResourceId, api_version: &'static str, body: Value },
+    Arm {
+        id: ResourceId,
+        api_version: &'static str,
+        body: Value,
+    },
     /// A scale set whose init extension needs the storage key (read from Key Vault just before the PUT).
     ScaleSet { id: ResourceId, body: Value },
     /// A Key Vault secret.
     Secret { name: String, source: SecretSource },
     /// A staged blob.
-    Blob { name: String, content: Vec<u8>, content_type: &'static str },
+    Blob {
+        name: String,
+        content: Vec<u8>,
+        content_type: &'static str,
+    },
     /// Wait until every node of these scale sets has joined.
     AwaitNodes { scale_sets: Vec<(ResourceId, u32)> },
 }
@@ -65,5 +73,11 @@ pub fn plan(step: StepName, saga: &Saga, env: &Env) -> Vec<Op> {
 }
 
 pub(crate) fn rg_id(saga: &Saga, env: &Env, namespace: &str, kind: &str, name: &str) -> ResourceId {
-    ResourceId::new(&env.subscription_id, &saga.spec.resource_group, namespace, kind, name)
+    ResourceId::new(
+        &env.subscription_id,
+        &saga.spec.resource_group,
+        namespace,
+        kind,
+        name,
+    )
 }

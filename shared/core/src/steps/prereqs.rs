@@ -35,63 +35,164 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
     let spec = &saga.spec;
     let tags = names::tags(job, spec);
     fn resource<P>(location: &str, tags: &Tags, properties: P) -> Resource<P> {
-        Resource { location: location.into(), tags: tags.clone(), sku: None, zones: vec![], identity: None, properties }
+        Resource {
+            location: location.into(),
+            tags: tags.clone(),
+            sku: None,
+            zones: vec![],
+            identity: None,
+            properties,
+        }
     }
-    let cp_nsg = rg_id(saga, env, NET, "networkSecurityGroups", &names::control_plane_nsg(job));
-    let wk_nsg = rg_id(saga, env, NET, "networkSecurityGroups", &names::worker_nsg(job));
+    let cp_nsg = rg_id(
+        saga,
+        env,
+        NET,
+        "networkSecurityGroups",
+        &names::control_plane_nsg(job),
+    );
+    let wk_nsg = rg_id(
+        saga,
+        env,
+        NET,
+        "networkSecurityGroups",
+        &names::worker_nsg(job),
+    );
     let vnet = rg_id(saga, env, NET, "virtualNetworks", &names::vnet(job));
     let pip = rg_id(saga, env, NET, "publicIPAddresses", &names::public_ip(job));
     let lb = rg_id(saga, env, NET, "loadBalancers", &names::load_balancer(job));
     let lb_child = |kind: &str, name: &str| SubResource::new(lb.child(kind, name));
 
-    let cp_nsg_body = resource(&spec.location, &tags, NetworkSecurityGroupProperties {
-        security_rules: vec![rule("allow-apiserver", "6443", "Internet", 100), rule("allow-ssh-vnet", "22", "VirtualNetwork", 110)],
-    });
-    let wk_nsg_body = resource(&spec.location, &tags, NetworkSecurityGroupProperties { security_rules: vec![rule("allow-vnet", "*", "VirtualNetwork", 100)] });
+    let cp_nsg_body = resource(
+        &spec.location,
+        &tags,
+        NetworkSecurityGroupProperties {
+            security_rules: vec![
+                rule("allow-apiserver", "6443", "Internet", 100),
+                rule("allow-ssh-vnet", "22", "VirtualNetwork", 110),
+            ],
+        },
+    );
+    let wk_nsg_body = resource(
+        &spec.location,
+        &tags,
+        NetworkSecurityGroupProperties {
+            security_rules: vec![rule("allow-vnet", "*", "VirtualNetwork", 100)],
+        },
+    );
     let subnet = |name: &str, cidr: &str, nsg: &flotilla_azure::ResourceId| Named {
         name: name.into(),
-        properties: SubnetProperties { address_prefix: cidr.into(), network_security_group: Some(SubResource::new(nsg)) },
+        properties: SubnetProperties {
+            address_prefix: cidr.into(),
+            network_security_group: Some(SubResource::new(nsg)),
+        },
     };
-    let vnet_body = resource(&spec.location, &tags, VirtualNetworkProperties {
-        address_space: AddressSpace { address_prefixes: vec![spec.network.vnet_cidr.clone()] },
-        subnets: vec![
-            subnet(names::CONTROL_PLANE_SUBNET, &spec.network.control_plane_subnet_cidr, &cp_nsg),
-            subnet(names::WORKER_SUBNET, &spec.network.worker_subnet_cidr, &wk_nsg),
-        ],
-    });
-    let mut pip_body = resource(&spec.location, &tags, PublicIpAddressProperties { allocation_method: "Static".into(), version: "IPv4".into() });
-    pip_body.sku = Some(Sku { name: "Standard".into(), tier: Some("Regional".into()), capacity: None });
-    let mut lb_body = resource(&spec.location, &tags, LoadBalancerProperties {
-        frontend_ip_configurations: vec![Named {
-            name: names::LB_FRONTEND.into(),
-            properties: FrontendIpConfigurationProperties { public_ip_address: SubResource::new(&pip) },
-        }],
-        backend_address_pools: vec![Named { name: names::LB_POOL.into(), properties: Empty {} }],
-        probes: vec![Named {
-            name: names::LB_PROBE.into(),
-            properties: ProbeProperties { protocol: "Tcp".into(), port: 6443, interval_in_seconds: 15, number_of_probes: 2 },
-        }],
-        load_balancing_rules: vec![Named {
-            name: "apiserver".into(),
-            properties: LoadBalancingRuleProperties {
-                frontend_ip_configuration: lb_child("frontendIPConfigurations", names::LB_FRONTEND),
-                backend_address_pool: lb_child("backendAddressPools", names::LB_POOL),
-                probe: lb_child("probes", names::LB_PROBE),
-                protocol: "Tcp".into(),
-                frontend_port: 6443,
-                backend_port: 6443,
-                idle_timeout_in_minutes: 4,
-                enable_tcp_reset: true,
+    let vnet_body = resource(
+        &spec.location,
+        &tags,
+        VirtualNetworkProperties {
+            address_space: AddressSpace {
+                address_prefixes: vec![spec.network.vnet_cidr.clone()],
             },
-        }],
+            subnets: vec![
+                subnet(
+                    names::CONTROL_PLANE_SUBNET,
+                    &spec.network.control_plane_subnet_cidr,
+                    &cp_nsg,
+                ),
+                subnet(
+                    names::WORKER_SUBNET,
+                    &spec.network.worker_subnet_cidr,
+                    &wk_nsg,
+                ),
+            ],
+        },
+    );
+    let mut pip_body = resource(
+        &spec.location,
+        &tags,
+        PublicIpAddressProperties {
+            allocation_method: "Static".into(),
+            version: "IPv4".into(),
+        },
+    );
+    pip_body.sku = Some(Sku {
+        name: "Standard".into(),
+        tier: Some("Regional".into()),
+        capacity: None,
     });
-    lb_body.sku = Some(Sku { name: "Standard".into(), tier: Some("Regional".into()), capacity: None });
+    let mut lb_body = resource(
+        &spec.location,
+        &tags,
+        LoadBalancerProperties {
+            frontend_ip_configurations: vec![Named {
+                name: names::LB_FRONTEND.into(),
+                properties: FrontendIpConfigurationProperties {
+                    public_ip_address: SubResource::new(&pip),
+                },
+            }],
+            backend_address_pools: vec![Named {
+                name: names::LB_POOL.into(),
+                properties: Empty {},
+            }],
+            probes: vec![Named {
+                name: names::LB_PROBE.into(),
+                properties: ProbeProperties {
+                    protocol: "Tcp".into(),
+                    port: 6443,
+                    interval_in_seconds: 15,
+                    number_of_probes: 2,
+                },
+            }],
+            load_balancing_rules: vec![Named {
+                name: "apiserver".into(),
+                properties: LoadBalancingRuleProperties {
+                    frontend_ip_configuration: lb_child(
+                        "frontendIPConfigurations",
+                        names::LB_FRONTEND,
+                    ),
+                    backend_address_pool: lb_child("backendAddressPools", names::LB_POOL),
+                    probe: lb_child("probes", names::LB_PROBE),
+                    protocol: "Tcp".into(),
+                    frontend_port: 6443,
+                    backend_port: 6443,
+                    idle_timeout_in_minutes: 4,
+                    enable_tcp_reset: true,
+                },
+            }],
+        },
+    );
+    lb_body.sku = Some(Sku {
+        name: "Standard".into(),
+        tier: Some("Regional".into()),
+        capacity: None,
+    });
 
     vec![
-        Op::Arm { id: cp_nsg, api_version: api::NETWORK, body: body(cp_nsg_body) },
-        Op::Arm { id: wk_nsg, api_version: api::NETWORK, body: body(wk_nsg_body) },
-        Op::Arm { id: vnet, api_version: api::NETWORK, body: body(vnet_body) },
-        Op::Arm { id: pip, api_version: api::NETWORK, body: body(pip_body) },
-        Op::Arm { id: lb, api_version: api::NETWORK, body: body(lb_body) },
+        Op::Arm {
+            id: cp_nsg,
+            api_version: api::NETWORK,
+            body: body(cp_nsg_body),
+        },
+        Op::Arm {
+            id: wk_nsg,
+            api_version: api::NETWORK,
+            body: body(wk_nsg_body),
+        },
+        Op::Arm {
+            id: vnet,
+            api_version: api::NETWORK,
+            body: body(vnet_body),
+        },
+        Op::Arm {
+            id: pip,
+            api_version: api::NETWORK,
+            body: body(pip_body),
+        },
+        Op::Arm {
+            id: lb,
+            api_version: api::NETWORK,
+            body: body(lb_body),
+        },
     ]
 }

@@ -10,8 +10,16 @@ use crate::spec::IdentityMode;
 pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
     let spec = serde_json::to_vec_pretty(&saga.spec).expect("specs serialise");
     vec![
-        Op::Blob { name: names::spec_blob(&saga.id), content: spec, content_type: "application/json" },
-        Op::Blob { name: names::init_blob(&saga.id), content: init_script(saga, env).into_bytes(), content_type: "text/x-shellscript" },
+        Op::Blob {
+            name: names::spec_blob(&saga.id),
+            content: spec,
+            content_type: "application/json",
+        },
+        Op::Blob {
+            name: names::init_blob(&saga.id),
+            content: init_script(saga, env).into_bytes(),
+            content_type: "text/x-shellscript",
+        },
     ]
 }
 
