@@ -458,6 +458,10 @@ resource functionApp 'Microsoft.Web/sites@2023-12-01' = {
           value: 'custom'
         }
         {
+          name: 'FUNCTIONS_EXTENSION_VERSION'
+          value: '~4'
+        }
+        {
           name: 'AzureWebJobsStorage__accountName'
           value: hostStorage.name
         }

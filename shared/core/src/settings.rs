@@ -39,7 +39,8 @@ use ReadBy::{Flotilla, Host, Platform};
 /// The registry. Keep it sorted by concern; names are unique.
 pub const SETTINGS: &[Setting] = &[
     // Host and platform
-    s("FUNCTIONS_WORKER_RUNTIME", Host, true, "Always `Custom`: the host starts the flotilla binary as a custom handler."),
+    s("FUNCTIONS_WORKER_RUNTIME", Host, true, "`custom`: the host starts the flotilla binary as a custom handler."),
+    s("FUNCTIONS_EXTENSION_VERSION", Host, true, "`~4`: the Functions host major version."),
     s("AzureWebJobsStorage__accountName", Host, true, "Host storage account (identity-based connection)."),
     s("AzureWebJobsStorage__credential", Host, true, "`managedidentity` for the host storage connection."),
     s("AzureWebJobsStorage__clientId", Host, true, "Client id of the user-assigned identity the host uses for its storage."),
