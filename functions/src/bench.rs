@@ -41,6 +41,7 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
     let world = LocalWorld::start(LocalOptions {
         data_dir: Some(dir.path().to_path_buf()),
         lro: Duration::ZERO,
+        persist_sim: false,
         throttle: false,
         link: Link::InProcess,
         bus: BusOptions::default(),
@@ -89,7 +90,7 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
                 "only {settled} of {jobs} jobs finished within 10 minutes"
             ));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let mut timings = world.engine.stats.timings_ms();

@@ -208,6 +208,7 @@ fn local_options(data_dir: PathBuf, lro: Duration, deliver_twice: bool) -> Local
     LocalOptions {
         data_dir: Some(data_dir),
         lro,
+        persist_sim: true,
         throttle: true,
         link: Link::Https,
         bus: BusOptions {

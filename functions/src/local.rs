@@ -33,6 +33,8 @@ pub enum Link {
 pub struct LocalOptions {
     pub data_dir: Option<PathBuf>,
     pub lro: Duration,
+    /// Keep the simulator's state in the data dir (so `resume` sees the same cloud).
+    pub persist_sim: bool,
     pub throttle: bool,
     pub link: Link,
     pub bus: BusOptions,
@@ -122,7 +124,7 @@ impl LocalWorld {
                 .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
         }
         let sim = Sim::new(SimConfig {
-            data_dir: opts.data_dir.as_ref().map(|d| d.join("sim")),
+            data_dir: opts.data_dir.as_ref().filter(|_| opts.persist_sim).map(|d| d.join("sim")),
             lro: opts.lro,
             throttle: opts.throttle.then(Default::default),
         })
