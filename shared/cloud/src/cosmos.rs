@@ -1,0 +1,1 @@
+//! Cosmos DB saga store (in progress).

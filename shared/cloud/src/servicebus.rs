@@ -1,0 +1,1 @@
+//! Service Bus event bus over REST (in progress).
