@@ -1,6 +1,7 @@
 //! `flotilla`: one binary for the CLI, the embedded runner and (later) the
 //! Azure Functions custom handler.
 
+mod backends;
 mod bench;
 mod cli;
 mod local;
