@@ -18,9 +18,44 @@ pub enum StagingAuth {
     Token,
     /// A SAS query string (without `?`) appended to every blob URL.
     Sas(String),
+    /// An account SAS signed here from a shared key, renewed for each request.
+    /// Meant for Azurite, whose development account key is public; on Azure
+    /// use `Token`.
+    SharedKey { account: String, key: String },
+}
+
+/// The public key of Azurite's (and the storage emulator's) development account.
+pub const DEV_STORAGE_ACCOUNT: &str = "devstoreaccount1";
+/// The documented, public development-account key (not a secret).
+pub const DEV_STORAGE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// An account SAS for the blob service (containers and objects: read, write,
+/// delete, list, add, create), valid for an hour, signed with `key`.
+pub fn account_sas(account: &str, key: &str, now: time::OffsetDateTime) -> Result<String, AzureError> {
+    use time::format_description::well_known::Rfc3339;
+    let fmt = |t: time::OffsetDateTime| {
+        t.replace_nanosecond(0).unwrap_or(t).format(&Rfc3339).unwrap_or_default()
+    };
+    let start = fmt(now - time::Duration::minutes(5));
+    let expiry = fmt(now + time::Duration::hours(1));
+    let (perms, services, types, proto, version) = ("rwdlac", "b", "co", "https,http", "2021-08-06");
+    let to_sign = format!("{account}\n{perms}\n{services}\n{types}\n{start}\n{expiry}\n\n{proto}\n{version}\n\n");
+    let sig = azure_core::hmac::hmac_sha256(&to_sign, &azure_core::credentials::Secret::new(key.to_string()))
+        .map_err(|e| AzureError::terminal("InvalidStorageKey", e.to_string()))?;
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("sv", version)
+        .append_pair("ss", services)
+        .append_pair("srt", types)
+        .append_pair("sp", perms)
+        .append_pair("st", &start)
+        .append_pair("se", &expiry)
+        .append_pair("spr", proto)
+        .append_pair("sig", &sig);
+    Ok(q.finish())
 }
 
 /// One staging container.
+#[derive(Clone)]
 pub struct Staging {
     container_url: Url,
     auth: StagingAuth,
@@ -52,7 +87,7 @@ impl Staging {
         .map_err(|e| AzureError::terminal("InvalidStagingEndpoint", e.to_string()))?;
         let credential = match auth {
             StagingAuth::Token => Some(config.token_credential()?),
-            StagingAuth::Sas(_) => None,
+            StagingAuth::Sas(_) | StagingAuth::SharedKey { .. } => None,
         };
         let options = BlobClientOptions {
             client_options: config.client_options(),
@@ -71,11 +106,22 @@ impl Staging {
         format!("{}{}", self.container_url, name)
     }
 
+    /// The query string that authorises a request, if the auth is a SAS.
+    fn sas(&self) -> Result<Option<String>, AzureError> {
+        match &self.auth {
+            StagingAuth::Token => Ok(None),
+            StagingAuth::Sas(sas) => Ok(Some(sas.clone())),
+            StagingAuth::SharedKey { account, key } => {
+                account_sas(account, key, time::OffsetDateTime::now_utc()).map(Some)
+            }
+        }
+    }
+
     fn client(&self, name: &str) -> Result<BlobClient, AzureError> {
         let mut url = Url::parse(&self.blob_url(name))
             .map_err(|e| AzureError::terminal("InvalidBlobName", e.to_string()))?;
-        if let StagingAuth::Sas(sas) = &self.auth {
-            url.set_query(Some(sas));
+        if let Some(sas) = self.sas()? {
+            url.set_query(Some(&sas));
         }
         BlobClient::new(url, self.credential.clone(), Some(self.options.clone()))
             .map_err(|e| AzureError::terminal("InvalidBlobName", e.to_string()))
@@ -85,8 +131,8 @@ impl Staging {
     /// the deployment creates it).
     pub async fn ensure_container(&self) -> Result<(), AzureError> {
         let mut url = self.container_url.clone();
-        if let StagingAuth::Sas(sas) = &self.auth {
-            url.set_query(Some(sas));
+        if let Some(sas) = self.sas()? {
+            url.set_query(Some(&sas));
         }
         let options = azure_storage_blob::BlobContainerClientOptions {
             client_options: self.options.client_options.clone(),

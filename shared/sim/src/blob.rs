@@ -437,15 +437,39 @@ pub(crate) fn fetch_for_vm(st: &State, settings: &Value, uri: &str) -> Result<()
             (acct.to_string(), segs[0].clone(), segs[1..].join("/"))
         } else if segs.len() >= 4 && segs[0] == "blob" {
             (segs[1].clone(), segs[2].clone(), segs[3..].join("/"))
+        } else if segs.len() >= 3 && matches!(host.as_str(), "127.0.0.1" | "localhost") {
+            // Path-style URL of a local emulator (Azurite): the account must be one of
+            // this simulator's storage accounts and the key must match; the blob itself
+            // lives in the emulator, which the simulator does not read.
+            return check_account_key(st, settings, uri, &segs[0]);
         } else {
             return Err(format!(
                 "Failed to download '{uri}': not a blob URL of this simulator."
             ));
         };
+    check_account_key(st, settings, uri, &url_account)?;
+    let account = settings
+        .get("storageAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let ckey = format!("{account}/{container}").to_ascii_lowercase();
+    let found = st
+        .containers
+        .get(&ckey)
+        .is_some_and(|c| c.blobs.contains_key(&blob));
+    if !found {
+        return Err(format!("Failed to download '{uri}': 404 BlobNotFound."));
+    }
+    Ok(())
+}
+
+/// The protected settings name `url_account`, an existing storage account, and
+/// carry one of its current keys.
+fn check_account_key(st: &State, settings: &Value, uri: &str, url_account: &str) -> Result<(), String> {
     let Some(account) = settings.get("storageAccountName").and_then(Value::as_str) else {
         return Err(format!("Failed to download '{uri}': 409 PublicAccessNotPermitted (no storageAccountName in protectedSettings)."));
     };
-    if !account.eq_ignore_ascii_case(&url_account) {
+    if !account.eq_ignore_ascii_case(url_account) {
         return Err(format!("Failed to download '{uri}': storageAccountName '{account}' does not match the URL's account."));
     }
     let Some(res) = st
@@ -463,14 +487,6 @@ pub(crate) fn fetch_for_vm(st: &State, settings: &Value, uri: &str) -> Result<()
         .unwrap_or("");
     if key.is_empty() || !res.keys.iter().any(|k| k == key) {
         return Err(format!("Failed to download '{uri}': 403 AuthenticationFailed (the storage account key was rejected)."));
-    }
-    let ckey = format!("{account}/{container}").to_ascii_lowercase();
-    let found = st
-        .containers
-        .get(&ckey)
-        .is_some_and(|c| c.blobs.contains_key(&blob));
-    if !found {
-        return Err(format!("Failed to download '{uri}': 404 BlobNotFound."));
     }
     Ok(())
 }
