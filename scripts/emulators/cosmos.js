@@ -41,6 +41,10 @@ if (!args.cert || !args.key) usage("--cert and --key (PEM files) are required");
 const port = Number.parseInt(args.port, 10);
 if (!Number.isInteger(port) || port < 0 || port > 65535) usage(`bad port ${args.port}`);
 
+// cosmosdb-server logs each handler error with its stack; one line will do.
+console.error = (err, ...rest) =>
+  process.stderr.write(`${[err && err.message ? `${err.name}: ${err.message}` : err, ...rest].join(" ")}\n`);
+
 let cosmos;
 try {
   cosmos = require(path.join(__dirname, "node_modules", "@vercel", "cosmosdb-server"));

@@ -60,7 +60,15 @@
 //! missing, creates the database and the container (partition key `/id`).
 //! On Azure the Bicep template creates both and the app's identity holds only
 //! data-plane rights: the existing container is found by the first read and
-//! no creation is attempted.
+//! no creation is attempted (a 403 on creating the database is tolerated, in
+//! case only the container is missing; a 403 on creating the container is
+//! reported as `Unavailable`, naming the missing container).
+//!
+//! # Emulator gaps
+//! `scripts/emulators/cosmos.js` patches two `cosmosdb-server` gaps in front
+//! of its handlers: partition key range ids are sent as strings (the SDK's
+//! topology cache refuses numbers), and a query addressed to a partition key
+//! range is treated as cross-partition (the emulator has a single range).
 //!
 //! Keys are never logged: [`CosmosAuth`]'s `Debug` hides them.
 //!
@@ -232,6 +240,11 @@ async fn open_or_create(
     match client.create_database(database, None).await {
         Ok(_) => tracing::info!(%database, "created Cosmos DB database"),
         Err(e) if status(&e) == 409 => {}
+        // No right to create databases: it may exist all the same (only the
+        // container was missing); creating the container will tell.
+        Err(e) if status(&e) == 403 => {
+            tracing::warn!(%database, "not allowed to create the database; assuming it exists")
+        }
         Err(e) => {
             return Err(unavailable(
                 &format!("database {database} is missing and cannot be created"),
