@@ -16,6 +16,7 @@ pub(crate) enum Area {
     Msi,
     KeyVault,
     Blob,
+    ServiceBus,
     Arm,
     Unknown,
 }
@@ -77,6 +78,11 @@ fn classify(ctx: &Ctx) -> Target {
                 )
             }
         }
+        "servicebus" => t(
+            Area::ServiceBus,
+            crate::servicebus::RESOURCE_TYPE,
+            &crate::servicebus::entity_name(ctx),
+        ),
         "subscriptions" => {
             let (rt, name) = crate::arm::classify(ctx);
             Target {
@@ -182,6 +188,7 @@ async fn handle_area(sim: &Sim, ctx: &Ctx, target: &Target) -> (Response, Option
         Area::Arm => Some(ARM_AUDIENCE),
         Area::KeyVault => Some(VAULT_AUDIENCE),
         Area::Blob => Some(STORAGE_AUDIENCE),
+        Area::ServiceBus => Some(SERVICEBUS_AUDIENCE),
         _ => None,
     };
     let principal = match audience {
@@ -223,6 +230,7 @@ async fn handle_area(sim: &Sim, ctx: &Ctx, target: &Target) -> (Response, Option
         Area::Msi => crate::auth::msi_endpoint(sim, ctx),
         Area::KeyVault => crate::kv::handle(sim, ctx),
         Area::Blob => crate::blob::handle(sim, ctx),
+        Area::ServiceBus => crate::servicebus::handle(sim, ctx).await,
         Area::Arm => {
             let p = principal.clone().unwrap_or_default();
             let (remaining, limited) = throttle(sim, &p, &ctx.method);

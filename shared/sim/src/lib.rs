@@ -10,6 +10,7 @@
 //!   with long-running operations, throttling and ARM error bodies;
 //! - the Key Vault secrets data plane (`/secrets/...`, `/deletedsecrets/...`);
 //! - a minimal Blob service (`/blob/{account}/{container}/{blob}`);
+//! - the Service Bus data plane over REST (`/servicebus/{entity}/messages/...`);
 //! - unauthenticated control endpoints under `/_sim/` (inventory, fault rules, request log).
 //!
 //! See `docs/simulator.md` for the URL layout and the fault rule format.
@@ -21,6 +22,7 @@ mod control;
 mod dispatch;
 mod kv;
 mod model;
+mod servicebus;
 mod state;
 mod tls;
 mod util;
@@ -132,6 +134,10 @@ pub struct SimInfo {
     pub blob_endpoint: String,
     /// App Service managed identity endpoint (`IDENTITY_ENDPOINT`): `{base}/msi/token`.
     pub managed_identity_endpoint: String,
+    /// Service Bus namespace endpoint: `{base}/servicebus` (stands for
+    /// `https://{ns}.servicebus.windows.net`).
+    #[serde(default)]
+    pub servicebus_endpoint: String,
     /// Value of `IDENTITY_HEADER` (a secret: never log it).
     pub identity_header: String,
     /// Path of the CA certificate (PEM) clients must trust.
@@ -221,6 +227,8 @@ pub(crate) struct Inner {
     pub requests: Mutex<VecDeque<RequestRecord>>,
     pub buckets: Mutex<HashMap<String, Buckets>>,
     pub tls: tls::TlsMaterial,
+    /// Service Bus entities (memory only).
+    pub servicebus: servicebus::Bus,
     /// Keeps the temporary certificate directory alive in memory-only mode.
     _temp: Option<tempfile::TempDir>,
 }
@@ -284,6 +292,7 @@ impl Sim {
                 requests: Mutex::new(VecDeque::new()),
                 buckets: Mutex::new(HashMap::new()),
                 tls,
+                servicebus: servicebus::Bus::default(),
                 _temp: temp,
             }),
         };
@@ -341,6 +350,7 @@ impl Sim {
             keyvault_url: base.to_string(),
             blob_endpoint: format!("{base}/blob"),
             managed_identity_endpoint: format!("{base}/msi/token"),
+            servicebus_endpoint: format!("{base}/servicebus"),
             identity_header: creds.identity_header,
             ca_cert: self.ca_cert_path().display().to_string(),
         }
