@@ -116,6 +116,17 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         write_refill_per_s: f64,
     },
+    /// Run the Azure Functions custom handler (the host starts this; see docs/functions.md).
+    Serve {
+        /// Port on 127.0.0.1 [default: FUNCTIONS_CUSTOMHANDLER_PORT, else 7072].
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Lay out a deployable function app in DIR and zip it to DIR.zip.
+    Package {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run N jobs concurrently on the embedded backends with zero simulated latency.
     Bench {
         #[arg(long, default_value_t = 200)]
@@ -419,6 +430,18 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             );
             let _ = tokio::signal::ctrl_c().await;
             server.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { port } => crate::serve::run(port)
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Failure::Runtime),
+        Command::Package { out } => {
+            let p = crate::package::run(&out).map_err(Failure::Runtime)?;
+            println!(
+                "{}",
+                json!({"dir": p.dir.display().to_string(), "zip": p.zip.display().to_string(), "entries": p.entries})
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

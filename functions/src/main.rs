@@ -5,7 +5,9 @@ mod backends;
 mod bench;
 mod cli;
 mod local;
+mod package;
 mod progress;
+mod serve;
 
 fn main() -> std::process::ExitCode {
     cli::main()

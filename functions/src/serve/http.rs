@@ -1,0 +1,245 @@
+//! The HTTP-triggered functions: `submit`, `status`, `delete`, `scale`.
+//! Every answer goes back in `Outputs.res`; the invocation itself succeeds
+//! (a 4xx for the client is not a failed invocation).
+
+use super::envelope::{HttpRequest, HttpResponse, Invocation, Reply};
+use super::problem::{Kind, Problem};
+use super::{AppState, Function, Trigger, MAX_BODY};
+use flotilla_core::engine::CommandError;
+use flotilla_core::names;
+use flotilla_core::spec::ClusterSpec;
+use serde_json::{json, Value};
+
+pub async fn invoke(state: &AppState, f: &Function, inv: &Invocation) -> Reply {
+    let mut reply = Reply::new();
+    let res = match answer(state, f, inv, &mut reply).await {
+        Ok(res) => res,
+        Err(p) => {
+            reply.log(format!("{}: {} {}", f.name, p.kind.status(), p.detail));
+            p.response()
+        }
+    };
+    reply.http(res)
+}
+
+async fn answer(
+    state: &AppState,
+    f: &Function,
+    inv: &Invocation,
+    reply: &mut Reply,
+) -> Result<HttpResponse, Problem> {
+    let value = inv
+        .binding("req")
+        .ok_or_else(|| Problem::new(Kind::InvalidRequest, "the invocation has no Data.req"))?;
+    let req = HttpRequest::from_value(value).map_err(|e| Problem::new(Kind::InvalidRequest, e))?;
+    if let Trigger::Http { method, .. } = f.trigger {
+        if !req.method.is_empty() && req.method != method {
+            return Err(Problem::new(
+                Kind::MethodNotAllowed,
+                format!(
+                    "{} accepts {method}, not {}",
+                    f.name,
+                    super::truncate(&req.method, 16)
+                ),
+            ));
+        }
+    }
+    if req.body.as_ref().is_some_and(|b| b.len() > MAX_BODY) {
+        return Err(Problem::new(
+            Kind::TooLarge,
+            format!("the body exceeds {MAX_BODY} bytes"),
+        ));
+    }
+    match f.name {
+        "submit" => submit(state, &req, reply).await,
+        "status" => status(state, &req).await,
+        "delete" => delete(state, &req, reply).await,
+        "scale" => scale(state, &req, reply).await,
+        other => Err(Problem::new(
+            Kind::Internal,
+            format!("no HTTP handler for {other}"),
+        )),
+    }
+}
+
+fn status_url(job: &str) -> String {
+    format!("/api/clusters/{job}")
+}
+
+/// The job id from the route; a malformed id cannot name a job (404).
+fn job_param(req: &HttpRequest) -> Result<String, Problem> {
+    let id = req.param("id").unwrap_or_default();
+    if names::is_job_id(&id) {
+        Ok(id)
+    } else {
+        Err(Problem::new(
+            Kind::NotFound,
+            format!("'{}' is not a job id", super::truncate(&id, 40)),
+        ))
+    }
+}
+
+/// The body as JSON, requiring a JSON content type.
+fn json_body(req: &HttpRequest) -> Result<(String, Value), Problem> {
+    let ct = req.header("content-type").unwrap_or("");
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media != "application/json"
+        && !(media.starts_with("application/") && media.ends_with("+json"))
+    {
+        return Err(Problem::new(
+            Kind::UnsupportedMediaType,
+            format!(
+                "the body must be application/json (got '{}')",
+                super::truncate(ct, 60)
+            ),
+        ));
+    }
+    let bytes = req.body.as_deref().unwrap_or_default();
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Problem::new(Kind::MalformedJson, "the body is not UTF-8"))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        Problem::new(
+            Kind::MalformedJson,
+            format!("line {}, column {}: {}", e.line(), e.column(), classify(&e)),
+        )
+    })?;
+    Ok((text.to_string(), value))
+}
+
+fn classify(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Eof => "unexpected end of input",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Data => "unexpected value",
+    }
+}
+
+fn command_problem(e: CommandError) -> Problem {
+    match e {
+        CommandError::NotFound(job) => Problem::new(Kind::NotFound, format!("job {job} not found")),
+        CommandError::Conflict(m) => Problem::new(Kind::Conflict, m),
+        CommandError::Invalid(m) => Problem::new(Kind::InvalidRequest, m),
+        CommandError::Engine(e) => {
+            tracing::error!(error = %e, "command failed");
+            Problem::new(Kind::Internal, "the job store or bus failed; try again")
+        }
+    }
+}
+
+async fn submit(
+    state: &AppState,
+    req: &HttpRequest,
+    reply: &mut Reply,
+) -> Result<HttpResponse, Problem> {
+    let (text, _) = json_body(req)?;
+    let spec = ClusterSpec::from_json(&text).map_err(|e| {
+        Problem::new(Kind::InvalidSpec, format!("{}: {}", e.field, e.message)).field(e.field)
+    })?;
+    if let Some(sim) = &state.sim {
+        super::ensure_sim_resource_group(sim, &spec.resource_group, &spec.location)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "simulator resource group");
+                Problem::new(
+                    Kind::Internal,
+                    "the built-in simulator refused the resource group",
+                )
+            })?;
+    }
+    let job = state.engine.submit(spec).await.map_err(|e| match e {
+        CommandError::Invalid(m) => Problem::new(Kind::InvalidSpec, m),
+        other => command_problem(other),
+    })?;
+    reply.log(format!("submit: job {job} accepted"));
+    tracing::info!(%job, "job submitted over HTTP");
+    let url = status_url(&job);
+    Ok(HttpResponse::json(
+        202,
+        &json!({"job": job, "statusUrl": url, "status": "Running"}),
+    )
+    .with_header("Location", &url))
+}
+
+async fn status(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, Problem> {
+    let job = job_param(req)?;
+    match state.engine.status(&job).await {
+        Ok(Some(saga)) => Ok(HttpResponse::json(200, &saga.to_json())),
+        Ok(None) => Err(Problem::new(Kind::NotFound, format!("job {job} not found"))),
+        Err(e) => Err(command_problem(CommandError::Engine(e))),
+    }
+}
+
+async fn delete(
+    state: &AppState,
+    req: &HttpRequest,
+    reply: &mut Reply,
+) -> Result<HttpResponse, Problem> {
+    let job = job_param(req)?;
+    state
+        .engine
+        .request_delete(&job)
+        .await
+        .map_err(command_problem)?;
+    reply.log(format!("delete: job {job} teardown requested"));
+    let url = status_url(&job);
+    Ok(HttpResponse::json(
+        202,
+        &json!({"job": job, "statusUrl": url, "status": "Deleting"}),
+    )
+    .with_header("Location", &url))
+}
+
+async fn scale(
+    state: &AppState,
+    req: &HttpRequest,
+    reply: &mut Reply,
+) -> Result<HttpResponse, Problem> {
+    let job = job_param(req)?;
+    let pool = req.param("pool").unwrap_or_default();
+    if pool.is_empty() || pool.len() > 64 {
+        return Err(
+            Problem::new(Kind::InvalidRequest, "the pool name is missing or too long")
+                .field("pool"),
+        );
+    }
+    let (_, body) = json_body(req)?;
+    let count = body
+        .get("count")
+        .and_then(Value::as_u64)
+        .and_then(|c| u32::try_from(c).ok())
+        .ok_or_else(|| {
+            Problem::new(
+                Kind::InvalidRequest,
+                "the body must be {\"count\": N} with N a whole number",
+            )
+            .field("count")
+        })?;
+    state
+        .engine
+        .request_scale(&job, &pool, count)
+        .await
+        .map_err(|e| match e {
+            CommandError::Invalid(m) => {
+                let field = if m.contains("does not exist") {
+                    "pool"
+                } else {
+                    "count"
+                };
+                Problem::new(Kind::InvalidRequest, m).field(field)
+            }
+            other => command_problem(other),
+        })?;
+    reply.log(format!("scale: job {job} pool {pool} to {count} requested"));
+    let url = status_url(&job);
+    Ok(HttpResponse::json(
+        202,
+        &json!({"job": job, "pool": pool, "count": count, "statusUrl": url}),
+    )
+    .with_header("Location", &url))
+}

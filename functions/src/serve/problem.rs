@@ -1,0 +1,106 @@
+//! RFC 9457 problem details (`application/problem+json`) for HTTP answers.
+
+use super::envelope::HttpResponse;
+use serde_json::{json, Value};
+
+/// One kind of problem: its status, a stable type URI and a title.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    MalformedJson,
+    UnsupportedMediaType,
+    TooLarge,
+    InvalidSpec,
+    InvalidRequest,
+    NotFound,
+    Conflict,
+    MethodNotAllowed,
+    Internal,
+}
+
+impl Kind {
+    pub fn status(self) -> u16 {
+        match self {
+            Kind::MalformedJson | Kind::InvalidSpec | Kind::InvalidRequest => 400,
+            Kind::NotFound => 404,
+            Kind::MethodNotAllowed => 405,
+            Kind::Conflict => 409,
+            Kind::TooLarge => 413,
+            Kind::UnsupportedMediaType => 415,
+            Kind::Internal => 500,
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            Kind::MalformedJson => "malformed-json",
+            Kind::UnsupportedMediaType => "unsupported-media-type",
+            Kind::TooLarge => "payload-too-large",
+            Kind::InvalidSpec => "invalid-spec",
+            Kind::InvalidRequest => "invalid-request",
+            Kind::NotFound => "not-found",
+            Kind::Conflict => "conflict",
+            Kind::MethodNotAllowed => "method-not-allowed",
+            Kind::Internal => "internal",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Kind::MalformedJson => "The request body is not valid JSON",
+            Kind::UnsupportedMediaType => "Unsupported content type",
+            Kind::TooLarge => "The request body is too large",
+            Kind::InvalidSpec => "The cluster spec is invalid",
+            Kind::InvalidRequest => "The request is invalid",
+            Kind::NotFound => "No such job",
+            Kind::Conflict => "The job is not in a state that allows this",
+            Kind::MethodNotAllowed => "Method not allowed",
+            Kind::Internal => "Internal error",
+        }
+    }
+}
+
+/// A problem-details document.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub kind: Kind,
+    pub detail: String,
+    /// The offending field (spec errors and bad parameters).
+    pub field: Option<String>,
+}
+
+impl Problem {
+    pub fn new(kind: Kind, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind,
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> Problem {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn to_value(&self) -> Value {
+        let mut v = json!({
+            "type": format!("urn:flotilla:problem:{}", self.kind.slug()),
+            "title": self.kind.title(),
+            "status": self.kind.status(),
+            "detail": self.detail,
+        });
+        if let Some(f) = &self.field {
+            v["field"] = Value::String(f.clone());
+        }
+        v
+    }
+
+    /// The problem as the `res` HTTP output.
+    pub fn response(&self) -> HttpResponse {
+        HttpResponse {
+            status: self.kind.status(),
+            headers: vec![("Content-Type".into(), "application/problem+json".into())],
+            body: self.to_value().to_string(),
+        }
+    }
+}
