@@ -426,9 +426,14 @@ impl Engine {
                 content,
                 content_type,
             } => {
+                // Blob metadata names are C# identifiers: `flotilla-job` becomes `flotilla_job`.
+                let metadata = tags
+                    .iter()
+                    .map(|(k, v)| (k.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), v.clone()))
+                    .collect();
                 self.azure
                     .staging
-                    .put(name, content.clone(), content_type, &tags)
+                    .put(name, content.clone(), content_type, &metadata)
                     .await?;
                 Ok(None)
             }

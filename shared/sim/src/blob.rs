@@ -282,6 +282,18 @@ fn put_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
             Some((key.to_string(), v.to_str().ok()?.to_string()))
         })
         .collect();
+    // Metadata names are C# identifiers, as on Azure (no '-').
+    let valid_name = |k: &str| {
+        k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if metadata.keys().any(|k| !valid_name(k)) {
+        return xml_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidMetadata",
+            "The metadata specified is invalid. It has characters that are not permitted.",
+        );
+    }
     let content_type = ctx
         .header("x-ms-blob-content-type")
         .or_else(|| ctx.header("content-type"))

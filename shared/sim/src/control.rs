@@ -129,7 +129,12 @@ pub(crate) fn inventory(sim: &Sim, tag: Option<(&str, &str)>) -> Vec<InventoryIt
                 resource_type: "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
                     .into(),
                 name: b.name.clone(),
-                tags: b.metadata.clone(),
+                // Metadata names cannot hold '-': expose `a_b` as tag `a-b` too.
+                tags: b
+                    .metadata
+                    .iter()
+                    .flat_map(|(k, v)| [(k.clone(), v.clone()), (k.replace('_', "-"), v.clone())])
+                    .collect(),
                 provisioning_state: None,
             });
         }
