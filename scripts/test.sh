@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test flotilla has, on a fresh machine: builds once, then runs the
 # Rust suites (unit, conformance, simulator protocol, end-to-end CLI), the
-# lint gates, and the infra checks (installs checkov into target/).
+# lint gates, and the infra checks. Installs what the tests need: the npm
+# emulators (scripts/emulators, npm ci) and checkov (a venv under target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== emulators (npm ci: Azurite, cosmosdb-server)"
+if [ ! -d scripts/emulators/node_modules/azurite ] || [ ! -d scripts/emulators/node_modules/@vercel/cosmosdb-server ]; then
+  npm ci --prefix scripts/emulators --no-audit --no-fund
+fi
+command -v openssl >/dev/null || { echo "openssl is needed to generate the Cosmos emulator's throwaway certificate" >&2; exit 1; }
 
 echo "== format and lints"
 cargo fmt --all --check
