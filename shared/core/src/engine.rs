@@ -660,12 +660,18 @@ impl Engine {
     }
 }
 
-/// Consumes the bus until `stop` turns true: each message is handled, then
-/// completed; a handler error abandons it (redelivery, dead-letter past the
-/// maximum, recorded in the saga).
-pub async fn run_worker(engine: Arc<Engine>, stop: tokio::sync::watch::Receiver<bool>) {
+/// Consumes `source` until `stop` turns true: each message is handled, then
+/// completed; a handler error abandons it (redelivery). On the last allowed
+/// delivery the failure is first recorded in the saga (`deadLetters`), so the
+/// job's status shows the message the bus is about to dead-letter.
+pub async fn run_worker(
+    engine: Arc<Engine>,
+    source: Arc<dyn EventBus>,
+    max_delivery_count: u32,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     while !*stop.borrow() {
-        let delivery = match engine.bus.receive(Duration::from_millis(200)).await {
+        let delivery = match source.receive(Duration::from_millis(200)).await {
             Ok(Some(d)) => d,
             Ok(None) => continue,
             Err(e) => {
@@ -678,19 +684,22 @@ pub async fn run_worker(engine: Arc<Engine>, stop: tokio::sync::watch::Receiver<
             Ok(e) => e,
             Err(reason) => {
                 tracing::error!(id = %delivery.message_id, %reason, "poison message");
-                let _ = engine.bus.dead_letter(&delivery, &reason).await;
+                let _ = source.dead_letter(&delivery, &reason).await;
                 continue;
             }
         };
         match engine.handle(&event).await {
             Ok(()) => {
-                if let Err(e) = engine.bus.complete(&delivery).await {
+                if let Err(e) = source.complete(&delivery).await {
                     tracing::warn!(error = %e, "complete failed");
                 }
             }
             Err(e) => {
                 tracing::warn!(id = %event.id, error = %e, delivery = delivery.delivery_count, "handler failed; abandoning");
-                let _ = engine.bus.abandon(&delivery).await;
+                if delivery.delivery_count >= max_delivery_count {
+                    let _ = engine.record_dead_letter(&event, &e.to_string()).await;
+                }
+                let _ = source.abandon(&delivery).await;
             }
         }
     }
