@@ -33,6 +33,9 @@ pub fn function_folders() -> Vec<String> {
     v
 }
 
+/// A raw answer: status, headers (lower-cased names), body.
+pub type Raw = (u16, Vec<(String, String)>, Vec<u8>);
+
 pub struct Server {
     pub port: u16,
     child: Child,
@@ -100,7 +103,7 @@ impl Server {
         path: &str,
         content_type: Option<&str>,
         body: Option<&[u8]>,
-    ) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+    ) -> std::io::Result<Raw> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_read_timeout(Some(Duration::from_secs(120)))?;
         let body = body.unwrap_or_default();
@@ -142,7 +145,7 @@ impl Server {
         path: &str,
         content_type: Option<&str>,
         body: &[u8],
-    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    ) -> Raw {
         self.try_request(method, path, content_type, Some(body))
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()))
     }
