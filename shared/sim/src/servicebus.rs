@@ -267,22 +267,26 @@ fn send(sim: &Sim, ctx: &Ctx, addr: &Addr) -> Response {
     let str_prop = |bp: &mut Map<String, Value>, k: &str| match bp.remove(k) {
         Some(Value::String(s)) => Ok(Some(s)),
         None | Some(Value::Null) => Ok(None),
-        Some(_) => Err(sb_error(
-            StatusCode::BAD_REQUEST,
-            &format!("BrokerProperties.{k} must be a string."),
-        )),
+        Some(_) => Err(format!("BrokerProperties.{k} must be a string.")),
     };
-    let message_id = match str_prop(&mut bp, "MessageId") {
-        Ok(v) => v.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
-        Err(r) => return r,
+    let strings = (
+        str_prop(&mut bp, "MessageId"),
+        str_prop(&mut bp, "Label"),
+        str_prop(&mut bp, "ScheduledEnqueueTimeUtc"),
+    );
+    let (message_id, label, scheduled) = match strings {
+        (Ok(id), Ok(label), Ok(sched)) => (
+            id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+            label,
+            sched,
+        ),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return sb_error(StatusCode::BAD_REQUEST, &e)
+        }
     };
-    let label = match str_prop(&mut bp, "Label") {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let scheduled = match str_prop(&mut bp, "ScheduledEnqueueTimeUtc") {
-        Ok(None) => None,
-        Ok(Some(s)) => match parse_rfc1123(&s) {
+    let scheduled = match scheduled {
+        None => None,
+        Some(s) => match parse_rfc1123(&s) {
             Some(ms) => Some(ms),
             None => {
                 return sb_error(
@@ -291,7 +295,6 @@ fn send(sim: &Sim, ctx: &Ctx, addr: &Addr) -> Response {
                 )
             }
         },
-        Err(r) => return r,
     };
     for k in [
         "LockToken",
