@@ -24,6 +24,7 @@ impl Backends {
         let dir = crate::local::default_data_dir();
         let lro = Duration::from_secs(1);
         let world = LocalWorld::start(LocalOptions {
+            staging: crate::local::StagingChoice::Simulator,
             data_dir: Some(dir),
             lro,
             persist_sim: true,

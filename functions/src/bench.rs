@@ -39,6 +39,7 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
     }
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let world = LocalWorld::start(LocalOptions {
+        staging: crate::local::StagingChoice::Simulator,
         data_dir: Some(dir.path().to_path_buf()),
         lro: Duration::ZERO,
         persist_sim: false,

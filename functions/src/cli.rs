@@ -31,6 +31,12 @@ enum Output {
     Json,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StagingKind {
+    Sim,
+    Azurite,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Submit a job and run it to the end against the built-in Azure simulator.
@@ -50,6 +56,12 @@ enum Command {
         /// Deliver every event twice (tests idempotency).
         #[arg(long)]
         deliver_twice: bool,
+        /// Where `stage` writes: the simulator's blob service, or Azurite.
+        #[arg(long, value_enum, default_value_t = StagingKind::Sim)]
+        staging: StagingKind,
+        /// Azurite's blob endpoint for `--staging azurite`.
+        #[arg(long, default_value = "http://127.0.0.1:10000/devstoreaccount1")]
+        azurite_blob_endpoint: String,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -217,6 +229,7 @@ fn policy_for(lro: Duration) -> Policy {
 
 fn local_options(data_dir: PathBuf, lro: Duration, deliver_twice: bool) -> LocalOptions {
     LocalOptions {
+        staging: local::StagingChoice::Simulator,
         data_dir: Some(data_dir),
         lro,
         persist_sim: true,
@@ -237,14 +250,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             print!("{}", flotilla_core::spec::EXAMPLE_SPEC);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up {
-            spec,
-            data_dir,
-            fail_at,
-            lro_seconds,
-            deliver_twice,
-            output,
-        } => {
+        Command::Up { spec, data_dir, fail_at, lro_seconds, deliver_twice, staging, azurite_blob_endpoint, output } => {
             let spec = match spec {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -259,7 +265,11 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             let lro = lro(lro_seconds).map_err(Failure::Usage)?;
             let dir = data_dir.unwrap_or_else(local::default_data_dir);
             let shown_dir = dir.display().to_string();
-            let world = LocalWorld::start(local_options(dir, lro, deliver_twice)).await?;
+            let mut options = local_options(dir, lro, deliver_twice);
+            if staging == StagingKind::Azurite {
+                options.staging = local::StagingChoice::Azurite { endpoint: azurite_blob_endpoint };
+            }
+            let world = LocalWorld::start(options).await?;
             if let Some(step) = fail_at {
                 world.sim.add_fault(fault_for(step));
             }

@@ -2,7 +2,7 @@
 //! `bench`: the built-in Azure simulator, the embedded store and bus, and an
 //! engine with workers, all in this process.
 
-use flotilla_azure::blob::{Staging, StagingAuth};
+use flotilla_azure::blob::{Staging, StagingAuth, DEV_STORAGE_ACCOUNT, DEV_STORAGE_KEY};
 use flotilla_azure::models::api;
 use flotilla_azure::transport::{https_client, RouterTransport};
 use flotilla_azure::vault::Vault;
@@ -30,7 +30,18 @@ pub enum Link {
     InProcess,
 }
 
+/// Where the stage step writes.
+#[derive(Clone, Debug)]
+pub enum StagingChoice {
+    /// The simulator's own blob service.
+    Simulator,
+    /// An Azurite blob endpoint (`http://127.0.0.1:10000/devstoreaccount1`),
+    /// authorised with an account SAS from the public development key.
+    Azurite { endpoint: String },
+}
+
 pub struct LocalOptions {
+    pub staging: StagingChoice,
     pub data_dir: Option<PathBuf>,
     pub lro: Duration,
     /// Keep the simulator's state in the data dir (so `resume` sees the same cloud).
@@ -119,6 +130,7 @@ pub fn fault_for(step: StepName) -> FaultRule {
 
 impl LocalWorld {
     pub async fn start(opts: LocalOptions) -> Result<LocalWorld, String> {
+        let max_delivery = opts.bus.max_delivery_count;
         if let Some(dir) = &opts.data_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
@@ -174,24 +186,22 @@ impl LocalWorld {
             retry: RetryPolicy::default(),
             http,
         };
-        let account_endpoint = format!(
-            "{}/{STAGING_ACCOUNT}",
-            info.blob_endpoint.trim_end_matches('/')
-        );
-        let staging = Staging::new(
-            &config,
-            &account_endpoint,
-            STAGING_CONTAINER,
-            StagingAuth::Token,
-        )
-        .map_err(|e| e.to_string())?;
-        let staging_account_id = ResourceId::new(
-            &info.subscription_id,
-            STAGING_RG,
-            "Microsoft.Storage",
-            "storageAccounts",
-            STAGING_ACCOUNT,
-        );
+        let (account, account_endpoint, auth) = match &opts.staging {
+            StagingChoice::Simulator => (
+                STAGING_ACCOUNT.to_string(),
+                format!("{}/{STAGING_ACCOUNT}", info.blob_endpoint.trim_end_matches('/')),
+                StagingAuth::Token,
+            ),
+            StagingChoice::Azurite { endpoint } => (
+                DEV_STORAGE_ACCOUNT.to_string(),
+                endpoint.trim_end_matches('/').to_string(),
+                StagingAuth::SharedKey { account: DEV_STORAGE_ACCOUNT.into(), key: DEV_STORAGE_KEY.into() },
+            ),
+        };
+        let staging = Staging::new(&config, &account_endpoint, STAGING_CONTAINER, auth).map_err(|e| e.to_string())?;
+        // The simulated storage account whose keys `keys` lists (named like the
+        // emulator's account when staging goes to Azurite).
+        let staging_account_id = ResourceId::new(&info.subscription_id, STAGING_RG, "Microsoft.Storage", "storageAccounts", &account);
         prepare_environment(&config, &staging, &staging_account_id).await?;
         let embedded = match &opts.data_dir {
             Some(dir) => Embedded::open(&dir.join("flotilla.db"), opts.bus),
@@ -221,7 +231,7 @@ impl LocalWorld {
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let workers = (0..opts.workers.max(1))
-            .map(|_| tokio::spawn(run_worker(engine.clone(), stop_rx.clone())))
+            .map(|_| tokio::spawn(run_worker(engine.clone(), engine.bus.clone(), max_delivery, stop_rx.clone())))
             .collect();
         Ok(LocalWorld {
             sim,
