@@ -1,11 +1,18 @@
 //! Chooses the backends from app settings: with none set, the local world
 //! (embedded store and bus, built-in simulator); otherwise Cosmos DB, Service
-//! Bus, Blob Storage and ARM as configured (see the README's settings table).
+//! Bus, Blob Storage, ARM and Key Vault as configured (README settings table).
 
 use crate::local::{LocalOptions, LocalWorld, Link};
+use flotilla_azure::blob::{Staging, StagingAuth, DEV_STORAGE_ACCOUNT, DEV_STORAGE_KEY};
+use flotilla_azure::transport::https_client;
+use flotilla_azure::vault::Vault;
+use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, ResourceId, RetryPolicy};
 use flotilla_core::decide::Policy;
-use flotilla_core::embedded::BusOptions;
-use flotilla_core::engine::Engine;
+use flotilla_core::embedded::{BusOptions, Embedded};
+use flotilla_core::engine::{Azure, Engine, Stats};
+use flotilla_core::ports::{EventBus, SagaStore};
+use flotilla_core::settings::get;
+use flotilla_core::steps::Env;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,18 +22,116 @@ pub struct Backends {
     /// True when the engine consumes its own bus (embedded); false when the
     /// Functions host (or `flotilla worker`) delivers the messages.
     pub self_consuming: bool,
+    /// Settings used to build per-entity receivers (`flotilla worker`).
+    pub azure: Option<AzureConfig>,
     local: Option<LocalWorld>,
+}
+
+fn required(name: &str) -> Result<String, String> {
+    get(name).ok_or_else(|| format!("app setting {name} is required by the configured backends"))
+}
+
+/// The Azure configuration from app settings.
+pub fn azure_config() -> Result<AzureConfig, String> {
+    let arm = get("ARM_ENDPOINT").unwrap_or_else(|| "https://management.azure.com".into());
+    let ca = match get("AZURE_CA_CERT") {
+        Some(path) => Some(std::fs::read(&path).map_err(|e| format!("AZURE_CA_CERT {path}: {e}"))?),
+        None => None,
+    };
+    let credential = match get("AZURE_CREDENTIAL").as_deref().unwrap_or("managed-identity") {
+        "managed-identity" => CredentialConfig::ManagedIdentity { client_id: get("AZURE_CLIENT_ID") },
+        "client-secret" => CredentialConfig::ClientSecret {
+            tenant_id: required("AZURE_TENANT_ID")?,
+            client_id: required("AZURE_CLIENT_ID")?,
+            secret: required("AZURE_CLIENT_SECRET")?,
+            authority_host: get("AZURE_AUTHORITY_HOST"),
+        },
+        "azure-cli" => CredentialConfig::AzureCli,
+        other => return Err(format!("AZURE_CREDENTIAL must be managed-identity, client-secret or azure-cli (got '{other}')")),
+    };
+    Ok(AzureConfig {
+        arm_endpoint: url::Url::parse(&arm).map_err(|e| format!("ARM_ENDPOINT: {e}"))?,
+        subscription_id: required("AZURE_SUBSCRIPTION_ID")?,
+        keyvault_url: required("KEYVAULT_URL")?,
+        credential,
+        retry: RetryPolicy::default(),
+        http: https_client(ca.as_deref())?,
+    })
 }
 
 impl Backends {
     /// Builds the backends the settings ask for.
     pub async fn from_settings() -> Result<Backends, String> {
-        let dir = crate::local::default_data_dir();
-        let lro = Duration::from_secs(1);
+        let store_kind = get("FLOTILLA_STORE").unwrap_or_else(|| "sqlite".into());
+        let bus_kind = get("FLOTILLA_BUS").unwrap_or_else(|| "embedded".into());
+        if store_kind == "sqlite" && bus_kind == "embedded" && get("ARM_ENDPOINT").is_none() && get("AZURE_SUBSCRIPTION_ID").is_none() {
+            return Self::start_local().await;
+        }
+        let config = azure_config()?;
+        let embedded = if store_kind == "sqlite" || bus_kind == "embedded" {
+            let dir = crate::local::default_data_dir();
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            Some(Embedded::open(&dir.join("flotilla.db"), BusOptions::default()).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let store: Arc<dyn SagaStore> = match store_kind.as_str() {
+            "sqlite" => embedded.as_ref().map(|e| e.store()).ok_or("embedded store unavailable")?,
+            "cosmos" => Arc::new(
+                flotilla_cloud::cosmos::CosmosSagaStore::connect(flotilla_cloud::cosmos::CosmosOptions {
+                    endpoint: required("COSMOS_ENDPOINT")?,
+                    database: get("COSMOS_DATABASE").unwrap_or_else(|| "flotilla".into()),
+                    container: get("COSMOS_CONTAINER").unwrap_or_else(|| "sagas".into()),
+                    auth: cosmos_auth(&config)?,
+                })
+                .await
+                .map_err(|e| format!("Cosmos DB: {e}"))?,
+            ),
+            other => return Err(format!("FLOTILLA_STORE must be sqlite or cosmos (got '{other}')")),
+        };
+        let (bus, self_consuming): (Arc<dyn EventBus>, bool) = match bus_kind.as_str() {
+            "embedded" => (embedded.as_ref().map(|e| e.bus()).ok_or("embedded bus unavailable")?, true),
+            "servicebus" => (
+                Arc::new(
+                    flotilla_cloud::servicebus::ServiceBusBus::new(&config, &required("SERVICEBUS_ENDPOINT")?, &topic(), None)
+                        .map_err(|e| format!("Service Bus: {e}"))?,
+                ),
+                false,
+            ),
+            other => return Err(format!("FLOTILLA_BUS must be embedded or servicebus (got '{other}')")),
+        };
+        let endpoint = required("STAGING_BLOB_ENDPOINT")?;
+        let auth = if endpoint.contains(DEV_STORAGE_ACCOUNT) {
+            // Azurite: its development key is public.
+            StagingAuth::SharedKey { account: DEV_STORAGE_ACCOUNT.into(), key: DEV_STORAGE_KEY.into() }
+        } else {
+            StagingAuth::Token
+        };
+        let container = get("STAGING_CONTAINER").unwrap_or_else(|| "staging".into());
+        let staging = Staging::new(&config, &endpoint, &container, auth).map_err(|e| e.to_string())?;
+        let staging_account_id = ResourceId::parse(&required("STAGING_ACCOUNT_ID")?).map_err(|e| format!("STAGING_ACCOUNT_ID: {e}"))?;
+        let env = Env {
+            subscription_id: config.subscription_id.clone(),
+            staging_account_id,
+            staging_url: format!("{}/{container}/", endpoint.trim_end_matches('/')),
+            keyvault_url: config.keyvault_url.clone(),
+            sp_client_id: get("CLUSTER_SP_CLIENT_ID"),
+        };
+        let azure = Azure {
+            arm: ArmClient::new(&config).map_err(|e| e.to_string())?,
+            vault: Vault::new(&config).map_err(|e| e.to_string())?,
+            staging,
+            sp_client_secret: get("CLUSTER_SP_CLIENT_SECRET"),
+        };
+        let engine = Arc::new(Engine { store, bus, azure: Arc::new(azure), env, policy: Policy::default(), stats: Stats::default() });
+        Ok(Backends { engine, self_consuming, azure: Some(config), local: None })
+    }
+
+    async fn start_local() -> Result<Backends, String> {
         let world = LocalWorld::start(LocalOptions {
             staging: crate::local::StagingChoice::Simulator,
-            data_dir: Some(dir),
-            lro,
+            data_dir: Some(crate::local::default_data_dir()),
+            lro: Duration::from_secs(1),
             persist_sim: true,
             throttle: true,
             link: Link::Https,
@@ -35,7 +140,7 @@ impl Backends {
             policy: Policy { backoff_base: Duration::from_millis(500), join_interval: Duration::from_millis(500), ..Policy::default() },
         })
         .await?;
-        Ok(Backends { engine: world.engine.clone(), self_consuming: true, local: Some(world) })
+        Ok(Backends { engine: world.engine.clone(), self_consuming: true, azure: None, local: Some(world) })
     }
 
     /// The built-in simulator, when running on the local world.
@@ -48,4 +153,23 @@ impl Backends {
             w.shutdown().await;
         }
     }
+}
+
+/// Entra ID on Azure; the emulator's public key for a loopback endpoint
+/// (an emulator, as the Cosmos SDK itself treats such hosts).
+fn cosmos_auth(config: &AzureConfig) -> Result<flotilla_cloud::cosmos::CosmosAuth, String> {
+    let endpoint = required("COSMOS_ENDPOINT")?;
+    let host = url::Url::parse(&endpoint).map_err(|e| format!("COSMOS_ENDPOINT: {e}"))?.host_str().unwrap_or("").to_string();
+    if matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]") {
+        return Ok(flotilla_cloud::cosmos::CosmosAuth::Key(COSMOS_EMULATOR_KEY.into()));
+    }
+    Ok(flotilla_cloud::cosmos::CosmosAuth::Token(config.token_credential().map_err(|e| e.to_string())?))
+}
+
+/// The Cosmos DB emulator's published account key (not a secret).
+const COSMOS_EMULATOR_KEY: &str = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU9DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==";
+
+/// The Service Bus topic (or queue) flotilla sends its events to.
+pub fn topic() -> String {
+    get("SERVICEBUS_QUEUE").unwrap_or_else(|| "flotilla-events".into())
 }

@@ -129,6 +129,8 @@ enum Command {
         write_refill_per_s: f64,
     },
     /// Run the Azure Functions custom handler (the host starts this; see docs/functions.md).
+    /// Standalone worker: receive the step subscriptions from Service Bus yourself.
+    Worker,
     Serve {
         /// Port on 127.0.0.1 [default: FUNCTIONS_CUSTOMHANDLER_PORT, else 7072].
         #[arg(long)]
@@ -442,6 +444,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             server.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Worker => crate::worker::run().await.map(|_| ExitCode::SUCCESS).map_err(Failure::Runtime),
         Command::Serve { port } => crate::serve::run(port)
             .await
             .map(|()| ExitCode::SUCCESS)

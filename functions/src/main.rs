@@ -8,6 +8,7 @@ mod local;
 mod package;
 mod progress;
 mod serve;
+mod worker;
 
 fn main() -> std::process::ExitCode {
     cli::main()
