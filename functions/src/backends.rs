@@ -100,6 +100,9 @@ impl Backends {
             ),
             other => return Err(format!("FLOTILLA_BUS must be embedded or servicebus (got '{other}')")),
         };
+        if let Some(kind) = get("FLOTILLA_STAGING").filter(|k| k != "blob") {
+            return Err(format!("FLOTILLA_STAGING must be blob (got '{kind}')"));
+        }
         let endpoint = required("STAGING_BLOB_ENDPOINT")?;
         let auth = if endpoint.contains(DEV_STORAGE_ACCOUNT) {
             // Azurite: its development key is public.

@@ -94,13 +94,13 @@ fn recorded_envelopes_and_the_validation_handshake() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["ReturnValue"], Value::Null);
 
-    // A poison message on a subscription: completed (2xx), with a log line.
+    // A poison message on a subscription: refused (so Service Bus dead-letters it), with a log line.
     for junk in [
         json!("definitely not an event"),
         json!({"specversion": "0.3"}),
     ] {
         let (status, reply) = server.invoke("compensate", &json!({"Data": {"message": junk}, "Metadata": {"MessageId": "abc", "DeliveryCount": 3}}));
-        assert_eq!(status, 200, "{reply}");
+        assert_eq!(status, 500, "{reply}");
         assert!(
             reply["Logs"].to_string().contains("poison message abc"),
             "{reply}"

@@ -4,8 +4,11 @@
 //!
 //! The transport status is the settlement: 2xx completes the message, 500
 //! fails the invocation so Service Bus abandons it and redelivers it (and
-//! dead-letters it after MaxDeliveryCount). Messages no retry can fix (not a
-//! CloudEvent, not a valid spec) are answered 2xx with a log line saying why.
+//! dead-letters it after MaxDeliveryCount). A message on a step subscription
+//! that is not a flotilla CloudEvent is refused every time, so it ends in the
+//! dead-letter queue (and, on its last delivery, in the named job's
+//! `deadLetters`); an invalid spec on `submit-queue` is answered 2xx with a log
+//! line saying why.
 
 use super::envelope::{trigger_bytes, Invocation, Reply};
 use super::{AppState, MAX_DELIVERY_COUNT};
@@ -32,13 +35,19 @@ pub async fn event(state: &AppState, function: &str, inv: &Invocation) -> (Statu
     let event = match CloudEvent::from_json(&bytes) {
         Ok(e) => e,
         Err(reason) => {
+            // No retry can fix it, but dropping it would lose it: fail every
+            // delivery so Service Bus moves it to the dead-letter queue, and on
+            // the last delivery note it on the job it names (visible in status).
             let id = message_id(inv);
+            let delivery = inv.delivery_count().unwrap_or(1);
             reply.log(format!(
-                "{function}: poison message {id} dropped (a retry cannot fix it): {reason}"
+                "{function}: poison message {id} refused (delivery {delivery} of {MAX_DELIVERY_COUNT}; it will be dead-lettered): {reason}"
             ));
-            tracing::error!(function, %id, ?encoding, %reason, "poison message");
-            record_poison(state, &bytes, &id, &reason, &mut reply).await;
-            return (StatusCode::OK, reply);
+            tracing::error!(function, %id, ?encoding, %reason, delivery, "poison message");
+            if delivery >= MAX_DELIVERY_COUNT {
+                record_poison(state, &bytes, &id, &reason, &mut reply).await;
+            }
+            return (StatusCode::INTERNAL_SERVER_ERROR, reply);
         }
     };
     if event.subject != function {

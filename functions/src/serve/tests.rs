@@ -293,7 +293,7 @@ async fn a_handler_failure_returns_500_and_the_last_delivery_is_recorded() {
 }
 
 #[tokio::test]
-async fn a_poison_message_is_completed_with_a_log_line() {
+async fn a_poison_message_is_refused_until_dead_lettered_and_recorded() {
     let fx = fixture().await;
     let engine = fx.state.engine.clone();
     let job = engine.submit(ClusterSpec::example()).await.unwrap();
@@ -308,13 +308,22 @@ async fn a_poison_message_is_completed_with_a_log_line() {
             &json!({"Data": {"message": junk}, "Metadata": {"MessageId": "m-1", "DeliveryCount": 1}}),
         )
         .await;
-        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{reply}");
         assert!(
             reply["Logs"].to_string().contains("poison message m-1"),
             "{reply}"
         );
     }
-    // The one that named a job is noted on it.
+    // Before the last delivery nothing is recorded; on it, the job is told.
+    assert!(engine.status(&job).await.unwrap().unwrap().dead_letters.is_empty());
+    let junk = json!({"specversion": "1.0", "data": {"job": job}});
+    let (status, _) = post(
+        &fx.state,
+        "poll",
+        &json!({"Data": {"message": junk}, "Metadata": {"MessageId": "m-1", "DeliveryCount": 10}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     let saga = engine.status(&job).await.unwrap().unwrap();
     assert_eq!(saga.dead_letters.len(), 1, "{:?}", saga.dead_letters);
 }
