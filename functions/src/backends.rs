@@ -2,7 +2,7 @@
 //! (embedded store and bus, built-in simulator); otherwise Cosmos DB, Service
 //! Bus, Blob Storage, ARM and Key Vault as configured (README settings table).
 
-use crate::local::{LocalOptions, LocalWorld, Link};
+use crate::local::{Link, LocalOptions, LocalWorld};
 use flotilla_azure::blob::{Staging, StagingAuth, DEV_STORAGE_ACCOUNT, DEV_STORAGE_KEY};
 use flotilla_azure::transport::https_client;
 use flotilla_azure::vault::Vault;
@@ -38,8 +38,13 @@ pub fn azure_config() -> Result<AzureConfig, String> {
         Some(path) => Some(std::fs::read(&path).map_err(|e| format!("AZURE_CA_CERT {path}: {e}"))?),
         None => None,
     };
-    let credential = match get("AZURE_CREDENTIAL").as_deref().unwrap_or("managed-identity") {
-        "managed-identity" => CredentialConfig::ManagedIdentity { client_id: get("AZURE_CLIENT_ID") },
+    let credential = match get("AZURE_CREDENTIAL")
+        .as_deref()
+        .unwrap_or("managed-identity")
+    {
+        "managed-identity" => CredentialConfig::ManagedIdentity {
+            client_id: get("AZURE_CLIENT_ID"),
+        },
         "client-secret" => CredentialConfig::ClientSecret {
             tenant_id: required("AZURE_TENANT_ID")?,
             client_id: required("AZURE_CLIENT_ID")?,
@@ -47,7 +52,9 @@ pub fn azure_config() -> Result<AzureConfig, String> {
             authority_host: get("AZURE_AUTHORITY_HOST"),
         },
         "azure-cli" => CredentialConfig::AzureCli,
-        other => return Err(format!("AZURE_CREDENTIAL must be managed-identity, client-secret or azure-cli (got '{other}')")),
+        other => return Err(format!(
+            "AZURE_CREDENTIAL must be managed-identity, client-secret or azure-cli (got '{other}')"
+        )),
     };
     Ok(AzureConfig {
         arm_endpoint: url::Url::parse(&arm).map_err(|e| format!("ARM_ENDPOINT: {e}"))?,
@@ -64,41 +71,72 @@ impl Backends {
     pub async fn from_settings() -> Result<Backends, String> {
         let store_kind = get("FLOTILLA_STORE").unwrap_or_else(|| "sqlite".into());
         let bus_kind = get("FLOTILLA_BUS").unwrap_or_else(|| "embedded".into());
-        if store_kind == "sqlite" && bus_kind == "embedded" && get("ARM_ENDPOINT").is_none() && get("AZURE_SUBSCRIPTION_ID").is_none() {
+        if store_kind == "sqlite"
+            && bus_kind == "embedded"
+            && get("ARM_ENDPOINT").is_none()
+            && get("AZURE_SUBSCRIPTION_ID").is_none()
+        {
             return Self::start_local().await;
         }
         let config = azure_config()?;
         let embedded = if store_kind == "sqlite" || bus_kind == "embedded" {
             let dir = crate::local::default_data_dir();
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            Some(Embedded::open(&dir.join("flotilla.db"), BusOptions::default()).map_err(|e| e.to_string())?)
+            Some(
+                Embedded::open(&dir.join("flotilla.db"), BusOptions::default())
+                    .map_err(|e| e.to_string())?,
+            )
         } else {
             None
         };
         let store: Arc<dyn SagaStore> = match store_kind.as_str() {
-            "sqlite" => embedded.as_ref().map(|e| e.store()).ok_or("embedded store unavailable")?,
+            "sqlite" => embedded
+                .as_ref()
+                .map(|e| e.store())
+                .ok_or("embedded store unavailable")?,
             "cosmos" => Arc::new(
-                flotilla_cloud::cosmos::CosmosSagaStore::connect(flotilla_cloud::cosmos::CosmosOptions {
-                    endpoint: required("COSMOS_ENDPOINT")?,
-                    database: get("COSMOS_DATABASE").unwrap_or_else(|| "flotilla".into()),
-                    container: get("COSMOS_CONTAINER").unwrap_or_else(|| "sagas".into()),
-                    auth: cosmos_auth(&config)?,
-                })
+                flotilla_cloud::cosmos::CosmosSagaStore::connect(
+                    flotilla_cloud::cosmos::CosmosOptions {
+                        endpoint: required("COSMOS_ENDPOINT")?,
+                        database: get("COSMOS_DATABASE").unwrap_or_else(|| "flotilla".into()),
+                        container: get("COSMOS_CONTAINER").unwrap_or_else(|| "sagas".into()),
+                        auth: cosmos_auth(&config)?,
+                    },
+                )
                 .await
                 .map_err(|e| format!("Cosmos DB: {e}"))?,
             ),
-            other => return Err(format!("FLOTILLA_STORE must be sqlite or cosmos (got '{other}')")),
+            other => {
+                return Err(format!(
+                    "FLOTILLA_STORE must be sqlite or cosmos (got '{other}')"
+                ))
+            }
         };
         let (bus, self_consuming): (Arc<dyn EventBus>, bool) = match bus_kind.as_str() {
-            "embedded" => (embedded.as_ref().map(|e| e.bus()).ok_or("embedded bus unavailable")?, true),
+            "embedded" => (
+                embedded
+                    .as_ref()
+                    .map(|e| e.bus())
+                    .ok_or("embedded bus unavailable")?,
+                true,
+            ),
             "servicebus" => (
                 Arc::new(
-                    flotilla_cloud::servicebus::ServiceBusBus::new(&config, &required("SERVICEBUS_ENDPOINT")?, &topic(), None)
-                        .map_err(|e| format!("Service Bus: {e}"))?,
+                    flotilla_cloud::servicebus::ServiceBusBus::new(
+                        &config,
+                        &required("SERVICEBUS_ENDPOINT")?,
+                        &topic(),
+                        None,
+                    )
+                    .map_err(|e| format!("Service Bus: {e}"))?,
                 ),
                 false,
             ),
-            other => return Err(format!("FLOTILLA_BUS must be embedded or servicebus (got '{other}')")),
+            other => {
+                return Err(format!(
+                    "FLOTILLA_BUS must be embedded or servicebus (got '{other}')"
+                ))
+            }
         };
         if let Some(kind) = get("FLOTILLA_STAGING").filter(|k| k != "blob") {
             return Err(format!("FLOTILLA_STAGING must be blob (got '{kind}')"));
@@ -106,13 +144,18 @@ impl Backends {
         let endpoint = required("STAGING_BLOB_ENDPOINT")?;
         let auth = if endpoint.contains(DEV_STORAGE_ACCOUNT) {
             // Azurite: its development key is public.
-            StagingAuth::SharedKey { account: DEV_STORAGE_ACCOUNT.into(), key: DEV_STORAGE_KEY.into() }
+            StagingAuth::SharedKey {
+                account: DEV_STORAGE_ACCOUNT.into(),
+                key: DEV_STORAGE_KEY.into(),
+            }
         } else {
             StagingAuth::Token
         };
         let container = get("STAGING_CONTAINER").unwrap_or_else(|| "staging".into());
-        let staging = Staging::new(&config, &endpoint, &container, auth).map_err(|e| e.to_string())?;
-        let staging_account_id = ResourceId::parse(&required("STAGING_ACCOUNT_ID")?).map_err(|e| format!("STAGING_ACCOUNT_ID: {e}"))?;
+        let staging =
+            Staging::new(&config, &endpoint, &container, auth).map_err(|e| e.to_string())?;
+        let staging_account_id = ResourceId::parse(&required("STAGING_ACCOUNT_ID")?)
+            .map_err(|e| format!("STAGING_ACCOUNT_ID: {e}"))?;
         let env = Env {
             subscription_id: config.subscription_id.clone(),
             staging_account_id,
@@ -126,8 +169,20 @@ impl Backends {
             staging,
             sp_client_secret: get("CLUSTER_SP_CLIENT_SECRET"),
         };
-        let engine = Arc::new(Engine { store, bus, azure: Arc::new(azure), env, policy: Policy::default(), stats: Stats::default() });
-        Ok(Backends { engine, self_consuming, azure: Some(config), local: None })
+        let engine = Arc::new(Engine {
+            store,
+            bus,
+            azure: Arc::new(azure),
+            env,
+            policy: Policy::default(),
+            stats: Stats::default(),
+        });
+        Ok(Backends {
+            engine,
+            self_consuming,
+            azure: Some(config),
+            local: None,
+        })
     }
 
     async fn start_local() -> Result<Backends, String> {
@@ -140,10 +195,19 @@ impl Backends {
             link: Link::Https,
             bus: BusOptions::default(),
             workers: 4,
-            policy: Policy { backoff_base: Duration::from_millis(500), join_interval: Duration::from_millis(500), ..Policy::default() },
+            policy: Policy {
+                backoff_base: Duration::from_millis(500),
+                join_interval: Duration::from_millis(500),
+                ..Policy::default()
+            },
         })
         .await?;
-        Ok(Backends { engine: world.engine.clone(), self_consuming: true, azure: None, local: Some(world) })
+        Ok(Backends {
+            engine: world.engine.clone(),
+            self_consuming: true,
+            azure: None,
+            local: Some(world),
+        })
     }
 
     /// The built-in simulator, when running on the local world.
@@ -162,15 +226,24 @@ impl Backends {
 /// (an emulator, as the Cosmos SDK itself treats such hosts).
 fn cosmos_auth(config: &AzureConfig) -> Result<flotilla_cloud::cosmos::CosmosAuth, String> {
     let endpoint = required("COSMOS_ENDPOINT")?;
-    let host = url::Url::parse(&endpoint).map_err(|e| format!("COSMOS_ENDPOINT: {e}"))?.host_str().unwrap_or("").to_string();
+    let host = url::Url::parse(&endpoint)
+        .map_err(|e| format!("COSMOS_ENDPOINT: {e}"))?
+        .host_str()
+        .unwrap_or("")
+        .to_string();
     if matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]") {
-        return Ok(flotilla_cloud::cosmos::CosmosAuth::Key(COSMOS_EMULATOR_KEY.into()));
+        return Ok(flotilla_cloud::cosmos::CosmosAuth::Key(
+            COSMOS_EMULATOR_KEY.into(),
+        ));
     }
-    Ok(flotilla_cloud::cosmos::CosmosAuth::Token(config.token_credential().map_err(|e| e.to_string())?))
+    Ok(flotilla_cloud::cosmos::CosmosAuth::Token(
+        config.token_credential().map_err(|e| e.to_string())?,
+    ))
 }
 
 /// The Cosmos DB emulator's published account key (not a secret).
-const COSMOS_EMULATOR_KEY: &str = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU9DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==";
+const COSMOS_EMULATOR_KEY: &str =
+    "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU9DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==";
 
 /// The Service Bus topic (or queue) flotilla sends its events to.
 pub fn topic() -> String {

@@ -252,7 +252,16 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             print!("{}", flotilla_core::spec::EXAMPLE_SPEC);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { spec, data_dir, fail_at, lro_seconds, deliver_twice, staging, azurite_blob_endpoint, output } => {
+        Command::Up {
+            spec,
+            data_dir,
+            fail_at,
+            lro_seconds,
+            deliver_twice,
+            staging,
+            azurite_blob_endpoint,
+            output,
+        } => {
             let spec = match spec {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -269,7 +278,9 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             let shown_dir = dir.display().to_string();
             let mut options = local_options(dir, lro, deliver_twice);
             if staging == StagingKind::Azurite {
-                options.staging = local::StagingChoice::Azurite { endpoint: azurite_blob_endpoint };
+                options.staging = local::StagingChoice::Azurite {
+                    endpoint: azurite_blob_endpoint,
+                };
             }
             let world = LocalWorld::start(options).await?;
             if let Some(step) = fail_at {
@@ -444,7 +455,10 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             server.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker => crate::worker::run().await.map(|_| ExitCode::SUCCESS).map_err(Failure::Runtime),
+        Command::Worker => crate::worker::run()
+            .await
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Failure::Runtime),
         Command::Serve { port } => crate::serve::run(port)
             .await
             .map(|()| ExitCode::SUCCESS)

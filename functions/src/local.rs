@@ -136,7 +136,11 @@ impl LocalWorld {
                 .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
         }
         let sim = Sim::new(SimConfig {
-            data_dir: opts.data_dir.as_ref().filter(|_| opts.persist_sim).map(|d| d.join("sim")),
+            data_dir: opts
+                .data_dir
+                .as_ref()
+                .filter(|_| opts.persist_sim)
+                .map(|d| d.join("sim")),
             lro: opts.lro,
             throttle: opts.throttle.then(Default::default),
         })
@@ -189,19 +193,32 @@ impl LocalWorld {
         let (account, account_endpoint, auth) = match &opts.staging {
             StagingChoice::Simulator => (
                 STAGING_ACCOUNT.to_string(),
-                format!("{}/{STAGING_ACCOUNT}", info.blob_endpoint.trim_end_matches('/')),
+                format!(
+                    "{}/{STAGING_ACCOUNT}",
+                    info.blob_endpoint.trim_end_matches('/')
+                ),
                 StagingAuth::Token,
             ),
             StagingChoice::Azurite { endpoint } => (
                 DEV_STORAGE_ACCOUNT.to_string(),
                 endpoint.trim_end_matches('/').to_string(),
-                StagingAuth::SharedKey { account: DEV_STORAGE_ACCOUNT.into(), key: DEV_STORAGE_KEY.into() },
+                StagingAuth::SharedKey {
+                    account: DEV_STORAGE_ACCOUNT.into(),
+                    key: DEV_STORAGE_KEY.into(),
+                },
             ),
         };
-        let staging = Staging::new(&config, &account_endpoint, STAGING_CONTAINER, auth).map_err(|e| e.to_string())?;
+        let staging = Staging::new(&config, &account_endpoint, STAGING_CONTAINER, auth)
+            .map_err(|e| e.to_string())?;
         // The simulated storage account whose keys `keys` lists (named like the
         // emulator's account when staging goes to Azurite).
-        let staging_account_id = ResourceId::new(&info.subscription_id, STAGING_RG, "Microsoft.Storage", "storageAccounts", &account);
+        let staging_account_id = ResourceId::new(
+            &info.subscription_id,
+            STAGING_RG,
+            "Microsoft.Storage",
+            "storageAccounts",
+            &account,
+        );
         prepare_environment(&config, &staging, &staging_account_id).await?;
         let embedded = match &opts.data_dir {
             Some(dir) => Embedded::open(&dir.join("flotilla.db"), opts.bus),
@@ -231,7 +248,14 @@ impl LocalWorld {
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let workers = (0..opts.workers.max(1))
-            .map(|_| tokio::spawn(run_worker(engine.clone(), engine.bus.clone(), max_delivery, stop_rx.clone())))
+            .map(|_| {
+                tokio::spawn(run_worker(
+                    engine.clone(),
+                    engine.bus.clone(),
+                    max_delivery,
+                    stop_rx.clone(),
+                ))
+            })
             .collect();
         Ok(LocalWorld {
             sim,

@@ -17,18 +17,38 @@ pub async fn run() -> Result<(), String> {
     if backends.self_consuming {
         eprintln!("flotilla worker: embedded bus, consumed by the built-in workers");
     } else {
-        let config = backends.azure.clone().ok_or("Service Bus needs the Azure settings")?;
-        let endpoint = flotilla_core::settings::get("SERVICEBUS_ENDPOINT").ok_or("SERVICEBUS_ENDPOINT is required")?;
+        let config = backends
+            .azure
+            .clone()
+            .ok_or("Service Bus needs the Azure settings")?;
+        let endpoint = flotilla_core::settings::get("SERVICEBUS_ENDPOINT")
+            .ok_or("SERVICEBUS_ENDPOINT is required")?;
         let topic = topic();
-        for f in FUNCTIONS.iter().filter(|f| matches!(f.trigger, Trigger::Subscription)) {
+        for f in FUNCTIONS
+            .iter()
+            .filter(|f| matches!(f.trigger, Trigger::Subscription))
+        {
             let entity = format!("{topic}/subscriptions/{}", f.name);
             let source: Arc<dyn EventBus> = Arc::new(
-                flotilla_cloud::servicebus::ServiceBusBus::new(&config, &endpoint, &topic, Some(&entity))
-                    .map_err(|e| format!("Service Bus {entity}: {e}"))?,
+                flotilla_cloud::servicebus::ServiceBusBus::new(
+                    &config,
+                    &endpoint,
+                    &topic,
+                    Some(&entity),
+                )
+                .map_err(|e| format!("Service Bus {entity}: {e}"))?,
             );
-            tasks.push(tokio::spawn(run_worker(backends.engine.clone(), source, MAX_DELIVERY_COUNT as u32, stop_rx.clone())));
+            tasks.push(tokio::spawn(run_worker(
+                backends.engine.clone(),
+                source,
+                MAX_DELIVERY_COUNT as u32,
+                stop_rx.clone(),
+            )));
         }
-        eprintln!("flotilla worker: receiving from {} subscriptions of {topic}", tasks.len());
+        eprintln!(
+            "flotilla worker: receiving from {} subscriptions of {topic}",
+            tasks.len()
+        );
     }
     let _ = tokio::signal::ctrl_c().await;
     let _ = stop.send(true);

@@ -315,7 +315,13 @@ async fn a_poison_message_is_refused_until_dead_lettered_and_recorded() {
         );
     }
     // Before the last delivery nothing is recorded; on it, the job is told.
-    assert!(engine.status(&job).await.unwrap().unwrap().dead_letters.is_empty());
+    assert!(engine
+        .status(&job)
+        .await
+        .unwrap()
+        .unwrap()
+        .dead_letters
+        .is_empty());
     let junk = json!({"specversion": "1.0", "data": {"job": job}});
     let (status, _) = post(
         &fx.state,

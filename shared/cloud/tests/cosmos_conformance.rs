@@ -6,7 +6,7 @@
 //! (a guard kills it on drop, also when a test panics).
 //!
 //! The emulator's request log (method, path, status) is printed when a test
-//! fails, or always with `COSMOS_TEST_SHOW_LOG=1`.
+//! fails.
 //!
 //! These tests never skip: without node or the npm packages they fail and say
 //! to run `npm ci --prefix scripts/emulators`.
@@ -42,7 +42,7 @@ impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() || std::env::var_os("COSMOS_TEST_SHOW_LOG").is_some() {
+        if std::thread::panicking() {
             let log =
                 std::fs::read_to_string(self.dir.path().join("emulator.log")).unwrap_or_default();
             eprintln!("--- emulator log ({}) ---\n{log}--- end ---", self.endpoint);
