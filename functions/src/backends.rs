@@ -52,9 +52,11 @@ pub fn azure_config() -> Result<AzureConfig, String> {
             authority_host: get("AZURE_AUTHORITY_HOST"),
         },
         "azure-cli" => CredentialConfig::AzureCli,
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "AZURE_CREDENTIAL must be managed-identity, client-secret or azure-cli (got '{other}')"
-        )),
+        ))
+        }
     };
     Ok(AzureConfig {
         arm_endpoint: url::Url::parse(&arm).map_err(|e| format!("ARM_ENDPOINT: {e}"))?,

@@ -27,21 +27,35 @@ pub enum StagingAuth {
 /// The public key of Azurite's (and the storage emulator's) development account.
 pub const DEV_STORAGE_ACCOUNT: &str = "devstoreaccount1";
 /// The documented, public development-account key (not a secret).
-pub const DEV_STORAGE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+pub const DEV_STORAGE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// An account SAS for the blob service (containers and objects: read, write,
 /// delete, list, add, create), valid for an hour, signed with `key`.
-pub fn account_sas(account: &str, key: &str, now: time::OffsetDateTime) -> Result<String, AzureError> {
+pub fn account_sas(
+    account: &str,
+    key: &str,
+    now: time::OffsetDateTime,
+) -> Result<String, AzureError> {
     use time::format_description::well_known::Rfc3339;
     let fmt = |t: time::OffsetDateTime| {
-        t.replace_nanosecond(0).unwrap_or(t).format(&Rfc3339).unwrap_or_default()
+        t.replace_nanosecond(0)
+            .unwrap_or(t)
+            .format(&Rfc3339)
+            .unwrap_or_default()
     };
     let start = fmt(now - time::Duration::minutes(5));
     let expiry = fmt(now + time::Duration::hours(1));
-    let (perms, services, types, proto, version) = ("rwdlac", "b", "co", "https,http", "2021-08-06");
-    let to_sign = format!("{account}\n{perms}\n{services}\n{types}\n{start}\n{expiry}\n\n{proto}\n{version}\n\n");
-    let sig = azure_core::hmac::hmac_sha256(&to_sign, &azure_core::credentials::Secret::new(key.to_string()))
-        .map_err(|e| AzureError::terminal("InvalidStorageKey", e.to_string()))?;
+    let (perms, services, types, proto, version) =
+        ("rwdlac", "b", "co", "https,http", "2021-08-06");
+    let to_sign = format!(
+        "{account}\n{perms}\n{services}\n{types}\n{start}\n{expiry}\n\n{proto}\n{version}\n\n"
+    );
+    let sig = azure_core::hmac::hmac_sha256(
+        &to_sign,
+        &azure_core::credentials::Secret::new(key.to_string()),
+    )
+    .map_err(|e| AzureError::terminal("InvalidStorageKey", e.to_string()))?;
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     q.append_pair("sv", version)
         .append_pair("ss", services)

@@ -16,7 +16,8 @@ pub fn https_client(extra_ca_pem: Option<&[u8]>) -> Result<Arc<dyn HttpClient>, 
         .timeout(std::time::Duration::from_secs(60));
     if let Some(pem) = extra_ca_pem {
         // One or more PEM certificates (e.g. the simulator's CA and an emulator's cert).
-        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("bad CA certificate: {e}"))?;
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| format!("bad CA certificate: {e}"))?;
         if certs.is_empty() {
             return Err("the CA file holds no PEM certificate".into());
         }

@@ -429,7 +429,12 @@ impl Engine {
                 // Blob metadata names are C# identifiers: `flotilla-job` becomes `flotilla_job`.
                 let metadata = tags
                     .iter()
-                    .map(|(k, v)| (k.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), v.clone()))
+                    .map(|(k, v)| {
+                        (
+                            k.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+                            v.clone(),
+                        )
+                    })
                     .collect();
                 self.azure
                     .staging

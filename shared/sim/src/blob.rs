@@ -284,7 +284,9 @@ fn put_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
         .collect();
     // Metadata names are C# identifiers, as on Azure (no '-').
     let valid_name = |k: &str| {
-        k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        k.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
     if metadata.keys().any(|k| !valid_name(k)) {
@@ -477,7 +479,12 @@ pub(crate) fn fetch_for_vm(st: &State, settings: &Value, uri: &str) -> Result<()
 
 /// The protected settings name `url_account`, an existing storage account, and
 /// carry one of its current keys.
-fn check_account_key(st: &State, settings: &Value, uri: &str, url_account: &str) -> Result<(), String> {
+fn check_account_key(
+    st: &State,
+    settings: &Value,
+    uri: &str,
+    url_account: &str,
+) -> Result<(), String> {
     let Some(account) = settings.get("storageAccountName").and_then(Value::as_str) else {
         return Err(format!("Failed to download '{uri}': 409 PublicAccessNotPermitted (no storageAccountName in protectedSettings)."));
     };
