@@ -55,7 +55,8 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
     })
     .await?;
     let spec = ClusterSpec::example();
-    crate::local::ensure_resource_group(&world, &spec.resource_group, &spec.location).await?;
+    crate::local::ensure_resource_group(&world.config, &spec.resource_group, &spec.location)
+        .await?;
     let writes_before = world.engine.stats.store_writes.load(Ordering::Relaxed);
     let arm_before = world.engine.azure.arm.request_count();
     let started = Instant::now();

@@ -286,7 +286,8 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             if let Some(step) = fail_at {
                 world.sim.add_fault(fault_for(step));
             }
-            local::ensure_resource_group(&world, &spec.resource_group, &spec.location).await?;
+            local::ensure_resource_group(&world.config, &spec.resource_group, &spec.location)
+                .await?;
             let job = world.engine.submit(spec).await.map_err(|e| e.to_string())?;
             if output == Output::Text {
                 eprintln!("job {job} submitted (data dir: {shown_dir})");

@@ -337,11 +337,10 @@ async fn prepare_environment(
 
 /// Creates the resource group a spec names, if missing (a user's job on Azure).
 pub async fn ensure_resource_group(
-    world: &LocalWorld,
+    config: &AzureConfig,
     rg: &str,
     location: &str,
 ) -> Result<(), String> {
-    let config = &world.config;
     let setup = ArmClient::for_environment_setup(config).map_err(|e| e.to_string())?;
     let id = ResourceId::resource_group(&config.subscription_id, rg);
     if setup

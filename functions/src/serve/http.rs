@@ -142,7 +142,7 @@ async fn submit(
         Problem::new(Kind::InvalidSpec, format!("{}: {}", e.field, e.message)).field(e.field)
     })?;
     if let Some(sim) = &state.sim {
-        super::ensure_sim_resource_group(sim, &spec.resource_group, &spec.location)
+        crate::local::ensure_resource_group(sim, &spec.resource_group, &spec.location)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "simulator resource group");

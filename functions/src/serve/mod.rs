@@ -278,38 +278,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// Local world only: creates the spec's resource group in the built-in
-/// simulator (on Azure the group is the user's and must exist).
-async fn ensure_sim_resource_group(
-    config: &AzureConfig,
-    rg: &str,
-    location: &str,
-) -> Result<(), String> {
-    use flotilla_azure::models::api;
-    use flotilla_azure::{ArmClient, ResourceId};
-    let setup = ArmClient::for_environment_setup(config).map_err(|e| e.to_string())?;
-    let id = ResourceId::resource_group(&config.subscription_id, rg);
-    if setup
-        .get(&id, api::RESOURCES)
-        .await
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
-        return Ok(());
-    }
-    let start = setup
-        .put(&id, api::RESOURCES, &json!({"location": location}))
-        .await
-        .map_err(|e| format!("{id}: {e}"))?;
-    if let Some(poll) = start.poll {
-        setup
-            .wait(&poll, std::time::Duration::from_secs(60))
-            .await
-            .map_err(|e| format!("{id}: {e}"))?;
-    }
-    Ok(())
-}
-
 /// A JSON value's string field, for event bodies.
 fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)

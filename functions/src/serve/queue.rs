@@ -151,7 +151,7 @@ pub async fn submit(state: &AppState, inv: &Invocation) -> (StatusCode, Reply) {
     };
     if let Some(sim) = &state.sim {
         if let Err(e) =
-            super::ensure_sim_resource_group(sim, &spec.resource_group, &spec.location).await
+            crate::local::ensure_resource_group(sim, &spec.resource_group, &spec.location).await
         {
             reply.log(format!("submit-queue: simulator resource group: {e}"));
             return (StatusCode::INTERNAL_SERVER_ERROR, reply);

@@ -2,80 +2,17 @@
 //! init script through the production Blob adapter (account SAS from the
 //! development key) and the job succeeds; the blobs are really in Azurite.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "../host/mod.rs"]
+#[allow(dead_code)]
+mod host;
 
-struct Azurite {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_azurite() -> Azurite {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/emulators");
-    let main = root.join("node_modules/azurite/dist/src/blob/main.js");
-    assert!(
-        main.exists(),
-        "Azurite is not installed: run `npm ci --prefix scripts/emulators` (scripts/test.sh does)"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = Command::new("node")
-        .arg(&main)
-        .args([
-            "--silent",
-            "--inMemoryPersistence",
-            "--extentMemoryLimit",
-            "64",
-            "--blobHost",
-            "127.0.0.1",
-            "--skipApiVersionCheck",
-            "--disableTelemetry",
-            "--blobPort",
-            &port.to_string(),
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node runs Azurite");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "Azurite did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Azurite {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}/devstoreaccount1"),
-        _dir: dir,
-    }
-}
+use std::process::Command;
 
 #[test]
 fn up_stages_to_azurite_and_succeeds() {
-    let azurite = start_azurite();
+    let azurite = host::start_azurite();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+    let out = Command::new(host::flotilla_bin())
         .args([
             "up",
             "--output",
@@ -131,7 +68,7 @@ fn up_stages_to_azurite_and_succeeds() {
 
     // A failed job removes what it staged from Azurite too.
     let dir2 = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+    let out = Command::new(host::flotilla_bin())
         .args([
             "up",
             "--output",
