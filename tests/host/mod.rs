@@ -472,6 +472,8 @@ pub struct Pump {
     receivers: Vec<(&'static str, Arc<dyn EventBus>)>,
     /// Deliver every message twice before settling it (duplicate delivery).
     pub twice: bool,
+    /// Messages received from the broker, and invocations made with them.
+    pub received: u64,
     pub delivered: u64,
 }
 
@@ -492,6 +494,7 @@ impl Pump {
         Pump {
             receivers,
             twice: false,
+            received: 0,
             delivered: 0,
         }
     }
@@ -502,6 +505,7 @@ impl Pump {
         for (name, bus) in &self.receivers {
             while let Ok(Some(d)) = bus.receive(Duration::ZERO).await {
                 n += 1;
+                self.received += 1;
                 let env = json!({
                     "Data": {"message": String::from_utf8_lossy(&d.body)},
                     "Metadata": {"DeliveryCount": d.delivery_count, "MessageId": d.message_id},

@@ -337,6 +337,20 @@ impl Engine {
             match self.create(txn, &op).await {
                 Ok(None) => txn.saga.resources[index].state = ResourceState::Created,
                 Ok(Some(poll)) => {
+                    // `Retry-After: 0` means "check now": one immediate check
+                    // instead of a scheduled event; anything else is scheduled.
+                    if poll.retry_after_s == 0 {
+                        match self.azure.arm.poll(&poll).await {
+                            Ok(PollOutcome::Succeeded) => {
+                                txn.saga.resources[index].state = ResourceState::Created;
+                                continue;
+                            }
+                            Ok(PollOutcome::Failed(e)) => {
+                                return self.step_failed(txn, step, &e).await
+                            }
+                            _ => {}
+                        }
+                    }
                     let after = poll.retry_after();
                     let emit = decide::wait_for(
                         &mut txn.saga,
@@ -602,6 +616,13 @@ impl Engine {
                     txn.outbox.extend(emits);
                 }
                 Ok(DeleteStart::Pending(poll)) => {
+                    if poll.retry_after_s == 0 {
+                        if let Ok(PollOutcome::Succeeded) = self.azure.arm.poll(&poll).await {
+                            let emits = decide::resource_deleted(&mut txn.saga, index, Self::now());
+                            txn.outbox.extend(emits);
+                            continue;
+                        }
+                    }
                     txn.saga.resources[index].state = ResourceState::Deleting;
                     let after = poll.retry_after();
                     let emit = decide::wait_for(
