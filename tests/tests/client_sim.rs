@@ -310,10 +310,28 @@ async fn every_resource_type_creates_reads_and_deletes() {
             "init.sh",
             b"#!/bin/sh\necho hi\n".to_vec(),
             "text/x-shellscript",
-            &BTreeMap::from([("flotilla-job".to_string(), "j".to_string())]),
+            // Metadata names are C# identifiers: `-` is refused, as on Azure.
+            &BTreeMap::from([("flotilla_job".to_string(), "j".to_string())]),
         )
         .await
         .expect("blob put");
+    let refused = staging
+        .put(
+            "bad.sh",
+            b"x".to_vec(),
+            "text/plain",
+            &BTreeMap::from([("flotilla-job".to_string(), "j".to_string())]),
+        )
+        .await
+        .expect_err("a metadata name with '-' is invalid");
+    assert_eq!(refused.code, "InvalidMetadata");
+    assert!(
+        h.sim
+            .inventory(Some(("flotilla-job", "j")))
+            .iter()
+            .any(|i| i.name == "init.sh"),
+        "a tag filter a-b matches blob metadata a_b"
+    );
     assert_eq!(script_url, staging.blob_url("init.sh"));
     assert!(
         h.sim
