@@ -475,6 +475,8 @@ pub struct Pump {
     /// Messages received from the broker, and invocations made with them.
     pub received: u64,
     pub delivered: u64,
+    /// Every message body and every reply (`Outputs`/`Logs`), for the secret scan.
+    pub seen: Vec<String>,
 }
 
 impl Pump {
@@ -496,6 +498,7 @@ impl Pump {
             twice: false,
             received: 0,
             delivered: 0,
+            seen: Vec::new(),
         }
     }
 
@@ -512,8 +515,11 @@ impl Pump {
                 });
                 let times = if self.twice { 2 } else { 1 };
                 let mut ok = true;
+                self.seen
+                    .push(String::from_utf8_lossy(&d.body).into_owned());
                 for _ in 0..times {
-                    let (status, _) = handler.invoke(name, &env).await;
+                    let (status, reply) = handler.invoke(name, &env).await;
+                    self.seen.push(reply.to_string());
                     self.delivered += 1;
                     ok &= (200..300).contains(&status);
                 }
