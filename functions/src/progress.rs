@@ -40,13 +40,6 @@ impl Progress {
 
     /// Shows what changed since the last call.
     pub fn update(&mut self, saga: &Saga) {
-        let status = format!("{:?}", saga.status);
-        if self.last_status.get(&saga.id) != Some(&status) {
-            if self.bars.is_none() {
-                eprintln!("job {} {}", saga.id, status);
-            }
-            self.last_status.insert(saga.id.clone(), status);
-        }
         for (i, step) in saga.steps.iter().enumerate() {
             let key = (saga.id.clone(), step.name);
             let now = (step.status, step.attempts);
@@ -73,6 +66,13 @@ impl Progress {
                 }
                 None => eprintln!("job {} step {} {}", saga.id, step.name, msg),
             }
+        }
+        let status = format!("{:?}", saga.status);
+        if self.last_status.get(&saga.id) != Some(&status) {
+            if self.bars.is_none() {
+                eprintln!("job {} {}", saga.id, status);
+            }
+            self.last_status.insert(saga.id.clone(), status);
         }
     }
 
