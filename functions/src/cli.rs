@@ -300,10 +300,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             lro_seconds,
             output,
         } => {
-            let lro = lro(lro_seconds).map_err(Failure::Usage)?;
-            let dir = data_dir.unwrap_or_else(local::default_data_dir);
-            require_store(&dir)?;
-            let world = LocalWorld::start(local_options(dir, lro, false)).await?;
+            let world = existing_world(data_dir, lro_seconds).await?;
             let jobs: Vec<String> = list_sagas(&world)
                 .await?
                 .into_iter()
@@ -322,14 +319,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             lro_seconds,
             output,
         } => {
-            let dir = data_dir.unwrap_or_else(local::default_data_dir);
-            require_store(&dir)?;
-            let world = LocalWorld::start(local_options(
-                dir,
-                lro(lro_seconds).map_err(Failure::Usage)?,
-                false,
-            ))
-            .await?;
+            let world = existing_world(data_dir, lro_seconds).await?;
             if let Err(e) = world.engine.request_delete(&job).await {
                 world.shutdown().await;
                 return Err(command_failure(e));
@@ -345,14 +335,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             lro_seconds,
             output,
         } => {
-            let dir = data_dir.unwrap_or_else(local::default_data_dir);
-            require_store(&dir)?;
-            let world = LocalWorld::start(local_options(
-                dir,
-                lro(lro_seconds).map_err(Failure::Usage)?,
-                false,
-            ))
-            .await?;
+            let world = existing_world(data_dir, lro_seconds).await?;
             if let Err(e) = world.engine.request_scale(&job, &pool, count).await {
                 world.shutdown().await;
                 return Err(command_failure(e));
@@ -480,6 +463,17 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             .await
             .map_err(Failure::Runtime),
     }
+}
+
+/// The local world of a data dir that already holds flotilla's store.
+async fn existing_world(
+    data_dir: Option<PathBuf>,
+    lro_seconds: f64,
+) -> Result<LocalWorld, Failure> {
+    let lro = lro(lro_seconds).map_err(Failure::Usage)?;
+    let dir = data_dir.unwrap_or_else(local::default_data_dir);
+    require_store(&dir)?;
+    Ok(LocalWorld::start(local_options(dir, lro, false)).await?)
 }
 
 fn command_failure(e: CommandError) -> Failure {
