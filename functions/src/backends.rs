@@ -2,7 +2,7 @@
 //! (embedded store and bus, built-in simulator); otherwise Cosmos DB, Service
 //! Bus, Blob Storage, ARM and Key Vault as configured (README settings table).
 
-use crate::local::{Link, LocalOptions, LocalWorld};
+use crate::local::{LocalOptions, LocalWorld};
 use flotilla_azure::blob::{Staging, StagingAuth, DEV_STORAGE_ACCOUNT, DEV_STORAGE_KEY};
 use flotilla_azure::transport::https_client;
 use flotilla_azure::vault::Vault;
@@ -188,21 +188,11 @@ impl Backends {
     }
 
     async fn start_local() -> Result<Backends, String> {
-        let world = LocalWorld::start(LocalOptions {
-            staging: crate::local::StagingChoice::Simulator,
-            data_dir: Some(crate::local::default_data_dir()),
-            lro: Duration::from_secs(1),
-            persist_sim: true,
-            throttle: true,
-            link: Link::Https,
-            bus: BusOptions::default(),
-            workers: 4,
-            policy: Policy {
-                backoff_base: Duration::from_millis(500),
-                join_interval: Duration::from_millis(500),
-                ..Policy::default()
-            },
-        })
+        let world = LocalWorld::start(LocalOptions::on_disk(
+            crate::local::default_data_dir(),
+            Duration::from_secs(1),
+            false,
+        ))
         .await?;
         Ok(Backends {
             engine: world.engine.clone(),

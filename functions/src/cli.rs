@@ -1,10 +1,9 @@
 //! The command line. Exit codes: 0 success, 1 the job ended Compensated or
 //! Failed (or a command was refused), 2 bad usage or a bad spec.
 
-use crate::local::{self, fault_for, Link, LocalOptions, LocalWorld};
+use crate::local::{self, fault_for, LocalOptions, LocalWorld};
 use crate::progress::Progress;
 use clap::{Parser, Subcommand, ValueEnum};
-use flotilla_core::decide::Policy;
 use flotilla_core::embedded::{BusOptions, Embedded};
 use flotilla_core::engine::CommandError;
 use flotilla_core::saga::{JobStatus, Saga, StepName};
@@ -221,31 +220,6 @@ impl From<String> for Failure {
     }
 }
 
-fn policy_for(lro: Duration) -> Policy {
-    Policy {
-        backoff_base: Duration::from_millis(500),
-        join_interval: (lro / 2).max(Duration::from_millis(100)),
-        ..Policy::default()
-    }
-}
-
-fn local_options(data_dir: PathBuf, lro: Duration, deliver_twice: bool) -> LocalOptions {
-    LocalOptions {
-        staging: local::StagingChoice::Simulator,
-        data_dir: Some(data_dir),
-        lro,
-        persist_sim: true,
-        throttle: true,
-        link: Link::Https,
-        bus: BusOptions {
-            deliver_twice,
-            ..BusOptions::default()
-        },
-        workers: 4,
-        policy: policy_for(lro),
-    }
-}
-
 async fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {
         Command::Spec => {
@@ -276,7 +250,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             let lro = lro(lro_seconds).map_err(Failure::Usage)?;
             let dir = data_dir.unwrap_or_else(local::default_data_dir);
             let shown_dir = dir.display().to_string();
-            let mut options = local_options(dir, lro, deliver_twice);
+            let mut options = LocalOptions::on_disk(dir, lro, deliver_twice);
             if staging == StagingKind::Azurite {
                 options.staging = local::StagingChoice::Azurite {
                     endpoint: azurite_blob_endpoint,
@@ -473,7 +447,7 @@ async fn existing_world(
     let lro = lro(lro_seconds).map_err(Failure::Usage)?;
     let dir = data_dir.unwrap_or_else(local::default_data_dir);
     require_store(&dir)?;
-    Ok(LocalWorld::start(local_options(dir, lro, false)).await?)
+    Ok(LocalWorld::start(LocalOptions::on_disk(dir, lro, false)).await?)
 }
 
 fn command_failure(e: CommandError) -> Failure {

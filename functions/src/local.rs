@@ -53,6 +53,31 @@ pub struct LocalOptions {
     pub policy: Policy,
 }
 
+impl LocalOptions {
+    /// The local world of `up`, `resume`, `delete`, `scale` and zero-config
+    /// `serve`: state in `data_dir`, HTTPS to the simulator, ARM's throttle.
+    pub fn on_disk(data_dir: PathBuf, lro: Duration, deliver_twice: bool) -> LocalOptions {
+        LocalOptions {
+            staging: StagingChoice::Simulator,
+            data_dir: Some(data_dir),
+            lro,
+            persist_sim: true,
+            throttle: true,
+            link: Link::Https,
+            bus: BusOptions {
+                deliver_twice,
+                ..BusOptions::default()
+            },
+            workers: 4,
+            policy: Policy {
+                backoff_base: Duration::from_millis(500),
+                join_interval: (lro / 2).max(Duration::from_millis(100)),
+                ..Policy::default()
+            },
+        }
+    }
+}
+
 pub struct LocalWorld {
     pub sim: Sim,
     pub engine: Arc<Engine>,
