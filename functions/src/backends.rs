@@ -9,7 +9,7 @@ use flotilla_azure::vault::Vault;
 use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, ResourceId, RetryPolicy};
 use flotilla_core::decide::Policy;
 use flotilla_core::embedded::{BusOptions, Embedded};
-use flotilla_core::engine::{Azure, Engine, Stats};
+use flotilla_core::engine::{Azure, Engine};
 use flotilla_core::ports::{EventBus, SagaStore};
 use flotilla_core::settings::get;
 use flotilla_core::steps::Env;
@@ -165,20 +165,13 @@ impl Backends {
             keyvault_url: config.keyvault_url.clone(),
             sp_client_id: get("CLUSTER_SP_CLIENT_ID"),
         };
-        let azure = Azure {
-            arm: ArmClient::new(&config).map_err(|e| e.to_string())?,
-            vault: Vault::new(&config).map_err(|e| e.to_string())?,
+        let azure = Azure::from_clients(
+            Arc::new(ArmClient::new(&config).map_err(|e| e.to_string())?),
+            Vault::new(&config).map_err(|e| e.to_string())?,
             staging,
-            sp_client_secret: get("CLUSTER_SP_CLIENT_SECRET"),
-        };
-        let engine = Arc::new(Engine {
-            store,
-            bus,
-            azure: Arc::new(azure),
-            env,
-            policy: Policy::default(),
-            stats: Stats::default(),
-        });
+            get("CLUSTER_SP_CLIENT_SECRET"),
+        );
+        let engine = Arc::new(Engine::new(store, bus, azure, env, Policy::default()));
         Ok(Backends {
             engine,
             self_consuming,

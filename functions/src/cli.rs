@@ -5,7 +5,7 @@ use crate::local::{self, fault_for, LocalOptions, LocalWorld};
 use crate::progress::Progress;
 use clap::{Parser, Subcommand, ValueEnum};
 use flotilla_core::embedded::{BusOptions, Embedded};
-use flotilla_core::engine::CommandError;
+use flotilla_core::engine::{stalled_reason, CommandError, SweepOptions};
 use flotilla_core::saga::{JobStatus, Saga, StepName};
 use flotilla_core::spec::ClusterSpec;
 use serde_json::json;
@@ -550,7 +550,14 @@ fn summary(world: &LocalWorld, s: &Saga) -> serde_json::Value {
         "leftovers": leftovers,
         "error": s.error,
         "deadLetters": s.dead_letters,
+        "stalled": stalled(s),
     })
+}
+
+/// Why the job makes no progress, when it has made none for too long.
+fn stalled(s: &Saga) -> Option<String> {
+    let opts = SweepOptions::from_settings(SweepOptions::default()).unwrap_or_default();
+    stalled_reason(s, time::OffsetDateTime::now_utc(), opts.stall_after)
 }
 
 async fn finish(
@@ -609,5 +616,8 @@ fn print_status(s: &Saga) {
     }
     for d in &s.dead_letters {
         println!("  dead-lettered: {d}");
+    }
+    if let Some(why) = stalled(s) {
+        println!("  Stalled: {why}");
     }
 }

@@ -9,7 +9,7 @@ use flotilla_azure::vault::Vault;
 use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, ResourceId, RetryPolicy};
 use flotilla_core::decide::Policy;
 use flotilla_core::embedded::{BusOptions, Embedded};
-use flotilla_core::engine::{run_worker, Azure, Engine, Stats};
+use flotilla_core::engine::{run_sweeper, run_worker, Azure, Engine, SweepOptions};
 use flotilla_core::saga::StepName;
 use flotilla_core::steps::Env;
 use flotilla_sim::{FaultRule, Sim, SimConfig, SimServer};
@@ -51,6 +51,8 @@ pub struct LocalOptions {
     pub bus: BusOptions,
     pub workers: usize,
     pub policy: Policy,
+    /// The sweeper's timing (overridable by the `FLOTILLA_SWEEP_*` settings).
+    pub sweep: SweepOptions,
 }
 
 impl LocalOptions {
@@ -74,13 +76,26 @@ impl LocalOptions {
                 join_interval: (lro / 2).max(Duration::from_millis(100)),
                 ..Policy::default()
             },
+            sweep: local_sweep(lro),
         }
+    }
+}
+
+/// The sweeper's timing for a local world whose operations take `lro`:
+/// frequent sweeps, a grace of ten operations, stalled after five minutes.
+pub fn local_sweep(lro: Duration) -> SweepOptions {
+    SweepOptions {
+        interval: Duration::from_secs(2),
+        grace: (lro * 10).max(Duration::from_secs(10)),
+        stall_after: Duration::from_secs(300),
     }
 }
 
 pub struct LocalWorld {
     pub sim: Sim,
     pub engine: Arc<Engine>,
+    /// The engine's ARM client (its request counter is the benchmark's).
+    pub arm: Arc<ArmClient>,
     pub config: AzureConfig,
     server: Option<SimServer>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -250,12 +265,13 @@ impl LocalWorld {
             None => Embedded::in_memory(opts.bus),
         }
         .map_err(|e| format!("store: {e}"))?;
-        let azure = Azure {
-            arm: ArmClient::new(&config).map_err(|e| e.to_string())?,
-            vault: Vault::new(&config).map_err(|e| e.to_string())?,
+        let arm = Arc::new(ArmClient::new(&config).map_err(|e| e.to_string())?);
+        let azure = Azure::from_clients(
+            arm.clone(),
+            Vault::new(&config).map_err(|e| e.to_string())?,
             staging,
-            sp_client_secret: Some(info.client_secret.clone()),
-        };
+            Some(info.client_secret.clone()),
+        );
         let env = Env {
             subscription_id: info.subscription_id.clone(),
             staging_account_id,
@@ -263,16 +279,15 @@ impl LocalWorld {
             keyvault_url: info.keyvault_url.clone(),
             sp_client_id: Some(info.client_id.clone()),
         };
-        let engine = Arc::new(Engine {
-            store: embedded.store(),
-            bus: embedded.bus(),
-            azure: Arc::new(azure),
+        let engine = Arc::new(Engine::new(
+            embedded.store(),
+            embedded.bus(),
+            azure,
             env,
-            policy: opts.policy,
-            stats: Stats::default(),
-        });
+            opts.policy,
+        ));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let workers = (0..opts.workers.max(1))
+        let mut workers: Vec<_> = (0..opts.workers.max(1))
             .map(|_| {
                 tokio::spawn(run_worker(
                     engine.clone(),
@@ -282,9 +297,12 @@ impl LocalWorld {
                 ))
             })
             .collect();
+        let sweep = SweepOptions::from_settings(opts.sweep)?;
+        workers.push(tokio::spawn(run_sweeper(engine.clone(), sweep, stop_rx)));
         Ok(LocalWorld {
             sim,
             engine,
+            arm,
             config,
             server,
             stop,

@@ -5,7 +5,7 @@
 use super::envelope::{HttpRequest, HttpResponse, Invocation, Reply};
 use super::problem::{Kind, Problem};
 use super::{AppState, Function, Trigger, MAX_BODY};
-use flotilla_core::engine::CommandError;
+use flotilla_core::engine::{stalled_reason, CommandError, SweepOptions};
 use flotilla_core::names;
 use flotilla_core::spec::ClusterSpec;
 use serde_json::{json, Value};
@@ -152,13 +152,32 @@ async fn submit(
                 )
             })?;
     }
-    let job = state.engine.submit(spec).await.map_err(|e| match e {
-        CommandError::Invalid(m) => Problem::new(Kind::InvalidSpec, m),
-        other => command_problem(other),
-    })?;
+    let key = idempotency_key(req)?;
+    let submitted = state
+        .engine
+        .submit_with_key(spec, key)
+        .await
+        .map_err(|e| match e {
+            CommandError::Invalid(m) => Problem::new(Kind::InvalidSpec, m),
+            other => command_problem(other),
+        })?;
+    let job = submitted.job;
+    let url = status_url(&job);
+    if submitted.existing {
+        // The same key again: the same job, never a second cluster.
+        reply.log(format!("submit: idempotency key already started job {job}"));
+        let status = match state.engine.status(&job).await {
+            Ok(Some(saga)) => format!("{:?}", saga.status),
+            _ => "Unknown".into(),
+        };
+        return Ok(HttpResponse::json(
+            200,
+            &json!({"job": job, "statusUrl": url, "status": status}),
+        )
+        .with_header("Location", &url));
+    }
     reply.log(format!("submit: job {job} accepted"));
     tracing::info!(%job, "job submitted over HTTP");
-    let url = status_url(&job);
     Ok(HttpResponse::json(
         202,
         &json!({"job": job, "statusUrl": url, "status": "Running"}),
@@ -166,13 +185,38 @@ async fn submit(
     .with_header("Location", &url))
 }
 
+/// The optional `Idempotency-Key` header: 1–255 visible ASCII characters.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, Problem> {
+    let Some(key) = req.header("idempotency-key") else {
+        return Ok(None);
+    };
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::new(
+            Kind::InvalidRequest,
+            "Idempotency-Key must be 1-255 visible ASCII characters",
+        )
+        .field("Idempotency-Key"));
+    }
+    Ok(Some(key))
+}
+
 async fn status(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, Problem> {
     let job = job_param(req)?;
     match state.engine.status(&job).await {
-        Ok(Some(saga)) => Ok(HttpResponse::json(200, &saga.to_json())),
+        Ok(Some(saga)) => Ok(HttpResponse::json(200, &status_json(&saga))),
         Ok(None) => Err(Problem::new(Kind::NotFound, format!("job {job} not found"))),
         Err(e) => Err(command_problem(CommandError::Engine(e))),
     }
+}
+
+/// The saga as `status` shows it, with `stalled` (why) when it makes no progress.
+fn status_json(saga: &flotilla_core::saga::Saga) -> Value {
+    let mut v = saga.to_json();
+    let sweep = SweepOptions::from_settings(SweepOptions::default()).unwrap_or_default();
+    if let Some(why) = stalled_reason(saga, time::OffsetDateTime::now_utc(), sweep.stall_after) {
+        v["stalled"] = Value::String(why);
+    }
+    v
 }
 
 async fn delete(

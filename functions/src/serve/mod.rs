@@ -11,6 +11,7 @@ mod events;
 mod http;
 mod problem;
 mod queue;
+mod sweep;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -41,6 +42,8 @@ pub enum Trigger {
     JobsQueue,
     /// Event Grid (Azure resource events).
     EventGrid,
+    /// A timer (NCRONTAB schedule in its function.json).
+    Timer,
 }
 
 /// One function of the app.
@@ -96,6 +99,7 @@ pub const FUNCTIONS: &[Function] = &[
     function!("compensate", Trigger::Subscription),
     function!("submit-queue", Trigger::JobsQueue),
     function!("events", Trigger::EventGrid),
+    function!("sweep", Trigger::Timer),
 ];
 
 /// host.json, compiled in for `flotilla package`.
@@ -143,6 +147,7 @@ impl Function {
                 json!({"name": self.name, "trigger": "serviceBus", "queue": JOBS_QUEUE, "connection": CONNECTION})
             }
             Trigger::EventGrid => json!({"name": self.name, "trigger": "eventGrid"}),
+            Trigger::Timer => json!({"name": self.name, "trigger": "timer"}),
         }
     }
 }
@@ -205,6 +210,7 @@ async fn invoke(
         Trigger::Subscription => queue::event(&state, f.name, &inv).await,
         Trigger::JobsQueue => queue::submit(&state, &inv).await,
         Trigger::EventGrid => events::invoke(&state, &inv).await,
+        Trigger::Timer => sweep::invoke(&state).await,
     };
     reply(status, &r)
 }

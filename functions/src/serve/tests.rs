@@ -11,7 +11,7 @@ use flotilla_azure::vault::Vault;
 use flotilla_azure::{ArmClient, CredentialConfig, ResourceId, RetryPolicy};
 use flotilla_core::decide::{self, Policy};
 use flotilla_core::embedded::{BusOptions, Embedded};
-use flotilla_core::engine::{Azure, Stats};
+use flotilla_core::engine::Azure;
 use flotilla_core::ports::{ETag, OutMessage, SagaStore, StoreError, StoredDoc};
 use flotilla_core::spec::ClusterSpec;
 use flotilla_core::steps::Env;
@@ -73,6 +73,10 @@ fn every_function_json_matches_its_trigger() {
             Trigger::EventGrid => {
                 assert_eq!(b["type"], "eventGridTrigger");
                 assert_eq!(b["name"], events::BINDING);
+            }
+            Trigger::Timer => {
+                assert_eq!(b["type"], "timerTrigger");
+                assert_eq!(b["name"], sweep::BINDING);
             }
         }
     }
@@ -160,18 +164,18 @@ fn unreachable_azure() -> (Azure, Env) {
         retry: RetryPolicy::default(),
         http: flotilla_azure::transport::https_client(None).unwrap(),
     };
-    let azure = Azure {
-        arm: ArmClient::new(&config).unwrap(),
-        vault: Vault::new(&config).unwrap(),
-        staging: Staging::new(
+    let azure = Azure::from_clients(
+        Arc::new(ArmClient::new(&config).unwrap()),
+        Vault::new(&config).unwrap(),
+        Staging::new(
             &config,
             "https://127.0.0.1:9/acct",
             "staging",
             StagingAuth::Token,
         )
         .unwrap(),
-        sp_client_secret: None,
-    };
+        None,
+    );
     let env = Env {
         subscription_id: config.subscription_id.clone(),
         staging_account_id: ResourceId::new(
@@ -196,14 +200,13 @@ async fn fixture() -> Fixture {
         failing: AtomicBool::new(false),
     });
     let (azure, env) = unreachable_azure();
-    let engine = Arc::new(Engine {
-        store: store.clone(),
-        bus: embedded.bus(),
-        azure: Arc::new(azure),
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        embedded.bus(),
+        azure,
         env,
-        policy: Policy::default(),
-        stats: Stats::default(),
-    });
+        Policy::default(),
+    ));
     Fixture {
         _embedded: embedded,
         store,

@@ -2,6 +2,7 @@
 //! pure `decide` function, one module per step, the engine, the ports and the
 //! embedded backends behind `flotilla up`.
 
+pub mod adapters;
 pub mod conformance;
 pub mod decide;
 pub mod embedded;
@@ -13,3 +14,4 @@ pub mod saga;
 pub mod settings;
 pub mod spec;
 pub mod steps;
+pub mod testing;

@@ -23,6 +23,22 @@ pub fn new_job_id(spec: &ClusterSpec) -> String {
     format!("{}-{suffix}", spec.name)
 }
 
+/// The job id for a submission with an idempotency key: the cluster name
+/// plus 6 lowercase alphanumerics derived from the name and the key (FNV-1a,
+/// stable across versions and machines), so the same key names the same job.
+pub fn job_id_for_key(spec: &ClusterSpec, key: &str) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in spec.name.bytes().chain([0u8]).chain(key.bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let suffix: String = (0..6)
+        .map(|i| ALPHABET[((hash >> (i * 10)) % ALPHABET.len() as u64) as usize] as char)
+        .collect();
+    format!("{}-{suffix}", spec.name)
+}
+
 /// True for ids `new_job_id` could have made (used to reject junk in URLs).
 pub fn is_job_id(s: &str) -> bool {
     !s.is_empty()
