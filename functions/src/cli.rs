@@ -554,6 +554,15 @@ fn summary(world: &LocalWorld, s: &Saga) -> serde_json::Value {
     })
 }
 
+/// The class the engine gave a failure, as `status` prints it.
+fn class(e: &flotilla_core::saga::ErrorInfo) -> &'static str {
+    if e.retryable {
+        "retryable"
+    } else {
+        "terminal"
+    }
+}
+
 /// Why the job makes no progress, when it has made none for too long.
 fn stalled(s: &Saga) -> Option<String> {
     let opts = SweepOptions::from_settings(SweepOptions::default()).unwrap_or_default();
@@ -601,7 +610,7 @@ fn print_status(s: &Saga) {
         let err = st
             .last_error
             .as_ref()
-            .map(|e| format!("  {}: {}", e.code, e.message))
+            .map(|e| format!("  {}: {} ({})", e.code, e.message, class(e)))
             .unwrap_or_default();
         println!(
             "  {:<8} {:<12} attempts {}{}",
@@ -612,7 +621,7 @@ fn print_status(s: &Saga) {
         );
     }
     if let Some(e) = &s.error {
-        println!("  error: {}: {}", e.code, e.message);
+        println!("  error: {}: {} ({})", e.code, e.message, class(e));
     }
     for d in &s.dead_letters {
         println!("  dead-lettered: {d}");
