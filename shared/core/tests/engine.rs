@@ -328,11 +328,18 @@ async fn degraded_marking_goes_through_decide_and_the_outbox() {
         .unwrap();
     w.cloud.remove(&vnet);
     let sent = w.bus.sent.load(Ordering::SeqCst);
-    assert_eq!(w.engine.mark_degraded(&vnet).await.unwrap(), vec![job.clone()]);
+    assert_eq!(
+        w.engine.mark_degraded(&vnet).await.unwrap(),
+        vec![job.clone()]
+    );
     let saga = w.engine.status(&job).await.unwrap().unwrap();
     assert_eq!(saga.status, JobStatus::Degraded);
     assert_eq!(saga.missing, vec![vnet.clone()]);
-    assert_eq!(w.bus.sent.load(Ordering::SeqCst), sent + 1, "job.degraded sent");
+    assert_eq!(
+        w.bus.sent.load(Ordering::SeqCst),
+        sent + 1,
+        "job.degraded sent"
+    );
     // A repeat changes nothing; an unknown resource concerns no job.
     assert!(w.engine.mark_degraded(&vnet).await.unwrap().is_empty());
     assert!(w
