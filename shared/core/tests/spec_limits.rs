@@ -401,7 +401,8 @@ fn subnets_hold_the_nodes() {
 
 #[test]
 fn serde_errors_name_the_field_path() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
+    type Change = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Change)> = vec![
         ("name", Box::new(|v| v["name"] = json!(123))),
         (
             "workerPools[0].min",
