@@ -58,6 +58,11 @@ impl Server {
     /// Starts `flotilla serve` on a free port with FUNCTIONS_CUSTOMHANDLER_PORT
     /// (as the host does) and waits for `GET /` to answer.
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// [`Server::start`] with extra environment variables (settings).
+    pub fn start_with(envs: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
@@ -66,6 +71,7 @@ impl Server {
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
             .env("FLOTILLA_DATA_DIR", dir.path().join("data"))
             .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
