@@ -262,7 +262,7 @@ impl CredentialFailure {
                 None,
                 format!(
                     "{endpoint} could not be reached ({}); will retry",
-                    cause_chain(*err)
+                    cause_chain(err)
                 ),
             );
         }
@@ -326,7 +326,7 @@ impl CredentialFailure {
             .get("error_description")
             .or_else(|| body.get("message"))
             .and_then(serde_json::Value::as_str)
-            .map(|d| first_line(d))
+            .map(first_line)
             .filter(|d| !d.is_empty());
         let retry_after = raw.and_then(|r| retry_after(r.headers()));
         let detail = description.map(|d| format!(": {d}")).unwrap_or_default();
