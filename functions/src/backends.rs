@@ -8,7 +8,6 @@ use flotilla_azure::transport::https_client;
 use flotilla_azure::vault::Vault;
 use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, ResourceId, RetryPolicy};
 use flotilla_core::decide::Policy;
-use flotilla_core::embedded::{BusOptions, Embedded};
 use flotilla_core::engine::{Azure, Engine};
 use flotilla_core::ports::{EventBus, SagaStore};
 use flotilla_core::settings::get;
@@ -82,12 +81,7 @@ impl Backends {
         }
         let config = azure_config()?;
         let embedded = if store_kind == "sqlite" || bus_kind == "embedded" {
-            let dir = crate::local::default_data_dir();
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            Some(
-                Embedded::open(&dir.join("flotilla.db"), BusOptions::default())
-                    .map_err(|e| e.to_string())?,
-            )
+            Some(crate::local::open_default_embedded()?)
         } else {
             None
         };

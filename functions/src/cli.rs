@@ -1,10 +1,16 @@
 //! The command line. Exit codes: 0 success, 1 the job ended Compensated or
-//! Failed (or a command was refused), 2 bad usage or a bad spec.
+//! Failed (or a command was refused, including a data dir that another
+//! process holds), 2 bad usage or a bad spec.
+//!
+//! Commands that change a data dir lock it first (`LocalWorld::start`, and
+//! `sim --data-dir`); `status` and `list` only read it, through a read-only
+//! SQLite connection, so they work while another process owns the dir.
 
+use crate::data_dir::DataDirLock;
 use crate::local::{self, fault_for, LocalOptions, LocalWorld};
 use crate::progress::Progress;
 use clap::{Parser, Subcommand, ValueEnum};
-use flotilla_core::embedded::{BusOptions, Embedded};
+use flotilla_core::embedded::Embedded;
 use flotilla_core::engine::{stalled_reason, CommandError, SweepOptions};
 use flotilla_core::saga::{JobStatus, Saga, StepName};
 use flotilla_core::spec::ClusterSpec;
@@ -411,6 +417,11 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                     "--write-burst and --write-refill-per-s must be positive".into(),
                 ));
             }
+            // Held until the simulator stops (the process ends).
+            let _lock = match &data_dir {
+                Some(dir) => Some(DataDirLock::acquire(dir).map_err(|e| e.to_string())?),
+                None => None,
+            };
             let throttle = flotilla_sim::ThrottleConfig {
                 write_burst,
                 write_refill_per_s,
@@ -560,15 +571,22 @@ fn command_failure(e: CommandError) -> Failure {
     }
 }
 
+/// The store of a data dir, read-only and without its lock: safe while a
+/// running `up`, `resume` or `serve` writes to it (SQLite WAL readers see the
+/// last committed state and never block the writer).
 fn open_store(dir: &std::path::Path) -> Result<Embedded, Failure> {
     require_store(dir)?;
-    Embedded::open(&dir.join("flotilla.db"), BusOptions::default())
+    Embedded::open_read_only(&dir.join("flotilla.db"))
         .map_err(|e| Failure::Runtime(format!("store: {e}")))
 }
 
+/// Refuses a dir without flotilla's store; a dir whose owner has not created
+/// its store yet is reported as in use, not as empty.
 fn require_store(dir: &std::path::Path) -> Result<(), Failure> {
     if dir.join("flotilla.db").exists() {
         Ok(())
+    } else if let Some(in_use) = DataDirLock::in_use(dir) {
+        Err(Failure::Runtime(in_use.to_string()))
     } else {
         Err(Failure::Runtime(format!(
             "no flotilla data in {} (run `flotilla up` first, or pass --data-dir)",

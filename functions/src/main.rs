@@ -4,6 +4,7 @@
 mod backends;
 mod bench;
 mod cli;
+mod data_dir;
 mod local;
 mod package;
 mod progress;
