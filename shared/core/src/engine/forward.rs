@@ -217,12 +217,7 @@ impl Engine {
                 // Blob metadata names are C# identifiers: `flotilla-job` becomes `flotilla_job`.
                 let metadata = tags
                     .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-                            v.clone(),
-                        )
-                    })
+                    .map(|(k, v)| (names::blob_metadata_name(k), v.clone()))
                     .collect();
                 self.azure
                     .blobs
