@@ -81,6 +81,25 @@ impl LocalOptions {
     }
 }
 
+impl LocalOptions {
+    /// A throwaway world in memory, for commands that only need the
+    /// engine's configuration (`plan`): nothing on disk, no socket.
+    pub fn ephemeral() -> LocalOptions {
+        LocalOptions {
+            staging: StagingChoice::Simulator,
+            data_dir: None,
+            lro: Duration::ZERO,
+            persist_sim: false,
+            throttle: false,
+            link: Link::InProcess,
+            bus: BusOptions::default(),
+            workers: 1,
+            policy: Policy::default(),
+            sweep: local_sweep(Duration::ZERO),
+        }
+    }
+}
+
 /// The sweeper's timing for a local world whose operations take `lro`:
 /// frequent sweeps, a grace of ten operations, stalled after five minutes.
 pub fn local_sweep(lro: Duration) -> SweepOptions {

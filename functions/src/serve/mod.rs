@@ -86,6 +86,7 @@ const fn http(method: &'static str, route: &'static str) -> Trigger {
 /// Every function the router serves; each has `functions/<name>/function.json`.
 pub const FUNCTIONS: &[Function] = &[
     function!("submit", http("POST", "clusters")),
+    function!("plan", http("POST", "clusters/plan")),
     function!("status", http("GET", "clusters/{id}")),
     function!("delete", http("DELETE", "clusters/{id}")),
     function!("scale", http("PATCH", "clusters/{id}/pools/{pool}")),

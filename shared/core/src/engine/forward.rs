@@ -189,8 +189,8 @@ impl Engine {
                         )
                     })?;
                 let mut body = body.clone();
-                if let Some(ext) = body.pointer_mut("/properties/virtualMachineProfile/extensionProfile/extensions/0/properties/protectedSettings") {
-                    ext["storageAccountKey"] = serde_json::Value::String(key);
+                if let Some(ext) = body.pointer_mut(steps::PROTECTED_SETTINGS) {
+                    ext[steps::STORAGE_KEY_FIELD] = serde_json::Value::String(key);
                 }
                 Ok(self.azure.arm.put(id, api::COMPUTE, &body).await?)
             }
