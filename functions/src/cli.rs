@@ -160,6 +160,9 @@ enum Command {
     Package {
         #[arg(long)]
         out: PathBuf,
+        /// Refuse an executable that needs a newer glibc (e.g. 2.31, the Functions Linux images).
+        #[arg(long)]
+        max_glibc: Option<String>,
     },
     /// Run N jobs concurrently on the embedded backends with zero simulated latency.
     Bench {
@@ -450,11 +453,17 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             .await
             .map(|()| ExitCode::SUCCESS)
             .map_err(Failure::Runtime),
-        Command::Package { out } => {
-            let p = crate::package::run(&out).map_err(Failure::Runtime)?;
+        Command::Package { out, max_glibc } => {
+            let max = match max_glibc.as_deref().map(crate::package::parse_version) {
+                Some(Err(e)) => return Err(Failure::Usage(e)),
+                Some(Ok(v)) => Some(v),
+                None => None,
+            };
+            let p = crate::package::run(&out, max.as_deref()).map_err(Failure::Runtime)?;
             println!(
                 "{}",
-                json!({"dir": p.dir.display().to_string(), "zip": p.zip.display().to_string(), "entries": p.entries})
+                json!({"dir": p.dir.display().to_string(), "zip": p.zip.display().to_string(), "entries": p.entries,
+                       "glibc": p.needs.glibc_text(), "libraries": p.needs.libraries})
             );
             Ok(ExitCode::SUCCESS)
         }
