@@ -9,7 +9,7 @@ use flotilla_azure::vault::Vault;
 use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, ResourceId, RetryPolicy};
 use flotilla_core::decide::Policy;
 use flotilla_core::embedded::{BusOptions, Embedded};
-use flotilla_core::engine::{Azure, Engine, Stats};
+use flotilla_core::engine::{run_worker, Azure, Engine, Stats};
 use flotilla_core::ports::{EventBus, SagaStore};
 use flotilla_core::settings::get;
 use flotilla_core::steps::Env;
@@ -25,6 +25,17 @@ pub struct Backends {
     /// Settings used to build per-entity receivers (`flotilla worker`).
     pub azure: Option<AzureConfig>,
     local: Option<LocalWorld>,
+    /// Workers consuming an embedded bus outside the local world, and their stop switch.
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+/// Test mode (FLOTILLA_DELIVER_TWICE): the embedded bus delivers every message twice.
+fn bus_options() -> BusOptions {
+    BusOptions {
+        deliver_twice: get("FLOTILLA_DELIVER_TWICE").as_deref() == Some("true"),
+        ..BusOptions::default()
+    }
 }
 
 fn required(name: &str) -> Result<String, String> {
@@ -85,7 +96,7 @@ impl Backends {
             let dir = crate::local::default_data_dir();
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             Some(
-                Embedded::open(&dir.join("flotilla.db"), BusOptions::default())
+                Embedded::open(&dir.join("flotilla.db"), bus_options())
                     .map_err(|e| e.to_string())?,
             )
         } else {
@@ -179,11 +190,24 @@ impl Backends {
             policy: Policy::default(),
             stats: Stats::default(),
         });
+        // An embedded bus has no other consumer here: run its workers in this process.
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let workers = match (&embedded, self_consuming) {
+            (Some(e), true) => (0..4)
+                .map(|_| {
+                    let max = e.options().max_delivery_count;
+                    tokio::spawn(run_worker(engine.clone(), engine.bus.clone(), max, stop_rx.clone()))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         Ok(Backends {
             engine,
             self_consuming,
             azure: Some(config),
             local: None,
+            workers,
+            stop: Some(stop),
         })
     }
 
@@ -191,7 +215,7 @@ impl Backends {
         let world = LocalWorld::start(LocalOptions::on_disk(
             crate::local::default_data_dir(),
             Duration::from_secs(1),
-            false,
+            bus_options().deliver_twice,
         ))
         .await?;
         Ok(Backends {
@@ -199,6 +223,8 @@ impl Backends {
             self_consuming: true,
             azure: None,
             local: Some(world),
+            workers: Vec::new(),
+            stop: None,
         })
     }
 
@@ -208,6 +234,12 @@ impl Backends {
     }
 
     pub async fn shutdown(self) {
+        if let Some(stop) = &self.stop {
+            let _ = stop.send(true);
+        }
+        for w in self.workers {
+            let _ = w.await;
+        }
         if let Some(w) = self.local {
             w.shutdown().await;
         }
@@ -234,7 +266,7 @@ fn cosmos_auth(config: &AzureConfig) -> Result<flotilla_cloud::cosmos::CosmosAut
 }
 
 /// The Cosmos DB emulator's published account key (not a secret).
-const COSMOS_EMULATOR_KEY: &str =
+pub(crate) const COSMOS_EMULATOR_KEY: &str =
     "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU9DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==";
 
 /// The Service Bus topic (or queue) flotilla sends its events to.

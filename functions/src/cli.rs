@@ -140,6 +140,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run N jobs through the whole engine while injecting faults and killing
+    /// processes, then check every job and what is left in the simulator.
+    Chaos(crate::chaos::ChaosArgs),
     /// Run N jobs concurrently on the embedded backends with zero simulated latency.
     Bench {
         #[arg(long, default_value_t = 200)]
@@ -429,6 +432,10 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Chaos(args) => crate::chaos::run(args).await.map_err(|e| match e {
+            crate::chaos::ChaosError::Usage(m) => Failure::Usage(m),
+            other => Failure::Runtime(other.to_string()),
+        }),
         Command::Bench {
             jobs,
             workers,

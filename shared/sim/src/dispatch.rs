@@ -280,7 +280,7 @@ fn take_fault(sim: &Sim, method: &Method, target: &Target, can_async: bool) -> O
             }
         }
         if let Some(t) = &r.resource_type {
-            if !t.eq_ignore_ascii_case(&target.resource_type) {
+            if !crate::util::glob_match(t, &target.resource_type) {
                 return false;
             }
         }
@@ -302,6 +302,15 @@ fn take_fault(sim: &Sim, method: &Method, target: &Target, can_async: bool) -> O
             rules.remove(idx);
         }
     }
+    drop(rules);
+    lock(&sim.inner.fired).push(crate::FiredFault {
+        method: method.to_string(),
+        resource_type: target.resource_type.clone(),
+        name: target.name.clone(),
+        status: rule.status,
+        code: rule.code.clone(),
+        asynchronous: rule.asynchronous,
+    });
     Some(rule)
 }
 
