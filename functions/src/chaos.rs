@@ -124,7 +124,7 @@ pub struct ChaosArgs {
     /// How long simulated long-running operations take.
     #[arg(long, default_value_t = 0.2)]
     pub lro_seconds: f64,
-    /// A job whose saga does not change for this long is reported stalled.
+    /// A job that makes no progress for this long is reported stalled.
     #[arg(long, default_value_t = 120)]
     pub stall_seconds: u64,
     /// Give up on the whole campaign after this long (unfinished jobs are stalled).
@@ -137,6 +137,9 @@ pub struct ChaosArgs {
     /// scripts/emulators with its npm packages (emulators backend) [default: found from the checkout].
     #[arg(long)]
     pub emulators_dir: Option<PathBuf>,
+    /// RUST_LOG of the child processes (their logs are in the work dir).
+    #[arg(long, default_value = "warn")]
+    pub child_log: String,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
@@ -167,6 +170,7 @@ struct Plan {
     lro: Duration,
     stall: Duration,
     timeout: Duration,
+    child_log: String,
 }
 
 /// One job of the campaign, decided before it starts.
@@ -233,11 +237,15 @@ impl ChaosArgs {
         if self.stall_seconds == 0 || self.timeout_seconds == 0 {
             return Err(usage("--stall-seconds and --timeout-seconds must be positive"));
         }
-        let faults: BTreeSet<FaultKind> = if self.faults.is_empty() {
+        let mut faults: BTreeSet<FaultKind> = if self.faults.is_empty() {
             FaultKind::value_variants().iter().copied().collect()
         } else {
             self.faults.iter().copied().collect()
         };
+        if self.backend == Backend::Embedded {
+            // The embedded store commits the outbox with the saga: no send to lose.
+            faults.remove(&FaultKind::LostSends);
+        }
         let seed = self.seed.unwrap_or_else(rand::random);
         let mut rng = StdRng::seed_from_u64(seed);
         let mut jobs = Vec::with_capacity(self.jobs);
@@ -272,6 +280,7 @@ impl ChaosArgs {
             lro: Duration::from_secs_f64(self.lro_seconds),
             stall: Duration::from_secs(self.stall_seconds),
             timeout: Duration::from_secs(self.timeout_seconds),
+            child_log: self.child_log.clone(),
         })
     }
 }
@@ -448,7 +457,7 @@ impl Processes {
             .set("CLUSTER_SP_CLIENT_ID", &info.client_id)
             .set("CLUSTER_SP_CLIENT_SECRET", &info.client_secret)
             .set("SERVICEBUS_QUEUE", TOPIC)
-            .set("RUST_LOG", "warn");
+            .set("RUST_LOG", &plan.child_log);
         let dir = |name: &str| -> Result<PathBuf, ChaosError> {
             let d = work.join(name);
             std::fs::create_dir_all(&d)
@@ -595,9 +604,45 @@ impl Processes {
 struct Tracked {
     job: Option<String>,
     last: Option<Value>,
+    /// The last [`progress`] fingerprint and when it changed.
+    progress: Option<Value>,
     changed: Instant,
     settled: bool,
     stalled: Option<String>,
+}
+
+/// What counts as progress: the job's status, its steps' states and attempts,
+/// its resources' states, its error, and what it waits for. A re-check that
+/// finds nothing new (another `join` poll, the same operation still running)
+/// is not progress.
+fn progress(s: &Value) -> Value {
+    let steps: Vec<Value> = s["steps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|st| json!([st["status"], st["attempts"], st["undoAttempts"]]))
+                .collect()
+        })
+        .unwrap_or_default();
+    let resources: Vec<Value> = s["resources"]
+        .as_array()
+        .map(|a| a.iter().map(|r| json!([r["id"], r["state"]])).collect())
+        .unwrap_or_default();
+    let mut pending = s["pending"].clone();
+    if let Value::Object(p) = &mut pending {
+        for volatile in ["checks", "seq", "since", "poll"] {
+            p.remove(volatile);
+        }
+    }
+    json!({
+        "status": s["status"],
+        "steps": steps,
+        "resources": resources,
+        "error": s["error"],
+        "pending": pending,
+        "pools": s["pools"],
+        "deadLetters": s["deadLetters"],
+    })
 }
 
 fn status_str(s: &Value) -> &str {
@@ -812,6 +857,7 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
         .map(|_| Tracked {
             job: None,
             last: None,
+            progress: None,
             changed: Instant::now(),
             settled: false,
             stalled: None,
@@ -898,8 +944,10 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
         while let Some(r) = set.join_next().await {
             let Ok((i, Some(s))) = r else { continue };
             let t = &mut tracked[i];
-            if t.last.as_ref() != Some(&s) {
+            let p = progress(&s);
+            if t.progress.as_ref() != Some(&p) {
                 t.changed = Instant::now();
+                t.progress = Some(p);
             }
             t.settled = is_settled(&s);
             t.last = Some(s);
@@ -911,7 +959,7 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
                 t.stalled = Some(format!("campaign timeout ({} s)", plan.timeout.as_secs()));
             } else if now.duration_since(t.changed) >= plan.stall {
                 t.stalled = Some(format!(
-                    "no change for {} s",
+                    "no progress for {} s",
                     now.duration_since(t.changed).as_secs()
                 ));
             }
@@ -1209,7 +1257,15 @@ fn check(
                 .stalled
                 .clone()
                 .unwrap_or_else(|| "reported stalled".into());
-            problem("stalled", json!({"why": why, "pending": saga.map(|s| s["pending"].clone())}));
+            // What the simulator holds for it, to tell why.
+            let held: Vec<Value> = items
+                .iter()
+                .map(|x| json!({"id": x.id, "provisioningState": x.provisioning_state}))
+                .collect();
+            problem(
+                "stalled",
+                json!({"why": why, "pending": saga.map(|s| s["pending"].clone()), "resources": held}),
+            );
             continue;
         }
         match status.as_str() {
@@ -1385,7 +1441,7 @@ mod tests {
             (vec!["--jobs", "0"], "--jobs"),
             (vec!["--fault-rate", "1.5"], "--fault-rate"),
             (vec!["--fault-rate", "NaN"], "--fault-rate"),
-            (vec!["--terminal-share", "-1"], "--terminal-share"),
+            (vec!["--terminal-share", "1.5"], "--terminal-share"),
             (vec!["--workers", "0"], "--workers"),
             (vec!["--lro-seconds", "100"], "--lro-seconds"),
             (vec!["--stall-seconds", "0"], "--stall-seconds"),
