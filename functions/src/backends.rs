@@ -196,7 +196,12 @@ impl Backends {
             (Some(e), true) => (0..4)
                 .map(|_| {
                     let max = e.options().max_delivery_count;
-                    tokio::spawn(run_worker(engine.clone(), engine.bus.clone(), max, stop_rx.clone()))
+                    tokio::spawn(run_worker(
+                        engine.clone(),
+                        engine.bus.clone(),
+                        max,
+                        stop_rx.clone(),
+                    ))
                 })
                 .collect(),
             _ => Vec::new(),

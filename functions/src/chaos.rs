@@ -235,7 +235,9 @@ impl ChaosArgs {
             )));
         }
         if self.stall_seconds == 0 || self.timeout_seconds == 0 {
-            return Err(usage("--stall-seconds and --timeout-seconds must be positive"));
+            return Err(usage(
+                "--stall-seconds and --timeout-seconds must be positive",
+            ));
         }
         let mut faults: BTreeSet<FaultKind> = if self.faults.is_empty() {
             FaultKind::value_variants().iter().copied().collect()
@@ -363,7 +365,10 @@ const DATA_TYPES: [&str; 4] = [
 ];
 
 /// Token endpoints (client credentials and managed identity).
-const TOKEN_TYPES: [&str; 2] = ["Microsoft.AAD/oauth2/token", "Microsoft.ManagedIdentity/token"];
+const TOKEN_TYPES: [&str; 2] = [
+    "Microsoft.AAD/oauth2/token",
+    "Microsoft.ManagedIdentity/token",
+];
 
 /// Retryable rules that fault about `rate` of the calls to `DATA_TYPES`:
 /// 35 % throttling, 15 % 500, 20 % 503, 10 % a 504 after 1.5 s, 20 % an
@@ -689,7 +694,7 @@ async fn submit(
         )
         .await
         {
-            Ok(a) if matches!(a.status, 200 | 201 | 202) => {
+            Ok(a) if (200..=202).contains(&a.status) => {
                 return a.body["job"]
                     .as_str()
                     .map(str::to_string)
@@ -804,270 +809,65 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
     let staging_account_id = env.storage_account(STAGING_RG, STAGING_ACCOUNT).await?;
     env.blob_container(STAGING_ACCOUNT, STAGING_CONTAINER)
         .await?;
-    let mut procs = Processes::start(&plan, &env, &work, args.emulators_dir.as_deref()).await?;
-
-    // Faults: job-specific terminal rules first, then the random ones.
-    for j in &plan.jobs {
-        if let Some(step) = j.terminal {
-            env.sim.add_fault(terminal_rule(step, &j.cluster));
-        }
-    }
-    if plan.faults.contains(&FaultKind::Arm) {
-        retryable_rules(plan.fault_rate)
-            .into_iter()
-            .for_each(|r| env.sim.add_fault(r));
-    }
-    if plan.faults.contains(&FaultKind::Token) {
-        token_rules(plan.fault_rate)
-            .into_iter()
-            .for_each(|r| env.sim.add_fault(r));
-    }
-    if plan.backend == Backend::Emulators {
-        if plan.faults.contains(&FaultKind::LostSends) {
-            env.sim.add_fault(send_failure_rule(plan.fault_rate / 2.0));
-        }
-        env.sim.set_servicebus_faults(ServiceBusFaults {
-            drop_send: if plan.faults.contains(&FaultKind::LostSends) {
-                plan.fault_rate / 10.0
-            } else {
-                0.0
-            },
-            duplicate: if plan.faults.contains(&FaultKind::Duplicates) {
-                plan.fault_rate
-            } else {
-                0.0
-            },
-            reorder: if plan.faults.contains(&FaultKind::Duplicates) {
-                plan.fault_rate
-            } else {
-                0.0
-            },
-        });
-    }
-
-    // Submit every job (a few at a time; retried while the handler is down).
+    let procs = Processes::start(&plan, &env, &work, args.emulators_dir.as_deref()).await?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| ChaosError::Run(format!("HTTP client: {e}")))?;
-    let port = procs.port;
-    let mut tracked: Vec<Tracked> = plan
-        .jobs
-        .iter()
-        .map(|_| Tracked {
-            job: None,
-            last: None,
-            progress: None,
-            changed: Instant::now(),
-            settled: false,
-            stalled: None,
-        })
-        .collect();
-    let mut problems: Vec<Value> = Vec::new();
-    let mut kill_log: Vec<String> = Vec::new();
-    let mut next_kill = 0usize;
-    let mut kill_armed: Option<Instant> = None;
-    {
-        let mut set = tokio::task::JoinSet::new();
-        let sem = Arc::new(tokio::sync::Semaphore::new(8));
-        for (i, j) in plan.jobs.iter().enumerate() {
-            let (http, sem) = (http.clone(), sem.clone());
-            let key = format!("chaos-{}-{i}", plan.seed);
-            let job = j.clone();
-            set.spawn(async move {
-                let _permit = sem.acquire_owned().await;
-                (i, submit(&http, port, &job, &key).await)
-            });
-        }
-        // A kill planned for the very start (under 10 % settled) happens while
-        // jobs are still being submitted: a lost answer must not make a second job.
-        let submitting = Instant::now();
-        while !set.is_empty() {
-            tokio::select! {
-                done = set.join_next() => match done {
-                    Some(Ok((i, Ok(job)))) => {
-                        tracked[i].job = Some(job);
-                        tracked[i].changed = Instant::now();
-                    }
-                    Some(Ok((i, Err(e)))) => {
-                        tracked[i].settled = true;
-                        problems.push(json!({"cluster": plan.jobs[i].cluster, "problem": "not submitted", "detail": e}));
-                    }
-                    Some(Err(e)) => return Err(ChaosError::Run(format!("submit task: {e}"))),
-                    None => break,
-                },
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    if let Some(k) = plan.kills.get(next_kill).filter(|k| k.settled_share < 0.1) {
-                        if submitting.elapsed() >= k.delay {
-                            let what = procs.kill_and_restart(k).await?;
-                            if text {
-                                eprintln!("chaos: kill -9 {what} while submitting, restarted");
-                            }
-                            kill_log.push(what);
-                            next_kill += 1;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if text {
-        eprintln!(
-            "chaos: {} jobs submitted in {:.1} s",
-            tracked.iter().filter(|t| t.job.is_some()).count(),
-            started.elapsed().as_secs_f64()
-        );
-    }
-
-    // Watch every job until it settles or stalls; kill at the planned moments.
-    let total = plan.jobs.len();
-    let mut last_report = (0usize, Instant::now());
-    loop {
-        let pending: Vec<(usize, String)> = tracked
+    let steps_env = Env {
+        subscription_id: env.info().subscription_id.clone(),
+        staging_account_id,
+        staging_url: format!(
+            "{}/{STAGING_CONTAINER}/",
+            env.blob_endpoint(STAGING_ACCOUNT)
+        ),
+        keyvault_url: env.info().keyvault_url.clone(),
+        sp_client_id: Some(env.info().client_id.clone()),
+    };
+    let mut campaign = Campaign {
+        tracked: plan
+            .jobs
             .iter()
-            .enumerate()
-            .filter(|(_, t)| !t.settled && t.stalled.is_none())
-            .filter_map(|(i, t)| t.job.clone().map(|j| (i, j)))
-            .collect();
-        if pending.is_empty() {
-            break;
-        }
-        let mut set = tokio::task::JoinSet::new();
-        let sem = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
-        for (i, job) in pending {
-            let (http, sem) = (http.clone(), sem.clone());
-            set.spawn(async move {
-                let _permit = sem.acquire_owned().await;
-                (i, status(&http, port, &job).await)
-            });
-        }
-        while let Some(r) = set.join_next().await {
-            let Ok((i, Some(s))) = r else { continue };
-            let t = &mut tracked[i];
-            let p = progress(&s);
-            if t.progress.as_ref() != Some(&p) {
-                t.changed = Instant::now();
-                t.progress = Some(p);
-            }
-            t.settled = is_settled(&s);
-            t.last = Some(s);
-        }
-        let now = Instant::now();
-        let timed_out = started.elapsed() > plan.timeout;
-        for t in tracked.iter_mut().filter(|t| !t.settled && t.stalled.is_none()) {
-            if timed_out {
-                t.stalled = Some(format!("campaign timeout ({} s)", plan.timeout.as_secs()));
-            } else if now.duration_since(t.changed) >= plan.stall {
-                t.stalled = Some(format!(
-                    "no progress for {} s",
-                    now.duration_since(t.changed).as_secs()
-                ));
-            }
-        }
-        let settled = tracked.iter().filter(|t| t.settled).count();
-        if let Some(k) = plan.kills.get(next_kill) {
-            if settled as f64 >= k.settled_share * total as f64 {
-                let armed = *kill_armed.get_or_insert_with(Instant::now);
-                if armed.elapsed() >= k.delay {
-                    let what = procs.kill_and_restart(k).await?;
-                    if text {
-                        eprintln!("chaos: kill -9 {what}, restarted");
-                    }
-                    kill_log.push(what);
-                    next_kill += 1;
-                    kill_armed = None;
-                }
-            }
-        }
-        if text && (settled >= last_report.0 + total.div_ceil(10) || last_report.1.elapsed() > Duration::from_secs(15)) {
-            let count = |st: &str| {
-                tracked
-                    .iter()
-                    .filter(|t| t.settled && t.last.as_ref().is_some_and(|s| status_str(s) == st))
-                    .count()
-            };
-            eprintln!(
-                "chaos: {settled}/{total} settled (succeeded {}, compensated {}, failed {}), {} stalled, {} kill(s), {} fault(s), {:.0} s",
-                count("Succeeded"),
-                count("Compensated"),
-                count("Failed"),
-                tracked.iter().filter(|t| t.stalled.is_some()).count(),
-                kill_log.len(),
-                env.sim.faults_fired() + env.sim.servicebus_faults_fired().total(),
-                started.elapsed().as_secs_f64()
-            );
-            last_report = (settled, Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let crashed = procs.crashed();
-
-    // A quiet moment for late (duplicate) deliveries, then stop everything and
-    // read the final truth: the store and the simulator's inventory.
-    tokio::time::sleep(Duration::from_secs(2) + plan.lro * 2).await;
-    procs.stop();
-    env.sim.clear_faults();
-    env.sim.set_servicebus_faults(ServiceBusFaults::default());
-    let sagas = procs.all_sagas().await?;
-    let inventory = env.sim.inventory(None);
-    let fired = env.sim.fired_faults();
-    let sb_fired = env.sim.servicebus_faults_fired();
-    let seconds = started.elapsed().as_secs_f64();
-
-    let report = check(
-        &plan,
-        &tracked,
-        problems,
-        &sagas,
-        &inventory,
-        &fired,
-        Env {
-            subscription_id: env.info().subscription_id.clone(),
-            staging_account_id,
-            staging_url: format!(
-                "{}/{STAGING_CONTAINER}/",
-                env.blob_endpoint(STAGING_ACCOUNT)
-            ),
-            keyvault_url: env.info().keyvault_url.clone(),
-            sp_client_id: Some(env.info().client_id.clone()),
-        },
-    );
-    let mut report = report;
-    let faults_injected = env.sim.faults_fired() + sb_fired.total();
-    report.set("faults_injected", json!(faults_injected));
-    report.set("kills", json!(kill_log.len()));
-    report.set("seconds", json!(round3(seconds)));
-    report.detail.insert(
-        "faults".into(),
-        json!({
-            "rules": fault_breakdown(&fired),
-            "servicebus": sb_fired,
-            "deliver_twice": plan.backend == Backend::Embedded && plan.faults.contains(&FaultKind::Duplicates),
-        }),
-    );
-    report.detail.insert("killed".into(), json!(kill_log));
-    if !crashed.is_empty() {
-        report.detail.insert("crashed".into(), json!(crashed));
-    }
-    drop(procs);
-    env.shutdown().await;
+            .map(|_| Tracked {
+                job: None,
+                last: None,
+                progress: None,
+                changed: Instant::now(),
+                settled: false,
+                stalled: None,
+            })
+            .collect(),
+        plan,
+        env,
+        procs,
+        http,
+        problems: Vec::new(),
+        kills: Kills::default(),
+        text,
+        started,
+    };
+    campaign.install_faults();
+    campaign.submit_all().await?;
+    campaign.watch().await;
+    let mut report = campaign.finish(steps_env).await?;
 
     let pass = report.pass();
-    report.detail.insert("verdict".into(), json!(if pass { "pass" } else { "fail" }));
+    report
+        .detail
+        .insert("verdict".into(), json!(if pass { "pass" } else { "fail" }));
     // Keep the logs of a failed campaign.
-    if let Some(t) = temp {
-        if pass {
+    let kept = match temp {
+        Some(t) if pass => {
             drop(t);
-        } else {
-            let kept = t.keep();
-            report
-                .detail
-                .insert("work_dir".into(), json!(kept.display().to_string()));
+            None
         }
-    } else {
+        Some(t) => Some(t.keep()),
+        None => Some(work),
+    };
+    if let Some(dir) = kept {
         report
             .detail
-            .insert("work_dir".into(), json!(work.display().to_string()));
+            .insert("work_dir".into(), json!(dir.display().to_string()));
     }
     if text {
         report.print_text();
@@ -1083,6 +883,305 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The kills done so far, and the next one's state.
+#[derive(Default)]
+struct Kills {
+    next: usize,
+    /// When the next kill's progress threshold was reached.
+    armed: Option<Instant>,
+    done: Vec<String>,
+    /// A process that did not come back fails the campaign (its jobs then
+    /// stall), but the campaign still runs to its report.
+    failures: Vec<String>,
+}
+
+/// A running campaign: the simulator, the processes, and what the driver
+/// knows about each job.
+struct Campaign {
+    plan: Plan,
+    env: SimEnvironment,
+    procs: Processes,
+    http: reqwest::Client,
+    tracked: Vec<Tracked>,
+    problems: Vec<Value>,
+    kills: Kills,
+    text: bool,
+    started: Instant,
+}
+
+impl Campaign {
+    /// Job-specific terminal rules first, then the random ones.
+    fn install_faults(&self) {
+        let (plan, sim) = (&self.plan, &self.env.sim);
+        for j in &plan.jobs {
+            if let Some(step) = j.terminal {
+                sim.add_fault(terminal_rule(step, &j.cluster));
+            }
+        }
+        let on = |k| plan.faults.contains(&k);
+        if on(FaultKind::Arm) {
+            retryable_rules(plan.fault_rate)
+                .into_iter()
+                .for_each(|r| sim.add_fault(r));
+        }
+        if on(FaultKind::Token) {
+            token_rules(plan.fault_rate)
+                .into_iter()
+                .for_each(|r| sim.add_fault(r));
+        }
+        if plan.backend == Backend::Emulators {
+            if on(FaultKind::LostSends) {
+                sim.add_fault(send_failure_rule(plan.fault_rate / 2.0));
+            }
+            let rate = |k| if on(k) { plan.fault_rate } else { 0.0 };
+            sim.set_servicebus_faults(ServiceBusFaults {
+                drop_send: rate(FaultKind::LostSends) / 10.0,
+                duplicate: rate(FaultKind::Duplicates),
+                reorder: rate(FaultKind::Duplicates),
+            });
+        }
+    }
+
+    /// Submits every job (a few at a time; retried while the handler is
+    /// down). A kill planned for the very start (under 10 % settled) happens
+    /// while jobs are still being submitted: a lost answer must not make a
+    /// second job.
+    async fn submit_all(&mut self) -> Result<(), ChaosError> {
+        let mut set = tokio::task::JoinSet::new();
+        let sem = Arc::new(tokio::sync::Semaphore::new(8));
+        let port = self.procs.port;
+        for (i, j) in self.plan.jobs.iter().enumerate() {
+            let (http, sem) = (self.http.clone(), sem.clone());
+            let key = format!("chaos-{}-{i}", self.plan.seed);
+            let job = j.clone();
+            set.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                (i, submit(&http, port, &job, &key).await)
+            });
+        }
+        let submitting = Instant::now();
+        while !set.is_empty() {
+            tokio::select! {
+                done = set.join_next() => match done {
+                    Some(Ok((i, Ok(job)))) => {
+                        self.tracked[i].job = Some(job);
+                        self.tracked[i].changed = Instant::now();
+                    }
+                    Some(Ok((i, Err(e)))) => {
+                        self.tracked[i].settled = true;
+                        self.problems.push(json!({"cluster": self.plan.jobs[i].cluster, "problem": "not submitted", "detail": e}));
+                    }
+                    Some(Err(e)) => return Err(ChaosError::Run(format!("submit task: {e}"))),
+                    None => break,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    let early = self
+                        .plan
+                        .kills
+                        .get(self.kills.next)
+                        .is_some_and(|k| k.settled_share < 0.1 && submitting.elapsed() >= k.delay);
+                    if early {
+                        self.kill("while submitting").await;
+                    }
+                }
+            }
+        }
+        if self.text {
+            eprintln!(
+                "chaos: {} jobs submitted in {:.1} s",
+                self.tracked.iter().filter(|t| t.job.is_some()).count(),
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+
+    /// The next planned kill, now.
+    async fn kill(&mut self, when: &str) {
+        let Some(k) = self.plan.kills.get(self.kills.next) else {
+            return;
+        };
+        match self.procs.kill_and_restart(k).await {
+            Ok(what) => {
+                if self.text {
+                    eprintln!("chaos: kill -9 {what} {when}, restarted");
+                }
+                self.kills.done.push(what);
+            }
+            Err(e) => {
+                if self.text {
+                    eprintln!("chaos: a killed process did not come back: {e}");
+                }
+                self.kills.failures.push(e.to_string());
+            }
+        }
+        self.kills.next += 1;
+        self.kills.armed = None;
+    }
+
+    /// Watches every job until it settles or stalls; kills at the planned moments.
+    async fn watch(&mut self) {
+        let total = self.plan.jobs.len();
+        let mut last_report = (0usize, Instant::now());
+        loop {
+            let pending: Vec<(usize, String)> = self
+                .tracked
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| !t.settled && t.stalled.is_none())
+                .filter_map(|(i, t)| t.job.clone().map(|j| (i, j)))
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            self.poll_round(pending).await;
+            self.mark_stalled();
+            let settled = self.tracked.iter().filter(|t| t.settled).count();
+            if let Some(k) = self.plan.kills.get(self.kills.next) {
+                if settled as f64 >= k.settled_share * total as f64 {
+                    let delay = k.delay;
+                    let armed = *self.kills.armed.get_or_insert_with(Instant::now);
+                    if armed.elapsed() >= delay {
+                        self.kill(&format!("at {settled}/{total} settled")).await;
+                    }
+                }
+            }
+            if self.text
+                && (settled >= last_report.0 + total.div_ceil(10)
+                    || last_report.1.elapsed() > Duration::from_secs(15))
+            {
+                self.print_progress(settled);
+                last_report = (settled, Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Reads the status of every pending job (a few requests at a time).
+    async fn poll_round(&mut self, pending: Vec<(usize, String)>) {
+        let mut set = tokio::task::JoinSet::new();
+        let sem = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+        let port = self.procs.port;
+        for (i, job) in pending {
+            let (http, sem) = (self.http.clone(), sem.clone());
+            set.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                (i, status(&http, port, &job).await)
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            let Ok((i, Some(s))) = r else { continue };
+            let t = &mut self.tracked[i];
+            let p = progress(&s);
+            if t.progress.as_ref() != Some(&p) {
+                t.changed = Instant::now();
+                t.progress = Some(p);
+            }
+            t.settled = is_settled(&s);
+            t.last = Some(s);
+        }
+    }
+
+    /// Unsettled jobs without progress for `--stall-seconds` (or past the
+    /// campaign's timeout) are stalled.
+    fn mark_stalled(&mut self) {
+        let now = Instant::now();
+        let timed_out = self.started.elapsed() > self.plan.timeout;
+        let (stall, timeout) = (self.plan.stall, self.plan.timeout);
+        for t in self
+            .tracked
+            .iter_mut()
+            .filter(|t| !t.settled && t.stalled.is_none())
+        {
+            if timed_out {
+                t.stalled = Some(format!("campaign timeout ({} s)", timeout.as_secs()));
+            } else if now.duration_since(t.changed) >= stall {
+                t.stalled = Some(format!(
+                    "no progress for {} s",
+                    now.duration_since(t.changed).as_secs()
+                ));
+            }
+        }
+    }
+
+    fn print_progress(&self, settled: usize) {
+        let count = |st: &str| {
+            self.tracked
+                .iter()
+                .filter(|t| t.settled && t.last.as_ref().is_some_and(|s| status_str(s) == st))
+                .count()
+        };
+        eprintln!(
+            "chaos: {settled}/{} settled (succeeded {}, compensated {}, failed {}), {} stalled, {} kill(s), {} fault(s), {:.0} s",
+            self.plan.jobs.len(),
+            count("Succeeded"),
+            count("Compensated"),
+            count("Failed"),
+            self.tracked.iter().filter(|t| t.stalled.is_some()).count(),
+            self.kills.done.len(),
+            self.env.sim.faults_fired() + self.env.sim.servicebus_faults_fired().total(),
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+
+    /// A quiet moment for late (duplicate) deliveries, then stops everything
+    /// and checks the final truth: the store and the simulator's inventory.
+    async fn finish(mut self, steps_env: Env) -> Result<Report, ChaosError> {
+        let crashed = self.procs.crashed();
+        tokio::time::sleep(Duration::from_secs(2) + self.plan.lro * 2).await;
+        self.procs.stop();
+        let sim = &self.env.sim;
+        sim.clear_faults();
+        sim.set_servicebus_faults(ServiceBusFaults::default());
+        let sagas = self.procs.all_sagas().await?;
+        let inventory = sim.inventory(None);
+        let fired = sim.fired_faults();
+        let sb_fired = sim.servicebus_faults_fired();
+        let mut report = check(
+            &self.plan,
+            &self.tracked,
+            std::mem::take(&mut self.problems),
+            &sagas,
+            &inventory,
+            &fired,
+            steps_env,
+        );
+        report.set(
+            "faults_injected",
+            json!(sim.faults_fired() + sb_fired.total()),
+        );
+        report.set("kills", json!(self.kills.done.len()));
+        report.set(
+            "seconds",
+            json!(round3(self.started.elapsed().as_secs_f64())),
+        );
+        let deliver_twice = self.plan.backend == Backend::Embedded
+            && self.plan.faults.contains(&FaultKind::Duplicates);
+        report.detail.insert(
+            "faults".into(),
+            json!({
+                "rules": fault_breakdown(&fired),
+                "servicebus": sb_fired,
+                "deliver_twice": deliver_twice,
+            }),
+        );
+        report
+            .detail
+            .insert("killed".into(), json!(self.kills.done));
+        if !crashed.is_empty() {
+            report.detail.insert("crashed".into(), json!(crashed));
+        }
+        if !self.kills.failures.is_empty() {
+            report
+                .detail
+                .insert("restart_failures".into(), json!(self.kills.failures));
+        }
+        drop(self.procs);
+        self.env.shutdown().await;
+        Ok(report)
+    }
 }
 
 /// The report: the headline figures in a fixed order, then detail.
@@ -1108,12 +1207,18 @@ impl Report {
     }
 
     fn pass(&self) -> bool {
+        let none = |k: &str| {
+            self.detail
+                .get(k)
+                .and_then(Value::as_array)
+                .is_none_or(|p| p.is_empty())
+        };
         self.figure("stalled") == 0
             && self.figure("orphans") == 0
             && self.figure("duplicates") == 0
-            && self.detail["problems"]
-                .as_array()
-                .is_none_or(|p| p.is_empty())
+            && none("problems")
+            && none("crashed")
+            && none("restart_failures")
     }
 
     fn to_json(&self) -> Value {
@@ -1142,13 +1247,21 @@ impl Report {
                 println!("  … and {} more (see --output json)", p.len() - 20);
             }
         }
+        for k in ["crashed", "restart_failures"] {
+            for x in self
+                .detail
+                .get(k)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                println!("  {k}: {}", x.as_str().unwrap_or_default());
+            }
+        }
         if let Some(w) = self.detail.get("work_dir") {
             println!("  logs and data: {}", w.as_str().unwrap_or(""));
         }
-        println!(
-            "verdict: {}",
-            if self.pass() { "PASS" } else { "FAIL" }
-        );
+        println!("verdict: {}", if self.pass() { "PASS" } else { "FAIL" });
     }
 }
 
@@ -1165,7 +1278,8 @@ fn fault_breakdown(fired: &[FiredFault]) -> Value {
         } else {
             "azure"
         };
-        *by.entry(format!("{area} {} {}", f.status, f.code)).or_default() += 1;
+        *by.entry(format!("{area} {} {}", f.status, f.code))
+            .or_default() += 1;
     }
     json!(by)
 }
@@ -1278,9 +1392,15 @@ fn check(
         if terminal_fired {
             // A terminal fault: Compensated with nothing left.
             if status != "Compensated" {
-                problem("terminal fault but not Compensated", json!({"leftovers": leftover_ids()}));
+                problem(
+                    "terminal fault but not Compensated",
+                    json!({"leftovers": leftover_ids()}),
+                );
             } else if !items.is_empty() {
-                problem("compensated but resources are left", json!({"leftovers": leftover_ids()}));
+                problem(
+                    "compensated but resources are left",
+                    json!({"leftovers": leftover_ids()}),
+                );
             }
         } else if status != "Succeeded" {
             problem(
@@ -1295,8 +1415,10 @@ fn check(
                     let expected = expected_items(&s, &env);
                     let actual: BTreeMap<String, &InventoryItem> =
                         items.iter().map(|x| (item_key(x), *x)).collect();
-                    let missing: Vec<&String> =
-                        expected.iter().filter(|k| !actual.contains_key(*k)).collect();
+                    let missing: Vec<&String> = expected
+                        .iter()
+                        .filter(|k| !actual.contains_key(*k))
+                        .collect();
                     let extra: Vec<&str> = actual
                         .iter()
                         .filter(|(k, _)| !expected.contains(*k))
@@ -1307,10 +1429,16 @@ fn check(
                     let twice = items.len().saturating_sub(actual.len());
                     if !extra.is_empty() || twice > 0 {
                         duplicates += (extra.len() + twice) as u64;
-                        problem("more resources than the spec asks for", json!({"extra": extra}));
+                        problem(
+                            "more resources than the spec asks for",
+                            json!({"extra": extra}),
+                        );
                     }
                     if !missing.is_empty() {
-                        problem("succeeded but resources are missing", json!({"missing": missing}));
+                        problem(
+                            "succeeded but resources are missing",
+                            json!({"missing": missing}),
+                        );
                     }
                 }
             }
@@ -1343,7 +1471,10 @@ fn check(
     }
 
     let mut detail = serde_json::Map::new();
-    detail.insert("backend".into(), json!(format!("{:?}", plan.backend).to_lowercase()));
+    detail.insert(
+        "backend".into(),
+        json!(format!("{:?}", plan.backend).to_lowercase()),
+    );
     detail.insert("seed".into(), json!(plan.seed));
     detail.insert("fault_rate".into(), json!(plan.fault_rate));
     detail.insert(
@@ -1405,7 +1536,10 @@ mod tests {
         assert_eq!(shape(&a), shape(&b));
         assert_ne!(shape(&a), shape(&c));
         assert_eq!(a.kills.len(), 2);
-        assert!(a.kills.iter().all(|k| (0.0..0.7).contains(&k.settled_share)));
+        assert!(a
+            .kills
+            .iter()
+            .all(|k| (0.0..0.7).contains(&k.settled_share)));
     }
 
     #[test]
@@ -1427,12 +1561,11 @@ mod tests {
 
     #[test]
     fn without_terminal_faults_no_job_gets_one() {
-        let p = args(&["--jobs", "50", "--faults", "arm,token"]).plan().unwrap();
+        let p = args(&["--jobs", "50", "--faults", "arm,token"])
+            .plan()
+            .unwrap();
         assert!(p.jobs.iter().all(|j| j.terminal.is_none()));
-        assert_eq!(
-            p.faults,
-            BTreeSet::from([FaultKind::Arm, FaultKind::Token])
-        );
+        assert_eq!(p.faults, BTreeSet::from([FaultKind::Arm, FaultKind::Token]));
     }
 
     #[test]

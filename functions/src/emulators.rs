@@ -141,7 +141,10 @@ pub struct Cosmos {
 /// Starts cosmosdb-server (`scripts/emulators/cosmos.js`) on a free port.
 /// Needs `node` on PATH and the npm packages in `emulators`.
 pub fn start_cosmos(emulators: &Path) -> Result<Cosmos, EmulatorError> {
-    if !emulators.join("node_modules/@vercel/cosmosdb-server").is_dir() {
+    if !emulators
+        .join("node_modules/@vercel/cosmosdb-server")
+        .is_dir()
+    {
         return Err(EmulatorError::Missing(format!(
             "cosmosdb-server is not installed: run `npm ci --prefix {}`",
             emulators.display()
@@ -424,7 +427,11 @@ impl SimEnvironment {
     }
 
     /// Creates a blob container in the simulator's blob service.
-    pub async fn blob_container(&self, account: &str, container: &str) -> Result<(), EmulatorError> {
+    pub async fn blob_container(
+        &self,
+        account: &str,
+        container: &str,
+    ) -> Result<(), EmulatorError> {
         Staging::new(
             &self.config,
             &self.blob_endpoint(account),
@@ -652,7 +659,9 @@ fn http_answers(port: u16) -> bool {
 async fn http_answers_async(port: u16) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
         s.write_all(READY_REQUEST).await.ok()?;
         let mut head = [0u8; 5];
         s.read_exact(&mut head).await.ok()?;
@@ -682,12 +691,17 @@ impl FunctionAnswer {
         let status = res["StatusCode"]
             .as_str()
             .and_then(|s| s.parse().ok())
-            .or_else(|| res["StatusCode"].as_u64().and_then(|n| u16::try_from(n).ok()))
+            .or_else(|| {
+                res["StatusCode"]
+                    .as_u64()
+                    .and_then(|n| u16::try_from(n).ok())
+            })
             .unwrap_or(0);
         FunctionAnswer {
             status,
             headers: res["Headers"].clone(),
-            body: serde_json::from_str(res["Body"].as_str().unwrap_or("null")).unwrap_or(Value::Null),
+            body: serde_json::from_str(res["Body"].as_str().unwrap_or("null"))
+                .unwrap_or(Value::Null),
             logs: reply["Logs"].clone(),
         }
     }

@@ -27,7 +27,10 @@ fn campaign(args: &[&str]) -> (i32, Value, String) {
 
 /// The report's invariants for a campaign that must pass.
 fn assert_campaign_passed(code: i32, r: &Value, stderr: &str) {
-    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} missing: {r:#}"));
+    let n = |k: &str| {
+        r[k].as_u64()
+            .unwrap_or_else(|| panic!("{k} missing: {r:#}"))
+    };
     let problems = r["problems"].as_array().cloned().unwrap_or_default();
     let summary: Vec<String> = problems
         .iter()
@@ -63,7 +66,10 @@ fn assert_campaign_passed(code: i32, r: &Value, stderr: &str) {
     // Every job ended as planned: terminal fault -> Compensated, else Succeeded.
     assert_eq!(n("succeeded") + n("compensated"), 30, "{r:#}");
     assert_eq!(n("compensated"), n("terminal_jobs"), "{r:#}");
-    assert!(n("terminal_jobs") >= 1, "the seed gives some jobs a terminal fault");
+    assert!(
+        n("terminal_jobs") >= 1,
+        "the seed gives some jobs a terminal fault"
+    );
     assert!(n("faults_injected") >= 30, "{r:#}");
     assert_eq!(n("kills"), 2, "{r:#}");
     assert!(r["seconds"].as_f64().is_some_and(|s| s > 0.0));

@@ -51,7 +51,10 @@ impl Server {
         let port = emulators::free_port().unwrap();
         let mut settings = AppSettings::default();
         settings
-            .set("FLOTILLA_DATA_DIR", dir.path().join("data").display().to_string())
+            .set(
+                "FLOTILLA_DATA_DIR",
+                dir.path().join("data").display().to_string(),
+            )
             .set("RUST_LOG", "warn");
         let mut proc = FlotillaProcess::new(
             Path::new(env!("CARGO_BIN_EXE_flotilla")),

@@ -397,7 +397,6 @@ fn send(sim: &Sim, ctx: &Ctx, addr: &Addr) -> Response {
     if bus.draw(Mode::Drop) {
         return empty(StatusCode::CREATED);
     }
-    let copies = if bus.draw(Mode::Duplicate) { 2 } else { 1 };
     let notify = {
         let mut all = lock(&bus.entities);
         let e = all.entry(addr.store.clone()).or_default();
@@ -409,6 +408,7 @@ fn send(sim: &Sim, ctx: &Ctx, addr: &Addr) -> Response {
             _ => {}
         }
         e.seen.insert(message_id.clone(), now);
+        let copies = if bus.draw(Mode::Duplicate) { 2 } else { 1 };
         let msg = Msg {
             seq: bus.seq.fetch_add(1, Ordering::Relaxed),
             message_id,
