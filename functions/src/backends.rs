@@ -8,8 +8,8 @@ use flotilla_azure::transport::https_client;
 use flotilla_azure::vault::Vault;
 use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, ResourceId, RetryPolicy};
 use flotilla_core::decide::Policy;
-use flotilla_core::embedded::{BusOptions, Embedded};
-use flotilla_core::engine::{run_worker, Azure, Engine, Stats};
+use flotilla_core::embedded::BusOptions;
+use flotilla_core::engine::{run_sweeper, run_worker, Azure, Engine, SweepOptions};
 use flotilla_core::ports::{EventBus, SagaStore};
 use flotilla_core::settings::get;
 use flotilla_core::steps::Env;
@@ -25,7 +25,7 @@ pub struct Backends {
     /// Settings used to build per-entity receivers (`flotilla worker`).
     pub azure: Option<AzureConfig>,
     local: Option<LocalWorld>,
-    /// Workers consuming an embedded bus outside the local world, and their stop switch.
+    /// An embedded bus outside the local world: its workers and sweeper, and their stop switch.
     workers: Vec<tokio::task::JoinHandle<()>>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
 }
@@ -93,12 +93,7 @@ impl Backends {
         }
         let config = azure_config()?;
         let embedded = if store_kind == "sqlite" || bus_kind == "embedded" {
-            let dir = crate::local::default_data_dir();
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            Some(
-                Embedded::open(&dir.join("flotilla.db"), bus_options())
-                    .map_err(|e| e.to_string())?,
-            )
+            Some(crate::local::open_default_embedded(bus_options())?)
         } else {
             None
         };
@@ -176,36 +171,26 @@ impl Backends {
             keyvault_url: config.keyvault_url.clone(),
             sp_client_id: get("CLUSTER_SP_CLIENT_ID"),
         };
-        let azure = Azure {
-            arm: ArmClient::new(&config).map_err(|e| e.to_string())?,
-            vault: Vault::new(&config).map_err(|e| e.to_string())?,
+        let azure = Azure::from_clients(
+            Arc::new(ArmClient::new(&config).map_err(|e| e.to_string())?),
+            Vault::new(&config).map_err(|e| e.to_string())?,
             staging,
-            sp_client_secret: get("CLUSTER_SP_CLIENT_SECRET"),
-        };
-        let engine = Arc::new(Engine {
-            store,
-            bus,
-            azure: Arc::new(azure),
-            env,
-            policy: Policy::default(),
-            stats: Stats::default(),
-        });
-        // An embedded bus has no other consumer here: run its workers in this process.
+            get("CLUSTER_SP_CLIENT_SECRET"),
+        );
+        let engine = Arc::new(Engine::new(store, bus, azure, env, Policy::default()));
+        // An embedded bus has no other consumer here: this process is its
+        // embedded runner, with workers and a sweeper of its own.
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let workers = match (&embedded, self_consuming) {
-            (Some(e), true) => (0..4)
-                .map(|_| {
-                    let max = e.options().max_delivery_count;
-                    tokio::spawn(run_worker(
-                        engine.clone(),
-                        engine.bus.clone(),
-                        max,
-                        stop_rx.clone(),
-                    ))
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let mut workers = Vec::new();
+        if let (Some(e), true) = (&embedded, self_consuming) {
+            let max = e.options().max_delivery_count;
+            for _ in 0..4 {
+                let (engine, bus) = (engine.clone(), engine.bus.clone());
+                workers.push(tokio::spawn(run_worker(engine, bus, max, stop_rx.clone())));
+            }
+            let sweep = SweepOptions::from_settings(SweepOptions::default())?;
+            workers.push(tokio::spawn(run_sweeper(engine.clone(), sweep, stop_rx)));
+        }
         Ok(Backends {
             engine,
             self_consuming,

@@ -52,13 +52,14 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
             join_interval: Duration::from_millis(5),
             ..Policy::default()
         },
+        sweep: crate::local::local_sweep(Duration::ZERO),
     })
     .await?;
     let spec = ClusterSpec::example();
     crate::local::ensure_resource_group(&world.config, &spec.resource_group, &spec.location)
         .await?;
     let writes_before = world.engine.stats.store_writes.load(Ordering::Relaxed);
-    let arm_before = world.engine.azure.arm.request_count();
+    let arm_before = world.arm.request_count();
     let started = Instant::now();
     let mut ids = Vec::with_capacity(jobs);
     for _ in 0..jobs {
@@ -98,7 +99,7 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
     let mut timings = world.engine.stats.timings_ms();
     timings.sort_by(|a, b| a.total_cmp(b));
     let writes = world.engine.stats.store_writes.load(Ordering::Relaxed) - writes_before;
-    let arm = world.engine.azure.arm.request_count() - arm_before;
+    let arm = world.arm.request_count() - arm_before;
     let report = json!({
         "jobs": jobs,
         "succeeded": succeeded,

@@ -392,23 +392,13 @@ fn retryable_rules(rate: f64) -> Vec<FaultRule> {
     rules
 }
 
-/// Token endpoint failures at `rate`: 2/3 503, 1/3 429.
-///
-/// TODO(lock-creds): until the token-endpoint work lands on main, a failed token
-/// request is classified `CredentialUnavailable` (terminal), so these faults make
-/// jobs compensate that should succeed; the campaign reports them as failures.
-/// When that branch's dedicated token fault rules are on main, use them here if
-/// their shape differs from these generic rules.
+/// Token endpoint failures at `rate` (`token` matches the client-credentials
+/// and the managed-identity endpoints): 2/3 503, 1/3 429.
 fn token_rules(rate: f64) -> Vec<FaultRule> {
-    TOKEN_TYPES
-        .iter()
-        .flat_map(|t| {
-            [
-                retryable(t, 503, "ServiceUnavailable", rate * 2.0 / 3.0),
-                retryable(t, 429, "TooManyRequests", rate / 3.0),
-            ]
-        })
-        .collect()
+    vec![
+        retryable("token", 503, "ServiceUnavailable", rate * 2.0 / 3.0),
+        retryable("token", 429, "TooManyRequests", rate / 3.0),
+    ]
 }
 
 /// Sends to the topic refused with 503 (the Service Bus entity of a send is
@@ -462,7 +452,15 @@ impl Processes {
             .set("CLUSTER_SP_CLIENT_ID", &info.client_id)
             .set("CLUSTER_SP_CLIENT_SECRET", &info.client_secret)
             .set("SERVICEBUS_QUEUE", TOPIC)
-            .set("RUST_LOG", &plan.child_log);
+            .set("RUST_LOG", &plan.child_log)
+            // The sweeper's timing for short operations (as in `flotilla up`),
+            // and the product's own stalled report at the campaign's threshold.
+            .set("FLOTILLA_SWEEP_INTERVAL_S", "2")
+            .set(
+                "FLOTILLA_SWEEP_GRACE_S",
+                (plan.lro.as_secs_f64() * 10.0).max(10.0).to_string(),
+            )
+            .set("FLOTILLA_STALL_AFTER_S", plan.stall.as_secs().to_string());
         let dir = |name: &str| -> Result<PathBuf, ChaosError> {
             let d = work.join(name);
             std::fs::create_dir_all(&d)

@@ -1,7 +1,9 @@
 //! The local world behind `flotilla up`, `resume`, `delete`, `scale` and
 //! `bench`: the built-in Azure simulator, the embedded store and bus, and an
-//! engine with workers, all in this process.
+//! engine with workers, all in this process. A world on disk owns its data
+//! dir ([`DataDirLock`]) for as long as it runs.
 
+use crate::data_dir::DataDirLock;
 use flotilla_azure::blob::{Staging, StagingAuth, DEV_STORAGE_ACCOUNT, DEV_STORAGE_KEY};
 use flotilla_azure::models::api;
 use flotilla_azure::transport::{https_client, RouterTransport};
@@ -9,7 +11,7 @@ use flotilla_azure::vault::Vault;
 use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, ResourceId, RetryPolicy};
 use flotilla_core::decide::Policy;
 use flotilla_core::embedded::{BusOptions, Embedded};
-use flotilla_core::engine::{run_worker, Azure, Engine, Stats};
+use flotilla_core::engine::{run_sweeper, run_worker, Azure, Engine, SweepOptions};
 use flotilla_core::saga::StepName;
 use flotilla_core::steps::Env;
 use flotilla_sim::{FaultRule, Sim, SimConfig, SimServer};
@@ -51,6 +53,8 @@ pub struct LocalOptions {
     pub bus: BusOptions,
     pub workers: usize,
     pub policy: Policy,
+    /// The sweeper's timing (overridable by the `FLOTILLA_SWEEP_*` settings).
+    pub sweep: SweepOptions,
 }
 
 impl LocalOptions {
@@ -74,17 +78,51 @@ impl LocalOptions {
                 join_interval: (lro / 2).max(Duration::from_millis(100)),
                 ..Policy::default()
             },
+            sweep: local_sweep(lro),
         }
+    }
+}
+
+impl LocalOptions {
+    /// A throwaway world in memory, for commands that only need the
+    /// engine's configuration (`plan`): nothing on disk, no socket.
+    pub fn ephemeral() -> LocalOptions {
+        LocalOptions {
+            staging: StagingChoice::Simulator,
+            data_dir: None,
+            lro: Duration::ZERO,
+            persist_sim: false,
+            throttle: false,
+            link: Link::InProcess,
+            bus: BusOptions::default(),
+            workers: 1,
+            policy: Policy::default(),
+            sweep: local_sweep(Duration::ZERO),
+        }
+    }
+}
+
+/// The sweeper's timing for a local world whose operations take `lro`:
+/// frequent sweeps, a grace of ten operations, stalled after five minutes.
+pub fn local_sweep(lro: Duration) -> SweepOptions {
+    SweepOptions {
+        interval: Duration::from_secs(2),
+        grace: (lro * 10).max(Duration::from_secs(10)),
+        stall_after: Duration::from_secs(300),
     }
 }
 
 pub struct LocalWorld {
     pub sim: Sim,
     pub engine: Arc<Engine>,
+    /// The engine's ARM client (its request counter is the benchmark's).
+    pub arm: Arc<ArmClient>,
     pub config: AzureConfig,
     server: Option<SimServer>,
     stop: tokio::sync::watch::Sender<bool>,
     workers: Vec<tokio::task::JoinHandle<()>>,
+    /// Held until the world is dropped (after `shutdown`) or the process ends.
+    _lock: Option<DataDirLock>,
 }
 
 /// The step whose Azure call `--fail-at` makes the simulator refuse, as a fault rule.
@@ -154,12 +192,15 @@ pub fn fault_for(step: StepName) -> FaultRule {
 }
 
 impl LocalWorld {
+    /// Starts the world. With a data dir, first locks it (creating it if
+    /// needed): a dir another process holds is refused before anything in it
+    /// is read or written, with an error naming that process.
     pub async fn start(opts: LocalOptions) -> Result<LocalWorld, String> {
         let max_delivery = opts.bus.max_delivery_count;
-        if let Some(dir) = &opts.data_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
-        }
+        let lock = match &opts.data_dir {
+            Some(dir) => Some(DataDirLock::acquire(dir).map_err(|e| e.to_string())?),
+            None => None,
+        };
         let sim = Sim::new(SimConfig {
             data_dir: opts
                 .data_dir
@@ -250,12 +291,13 @@ impl LocalWorld {
             None => Embedded::in_memory(opts.bus),
         }
         .map_err(|e| format!("store: {e}"))?;
-        let azure = Azure {
-            arm: ArmClient::new(&config).map_err(|e| e.to_string())?,
-            vault: Vault::new(&config).map_err(|e| e.to_string())?,
+        let arm = Arc::new(ArmClient::new(&config).map_err(|e| e.to_string())?);
+        let azure = Azure::from_clients(
+            arm.clone(),
+            Vault::new(&config).map_err(|e| e.to_string())?,
             staging,
-            sp_client_secret: Some(info.client_secret.clone()),
-        };
+            Some(info.client_secret.clone()),
+        );
         let env = Env {
             subscription_id: info.subscription_id.clone(),
             staging_account_id,
@@ -263,16 +305,15 @@ impl LocalWorld {
             keyvault_url: info.keyvault_url.clone(),
             sp_client_id: Some(info.client_id.clone()),
         };
-        let engine = Arc::new(Engine {
-            store: embedded.store(),
-            bus: embedded.bus(),
-            azure: Arc::new(azure),
+        let engine = Arc::new(Engine::new(
+            embedded.store(),
+            embedded.bus(),
+            azure,
             env,
-            policy: opts.policy,
-            stats: Stats::default(),
-        });
+            opts.policy,
+        ));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let workers = (0..opts.workers.max(1))
+        let mut workers: Vec<_> = (0..opts.workers.max(1))
             .map(|_| {
                 tokio::spawn(run_worker(
                     engine.clone(),
@@ -282,13 +323,17 @@ impl LocalWorld {
                 ))
             })
             .collect();
+        let sweep = SweepOptions::from_settings(opts.sweep)?;
+        workers.push(tokio::spawn(run_sweeper(engine.clone(), sweep, stop_rx)));
         Ok(LocalWorld {
             sim,
             engine,
+            arm,
             config,
             server,
             stop,
             workers,
+            _lock: lock,
         })
     }
 
@@ -401,6 +446,14 @@ async fn put_and_wait(
             .map_err(|e| format!("{id}: {e}"))?;
     }
     Ok(())
+}
+
+/// The embedded store and bus in the default data dir, for backends that mix
+/// them with cloud ones; the dir stays locked until the process exits.
+pub fn open_default_embedded(bus: BusOptions) -> Result<Embedded, String> {
+    let dir = default_data_dir();
+    DataDirLock::hold_until_exit(&dir).map_err(|e| e.to_string())?;
+    Embedded::open(&dir.join("flotilla.db"), bus).map_err(|e| format!("store: {e}"))
 }
 
 /// The default data dir.

@@ -5,6 +5,7 @@ mod backends;
 mod bench;
 mod chaos;
 mod cli;
+mod data_dir;
 mod local;
 mod package;
 mod progress;

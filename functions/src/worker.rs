@@ -1,11 +1,12 @@
 //! `flotilla worker`: the standalone worker for hosts other than Azure
 //! Functions. It receives from every step subscription of the Service Bus
 //! topic itself (peek-lock), hands each message to the engine, completes it,
-//! or abandons it so Service Bus redelivers and finally dead-letters it.
+//! or abandons it so Service Bus redelivers and finally dead-letters it. A
+//! sweeper runs beside the receivers (`FLOTILLA_SWEEP_*` settings).
 
 use crate::backends::{topic, Backends};
 use crate::serve::{Trigger, FUNCTIONS, MAX_DELIVERY_COUNT};
-use flotilla_core::engine::run_worker;
+use flotilla_core::engine::{run_sweeper, run_worker, SweepOptions};
 use flotilla_core::ports::EventBus;
 use std::sync::Arc;
 
@@ -49,6 +50,12 @@ pub async fn run() -> Result<(), String> {
             "flotilla worker: receiving from {} subscriptions of {topic}",
             tasks.len()
         );
+        let sweep = SweepOptions::from_settings(SweepOptions::default())?;
+        tasks.push(tokio::spawn(run_sweeper(
+            backends.engine.clone(),
+            sweep,
+            stop_rx.clone(),
+        )));
     }
     let _ = tokio::signal::ctrl_c().await;
     let _ = stop.send(true);

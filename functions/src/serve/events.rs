@@ -9,10 +9,7 @@ use super::str_field;
 use super::AppState;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use flotilla_core::engine::Engine;
-use flotilla_core::events::{handlers, types, CloudEvent, EventData};
-use flotilla_core::ports::{OutMessage, StoreError};
-use flotilla_core::saga::{JobStatus, ResourceState, Saga};
+use flotilla_core::engine::{Engine, EngineError};
 use serde_json::{json, Value};
 
 pub const BINDING: &str = "eventGridEvent";
@@ -127,7 +124,7 @@ fn resource_of(ev: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn one(engine: &Engine, ev: &Value) -> Result<Outcome, StoreError> {
+async fn one(engine: &Engine, ev: &Value) -> Result<Outcome, EngineError> {
     match event_type(ev) {
         Some(VALIDATION) => Ok(ev
             .get("data")
@@ -135,110 +132,9 @@ async fn one(engine: &Engine, ev: &Value) -> Result<Outcome, StoreError> {
             .map(|c| Outcome::Validation(c.to_string()))
             .unwrap_or(Outcome::Ignored)),
         Some(DELETE_SUCCESS) => match resource_of(ev) {
-            Some(id) => Ok(Outcome::Degraded(mark_degraded(engine, &id).await?)),
+            Some(id) => Ok(Outcome::Degraded(engine.mark_degraded(&id).await?)),
             None => Ok(Outcome::Ignored),
         },
         _ => Ok(Outcome::Ignored),
     }
-}
-
-/// A finished cluster the resource belongs to: Succeeded (or already
-/// Degraded), with the resource recorded as Created. Jobs still running,
-/// compensating or deleting are left alone: their own deletes raise these
-/// events too, and a running saga notices a missing dependency by itself.
-fn affected(saga: &Saga, resource_id: &str) -> bool {
-    matches!(saga.status, JobStatus::Succeeded | JobStatus::Degraded)
-        && saga
-            .resources
-            .iter()
-            .any(|r| r.state == ResourceState::Created && r.id.eq_ignore_ascii_case(resource_id))
-}
-
-/// Marks every live job that recorded `resource_id` as Created `Degraded`,
-/// with the id in `saga.missing` (ETag-checked; re-read on a conflict).
-/// Returns the jobs changed.
-pub async fn mark_degraded(engine: &Engine, resource_id: &str) -> Result<Vec<String>, StoreError> {
-    let mut changed = vec![];
-    for doc in engine.store.list().await? {
-        let Ok(saga) = serde_json::from_value::<Saga>(doc.doc) else {
-            continue;
-        };
-        if !affected(&saga, resource_id) {
-            continue;
-        }
-        let job = saga.id.clone();
-        let (mut saga, mut etag) = (saga, doc.etag);
-        for attempt in 0..8 {
-            if attempt > 0 {
-                let Some(fresh) = engine.store.get(&job).await? else {
-                    break;
-                };
-                let Ok(s) = serde_json::from_value::<Saga>(fresh.doc) else {
-                    break;
-                };
-                if !affected(&s, resource_id) {
-                    break;
-                }
-                saga = s;
-                etag = fresh.etag;
-            }
-            let already = saga.status == JobStatus::Degraded
-                && saga
-                    .missing
-                    .iter()
-                    .any(|m| m.eq_ignore_ascii_case(resource_id));
-            if already {
-                break;
-            }
-            saga.status = JobStatus::Degraded;
-            if !saga
-                .missing
-                .iter()
-                .any(|m| m.eq_ignore_ascii_case(resource_id))
-            {
-                saga.missing.push(resource_id.to_string());
-            }
-            saga.updated_at = time::OffsetDateTime::now_utc();
-            let event = CloudEvent::new(
-                types::JOB_DEGRADED,
-                handlers::NONE,
-                &format!("degraded/{}", saga.missing.len()),
-                EventData {
-                    job: job.clone(),
-                    resources: saga.missing.clone(),
-                    ..Default::default()
-                },
-            );
-            let msg = OutMessage {
-                id: event.id.clone(),
-                event_type: event.event_type.clone(),
-                body: event.to_json(),
-                not_before: None,
-            };
-            let outbox = if engine.store.delivers_outbox() {
-                vec![msg.clone()]
-            } else {
-                vec![]
-            };
-            match engine
-                .store
-                .replace(&job, &saga.to_json(), &etag, &outbox)
-                .await
-            {
-                Ok(_) => {
-                    if !engine.store.delivers_outbox() {
-                        if let Err(e) = engine.bus.send(&[msg]).await {
-                            tracing::warn!(%job, error = %e, "degraded notification not sent");
-                        }
-                    }
-                    changed.push(job.clone());
-                    break;
-                }
-                Err(StoreError::PreconditionFailed(_)) => continue,
-                Err(StoreError::NotFound(_)) => break,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(changed)
 }

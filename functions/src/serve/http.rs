@@ -1,11 +1,11 @@
-//! The HTTP-triggered functions: `submit`, `status`, `delete`, `scale`.
+//! The HTTP-triggered functions: `submit`, `plan`, `status`, `delete`, `scale`.
 //! Every answer goes back in `Outputs.res`; the invocation itself succeeds
 //! (a 4xx for the client is not a failed invocation).
 
 use super::envelope::{HttpRequest, HttpResponse, Invocation, Reply};
 use super::problem::{Kind, Problem};
 use super::{AppState, Function, Trigger, MAX_BODY};
-use flotilla_core::engine::CommandError;
+use flotilla_core::engine::{stalled_reason, CommandError, SweepOptions};
 use flotilla_core::names;
 use flotilla_core::spec::ClusterSpec;
 use serde_json::{json, Value};
@@ -52,6 +52,7 @@ async fn answer(
     }
     match f.name {
         "submit" => submit(state, &req, reply).await,
+        "plan" => plan(state, &req),
         "status" => status(state, &req).await,
         "delete" => delete(state, &req, reply).await,
         "scale" => scale(state, &req, reply).await,
@@ -152,13 +153,32 @@ async fn submit(
                 )
             })?;
     }
-    let job = state.engine.submit(spec).await.map_err(|e| match e {
-        CommandError::Invalid(m) => Problem::new(Kind::InvalidSpec, m),
-        other => command_problem(other),
-    })?;
+    let key = idempotency_key(req)?;
+    let submitted = state
+        .engine
+        .submit_with_key(spec, key)
+        .await
+        .map_err(|e| match e {
+            CommandError::Invalid(m) => Problem::new(Kind::InvalidSpec, m),
+            other => command_problem(other),
+        })?;
+    let job = submitted.job;
+    let url = status_url(&job);
+    if submitted.existing {
+        // The same key again: the same job, never a second cluster.
+        reply.log(format!("submit: idempotency key already started job {job}"));
+        let status = match state.engine.status(&job).await {
+            Ok(Some(saga)) => format!("{:?}", saga.status),
+            _ => "Unknown".into(),
+        };
+        return Ok(HttpResponse::json(
+            200,
+            &json!({"job": job, "statusUrl": url, "status": status}),
+        )
+        .with_header("Location", &url));
+    }
     reply.log(format!("submit: job {job} accepted"));
     tracing::info!(%job, "job submitted over HTTP");
-    let url = status_url(&job);
     Ok(HttpResponse::json(
         202,
         &json!({"job": job, "statusUrl": url, "status": "Running"}),
@@ -166,13 +186,53 @@ async fn submit(
     .with_header("Location", &url))
 }
 
+/// `plan`: what a submission of this spec would send, step by step with the
+/// undo of each (secrets redacted); nothing is sent to Azure.
+fn plan(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, Problem> {
+    let (text, _) = json_body(req)?;
+    let spec = ClusterSpec::from_json(&text).map_err(|e| {
+        Problem::new(Kind::InvalidSpec, format!("{}: {}", e.field, e.message)).field(e.field)
+    })?;
+    let key = idempotency_key(req)?;
+    let plan = state.engine.plan(spec, key);
+    Ok(HttpResponse::json(
+        200,
+        &serde_json::to_value(&plan).unwrap_or_default(),
+    ))
+}
+
+/// The optional `Idempotency-Key` header: 1–255 visible ASCII characters.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, Problem> {
+    let Some(key) = req.header("idempotency-key") else {
+        return Ok(None);
+    };
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::new(
+            Kind::InvalidRequest,
+            "Idempotency-Key must be 1-255 visible ASCII characters",
+        )
+        .field("Idempotency-Key"));
+    }
+    Ok(Some(key))
+}
+
 async fn status(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, Problem> {
     let job = job_param(req)?;
     match state.engine.status(&job).await {
-        Ok(Some(saga)) => Ok(HttpResponse::json(200, &saga.to_json())),
+        Ok(Some(saga)) => Ok(HttpResponse::json(200, &status_json(&saga))),
         Ok(None) => Err(Problem::new(Kind::NotFound, format!("job {job} not found"))),
         Err(e) => Err(command_problem(CommandError::Engine(e))),
     }
+}
+
+/// The saga as `status` shows it, with `stalled` (why) when it makes no progress.
+fn status_json(saga: &flotilla_core::saga::Saga) -> Value {
+    let mut v = saga.to_json();
+    let sweep = SweepOptions::from_settings(SweepOptions::default()).unwrap_or_default();
+    if let Some(why) = stalled_reason(saga, time::OffsetDateTime::now_utc(), sweep.stall_after) {
+        v["stalled"] = Value::String(why);
+    }
+    v
 }
 
 async fn delete(

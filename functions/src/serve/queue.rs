@@ -13,15 +13,18 @@
 use super::envelope::{trigger_bytes, Invocation, Reply};
 use super::{AppState, MAX_DELIVERY_COUNT};
 use axum::http::StatusCode;
-use flotilla_core::engine::{notification, CommandError};
-use flotilla_core::events::CloudEvent;
+use flotilla_core::engine::{settle, CommandError, Delivered, Settlement};
 use flotilla_core::spec::ClusterSpec;
 use serde_json::Value;
 
 /// The trigger binding's name in every Service Bus function.json.
 pub const BINDING: &str = "message";
 
-/// A topic subscription's function: hand the event to the engine.
+/// A topic subscription's function: hand the event to the engine and answer
+/// with the settlement (see [`settle`]): 2xx completes; 500 abandons, so the
+/// broker redelivers and, after the last delivery, dead-letters. The host
+/// cannot dead-letter at once, so a message that no delivery can fix is
+/// refused every time and noted on its job at the last delivery.
 pub async fn event(state: &AppState, function: &str, inv: &Invocation) -> (StatusCode, Reply) {
     let mut reply = Reply::new();
     let Some(value) = inv.binding(BINDING) else {
@@ -32,57 +35,45 @@ pub async fn event(state: &AppState, function: &str, inv: &Invocation) -> (Statu
         return (StatusCode::OK, reply);
     };
     let (bytes, encoding) = trigger_bytes(value);
-    let event = match CloudEvent::from_json(&bytes) {
-        Ok(e) => e,
-        Err(reason) => {
-            // No retry can fix it, but dropping it would lose it: fail every
-            // delivery so Service Bus moves it to the dead-letter queue, and on
-            // the last delivery note it on the job it names (visible in status).
-            let id = message_id(inv);
-            let delivery = inv.delivery_count().unwrap_or(1);
+    let id = message_id(inv);
+    let delivery = inv.delivery_count().unwrap_or(1);
+    let verdict = settle(
+        &state.engine,
+        Delivered {
+            body: &bytes,
+            message_id: &id,
+            delivery_count: u32::try_from(delivery).unwrap_or(u32::MAX),
+            max_delivery_count: MAX_DELIVERY_COUNT as u32,
+            can_dead_letter: false,
+        },
+    )
+    .await;
+    let last = delivery >= MAX_DELIVERY_COUNT;
+    match verdict {
+        Settlement::Complete => {
+            reply.log(format!("{function}: handled message {id}"));
+            (StatusCode::OK, reply)
+        }
+        Settlement::Poison { reason } => {
             reply.log(format!(
                 "{function}: poison message {id} refused (delivery {delivery} of {MAX_DELIVERY_COUNT}; it will be dead-lettered): {reason}"
             ));
+            if last {
+                reply.log(format!(
+                    "{function}: poison message {id} recorded on its job, if any"
+                ));
+            }
             tracing::error!(function, %id, ?encoding, %reason, delivery, "poison message");
-            if delivery >= MAX_DELIVERY_COUNT {
-                record_poison(state, &bytes, &id, &reason, &mut reply).await;
-            }
-            return (StatusCode::INTERNAL_SERVER_ERROR, reply);
+            (StatusCode::INTERNAL_SERVER_ERROR, reply)
         }
-    };
-    if event.subject != function {
-        tracing::debug!(function, subject = %event.subject, "event delivered to another function than its subject");
-    }
-    match state.engine.handle(&event).await {
-        Ok(()) => {
-            reply.log(format!(
-                "{function}: handled {} ({}) for job {}",
-                event.id, event.event_type, event.data.job
-            ));
-            (StatusCode::OK, reply)
-        }
-        Err(e) => {
-            let delivery = inv.delivery_count().unwrap_or(1);
-            let reason =
-                format!("handler failed on delivery {delivery} of {MAX_DELIVERY_COUNT}: {e}");
-            reply.log(format!(
-                "{function}: {} ({}): {reason}",
-                event.id, event.event_type
-            ));
-            tracing::warn!(function, id = %event.id, delivery, error = %e, "handler failed; the host abandons the message");
-            if delivery >= MAX_DELIVERY_COUNT {
-                // Service Bus dead-letters it after this attempt; say so in the saga.
-                match state.engine.record_dead_letter(&event, &reason).await {
-                    Ok(()) => reply.log(format!(
-                        "{function}: {} recorded as dead-lettered on job {}",
-                        event.id, event.data.job
-                    )),
-                    Err(e) => {
-                        tracing::error!(id = %event.id, error = %e, "could not record the dead letter");
-                        reply.log(format!("{function}: could not record the dead letter: {e}"));
-                    }
-                }
+        Settlement::Abandon { reason } | Settlement::DeadLetter { reason } => {
+            reply.log(format!("{function}: {id}: {reason}"));
+            if last {
+                reply.log(format!(
+                    "{function}: {id} recorded as dead-lettered on its job"
+                ));
             }
+            tracing::warn!(function, %id, delivery, %reason, "handler failed; the host abandons the message");
             (StatusCode::INTERNAL_SERVER_ERROR, reply)
         }
     }
@@ -93,32 +84,6 @@ fn message_id(inv: &Invocation) -> String {
         .and_then(Value::as_str)
         .map(|s| super::truncate(s, 80))
         .unwrap_or_else(|| "(no MessageId)".into())
-}
-
-/// A poison message that still names an existing job is noted on that job's
-/// saga (`deadLetters`), so `status` shows it.
-async fn record_poison(state: &AppState, bytes: &[u8], id: &str, reason: &str, reply: &mut Reply) {
-    let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
-        return;
-    };
-    let Some(job) = v.pointer("/data/job").and_then(Value::as_str) else {
-        return;
-    };
-    if !flotilla_core::names::is_job_id(job) {
-        return;
-    }
-    let ty = v.get("type").and_then(Value::as_str).unwrap_or("unknown");
-    let event = notification(job, &super::truncate(ty, 80), &format!("poison/{id}"));
-    if let Ok(Some(_)) = state.engine.status(job).await {
-        if state
-            .engine
-            .record_dead_letter(&event, reason)
-            .await
-            .is_ok()
-        {
-            reply.log(format!("poison message {id} recorded on job {job}"));
-        }
-    }
 }
 
 /// `submit-queue`: a cluster spec from the `flotilla-jobs` queue.
@@ -157,8 +122,19 @@ pub async fn submit(state: &AppState, inv: &Invocation) -> (StatusCode, Reply) {
             return (StatusCode::INTERNAL_SERVER_ERROR, reply);
         }
     }
-    match state.engine.submit(spec).await {
-        Ok(job) => {
+    // The message id is the idempotency key: a redelivered or resent
+    // message finds the job it started instead of starting another.
+    let key = inv.metadata("MessageId").and_then(Value::as_str);
+    match state.engine.submit_with_key(spec, key).await {
+        Ok(s) if s.existing => {
+            reply.log(format!(
+                "submit-queue: message {id} had already started job {}",
+                s.job
+            ));
+            (StatusCode::OK, reply)
+        }
+        Ok(s) => {
+            let job = s.job;
             reply.log(format!("submit-queue: message {id} started job {job}"));
             tracing::info!(%job, %id, "job submitted from the queue");
             (StatusCode::OK, reply)

@@ -47,6 +47,11 @@ impl Server {
     /// Starts `flotilla serve` on a free port with FUNCTIONS_CUSTOMHANDLER_PORT
     /// (as the host does) and waits for `GET /` to answer.
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// [`Server::start`] with extra environment variables (settings).
+    pub fn start_with(envs: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = emulators::free_port().unwrap();
         let mut settings = AppSettings::default();
@@ -56,6 +61,9 @@ impl Server {
                 dir.path().join("data").display().to_string(),
             )
             .set("RUST_LOG", "warn");
+        for (k, v) in envs {
+            settings.set(k, *v);
+        }
         let mut proc = FlotillaProcess::new(
             Path::new(env!("CARGO_BIN_EXE_flotilla")),
             &["serve"],

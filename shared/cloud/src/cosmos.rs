@@ -12,9 +12,10 @@
 //!
 //! # Outbox
 //! Cosmos DB cannot commit a Service Bus send with an item write, so
-//! [`SagaStore::delivers_outbox`] is false: the caller sends the outbox after
-//! the write, and a crash in between is repaired when the triggering message
-//! is redelivered.
+//! [`SagaStore::delivers_outbox`] is false: the engine stores the events in
+//! the saga document itself (one If-Match replace), sends them after the
+//! write and removes them with a second replace; a load of a document that
+//! still holds events sends them first (see `flotilla_core::engine`).
 //!
 //! # Errors
 //! 409 → [`StoreError::Conflict`], 412 → [`StoreError::PreconditionFailed`],

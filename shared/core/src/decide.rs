@@ -2,7 +2,7 @@
 //! event means for this job, and the transition functions say how the saga
 //! changes when a step's work finishes, fails or must wait. No I/O here.
 
-use crate::events::{handlers, types, CloudEvent, EventData};
+use crate::events::{handlers, types, CloudEvent, EventData, EventKind};
 use crate::saga::{
     ErrorInfo, JobStatus, PendingOp, PendingPurpose, ResourceState, Saga, StepName, StepStatus,
 };
@@ -103,11 +103,37 @@ fn forward_or_not(saga: &Saga, step: StepName) -> Decision {
 }
 
 /// What an incoming event means for this saga.
+///
+/// # Expected flow
+/// `job.requested` starts `stage`; each `step.succeeded` starts the next step;
+/// `step.retry` re-runs a step after a retryable error; the poll events
+/// re-check the operation in `saga.pending`; `step.failed`, `undo.*` and
+/// `job.delete-requested` drive the undo chain; `job.scale-requested` scales a
+/// pool. Notifications (`job.succeeded`, `compensation.started`, ...) are for
+/// observers and change nothing.
+///
+/// # Guarantees
+/// Pure: the same saga and event always give the same decision. Duplicates
+/// are harmless: a finished step re-emits its event (`Reemit`), a poll or
+/// retry whose `seq` is not the saga's current one is stale (`Ignore`), and
+/// nothing starts while an operation is in flight.
+///
+/// # Assumptions
+/// The saga is the latest stored version; the engine saves with its ETag, so
+/// a decision taken on a stale copy is retried on the fresh one.
+///
+/// # Errors
+/// None: an event that cannot apply is ignored with a reason the engine logs.
+/// Commands carried by events are checked here against the saga (a scale
+/// outside the pool's limits is refused), not only at the HTTP edge.
 pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
     let seq_matches = |seq: Option<u64>| seq.is_some() && seq == Some(saga.seq);
-    match event.event_type.as_str() {
-        types::JOB_REQUESTED => forward_or_not(saga, StepName::Stage),
-        types::STEP_SUCCEEDED => {
+    let Some(kind) = event.kind() else {
+        return Decision::Ignore("unknown event type");
+    };
+    match kind {
+        EventKind::JobRequested => forward_or_not(saga, StepName::Stage),
+        EventKind::StepSucceeded => {
             let Some(done) = event.data.step else {
                 return Decision::Ignore("event names no step");
             };
@@ -119,7 +145,7 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
                 None => Decision::Ignore("last step done"),
             }
         }
-        types::STEP_RETRY => {
+        EventKind::StepRetry => {
             let Some(step) = event.data.step else {
                 return Decision::Ignore("event names no step");
             };
@@ -128,35 +154,50 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
             }
             forward_or_not(saga, step)
         }
-        types::STEP_POLL | types::UNDO_POLL | types::SCALE_POLL => match &saga.pending {
+        EventKind::StepPoll | EventKind::UndoPoll | EventKind::ScalePoll => match &saga.pending {
             Some(p) if Some(p.seq) == event.data.seq => Decision::Poll,
             Some(_) => Decision::Ignore("stale poll"),
             None => Decision::Ignore("nothing pending"),
         },
-        types::STEP_FAILED | types::UNDO_SUCCEEDED | types::DELETE_REQUESTED => undo_or_not(saga),
-        types::UNDO_RETRY => {
+        EventKind::StepFailed | EventKind::UndoSucceeded | EventKind::DeleteRequested => {
+            undo_or_not(saga)
+        }
+        EventKind::UndoRetry => {
             if !seq_matches(event.data.seq) {
                 return Decision::Ignore("stale retry");
             }
             undo_or_not(saga)
         }
-        types::SCALE_REQUESTED => {
+        EventKind::ScaleRequested => {
             if saga.status != JobStatus::Succeeded {
                 return Decision::Ignore("job is not in a state to scale");
             }
             if saga.pending.is_some() {
                 return Decision::Ignore("an operation is in flight");
             }
-            match (&event.data.pool, event.data.count) {
-                (Some(pool), Some(count)) if seq_matches(event.data.seq) => Decision::Scale {
+            let (Some(pool), Some(count)) = (&event.data.pool, event.data.count) else {
+                return Decision::Ignore("scale request without pool or count");
+            };
+            if !seq_matches(event.data.seq) {
+                return Decision::Ignore("stale scale request");
+            }
+            // A message on the bus is not trusted more than a request: the
+            // same limits as `request_scale`, against the saga.
+            match check_scale(saga, pool, count) {
+                Ok(()) => Decision::Scale {
                     pool: pool.clone(),
                     count,
                 },
-                (Some(_), Some(_)) => Decision::Ignore("stale scale request"),
-                _ => Decision::Ignore("scale request without pool or count"),
+                Err(_) => Decision::Ignore("scale request outside the pool's limits"),
             }
         }
-        _ => Decision::Ignore("notification"),
+        EventKind::JobSucceeded
+        | EventKind::CompensationStarted
+        | EventKind::JobCompensated
+        | EventKind::CompensationFailed
+        | EventKind::JobDeleted
+        | EventKind::JobScaled
+        | EventKind::JobDegraded => Decision::Ignore("notification"),
     }
 }
 
@@ -315,13 +356,13 @@ pub fn fail_step(
         }];
     }
     let info = if error.is_retryable() {
-        ErrorInfo {
-            code: "RetriesExhausted".into(),
-            message: format!(
+        ErrorInfo::terminal(
+            "RetriesExhausted",
+            format!(
                 "{} attempts failed; last: {}: {}",
                 attempts, error.code, error.message
             ),
-        }
+        )
     } else {
         ErrorInfo::from(error)
     };
@@ -468,13 +509,13 @@ pub fn fail_undo(
             not_before: Some(after),
         }];
     }
-    let info = ErrorInfo {
-        code: "CompensationFailed".into(),
-        message: format!(
+    let info = ErrorInfo::terminal(
+        "CompensationFailed",
+        format!(
             "could not delete {}: {}: {}",
             saga.resources[index].id, error.code, error.message
         ),
-    };
+    );
     saga.error = Some(info.clone());
     saga.status = JobStatus::Failed;
     saga.updated_at = now;
@@ -494,19 +535,20 @@ pub fn fail_undo(
 
 /// An explicit delete request: turns a finished job into `Deleting`.
 /// Returns `Err` with the reason when the job's state forbids it.
-pub fn request_delete(saga: &mut Saga) -> Result<Emit, &'static str> {
+pub fn request_delete(saga: &mut Saga) -> Result<Emit, Refusal> {
+    let refuse = |m: &str| Err(Refusal::Conflict(m.into()));
     match saga.status {
         JobStatus::Succeeded | JobStatus::Degraded | JobStatus::Failed | JobStatus::Compensated => {
         }
         JobStatus::Deleting | JobStatus::Deleted => {
-            return Err("the job is already deleted or being deleted")
+            return refuse("the job is already deleted or being deleted")
         }
         JobStatus::Running | JobStatus::Compensating => {
-            return Err("the job is still running; wait for it to finish")
+            return refuse("the job is still running; wait for it to finish")
         }
     }
     if saga.pending.is_some() {
-        return Err("an operation is in flight; try again when it has finished");
+        return refuse("an operation is in flight; try again when it has finished");
     }
     saga.status = JobStatus::Deleting;
     saga.error = None;
@@ -525,24 +567,42 @@ pub fn request_delete(saga: &mut Saga) -> Result<Emit, &'static str> {
     })
 }
 
-/// A scale request for a succeeded job; validated against the pool's min..max.
-pub fn request_scale(saga: &mut Saga, pool: &str, count: u32) -> Result<Emit, String> {
-    if saga.status != JobStatus::Succeeded {
-        return Err(format!(
-            "the job is {:?}; only a Succeeded job can be scaled",
-            saga.status
-        ));
-    }
-    if saga.pending.is_some() {
-        return Err("an operation is in flight; try again when it has finished".into());
-    }
+/// Why a command was refused: the request is wrong (`Invalid`) or the job's
+/// state forbids it now (`Conflict`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// The pool exists and `count` is within its `min..=max`.
+fn check_scale(saga: &Saga, pool: &str, count: u32) -> Result<(), Refusal> {
     let Some(p) = saga.spec.worker_pools.iter().find(|p| p.name == pool) else {
-        return Err(format!("pool '{pool}' does not exist"));
+        return Err(Refusal::Invalid(format!("pool '{pool}' does not exist")));
     };
     if count < p.min || count > p.max {
-        return Err(format!(
+        return Err(Refusal::Invalid(format!(
             "count must be within {}..={} for pool '{pool}'",
             p.min, p.max
+        )));
+    }
+    Ok(())
+}
+
+/// A scale request for a succeeded job; validated against the pool's min..max.
+pub fn request_scale(saga: &mut Saga, pool: &str, count: u32) -> Result<Emit, Refusal> {
+    check_scale(saga, pool, count)?;
+    if saga.status != JobStatus::Succeeded {
+        return Err(Refusal::Conflict(format!(
+            "the job is {:?}; only a Succeeded job can be scaled",
+            saga.status
+        )));
+    }
+    if saga.pending.is_some() {
+        return Err(Refusal::Conflict(
+            "an operation is in flight; try again when it has finished".into(),
         ));
     }
     saga.error = None;
@@ -580,4 +640,103 @@ pub fn finish_scale(saga: &mut Saga, pool: &str, count: u32) -> Emit {
         ),
         not_before: None,
     }
+}
+
+/// A resource of a finished cluster was deleted outside flotilla: the job
+/// becomes `Degraded` with the id listed in `missing`. `Err` when the event
+/// does not concern this job (still running, or the resource is not one of
+/// its live resources) or it was already recorded.
+pub fn mark_degraded(saga: &mut Saga, resource_id: &str) -> Result<Emit, Refusal> {
+    let finished = matches!(saga.status, JobStatus::Succeeded | JobStatus::Degraded);
+    let owned = saga
+        .resources
+        .iter()
+        .any(|r| r.state == ResourceState::Created && r.id.eq_ignore_ascii_case(resource_id));
+    if !finished || !owned {
+        return Err(Refusal::Conflict(
+            "the resource is not a live resource of a finished job".into(),
+        ));
+    }
+    if saga
+        .missing
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(resource_id))
+    {
+        return Err(Refusal::Conflict("already recorded as missing".into()));
+    }
+    saga.status = JobStatus::Degraded;
+    saga.missing.push(resource_id.to_string());
+    Ok(Emit {
+        event: CloudEvent::new(
+            types::JOB_DEGRADED,
+            handlers::NONE,
+            &format!("degraded/{}", saga.missing.len()),
+            EventData {
+                resources: saga.missing.clone(),
+                ..data(saga)
+            },
+        ),
+        not_before: None,
+    })
+}
+
+/// The bus gave up on a message about this job: note it (once per message
+/// id) so `status` shows it. Returns false when it was already noted.
+pub fn record_dead_letter(saga: &mut Saga, event_id: &str, event_type: &str, reason: &str) -> bool {
+    let prefix = format!("{event_id} ({event_type})");
+    if saga.dead_letters.iter().any(|d| d.starts_with(&prefix)) {
+        return false;
+    }
+    saga.dead_letters.push(format!("{prefix}: {reason}"));
+    true
+}
+
+/// The sweeper found the job overdue (its next event never came): the event
+/// that puts it back in motion, with a fresh sequence number so any late
+/// original is ignored as stale. `None` when the job waits for nothing.
+///
+/// # Guarantees
+/// Re-arming is always safe: the emitted event leads `decide` to the same
+/// decision the lost one would have (check the pending operation, continue
+/// the current step, continue the undo chain), and every step is idempotent.
+pub fn rearm(saga: &mut Saga, now: OffsetDateTime) -> Option<Emit> {
+    if let Some(p) = saga.pending.clone() {
+        saga.rearms += 1;
+        return Some(wait_for(saga, p.purpose, p.poll, Duration::ZERO, now));
+    }
+    let (ty, subject, step, key) = match saga.status {
+        JobStatus::Running => {
+            let step = StepName::ALL
+                .into_iter()
+                .find(|s| saga.step(*s).status != StepStatus::Succeeded)?;
+            (
+                types::STEP_RETRY,
+                step.as_str(),
+                Some(step),
+                format!("{step}/retry"),
+            )
+        }
+        JobStatus::Compensating | JobStatus::Deleting => (
+            types::UNDO_RETRY,
+            handlers::COMPENSATE,
+            None,
+            "undo-retry".to_string(),
+        ),
+        _ => return None,
+    };
+    saga.rearms += 1;
+    let seq = saga.next_seq();
+    Some(Emit {
+        event: CloudEvent::new(
+            ty,
+            subject,
+            &format!("{key}/{seq}"),
+            EventData {
+                step,
+                seq: Some(seq),
+                ..data(saga)
+            },
+        ),
+        not_before: None,
+    })
 }

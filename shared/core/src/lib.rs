@@ -2,14 +2,17 @@
 //! pure `decide` function, one module per step, the engine, the ports and the
 //! embedded backends behind `flotilla up`.
 
+pub mod adapters;
 pub mod conformance;
 pub mod decide;
 pub mod embedded;
 pub mod engine;
 pub mod events;
 pub mod names;
+pub mod plan;
 pub mod ports;
 pub mod saga;
 pub mod settings;
 pub mod spec;
 pub mod steps;
+pub mod testing;

@@ -8,6 +8,12 @@ use std::collections::BTreeMap;
 pub const TAG_JOB: &str = "flotilla-job";
 /// Tag marking ownership, for sweeping leftovers.
 pub const TAG_MANAGED_BY: &str = "managed-by";
+/// Tag naming a scale set's role (`master` or the pool); scale sets only.
+pub const TAG_ROLE: &str = "flotilla-role";
+/// The tags [`tags`] adds to the user's on every resource, secret and blob.
+pub const OWN_TAGS: [&str; 2] = [TAG_JOB, TAG_MANAGED_BY];
+/// The most tags flotilla adds to one resource: [`OWN_TAGS`], plus [`TAG_ROLE`] on scale sets.
+pub const MAX_OWN_TAGS_PER_RESOURCE: usize = OWN_TAGS.len() + 1;
 
 /// The name of the init-script extension on every scale set; `join` reads its status.
 pub const INIT_EXTENSION: &str = "flotilla-init";
@@ -19,6 +25,22 @@ pub fn new_job_id(spec: &ClusterSpec) -> String {
     let mut rng = rand::rng();
     let suffix: String = (0..6)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{}-{suffix}", spec.name)
+}
+
+/// The job id for a submission with an idempotency key: the cluster name
+/// plus 6 lowercase alphanumerics derived from the name and the key (FNV-1a,
+/// stable across versions and machines), so the same key names the same job.
+pub fn job_id_for_key(spec: &ClusterSpec, key: &str) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in spec.name.bytes().chain([0u8]).chain(key.bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let suffix: String = (0..6)
+        .map(|i| ALPHABET[((hash >> (i * 10)) % ALPHABET.len() as u64) as usize] as char)
         .collect();
     format!("{}-{suffix}", spec.name)
 }
@@ -37,6 +59,13 @@ pub fn tags(job: &str, spec: &ClusterSpec) -> BTreeMap<String, String> {
     t.insert(TAG_JOB.into(), job.into());
     t.insert(TAG_MANAGED_BY.into(), "flotilla".into());
     t
+}
+
+/// The blob metadata name a tag is staged under: blob metadata names are C#
+/// identifiers, so every character but an ASCII letter or digit becomes `_`
+/// (`flotilla-job` is staged as `flotilla_job`).
+pub fn blob_metadata_name(tag: &str) -> String {
+    tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
 }
 
 pub fn vnet(job: &str) -> String {

@@ -1,14 +1,22 @@
-//! The ports the saga engine talks through: a saga store and an event bus.
+//! The ports the saga engine talks through: a saga store, an event bus, the
+//! three Azure planes a step touches (ARM, Key Vault secrets, staging blobs)
+//! and a clock.
 //!
-//! Each port has one adapter per backend (SQLite and the in-process bus for
-//! `flotilla up`; Cosmos DB and Service Bus in production) and one conformance
-//! suite ([`crate::conformance`]) that every adapter must pass. The ports know
-//! nothing about sagas: the store keeps JSON documents under an id with an
-//! ETag, the bus carries opaque bodies with Service Bus broker semantics.
+//! The store and the bus have one adapter per backend (SQLite and the
+//! in-process bus for `flotilla up`; Cosmos DB and Service Bus in production)
+//! and one conformance suite ([`crate::conformance`]) that every adapter must
+//! pass. They know nothing about sagas: the store keeps JSON documents under
+//! an id with an ETag, the bus carries opaque bodies with Service Bus broker
+//! semantics. The Azure ports are implemented by the `flotilla_azure` clients
+//! ([`crate::adapters`]) and, for the engine's own tests, by an in-memory
+//! cloud ([`crate::testing`]).
 
 use async_trait::async_trait;
+use flotilla_azure::arm::{DeleteStart, PollOutcome};
+use flotilla_azure::{AzureError, PollState, ResourceId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -115,9 +123,9 @@ pub trait SagaStore: Send + Sync {
     /// Every document, in no particular order.
     async fn list(&self) -> Result<Vec<StoredDoc>, StoreError>;
     /// True when `outbox` messages are committed in the same transaction as the
-    /// document (the embedded store); false when the caller must send them to
-    /// the bus itself after the write (Cosmos DB + Service Bus, where a lost
-    /// send is repaired by redelivery of the triggering message).
+    /// document (the embedded store); false when the store cannot publish
+    /// (Cosmos DB): the engine then keeps the messages inside the document
+    /// itself and sends them after the write (see `engine::txn`).
     fn delivers_outbox(&self) -> bool;
 }
 
@@ -140,4 +148,88 @@ pub trait EventBus: Send + Sync {
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BusError>;
     /// The dead-letter queue's content.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError>;
+}
+
+/// ARM as a step sees it: create-or-update, patch, delete, poll, read.
+#[async_trait]
+pub trait Arm: Send + Sync {
+    /// Create-or-update; `Some(poll)` while Azure is still working on it.
+    async fn put(
+        &self,
+        id: &ResourceId,
+        api_version: &str,
+        body: &Value,
+    ) -> Result<Option<PollState>, AzureError>;
+    /// Partial update; `Some(poll)` while Azure is still working on it.
+    async fn patch(
+        &self,
+        id: &ResourceId,
+        api_version: &str,
+        body: &Value,
+    ) -> Result<Option<PollState>, AzureError>;
+    /// Starts a delete; a missing resource is [`DeleteStart::Gone`].
+    async fn delete(&self, id: &ResourceId, api_version: &str) -> Result<DeleteStart, AzureError>;
+    /// Checks a running operation once.
+    async fn poll(&self, poll: &PollState) -> Result<PollOutcome, AzureError>;
+    /// Reads a resource or a sub-path of it (`instanceView`); `None` when missing.
+    async fn get(
+        &self,
+        id: &ResourceId,
+        sub_path: Option<&str>,
+        api_version: &str,
+    ) -> Result<Option<Value>, AzureError>;
+    /// A POST action such as `listKeys`.
+    async fn action(
+        &self,
+        id: &ResourceId,
+        action: &str,
+        api_version: &str,
+    ) -> Result<Value, AzureError>;
+}
+
+/// The Key Vault secrets of the cluster.
+#[async_trait]
+pub trait Secrets: Send + Sync {
+    /// The secret's id (URL without version), recorded in the undo log.
+    fn secret_id(&self, name: &str) -> String;
+    async fn get(&self, name: &str) -> Result<Option<String>, AzureError>;
+    async fn set(
+        &self,
+        name: &str,
+        value: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), AzureError>;
+    /// Deletes a secret; a missing one is success.
+    async fn delete(&self, name: &str) -> Result<(), AzureError>;
+}
+
+/// The staging blob container.
+#[async_trait]
+pub trait Blobs: Send + Sync {
+    /// The blob's URL, recorded in the undo log.
+    fn blob_url(&self, name: &str) -> String;
+    async fn put(
+        &self,
+        name: &str,
+        content: Vec<u8>,
+        content_type: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(), AzureError>;
+    /// Deletes a blob; a missing one is success.
+    async fn delete(&self, name: &str) -> Result<(), AzureError>;
+}
+
+/// What time it is (the engine's only source of "now", so tests can move it).
+pub trait Clock: Send + Sync {
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
 }

@@ -99,11 +99,26 @@ pub enum StepStatus {
     Compensated,
 }
 
-/// A failure as recorded: code and message from Azure (never a secret).
+/// A failure as recorded: code and message from Azure (never a secret), and
+/// the class the engine gave it (retried, or terminal).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorInfo {
     pub code: String,
     pub message: String,
+    /// True when the engine treated the failure as transient and tried again.
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+impl ErrorInfo {
+    /// A failure that no retry can fix.
+    pub fn terminal(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorInfo {
+            code: code.into(),
+            message: message.into(),
+            retryable: false,
+        }
+    }
 }
 
 impl From<&flotilla_azure::AzureError> for ErrorInfo {
@@ -111,6 +126,7 @@ impl From<&flotilla_azure::AzureError> for ErrorInfo {
         ErrorInfo {
             code: e.code.clone(),
             message: e.message.clone(),
+            retryable: e.is_retryable(),
         }
     }
 }
@@ -224,6 +240,33 @@ pub struct Saga {
     /// Messages that could not be processed and were dead-lettered.
     #[serde(default)]
     pub dead_letters: Vec<String>,
+    /// Events committed with this version of the saga that may not have
+    /// reached the bus yet (stores without a transactional outbox keep them
+    /// here until they are sent; see `engine::txn`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<OutboxEntry>,
+    /// When the job's next event is due at the latest (the end of the
+    /// longest delay among the events of the last save): the sweeper re-arms
+    /// a job whose due time has long passed without a save.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub wake_at: Option<OffsetDateTime>,
+    /// Times the sweeper re-armed the job since its last progress.
+    #[serde(default)]
+    pub rearms: u32,
+    /// The caller's idempotency key (HTTP `Idempotency-Key`, Service Bus
+    /// `MessageId`) the job was submitted with; the job id derives from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submission_key: Option<String>,
+}
+
+/// An event waiting in the saga document to be sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxEntry {
+    pub event: crate::events::CloudEvent,
+    /// Scheduled enqueue time, for delayed events (polls, retries).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub not_before: Option<OffsetDateTime>,
 }
 
 impl Saga {
@@ -258,6 +301,10 @@ impl Saga {
             pools,
             missing: vec![],
             dead_letters: vec![],
+            outbox: vec![],
+            wake_at: None,
+            rearms: 0,
+            submission_key: None,
         }
     }
 

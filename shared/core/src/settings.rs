@@ -78,8 +78,16 @@ pub const SETTINGS: &[Setting] = &[
     s("CLUSTER_SP_CLIENT_ID", Flotilla, false, "Service-principal identity mode: the cluster principal's client id."),
     s("CLUSTER_SP_CLIENT_SECRET", Flotilla, false, "Service-principal identity mode: its secret, as a Key Vault reference; copied into the job's vault secret, never logged."),
     // Operations
+    s("FLOTILLA_SWEEP_INTERVAL_S", Flotilla, false, "Seconds between sweeps in `flotilla worker` and the embedded runner (default 30; on Azure the `sweep` timer function runs every minute)."),
+    s("FLOTILLA_SWEEP_GRACE_S", Flotilla, false, "Seconds a job's next event may be overdue before the sweeper re-arms it (default 60)."),
+    s("FLOTILLA_STALL_AFTER_S", Flotilla, false, "Seconds without progress after which `status` and the sweeper report a job as stalled (default 900)."),
     s("RUST_LOG", Flotilla, false, "Log filter (tracing-subscriber syntax, default `info`)."),
     s("FLOTILLA_LOG_FORMAT", Flotilla, true, "`text` (default) or `json` (one JSON object per line, for Application Insights)."),
+    // `flotilla serve` listener (seconds may have decimals)
+    s("FLOTILLA_SERVE_HEADER_TIMEOUT", Flotilla, false, "`flotilla serve`: seconds a client has to send a request's headers; an idle keep-alive connection is closed after the same time (default 10)."),
+    s("FLOTILLA_SERVE_BODY_TIMEOUT", Flotilla, false, "`flotilla serve`: seconds a client has to send a whole request body, else 408 and the connection is closed (default 30)."),
+    s("FLOTILLA_SERVE_REQUEST_TIMEOUT", Flotilla, false, "`flotilla serve`: seconds one request may take in all, else 503 (default 280, under host.json's 5-minute functionTimeout)."),
+    s("FLOTILLA_SERVE_MAX_CONNECTIONS", Flotilla, false, "`flotilla serve`: connections served at once; further ones wait to be accepted (default 256)."),
 ];
 
 /// Reads a registered setting; `None` when unset or empty.

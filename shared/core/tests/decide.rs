@@ -143,10 +143,7 @@ fn in_flight(saga: &mut Saga, step: StepName) -> Emit {
 /// failed step's newest resource was only recorded as intent (`Creating`).
 fn compensating(failed: StepName) -> Saga {
     let mut saga = saga_after(failed.index());
-    let info = ErrorInfo {
-        code: "SkuNotAvailable".into(),
-        message: "not available".into(),
-    };
+    let info = ErrorInfo::terminal("SkuNotAvailable", "not available");
     let s = saga.step_mut(failed);
     s.status = StepStatus::Failed;
     s.attempts = 1;
@@ -701,6 +698,7 @@ fn finishing_a_step_hands_over_to_the_next_one() {
         saga.step_mut(step).last_error = Some(ErrorInfo {
             code: "TooManyRequests".into(),
             message: "earlier".into(),
+            retryable: true,
         });
         let emits = decide::finish_step(&mut saga, step, t(7));
 
@@ -1263,6 +1261,9 @@ fn request_scale_validates_pool_and_count() {
         let err = match decide::request_scale(&mut saga, p, count) {
             Ok(_) => panic!("{p} x{count} must be refused"),
             Err(e) => e,
+        };
+        let decide::Refusal::Invalid(err) = err else {
+            panic!("{p} x{count}: a bad pool or count is invalid, not a conflict: {err}");
         };
         if p == "general" {
             assert!(err.contains("2..=10"), "{err}");

@@ -1,0 +1,105 @@
+//! The Azure ports ([`crate::ports::Arm`], [`Secrets`], [`Blobs`]) on the
+//! `flotilla_azure` clients: ARM REST, Key Vault and Blob Storage.
+
+use crate::ports::{Arm, Blobs, Secrets};
+use async_trait::async_trait;
+use flotilla_azure::arm::{DeleteStart, PollOutcome};
+use flotilla_azure::blob::Staging;
+use flotilla_azure::vault::Vault;
+use flotilla_azure::{ArmClient, AzureError, PollState, ResourceId};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[async_trait]
+impl Arm for ArmClient {
+    async fn put(
+        &self,
+        id: &ResourceId,
+        api_version: &str,
+        body: &Value,
+    ) -> Result<Option<PollState>, AzureError> {
+        Ok(ArmClient::put(self, id, api_version, body).await?.poll)
+    }
+
+    async fn patch(
+        &self,
+        id: &ResourceId,
+        api_version: &str,
+        body: &Value,
+    ) -> Result<Option<PollState>, AzureError> {
+        Ok(ArmClient::patch(self, id, api_version, body).await?.poll)
+    }
+
+    async fn delete(&self, id: &ResourceId, api_version: &str) -> Result<DeleteStart, AzureError> {
+        ArmClient::delete(self, id, api_version).await
+    }
+
+    async fn poll(&self, poll: &PollState) -> Result<PollOutcome, AzureError> {
+        ArmClient::poll(self, poll).await
+    }
+
+    async fn get(
+        &self,
+        id: &ResourceId,
+        sub_path: Option<&str>,
+        api_version: &str,
+    ) -> Result<Option<Value>, AzureError> {
+        ArmClient::get_sub(self, id, sub_path, api_version).await
+    }
+
+    async fn action(
+        &self,
+        id: &ResourceId,
+        action: &str,
+        api_version: &str,
+    ) -> Result<Value, AzureError> {
+        ArmClient::post_action(self, id, action, api_version, None).await
+    }
+}
+
+#[async_trait]
+impl Secrets for Vault {
+    fn secret_id(&self, name: &str) -> String {
+        Vault::secret_id(self, name)
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<String>, AzureError> {
+        Vault::get(self, name).await
+    }
+
+    async fn set(
+        &self,
+        name: &str,
+        value: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), AzureError> {
+        Vault::set(self, name, value, tags).await.map(|_| ())
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), AzureError> {
+        Vault::delete(self, name).await
+    }
+}
+
+#[async_trait]
+impl Blobs for Staging {
+    fn blob_url(&self, name: &str) -> String {
+        Staging::blob_url(self, name)
+    }
+
+    async fn put(
+        &self,
+        name: &str,
+        content: Vec<u8>,
+        content_type: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(), AzureError> {
+        Staging::put(self, name, content, content_type, metadata)
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), AzureError> {
+        Staging::delete(self, name).await
+    }
+}

@@ -1,0 +1,157 @@
+//! Saga changes that come from outside a step: submitting a job, the `delete`
+//! and `scale` commands, a resource deleted outside flotilla, a message the
+//! bus gave up on. Each is decided by a pure function in `decide` and saved
+//! through the same transaction and outbox as a step.
+
+use super::{CommandError, Engine, EngineError};
+use crate::decide;
+use crate::events::CloudEvent;
+use crate::names;
+use crate::ports::StoreError;
+use crate::saga::Saga;
+use crate::spec::ClusterSpec;
+
+/// The job a submission started, or found when the same idempotency key was
+/// used before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    pub job: String,
+    /// True when the key had already started this job (nothing new was created).
+    pub existing: bool,
+}
+
+impl Engine {
+    /// Stores a new job and emits `job.requested`. Returns the job id.
+    pub async fn submit(&self, spec: ClusterSpec) -> Result<String, CommandError> {
+        Ok(self.submit_with_key(spec, None).await?.job)
+    }
+
+    /// Submits a job once per idempotency key: the job id derives from the
+    /// key, so a second submission with the same key finds the first job
+    /// (`existing`), and never starts a second cluster. The same key with a
+    /// different spec is refused as a conflict.
+    pub async fn submit_with_key(
+        &self,
+        spec: ClusterSpec,
+        key: Option<&str>,
+    ) -> Result<Submitted, CommandError> {
+        spec.validate()
+            .map_err(|e| CommandError::Invalid(e.to_string()))?;
+        let id = match key {
+            Some(k) => names::job_id_for_key(&spec, k),
+            None => names::new_job_id(&spec),
+        };
+        let mut saga = Saga::new(id.clone(), spec, self.now());
+        saga.submission_key = key.map(str::to_string);
+        let first = decide::job_requested_event(&saga);
+        match self.create(saga.clone(), first).await {
+            Ok(()) => Ok(Submitted {
+                job: id,
+                existing: false,
+            }),
+            Err(EngineError::Store(StoreError::Conflict(_))) if key.is_some() => {
+                let found = self
+                    .load(&id)
+                    .await?
+                    .ok_or_else(|| CommandError::NotFound(id.clone()))?;
+                if found.saga.submission_key.as_deref() == key && found.saga.spec == saga.spec {
+                    Ok(Submitted {
+                        job: id,
+                        existing: true,
+                    })
+                } else {
+                    Err(CommandError::Conflict(format!(
+                        "the idempotency key already started job {id} with another spec"
+                    )))
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The saga of a job.
+    pub async fn status(&self, job: &str) -> Result<Option<Saga>, EngineError> {
+        Ok(self.load(job).await?.map(|t| t.saga))
+    }
+
+    /// Starts the explicit teardown of a finished job.
+    pub async fn request_delete(&self, job: &str) -> Result<(), CommandError> {
+        self.with_saga(job, true, |saga, out| {
+            out.push(decide::request_delete(saga)?);
+            Ok(true)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Starts scaling a worker pool of a succeeded job.
+    pub async fn request_scale(
+        &self,
+        job: &str,
+        pool: &str,
+        count: u32,
+    ) -> Result<(), CommandError> {
+        self.with_saga(job, true, |saga, out| {
+            out.push(decide::request_scale(saga, pool, count)?);
+            Ok(true)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Records a message the bus gave up on, so `status` shows it.
+    pub async fn record_dead_letter(
+        &self,
+        event: &CloudEvent,
+        reason: &str,
+    ) -> Result<(), EngineError> {
+        let result = self
+            .with_saga(&event.data.job, false, |saga, _| {
+                Ok(decide::record_dead_letter(
+                    saga,
+                    &event.id,
+                    &event.event_type,
+                    reason,
+                ))
+            })
+            .await;
+        match result {
+            Ok(_) | Err(CommandError::NotFound(_)) => Ok(()),
+            Err(CommandError::Engine(e)) => Err(e),
+            Err(e) => Err(StoreError::Unavailable(e.to_string()).into()),
+        }
+    }
+
+    /// Marks every finished job that owns `resource_id` `Degraded` (the
+    /// resource was deleted outside flotilla). Returns the jobs changed.
+    pub async fn mark_degraded(&self, resource_id: &str) -> Result<Vec<String>, EngineError> {
+        let mut changed = vec![];
+        for doc in self.store.list().await? {
+            let Ok(saga) = serde_json::from_value::<Saga>(doc.doc) else {
+                continue;
+            };
+            // A cheap filter on the listed copy; the change itself re-checks.
+            if decide::mark_degraded(&mut saga.clone(), resource_id).is_err() {
+                continue;
+            }
+            let saved = self
+                .with_saga(&saga.id, true, |saga, out| {
+                    match decide::mark_degraded(saga, resource_id) {
+                        Ok(emit) => {
+                            out.push(emit);
+                            Ok(true)
+                        }
+                        Err(_) => Ok(false),
+                    }
+                })
+                .await;
+            match saved {
+                Ok(true) => changed.push(saga.id.clone()),
+                Ok(false) | Err(CommandError::NotFound(_)) => {}
+                Err(CommandError::Engine(e)) => return Err(e),
+                Err(e) => return Err(StoreError::Unavailable(e.to_string()).into()),
+            }
+        }
+        Ok(changed)
+    }
+}

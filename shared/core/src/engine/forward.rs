@@ -1,0 +1,348 @@
+//! Forward steps: a step's operations in order (intent recorded before each
+//! create), long-running operations saved and re-checked by scheduled
+//! events, `join`'s node checks, and a step's failure handed to `decide`.
+
+use super::txn::Txn;
+use super::{Engine, EngineError};
+use crate::decide::{self, Decision};
+use crate::events::CloudEvent;
+use crate::names;
+use crate::ports::StoreError;
+use crate::saga::{
+    ErrorInfo, PendingPurpose, ResourceKind, ResourceRecord, ResourceState, StepName,
+};
+use crate::steps::{self, Op, SecretSource};
+use flotilla_azure::arm::PollOutcome;
+use flotilla_azure::models::{api, InstanceView, StorageKeys};
+use flotilla_azure::{AzureError, ResourceId};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+impl Engine {
+    /// Handles one delivered event. `Ok` means settle (complete) the message;
+    /// `Err` means abandon it so it is delivered again.
+    pub async fn handle(&self, event: &CloudEvent) -> Result<(), EngineError> {
+        let started = Instant::now();
+        let mut result = Ok(());
+        for _ in 0..8 {
+            result = self.handle_once(event).await;
+            match &result {
+                Err(EngineError::Store(StoreError::PreconditionFailed(_))) => continue,
+                _ => break,
+            }
+        }
+        self.stats.handled.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut t) = self.stats.timings_ms.lock() {
+            if t.len() < 1_000_000 {
+                t.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        result
+    }
+
+    async fn handle_once(&self, event: &CloudEvent) -> Result<(), EngineError> {
+        let Some(mut txn) = self.load(&event.data.job).await? else {
+            tracing::warn!(job = %event.data.job, id = %event.id, "event for an unknown job ignored");
+            return Ok(());
+        };
+        let decision = decide::decide(&txn.saga, event);
+        tracing::debug!(job = %txn.saga.id, event = %event.event_type, ?decision, "decided");
+        match decision {
+            Decision::Ignore(why) => {
+                tracing::debug!(job = %txn.saga.id, id = %event.id, why, "ignored");
+                Ok(())
+            }
+            Decision::Reemit(step) => {
+                // Nothing changes but the event: send it again (the bus drops a repeat).
+                self.resend(&decide::step_succeeded_event(&txn.saga, step))
+                    .await
+            }
+            Decision::Forward(step) => self.forward(&mut txn, step).await,
+            Decision::Poll => self.poll(&mut txn).await,
+            Decision::Undo => self.undo(&mut txn).await,
+            Decision::Scale { pool, count } => self.scale(&mut txn, &pool, count).await,
+        }
+    }
+
+    /// Runs (or continues) a forward step from its first unfinished operation.
+    async fn forward(&self, txn: &mut Txn, step: StepName) -> Result<(), EngineError> {
+        decide::start_step(&mut txn.saga, step, self.now());
+        for op in steps::plan(step, &txn.saga, &self.env) {
+            let (id, kind) = match &op {
+                Op::Arm {
+                    id, api_version, ..
+                } => (
+                    id.to_string(),
+                    ResourceKind::Arm {
+                        api_version: api_version.to_string(),
+                    },
+                ),
+                Op::ScaleSet { id, .. } => (
+                    id.to_string(),
+                    ResourceKind::Arm {
+                        api_version: api::COMPUTE.into(),
+                    },
+                ),
+                Op::Secret { name, .. } => (
+                    self.azure.secrets.secret_id(name),
+                    ResourceKind::Secret { name: name.clone() },
+                ),
+                Op::Blob { name, .. } => (
+                    self.azure.blobs.blob_url(name),
+                    ResourceKind::Blob { name: name.clone() },
+                ),
+                Op::AwaitNodes { scale_sets } => return self.check_nodes(txn, scale_sets).await,
+            };
+            let index = match txn.saga.resource_index(&id) {
+                Some(i) if txn.saga.resources[i].state == ResourceState::Created => continue,
+                Some(i) => i,
+                None => {
+                    // Record the intent before the side effect.
+                    txn.saga.resources.push(ResourceRecord {
+                        id: id.clone(),
+                        step,
+                        kind,
+                        state: ResourceState::Creating,
+                    });
+                    self.save(txn).await?;
+                    txn.saga.resources.len() - 1
+                }
+            };
+            match self.run_op(txn, &op).await {
+                Ok(None) => txn.saga.resources[index].state = ResourceState::Created,
+                Ok(Some(poll)) => {
+                    // `Retry-After: 0` means "check now": one immediate check
+                    // instead of a scheduled event; anything else is scheduled.
+                    if poll.retry_after_s == 0 {
+                        match self.azure.arm.poll(&poll).await {
+                            Ok(PollOutcome::Succeeded) => {
+                                txn.saga.resources[index].state = ResourceState::Created;
+                                continue;
+                            }
+                            Ok(PollOutcome::Failed(e)) => {
+                                return self.step_failed(txn, step, &e).await
+                            }
+                            _ => {}
+                        }
+                    }
+                    let after = poll.retry_after();
+                    let emit = decide::wait_for(
+                        &mut txn.saga,
+                        PendingPurpose::Create {
+                            step,
+                            resource: index,
+                        },
+                        Some(poll),
+                        after,
+                        self.now(),
+                    );
+                    txn.outbox.push(emit);
+                    return self.save(txn).await;
+                }
+                Err(e) => return self.step_failed(txn, step, &e).await,
+            }
+        }
+        let emits = decide::finish_step(&mut txn.saga, step, self.now());
+        txn.outbox.extend(emits);
+        self.save(txn).await
+    }
+
+    async fn step_failed(
+        &self,
+        txn: &mut Txn,
+        step: StepName,
+        e: &AzureError,
+    ) -> Result<(), EngineError> {
+        tracing::warn!(job = %txn.saga.id, %step, code = %e.code, retryable = e.is_retryable(), "step error");
+        let emits = decide::fail_step(&mut txn.saga, step, e, &self.policy, self.now());
+        txn.outbox.extend(emits);
+        self.save(txn).await
+    }
+
+    /// Performs one create; `Some(poll)` when Azure is still working on it.
+    async fn run_op(
+        &self,
+        txn: &Txn,
+        op: &Op,
+    ) -> Result<Option<flotilla_azure::PollState>, AzureError> {
+        let job = &txn.saga.id;
+        let tags = names::tags(job, &txn.saga.spec);
+        match op {
+            Op::Arm {
+                id,
+                api_version,
+                body,
+            } => Ok(self.azure.arm.put(id, api_version, body).await?),
+            Op::ScaleSet { id, body } => {
+                let key = self
+                    .azure
+                    .secrets
+                    .get(&names::storage_key_secret(job))
+                    .await?
+                    .ok_or_else(|| {
+                        AzureError::terminal(
+                            "SecretNotFound",
+                            format!(
+                                "{} is missing; was `keys` undone?",
+                                names::storage_key_secret(job)
+                            ),
+                        )
+                    })?;
+                let mut body = body.clone();
+                if let Some(ext) = body.pointer_mut(steps::PROTECTED_SETTINGS) {
+                    ext[steps::STORAGE_KEY_FIELD] = serde_json::Value::String(key);
+                }
+                Ok(self.azure.arm.put(id, api::COMPUTE, &body).await?)
+            }
+            Op::Secret { name, source } => {
+                let value = match source {
+                    SecretSource::StorageKey => {
+                        let keys = self.azure.arm.action(&self.env.staging_account_id, "listKeys", api::STORAGE).await?;
+                        let keys: StorageKeys = serde_json::from_value(keys)
+                            .map_err(|e| AzureError::terminal("UnexpectedResponse", format!("listKeys: {e}")))?;
+                        keys.keys.into_iter().next().map(|k| k.value).ok_or_else(|| AzureError::terminal("NoStorageKey", "listKeys returned no key"))?
+                    }
+                    SecretSource::ServicePrincipal => self.azure.sp_client_secret.clone().ok_or_else(|| {
+                        AzureError::terminal("ServicePrincipalNotConfigured", "identity is service-principal but CLUSTER_SP_CLIENT_SECRET is not set")
+                    })?,
+                };
+                self.azure.secrets.set(name, &value, &tags).await?;
+                Ok(None)
+            }
+            Op::Blob {
+                name,
+                content,
+                content_type,
+            } => {
+                // Blob metadata names are C# identifiers: `flotilla-job` becomes `flotilla_job`.
+                let metadata = tags
+                    .iter()
+                    .map(|(k, v)| (names::blob_metadata_name(k), v.clone()))
+                    .collect();
+                self.azure
+                    .blobs
+                    .put(name, content.clone(), content_type, &metadata)
+                    .await?;
+                Ok(None)
+            }
+            Op::AwaitNodes { .. } => Ok(None),
+        }
+    }
+
+    /// `join`: have all nodes of these scale sets run their init script?
+    async fn check_nodes(
+        &self,
+        txn: &mut Txn,
+        scale_sets: &[(ResourceId, u32)],
+    ) -> Result<(), EngineError> {
+        let mut all_joined = true;
+        for (id, expected) in scale_sets {
+            let view = match self
+                .azure
+                .arm
+                .get(id, Some("instanceView"), api::COMPUTE)
+                .await
+            {
+                Ok(Some(v)) => serde_json::from_value::<InstanceView>(v).unwrap_or_default(),
+                Ok(None) => {
+                    let e = AzureError::terminal("ScaleSetMissing", format!("{id} does not exist"));
+                    return self.step_failed(txn, StepName::Join, &e).await;
+                }
+                Err(e) => return self.step_failed(txn, StepName::Join, &e).await,
+            };
+            let (ok, failed) = view.extension_counts(names::INIT_EXTENSION);
+            if failed > 0 {
+                let e = AzureError::terminal(
+                    "NodeInitFailed",
+                    format!(
+                        "{failed} node(s) of {} failed to run the init script",
+                        id.name()
+                    ),
+                );
+                return self.step_failed(txn, StepName::Join, &e).await;
+            }
+            if ok < *expected {
+                all_joined = false;
+            }
+        }
+        if all_joined {
+            let emits = decide::finish_step(&mut txn.saga, StepName::Join, self.now());
+            txn.outbox.extend(emits);
+            return self.save(txn).await;
+        }
+        let checks = txn.saga.pending.as_ref().map(|p| p.checks).unwrap_or(0);
+        if checks >= self.policy.max_join_checks {
+            let e = AzureError::terminal(
+                "JoinTimeout",
+                format!("nodes did not join after {checks} checks"),
+            );
+            return self.step_failed(txn, StepName::Join, &e).await;
+        }
+        let emit = decide::wait_for(
+            &mut txn.saga,
+            PendingPurpose::JoinCheck,
+            None,
+            self.policy.join_interval,
+            self.now(),
+        );
+        txn.outbox.push(emit);
+        self.save(txn).await
+    }
+
+    /// Re-checks the pending operation and carries on from it.
+    async fn poll(&self, txn: &mut Txn) -> Result<(), EngineError> {
+        let Some(pending) = txn.saga.pending.clone() else {
+            return Ok(());
+        };
+        if pending.purpose == PendingPurpose::JoinCheck {
+            return self.forward(txn, StepName::Join).await;
+        }
+        let Some(poll) = &pending.poll else {
+            return Ok(());
+        };
+        let outcome = self.azure.arm.poll(poll).await;
+        match (pending.purpose.clone(), outcome) {
+            (purpose, Ok(PollOutcome::Pending { retry_after })) => {
+                let emit = decide::wait_for(
+                    &mut txn.saga,
+                    purpose,
+                    Some(poll.clone()),
+                    retry_after,
+                    self.now(),
+                );
+                txn.outbox.push(emit);
+                self.save(txn).await
+            }
+            (PendingPurpose::Create { step, resource }, Ok(PollOutcome::Succeeded)) => {
+                txn.saga.resources[resource].state = ResourceState::Created;
+                txn.saga.pending = None;
+                self.forward(txn, step).await
+            }
+            (PendingPurpose::Create { step, .. }, Ok(PollOutcome::Failed(e)) | Err(e)) => {
+                self.step_failed(txn, step, &e).await
+            }
+            (PendingPurpose::Delete { resource }, Ok(PollOutcome::Succeeded)) => {
+                let emits = decide::resource_deleted(&mut txn.saga, resource, self.now());
+                txn.outbox.extend(emits);
+                self.undo(txn).await
+            }
+            (PendingPurpose::Delete { resource }, Ok(PollOutcome::Failed(e)) | Err(e)) => {
+                let emits =
+                    decide::fail_undo(&mut txn.saga, resource, &e, &self.policy, self.now());
+                txn.outbox.extend(emits);
+                self.save(txn).await
+            }
+            (PendingPurpose::Scale { pool, count }, Ok(PollOutcome::Succeeded)) => {
+                let emit = decide::finish_scale(&mut txn.saga, &pool, count);
+                txn.outbox.push(emit);
+                self.save(txn).await
+            }
+            (PendingPurpose::Scale { .. }, Ok(PollOutcome::Failed(e)) | Err(e)) => {
+                txn.saga.pending = None;
+                txn.saga.error = Some(ErrorInfo::from(&e));
+                self.save(txn).await
+            }
+            (PendingPurpose::JoinCheck, _) => Ok(()),
+        }
+    }
+}

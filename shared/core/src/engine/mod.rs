@@ -1,0 +1,175 @@
+//! The engine: loads a saga, asks `decide` what an event means, performs the
+//! step's I/O through the Azure ports, and saves the saga with its ETag
+//! together with the events that follow.
+//!
+//! - [`txn`]: load and save, the outbox on every store;
+//! - [`commands`]: submit, delete, scale, and the other saga changes that come
+//!   from outside a step (degraded marking, dead letters);
+//! - [`forward`]: a step's operations, long-running-operation polls and `join`;
+//! - [`undo`]: the compensation / deletion chain, and scaling;
+//! - [`worker`]: one settlement function for every consumer (the Functions
+//!   handler, `flotilla worker`, the embedded runner);
+//! - [`sweep`]: the sweeper that re-arms what is overdue and reports what is stalled.
+
+mod commands;
+mod forward;
+mod sweep;
+mod txn;
+mod undo;
+mod worker;
+
+pub use commands::Submitted;
+pub use sweep::{run_sweeper, stalled_reason, Stalled, SweepOptions, SweepReport};
+pub use worker::{run_worker, settle, Delivered, Settlement};
+
+use crate::decide::Policy;
+use crate::events::{CloudEvent, EventData};
+use crate::ports::{
+    Arm, Blobs, BusError, Clock, EventBus, SagaStore, Secrets, StoreError, SystemClock,
+};
+use crate::steps::Env;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+/// The Azure planes a step uses, behind their ports.
+pub struct Azure {
+    pub arm: Arc<dyn Arm>,
+    pub secrets: Arc<dyn Secrets>,
+    pub blobs: Arc<dyn Blobs>,
+    /// Service-principal identity mode: the secret to hand to the cluster.
+    pub sp_client_secret: Option<String>,
+}
+
+impl Azure {
+    /// The ports on the production clients.
+    pub fn from_clients(
+        arm: Arc<flotilla_azure::ArmClient>,
+        vault: flotilla_azure::vault::Vault,
+        staging: flotilla_azure::blob::Staging,
+        sp_client_secret: Option<String>,
+    ) -> Azure {
+        Azure {
+            arm,
+            secrets: Arc::new(vault),
+            blobs: Arc::new(staging),
+            sp_client_secret,
+        }
+    }
+}
+
+/// Why handling an event failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("saga store: {0}")]
+    Store(#[from] StoreError),
+    #[error("event bus: {0}")]
+    Bus(#[from] BusError),
+    #[error("unreadable event: {0}")]
+    BadEvent(String),
+}
+
+impl EngineError {
+    /// Whether delivering the same message again can succeed: a store or bus
+    /// that is unavailable or a lost ETag race can; a corrupt saga document
+    /// or an unreadable event cannot, so the message is dead-lettered at once.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Store(StoreError::Corrupt(_)) => false,
+            EngineError::Store(_) | EngineError::Bus(_) => true,
+            EngineError::BadEvent(_) => false,
+        }
+    }
+}
+
+/// Why a command (submit, delete, scale) was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("job {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<crate::decide::Refusal> for CommandError {
+    fn from(r: crate::decide::Refusal) -> Self {
+        match r {
+            crate::decide::Refusal::Invalid(m) => CommandError::Invalid(m),
+            crate::decide::Refusal::Conflict(m) => CommandError::Conflict(m),
+        }
+    }
+}
+
+/// Counters for the benchmark and `status`.
+#[derive(Default)]
+pub struct Stats {
+    pub store_writes: AtomicU64,
+    pub handled: AtomicU64,
+    timings_ms: Mutex<Vec<f64>>,
+}
+
+impl Stats {
+    pub fn timings_ms(&self) -> Vec<f64> {
+        self.timings_ms
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
+    }
+}
+
+pub struct Engine {
+    pub store: Arc<dyn SagaStore>,
+    pub bus: Arc<dyn EventBus>,
+    pub azure: Azure,
+    pub env: Env,
+    pub policy: Policy,
+    pub clock: Arc<dyn Clock>,
+    pub stats: Stats,
+}
+
+impl Engine {
+    /// An engine on these ports, with the wall clock.
+    pub fn new(
+        store: Arc<dyn SagaStore>,
+        bus: Arc<dyn EventBus>,
+        azure: Azure,
+        env: Env,
+        policy: Policy,
+    ) -> Engine {
+        Engine {
+            store,
+            bus,
+            azure,
+            env,
+            policy,
+            clock: Arc::new(SystemClock),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The same engine with another clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Engine {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+}
+
+/// A new event about a job that nobody handles (for tests and tools).
+pub fn notification(job: &str, event_type: &str, key: &str) -> CloudEvent {
+    CloudEvent::new(
+        event_type,
+        crate::events::handlers::NONE,
+        key,
+        EventData {
+            job: job.into(),
+            ..Default::default()
+        },
+    )
+}

@@ -1,0 +1,681 @@
+//! An in-memory world for the engine's own tests: a clock you move by hand, a
+//! saga store without a transactional outbox (as Cosmos DB), a bus whose
+//! scheduled messages follow that clock and whose sends can be refused or
+//! lost, and a cloud (ARM, secrets, blobs) whose calls can be made to fail.
+//! Everything is deterministic: no sockets, no sleeps.
+//!
+//! [`World::pump`] plays the consumer: it settles every visible message the
+//! way `run_worker` does, until none is left.
+
+use crate::decide::Policy;
+use crate::engine::{settle, Azure, Delivered, Engine, Settlement};
+use crate::ports::{
+    Arm, Blobs, BusError, Clock, DeadLetter, Delivery, ETag, EventBus, OutMessage, SagaStore,
+    Secrets, StoreError, StoredDoc,
+};
+use crate::steps::Env;
+use async_trait::async_trait;
+use flotilla_azure::arm::{DeleteStart, PollOutcome, PollVia};
+use flotilla_azure::{AzureError, PollState, ResourceId};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<OffsetDateTime>);
+
+impl ManualClock {
+    pub fn new() -> Arc<ManualClock> {
+        Arc::new(ManualClock(Mutex::new(
+            OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("a valid instant"),
+        )))
+    }
+
+    pub fn advance(&self, d: Duration) {
+        *lock(&self.0) += d;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *lock(&self.0)
+    }
+}
+
+/// A saga store that cannot publish with its writes (`delivers_outbox` is
+/// false, as on Cosmos DB), with ETags and a switch that fails writes.
+#[derive(Default)]
+pub struct MemoryStore {
+    docs: Mutex<HashMap<String, (u64, Value)>>,
+    version: AtomicU64,
+    /// Replaces left to refuse with `Unavailable` (a store outage).
+    pub fail_replaces: AtomicU64,
+}
+
+impl MemoryStore {
+    /// Overwrites a document with anything (to corrupt it).
+    pub fn overwrite(&self, id: &str, doc: Value) {
+        let v = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        lock(&self.docs).insert(id.into(), (v, doc));
+    }
+}
+
+#[async_trait]
+impl SagaStore for MemoryStore {
+    async fn create(&self, id: &str, doc: &Value, _: &[OutMessage]) -> Result<ETag, StoreError> {
+        let mut docs = lock(&self.docs);
+        if docs.contains_key(id) {
+            return Err(StoreError::Conflict(id.into()));
+        }
+        let v = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        docs.insert(id.into(), (v, doc.clone()));
+        Ok(ETag(v.to_string()))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<StoredDoc>, StoreError> {
+        Ok(lock(&self.docs).get(id).map(|(v, d)| StoredDoc {
+            id: id.into(),
+            etag: ETag(v.to_string()),
+            doc: d.clone(),
+        }))
+    }
+
+    async fn replace(
+        &self,
+        id: &str,
+        doc: &Value,
+        if_match: &ETag,
+        _: &[OutMessage],
+    ) -> Result<ETag, StoreError> {
+        if self
+            .fail_replaces
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Unavailable("injected store outage".into()));
+        }
+        let mut docs = lock(&self.docs);
+        let Some((v, _)) = docs.get(id) else {
+            return Err(StoreError::NotFound(id.into()));
+        };
+        if v.to_string() != if_match.0 {
+            return Err(StoreError::PreconditionFailed(id.into()));
+        }
+        let v = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        docs.insert(id.into(), (v, doc.clone()));
+        Ok(ETag(v.to_string()))
+    }
+
+    async fn list(&self) -> Result<Vec<StoredDoc>, StoreError> {
+        Ok(lock(&self.docs)
+            .iter()
+            .map(|(id, (v, d))| StoredDoc {
+                id: id.clone(),
+                etag: ETag(v.to_string()),
+                doc: d.clone(),
+            })
+            .collect())
+    }
+
+    fn delivers_outbox(&self) -> bool {
+        false
+    }
+}
+
+struct Queued {
+    msg: OutMessage,
+    deliveries: u32,
+    locked: bool,
+}
+
+/// A bus with Service Bus semantics on the manual clock: scheduled messages
+/// become visible when the clock reaches them; duplicate ids are dropped.
+pub struct MemoryBus {
+    clock: Arc<ManualClock>,
+    queue: Mutex<Vec<Queued>>,
+    seen: Mutex<HashSet<String>>,
+    dead: Mutex<Vec<DeadLetter>>,
+    /// Sends left to refuse with `Unavailable` (nothing enqueued).
+    pub refuse_sends: AtomicU64,
+    /// Sends left to accept and silently drop (a lost message).
+    pub lose_sends: AtomicU64,
+    /// Messages accepted (after duplicate detection).
+    pub sent: AtomicU64,
+    pub max_delivery_count: u32,
+}
+
+fn take_one(n: &AtomicU64) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+impl MemoryBus {
+    pub fn new(clock: Arc<ManualClock>) -> MemoryBus {
+        MemoryBus {
+            clock,
+            queue: Mutex::new(vec![]),
+            seen: Mutex::new(HashSet::new()),
+            dead: Mutex::new(vec![]),
+            refuse_sends: AtomicU64::new(0),
+            lose_sends: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            max_delivery_count: 10,
+        }
+    }
+
+    /// Messages waiting (visible or scheduled).
+    pub fn pending(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
+    /// Puts a message on the bus as if someone else had sent it.
+    pub fn inject(&self, msg: OutMessage) {
+        lock(&self.queue).push(Queued {
+            msg,
+            deliveries: 0,
+            locked: false,
+        });
+    }
+}
+
+#[async_trait]
+impl EventBus for MemoryBus {
+    async fn send(&self, messages: &[OutMessage]) -> Result<(), BusError> {
+        if take_one(&self.refuse_sends) {
+            return Err(BusError::Unavailable("injected: send refused".into()));
+        }
+        if take_one(&self.lose_sends) {
+            return Ok(());
+        }
+        let mut seen = lock(&self.seen);
+        for m in messages {
+            if seen.insert(m.id.clone()) {
+                self.sent.fetch_add(1, Ordering::SeqCst);
+                self.inject(m.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn receive(&self, _wait: Duration) -> Result<Option<Delivery>, BusError> {
+        let now = self.clock.now();
+        let mut q = lock(&self.queue);
+        let next = q
+            .iter_mut()
+            .filter(|e| !e.locked && e.msg.not_before.is_none_or(|t| t <= now))
+            .min_by_key(|e| e.msg.not_before);
+        Ok(next.map(|e| {
+            e.locked = true;
+            e.deliveries += 1;
+            Delivery {
+                message_id: e.msg.id.clone(),
+                event_type: e.msg.event_type.clone(),
+                body: e.msg.body.clone(),
+                delivery_count: e.deliveries,
+                lock_token: e.msg.id.clone(),
+            }
+        }))
+    }
+
+    async fn complete(&self, d: &Delivery) -> Result<(), BusError> {
+        lock(&self.queue).retain(|e| !(e.locked && e.msg.id == d.lock_token));
+        Ok(())
+    }
+
+    async fn abandon(&self, d: &Delivery) -> Result<(), BusError> {
+        let mut q = lock(&self.queue);
+        if let Some(i) = q.iter().position(|e| e.locked && e.msg.id == d.lock_token) {
+            if q[i].deliveries >= self.max_delivery_count {
+                let e = q.remove(i);
+                lock(&self.dead).push(DeadLetter {
+                    message_id: e.msg.id,
+                    event_type: e.msg.event_type,
+                    body: e.msg.body,
+                    delivery_count: e.deliveries,
+                    reason: "MaxDeliveryCountExceeded".into(),
+                });
+            } else {
+                q[i].locked = false;
+            }
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, d: &Delivery, reason: &str) -> Result<(), BusError> {
+        let mut q = lock(&self.queue);
+        if let Some(i) = q.iter().position(|e| e.locked && e.msg.id == d.lock_token) {
+            let e = q.remove(i);
+            lock(&self.dead).push(DeadLetter {
+                message_id: e.msg.id,
+                event_type: e.msg.event_type,
+                body: e.msg.body,
+                delivery_count: e.deliveries,
+                reason: reason.into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
+        Ok(lock(&self.dead).clone())
+    }
+}
+
+/// A call the cloud will fail: matched by operation and a substring of the
+/// resource id (or secret / blob name).
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// `put`, `patch`, `delete`, `poll`, `get`, `action`, `secret.set`,
+    /// `secret.get`, `secret.delete`, `blob.put`, `blob.delete`.
+    pub op: &'static str,
+    pub target: String,
+    pub error: AzureError,
+    /// Calls left to fail.
+    pub times: u32,
+}
+
+#[derive(Default)]
+struct CloudState {
+    /// ARM resources: lower-cased id → (id, body).
+    resources: BTreeMap<String, (String, Value)>,
+    /// Operations in flight: poll URL → (polls left, resource id, is delete).
+    operations: HashMap<String, (u32, String, bool)>,
+    secrets: BTreeMap<String, String>,
+    blobs: BTreeMap<String, Vec<u8>>,
+    faults: Vec<Fault>,
+    /// Creates per resource id (PUTs of a resource that did not exist).
+    creates: BTreeMap<String, u32>,
+    calls: u64,
+}
+
+/// ARM, Key Vault and Blob in memory. Scale sets take `lro_polls` polls to
+/// create or delete; their instance view reports every node joined.
+pub struct FakeCloud {
+    state: Mutex<CloudState>,
+    pub lro_polls: u32,
+}
+
+impl Default for FakeCloud {
+    fn default() -> Self {
+        FakeCloud {
+            state: Mutex::default(),
+            lro_polls: 1,
+        }
+    }
+}
+
+impl FakeCloud {
+    /// Makes the next `times` matching calls fail with `error`.
+    pub fn fail(&self, op: &'static str, target: &str, error: AzureError, times: u32) {
+        lock(&self.state).faults.push(Fault {
+            op,
+            target: target.to_ascii_lowercase(),
+            error,
+            times,
+        });
+    }
+
+    fn check(&self, op: &str, target: &str) -> Result<(), AzureError> {
+        let mut s = lock(&self.state);
+        s.calls += 1;
+        let target = target.to_ascii_lowercase();
+        if let Some(f) = s
+            .faults
+            .iter_mut()
+            .find(|f| f.times > 0 && f.op == op && target.contains(&f.target))
+        {
+            f.times -= 1;
+            return Err(f.error.clone());
+        }
+        Ok(())
+    }
+
+    /// ARM ids that exist now.
+    pub fn resources(&self) -> Vec<String> {
+        lock(&self.state)
+            .resources
+            .values()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    pub fn secrets(&self) -> Vec<String> {
+        lock(&self.state).secrets.keys().cloned().collect()
+    }
+
+    pub fn blobs(&self) -> Vec<String> {
+        lock(&self.state).blobs.keys().cloned().collect()
+    }
+
+    /// The most times any one resource was created (1 when nothing was created twice).
+    pub fn max_creates(&self) -> u32 {
+        lock(&self.state)
+            .creates
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Every call made so far.
+    pub fn calls(&self) -> u64 {
+        lock(&self.state).calls
+    }
+
+    /// Removes a resource behind flotilla's back.
+    pub fn remove(&self, id: &str) {
+        lock(&self.state).resources.remove(&id.to_ascii_lowercase());
+    }
+
+    fn is_lro(id: &ResourceId) -> bool {
+        id.to_string()
+            .to_ascii_lowercase()
+            .contains("/virtualmachinescalesets/")
+    }
+
+    fn start(&self, id: &ResourceId, delete: bool) -> Option<PollState> {
+        if !Self::is_lro(id) || self.lro_polls == 0 {
+            return None;
+        }
+        let mut s = lock(&self.state);
+        let url = format!("https://fake/operations/{}", s.operations.len() + 1);
+        s.operations
+            .insert(url.clone(), (self.lro_polls, id.to_string(), delete));
+        Some(PollState {
+            url,
+            via: PollVia::AsyncOperation,
+            retry_after_s: 1,
+        })
+    }
+
+    fn write(
+        &self,
+        op: &str,
+        id: &ResourceId,
+        body: &Value,
+    ) -> Result<Option<PollState>, AzureError> {
+        self.check(op, &id.to_string())?;
+        {
+            let mut s = lock(&self.state);
+            let key = id.to_string().to_ascii_lowercase();
+            if !s.resources.contains_key(&key) {
+                *s.creates.entry(key.clone()).or_default() += 1;
+            }
+            let merged = match s.resources.get(&key) {
+                Some((_, old)) if op == "patch" => {
+                    let mut m = old.clone();
+                    if let (Some(m), Some(b)) = (m.as_object_mut(), body.as_object()) {
+                        for (k, v) in b {
+                            m.insert(k.clone(), v.clone());
+                        }
+                    }
+                    m
+                }
+                _ => body.clone(),
+            };
+            s.resources.insert(key, (id.to_string(), merged));
+        }
+        Ok(self.start(id, false))
+    }
+}
+
+#[async_trait]
+impl Arm for FakeCloud {
+    async fn put(
+        &self,
+        id: &ResourceId,
+        _api: &str,
+        body: &Value,
+    ) -> Result<Option<PollState>, AzureError> {
+        self.write("put", id, body)
+    }
+
+    async fn patch(
+        &self,
+        id: &ResourceId,
+        _api: &str,
+        body: &Value,
+    ) -> Result<Option<PollState>, AzureError> {
+        self.write("patch", id, body)
+    }
+
+    async fn delete(&self, id: &ResourceId, _api: &str) -> Result<DeleteStart, AzureError> {
+        self.check("delete", &id.to_string())?;
+        let key = id.to_string().to_ascii_lowercase();
+        if !lock(&self.state).resources.contains_key(&key) {
+            return Ok(DeleteStart::Gone);
+        }
+        match self.start(id, true) {
+            Some(poll) => Ok(DeleteStart::Pending(poll)),
+            None => {
+                lock(&self.state).resources.remove(&key);
+                Ok(DeleteStart::Gone)
+            }
+        }
+    }
+
+    async fn poll(&self, poll: &PollState) -> Result<PollOutcome, AzureError> {
+        self.check("poll", &poll.url)?;
+        let mut s = lock(&self.state);
+        let Some((left, id, delete)) = s.operations.get_mut(&poll.url) else {
+            return Err(AzureError::from_service(
+                404,
+                "OperationNotFound",
+                "no such operation",
+                None,
+            ));
+        };
+        *left = left.saturating_sub(1);
+        if *left > 0 {
+            return Ok(PollOutcome::Pending {
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        let (id, delete) = (id.to_ascii_lowercase(), *delete);
+        s.operations.remove(&poll.url);
+        if delete {
+            s.resources.remove(&id);
+        }
+        Ok(PollOutcome::Succeeded)
+    }
+
+    async fn get(
+        &self,
+        id: &ResourceId,
+        sub_path: Option<&str>,
+        _api: &str,
+    ) -> Result<Option<Value>, AzureError> {
+        self.check("get", &id.to_string())?;
+        let s = lock(&self.state);
+        let Some((_, body)) = s.resources.get(&id.to_string().to_ascii_lowercase()) else {
+            return Ok(None);
+        };
+        if sub_path == Some("instanceView") {
+            let nodes = body
+                .pointer("/sku/capacity")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            return Ok(Some(json!({"extensions": [{
+                "name": crate::names::INIT_EXTENSION,
+                "statusesSummary": [{"code": "ProvisioningState/succeeded", "count": nodes}]
+            }]})));
+        }
+        Ok(Some(body.clone()))
+    }
+
+    async fn action(&self, id: &ResourceId, action: &str, _api: &str) -> Result<Value, AzureError> {
+        self.check("action", &format!("{id}/{action}"))?;
+        Ok(
+            json!({"keys": [{"keyName": "key1", "value": "fake-storage-key", "permissions": "FULL"}]}),
+        )
+    }
+}
+
+#[async_trait]
+impl Secrets for FakeCloud {
+    fn secret_id(&self, name: &str) -> String {
+        format!("https://fake.vault/secrets/{name}")
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<String>, AzureError> {
+        self.check("secret.get", name)?;
+        Ok(lock(&self.state).secrets.get(name).cloned())
+    }
+
+    async fn set(
+        &self,
+        name: &str,
+        value: &str,
+        _: &BTreeMap<String, String>,
+    ) -> Result<(), AzureError> {
+        self.check("secret.set", name)?;
+        lock(&self.state).secrets.insert(name.into(), value.into());
+        Ok(())
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), AzureError> {
+        self.check("secret.delete", name)?;
+        lock(&self.state).secrets.remove(name);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Blobs for FakeCloud {
+    fn blob_url(&self, name: &str) -> String {
+        format!("https://fake.blob/staging/{name}")
+    }
+
+    async fn put(
+        &self,
+        name: &str,
+        content: Vec<u8>,
+        _: &str,
+        _: &BTreeMap<String, String>,
+    ) -> Result<(), AzureError> {
+        self.check("blob.put", name)?;
+        lock(&self.state).blobs.insert(name.into(), content);
+        Ok(())
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), AzureError> {
+        self.check("blob.delete", name)?;
+        lock(&self.state).blobs.remove(name);
+        Ok(())
+    }
+}
+
+/// An engine on the in-memory ports, and a way to drive it.
+pub struct World {
+    pub clock: Arc<ManualClock>,
+    pub store: Arc<MemoryStore>,
+    pub bus: Arc<MemoryBus>,
+    pub cloud: Arc<FakeCloud>,
+    pub engine: Arc<Engine>,
+}
+
+impl World {
+    pub fn new() -> World {
+        Self::with_cloud(FakeCloud::default())
+    }
+
+    pub fn with_cloud(cloud: FakeCloud) -> World {
+        let clock = ManualClock::new();
+        let store = Arc::new(MemoryStore::default());
+        let bus = Arc::new(MemoryBus::new(clock.clone()));
+        let cloud = Arc::new(cloud);
+        let sub = "00000000-0000-0000-0000-000000000000";
+        let env = Env {
+            subscription_id: sub.into(),
+            staging_account_id: ResourceId::new(
+                sub,
+                "staging-rg",
+                "Microsoft.Storage",
+                "storageAccounts",
+                "staging",
+            ),
+            staging_url: "https://fake.blob/staging/".into(),
+            keyvault_url: "https://fake.vault".into(),
+            sp_client_id: Some("cluster-sp".into()),
+        };
+        let azure = Azure {
+            arm: cloud.clone(),
+            secrets: cloud.clone(),
+            blobs: cloud.clone(),
+            sp_client_secret: Some("cluster-sp-secret-value".into()),
+        };
+        let policy = Policy {
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(8),
+            join_interval: Duration::from_secs(1),
+            ..Policy::default()
+        };
+        let engine = Arc::new(
+            Engine::new(store.clone(), bus.clone(), azure, env, policy).with_clock(clock.clone()),
+        );
+        World {
+            clock,
+            store,
+            bus,
+            cloud,
+            engine,
+        }
+    }
+
+    /// Settles every message visible now, as a consumer would; returns how
+    /// many deliveries were made.
+    pub async fn pump(&self) -> usize {
+        let mut n = 0;
+        while let Ok(Some(d)) = self.bus.receive(Duration::ZERO).await {
+            n += 1;
+            let verdict = settle(
+                &self.engine,
+                Delivered {
+                    body: &d.body,
+                    message_id: &d.message_id,
+                    delivery_count: d.delivery_count,
+                    max_delivery_count: self.bus.max_delivery_count,
+                    can_dead_letter: true,
+                },
+            )
+            .await;
+            let _ = match verdict {
+                Settlement::Complete => self.bus.complete(&d).await,
+                Settlement::Abandon { .. } => self.bus.abandon(&d).await,
+                Settlement::DeadLetter { reason } | Settlement::Poison { reason } => {
+                    self.bus.dead_letter(&d, &reason).await
+                }
+            };
+            assert!(n < 100_000, "the bus never drains");
+        }
+        n
+    }
+
+    /// Pumps, moving the clock one second at a time, until the job is
+    /// terminal with nothing pending or `limit` seconds passed; returns the saga.
+    pub async fn run(&self, job: &str, limit: u32) -> crate::saga::Saga {
+        for _ in 0..limit {
+            self.pump().await;
+            let saga = self.engine.status(job).await.expect("status").expect("job");
+            if saga.status.is_terminal() && saga.pending.is_none() && self.bus.pending() == 0 {
+                return saga;
+            }
+            self.clock.advance(Duration::from_secs(1));
+        }
+        self.engine.status(job).await.expect("status").expect("job")
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}

@@ -1,0 +1,400 @@
+//! The engine's behaviour on the in-memory world (`flotilla_core::testing`):
+//! a store without a transactional outbox (as Cosmos DB), a bus whose sends
+//! can be refused or lost, a cloud whose calls can fail, and a clock that only
+//! moves when the test moves it.
+
+use flotilla_azure::AzureError;
+use flotilla_core::engine::{CommandError, SweepOptions};
+use flotilla_core::events::{types, CloudEvent, EventData};
+use flotilla_core::ports::{Clock, EventBus, OutMessage, SagaStore};
+use flotilla_core::saga::{JobStatus, StepName, StepStatus};
+use flotilla_core::spec::ClusterSpec;
+use flotilla_core::testing::World;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const LIMIT: u32 = 600;
+
+fn sweep_opts() -> SweepOptions {
+    SweepOptions {
+        interval: Duration::from_secs(5),
+        grace: Duration::from_secs(30),
+        stall_after: Duration::from_secs(600),
+    }
+}
+
+/// Everything a job of the example spec leaves in the cloud when it succeeded:
+/// VNet, 2 NSGs, public IP, LB, master and one scale set per pool.
+fn expected_arm(spec: &ClusterSpec) -> usize {
+    6 + spec.worker_pools.len()
+}
+
+fn nothing_left(w: &World) {
+    assert!(w.cloud.resources().is_empty(), "{:?}", w.cloud.resources());
+    assert!(w.cloud.secrets().is_empty(), "{:?}", w.cloud.secrets());
+    assert!(w.cloud.blobs().is_empty(), "{:?}", w.cloud.blobs());
+}
+
+#[tokio::test]
+async fn a_job_succeeds_on_a_store_without_a_transactional_outbox() {
+    let w = World::new();
+    let spec = ClusterSpec::example();
+    let job = w.engine.submit(spec.clone()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    assert!(saga.outbox.is_empty(), "sent events leave the document");
+    assert_eq!(w.cloud.resources().len(), expected_arm(&spec));
+    assert_eq!(w.cloud.max_creates(), 1, "every resource created once");
+    let stored = w.store.get(&job).await.unwrap().unwrap();
+    assert!(stored.doc.get("outbox").is_none(), "{}", stored.doc);
+}
+
+#[tokio::test]
+async fn a_refused_send_after_the_first_write_leaves_the_event_in_the_document() {
+    let w = World::new();
+    w.bus.refuse_sends.store(1, Ordering::SeqCst);
+    let err = w.engine.submit(ClusterSpec::example()).await.unwrap_err();
+    assert!(matches!(err, CommandError::Engine(_)), "{err}");
+    // The job exists and its first event waits inside the document.
+    let docs = w.store.list().await.unwrap();
+    assert_eq!(docs.len(), 1);
+    let job = docs[0].id.clone();
+    let outbox = docs[0].doc["outbox"].as_array().unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0]["event"]["type"], types::JOB_REQUESTED);
+    assert_eq!(w.bus.pending(), 0, "nothing reached the bus");
+    // The sweeper sends it; the job then runs to the end.
+    let report = w.engine.sweep(&sweep_opts()).await.unwrap();
+    assert_eq!(report.sent, vec![job.clone()]);
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    assert_eq!(w.cloud.max_creates(), 1);
+}
+
+#[tokio::test]
+async fn refused_sends_in_the_middle_of_a_job_are_repaired_by_redelivery() {
+    let w = World::new();
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    w.pump().await;
+    // The next three sends fail: each handler run saves, fails to send, and
+    // its trigger is redelivered; the next load sends what the document holds.
+    w.bus.refuse_sends.store(3, Ordering::SeqCst);
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    assert_eq!(w.bus.refuse_sends.load(Ordering::SeqCst), 0);
+    assert_eq!(w.cloud.max_creates(), 1);
+}
+
+#[tokio::test]
+async fn a_lost_send_is_rearmed_by_the_sweeper() {
+    let w = World::new();
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    w.pump().await;
+    // The broker accepts the next send and loses it: nothing is in flight.
+    w.bus.lose_sends.store(1, Ordering::SeqCst);
+    for _ in 0..5 {
+        w.pump().await;
+        w.clock.advance(Duration::from_secs(1));
+    }
+    let stuck = w.engine.status(&job).await.unwrap().unwrap();
+    assert_eq!(stuck.status, JobStatus::Running);
+    assert_eq!(w.bus.pending(), 0, "the event was lost");
+    // Within the grace period the sweeper leaves it alone ...
+    let report = w.engine.sweep(&sweep_opts()).await.unwrap();
+    assert!(report.rearmed.is_empty(), "{report:?}");
+    // ... after it, it re-arms the job, which then finishes.
+    w.clock.advance(Duration::from_secs(60));
+    let report = w.engine.sweep(&sweep_opts()).await.unwrap();
+    assert_eq!(report.rearmed, vec![job.clone()]);
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    assert_eq!(w.cloud.max_creates(), 1, "a re-arm never creates twice");
+}
+
+#[tokio::test]
+async fn delete_and_scale_commands_survive_a_refused_send() {
+    let w = World::new();
+    let spec = ClusterSpec::example();
+    let pool = spec.worker_pools[0].clone();
+    let job = w.engine.submit(spec).await.unwrap();
+    assert_eq!(w.run(&job, LIMIT).await.status, JobStatus::Succeeded);
+
+    w.bus.refuse_sends.store(1, Ordering::SeqCst);
+    let err = w
+        .engine
+        .request_scale(&job, &pool.name, pool.min + 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommandError::Engine(_)), "{err}");
+    w.engine.sweep(&sweep_opts()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.pools[&pool.name], pool.min + 1, "{saga:#?}");
+
+    w.bus.refuse_sends.store(1, Ordering::SeqCst);
+    assert!(w.engine.request_delete(&job).await.is_err());
+    assert_eq!(
+        w.engine.status(&job).await.unwrap().unwrap().status,
+        JobStatus::Deleting
+    );
+    w.engine.sweep(&sweep_opts()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Deleted, "{saga:#?}");
+    nothing_left(&w);
+}
+
+#[tokio::test]
+async fn a_job_that_cannot_move_is_reported_stalled_with_why() {
+    let w = World::new();
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    w.pump().await;
+    // Every send from now on is lost: re-arms do not help.
+    w.bus.lose_sends.store(u64::MAX, Ordering::SeqCst);
+    for _ in 0..12 {
+        w.pump().await;
+        w.clock.advance(Duration::from_secs(60));
+        w.engine.sweep(&sweep_opts()).await.unwrap();
+    }
+    let report = w.engine.sweep(&sweep_opts()).await.unwrap();
+    assert_eq!(report.stalled.len(), 1, "{report:?}");
+    let why = &report.stalled[0].why;
+    assert!(why.contains("no progress since"), "{why}");
+    assert!(why.contains("re-armed"), "{why}");
+    let saga = w.engine.status(&job).await.unwrap().unwrap();
+    assert!(saga.rearms >= 2, "{}", saga.rearms);
+    // A job that moves again is no longer stalled.
+    w.bus.lose_sends.store(0, Ordering::SeqCst);
+    w.clock.advance(Duration::from_secs(60));
+    w.engine.sweep(&sweep_opts()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded);
+    assert!(
+        flotilla_core::engine::stalled_reason(&saga, w.clock.now(), sweep_opts().stall_after)
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn transient_token_failures_are_retried_not_compensated() {
+    let w = World::new();
+    let transient = AzureError::from_service(
+        503,
+        "CredentialUnavailable",
+        "token endpoint answered 503",
+        None,
+    );
+    assert!(transient.is_retryable());
+    w.cloud.fail("put", "-vnet", transient.clone(), 2);
+    w.cloud.fail("delete", "-pool-", transient, 2);
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    assert_eq!(saga.step(StepName::Prereqs).attempts, 3);
+    // Undo retries the same way.
+    w.engine.request_delete(&job).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Deleted, "{saga:#?}");
+    nothing_left(&w);
+}
+
+#[tokio::test]
+async fn a_terminal_error_compensates_and_records_its_class() {
+    let w = World::new();
+    w.cloud.fail(
+        "put",
+        "-master",
+        AzureError::from_service(409, "SkuNotAvailable", "no such size here", None),
+        1,
+    );
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Compensated, "{saga:#?}");
+    let err = saga.error.clone().unwrap();
+    assert_eq!(err.code, "SkuNotAvailable");
+    assert!(!err.retryable);
+    assert_eq!(saga.step(StepName::Master).status, StepStatus::Failed);
+    nothing_left(&w);
+}
+
+fn forged(job: &str, event_type: &str, data: EventData) -> OutMessage {
+    let event = CloudEvent::new(
+        event_type,
+        "workers",
+        &format!("forged/{}", rand_key()),
+        EventData {
+            job: job.into(),
+            ..data
+        },
+    );
+    OutMessage {
+        id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        body: event.to_json(),
+        not_before: None,
+    }
+}
+
+fn rand_key() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn a_scale_message_outside_the_pools_limits_is_refused_where_it_is_decided() {
+    let w = World::new();
+    let spec = ClusterSpec::example();
+    let pool = spec.worker_pools[0].clone();
+    let job = w.engine.submit(spec).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded);
+    let calls = w.cloud.calls();
+    for (name, count) in [(pool.name.as_str(), pool.max + 1000), ("nope", 1)] {
+        // Forged with the saga's current sequence number: only the limits stop it.
+        w.bus.inject(forged(
+            &job,
+            types::SCALE_REQUESTED,
+            EventData {
+                pool: Some(name.into()),
+                count: Some(count),
+                seq: Some(saga.seq),
+                ..Default::default()
+            },
+        ));
+        w.pump().await;
+    }
+    assert_eq!(w.cloud.calls(), calls, "no Azure call was made");
+    let after = w.engine.status(&job).await.unwrap().unwrap();
+    assert_eq!(after.pools, saga.pools);
+    assert_eq!(after.status, JobStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_corrupt_saga_dead_letters_its_message_at_once() {
+    let w = World::new();
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    w.store
+        .overwrite(&job, serde_json::json!({"id": job, "status": 42}));
+    w.pump().await;
+    let dead = w.bus.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].delivery_count, 1, "not retried ten times");
+    assert!(dead[0].reason.contains("terminal"), "{}", dead[0].reason);
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_returns_the_same_job() {
+    let w = World::new();
+    let spec = ClusterSpec::example();
+    let first = w
+        .engine
+        .submit_with_key(spec.clone(), Some("order-42"))
+        .await
+        .unwrap();
+    assert!(!first.existing);
+    let again = w
+        .engine
+        .submit_with_key(spec.clone(), Some("order-42"))
+        .await
+        .unwrap();
+    assert_eq!(again.job, first.job);
+    assert!(again.existing);
+    let other = w
+        .engine
+        .submit_with_key(spec.clone(), Some("order-43"))
+        .await
+        .unwrap();
+    assert_ne!(other.job, first.job);
+    let mut changed = spec.clone();
+    changed.worker_pools[0].max += 1;
+    let err = w
+        .engine
+        .submit_with_key(changed, Some("order-42"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommandError::Conflict(_)), "{err}");
+    assert_eq!(w.store.list().await.unwrap().len(), 2, "two jobs, not four");
+}
+
+#[tokio::test]
+async fn degraded_marking_goes_through_decide_and_the_outbox() {
+    let w = World::new();
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    assert_eq!(w.run(&job, LIMIT).await.status, JobStatus::Succeeded);
+    let vnet = w
+        .cloud
+        .resources()
+        .into_iter()
+        .find(|r| r.ends_with("-vnet"))
+        .unwrap();
+    w.cloud.remove(&vnet);
+    let sent = w.bus.sent.load(Ordering::SeqCst);
+    assert_eq!(
+        w.engine.mark_degraded(&vnet).await.unwrap(),
+        vec![job.clone()]
+    );
+    let saga = w.engine.status(&job).await.unwrap().unwrap();
+    assert_eq!(saga.status, JobStatus::Degraded);
+    assert_eq!(saga.missing, vec![vnet.clone()]);
+    assert_eq!(
+        w.bus.sent.load(Ordering::SeqCst),
+        sent + 1,
+        "job.degraded sent"
+    );
+    // A repeat changes nothing; an unknown resource concerns no job.
+    assert!(w.engine.mark_degraded(&vnet).await.unwrap().is_empty());
+    assert!(w
+        .engine
+        .mark_degraded("/subscriptions/x/resourceGroups/y/providers/A.B/c/d")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn plan_lists_exactly_what_the_job_then_creates_and_sends_nothing() {
+    let w = World::new();
+    let mut spec = ClusterSpec::example();
+    spec.identity = flotilla_core::spec::IdentityMode::ServicePrincipal;
+    let plan = w.engine.plan(spec.clone(), Some("k-9"));
+    assert_eq!(w.cloud.calls(), 0, "plan sends nothing");
+    let steps: Vec<StepName> = plan.steps.iter().map(|s| s.step).collect();
+    assert_eq!(steps, StepName::ALL.to_vec());
+    let text = serde_json::to_string(&plan).unwrap();
+    for secret in ["fake-storage-key", "cluster-sp-secret-value"] {
+        assert!(!text.contains(secret), "a secret value in the plan");
+    }
+    assert!(text.contains(flotilla_core::plan::REDACTED));
+    let planned_puts: std::collections::BTreeSet<String> = plan
+        .steps
+        .iter()
+        .flat_map(|s| &s.operations)
+        .filter(|o| o.kind == "arm" && o.method == "PUT")
+        .map(|o| o.target.to_ascii_lowercase())
+        .collect();
+    for op in plan.steps.iter().flat_map(|s| &s.operations) {
+        let writes = op.method == "PUT";
+        assert_eq!(
+            op.undo.is_some(),
+            writes,
+            "every write has its undo: {op:?}"
+        );
+    }
+
+    let submitted = w.engine.submit_with_key(spec, Some("k-9")).await.unwrap();
+    assert_eq!(submitted.job, plan.job, "the same key names the same job");
+    let saga = w.run(&submitted.job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded);
+    let created: std::collections::BTreeSet<String> = w
+        .cloud
+        .resources()
+        .into_iter()
+        .map(|r| r.to_ascii_lowercase())
+        .collect();
+    assert_eq!(planned_puts, created);
+
+    // What a delete would remove: everything, newest first.
+    let removal = flotilla_core::plan::removal(&saga);
+    assert_eq!(removal.len(), saga.resources.len());
+    assert_eq!(removal[0].target, saga.resources.last().unwrap().id);
+    assert!(removal.iter().all(|o| o.method == "DELETE"));
+}
