@@ -164,6 +164,9 @@ enum Command {
         #[arg(long)]
         max_glibc: Option<String>,
     },
+    /// Run N jobs through the whole engine while injecting faults and killing
+    /// processes, then check every job and what is left in the simulator.
+    Chaos(crate::chaos::ChaosArgs),
     /// Run N jobs concurrently on the embedded backends with zero simulated latency.
     Bench {
         #[arg(long, default_value_t = 200)]
@@ -467,6 +470,10 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Chaos(args) => crate::chaos::run(args).await.map_err(|e| match e {
+            crate::chaos::ChaosError::Usage(m) => Failure::Usage(m),
+            other => Failure::Runtime(other.to_string()),
+        }),
         Command::Bench {
             jobs,
             workers,

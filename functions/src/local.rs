@@ -450,11 +450,10 @@ async fn put_and_wait(
 
 /// The embedded store and bus in the default data dir, for backends that mix
 /// them with cloud ones; the dir stays locked until the process exits.
-pub fn open_default_embedded() -> Result<Embedded, String> {
+pub fn open_default_embedded(bus: BusOptions) -> Result<Embedded, String> {
     let dir = default_data_dir();
     DataDirLock::hold_until_exit(&dir).map_err(|e| e.to_string())?;
-    Embedded::open(&dir.join("flotilla.db"), BusOptions::default())
-        .map_err(|e| format!("store: {e}"))
+    Embedded::open(&dir.join("flotilla.db"), bus).map_err(|e| format!("store: {e}"))
 }
 
 /// The default data dir.

@@ -3,6 +3,7 @@
 
 mod backends;
 mod bench;
+mod chaos;
 mod cli;
 mod data_dir;
 mod local;

@@ -65,6 +65,7 @@ pub const SETTINGS: &[Setting] = &[
     s("FLOTILLA_BUS", Flotilla, true, "Event bus: `embedded` (default, in-process) or `servicebus`."),
     s("FLOTILLA_STAGING", Flotilla, true, "Staging: `blob` (at STAGING_BLOB_ENDPOINT; an Azurite endpoint is signed with its public development key). Locally, unset: the built-in simulator's blob service."),
     s("FLOTILLA_DATA_DIR", Flotilla, false, "Embedded store, bus and simulator state (default `./.flotilla`)."),
+    s("FLOTILLA_DELIVER_TWICE", Flotilla, false, "Test mode: `true` makes the embedded bus deliver every message twice (duplicate delivery; `flotilla chaos` sets it)."),
     s("COSMOS_ENDPOINT", Flotilla, true, "Cosmos DB account endpoint (`https://<account>.documents.azure.com:443/`)."),
     s("COSMOS_DATABASE", Flotilla, true, "Cosmos DB database name (default `flotilla`)."),
     s("COSMOS_CONTAINER", Flotilla, true, "Cosmos DB container for sagas, partitioned by `/id` (default `sagas`)."),

@@ -292,7 +292,7 @@ fn take_fault(sim: &Sim, method: &Method, target: &Target, can_async: bool) -> O
         if let Some(t) = &r.resource_type {
             let any_token_endpoint = t.eq_ignore_ascii_case(TOKEN_ENDPOINTS)
                 && matches!(target.area, Area::Token | Area::Msi);
-            if !any_token_endpoint && !t.eq_ignore_ascii_case(&target.resource_type) {
+            if !any_token_endpoint && !crate::util::glob_match(t, &target.resource_type) {
                 return false;
             }
         }
@@ -314,6 +314,15 @@ fn take_fault(sim: &Sim, method: &Method, target: &Target, can_async: bool) -> O
             rules.remove(idx);
         }
     }
+    drop(rules);
+    lock(&sim.inner.fired).push(crate::FiredFault {
+        method: method.to_string(),
+        resource_type: target.resource_type.clone(),
+        name: target.name.clone(),
+        status: rule.status,
+        code: rule.code.clone(),
+        asynchronous: rule.asynchronous,
+    });
     Some(rule)
 }
 
