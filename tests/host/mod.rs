@@ -194,6 +194,7 @@ impl World {
             data_dir: None,
             lro: Duration::ZERO,
             throttle: None,
+            ..SimConfig::default()
         })
         .unwrap();
         sim.set_servicebus_lock_duration(Duration::from_secs(5));

@@ -332,7 +332,7 @@ pub const EXAMPLE_SPEC: &str = r#"{
   "name": "demo",
   "location": "westeurope",
   "resourceGroup": "flotilla-demo",
-  "sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFlotillaDemoKeyOnlyForTheSimulator flotilla@demo",
+  "sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEZsb3RpbGxhRGVtb0tleU9ubHlGb3JUaGVTaW11bGF0 flotilla@demo",
   "adminUsername": "flotilla",
   "identity": "managed-identity",
   "network": {

@@ -276,7 +276,6 @@ async fn request_validation() {
         ("Microsoft.Network/networkSecurityGroups", "-bad"),
         ("Microsoft.Network/virtualNetworks", "v"),
         ("Microsoft.Compute/virtualMachineScaleSets", "bad*name"),
-        ("Microsoft.Storage/storageAccounts", "Upper"),
     ] {
         let ver = if ty.contains("Network") {
             NET
@@ -377,6 +376,9 @@ async fn official_examples_are_accepted() {
             ("{subscription-id}", &sub),
             ("{existing-virtual-network-name}", "nsgExistingVnet"),
             ("{existing-subnet-name}", "nsgExistingSubnet"),
+            // Placeholders Azure itself would refuse by its own password rules.
+            ("{your-username}", "azureuser"),
+            ("{your-password}", "Example-Passw0rd"),
         ],
     );
     let vmss = h.id(
@@ -389,7 +391,7 @@ async fn official_examples_are_accepted() {
     assert_superset(&ex["responses"]["201"]["body"], &r.body, "VMSS PUT");
     assert_eq!(r.body["name"], "{vmss-name}");
     assert_eq!(r.body["properties"]["provisioningState"], "Creating");
-    assert!(!r.text.contains("{your-password}"), "password echoed");
+    assert!(!r.text.contains("Example-Passw0rd"), "password echoed");
     let g = h.arm(Method::GET, &vmss, COMPUTE, None).await;
     assert_superset(&ex["responses"]["200"]["body"], &g.body, "VMSS GET");
     assert!(g.body["properties"]["virtualMachineProfile"]["osProfile"]
@@ -1366,6 +1368,7 @@ async fn state_survives_restart_and_operations_continue() {
         data_dir: Some(dir.path().to_path_buf()),
         lro: Duration::from_millis(700),
         throttle: None,
+        ..SimConfig::default()
     };
     let h = start(cfg.clone()).await;
     h.put_rg("rg").await;
@@ -1384,7 +1387,7 @@ async fn state_survives_restart_and_operations_continue() {
     let token_before = h.arm_token.clone();
     h.server.shutdown().await;
     drop(h.sim);
-    assert!(dir.path().join("state.json").exists());
+    assert!(dir.path().join("state.db").exists());
 
     let sim = Sim::new(cfg).unwrap();
     let server = sim.serve(0).await.unwrap();
