@@ -122,6 +122,21 @@ pub(crate) fn resource_group(
             };
             Ok(json_response(status, &out))
         }
+        Method::PATCH => {
+            let patch = parse_body(ctx)?;
+            let mut st = lock(&sim.inner.state);
+            let r = st.resources.get_mut(&key).ok_or_else(|| rg_not_found(rg))?;
+            if let Some(tags) = patch.get("tags") {
+                r.body["tags"] = tags.clone();
+            }
+            if let Some(m) = patch.get("managedBy") {
+                r.body["managedBy"] = m.clone();
+            }
+            let out = render_rg(r);
+            drop(st);
+            sim.persist_now();
+            Ok(json_response(StatusCode::OK, &out))
+        }
         Method::DELETE => {
             let mut st = lock(&sim.inner.state);
             let Some(r) = st.resources.get(&key) else {

@@ -125,6 +125,14 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx, fault: Option<(u16, String, String)>)
                     "tenantId": crate::TENANT_ID,
                     "displayName": "flotilla simulator",
                     "state": "Enabled",
+                    "subscriptionPolicies": {
+                        "locationPlacementId": "Public_2014-09-01",
+                        "quotaId": "PayAsYouGo_2014-09-01",
+                        "spendingLimit": "Off",
+                    },
+                    "authorizationSource": "RoleBased",
+                    "managedByTenants": [],
+                    "tags": {},
                 }),
             )
         }),
@@ -134,6 +142,8 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx, fault: Option<(u16, String, String)>)
             .and_then(|_| query::list(sim, ctx, rg, false)),
         ArmPath::ResourceGroup(rg) => check_version(ctx, versions, RG_TYPE, None)
             .and_then(|v| groups::resource_group(sim, ctx, &rg, &v, fault)),
+        ArmPath::TypeList { rg, spec } => check_version(ctx, spec.versions, &spec.full(), None)
+            .and_then(|_| query::list_type(sim, ctx, rg.as_deref(), spec)),
         ArmPath::Skus => check_version(ctx, model::SKUS_VERSIONS, "Microsoft.Compute/skus", None)
             .and_then(|_| query::skus(ctx)),
         ArmPath::Usages(loc) => check_version(

@@ -302,7 +302,7 @@ pub(crate) fn validate_public_ip(id: &str, body: &Value) -> Result<(), Reject> {
     let sku = if body.get("sku").is_some() {
         sku_name(body)
     } else {
-        "Standard".into()
+        "Basic".into()
     };
     if !["Basic", "Standard"]
         .iter()
@@ -497,6 +497,10 @@ pub(crate) fn prepare_nsg(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject> 
                     "access": access,
                     "priority": prio,
                     "direction": dir,
+                    "sourcePortRanges": [],
+                    "destinationPortRanges": [],
+                    "sourceAddressPrefixes": [],
+                    "destinationAddressPrefixes": [],
                 }
             })
         })
@@ -536,7 +540,8 @@ pub(crate) fn prepare_public_ip(p: &Prep<'_>, body: &mut Value) -> Result<(), Re
             ))
         });
     if !body.get("sku").is_some_and(Value::is_object) {
-        body["sku"] = json!({"name": "Standard", "tier": "Regional"});
+        // The official `PublicIpAddressCreateDefaults` example: Basic, Dynamic.
+        body["sku"] = json!({"name": "Basic", "tier": "Regional"});
     }
     let standard = body["sku"]
         .get("name")
@@ -573,6 +578,7 @@ pub(crate) fn prepare_load_balancer(p: &Prep<'_>, body: &mut Value) -> Result<()
         "probes",
         "inboundNatRules",
         "inboundNatPools",
+        "outboundRules",
     ] {
         set_default(p, c, json!([]));
     }
@@ -654,6 +660,9 @@ pub(crate) fn prepare_load_balancer(p: &Prep<'_>, body: &mut Value) -> Result<()
                     .unwrap_or("")
                     .to_ascii_lowercase();
                 let ip = obj_mut(it, "properties");
+                // Computed afresh on every write (a PATCH re-runs this on stored ones).
+                ip.remove("loadBalancingRules");
+                ip.remove("inboundNatRules");
                 for (target, key, rid) in &backrefs {
                     if *target == iid {
                         let arr = ip.entry(key.to_string()).or_insert_with(|| json!([]));

@@ -9,6 +9,12 @@ use model::TypeSpec;
 
 /// A parsed ARM path.
 pub(crate) enum ArmPath {
+    /// `GET [/subscriptions/{sub}][/resourceGroups/{rg}]/providers/{ns}/{type}`: every
+    /// resource of a type.
+    TypeList {
+        rg: Option<String>,
+        spec: &'static TypeSpec,
+    },
     /// `GET /subscriptions/{sub}/providers/Microsoft.Compute/skus`.
     Skus,
     /// `GET /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/usages`.
@@ -79,6 +85,16 @@ pub(crate) fn parse(ctx: &Ctx) -> Result<ArmPath, Response> {
     match (s.len(), lc(2).as_str()) {
         (2, _) => Ok(ArmPath::Subscription),
         (3, "resourcegroups") => Ok(ArmPath::ResourceGroups),
+        (5, "providers") if model::spec(&s[3], &s[4]).is_some() => Ok(ArmPath::TypeList {
+            rg: None,
+            spec: model::spec(&s[3], &s[4]).expect("checked"),
+        }),
+        (7, "resourcegroups") if lc(4) == "providers" && model::spec(&s[5], &s[6]).is_some() => {
+            Ok(ArmPath::TypeList {
+                rg: Some(s[3].clone()),
+                spec: model::spec(&s[5], &s[6]).expect("checked"),
+            })
+        }
         (5, "providers") if lc(3) == "microsoft.compute" && lc(4) == "skus" => Ok(ArmPath::Skus),
         (7, "providers")
             if lc(3) == "microsoft.compute" && lc(4) == "locations" && lc(6) == "usages" =>
@@ -133,6 +149,7 @@ pub(crate) fn parse(ctx: &Ctx) -> Result<ArmPath, Response> {
 pub(crate) fn classify(ctx: &Ctx) -> (String, String) {
     match parse(ctx) {
         Ok(ArmPath::Subscription) => ("Microsoft.Resources/subscriptions".into(), String::new()),
+        Ok(ArmPath::TypeList { spec, .. }) => (spec.full(), String::new()),
         Ok(ArmPath::Skus) => ("Microsoft.Compute/skus".into(), String::new()),
         Ok(ArmPath::Usages(loc)) => ("Microsoft.Compute/locations/usages".into(), loc),
         Ok(ArmPath::Permissions(rg)) => ("Microsoft.Authorization/permissions".into(), rg),

@@ -73,6 +73,34 @@ pub(crate) fn list(
     Ok(json_response(StatusCode::OK, &json!({"value": value})))
 }
 
+/// `GET [/resourceGroups/{rg}]/providers/{ns}/{type}`: the resources of one type, as
+/// their GET shows them.
+pub(crate) fn list_type(
+    sim: &Sim,
+    ctx: &Ctx,
+    rg: Option<&str>,
+    spec: &super::model::TypeSpec,
+) -> Result<Response, Response> {
+    if ctx.method != Method::GET {
+        return Err(method_not_allowed(ctx));
+    }
+    let st = lock(&sim.inner.state);
+    if let Some(rg) = rg {
+        if !st.resources.contains_key(&rg_key(rg)) {
+            return Err(rg_not_found(rg));
+        }
+    }
+    let full = spec.full();
+    let rg_lc = rg.map(str::to_ascii_lowercase);
+    let value: Vec<Value> = st
+        .resources
+        .values()
+        .filter(|r| r.rtype == full && rg_lc.as_ref().is_none_or(|g| &r.rg == g))
+        .map(super::model::render)
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"value": value})))
+}
+
 /// `GET …/providers/Microsoft.Compute/skus[?$filter=location eq 'x']`.
 pub(crate) fn skus(ctx: &Ctx) -> Result<Response, Response> {
     if ctx.method != Method::GET {
