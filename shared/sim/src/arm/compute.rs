@@ -928,3 +928,72 @@ pub(crate) fn instance_view(r: &Resource) -> Value {
         "orchestrationServices": [],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn blob(fields: &[&[u8]]) -> String {
+        let mut out = Vec::new();
+        for f in fields {
+            out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+            out.extend_from_slice(f);
+        }
+        base64::engine::general_purpose::STANDARD.encode(out)
+    }
+
+    #[test]
+    fn ssh_keys() {
+        let ed = blob(&[b"ssh-ed25519", &[7u8; 32]]);
+        assert!(ssh_key_ok(&format!("ssh-ed25519 {ed} me@host")));
+        assert!(ssh_key_ok(&format!("ssh-ed25519 {ed}")));
+        // Wrong type name inside the blob, short key, trailing garbage, not base64.
+        assert!(!ssh_key_ok(&format!("ssh-rsa {ed}")));
+        assert!(!ssh_key_ok(&format!(
+            "ssh-ed25519 {}",
+            blob(&[b"ssh-ed25519", &[7u8; 31]])
+        )));
+        assert!(!ssh_key_ok(&format!("ssh-ed25519 {ed}AAAA")));
+        assert!(!ssh_key_ok("ssh-ed25519 not-base64!"));
+        assert!(!ssh_key_ok(""));
+        // RSA: at least 2048 bits.
+        let mut n = vec![0u8];
+        n.extend_from_slice(&[0xC5u8; 256]);
+        assert!(ssh_key_ok(&format!(
+            "ssh-rsa {}",
+            blob(&[b"ssh-rsa", &[1, 0, 1], &n])
+        )));
+        assert!(!ssh_key_ok(&format!(
+            "ssh-rsa {}",
+            blob(&[b"ssh-rsa", &[1, 0, 1], &[0xC5u8; 128]])
+        )));
+    }
+
+    #[test]
+    fn passwords() {
+        assert!(password_ok("Corr3ct-Horse"));
+        assert!(password_ok("abc_DEF"));
+        for bad in [
+            "Ab1",
+            "password",
+            "PASSWORD1",
+            "P@ssw0rd",
+            &"Aa1!".repeat(19),
+        ] {
+            assert!(!password_ok(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn catalog_restrictions() {
+        let m8 = vm_size("standard_m8ms").unwrap();
+        assert_eq!(offered_zones(m8, "West Europe").unwrap(), vec!["1", "2"]);
+        assert!(offered_zones(vm_size("Standard_NC6s_v3").unwrap(), "westus").is_none());
+        assert_eq!(
+            offered_zones(vm_size("Standard_D2s_v5").unwrap(), "westus").unwrap(),
+            Vec::<&str>::new()
+        );
+        assert!(offered_zones(vm_size("Standard_D2s_v5").unwrap(), "atlantis").is_none());
+    }
+}

@@ -676,3 +676,46 @@ pub(crate) fn prepare_load_balancer(p: &Prep<'_>, body: &mut Value) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_parsing_and_containment() {
+        let net = parse_cidr("10.0.0.0/16").unwrap();
+        assert!(net.contains(&parse_cidr("10.0.1.0/24").unwrap()));
+        assert!(!net.contains(&parse_cidr("10.1.0.0/24").unwrap()));
+        assert!(parse_cidr("10.0.0.0/24")
+            .unwrap()
+            .overlaps(&parse_cidr("10.0.0.128/25").unwrap()));
+        assert!(!parse_cidr("10.0.0.0/25")
+            .unwrap()
+            .overlaps(&parse_cidr("10.0.0.128/25").unwrap()));
+        assert!(parse_cidr("0.0.0.0/0")
+            .unwrap()
+            .contains(&parse_cidr("192.168.1.0/24").unwrap()));
+        let (code, msg) = parse_cidr("10.0.0.1/16").unwrap_err();
+        assert_eq!(code, "InvalidCIDRNotation");
+        assert!(msg.contains("should be 10.0.0.0/16"), "{msg}");
+        for bad in ["10.0.0.0", "10.0.0.0/33", "10.0.0/8", "x/8", "10.0.0.0/-1"] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
+        }
+        assert!(parse_cidr("fd00::/8")
+            .unwrap()
+            .contains(&parse_cidr("fd00:1::/64").unwrap()));
+        assert!(!parse_cidr("fd00::/8")
+            .unwrap()
+            .overlaps(&parse_cidr("10.0.0.0/8").unwrap()));
+    }
+
+    #[test]
+    fn port_ranges() {
+        for ok in ["*", "0", "65535", "80-443", "22"] {
+            assert!(port_range_ok(ok), "{ok}");
+        }
+        for bad in ["65536", "80,81", "443-80", "any", "", "-1"] {
+            assert!(!port_range_ok(bad), "{bad}");
+        }
+    }
+}
