@@ -268,7 +268,7 @@ fn write_child(
     let items = body
         .pointer_mut(&format!("/properties/{coll}"))
         .and_then(Value::as_array_mut);
-    let mut list: Vec<Value> = items.map(|a| std::mem::take(a)).unwrap_or_default();
+    let mut list: Vec<Value> = items.map(std::mem::take).unwrap_or_default();
     list.retain(|i| {
         !i.get("name")
             .and_then(Value::as_str)

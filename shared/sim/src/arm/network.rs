@@ -257,9 +257,9 @@ pub(crate) fn validate_security_rule(name: &str, rule: &Value) -> Result<(), Rej
         ));
     }
     for side in ["source", "destination"] {
-        let ports: Vec<String> = strings(p.get(&format!("{side}PortRange")))
+        let ports: Vec<String> = strings(p.get(format!("{side}PortRange")))
             .into_iter()
-            .chain(strings(p.get(&format!("{side}PortRanges"))))
+            .chain(strings(p.get(format!("{side}PortRanges"))))
             .collect();
         if ports.is_empty() {
             return Err((
@@ -273,9 +273,9 @@ pub(crate) fn validate_security_rule(name: &str, rule: &Value) -> Result<(), Rej
                 format!("Security rule has invalid Port range. Value provided: {bad}. Value should be an integer OR integer range with '-' delimiter. Valid range 0-65535."),
             ));
         }
-        let has_addr = !strings(p.get(&format!("{side}AddressPrefix"))).is_empty()
-            || !strings(p.get(&format!("{side}AddressPrefixes"))).is_empty()
-            || p.get(&format!("{side}ApplicationSecurityGroups"))
+        let has_addr = !strings(p.get(format!("{side}AddressPrefix"))).is_empty()
+            || !strings(p.get(format!("{side}AddressPrefixes"))).is_empty()
+            || p.get(format!("{side}ApplicationSecurityGroups"))
                 .and_then(Value::as_array)
                 .is_some_and(|a| !a.is_empty());
         if !has_addr {

@@ -71,7 +71,7 @@ fn type_of(id: &str) -> Option<String> {
         .iter()
         .position(|s| s.eq_ignore_ascii_case("providers"))?;
     let rest = &segs[p + 1..];
-    if rest.len() < 3 || rest.len() % 2 == 0 {
+    if rest.len() < 3 || rest.len().is_multiple_of(2) {
         return None;
     }
     let mut t = format!("{}/{}", rest[0], rest[1]);

@@ -61,6 +61,7 @@ pub(crate) fn resource(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn patch_resource(
     sim: &Sim,
     ctx: &Ctx,
