@@ -161,6 +161,29 @@ async fn arm_wide_rules() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 
+    let r = h
+        .arm(
+            Method::PUT,
+            &h.rg_path("far"),
+            RES,
+            Some(&json!({"location": "atlantis"})),
+        )
+        .await;
+    assert_code(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "LocationNotAvailableForResourceGroup",
+    );
+    let r = h
+        .arm(
+            Method::PUT,
+            &h.rg_path("rg"),
+            RES,
+            Some(&json!({"location": "eastus"})),
+        )
+        .await;
+    assert_code(&r, StatusCode::CONFLICT, "InvalidResourceGroupLocation");
+
     // Ids: fully qualified.
     let r = h.arm(Method::PUT, &h.id("rg", "Microsoft.Network/virtualNetworks", "v1"), NET, Some(&json!({
         "location": "westeurope", "properties": {"addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},

@@ -62,6 +62,15 @@ pub(crate) fn resource_group(
                     "The location property is required for this definition.",
                 ));
             };
+            if super::regions::zones(&loc).is_none() {
+                return Err(bad(
+                    "LocationNotAvailableForResourceGroup",
+                    &format!(
+                        "The provided location '{loc}' is not available for resource group. List of available regions is '{}'.",
+                        super::regions::all()
+                    ),
+                ));
+            }
             let mut st = lock(&sim.inner.state);
             let existed = match st.resources.get(&key) {
                 Some(r) if r.state == "Deleting" => {
