@@ -268,7 +268,7 @@ pub(crate) struct State {
     /// Key: `{account}/{container}`, lowercase.
     pub containers: Tracked<Container>,
     pub tokens: Tracked<TokenInfo>,
-    /// Bumped on every save; lets concurrent saves skip stale snapshots.
+    /// Bumped on every save (a count of saves since start).
     #[serde(default)]
     pub generation: u64,
     /// Unapplied operations by (end time, id); rebuilt on load.

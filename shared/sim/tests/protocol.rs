@@ -1462,3 +1462,51 @@ async fn in_process_router() {
     assert_eq!(resp.status(), 201);
     assert_eq!(sim.requests().len(), 2);
 }
+
+#[tokio::test]
+async fn an_older_state_json_is_migrated_to_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let rg = format!(
+        "/subscriptions/{}/resourceGroups/old",
+        flotilla_sim::SUBSCRIPTION_ID
+    );
+    let legacy = json!({
+        "creds": {"client_id": "legacy-client", "client_secret": "legacy-secret",
+            "identity_header": "legacy-header", "msi_client_id": "legacy-msi"},
+        "resources": {rg.to_ascii_lowercase(): {
+            "id": rg, "rtype": "Microsoft.Resources/resourceGroups", "name": "old", "rg": "old",
+            "body": {"location": "westeurope", "tags": {"from": "json"}}, "state": "Succeeded",
+            "op": null, "etag": "e1"}},
+        "ops": {}, "secrets": {}, "containers": {}, "tokens": {}, "generation": 7
+    });
+    std::fs::write(dir.path().join("state.json"), legacy.to_string()).unwrap();
+    let cfg = SimConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        lro: Duration::ZERO,
+        throttle: None,
+        ..SimConfig::default()
+    };
+    let h = start(cfg.clone()).await;
+    assert_eq!(h.server.info.client_id, "legacy-client");
+    let r = h.arm(Method::GET, &h.rg_path("old"), RES, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["tags"]["from"], "json");
+    h.server.shutdown().await;
+    drop(h.sim);
+    // The database now holds it: a restart without the JSON file still sees the group.
+    std::fs::remove_file(dir.path().join("state.json")).unwrap();
+    let h = start(cfg).await;
+    assert_eq!(h.server.info.client_id, "legacy-client");
+    let r = h.arm(Method::GET, &h.rg_path("old"), RES, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("state.db"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    h.server.shutdown().await;
+}

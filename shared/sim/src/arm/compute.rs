@@ -176,9 +176,8 @@ const RESERVED_PASSWORDS: &[&str] = &[
     "iloveyou!",
 ];
 
-fn invalid(target: &str, message: String) -> Reject {
-    // Compute answers InvalidParameter with a `target`; the code is what clients match.
-    let _ = target;
+/// Compute's answer to a bad parameter; the message names the parameter.
+fn invalid(message: String) -> Reject {
     ("InvalidParameter", message)
 }
 
@@ -245,13 +244,11 @@ pub(crate) fn validate_vmss(p: &Prep<'_>, body: &Value) -> Result<(), Reject> {
     let loc = body.get("location").and_then(Value::as_str).unwrap_or("");
     let Some(sku) = body.pointer("/sku/name").and_then(Value::as_str) else {
         return Err(invalid(
-            "sku.name",
             "Required parameter 'sku.name' is missing (null).".into(),
         ));
     };
     let Some(capacity) = body.pointer("/sku/capacity").and_then(Value::as_u64) else {
         return Err(invalid(
-            "sku.capacity",
             "Required parameter 'sku.capacity' (a non-negative integer) is missing or invalid."
                 .into(),
         ));
@@ -271,9 +268,7 @@ pub(crate) fn validate_vmss(p: &Prep<'_>, body: &Value) -> Result<(), Reject> {
         ));
     }
     if capacity > MAX_CAPACITY {
-        return Err(invalid(
-            "sku.capacity",
-            format!("The value {capacity} of parameter 'sku.capacity' is out of range. The value must be between 0 and {MAX_CAPACITY}, inclusive."),
+        return Err(invalid(format!("The value {capacity} of parameter 'sku.capacity' is out of range. The value must be between 0 and {MAX_CAPACITY}, inclusive."),
         ));
     }
     let single = body
@@ -281,9 +276,7 @@ pub(crate) fn validate_vmss(p: &Prep<'_>, body: &Value) -> Result<(), Reject> {
         .and_then(Value::as_bool)
         .unwrap_or(capacity <= MAX_SINGLE_PLACEMENT);
     if single && capacity > MAX_SINGLE_PLACEMENT {
-        return Err(invalid(
-            "sku.capacity",
-            format!("The value {capacity} of parameter 'sku.capacity' is out of range for a scale set in a single placement group. The value must be between 0 and {MAX_SINGLE_PLACEMENT}, inclusive; set properties.singlePlacementGroup to false for more."),
+        return Err(invalid(format!("The value {capacity} of parameter 'sku.capacity' is out of range for a scale set in a single placement group. The value must be between 0 and {MAX_SINGLE_PLACEMENT}, inclusive; set properties.singlePlacementGroup to false for more."),
         ));
     }
     let vmp = body.pointer("/properties/virtualMachineProfile");
@@ -294,15 +287,11 @@ pub(crate) fn validate_vmss(p: &Prep<'_>, body: &Value) -> Result<(), Reject> {
         if let Some(gb) = disk.get("diskSizeGB") {
             let gb = gb.as_u64().unwrap_or(0);
             if gb < DISK_GB.0 {
-                return Err(invalid(
-                    "osDisk.diskSizeGB",
-                    format!("The specified disk size {gb} GB is smaller than the size of the corresponding disk in the VM image: {} GB. This is not allowed. Please choose equal or greater size or do not specify an explicit size.", DISK_GB.0),
+                return Err(invalid(format!("The specified disk size {gb} GB is smaller than the size of the corresponding disk in the VM image: {} GB. This is not allowed. Please choose equal or greater size or do not specify an explicit size.", DISK_GB.0),
                 ));
             }
             if gb > DISK_GB.1 {
-                return Err(invalid(
-                    "osDisk.diskSizeGB",
-                    format!("The value {gb} of parameter 'osDisk.diskSizeGB' is out of range. The value must be between 1 and {}, inclusive.", DISK_GB.1),
+                return Err(invalid(format!("The value {gb} of parameter 'osDisk.diskSizeGB' is out of range. The value must be between 1 and {}, inclusive.", DISK_GB.1),
                 ));
             }
         }
@@ -320,16 +309,12 @@ pub(crate) fn validate_vmss(p: &Prep<'_>, body: &Value) -> Result<(), Reject> {
                 "PremiumV2_LRS",
             ];
             if !KINDS.iter().any(|k| k.eq_ignore_ascii_case(kind)) {
-                return Err(invalid(
-                    "osDisk.managedDisk.storageAccountType",
-                    format!("The value '{kind}' of parameter 'osDisk.managedDisk.storageAccountType' is not valid. Allowed values are {}.", KINDS.join(", ")),
+                return Err(invalid(format!("The value '{kind}' of parameter 'osDisk.managedDisk.storageAccountType' is not valid. Allowed values are {}.", KINDS.join(", ")),
                 ));
             }
             let premium = kind.to_ascii_lowercase().starts_with("premium");
             if premium && !vm_size(sku).is_some_and(|s| s.premium_io) {
-                return Err(invalid(
-                    "osDisk.managedDisk.storageAccountType",
-                    format!("Requested operation cannot be performed because the VM size {sku} does not support the storage account type {kind} of disk 'osDisk'. Consider updating the VM to a size that supports Premium storage."),
+                return Err(invalid(format!("Requested operation cannot be performed because the VM size {sku} does not support the storage account type {kind} of disk 'osDisk'. Consider updating the VM to a size that supports Premium storage."),
                 ));
             }
         }
@@ -347,15 +332,12 @@ fn validate_os_profile(os: &Value) -> Result<(), Reject> {
         && !RESERVED_USERS.iter().any(|r| r.eq_ignore_ascii_case(user));
     if !user_ok {
         return Err(invalid(
-            "adminUsername",
             "The Admin Username specified is not allowed.".into(),
         ));
     }
     if let Some(pw) = os.get("adminPassword") {
         if !pw.as_str().is_some_and(password_ok) {
-            return Err(invalid(
-                "adminPassword",
-                "The supplied password must be between 6-72 characters long and must satisfy at least 3 of password complexity requirements from the following: 1) Contains an uppercase character 2) Contains a lowercase character 3) Contains a numeric digit 4) Contains a special character 5) Control characters are not allowed".into(),
+            return Err(invalid("The supplied password must be between 6-72 characters long and must satisfy at least 3 of password complexity requirements from the following: 1) Contains an uppercase character 2) Contains a lowercase character 3) Contains a numeric digit 4) Contains a special character 5) Control characters are not allowed".into(),
             ));
         }
     }
@@ -370,14 +352,11 @@ fn validate_os_profile(os: &Value) -> Result<(), Reject> {
         .and_then(Value::as_bool)
         .unwrap_or(false);
     if no_password && keys.is_empty() {
-        return Err(invalid(
-            "linuxConfiguration.ssh.publicKeys",
-            "Authentication using either SSH or by user name and password must be enabled in Linux profile.".into(),
+        return Err(invalid("Authentication using either SSH or by user name and password must be enabled in Linux profile.".into(),
         ));
     }
     if !no_password && linux.is_some() && os.get("adminPassword").is_none() && keys.is_empty() {
         return Err(invalid(
-            "adminPassword",
             "Required parameter 'adminPassword' is missing (null).".into(),
         ));
     }
@@ -385,7 +364,6 @@ fn validate_os_profile(os: &Value) -> Result<(), Reject> {
         let data = k.get("keyData").and_then(Value::as_str).unwrap_or("");
         if !ssh_key_ok(data) {
             return Err(invalid(
-                "linuxConfiguration.ssh.publicKeys.keyData",
                 "The value of parameter linuxConfiguration.ssh.publicKeys.keyData is invalid."
                     .into(),
             ));
@@ -393,9 +371,7 @@ fn validate_os_profile(os: &Value) -> Result<(), Reject> {
         let path = k.get("path").and_then(Value::as_str).unwrap_or("");
         let want = format!("/home/{user}/.ssh/authorized_keys");
         if path != want {
-            return Err(invalid(
-                "linuxConfiguration.ssh.publicKeys.path",
-                format!("Destination path for SSH public keys is currently limited to its default value {want} due to a known issue in Linux provisioning agent."),
+            return Err(invalid(format!("Destination path for SSH public keys is currently limited to its default value {want} due to a known issue in Linux provisioning agent."),
             ));
         }
     }
