@@ -350,6 +350,9 @@ pub struct SimEnvironment {
     pub config: AzureConfig,
 }
 
+/// The PATH of flotilla child processes (they run nothing from it themselves).
+const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 impl SimEnvironment {
     /// Starts a memory-only simulator on a free loopback port.
     pub async fn start(options: SimOptions) -> Result<SimEnvironment, EmulatorError> {
@@ -542,7 +545,9 @@ impl FlotillaProcess {
         let child = Command::new(&self.bin)
             .args(&self.args)
             .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            // A fixed PATH: the children get only their app settings, never
+            // this process's environment.
+            .env("PATH", CHILD_PATH)
             .envs(self.settings.iter())
             .stdin(Stdio::null())
             .stdout(log)
