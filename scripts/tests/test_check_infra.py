@@ -264,6 +264,10 @@ class DeployCheck(TreeCase):
         self.tree.edit("azure.yaml", "dist: dist/functionapp.zip", "dist: dist/functionapp")
         self.assertProblem(check_infra.check_deploy(self.tree.root), "dist must be the zip", "execute bit")
 
+    def test_package_hook_checks_glibc(self) -> None:
+        self.tree.edit("infra/hooks/package.sh", '--max-glibc "$GLIBC"', "")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "--max-glibc", "never start")
+
     def test_no_nested_azd_in_hooks(self) -> None:
         self.tree.write("infra/hooks/resource-events.sh",
                         "#!/bin/sh\nazd env set FLOTILLA_RESOURCE_EVENTS true\nazd provision --no-prompt\n")
