@@ -1,10 +1,16 @@
 //! The command line. Exit codes: 0 success, 1 the job ended Compensated or
-//! Failed (or a command was refused), 2 bad usage or a bad spec.
+//! Failed (or a command was refused, including a data dir that another
+//! process holds), 2 bad usage or a bad spec.
+//!
+//! Commands that change a data dir lock it first (`LocalWorld::start`, and
+//! `sim --data-dir`); `status` and `list` only read it, through a read-only
+//! SQLite connection, so they work while another process owns the dir.
 
+use crate::data_dir::DataDirLock;
 use crate::local::{self, fault_for, LocalOptions, LocalWorld};
 use crate::progress::Progress;
 use clap::{Parser, Subcommand, ValueEnum};
-use flotilla_core::embedded::{BusOptions, Embedded};
+use flotilla_core::embedded::Embedded;
 use flotilla_core::engine::{stalled_reason, CommandError, SweepOptions};
 use flotilla_core::saga::{JobStatus, Saga, StepName};
 use flotilla_core::spec::ClusterSpec;
@@ -141,6 +147,10 @@ enum Command {
         write_burst: u32,
         #[arg(long, default_value_t = 10.0)]
         write_refill_per_s: f64,
+        /// A quota limit per region, `NAME=N` (repeatable): `cores`, a VM family such as
+        /// `standardDSv5Family`, `virtualMachines` or `virtualMachineScaleSets`.
+        #[arg(long = "quota", value_name = "NAME=N")]
+        quotas: Vec<String>,
     },
     /// Standalone worker: receive the step subscriptions from Service Bus yourself.
     Worker,
@@ -158,6 +168,9 @@ enum Command {
         #[arg(long)]
         max_glibc: Option<String>,
     },
+    /// Run N jobs through the whole engine while injecting faults and killing
+    /// processes, then check every job and what is left in the simulator.
+    Chaos(crate::chaos::ChaosArgs),
     /// Run N jobs concurrently on the embedded backends with zero simulated latency.
     Bench {
         #[arg(long, default_value_t = 200)]
@@ -407,13 +420,32 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             lro_seconds,
             write_burst,
             write_refill_per_s,
+            quotas,
         } => {
             let lro = lro(lro_seconds).map_err(Failure::Usage)?;
+            let mut quota_limits = std::collections::BTreeMap::new();
+            for q in &quotas {
+                let parsed = q
+                    .split_once('=')
+                    .and_then(|(n, v)| Some((n.trim(), v.trim().parse::<u64>().ok()?)))
+                    .filter(|(n, _)| !n.is_empty());
+                let Some((name, limit)) = parsed else {
+                    return Err(Failure::Usage(format!(
+                        "--quota '{q}': expected NAME=N, e.g. standardDSv5Family=20"
+                    )));
+                };
+                quota_limits.insert(name.to_string(), limit);
+            }
             if write_burst == 0 || write_refill_per_s.is_nan() || write_refill_per_s <= 0.0 {
                 return Err(Failure::Usage(
                     "--write-burst and --write-refill-per-s must be positive".into(),
                 ));
             }
+            // Held until the simulator stops (the process ends).
+            let _lock = match &data_dir {
+                Some(dir) => Some(DataDirLock::acquire(dir).map_err(|e| e.to_string())?),
+                None => None,
+            };
             let throttle = flotilla_sim::ThrottleConfig {
                 write_burst,
                 write_refill_per_s,
@@ -423,6 +455,8 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 data_dir,
                 lro,
                 throttle: Some(throttle),
+                quotas: quota_limits,
+                ..Default::default()
             })
             .map_err(|e| e.to_string())?;
             let server = sim.serve(port).await.map_err(|e| e.to_string())?;
@@ -456,6 +490,10 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Chaos(args) => crate::chaos::run(args).await.map_err(|e| match e {
+            crate::chaos::ChaosError::Usage(m) => Failure::Usage(m),
+            other => Failure::Runtime(other.to_string()),
+        }),
         Command::Bench {
             jobs,
             workers,
@@ -569,15 +607,22 @@ fn command_failure(e: CommandError) -> Failure {
     }
 }
 
+/// The store of a data dir, read-only and without its lock: safe while a
+/// running `up`, `resume` or `serve` writes to it (SQLite WAL readers see the
+/// last committed state and never block the writer).
 fn open_store(dir: &std::path::Path) -> Result<Embedded, Failure> {
     require_store(dir)?;
-    Embedded::open(&dir.join("flotilla.db"), BusOptions::default())
+    Embedded::open_read_only(&dir.join("flotilla.db"))
         .map_err(|e| Failure::Runtime(format!("store: {e}")))
 }
 
+/// Refuses a dir without flotilla's store; a dir whose owner has not created
+/// its store yet is reported as in use, not as empty.
 fn require_store(dir: &std::path::Path) -> Result<(), Failure> {
     if dir.join("flotilla.db").exists() {
         Ok(())
+    } else if let Some(in_use) = DataDirLock::in_use(dir) {
+        Err(Failure::Runtime(in_use.to_string()))
     } else {
         Err(Failure::Runtime(format!(
             "no flotilla data in {} (run `flotilla up` first, or pass --data-dir)",

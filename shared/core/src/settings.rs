@@ -65,6 +65,7 @@ pub const SETTINGS: &[Setting] = &[
     s("FLOTILLA_BUS", Flotilla, true, "Event bus: `embedded` (default, in-process) or `servicebus`."),
     s("FLOTILLA_STAGING", Flotilla, true, "Staging: `blob` (at STAGING_BLOB_ENDPOINT; an Azurite endpoint is signed with its public development key). Locally, unset: the built-in simulator's blob service."),
     s("FLOTILLA_DATA_DIR", Flotilla, false, "Embedded store, bus and simulator state (default `./.flotilla`)."),
+    s("FLOTILLA_DELIVER_TWICE", Flotilla, false, "Test mode: `true` makes the embedded bus deliver every message twice (duplicate delivery; `flotilla chaos` sets it)."),
     s("COSMOS_ENDPOINT", Flotilla, true, "Cosmos DB account endpoint (`https://<account>.documents.azure.com:443/`)."),
     s("COSMOS_DATABASE", Flotilla, true, "Cosmos DB database name (default `flotilla`)."),
     s("COSMOS_CONTAINER", Flotilla, true, "Cosmos DB container for sagas, partitioned by `/id` (default `sagas`)."),
@@ -91,6 +92,11 @@ pub const SETTINGS: &[Setting] = &[
     s("FLOTILLA_STALL_AFTER_S", Flotilla, false, "Seconds without progress after which `status` and the sweeper report a job as stalled (default 900)."),
     s("RUST_LOG", Flotilla, false, "Log filter (tracing-subscriber syntax, default `info`)."),
     s("FLOTILLA_LOG_FORMAT", Flotilla, true, "`text` (default) or `json` (one JSON object per line, for Application Insights)."),
+    // `flotilla serve` listener (seconds may have decimals)
+    s("FLOTILLA_SERVE_HEADER_TIMEOUT", Flotilla, false, "`flotilla serve`: seconds a client has to send a request's headers; an idle keep-alive connection is closed after the same time (default 10)."),
+    s("FLOTILLA_SERVE_BODY_TIMEOUT", Flotilla, false, "`flotilla serve`: seconds a client has to send a whole request body, else 408 and the connection is closed (default 30)."),
+    s("FLOTILLA_SERVE_REQUEST_TIMEOUT", Flotilla, false, "`flotilla serve`: seconds one request may take in all, else 503 (default 280, under host.json's 5-minute functionTimeout)."),
+    s("FLOTILLA_SERVE_MAX_CONNECTIONS", Flotilla, false, "`flotilla serve`: connections served at once; further ones wait to be accepted (default 256)."),
 ];
 
 /// Reads a registered setting; `None` when unset or empty.
