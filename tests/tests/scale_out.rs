@@ -4,7 +4,9 @@
 //! `capacity_model_counts_one_job` runs jobs one at a time behind the stand-in
 //! Functions host and counts what each costs: function executions, Service Bus
 //! operations, Cosmos DB requests by kind, ARM and Key Vault requests, and the
-//! saga document's size. docs/scale.md is built on these counts.
+//! saga document's size; once with long-running operations that finish at
+//! once, once with 2 s ones, which gives what one poll costs. docs/scale.md is
+//! built on these counts.
 //!
 //! `workers_share_the_load_exactly_once` runs 1, 2, then 4 `flotilla worker`
 //! processes on the same subscriptions with a shared batch of jobs and checks
@@ -19,6 +21,7 @@
 #[path = "../host/mod.rs"]
 mod host;
 
+use flotilla::emulators::FlotillaProcess;
 use host::{flotilla_bin, settled, Handler, Pump, World};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -265,32 +268,95 @@ fn resource_types(world: &World, job: &str) -> BTreeMap<String, usize> {
     m
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn capacity_model_counts_one_job() {
-    const JOBS: u64 = 3;
-    let world = World::start().await;
+/// The job's saga as `status` returns it. A 500 ("try again": the store
+/// failed this once) is retried, as a client would, and counted in `failures`.
+async fn status(h: &Handler, job: &str, failures: &mut u32) -> Value {
+    for _ in 0..10 {
+        let (code, body) = h.http("status", "GET", json!({"id": job}), "").await;
+        match code {
+            200 => return body,
+            500 => {
+                *failures += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ => panic!("status {job}: {code} {body}"),
+        }
+    }
+    panic!("status {job} kept failing\n{}", h.log());
+}
+
+/// What `jobs` jobs, run one at a time through the stand-in host, cost.
+struct Measured {
+    jobs: u64,
+    executions: u64,
+    deliveries: u64,
+    sim: BTreeMap<&'static str, u64>,
+    cosmos: BTreeMap<&'static str, u64>,
+    sizes: Vec<usize>,
+    seconds: f64,
+}
+
+impl Measured {
+    fn get(&self, key: &str) -> u64 {
+        self.sim
+            .get(key)
+            .or_else(|| self.cosmos.get(key))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn report(&self) -> Value {
+        let sb = self
+            .sim
+            .iter()
+            .filter(|(k, _)| k.starts_with("sb_"))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let other = self
+            .sim
+            .iter()
+            .filter(|(k, _)| !k.starts_with("sb_"))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        json!({
+            "jobs": self.jobs,
+            "seconds": (self.seconds * 10.0).round() / 10.0,
+            "per_job": {
+                "function_executions": self.executions as f64 / self.jobs as f64,
+                "service_bus": per_job(&sb, self.jobs),
+                "cosmos": per_job(&self.cosmos, self.jobs),
+                "arm_and_keyvault": per_job(&other, self.jobs),
+            },
+            "saga_document_bytes": {"min": self.sizes.iter().min(), "max": self.sizes.iter().max()},
+        })
+    }
+}
+
+async fn measure(world: &World, jobs: u64) -> Measured {
     let cosmos = LoggedCosmos::start();
-    let handler = Handler::start_with(&world, &[("COSMOS_ENDPOINT", &cosmos.endpoint)]).await;
-    let mut pump = Pump::new(&world);
+    let handler = Handler::start_with(world, &[("COSMOS_ENDPOINT", &cosmos.endpoint)]).await;
+    let mut pump = Pump::new(world);
 
     let sim_before = world.sim.requests().len();
     let cosmos_before = cosmos.requests().len();
     let mut status_calls = 0u64;
+    let mut status_failures = 0u32;
     let mut sizes = vec![];
-    let mut jobs = vec![];
+    let mut ids = vec![];
     let started = Instant::now();
-    for _ in 0..JOBS {
+    for _ in 0..jobs {
         let job = submit(&handler).await;
         let deadline = Instant::now() + LIMIT;
-        let mut idle = 0;
+        let mut idle = 0u32;
         let status = loop {
             if pump.round(&handler).await > 0 {
                 idle = 0;
                 continue;
             }
             idle += 1;
-            if idle >= 2 {
-                let s = handler.status(&job).await;
+            // Look at the job now and then (each look is a Cosmos read, taken out below).
+            if idle % 10 == 2 {
+                let s = status(&handler, &job, &mut status_failures).await;
                 status_calls += 1;
                 if settled(&s) {
                     break s;
@@ -305,23 +371,29 @@ async fn capacity_model_counts_one_job() {
         };
         assert_eq!(status["status"], "Succeeded", "{status:#}");
         sizes.push(status.to_string().len());
-        jobs.push(job);
+        ids.push(job);
     }
     let seconds = started.elapsed().as_secs_f64();
     let sim_requests = world.sim.requests()[sim_before..].to_vec();
     let cosmos_requests = cosmos.requests()[cosmos_before..].to_vec();
 
-    // What one `status` call costs, to take the test's own polling out.
+    // What one `status` call costs, to take the test's own looking out.
     let (c0, s0) = (cosmos.requests().len(), world.sim.requests().len());
-    handler.status(&jobs[0]).await;
-    let status_cosmos = (cosmos.requests().len() - c0) as u64;
-    let status_sim = (world.sim.requests().len() - s0) as u64;
-
+    for _ in 0..5 {
+        status(&handler, &ids[0], &mut status_failures).await;
+    }
+    let status_cosmos = (cosmos.requests().len() - c0) as f64 / 5.0;
+    assert_eq!(
+        world.sim.requests().len(),
+        s0,
+        "status reads only the saga store"
+    );
     let mut cosmos_c = cosmos_counts(&cosmos_requests);
-    *cosmos_c.get_mut("point_reads").unwrap() -= status_calls * status_cosmos;
-    *cosmos_c.get_mut("total").unwrap() -= status_calls * status_cosmos;
+    for key in ["point_reads", "total"] {
+        let v = cosmos_c.entry(key).or_default();
+        *v = v.saturating_sub((status_calls as f64 * status_cosmos).round() as u64);
+    }
     let sim_c = sim_counts(&sim_requests);
-    assert_eq!(status_sim, 0, "status reads only the saga store");
 
     // Every message was delivered once and completed; nothing abandoned.
     let sends = sim_c.get("sb_sends").copied().unwrap_or(0);
@@ -339,56 +411,112 @@ async fn capacity_model_counts_one_job() {
     let writes = cosmos_c.get("replaces").copied().unwrap_or(0)
         + cosmos_c.get("creates_or_queries").copied().unwrap_or(0);
     assert!(
-        writes >= JOBS * 7,
+        writes >= jobs * 7,
         "at least one saga write per step and the submission: {cosmos_c:?}"
     );
-    assert!(sim_c.get("arm_writes").copied().unwrap_or(0) >= JOBS * 6);
+    assert!(sim_c.get("arm_writes").copied().unwrap_or(0) >= jobs * 6);
+    eprintln!(
+        "measure: {status_calls} status calls at {status_cosmos} Cosmos requests each, {status_failures} answered 500"
+    );
+    Measured {
+        jobs,
+        executions: jobs + pump.delivered, // submit + one per delivered message
+        deliveries: pump.delivered,
+        sim: sim_c,
+        cosmos: cosmos_c,
+        sizes,
+        seconds,
+    }
+}
 
-    let executions = JOBS + pump.delivered; // submit + one per delivered message
+/// The same world as `World::start`, with long-running operations that take `lro`.
+async fn world_with_lro(lro: Duration) -> World {
+    use flotilla::emulators::{SimEnvironment, SimOptions};
+    let env = SimEnvironment::start(SimOptions {
+        lro,
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    env.resource_group("flotilla-demo", "westeurope")
+        .await
+        .unwrap();
+    let account = env
+        .storage_account(
+            "flotilla-staging",
+            flotilla_azure::blob::DEV_STORAGE_ACCOUNT,
+        )
+        .await
+        .unwrap();
+    let azurite = host::start_azurite();
+    let auth = flotilla_azure::blob::StagingAuth::SharedKey {
+        account: flotilla_azure::blob::DEV_STORAGE_ACCOUNT.into(),
+        key: flotilla_azure::blob::DEV_STORAGE_KEY.into(),
+    };
+    flotilla_azure::blob::Staging::new(&env.config, &azurite.endpoint, "staging", auth)
+        .unwrap()
+        .ensure_container()
+        .await
+        .unwrap();
+    let SimEnvironment {
+        sim,
+        server,
+        config,
+    } = env;
+    World {
+        sim,
+        server,
+        cosmos: host::start_cosmos(),
+        azurite,
+        config,
+        topic: "flotilla-events".into(),
+        dir: tempfile::tempdir().unwrap(),
+        staging_account_id: account.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_model_counts_one_job() {
+    // Long-running operations done at once: the flow itself.
+    let instant = measure(&World::start().await, 3).await;
+    // Long-running operations of 2 s: the same flow plus its polls.
+    let slow = measure(&world_with_lro(Duration::from_secs(2)).await, 2).await;
+
+    let polls =
+        slow.deliveries as f64 / slow.jobs as f64 - instant.deliveries as f64 / instant.jobs as f64;
+    assert!(polls >= 1.0, "long-running operations were polled: {polls}");
+    // What one poll costs: the difference per job, divided by the polls per job.
+    let per_poll = |key: &str| {
+        let d =
+            slow.get(key) as f64 / slow.jobs as f64 - instant.get(key) as f64 / instant.jobs as f64;
+        (d / polls * 10.0).round() / 10.0
+    };
     let report = json!({
         "test": "capacity_model_counts_one_job",
-        "jobs": JOBS,
-        "seconds": (seconds * 10.0).round() / 10.0,
-        "per_job": {
-            "function_executions": executions as f64 / JOBS as f64,
-            "service_bus": per_job(&sim_c.iter().filter(|(k, _)| k.starts_with("sb_")).map(|(k, v)| (*k, *v)).collect(), JOBS),
-            "cosmos": per_job(&cosmos_c, JOBS),
-            "arm_and_keyvault": per_job(&sim_c.iter().filter(|(k, _)| !k.starts_with("sb_")).map(|(k, v)| (*k, *v)).collect(), JOBS),
+        "instant_lro": instant.report(),
+        "lro_2s": slow.report(),
+        "polls_per_job_at_2s": polls,
+        "per_poll": {
+            "sb_sends": per_poll("sb_sends"),
+            "sb_receives": per_poll("sb_receives"),
+            "sb_completes": per_poll("sb_completes"),
+            "cosmos_point_reads": per_poll("point_reads"),
+            "cosmos_replaces": per_poll("replaces"),
+            "arm_reads": per_poll("arm_reads"),
+            "arm_writes": per_poll("arm_writes"),
         },
-        "saga_document_bytes": {"min": sizes.iter().min(), "max": sizes.iter().max()},
-        "status_call_cosmos_requests": status_cosmos,
     });
     eprintln!("SCALE_REPORT {report}");
 }
 
-/// A `flotilla worker` process, killed when dropped.
-struct Worker(Child);
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_worker(world: &World, cosmos: &str, log: &Path) -> Worker {
-    let mut settings = world.app_settings(0);
-    settings.retain(|(k, _)| k != "COSMOS_ENDPOINT" && k != "FUNCTIONS_CUSTOMHANDLER_PORT");
-    settings.push(("COSMOS_ENDPOINT".into(), cosmos.into()));
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let child = Command::new(flotilla_bin())
-        .arg("worker")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(settings)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    Worker(child)
+/// A `flotilla worker` process on the world's settings and this Cosmos DB;
+/// killed when dropped.
+fn start_worker(world: &World, cosmos: &str, log: &Path) -> FlotillaProcess {
+    let mut settings = world.app_settings();
+    settings.set("COSMOS_ENDPOINT", cosmos);
+    let mut worker = FlotillaProcess::new(&flotilla_bin(), &["worker"], settings, log, None);
+    worker.spawn().expect("flotilla worker starts");
+    worker
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,7 +530,7 @@ async fn workers_share_the_load_exactly_once() {
     let mut expected: Option<BTreeMap<String, usize>> = None;
     for processes in [1usize, 2, 4] {
         let log = world.dir.path().join(format!("workers-{processes}.log"));
-        let workers: Vec<Worker> = (0..processes)
+        let workers: Vec<FlotillaProcess> = (0..processes)
             .map(|_| start_worker(&world, &cosmos.endpoint, &log))
             .collect();
         // Let every worker open its receivers before the load arrives.
@@ -412,6 +540,7 @@ async fn workers_share_the_load_exactly_once() {
         let started = Instant::now();
         let mut jobs = vec![];
         let mut submit_retries = 0;
+        let mut status_failures = 0u32;
         for n in 0..JOBS {
             let (job, retries) =
                 submit_with_retries(&handler, &format!("round-{processes}-job-{n}")).await;
@@ -424,7 +553,7 @@ async fn workers_share_the_load_exactly_once() {
         while !pending.is_empty() {
             let mut still = vec![];
             for job in pending {
-                let s = handler.status(&job).await;
+                let s = status(&handler, &job, &mut status_failures).await;
                 if settled(&s) {
                     statuses.insert(job, s);
                 } else {
@@ -465,6 +594,7 @@ async fn workers_share_the_load_exactly_once() {
             "jobs_per_s": (JOBS as f64 / seconds * 100.0).round() / 100.0,
             "etag_conflicts_412": cosmos_c.get("etag_conflicts_412").copied().unwrap_or(0),
             "submit_retries_after_500": submit_retries,
+            "status_retries_after_500": status_failures,
             "cosmos_requests": cosmos_c.get("total").copied().unwrap_or(0),
             "sb_receives": sim_c.get("sb_receives").copied().unwrap_or(0),
             "sb_abandons": sim_c.get("sb_abandons").copied().unwrap_or(0),
