@@ -473,6 +473,9 @@ def check_settings(root: Path) -> list[str]:
                 continue
             text = strip_rust_comments(path.read_text(encoding="utf-8", errors="replace"))
             for m in env_re.finditer(text):
+                # Passing PATH on to a child process is plumbing, not configuration.
+                if re.match(r'\s*"PATH"\s*\)', text[m.end():]):
+                    continue
                 line = text.count("\n", 0, m.start()) + 1
                 problems.append(f"{rel}:{line} reads the environment directly ({m[0].strip()}...); use settings::get with a registered name")
     return problems
@@ -942,7 +945,9 @@ def _yaml_hook_commands(root: Path, yaml_text: str) -> list[tuple[str, str]]:
         if script:
             path = root / script[2]
             try:
-                out.append((str(script[2]), path.read_text(encoding="utf-8")))
+                code = [line for line in path.read_text(encoding="utf-8").splitlines()
+                        if not line.lstrip().startswith("#")]
+                out.append((str(script[2]), "\n".join(code)))
             except OSError:
                 out.append((str(script[2]), f"<missing script {script[2]}>"))
     return out
@@ -991,6 +996,13 @@ def check_deploy(root: Path) -> list[str]:
             problems.append(f"{AZURE_YAML}: the function service's dist must be the zip `flotilla package` writes "
                             "(e.g. dist/functionapp.zip): azd re-zips a folder, and azd before 1.26 drops the "
                             "binary's execute bit doing so")
+
+    # 2b. The package azd deploys is checked against the Functions image's glibc.
+    if re.search(r"^\s*host:\s*function\s*$", yaml_code, re.M):
+        commands = _yaml_hook_commands(root, yaml_code)
+        if not any(re.search(r"\bpackage\b[^\n]*--max-glibc", c) for _, c in commands):
+            problems.append(f"{AZURE_YAML}: no hook runs `flotilla package ... --max-glibc`: a binary linked "
+                            "against a newer glibc than the Functions Linux image's would deploy and never start")
 
     # 3. No hook nests azd (a second provision from a hook, with state set before it succeeds).
     for where, command in _yaml_hook_commands(root, yaml_code):

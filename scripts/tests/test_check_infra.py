@@ -184,6 +184,13 @@ class SettingsCheck(TreeCase):
         self.assertProblem(problems, "shared/azure/src/sneaky.rs:1", "reads the environment directly")
         self.assertProblem(problems, "functions/src/other.rs:1", "reads the environment directly")
 
+    def test_passing_path_to_a_child_is_not_configuration(self) -> None:
+        self.tree.write("functions/src/child.rs",
+                        'pub fn f() { let _ = std::env::var_os("PATH"); let _ = std::env::var_os("HOME"); }\n')
+        problems = [p for p in check_infra.check_settings(self.tree.root) if "child.rs" in p]
+        self.assertEqual(len(problems), 1, problems)
+        self.assertIn("reads the environment directly", problems[0])
+
 
 class RolesCheck(TreeCase):
     def test_action_missing_from_role(self) -> None:
@@ -263,6 +270,10 @@ class DeployCheck(TreeCase):
     def test_dist_must_be_the_packaged_zip(self) -> None:
         self.tree.edit("azure.yaml", "dist: dist/functionapp.zip", "dist: dist/functionapp")
         self.assertProblem(check_infra.check_deploy(self.tree.root), "dist must be the zip", "execute bit")
+
+    def test_package_hook_checks_glibc(self) -> None:
+        self.tree.edit("infra/hooks/package.sh", '--max-glibc "$GLIBC"', "")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "--max-glibc", "never start")
 
     def test_no_nested_azd_in_hooks(self) -> None:
         self.tree.write("infra/hooks/resource-events.sh",
