@@ -409,6 +409,10 @@ fn list(sim: &Sim, ctx: &Ctx, rg: Option<String>, groups: bool) -> Result<Respon
             )
         })?),
     };
+    let expand_created = ctx.q("$expand").is_some_and(|e| {
+        e.split(',')
+            .any(|p| p.trim().eq_ignore_ascii_case("createdTime"))
+    });
     let st = lock(&sim.inner.state);
     if let Some(rg) = &rg {
         if !st.resources.contains_key(&rg_key(rg)) {
@@ -449,6 +453,9 @@ fn list(sim: &Sim, ctx: &Ctx, rg: Option<String>, groups: bool) -> Result<Respon
         }
         if filter.is_none() && !tags.is_empty() {
             item["tags"] = json!(tags);
+        }
+        if expand_created {
+            item["createdTime"] = json!(rfc3339(r.created_ms));
         }
         value.push(item);
     }
@@ -616,6 +623,7 @@ fn resource_group(
                 etag: uuid::Uuid::new_v4().to_string(),
                 keys: vec![],
                 boot: None,
+                created_ms: st.resources.get(&key).map_or_else(now_ms, |r| r.created_ms),
             };
             let mut out = render_rg(&res);
             if out.get("managedBy").is_some_and(Value::is_null) {
@@ -864,6 +872,7 @@ fn role_assignment(sim: &Sim, ctx: &Ctx, scope: &str, name: &str) -> Result<Resp
                     etag: String::new(),
                     keys: vec![],
                     boot: None,
+                    created_ms: now_ms(),
                 },
             );
             drop(st);
@@ -1136,6 +1145,7 @@ fn put_resource(
         etag: uuid::Uuid::new_v4().to_string(),
         keys,
         boot: existing.as_ref().and_then(|e| e.boot.clone()),
+        created_ms: existing.as_ref().map_or_else(now_ms, |e| e.created_ms),
     };
     st.resources.insert(key.clone(), res);
     let op = start_op(sim, &mut st, OpKind::Put, &key, fault);

@@ -64,6 +64,9 @@ pub(crate) struct Resource {
     pub keys: Vec<String>,
     #[serde(default)]
     pub boot: Option<Boot>,
+    /// When it was first created (epoch ms; ARM's `createdTime`).
+    #[serde(default)]
+    pub created_ms: i64,
 }
 
 /// What an asynchronous operation does when it finishes.
@@ -159,6 +162,10 @@ pub(crate) struct State {
     /// Bumped on every save; lets concurrent saves skip stale snapshots.
     #[serde(default)]
     pub generation: u64,
+    /// The vault has purge protection: deleted secrets stay recoverable
+    /// until their scheduled purge date and a purge is refused.
+    #[serde(default)]
+    pub purge_protection: bool,
     /// Unapplied operations by (end time, id); rebuilt on load.
     #[serde(skip)]
     pub pending: BTreeSet<(i64, String)>,
@@ -180,6 +187,7 @@ impl State {
             containers: BTreeMap::new(),
             tokens: HashMap::new(),
             generation: 0,
+            purge_protection: false,
             pending: BTreeSet::new(),
         }
     }
