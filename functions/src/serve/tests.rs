@@ -442,10 +442,15 @@ async fn the_sweep_timer_reports_orphans_older_than_an_hour_and_deletes_nothing(
     use flotilla_core::names;
     let w = flotilla_core::testing::World::new();
     let state = AppState::new(w.engine.clone());
-    // A job whose saga is then lost, and a secret planted outside any saga.
-    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
-    let saga = w.run(&job, 600).await;
-    assert_eq!(saga.status, flotilla_core::saga::JobStatus::Succeeded);
+    // A live job, one whose saga is then lost, and a secret planted outside any saga.
+    let mut jobs = vec![];
+    for _ in 0..2 {
+        let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+        let saga = w.run(&job, 600).await;
+        assert_eq!(saga.status, flotilla_core::saga::JobStatus::Succeeded);
+        jobs.push(job);
+    }
+    let job = jobs.pop().unwrap();
     let planted = std::collections::BTreeMap::from([
         (names::TAG_JOB.to_string(), "ghost-000000".to_string()),
         (names::TAG_MANAGED_BY.to_string(), "flotilla".to_string()),
@@ -459,8 +464,19 @@ async fn the_sweep_timer_reports_orphans_older_than_an_hour_and_deletes_nothing(
     assert_eq!(status, StatusCode::OK, "{reply}");
     let found = &reply["ReturnValue"]["orphans"];
     assert_eq!(found["orphans"], json!([]), "{reply}");
-    let before = w.cloud.resources().len() + w.cloud.secrets().len() + w.cloud.blobs().len();
-    assert!(found["younger"].as_u64().unwrap() >= 10, "{reply}");
+    let everything = || {
+        let c = &w.cloud;
+        let mut all = c.resources();
+        all.extend(c.secrets());
+        all.extend(c.blobs());
+        all
+    };
+    let before = everything();
+    let lost = before
+        .iter()
+        .filter(|i| i.contains(&job) || i.contains("ghost-000000"))
+        .count();
+    assert_eq!(found["younger"].as_u64(), Some(lost as u64), "{reply}");
 
     w.clock.advance(std::time::Duration::from_secs(2 * 3600));
     let (status, reply) = post(&state, "sweep", &timer).await;
@@ -468,7 +484,10 @@ async fn the_sweep_timer_reports_orphans_older_than_an_hour_and_deletes_nothing(
     let orphans = reply["ReturnValue"]["orphans"]["orphans"]
         .as_array()
         .unwrap();
-    assert_eq!(orphans.len(), before, "{reply}");
+    assert_eq!(orphans.len(), lost, "{reply}");
+    assert!(orphans
+        .iter()
+        .all(|o| !o["id"].as_str().unwrap().contains(&jobs[0])));
     assert!(orphans
         .iter()
         .any(|o| o["id"] == "https://fake.vault/secrets/ghost-000000-storage-key"));
@@ -477,9 +496,9 @@ async fn the_sweep_timer_reports_orphans_older_than_an_hour_and_deletes_nothing(
         "{reply}"
     );
     assert!(reply["ReturnValue"].get("removal").is_none());
-    let after = w.cloud.resources().len() + w.cloud.secrets().len() + w.cloud.blobs().len();
     assert_eq!(
-        after, before,
+        everything(),
+        before,
         "the timer only reports unless told to delete"
     );
 }
