@@ -1,10 +1,16 @@
 //! The command line. Exit codes: 0 success, 1 the job ended Compensated or
-//! Failed (or a command was refused), 2 bad usage or a bad spec.
+//! Failed (or a command was refused, including a data dir that another
+//! process holds), 2 bad usage or a bad spec.
+//!
+//! Commands that change a data dir lock it first (`LocalWorld::start`, and
+//! `sim --data-dir`); `status` and `list` only read it, through a read-only
+//! SQLite connection, so they work while another process owns the dir.
 
+use crate::data_dir::DataDirLock;
 use crate::local::{self, fault_for, LocalOptions, LocalWorld};
 use crate::progress::Progress;
 use clap::{Parser, Subcommand, ValueEnum};
-use flotilla_core::embedded::{BusOptions, Embedded};
+use flotilla_core::embedded::Embedded;
 use flotilla_core::engine::{
     parse_resource_groups, stalled_reason, CommandError, OrphanOptions, OrphanReport, Removal,
     RemovalOptions, SweepOptions,
@@ -177,7 +183,13 @@ enum Command {
     Package {
         #[arg(long)]
         out: PathBuf,
+        /// Refuse an executable that needs a newer glibc (e.g. 2.31, the Functions Linux images).
+        #[arg(long)]
+        max_glibc: Option<String>,
     },
+    /// Run N jobs through the whole engine while injecting faults and killing
+    /// processes, then check every job and what is left in the simulator.
+    Chaos(crate::chaos::ChaosArgs),
     /// Run N jobs concurrently on the embedded backends with zero simulated latency.
     Bench {
         #[arg(long, default_value_t = 200)]
@@ -456,6 +468,11 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                     "--write-burst and --write-refill-per-s must be positive".into(),
                 ));
             }
+            // Held until the simulator stops (the process ends).
+            let _lock = match &data_dir {
+                Some(dir) => Some(DataDirLock::acquire(dir).map_err(|e| e.to_string())?),
+                None => None,
+            };
             let throttle = flotilla_sim::ThrottleConfig {
                 write_burst,
                 write_refill_per_s,
@@ -484,14 +501,24 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             .await
             .map(|()| ExitCode::SUCCESS)
             .map_err(Failure::Runtime),
-        Command::Package { out } => {
-            let p = crate::package::run(&out).map_err(Failure::Runtime)?;
+        Command::Package { out, max_glibc } => {
+            let max = match max_glibc.as_deref().map(crate::package::parse_version) {
+                Some(Err(e)) => return Err(Failure::Usage(e)),
+                Some(Ok(v)) => Some(v),
+                None => None,
+            };
+            let p = crate::package::run(&out, max.as_deref()).map_err(Failure::Runtime)?;
             println!(
                 "{}",
-                json!({"dir": p.dir.display().to_string(), "zip": p.zip.display().to_string(), "entries": p.entries})
+                json!({"dir": p.dir.display().to_string(), "zip": p.zip.display().to_string(), "entries": p.entries,
+                       "glibc": p.needs.glibc_text(), "libraries": p.needs.libraries})
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Chaos(args) => crate::chaos::run(args).await.map_err(|e| match e {
+            crate::chaos::ChaosError::Usage(m) => Failure::Usage(m),
+            other => Failure::Runtime(other.to_string()),
+        }),
         Command::Bench {
             jobs,
             workers,
@@ -739,15 +766,22 @@ fn command_failure(e: CommandError) -> Failure {
     }
 }
 
+/// The store of a data dir, read-only and without its lock: safe while a
+/// running `up`, `resume` or `serve` writes to it (SQLite WAL readers see the
+/// last committed state and never block the writer).
 fn open_store(dir: &std::path::Path) -> Result<Embedded, Failure> {
     require_store(dir)?;
-    Embedded::open(&dir.join("flotilla.db"), BusOptions::default())
+    Embedded::open_read_only(&dir.join("flotilla.db"))
         .map_err(|e| Failure::Runtime(format!("store: {e}")))
 }
 
+/// Refuses a dir without flotilla's store; a dir whose owner has not created
+/// its store yet is reported as in use, not as empty.
 fn require_store(dir: &std::path::Path) -> Result<(), Failure> {
     if dir.join("flotilla.db").exists() {
         Ok(())
+    } else if let Some(in_use) = DataDirLock::in_use(dir) {
+        Err(Failure::Runtime(in_use.to_string()))
     } else {
         Err(Failure::Runtime(format!(
             "no flotilla data in {} (run `flotilla up` first, or pass --data-dir)",
