@@ -107,6 +107,7 @@ impl Cloud {
             data_dir: Some(dir.join("sim")),
             lro: Duration::ZERO,
             throttle: None,
+            ..SimConfig::default()
         })
         .expect("the data dir's simulator opens");
         let info = sim.info("https://sim.local");
