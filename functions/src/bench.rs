@@ -46,7 +46,7 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
         throttle: false,
         link: Link::InProcess,
         bus: BusOptions::default(),
-        workers,
+        workers: workers.max(1),
         policy: Policy {
             backoff_base: Duration::from_millis(10),
             join_interval: Duration::from_millis(5),

@@ -11,7 +11,10 @@ use crate::local::{self, fault_for, LocalOptions, LocalWorld};
 use crate::progress::Progress;
 use clap::{Parser, Subcommand, ValueEnum};
 use flotilla_core::embedded::Embedded;
-use flotilla_core::engine::{stalled_reason, CommandError, SweepOptions};
+use flotilla_core::engine::{
+    parse_resource_groups, stalled_reason, CommandError, OrphanOptions, OrphanReport, Removal,
+    RemovalOptions, SweepOptions,
+};
 use flotilla_core::saga::{JobStatus, Saga, StepName};
 use flotilla_core::spec::ClusterSpec;
 use serde_json::json;
@@ -118,6 +121,26 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// List orphans — anything tagged managed-by: flotilla whose job is
+    /// unknown or ended — and with --delete remove them, dependants first.
+    Sweep {
+        /// Only orphans at least this old (e.g. 90s, 15m, 2h, 7d).
+        #[arg(long, default_value = "0s", value_parser = parse_age)]
+        older_than: Duration,
+        /// Delete the orphans found (through the undo chain's deletion).
+        #[arg(long)]
+        delete: bool,
+        /// A resource group to list besides those of known jobs (repeatable;
+        /// FLOTILLA_SWEEP_RESOURCE_GROUPS adds more).
+        #[arg(long = "resource-group", value_name = "RG")]
+        resource_groups: Vec<String>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1.0)]
+        lro_seconds: f64,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Print the built-in example cluster spec.
     Spec,
     /// Show every operation `up` would send for a spec, step by step with its
@@ -186,6 +209,10 @@ fn parse_step(s: &str) -> Result<StepName, String> {
     StepName::parse(s).ok_or_else(|| {
         format!("unknown step '{s}' (one of stage, prereqs, keys, master, workers, join)")
     })
+}
+
+fn parse_age(s: &str) -> Result<Duration, String> {
+    flotilla_core::orphans::parse_duration(s)
 }
 
 fn lro(seconds: f64) -> Result<Duration, String> {
@@ -264,6 +291,24 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             data_dir,
             output,
         } => plan(job, spec, idempotency_key, data_dir, output).await,
+        Command::Sweep {
+            older_than,
+            delete,
+            resource_groups,
+            data_dir,
+            lro_seconds,
+            output,
+        } => {
+            sweep(
+                older_than,
+                delete,
+                resource_groups,
+                data_dir,
+                lro_seconds,
+                output,
+            )
+            .await
+        }
         Command::Up {
             spec,
             data_dir,
@@ -576,6 +621,140 @@ async fn plan(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `flotilla sweep`: the orphans of the data dir's world, removed with `--delete`.
+async fn sweep(
+    older_than: Duration,
+    delete: bool,
+    groups: Vec<String>,
+    data_dir: Option<PathBuf>,
+    lro_seconds: f64,
+    output: Output,
+) -> Result<ExitCode, Failure> {
+    let groups =
+        parse_resource_groups("--resource-group", &groups.join(",")).map_err(Failure::Usage)?;
+    let mut opts = OrphanOptions::from_settings(OrphanOptions {
+        older_than,
+        resource_groups: groups,
+    })
+    .map_err(Failure::Usage)?;
+    opts.older_than = older_than;
+    let lro = lro(lro_seconds).map_err(Failure::Usage)?;
+    let dir = data_dir.unwrap_or_else(local::default_data_dir);
+    require_store(&dir)?;
+    // Only the sweep runs: no workers moving other jobs meanwhile.
+    let mut options = LocalOptions::on_disk(dir, lro, false);
+    options.workers = 0;
+    let world = LocalWorld::start(options).await?;
+    let found = match world.engine.find_orphans(&opts).await {
+        Ok(f) => f,
+        Err(e) => {
+            world.shutdown().await;
+            return Err(Failure::Runtime(e.to_string()));
+        }
+    };
+    let removal = if delete && !found.orphans.is_empty() {
+        if output == Output::Text {
+            eprintln!("deleting {} orphan(s)...", found.orphans.len());
+        }
+        let opts = RemovalOptions {
+            max_wait: Duration::from_secs(1800),
+        };
+        Some(world.engine.remove_orphans(&found.orphans, &opts).await)
+    } else {
+        None
+    };
+    world.shutdown().await;
+    match output {
+        Output::Json => {
+            let mut v = serde_json::to_value(&found).map_err(|e| e.to_string())?;
+            if let Some(r) = &removal {
+                v["removal"] = serde_json::to_value(r).map_err(|e| e.to_string())?;
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+            );
+        }
+        Output::Text => print_sweep(&found, removal.as_ref(), older_than, delete),
+    }
+    let incomplete =
+        !found.errors.is_empty() || removal.as_ref().is_some_and(|r| !r.not_removed.is_empty());
+    Ok(if incomplete {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_sweep(
+    found: &OrphanReport,
+    removal: Option<&Removal>,
+    older_than: Duration,
+    delete: bool,
+) {
+    let groups = if found.resource_groups.is_empty() {
+        "no resource group".to_string()
+    } else {
+        found.resource_groups.join(", ")
+    };
+    println!(
+        "listed: resource groups {groups}, the Key Vault, the staging container; orphans at least {} old",
+        flotilla_core::orphans::format_age(older_than)
+    );
+    for e in &found.errors {
+        println!("  could not list {e}");
+    }
+    if found.orphans.is_empty() {
+        println!("no orphans");
+    } else {
+        println!("{:<6} {:<15} {:>7}  ID / WHY", "KIND", "JOB", "AGE");
+        for o in &found.orphans {
+            println!(
+                "{:<6} {:<15} {:>7}  {}",
+                o.kind,
+                o.job.as_deref().unwrap_or("-"),
+                o.age.as_deref().unwrap_or("?"),
+                o.id
+            );
+            println!("{:<32}{}", "", o.why);
+        }
+    }
+    if found.younger > 0 {
+        println!("{} younger orphan(s) not listed", found.younger);
+    }
+    match removal {
+        Some(r) => {
+            for id in &r.removed {
+                println!("removed      {id}");
+            }
+            for s in &r.soft_deleted {
+                println!("soft-deleted {} ({})", s.id, recoverable_until(s.until));
+            }
+            for n in &r.not_removed {
+                println!("NOT removed  {}: {}", n.id, n.why);
+            }
+        }
+        None if !delete && !found.orphans.is_empty() => {
+            println!(
+                "{} orphan(s); `flotilla sweep --delete` removes them",
+                found.orphans.len()
+            )
+        }
+        None => {}
+    }
+}
+
+/// How `status` and `sweep` say until when a deleted secret is kept.
+fn recoverable_until(until: Option<time::OffsetDateTime>) -> String {
+    match until.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    }) {
+        Some(t) => format!("kept by the vault's purge protection, recoverable until {t}"),
+        None => "kept by the vault's purge protection until its scheduled purge".into(),
+    }
+}
+
 fn print_op(op: &flotilla_core::plan::PlannedOp, indent: &str) {
     let api = op
         .api_version
@@ -705,6 +884,7 @@ fn summary(world: &LocalWorld, s: &Saga) -> serde_json::Value {
         "steps": s.steps.iter().map(|st| json!({"name": st.name, "status": st.status, "attempts": st.attempts})).collect::<Vec<_>>(),
         "resources": resources,
         "leftovers": leftovers,
+        "softDeleted": s.soft_deleted,
         "error": s.error,
         "deadLetters": s.dead_letters,
         "stalled": stalled(s),
@@ -782,6 +962,12 @@ fn print_status(s: &Saga) {
     }
     for d in &s.dead_letters {
         println!("  dead-lettered: {d}");
+    }
+    for l in &s.leftovers {
+        println!("  left over (still tagged with the job): {l}");
+    }
+    for d in &s.soft_deleted {
+        println!("  soft-deleted: {} ({})", d.id, recoverable_until(d.until));
     }
     if let Some(why) = stalled(s) {
         println!("  Stalled: {why}");

@@ -51,6 +51,7 @@ pub struct LocalOptions {
     pub throttle: bool,
     pub link: Link,
     pub bus: BusOptions,
+    /// Workers consuming the bus; 0 runs no jobs (and no sweeper) at all.
     pub workers: usize,
     pub policy: Policy,
     /// The sweeper's timing (overridable by the `FLOTILLA_SWEEP_*` settings).
@@ -314,7 +315,7 @@ impl LocalWorld {
             opts.policy,
         ));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let mut workers: Vec<_> = (0..opts.workers.max(1))
+        let mut workers: Vec<_> = (0..opts.workers)
             .map(|_| {
                 tokio::spawn(run_worker(
                     engine.clone(),
@@ -324,8 +325,10 @@ impl LocalWorld {
                 ))
             })
             .collect();
-        let sweep = SweepOptions::from_settings(opts.sweep)?;
-        workers.push(tokio::spawn(run_sweeper(engine.clone(), sweep, stop_rx)));
+        if opts.workers > 0 {
+            let sweep = SweepOptions::from_settings(opts.sweep)?;
+            workers.push(tokio::spawn(run_sweeper(engine.clone(), sweep, stop_rx)));
+        }
         Ok(LocalWorld {
             sim,
             engine,

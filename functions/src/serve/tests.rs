@@ -436,3 +436,69 @@ async fn plan_answers_the_operations_and_creates_nothing() {
     let (_, reply) = post(&fx.state, "plan", &bad).await;
     assert_eq!(reply["Outputs"]["res"]["StatusCode"], "400", "{reply}");
 }
+
+#[tokio::test]
+async fn the_sweep_timer_reports_orphans_older_than_an_hour_and_deletes_nothing() {
+    use flotilla_core::names;
+    let w = flotilla_core::testing::World::new();
+    let state = AppState::new(w.engine.clone());
+    // A live job, one whose saga is then lost, and a secret planted outside any saga.
+    let mut jobs = vec![];
+    for _ in 0..2 {
+        let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+        let saga = w.run(&job, 600).await;
+        assert_eq!(saga.status, flotilla_core::saga::JobStatus::Succeeded);
+        jobs.push(job);
+    }
+    let job = jobs.pop().unwrap();
+    let planted = std::collections::BTreeMap::from([
+        (names::TAG_JOB.to_string(), "ghost-000000".to_string()),
+        (names::TAG_MANAGED_BY.to_string(), "flotilla".to_string()),
+    ]);
+    w.cloud.insert_secret("ghost-000000-storage-key", &planted);
+    w.store.remove(&job);
+    let timer = json!({"Data": {"timer": {"Schedule": {}, "IsPastDue": false}}, "Metadata": {}});
+
+    // Everything is younger than the default FLOTILLA_SWEEP_ORPHAN_AGE_S (an hour).
+    let (status, reply) = post(&state, "sweep", &timer).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let found = &reply["ReturnValue"]["orphans"];
+    assert_eq!(found["orphans"], json!([]), "{reply}");
+    let everything = || {
+        let c = &w.cloud;
+        let mut all = c.resources();
+        all.extend(c.secrets());
+        all.extend(c.blobs());
+        all
+    };
+    let before = everything();
+    let lost = before
+        .iter()
+        .filter(|i| i.contains(&job) || i.contains("ghost-000000"))
+        .count();
+    assert_eq!(found["younger"].as_u64(), Some(lost as u64), "{reply}");
+
+    w.clock.advance(std::time::Duration::from_secs(2 * 3600));
+    let (status, reply) = post(&state, "sweep", &timer).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let orphans = reply["ReturnValue"]["orphans"]["orphans"]
+        .as_array()
+        .unwrap();
+    assert_eq!(orphans.len(), lost, "{reply}");
+    assert!(orphans
+        .iter()
+        .all(|o| !o["id"].as_str().unwrap().contains(&jobs[0])));
+    assert!(orphans
+        .iter()
+        .any(|o| o["id"] == "https://fake.vault/secrets/ghost-000000-storage-key"));
+    assert!(
+        reply["Logs"].to_string().contains("reporting only"),
+        "{reply}"
+    );
+    assert!(reply["ReturnValue"].get("removal").is_none());
+    assert_eq!(
+        everything(),
+        before,
+        "the timer only reports unless told to delete"
+    );
+}

@@ -2,11 +2,14 @@
 //! blobs, through the official `azure_storage_blob` client with an Entra token
 //! (Azure, the simulator) or a SAS (Azurite).
 
-use crate::{AzureConfig, AzureError};
+use crate::{AzureConfig, AzureError, Listed};
 use azure_core::credentials::TokenCredential;
 use azure_core::http::RequestContent;
-use azure_storage_blob::models::BlobClientUploadOptions;
-use azure_storage_blob::{BlobClient, BlobClientOptions};
+use azure_storage_blob::models::{
+    BlobClientUploadOptions, BlobContainerClientListBlobsOptions, ListBlobsIncludeItem,
+};
+use azure_storage_blob::{BlobClient, BlobClientOptions, BlobContainerClient};
+use futures::TryStreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use url::Url;
@@ -141,9 +144,7 @@ impl Staging {
             .map_err(|e| AzureError::terminal("InvalidBlobName", e.to_string()))
     }
 
-    /// Creates the container if it does not exist (for local setups; on Azure
-    /// the deployment creates it).
-    pub async fn ensure_container(&self) -> Result<(), AzureError> {
+    fn container(&self) -> Result<BlobContainerClient, AzureError> {
         let mut url = self.container_url.clone();
         if let Some(sas) = self.sas()? {
             url.set_query(Some(&sas));
@@ -152,12 +153,47 @@ impl Staging {
             client_options: self.options.client_options.clone(),
             ..Default::default()
         };
-        let client = azure_storage_blob::BlobContainerClient::new(
-            url,
-            self.credential.clone(),
-            Some(options),
-        )
-        .map_err(|e| AzureError::terminal("InvalidStagingEndpoint", e.to_string()))?;
+        BlobContainerClient::new(url, self.credential.clone(), Some(options))
+            .map_err(|e| AzureError::terminal("InvalidStagingEndpoint", e.to_string()))
+    }
+
+    /// Every blob of the container whose name starts with `prefix`, with its
+    /// metadata and creation time (its last change where the service does
+    /// not say when it was created).
+    pub async fn list(&self, prefix: Option<&str>) -> Result<Vec<Listed>, AzureError> {
+        let options = BlobContainerClientListBlobsOptions {
+            include: Some(vec![ListBlobsIncludeItem::Metadata]),
+            prefix: prefix.map(str::to_string),
+            ..Default::default()
+        };
+        let mut pages = self.container()?.list_blobs(Some(options))?.into_pages();
+        let mut out = Vec::new();
+        while let Some(page) = pages.try_next().await? {
+            let page = page.into_model().map_err(AzureError::from)?;
+            for item in page.blob_items {
+                let Some(name) = item.name else { continue };
+                let props = item.properties.unwrap_or_default();
+                out.push(Listed {
+                    id: self.blob_url(&name),
+                    name,
+                    resource_type: None,
+                    tags: item
+                        .metadata
+                        .and_then(|m| m.values)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
+                    created: props.creation_time.or(props.last_modified),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates the container if it does not exist (for local setups; on Azure
+    /// the deployment creates it).
+    pub async fn ensure_container(&self) -> Result<(), AzureError> {
+        let client = self.container()?;
         match client.create(None).await {
             Ok(_) => Ok(()),
             Err(e) => {

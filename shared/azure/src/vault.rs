@@ -1,10 +1,11 @@
 //! Key Vault secrets through the official `SecretClient`: the only place a
 //! secret value crosses flotilla's code. Callers keep the returned secret id.
 
-use crate::{AzureConfig, AzureError};
+use crate::{AzureConfig, AzureError, Listed, Purge};
 use azure_core::http::RequestContent;
 use azure_security_keyvault_secrets::models::SetSecretParameters;
-use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+use azure_security_keyvault_secrets::{ResourceExt, SecretClient, SecretClientOptions};
+use futures::TryStreamExt;
 use std::collections::{BTreeMap, HashMap};
 
 /// A Key Vault client for one vault.
@@ -105,5 +106,72 @@ impl Vault {
                 }
             }
         }
+    }
+
+    /// Purges a deleted secret where the vault allows it. Reads the deleted
+    /// secret first: a vault whose recovery level is not `…Purgeable` (purge
+    /// protection) keeps it until its scheduled purge date, and so does one
+    /// that refuses the purge (403: no right to purge). Nothing deleted under
+    /// that name is [`Purge::Gone`].
+    ///
+    /// Caveat: Key Vault deletes asynchronously; a purge read in the moment
+    /// between a delete and the deleted secret's appearance finds nothing.
+    pub async fn purge(&self, name: &str) -> Result<Purge, AzureError> {
+        let not_found = |e: azure_core::Error| {
+            let e = AzureError::from(e);
+            if e.is_not_found() {
+                Ok(Purge::Gone)
+            } else {
+                Err(e)
+            }
+        };
+        let deleted = match self.client.get_deleted_secret(name, None).await {
+            Ok(resp) => resp.into_model().map_err(AzureError::from)?,
+            Err(e) => return not_found(e),
+        };
+        let until = deleted.scheduled_purge_date;
+        let purgeable = deleted
+            .attributes
+            .as_ref()
+            .and_then(|a| a.recovery_level.as_ref())
+            .is_some_and(|l| <&str>::from(l).contains("Purgeable"));
+        if !purgeable {
+            return Ok(Purge::Retained { until });
+        }
+        match self.client.purge_deleted_secret(name, None).await {
+            Ok(_) => Ok(Purge::Gone),
+            Err(e) => {
+                let e = AzureError::from(e);
+                if e.status == Some(403) {
+                    Ok(Purge::Retained { until })
+                } else if e.is_not_found() {
+                    Ok(Purge::Gone)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Every secret of the vault (never a value) with its tags and creation time.
+    pub async fn list(&self) -> Result<Vec<Listed>, AzureError> {
+        let mut pages = self.client.list_secret_properties(None)?.into_pages();
+        let mut out = Vec::new();
+        while let Some(page) = pages.try_next().await? {
+            let page = page.into_model().map_err(AzureError::from)?;
+            for item in page.value {
+                let Ok(rid) = item.resource_id() else {
+                    continue;
+                };
+                out.push(Listed {
+                    id: self.secret_id(&rid.name),
+                    name: rid.name,
+                    resource_type: None,
+                    tags: item.tags.unwrap_or_default().into_iter().collect(),
+                    created: item.attributes.and_then(|a| a.created),
+                });
+            }
+        }
+        Ok(out)
     }
 }

@@ -1,7 +1,7 @@
 //! The Azure ports ([`crate::ports::Arm`], [`Secrets`], [`Blobs`]) on the
 //! `flotilla_azure` clients: ARM REST, Key Vault and Blob Storage.
 
-use crate::ports::{Arm, Blobs, Secrets};
+use crate::ports::{Arm, Blobs, Listed, Purge, Secrets};
 use async_trait::async_trait;
 use flotilla_azure::arm::{DeleteStart, PollOutcome};
 use flotilla_azure::blob::Staging;
@@ -55,6 +55,14 @@ impl Arm for ArmClient {
     ) -> Result<Value, AzureError> {
         ArmClient::post_action(self, id, action, api_version, None).await
     }
+
+    async fn list_resources(
+        &self,
+        resource_group: &str,
+        tag: Option<(&str, &str)>,
+    ) -> Result<Vec<Listed>, AzureError> {
+        ArmClient::list_resources(self, resource_group, tag).await
+    }
 }
 
 #[async_trait]
@@ -79,6 +87,14 @@ impl Secrets for Vault {
     async fn delete(&self, name: &str) -> Result<(), AzureError> {
         Vault::delete(self, name).await
     }
+
+    async fn purge(&self, name: &str) -> Result<Purge, AzureError> {
+        Vault::purge(self, name).await
+    }
+
+    async fn list(&self) -> Result<Vec<Listed>, AzureError> {
+        Vault::list(self).await
+    }
 }
 
 #[async_trait]
@@ -101,5 +117,9 @@ impl Blobs for Staging {
 
     async fn delete(&self, name: &str) -> Result<(), AzureError> {
         Staging::delete(self, name).await
+    }
+
+    async fn list(&self, prefix: Option<&str>) -> Result<Vec<Listed>, AzureError> {
+        Staging::list(self, prefix).await
     }
 }

@@ -4,7 +4,8 @@
 
 use crate::events::{handlers, types, CloudEvent, EventData, EventKind};
 use crate::saga::{
-    ErrorInfo, JobStatus, PendingOp, PendingPurpose, ResourceState, Saga, StepName, StepStatus,
+    ErrorInfo, JobStatus, PendingOp, PendingPurpose, ResourceState, Saga, SoftDeleted, StepName,
+    StepStatus,
 };
 use flotilla_azure::AzureError;
 use std::time::Duration;
@@ -415,8 +416,9 @@ pub fn next_undo(saga: &Saga) -> Option<usize> {
         .rposition(|r| r.state != ResourceState::Deleted)
 }
 
-/// A resource is gone: record it, mark steps with nothing left as compensated,
-/// and finish compensation or deletion when nothing is left at all.
+/// A resource is gone: record it and mark steps with nothing left as
+/// compensated. When nothing is left at all ([`next_undo`] is `None`) the
+/// engine checks for leftovers and ends the chain with [`finish_undo`].
 pub fn resource_deleted(saga: &mut Saga, index: usize, now: OffsetDateTime) -> Vec<Emit> {
     saga.pending = None;
     let step = saga.resources[index].step;
@@ -428,9 +430,6 @@ pub fn resource_deleted(saga: &mut Saga, index: usize, now: OffsetDateTime) -> V
         .any(|r| r.step == step && r.state != ResourceState::Deleted);
     if step_clear {
         out.extend(step_undone(saga, step, now));
-    }
-    if next_undo(saga).is_none() {
-        out.extend(finish_undo(saga, now));
     }
     out
 }
@@ -456,9 +455,18 @@ fn step_undone(saga: &mut Saga, step: StepName, now: OffsetDateTime) -> Vec<Emit
     }]
 }
 
-/// Nothing is left to delete: the job is compensated (or deleted).
-pub fn finish_undo(saga: &mut Saga, now: OffsetDateTime) -> Vec<Emit> {
+/// The undo log holds nothing that may still exist, and the check that
+/// follows (a listing of everything tagged with the job) found `leftovers`.
+///
+/// # Guarantees
+/// Steps with nothing left become `Compensated` either way. With nothing
+/// found the job is `Compensated` (or `Deleted` after `delete`). With
+/// anything found it is `Failed` with `LeftoversFound`, the ids listed in
+/// `leftovers` (`status` shows them) and `compensation.failed` emitted; a
+/// later `delete` checks again.
+pub fn finish_undo(saga: &mut Saga, leftovers: &[String], now: OffsetDateTime) -> Vec<Emit> {
     saga.pending = None;
+    saga.verify_attempts = 0;
     let mut out = vec![];
     for step in StepName::ALL {
         if matches!(
@@ -467,6 +475,39 @@ pub fn finish_undo(saga: &mut Saga, now: OffsetDateTime) -> Vec<Emit> {
         ) {
             out.extend(step_undone(saga, step, now));
         }
+    }
+    saga.leftovers = leftovers.to_vec();
+    if !leftovers.is_empty() {
+        let what = if saga.status == JobStatus::Deleting {
+            "delete"
+        } else {
+            "compensation"
+        };
+        let info = ErrorInfo::terminal(
+            "LeftoversFound",
+            format!(
+                "{what} finished its undo chain but {} thing(s) are still tagged with the job: {}",
+                leftovers.len(),
+                leftovers.join(", ")
+            ),
+        );
+        saga.error = Some(info.clone());
+        saga.status = JobStatus::Failed;
+        saga.updated_at = now;
+        out.push(Emit {
+            event: CloudEvent::new(
+                types::COMPENSATION_FAILED,
+                handlers::NONE,
+                &format!("leftovers/{}", saga.seq),
+                EventData {
+                    error: Some(info),
+                    resources: leftovers.to_vec(),
+                    ..data(saga)
+                },
+            ),
+            not_before: None,
+        });
+        return out;
     }
     let (status, ty, key) = if saga.status == JobStatus::Deleting {
         (JobStatus::Deleted, types::JOB_DELETED, "deleted")
@@ -543,6 +584,72 @@ pub fn fail_undo(
     }]
 }
 
+/// The check for leftovers after the undo chain could not list what is
+/// tagged with the job. A retryable failure checks again after a backoff
+/// (an `undo.retry`, which leads back to the check) while attempts remain;
+/// otherwise the job is `Failed` with `VerificationFailed`, since nobody can
+/// tell whether it left anything behind.
+pub fn verify_failed(
+    saga: &mut Saga,
+    error: &AzureError,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Vec<Emit> {
+    saga.pending = None;
+    saga.verify_attempts += 1;
+    let attempts = saga.verify_attempts;
+    if error.is_retryable() && attempts < policy.max_undo_attempts {
+        let seq = saga.next_seq();
+        let after = policy.backoff(attempts, error.retry_after);
+        let event = CloudEvent::new(
+            types::UNDO_RETRY,
+            handlers::COMPENSATE,
+            &format!("verify-retry/{seq}"),
+            EventData {
+                seq: Some(seq),
+                error: Some(error.into()),
+                ..data(saga)
+            },
+        );
+        return vec![Emit {
+            event,
+            not_before: Some(after),
+        }];
+    }
+    let info = ErrorInfo::terminal(
+        "VerificationFailed",
+        format!(
+            "the undo chain finished but listing what is still tagged with the job failed ({attempts} attempt(s)); last: {}: {}",
+            error.code, error.message
+        ),
+    );
+    saga.error = Some(info.clone());
+    saga.status = JobStatus::Failed;
+    saga.updated_at = now;
+    vec![Emit {
+        event: CloudEvent::new(
+            types::COMPENSATION_FAILED,
+            handlers::NONE,
+            &format!("verify-failed/{}", saga.seq),
+            EventData {
+                error: Some(info),
+                ..data(saga)
+            },
+        ),
+        not_before: None,
+    }]
+}
+
+/// A deleted secret the vault keeps (purge protection): recorded once, with
+/// when Azure purges it, so `status` can say so.
+pub fn secret_retained(saga: &mut Saga, id: &str, until: Option<OffsetDateTime>) {
+    saga.soft_deleted.retain(|s| s.id != id);
+    saga.soft_deleted.push(SoftDeleted {
+        id: id.to_string(),
+        until,
+    });
+}
+
 /// An explicit delete request: turns a finished job into `Deleting`.
 /// Returns `Err` with the reason when the job's state forbids it.
 pub fn request_delete(saga: &mut Saga) -> Result<Emit, Refusal> {
@@ -562,6 +669,8 @@ pub fn request_delete(saga: &mut Saga) -> Result<Emit, Refusal> {
     }
     saga.status = JobStatus::Deleting;
     saga.error = None;
+    saga.leftovers.clear();
+    saga.verify_attempts = 0;
     for s in &mut saga.steps {
         s.undo_attempts = 0;
     }

@@ -110,6 +110,15 @@ pub fn storage_key_secret(job: &str) -> String {
 pub fn sp_secret(job: &str) -> String {
     format!("{job}-sp-secret")
 }
+/// The blob metadata name of a tag: metadata names are C# identifiers, so
+/// `flotilla-job` becomes `flotilla_job` and `managed-by` `managed_by`.
+pub fn metadata_name(tag: &str) -> String {
+    tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+}
+/// The name prefix of every blob staged for `job`.
+pub fn blob_prefix(job: &str) -> String {
+    format!("{job}/")
+}
 pub fn spec_blob(job: &str) -> String {
     format!("{job}/cluster.json")
 }

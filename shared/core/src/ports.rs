@@ -14,6 +14,7 @@
 use async_trait::async_trait;
 use flotilla_azure::arm::{DeleteStart, PollOutcome};
 use flotilla_azure::{AzureError, PollState, ResourceId};
+pub use flotilla_azure::{Listed, Purge};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -185,6 +186,14 @@ pub trait Arm: Send + Sync {
         action: &str,
         api_version: &str,
     ) -> Result<Value, AzureError>;
+    /// The resources of one resource group, or only those carrying tag
+    /// `name = value` (whose tags the answer then leaves out), with type,
+    /// tags and creation time. A missing resource group holds nothing.
+    async fn list_resources(
+        &self,
+        resource_group: &str,
+        tag: Option<(&str, &str)>,
+    ) -> Result<Vec<Listed>, AzureError>;
 }
 
 /// The Key Vault secrets of the cluster.
@@ -201,6 +210,11 @@ pub trait Secrets: Send + Sync {
     ) -> Result<(), AzureError>;
     /// Deletes a secret; a missing one is success.
     async fn delete(&self, name: &str) -> Result<(), AzureError>;
+    /// Purges the deleted secret `name` where the vault allows it; says what
+    /// is left (see [`Purge`]).
+    async fn purge(&self, name: &str) -> Result<Purge, AzureError>;
+    /// Every secret (never a value) with its tags and creation time.
+    async fn list(&self) -> Result<Vec<Listed>, AzureError>;
 }
 
 /// The staging blob container.
@@ -217,6 +231,8 @@ pub trait Blobs: Send + Sync {
     ) -> Result<(), AzureError>;
     /// Deletes a blob; a missing one is success.
     async fn delete(&self, name: &str) -> Result<(), AzureError>;
+    /// The blobs whose name starts with `prefix`, with metadata and creation time.
+    async fn list(&self, prefix: Option<&str>) -> Result<Vec<Listed>, AzureError>;
 }
 
 /// What time it is (the engine's only source of "now", so tests can move it).

@@ -262,6 +262,32 @@ pub struct Saga {
     /// `MessageId`) the job was submitted with; the job id derives from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submission_key: Option<String>,
+    /// What the check after the undo chain still found tagged with the job
+    /// (ARM ids, secret ids, blob URLs); the job is then `Failed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leftovers: Vec<String>,
+    /// Secrets the undo chain deleted that the vault keeps recoverable
+    /// (purge protection) until Azure purges them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub soft_deleted: Vec<SoftDeleted>,
+    /// Failed attempts of the check after the undo chain (retried like an undo).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub verify_attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A deleted secret the vault keeps: recoverable, and purged by Azure at `until`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SoftDeleted {
+    /// The secret id (URL without version).
+    pub id: String,
+    /// When Azure purges it (its `scheduledPurgeDate`), when the vault says.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub until: Option<OffsetDateTime>,
 }
 
 /// An event waiting in the saga document to be sent.
@@ -311,6 +337,9 @@ impl Saga {
             wake_at: None,
             rearms: 0,
             submission_key: None,
+            leftovers: vec![],
+            soft_deleted: vec![],
+            verify_attempts: 0,
         }
     }
 

@@ -90,6 +90,9 @@ pub const SETTINGS: &[Setting] = &[
     s("FLOTILLA_SWEEP_INTERVAL_S", Flotilla, false, "Seconds between sweeps in `flotilla worker` and the embedded runner (default 30; on Azure the `sweep` timer function runs every minute)."),
     s("FLOTILLA_SWEEP_GRACE_S", Flotilla, false, "Seconds a job's next event may be overdue before the sweeper re-arms it (default 60)."),
     s("FLOTILLA_STALL_AFTER_S", Flotilla, false, "Seconds without progress after which `status` and the sweeper report a job as stalled (default 900)."),
+    s("FLOTILLA_SWEEP_RESOURCE_GROUPS", Flotilla, false, "Comma-separated resource groups the orphan sweep lists besides those of known jobs (it never lists the whole subscription)."),
+    s("FLOTILLA_SWEEP_ORPHAN_AGE_S", Flotilla, false, "Seconds an orphan must have existed before the `sweep` timer function reports or deletes it (default 3600)."),
+    s("FLOTILLA_SWEEP_DELETE_ORPHANS", Flotilla, false, "`true` makes the `sweep` timer function delete the orphans it finds; default `false`: it only reports them."),
     s("RUST_LOG", Flotilla, false, "Log filter (tracing-subscriber syntax, default `info`)."),
     s("FLOTILLA_LOG_FORMAT", Flotilla, true, "`text` (default) or `json` (one JSON object per line, for Application Insights)."),
     // `flotilla serve` listener (seconds may have decimals)

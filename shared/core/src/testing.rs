@@ -10,8 +10,8 @@
 use crate::decide::Policy;
 use crate::engine::{settle, Azure, Delivered, Engine, Settlement};
 use crate::ports::{
-    Arm, Blobs, BusError, Clock, DeadLetter, Delivery, ETag, EventBus, OutMessage, SagaStore,
-    Secrets, StoreError, StoredDoc,
+    Arm, Blobs, BusError, Clock, DeadLetter, Delivery, ETag, EventBus, Listed, OutMessage, Purge,
+    SagaStore, Secrets, StoreError, StoredDoc,
 };
 use crate::steps::Env;
 use async_trait::async_trait;
@@ -61,6 +61,11 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// Removes a document (a saga lost from the store).
+    pub fn remove(&self, id: &str) {
+        lock(&self.docs).remove(id);
+    }
+
     /// Overwrites a document with anything (to corrupt it).
     pub fn overwrite(&self, id: &str, doc: Value) {
         let v = self.version.fetch_add(1, Ordering::SeqCst) + 1;
@@ -273,8 +278,9 @@ impl EventBus for MemoryBus {
 /// resource id (or secret / blob name).
 #[derive(Clone, Debug)]
 pub struct Fault {
-    /// `put`, `patch`, `delete`, `poll`, `get`, `action`, `secret.set`,
-    /// `secret.get`, `secret.delete`, `blob.put`, `blob.delete`.
+    /// `put`, `patch`, `delete`, `poll`, `get`, `action`, `list` (target:
+    /// the resource group), `secret.set`, `secret.get`, `secret.delete`,
+    /// `secret.purge`, `secret.list`, `blob.put`, `blob.delete`, `blob.list`.
     pub op: &'static str,
     pub target: String,
     pub error: AzureError,
@@ -282,37 +288,96 @@ pub struct Fault {
     pub times: u32,
 }
 
+/// A secret or a blob in the fake cloud: its content, tags (blob metadata) and birth.
+#[derive(Clone)]
+struct Item {
+    content: Vec<u8>,
+    tags: BTreeMap<String, String>,
+    created: OffsetDateTime,
+}
+
 #[derive(Default)]
 struct CloudState {
     /// ARM resources: lower-cased id → (id, body).
     resources: BTreeMap<String, (String, Value)>,
+    /// When each ARM resource (lower-cased id) was first created.
+    born: BTreeMap<String, OffsetDateTime>,
     /// Operations in flight: poll URL → (polls left, resource id, is delete).
     operations: HashMap<String, (u32, String, bool)>,
-    secrets: BTreeMap<String, String>,
-    blobs: BTreeMap<String, Vec<u8>>,
+    secrets: BTreeMap<String, Item>,
+    /// Soft-deleted secrets: name → when Azure would purge them.
+    deleted_secrets: BTreeMap<String, OffsetDateTime>,
+    blobs: BTreeMap<String, Item>,
     faults: Vec<Fault>,
     /// Creates per resource id (PUTs of a resource that did not exist).
     creates: BTreeMap<String, u32>,
+    /// Every delete that reached the cloud, in order (ARM ids, secret and blob names).
+    deletes: Vec<String>,
     calls: u64,
 }
 
 /// ARM, Key Vault and Blob in memory. Scale sets take `lro_polls` polls to
-/// create or delete; their instance view reports every node joined.
+/// create or delete; their instance view reports every node joined. Deleted
+/// secrets are soft-deleted; a purge removes them unless `purge_protection`
+/// is on, which keeps them for 90 days as a protected vault does.
 pub struct FakeCloud {
     state: Mutex<CloudState>,
-    pub lro_polls: u32,
+    /// Polls a scale set's create or delete takes (changeable while running).
+    pub lro_polls: std::sync::atomic::AtomicU32,
+    pub purge_protection: bool,
+    /// Creation times come from this clock (the world's, once in a [`World`]).
+    clock: Arc<dyn Clock>,
 }
 
 impl Default for FakeCloud {
     fn default() -> Self {
         FakeCloud {
             state: Mutex::default(),
-            lro_polls: 1,
+            lro_polls: std::sync::atomic::AtomicU32::new(1),
+            purge_protection: false,
+            clock: Arc::new(crate::ports::SystemClock),
         }
     }
 }
 
+/// How long a protected vault keeps a deleted secret.
+pub const SOFT_DELETE_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Whether `id` lies in resource group `rg` (any subscription).
+fn in_group(id: &str, rg: &str) -> bool {
+    ResourceId::parse(id).is_ok_and(|r| {
+        !r.segments.is_empty()
+            && r.resource_group
+                .as_deref()
+                .is_some_and(|g| g.eq_ignore_ascii_case(rg))
+    })
+}
+
+fn tags_of(body: &Value) -> BTreeMap<String, String> {
+    body.get("tags")
+        .and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn has_tag(tags: &BTreeMap<String, String>, name: &str, value: &str) -> bool {
+    tags.iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case(name) && v == value)
+}
+
 impl FakeCloud {
+    /// A cloud whose vault has purge protection.
+    pub fn with_purge_protection(self) -> FakeCloud {
+        FakeCloud {
+            purge_protection: true,
+            ..self
+        }
+    }
+
     /// Makes the next `times` matching calls fail with `error`.
     pub fn fail(&self, op: &'static str, target: &str, error: AzureError, times: u32) {
         lock(&self.state).faults.push(Fault {
@@ -351,8 +416,53 @@ impl FakeCloud {
         lock(&self.state).secrets.keys().cloned().collect()
     }
 
+    /// Secrets deleted but not purged, with when Azure would purge them.
+    pub fn soft_deleted(&self) -> Vec<(String, OffsetDateTime)> {
+        lock(&self.state)
+            .deleted_secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     pub fn blobs(&self) -> Vec<String> {
         lock(&self.state).blobs.keys().cloned().collect()
+    }
+
+    /// Creates an ARM resource directly (as someone outside flotilla would),
+    /// born now.
+    pub fn insert_resource(&self, id: &str, tags: &BTreeMap<String, String>) {
+        let now = self.clock.now();
+        let mut s = lock(&self.state);
+        let key = id.to_ascii_lowercase();
+        s.born.insert(key.clone(), now);
+        s.resources.insert(
+            key,
+            (
+                id.to_string(),
+                json!({"location": "westeurope", "tags": tags}),
+            ),
+        );
+    }
+
+    /// Creates a secret directly, born now.
+    pub fn insert_secret(&self, name: &str, tags: &BTreeMap<String, String>) {
+        let item = Item {
+            content: b"planted".to_vec(),
+            tags: tags.clone(),
+            created: self.clock.now(),
+        };
+        lock(&self.state).secrets.insert(name.into(), item);
+    }
+
+    /// Creates a blob directly with this metadata, born now.
+    pub fn insert_blob(&self, name: &str, metadata: &BTreeMap<String, String>) {
+        let item = Item {
+            content: b"planted".to_vec(),
+            tags: metadata.clone(),
+            created: self.clock.now(),
+        };
+        lock(&self.state).blobs.insert(name.into(), item);
     }
 
     /// The most times any one resource was created (1 when nothing was created twice).
@@ -363,6 +473,11 @@ impl FakeCloud {
             .copied()
             .max()
             .unwrap_or(0)
+    }
+
+    /// Every delete that got past the fault rules, in order (ARM ids, secret and blob names).
+    pub fn deletes(&self) -> Vec<String> {
+        lock(&self.state).deletes.clone()
     }
 
     /// Every call made so far.
@@ -382,13 +497,14 @@ impl FakeCloud {
     }
 
     fn start(&self, id: &ResourceId, delete: bool) -> Option<PollState> {
-        if !Self::is_lro(id) || self.lro_polls == 0 {
+        let polls = self.lro_polls.load(Ordering::SeqCst);
+        if !Self::is_lro(id) || polls == 0 {
             return None;
         }
         let mut s = lock(&self.state);
         let url = format!("https://fake/operations/{}", s.operations.len() + 1);
         s.operations
-            .insert(url.clone(), (self.lro_polls, id.to_string(), delete));
+            .insert(url.clone(), (polls, id.to_string(), delete));
         Some(PollState {
             url,
             via: PollVia::AsyncOperation,
@@ -408,6 +524,7 @@ impl FakeCloud {
             let key = id.to_string().to_ascii_lowercase();
             if !s.resources.contains_key(&key) {
                 *s.creates.entry(key.clone()).or_default() += 1;
+                s.born.insert(key.clone(), self.clock.now());
             }
             let merged = match s.resources.get(&key) {
                 Some((_, old)) if op == "patch" => {
@@ -449,6 +566,7 @@ impl Arm for FakeCloud {
 
     async fn delete(&self, id: &ResourceId, _api: &str) -> Result<DeleteStart, AzureError> {
         self.check("delete", &id.to_string())?;
+        lock(&self.state).deletes.push(id.to_string());
         let key = id.to_string().to_ascii_lowercase();
         if !lock(&self.state).resources.contains_key(&key) {
             return Ok(DeleteStart::Gone);
@@ -517,6 +635,36 @@ impl Arm for FakeCloud {
             json!({"keys": [{"keyName": "key1", "value": "fake-storage-key", "permissions": "FULL"}]}),
         )
     }
+
+    async fn list_resources(
+        &self,
+        resource_group: &str,
+        tag: Option<(&str, &str)>,
+    ) -> Result<Vec<Listed>, AzureError> {
+        self.check("list", resource_group)?;
+        let s = lock(&self.state);
+        Ok(s.resources
+            .iter()
+            .filter(|(_, (id, _))| in_group(id, resource_group))
+            .filter_map(|(key, (id, body))| {
+                let tags = tags_of(body);
+                if let Some((n, v)) = tag {
+                    if !has_tag(&tags, n, v) {
+                        return None;
+                    }
+                }
+                let rid = ResourceId::parse(id).ok()?;
+                Some(Listed {
+                    id: id.clone(),
+                    name: rid.name().to_string(),
+                    resource_type: Some(rid.resource_type()),
+                    // As ARM: an answer filtered by tag carries no tags.
+                    tags: if tag.is_some() { BTreeMap::new() } else { tags },
+                    created: s.born.get(key).copied(),
+                })
+            })
+            .collect())
+    }
 }
 
 #[async_trait]
@@ -527,24 +675,81 @@ impl Secrets for FakeCloud {
 
     async fn get(&self, name: &str) -> Result<Option<String>, AzureError> {
         self.check("secret.get", name)?;
-        Ok(lock(&self.state).secrets.get(name).cloned())
+        Ok(lock(&self.state)
+            .secrets
+            .get(name)
+            .map(|i| String::from_utf8_lossy(&i.content).into_owned()))
     }
 
     async fn set(
         &self,
         name: &str,
         value: &str,
-        _: &BTreeMap<String, String>,
+        tags: &BTreeMap<String, String>,
     ) -> Result<(), AzureError> {
         self.check("secret.set", name)?;
-        lock(&self.state).secrets.insert(name.into(), value.into());
+        let now = self.clock.now();
+        let mut s = lock(&self.state);
+        if s.deleted_secrets.contains_key(name) {
+            return Err(AzureError::from_service(
+                409,
+                "Conflict",
+                "the secret is deleted but recoverable; its name cannot be reused",
+                None,
+            ));
+        }
+        let created = s.secrets.get(name).map_or(now, |i| i.created);
+        s.secrets.insert(
+            name.into(),
+            Item {
+                content: value.as_bytes().to_vec(),
+                tags: tags.clone(),
+                created,
+            },
+        );
         Ok(())
     }
 
     async fn delete(&self, name: &str) -> Result<(), AzureError> {
         self.check("secret.delete", name)?;
-        lock(&self.state).secrets.remove(name);
+        let now = self.clock.now();
+        let mut s = lock(&self.state);
+        s.deletes.push(name.to_string());
+        if s.secrets.remove(name).is_some() {
+            s.deleted_secrets
+                .insert(name.into(), now + SOFT_DELETE_RETENTION);
+        }
         Ok(())
+    }
+
+    async fn purge(&self, name: &str) -> Result<Purge, AzureError> {
+        self.check("secret.purge", name)?;
+        let mut s = lock(&self.state);
+        match s.deleted_secrets.get(name) {
+            None => Ok(Purge::Gone),
+            Some(until) if self.purge_protection => Ok(Purge::Retained {
+                until: Some(*until),
+            }),
+            Some(_) => {
+                s.deleted_secrets.remove(name);
+                Ok(Purge::Gone)
+            }
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Listed>, AzureError> {
+        self.check("secret.list", "")?;
+        Ok(lock(&self.state)
+            .secrets
+            .iter()
+            .map(|(name, i)| Listed {
+                id: self.secret_id(name),
+                name: name.clone(),
+                resource_type: None,
+                tags: i.tags.clone(),
+                created: Some(i.created),
+            })
+            .collect())
     }
 }
 
@@ -559,17 +764,40 @@ impl Blobs for FakeCloud {
         name: &str,
         content: Vec<u8>,
         _: &str,
-        _: &BTreeMap<String, String>,
+        metadata: &BTreeMap<String, String>,
     ) -> Result<(), AzureError> {
         self.check("blob.put", name)?;
-        lock(&self.state).blobs.insert(name.into(), content);
+        let item = Item {
+            content,
+            tags: metadata.clone(),
+            created: self.clock.now(),
+        };
+        lock(&self.state).blobs.insert(name.into(), item);
         Ok(())
     }
 
     async fn delete(&self, name: &str) -> Result<(), AzureError> {
         self.check("blob.delete", name)?;
-        lock(&self.state).blobs.remove(name);
+        let mut s = lock(&self.state);
+        s.deletes.push(name.to_string());
+        s.blobs.remove(name);
         Ok(())
+    }
+
+    async fn list(&self, prefix: Option<&str>) -> Result<Vec<Listed>, AzureError> {
+        self.check("blob.list", prefix.unwrap_or(""))?;
+        Ok(lock(&self.state)
+            .blobs
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix.unwrap_or("")))
+            .map(|(name, i)| Listed {
+                id: self.blob_url(name),
+                name: name.clone(),
+                resource_type: None,
+                tags: i.tags.clone(),
+                created: Some(i.created),
+            })
+            .collect())
     }
 }
 
@@ -591,7 +819,10 @@ impl World {
         let clock = ManualClock::new();
         let store = Arc::new(MemoryStore::default());
         let bus = Arc::new(MemoryBus::new(clock.clone()));
-        let cloud = Arc::new(cloud);
+        let cloud = Arc::new(FakeCloud {
+            clock: clock.clone(),
+            ..cloud
+        });
         let sub = "00000000-0000-0000-0000-000000000000";
         let env = Env {
             subscription_id: sub.into(),

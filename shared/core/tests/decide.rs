@@ -839,6 +839,12 @@ fn undo_deletes_newest_first_and_compensates_each_step_for_every_failed_step() {
             emitted.extend(emits);
         }
         assert_eq!(
+            saga.status,
+            JobStatus::Compensating,
+            "failed {failed}: the chain ends only after the check for leftovers"
+        );
+        emitted.extend(decide::finish_undo(&mut saga, &[], t(10)));
+        assert_eq!(
             order,
             (0..total).rev().collect::<Vec<_>>(),
             "failed {failed}: newest first, each once"
@@ -917,6 +923,8 @@ fn resource_already_gone_gives_the_same_outcome() {
             assert_eq!(kinds(&a), kinds(&b), "failed {failed}");
         }
         assert!(decide::next_undo(&odd).is_none());
+        decide::finish_undo(&mut plain, &[], t(11));
+        decide::finish_undo(&mut odd, &[], t(11));
         assert_eq!(plain, odd, "failed {failed}");
         assert_eq!(odd.status, JobStatus::Compensated);
     }
@@ -952,7 +960,7 @@ fn all_resources_already_gone_finishes_compensation() {
             r.state = ResourceState::Deleted;
         }
         assert_eq!(decide::next_undo(&saga), None);
-        let emits = decide::finish_undo(&mut saga, t(13));
+        let emits = decide::finish_undo(&mut saga, &[], t(13));
         assert_eq!(saga.status, JobStatus::Compensated, "failed {failed}");
         assert_eq!(
             emits.last().unwrap().event.event_type,
@@ -975,7 +983,7 @@ fn all_resources_already_gone_finishes_compensation() {
     // Failed before creating anything at all.
     let mut saga = compensating(StepName::Stage);
     saga.resources.clear();
-    let emits = decide::finish_undo(&mut saga, t(13));
+    let emits = decide::finish_undo(&mut saga, &[], t(13));
     assert_eq!(kinds(&emits), vec![types::JOB_COMPENSATED]);
     assert_eq!(saga.step(StepName::Stage).status, StepStatus::Failed);
 }
@@ -997,6 +1005,7 @@ fn deleting_a_succeeded_job_removes_everything_and_ends_deleted() {
         order.push(i);
         emitted.extend(decide::resource_deleted(&mut saga, i, t(14)));
     }
+    emitted.extend(decide::finish_undo(&mut saga, &[], t(14)));
     assert_eq!(order, (0..total).rev().collect::<Vec<_>>());
     assert_eq!(saga.status, JobStatus::Deleted);
     let last = emitted.last().unwrap();
@@ -1027,11 +1036,12 @@ fn deleting_a_compensated_job_ends_deleted() {
     while let Some(i) = decide::next_undo(&saga) {
         decide::resource_deleted(&mut saga, i, t(15));
     }
+    decide::finish_undo(&mut saga, &[], t(15));
     assert_eq!(saga.status, JobStatus::Compensated);
     let request = decide::request_delete(&mut saga).unwrap();
     assert_eq!(decide(&saga, &request.event), Decision::Undo);
     assert_eq!(decide::next_undo(&saga), None);
-    let emits = decide::finish_undo(&mut saga, t(16));
+    let emits = decide::finish_undo(&mut saga, &[], t(16));
     assert_eq!(kinds(&emits), vec![types::JOB_DELETED]);
     assert_eq!(saga.status, JobStatus::Deleted);
     assert_eq!(saga.step(StepName::Workers).status, StepStatus::Failed);
@@ -1425,6 +1435,7 @@ fn happy_life() -> Vec<Emit> {
         }
         out.extend(decide::resource_deleted(&mut saga, i, t(9)));
     }
+    out.extend(decide::finish_undo(&mut saga, &[], t(9)));
     assert_eq!(saga.status, JobStatus::Deleted);
     out
 }
@@ -1469,6 +1480,7 @@ fn failed_life() -> Vec<Emit> {
     while let Some(i) = decide::next_undo(&saga) {
         out.extend(decide::resource_deleted(&mut saga, i, t(10)));
     }
+    out.extend(decide::finish_undo(&mut saga, &[], t(10)));
     assert_eq!(saga.status, JobStatus::Deleted);
     out
 }
@@ -1548,4 +1560,119 @@ fn events_are_cloudevents_without_secrets() {
         seen_types.insert(e.event.event_type.clone());
     }
     assert!(seen_types.len() >= 15, "types covered: {seen_types:?}");
+}
+
+// ---- the check for leftovers that ends the undo chain ------------------------
+
+/// A compensation (or, with `delete`, a deletion) whose undo log is done.
+fn undone(failed: StepName, delete: bool) -> Saga {
+    let mut saga = compensating(failed);
+    while let Some(i) = decide::next_undo(&saga) {
+        decide::resource_deleted(&mut saga, i, t(20));
+    }
+    if delete {
+        decide::finish_undo(&mut saga, &[], t(20));
+        decide::request_delete(&mut saga).unwrap();
+    }
+    saga
+}
+
+#[test]
+fn leftovers_found_after_the_undo_chain_fail_the_job_and_list_them() {
+    let left = vec![
+        format!("{RG}/Microsoft.Network/networkSecurityGroups/stray"),
+        "https://flotilla-kv.vault.azure.net/secrets/stray".to_string(),
+    ];
+    for delete in [false, true] {
+        let mut saga = undone(StepName::Workers, delete);
+        let emits = decide::finish_undo(&mut saga, &left, t(21));
+        assert_eq!(saga.status, JobStatus::Failed, "delete {delete}");
+        assert_eq!(saga.leftovers, left);
+        let err = saga.error.clone().unwrap();
+        assert_eq!(err.code, "LeftoversFound");
+        assert!(!err.retryable);
+        for id in &left {
+            assert!(err.message.contains(id.as_str()), "{}", err.message);
+        }
+        let last = emits.last().unwrap();
+        assert_eq!(last.event.event_type, types::COMPENSATION_FAILED);
+        assert_eq!(last.event.data.resources, left);
+        assert!(!kinds(&emits).contains(&types::JOB_COMPENSATED));
+        assert!(!kinds(&emits).contains(&types::JOB_DELETED));
+        // Every step with nothing left in the log is still marked undone.
+        for step in StepName::ALL.into_iter().filter(|s| *s < StepName::Workers) {
+            assert_eq!(saga.step(step).status, StepStatus::Compensated, "{step}");
+        }
+        assert!(decide::next_undo(&saga).is_none());
+
+        // A later delete checks again, and ends Deleted when nothing is left.
+        let request = decide::request_delete(&mut saga).expect("a Failed job can be deleted");
+        assert!(
+            saga.leftovers.is_empty(),
+            "a new delete clears the old findings"
+        );
+        assert_eq!(saga.error, None);
+        assert_eq!(decide(&saga, &request.event), Decision::Undo);
+        let emits = decide::finish_undo(&mut saga, &[], t(22));
+        assert_eq!(saga.status, JobStatus::Deleted);
+        assert_eq!(kinds(&emits).last(), Some(&types::JOB_DELETED));
+    }
+}
+
+#[test]
+fn a_failed_check_is_retried_like_an_undo_then_fails_the_job() {
+    let policy = Policy::default();
+    let mut saga = undone(StepName::Master, false);
+    let mut ids = HashSet::new();
+    for attempt in 1..policy.max_undo_attempts {
+        let emits = decide::verify_failed(&mut saga, &busy(), &policy, t(30));
+        assert_eq!(saga.status, JobStatus::Compensating, "attempt {attempt}");
+        assert_eq!(saga.verify_attempts, attempt);
+        assert_eq!(emits.len(), 1);
+        let e = &emits[0];
+        assert_eq!(e.event.event_type, types::UNDO_RETRY);
+        assert_eq!(e.event.subject, handlers::COMPENSATE);
+        assert_eq!(e.not_before, Some(policy.backoff(attempt, None)));
+        assert!(ids.insert(e.event.id.clone()), "a fresh id per attempt");
+        assert_eq!(
+            decide(&saga, &e.event),
+            Decision::Undo,
+            "the retry checks again"
+        );
+    }
+    let emits = decide::verify_failed(&mut saga, &busy(), &policy, t(31));
+    assert_eq!(saga.status, JobStatus::Failed);
+    assert_eq!(saga.error.as_ref().unwrap().code, "VerificationFailed");
+    assert_eq!(kinds(&emits), vec![types::COMPENSATION_FAILED]);
+
+    // A terminal failure (no right to list) fails at once; a success resets the count.
+    let mut saga = undone(StepName::Master, true);
+    decide::verify_failed(&mut saga, &busy(), &policy, t(32));
+    assert_eq!(saga.verify_attempts, 1);
+    decide::finish_undo(&mut saga, &[], t(33));
+    assert_eq!(saga.verify_attempts, 0);
+    assert_eq!(saga.status, JobStatus::Deleted);
+    let mut saga = undone(StepName::Master, true);
+    let emits = decide::verify_failed(&mut saga, &forbidden(), &policy, t(34));
+    assert_eq!(saga.status, JobStatus::Failed);
+    assert_eq!(kinds(&emits), vec![types::COMPENSATION_FAILED]);
+}
+
+#[test]
+fn a_secret_the_vault_keeps_is_recorded_once_with_its_purge_date() {
+    let mut saga = fresh();
+    let id = "https://flotilla-kv.vault.azure.net/secrets/job-7f3a-storage-key";
+    decide::secret_retained(&mut saga, id, Some(t(90)));
+    decide::secret_retained(&mut saga, id, Some(t(91)));
+    assert_eq!(saga.soft_deleted.len(), 1);
+    assert_eq!(saga.soft_deleted[0].until, Some(t(91)));
+    let json = saga.to_json();
+    assert_eq!(json["softDeleted"][0]["id"], id);
+    assert!(json["softDeleted"][0]["until"].is_string(), "{json}");
+    let back: Saga = serde_json::from_value(json).unwrap();
+    assert_eq!(back, saga);
+    assert!(
+        fresh().to_json().get("leftovers").is_none(),
+        "empty findings stay out of the document"
+    );
 }

@@ -215,6 +215,9 @@ fn container_op(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
                 return container_not_found();
             };
             let prefix = ctx.q("prefix").unwrap_or("");
+            let with_metadata = ctx
+                .q("include")
+                .is_some_and(|i| i.split(',').any(|p| p.trim() == "metadata"));
             let mut xml = format!(
                 "<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults ServiceEndpoint=\"{}/blob/{}/\" ContainerName=\"{}\"><Blobs>",
                 xml_escape(&ctx.base),
@@ -227,13 +230,23 @@ fn container_op(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
                     .map(|d| d.len())
                     .unwrap_or(0);
                 xml.push_str(&format!(
-                    "<Blob><Name>{}</Name><Properties><Last-Modified>{}</Last-Modified><Etag>{}</Etag><Content-Length>{}</Content-Length><Content-Type>{}</Content-Type><BlobType>BlockBlob</BlobType></Properties></Blob>",
+                    "<Blob><Name>{}</Name><Properties><Last-Modified>{}</Last-Modified><Etag>{}</Etag><Content-Length>{}</Content-Length><Content-Type>{}</Content-Type><BlobType>BlockBlob</BlobType></Properties>",
                     xml_escape(&b.name),
                     http_date(b.modified_ms),
                     xml_escape(&b.etag),
                     len,
                     xml_escape(b.content_type.as_deref().unwrap_or("application/octet-stream")),
                 ));
+                if with_metadata {
+                    // Names are C# identifiers (checked on upload): safe as element names.
+                    let pairs: String = b
+                        .metadata
+                        .iter()
+                        .map(|(k, v)| format!("<{k}>{}</{k}>", xml_escape(v)))
+                        .collect();
+                    xml.push_str(&format!("<Metadata>{pairs}</Metadata>"));
+                }
+                xml.push_str("</Blob>");
             }
             xml.push_str("</Blobs><NextMarker /></EnumerationResults>");
             let mut r = Response::new(Body::from(xml));

@@ -8,7 +8,9 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
+/// The recovery level of a vault without purge protection, and with it.
 const RECOVERY_LEVEL: &str = "Recoverable+Purgeable";
+const PROTECTED_RECOVERY_LEVEL: &str = "Recoverable";
 /// Soft-deleted secrets are kept this long before their scheduled purge.
 const RETENTION_S: i64 = 90 * 24 * 3600;
 
@@ -30,14 +32,19 @@ fn bad_param(message: &str) -> Response {
     arm_error(StatusCode::BAD_REQUEST, "BadParameter", message)
 }
 
-fn bundle(vault: &str, s: &Secret, v: &SecretVersion, with_value: bool) -> Value {
+fn bundle(vault: &str, s: &Secret, v: &SecretVersion, with_value: bool, protected: bool) -> Value {
+    let level = if protected {
+        PROTECTED_RECOVERY_LEVEL
+    } else {
+        RECOVERY_LEVEL
+    };
     let mut out = json!({
         "id": format!("{vault}/secrets/{}/{}", s.name, v.version),
         "attributes": {
             "enabled": v.enabled,
             "created": v.created,
             "updated": v.updated,
-            "recoveryLevel": RECOVERY_LEVEL,
+            "recoveryLevel": level,
             "recoverableDays": 90,
         },
         "tags": v.tags,
@@ -51,8 +58,14 @@ fn bundle(vault: &str, s: &Secret, v: &SecretVersion, with_value: bool) -> Value
     out
 }
 
-fn deleted_bundle(vault: &str, s: &Secret, v: &SecretVersion, deleted: i64) -> Value {
-    let mut out = bundle(vault, s, v, false);
+fn deleted_bundle(
+    vault: &str,
+    s: &Secret,
+    v: &SecretVersion,
+    deleted: i64,
+    protected: bool,
+) -> Value {
+    let mut out = bundle(vault, s, v, false, protected);
     out["recoveryId"] = json!(format!("{vault}/deletedsecrets/{}", s.name));
     out["deletedDate"] = json!(deleted);
     out["scheduledPurgeDate"] = json!(deleted + RETENTION_S);
@@ -95,9 +108,10 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
                     .find(|x| x.version.eq_ignore_ascii_case(ver)),
             };
             match found {
-                Some(ver) if ver.enabled => {
-                    json_response(StatusCode::OK, &bundle(&vault, s, ver, true))
-                }
+                Some(ver) if ver.enabled => json_response(
+                    StatusCode::OK,
+                    &bundle(&vault, s, ver, true, st.purge_protection),
+                ),
                 Some(_) => arm_error(
                     StatusCode::FORBIDDEN,
                     "Forbidden",
@@ -109,6 +123,7 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
         (false, Method::DELETE, None) => {
             let out = {
                 let mut st = lock(&sim.inner.state);
+                let protected = st.purge_protection;
                 let Some(s) = st.secrets.get_mut(&key).filter(|s| s.deleted.is_none()) else {
                     return not_found(&name);
                 };
@@ -117,7 +132,7 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
                 let Some(latest) = s.versions.last() else {
                     return not_found(&name);
                 };
-                deleted_bundle(&vault, s, latest, now)
+                deleted_bundle(&vault, s, latest, now, protected)
             };
             sim.persist_now();
             json_response(StatusCode::OK, &out)
@@ -126,9 +141,10 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
             let st = lock(&sim.inner.state);
             match st.secrets.get(&key) {
                 Some(s) => match (s.deleted, s.versions.last()) {
-                    (Some(d), Some(v)) => {
-                        json_response(StatusCode::OK, &deleted_bundle(&vault, s, v, d))
-                    }
+                    (Some(d), Some(v)) => json_response(
+                        StatusCode::OK,
+                        &deleted_bundle(&vault, s, v, d, st.purge_protection),
+                    ),
                     _ => deleted_not_found(&name),
                 },
                 None => deleted_not_found(&name),
@@ -137,6 +153,14 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
         (true, Method::DELETE, None) => {
             let removed = {
                 let mut st = lock(&sim.inner.state);
+                if st.purge_protection && st.secrets.get(&key).is_some_and(|s| s.deleted.is_some())
+                {
+                    return arm_error(
+                        StatusCode::FORBIDDEN,
+                        "Forbidden",
+                        "Operation \"purge\" is not allowed because purge protection is enabled for this vault. Key Vault service will automatically purge it after the retention period has passed.",
+                    );
+                }
                 match st.secrets.get(&key) {
                     Some(s) if s.deleted.is_some() => st.secrets.remove(&key).is_some(),
                     _ => false,
@@ -198,6 +222,7 @@ fn set(sim: &Sim, ctx: &Ctx, name: &str, key: &str, vault: &str) -> Response {
     let now = now_ms() / 1000;
     let out = {
         let mut st = lock(&sim.inner.state);
+        let protected = st.purge_protection;
         if st.secrets.get(key).is_some_and(|s| s.deleted.is_some()) {
             return arm_error(
                 StatusCode::CONFLICT,
@@ -221,7 +246,7 @@ fn set(sim: &Sim, ctx: &Ctx, name: &str, key: &str, vault: &str) -> Response {
             tags,
         });
         match s.versions.last() {
-            Some(v) => bundle(vault, s, v, true),
+            Some(v) => bundle(vault, s, v, true, protected),
             None => json!({}),
         }
     };
@@ -246,8 +271,8 @@ fn list(sim: &Sim, ctx: &Ctx, deleted: bool) -> Response {
         .filter_map(|s| {
             let v = s.versions.last()?;
             let mut item = match s.deleted {
-                Some(d) => deleted_bundle(vault, s, v, d),
-                None => bundle(vault, s, v, false),
+                Some(d) => deleted_bundle(vault, s, v, d, st.purge_protection),
+                None => bundle(vault, s, v, false, st.purge_protection),
             };
             item["id"] = json!(format!(
                 "{vault}/{}/{}",

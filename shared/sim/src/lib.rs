@@ -432,6 +432,14 @@ impl Sim {
         lock(&self.inner.faults).push(rule);
     }
 
+    /// Turns the vault's purge protection on or off (off by default): with it,
+    /// deleted secrets report recovery level `Recoverable` and a purge is
+    /// refused with 403, as on a vault with `enablePurgeProtection`.
+    pub fn set_purge_protection(&self, on: bool) {
+        lock(&self.inner.state).purge_protection = on;
+        self.persist_now();
+    }
+
     /// Removes every fault injection rule.
     pub fn clear_faults(&self) {
         lock(&self.inner.faults).clear();

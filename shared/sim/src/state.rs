@@ -176,6 +176,9 @@ pub(crate) struct Resource {
     pub keys: Vec<String>,
     #[serde(default)]
     pub boot: Option<Boot>,
+    /// When it was first created (epoch ms; ARM's `createdTime`).
+    #[serde(default)]
+    pub created_ms: i64,
 }
 
 /// What an asynchronous operation does when it finishes.
@@ -271,6 +274,10 @@ pub(crate) struct State {
     /// Bumped on every save (a count of saves since start).
     #[serde(default)]
     pub generation: u64,
+    /// The vault has purge protection: deleted secrets stay recoverable
+    /// until their scheduled purge date and a purge is refused.
+    #[serde(default)]
+    pub purge_protection: bool,
     /// Unapplied operations by (end time, id); rebuilt on load.
     #[serde(skip)]
     pub pending: BTreeSet<(i64, String)>,
@@ -292,6 +299,7 @@ impl State {
             containers: Tracked::default(),
             tokens: Tracked::default(),
             generation: 0,
+            purge_protection: false,
             pending: BTreeSet::new(),
         }
     }
@@ -321,6 +329,11 @@ impl State {
             "meta",
             "creds".into(),
             serde_json::to_string(&self.creds).ok(),
+        ));
+        out.push((
+            "meta",
+            "purge_protection".into(),
+            Some(self.purge_protection.to_string()),
         ));
         out
     }
@@ -441,6 +454,9 @@ impl Persist {
                 }
                 "meta" if key == "creds" => {
                     creds = Some(serde_json::from_str(&value).map_err(bad)?)
+                }
+                "meta" if key == "purge_protection" => {
+                    st.purge_protection = serde_json::from_str(&value).map_err(bad)?
                 }
                 _ => {}
             }

@@ -9,16 +9,22 @@
 //! - [`undo`]: the compensation / deletion chain, and scaling;
 //! - [`worker`]: one settlement function for every consumer (the Functions
 //!   handler, `flotilla worker`, the embedded runner);
-//! - [`sweep`]: the sweeper that re-arms what is overdue and reports what is stalled.
+//! - [`sweep`]: the sweeper that re-arms what is overdue and reports what is stalled;
+//! - [`orphans`]: the orphan sweep, listing (and deleting) what carries
+//!   `managed-by: flotilla` but belongs to no live job.
 
 mod commands;
 mod forward;
+mod orphans;
 mod sweep;
 mod txn;
 mod undo;
 mod worker;
 
 pub use commands::Submitted;
+pub use orphans::{
+    parse_resource_groups, NotRemoved, OrphanOptions, OrphanReport, Removal, RemovalOptions,
+};
 pub use sweep::{run_sweeper, stalled_reason, Stalled, SweepOptions, SweepReport};
 pub use worker::{run_worker, settle, Delivered, Settlement};
 

@@ -1,18 +1,127 @@
 //! The undo chain (compensation and explicit deletion, newest resource
-//! first, a 404 counting as deleted) and pool scaling.
+//! first, a 404 counting as deleted), the check for leftovers that ends it,
+//! and pool scaling.
+//!
+//! # Expected flow
+//! Each recorded resource is deleted newest first; a secret is deleted, then
+//! purged where the vault allows it. When the undo log holds nothing that may
+//! still exist, the engine lists everything still tagged with the job (the
+//! job's resource group, the vault, the job's staged blobs) and hands what it
+//! found to `decide::finish_undo`: nothing, and the job is compensated or
+//! deleted; anything, and it is `Failed` with the leftovers listed.
+//!
+//! # Guarantees
+//! A crash anywhere repeats at most one delete (a 404 is success) or the
+//! check itself (a read). A failed check is retried like a failed delete
+//! (`decide::verify_failed`).
 
 use super::txn::Txn;
 use super::{Engine, EngineError};
 use crate::decide;
 use crate::names;
-use crate::saga::{ErrorInfo, JobStatus, PendingPurpose, ResourceKind, ResourceState};
+use crate::saga::{ErrorInfo, JobStatus, PendingPurpose, ResourceKind, ResourceState, Saga};
 use crate::steps;
 use flotilla_azure::arm::{DeleteStart, PollOutcome};
 use flotilla_azure::models::api;
-use flotilla_azure::{AzureError, ResourceId};
+use flotilla_azure::{AzureError, Purge, ResourceId};
+
+/// What starting the deletion of one thing gave.
+pub(super) enum Deleted {
+    /// Gone (or never there).
+    Gone,
+    /// A secret that is deleted but kept by the vault until `until`.
+    Retained(Option<time::OffsetDateTime>),
+    /// An ARM delete that is still running.
+    Pending(flotilla_azure::PollState),
+}
 
 impl Engine {
-    /// Deletes recorded resources, newest first, until none is left.
+    /// Starts deleting one thing: an ARM DELETE (a 404 is gone), or a secret
+    /// deleted then purged where the vault allows it, or a blob. The undo
+    /// chain and the orphan sweep both delete through this.
+    pub(super) async fn start_delete(
+        &self,
+        id: &str,
+        kind: &ResourceKind,
+    ) -> Result<Deleted, AzureError> {
+        match kind {
+            ResourceKind::Arm { api_version } => {
+                let id = ResourceId::parse(id)
+                    .map_err(|e| AzureError::terminal("InvalidResourceId", e))?;
+                Ok(match self.azure.arm.delete(&id, api_version).await? {
+                    DeleteStart::Gone => Deleted::Gone,
+                    DeleteStart::Pending(poll) => Deleted::Pending(poll),
+                })
+            }
+            ResourceKind::Secret { name } => {
+                self.azure.secrets.delete(name).await?;
+                Ok(match self.azure.secrets.purge(name).await? {
+                    Purge::Gone => Deleted::Gone,
+                    Purge::Retained { until } => Deleted::Retained(until),
+                })
+            }
+            ResourceKind::Blob { name } => {
+                self.azure.blobs.delete(name).await?;
+                Ok(Deleted::Gone)
+            }
+        }
+    }
+
+    /// Everything still tagged with the job: ARM resources of its resource
+    /// group, Key Vault secrets and its staged blobs (ids, sorted).
+    pub(super) async fn leftovers(&self, saga: &Saga) -> Result<Vec<String>, AzureError> {
+        let job = saga.id.as_str();
+        let mut out: Vec<String> = self
+            .azure
+            .arm
+            .list_resources(&saga.spec.resource_group, Some((names::TAG_JOB, job)))
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        out.extend(
+            self.azure
+                .secrets
+                .list()
+                .await?
+                .into_iter()
+                .filter(|s| s.tag(names::TAG_JOB) == Some(job))
+                .map(|s| s.id),
+        );
+        let meta = names::metadata_name(names::TAG_JOB);
+        out.extend(
+            self.azure
+                .blobs
+                .list(Some(&names::blob_prefix(job)))
+                .await?
+                .into_iter()
+                .filter(|b| b.tag(&meta) == Some(job))
+                .map(|b| b.id),
+        );
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The undo log is done: check for leftovers and end the chain.
+    async fn verify(&self, txn: &mut Txn) -> Result<(), EngineError> {
+        let emits = match self.leftovers(&txn.saga).await {
+            Ok(found) => {
+                if !found.is_empty() {
+                    tracing::warn!(job = %txn.saga.id, leftovers = found.len(), "still tagged with the job after its undo chain");
+                }
+                decide::finish_undo(&mut txn.saga, &found, self.now())
+            }
+            Err(e) => {
+                tracing::warn!(job = %txn.saga.id, code = %e.code, "checking for leftovers failed");
+                decide::verify_failed(&mut txn.saga, &e, &self.policy, self.now())
+            }
+        };
+        txn.outbox.extend(emits);
+        self.save(txn).await
+    }
+
+    /// Deletes recorded resources, newest first, until none is left; then checks for leftovers.
     pub(super) async fn undo(&self, txn: &mut Txn) -> Result<(), EngineError> {
         loop {
             if !matches!(
@@ -22,35 +131,20 @@ impl Engine {
                 return self.save(txn).await;
             }
             let Some(index) = decide::next_undo(&txn.saga) else {
-                let emits = decide::finish_undo(&mut txn.saga, self.now());
-                txn.outbox.extend(emits);
-                return self.save(txn).await;
+                return self.verify(txn).await;
             };
             let record = txn.saga.resources[index].clone();
-            let result = match &record.kind {
-                ResourceKind::Arm { api_version } => match ResourceId::parse(&record.id) {
-                    Ok(id) => self.azure.arm.delete(&id, api_version).await,
-                    Err(e) => Err(AzureError::terminal("InvalidResourceId", e)),
-                },
-                ResourceKind::Secret { name } => self
-                    .azure
-                    .secrets
-                    .delete(name)
-                    .await
-                    .map(|_| DeleteStart::Gone),
-                ResourceKind::Blob { name } => self
-                    .azure
-                    .blobs
-                    .delete(name)
-                    .await
-                    .map(|_| DeleteStart::Gone),
-            };
-            match result {
-                Ok(DeleteStart::Gone) => {
+            match self.start_delete(&record.id, &record.kind).await {
+                Ok(Deleted::Gone) => {
                     let emits = decide::resource_deleted(&mut txn.saga, index, self.now());
                     txn.outbox.extend(emits);
                 }
-                Ok(DeleteStart::Pending(poll)) => {
+                Ok(Deleted::Retained(until)) => {
+                    decide::secret_retained(&mut txn.saga, &record.id, until);
+                    let emits = decide::resource_deleted(&mut txn.saga, index, self.now());
+                    txn.outbox.extend(emits);
+                }
+                Ok(Deleted::Pending(poll)) => {
                     if poll.retry_after_s == 0 {
                         if let Ok(PollOutcome::Succeeded) = self.azure.arm.poll(&poll).await {
                             let emits = decide::resource_deleted(&mut txn.saga, index, self.now());

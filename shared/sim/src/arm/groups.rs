@@ -4,7 +4,7 @@ use super::lro::{lro_headers, op_urls, start_op};
 use super::request::{bad, parse_body};
 use super::{method_not_allowed, model, rg_id, rg_key, rg_not_found, RG_TYPE};
 use crate::state::{OpKind, Resource};
-use crate::util::{arm_error, empty, json_response, Ctx};
+use crate::util::{arm_error, empty, json_response, now_ms, Ctx};
 use crate::{lock, Sim};
 use axum::response::Response;
 use http::{Method, StatusCode};
@@ -114,6 +114,7 @@ pub(crate) fn resource_group(
                 etag: uuid::Uuid::new_v4().to_string(),
                 keys: vec![],
                 boot: None,
+                created_ms: st.resources.get(&key).map_or_else(now_ms, |r| r.created_ms),
             };
             let mut out = render_rg(&res);
             if out.get("managedBy").is_some_and(Value::is_null) {

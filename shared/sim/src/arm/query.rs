@@ -3,7 +3,7 @@
 
 use super::request::bad;
 use super::{compute, method_not_allowed, rg_key, rg_not_found, RA_TYPE, RG_TYPE};
-use crate::util::{json_response, parse_tag_filter, tags_match, tags_of, Ctx};
+use crate::util::{json_response, parse_tag_filter, rfc3339, tags_match, tags_of, Ctx};
 use crate::{lock, Sim};
 use axum::response::Response;
 use http::{Method, StatusCode};
@@ -27,6 +27,10 @@ pub(crate) fn list(
             )
         })?),
     };
+    let expand_created = ctx.q("$expand").is_some_and(|e| {
+        e.split(',')
+            .any(|p| p.trim().eq_ignore_ascii_case("createdTime"))
+    });
     let st = lock(&sim.inner.state);
     if let Some(rg) = &rg {
         if !st.resources.contains_key(&rg_key(rg)) {
@@ -67,6 +71,9 @@ pub(crate) fn list(
         }
         if filter.is_none() && !tags.is_empty() {
             item["tags"] = json!(tags);
+        }
+        if expand_created {
+            item["createdTime"] = json!(rfc3339(r.created_ms));
         }
         value.push(item);
     }

@@ -8,7 +8,7 @@ use super::refs::external_refs;
 use super::request::{bad, parse_body, reject};
 use super::{children, method_not_allowed, resource_not_found, rg_key, rg_not_found, RA_TYPE};
 use crate::state::{OpKind, Resource, State};
-use crate::util::{arm_error, empty, json_response, Ctx};
+use crate::util::{arm_error, empty, json_response, now_ms, Ctx};
 use crate::{lock, Sim, SUBSCRIPTION_ID};
 use axum::response::Response;
 use http::{Method, StatusCode};
@@ -317,6 +317,7 @@ fn put_resource(
         etag: uuid::Uuid::new_v4().to_string(),
         keys,
         boot: existing.as_ref().and_then(|e| e.boot.clone()),
+        created_ms: existing.as_ref().map_or_else(now_ms, |e| e.created_ms),
     };
     st.resources.insert(key.clone(), res);
     if sync_update {

@@ -149,6 +149,7 @@ pub(crate) fn role_assignment(
                     etag: String::new(),
                     keys: vec![],
                     boot: None,
+                    created_ms: now_ms(),
                 },
             );
             drop(st);
