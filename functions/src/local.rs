@@ -278,6 +278,7 @@ impl LocalWorld {
             staging_url: format!("{account_endpoint}/{STAGING_CONTAINER}/"),
             keyvault_url: info.keyvault_url.clone(),
             sp_client_id: Some(info.client_id.clone()),
+            tenant_id: Some(info.tenant_id.clone()),
         };
         let engine = Arc::new(Engine::new(
             embedded.store(),

@@ -605,6 +605,7 @@ impl World {
             staging_url: "https://fake.blob/staging/".into(),
             keyvault_url: "https://fake.vault".into(),
             sp_client_id: Some("cluster-sp".into()),
+            tenant_id: Some("cluster-tenant".into()),
         };
         let azure = Azure {
             arm: cloud.clone(),

@@ -8,6 +8,7 @@ use crate::decide::{self, Decision};
 use crate::events::CloudEvent;
 use crate::names;
 use crate::ports::StoreError;
+use crate::spec::IdentityMode;
 use crate::saga::{
     ErrorInfo, PendingPurpose, ResourceKind, ResourceRecord, ResourceState, StepName,
 };
@@ -188,14 +189,25 @@ impl Engine {
                             ),
                         )
                     })?;
+                let sp_secret = match txn.saga.spec.identity {
+                    IdentityMode::ServicePrincipal => Some(
+                        self.azure.secrets.get(&names::sp_secret(job)).await?.ok_or_else(|| {
+                            AzureError::terminal(
+                                "SecretNotFound",
+                                format!("{} is missing; was `keys` undone?", names::sp_secret(job)),
+                            )
+                        })?,
+                    ),
+                    IdentityMode::ManagedIdentity => None,
+                };
                 let mut body = body.clone();
-                if let Some(ext) = body.pointer_mut("/properties/virtualMachineProfile/extensionProfile/extensions/0/properties/protectedSettings") {
-                    ext["storageAccountKey"] = serde_json::Value::String(key);
-                }
+                steps::node::seal(&mut body, &key, sp_secret.as_deref());
                 Ok(self.azure.arm.put(id, api::COMPUTE, &body).await?)
             }
             Op::Secret { name, source } => {
                 let value = match source {
+                    // Written by the nodes; only recorded for undo.
+                    SecretSource::Node => return Ok(None),
                     SecretSource::StorageKey => {
                         let keys = self.azure.arm.action(&self.env.staging_account_id, "listKeys", api::STORAGE).await?;
                         let keys: StorageKeys = serde_json::from_value(keys)
