@@ -14,6 +14,7 @@ pub(crate) enum Area {
     Control,
     Token,
     Msi,
+    Imds,
     KeyVault,
     Blob,
     ServiceBus,
@@ -58,6 +59,11 @@ fn classify(ctx: &Ctx) -> Target {
         "msi" if ctx.segs.len() == 2 && ctx.seg_lc(1) == "token" => {
             t(Area::Msi, "Microsoft.ManagedIdentity/token", "msi")
         }
+        "imds" if ctx.segs.len() >= 3 => t(
+            Area::Imds,
+            "Microsoft.Compute/instanceMetadata",
+            &name_at(1),
+        ),
         "secrets" | "deletedsecrets" => t(
             Area::KeyVault,
             "Microsoft.KeyVault/vaults/secrets",
@@ -228,6 +234,7 @@ async fn handle_area(sim: &Sim, ctx: &Ctx, target: &Target) -> (Response, Option
     let resp = match target.area {
         Area::Token => crate::auth::token_endpoint(sim, ctx),
         Area::Msi => crate::auth::msi_endpoint(sim, ctx),
+        Area::Imds => crate::imds::handle(sim, ctx),
         Area::KeyVault => crate::kv::handle(sim, ctx),
         Area::Blob => crate::blob::handle(sim, ctx),
         Area::ServiceBus => crate::servicebus::handle(sim, ctx).await,

@@ -8,10 +8,10 @@ use crate::decide::{self, Decision};
 use crate::events::CloudEvent;
 use crate::names;
 use crate::ports::StoreError;
-use crate::spec::IdentityMode;
 use crate::saga::{
     ErrorInfo, PendingPurpose, ResourceKind, ResourceRecord, ResourceState, StepName,
 };
+use crate::spec::IdentityMode;
 use crate::steps::{self, Op, SecretSource};
 use flotilla_azure::arm::PollOutcome;
 use flotilla_azure::models::{api, InstanceView, StorageKeys};
@@ -191,12 +191,19 @@ impl Engine {
                     })?;
                 let sp_secret = match txn.saga.spec.identity {
                     IdentityMode::ServicePrincipal => Some(
-                        self.azure.secrets.get(&names::sp_secret(job)).await?.ok_or_else(|| {
-                            AzureError::terminal(
-                                "SecretNotFound",
-                                format!("{} is missing; was `keys` undone?", names::sp_secret(job)),
-                            )
-                        })?,
+                        self.azure
+                            .secrets
+                            .get(&names::sp_secret(job))
+                            .await?
+                            .ok_or_else(|| {
+                                AzureError::terminal(
+                                    "SecretNotFound",
+                                    format!(
+                                        "{} is missing; was `keys` undone?",
+                                        names::sp_secret(job)
+                                    ),
+                                )
+                            })?,
                     ),
                     IdentityMode::ManagedIdentity => None,
                 };

@@ -62,8 +62,13 @@ fn quote(s: &str) -> String {
 fn cidr(s: &str) -> Option<(u32, u32)> {
     let (addr, len) = s.split_once('/')?;
     let len: u32 = len.parse().ok().filter(|l| *l <= 32)?;
-    let octets: Vec<u8> = addr.split('.').map(|o| o.parse().ok()).collect::<Option<_>>()?;
-    let [a, b, c, d] = octets[..] else { return None };
+    let octets: Vec<u8> = addr
+        .split('.')
+        .map(|o| o.parse().ok())
+        .collect::<Option<_>>()?;
+    let [a, b, c, d] = octets[..] else {
+        return None;
+    };
     Some((u32::from_be_bytes([a, b, c, d]), len))
 }
 
@@ -122,7 +127,10 @@ pub fn render(saga: &Saga, env: &Env, role: Role<'_>) -> String {
         ("SUBSCRIPTION_ID", env.subscription_id.clone()),
         ("RESOURCE_GROUP", spec.resource_group.clone()),
         ("LOCATION", spec.location.clone()),
-        ("KEYVAULT_URL", env.keyvault_url.trim_end_matches('/').into()),
+        (
+            "KEYVAULT_URL",
+            env.keyvault_url.trim_end_matches('/').into(),
+        ),
         ("STAGING_URL", env.staging_url.clone()),
         ("SPEC_BLOB", names::spec_blob(job)),
         ("API_ENDPOINT", names::api_fqdn(job, &spec.location)),
@@ -157,10 +165,7 @@ pub fn render(saga: &Saga, env: &Env, role: Role<'_>) -> String {
 
 /// The init extension's command for `role`, without any secret.
 pub fn command(role: Role<'_>, job: &str) -> String {
-    format!(
-        "bash {}",
-        names::blob_file_name(&role.blob(job))
-    )
+    format!("bash {}", names::blob_file_name(&role.blob(job)))
 }
 
 /// Completes a scale set body just before its PUT: the staging key the init
