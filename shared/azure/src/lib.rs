@@ -9,6 +9,7 @@ pub mod arm;
 pub mod blob;
 pub mod config;
 pub mod error;
+pub mod kube;
 pub mod models;
 pub mod resource_id;
 pub mod transport;
