@@ -266,12 +266,18 @@ impl LocalWorld {
         }
         .map_err(|e| format!("store: {e}"))?;
         let arm = Arc::new(ArmClient::new(&config).map_err(|e| e.to_string())?);
-        let azure = Azure::from_clients(
+        let mut azure = Azure::from_clients(
             arm.clone(),
             Vault::new(&config).map_err(|e| e.to_string())?,
             staging,
             Some(info.client_secret.clone()),
         );
+        if matches!(opts.link, Link::InProcess) {
+            // The simulated API servers answer in process too.
+            azure.kube = Arc::new(flotilla_azure::kube::KubeClient::with_transport(
+                config.http.clone(),
+            ));
+        }
         let env = Env {
             subscription_id: info.subscription_id.clone(),
             staging_account_id,

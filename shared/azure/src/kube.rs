@@ -21,22 +21,18 @@ pub struct Node {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Rewrites the API server URL before connecting (the simulator serves every
-/// cluster's API under its own base URL; `None` on Azure).
-pub type EndpointMap = Arc<dyn Fn(&url::Url) -> Option<url::Url> + Send + Sync>;
-
 /// Reads nodes from the API server of a kubeconfig.
 #[derive(Clone, Default)]
 pub struct KubeClient {
-    map: Option<EndpointMap>,
-    /// Extra CA certificates (PEM) to trust besides the kubeconfig's (the simulator's).
-    extra_ca: Option<Vec<u8>>,
+    /// Sends through this transport instead of connecting (an in-process
+    /// simulator); the kubeconfig's TLS material is then not used.
+    transport: Option<Arc<dyn azure_core::http::HttpClient>>,
 }
 
 impl std::fmt::Debug for KubeClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubeClient")
-            .field("mapped", &self.map.is_some())
+            .field("in_process", &self.transport.is_some())
             .finish()
     }
 }
@@ -218,12 +214,11 @@ impl KubeClient {
         KubeClient::default()
     }
 
-    /// A client that rewrites API server URLs with `map` and also trusts
-    /// `extra_ca_pem` (for the simulator).
-    pub fn mapped(map: EndpointMap, extra_ca_pem: Option<Vec<u8>>) -> KubeClient {
+    /// A client that hands every request to `transport` (the in-process
+    /// simulator of the benchmark); the URL's path still selects the cluster.
+    pub fn with_transport(transport: Arc<dyn azure_core::http::HttpClient>) -> KubeClient {
         KubeClient {
-            map: Some(map),
-            extra_ca: extra_ca_pem,
+            transport: Some(transport),
         }
     }
 
@@ -235,50 +230,14 @@ impl KubeClient {
     /// are classified like any service answer.
     pub async fn nodes(&self, kubeconfig: &str) -> Result<Vec<Node>, AzureError> {
         let t = target(kubeconfig)?;
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15));
-        let mut roots = vec![];
-        if let Some(pem) = &t.ca_pem {
-            roots.extend(
-                reqwest::Certificate::from_pem_bundle(pem)
-                    .map_err(|_| invalid("has a certificate-authority-data that is not PEM"))?,
-            );
-        }
-        if let Some(pem) = &self.extra_ca {
-            roots.extend(
-                reqwest::Certificate::from_pem_bundle(pem)
-                    .map_err(|e| AzureError::terminal("BadCaCertificate", e.to_string()))?,
-            );
-        }
-        if !roots.is_empty() {
-            builder = builder.tls_certs_only(roots);
-        }
-        if let Some(pem) = &t.identity_pem {
-            let id = reqwest::Identity::from_pem(pem)
-                .map_err(|_| invalid("has a client certificate or key that is not PEM"))?;
-            builder = builder.identity(id);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| AzureError::terminal("KubeClient", e.to_string()))?;
-        let mut server = t.server.clone();
-        if let Some(mapped) = self.map.as_ref().and_then(|m| m(&t.server)) {
-            server = mapped;
-        }
-        let url = format!("{}/api/v1/nodes", server.as_str().trim_end_matches('/'));
-        let mut req = client.get(&url).header("accept", "application/json");
-        if let Some(token) = &t.token {
-            req = req.bearer_auth(token);
-        }
         let host = t.server.host_str().unwrap_or("").to_string();
-        let resp = req.send().await.map_err(|e| {
-            unreachable(format!(
-                "the API server {host} does not answer: {}",
-                root_cause(&e)
-            ))
-        })?;
-        let status = resp.status().as_u16();
+        let url = format!("{}/api/v1/nodes", t.server.as_str().trim_end_matches('/'));
+        let (status, body) = match &self.transport {
+            Some(transport) => {
+                Self::send_in_process(transport, &url, t.token.as_deref(), &host).await?
+            }
+            None => Self::send(&t, &url, &host).await?,
+        };
         if status == 401 || status == 403 {
             return Err(AzureError::terminal(
                 "KubeApiUnauthorized",
@@ -295,9 +254,7 @@ impl KubeClient {
                 None,
             ));
         }
-        let list: NodeList = resp
-            .json()
-            .await
+        let list: NodeList = serde_json::from_slice(&body)
             .map_err(|e| unreachable(format!("the node list from {host} is unreadable: {e}")))?;
         Ok(list
             .items
@@ -312,6 +269,72 @@ impl KubeClient {
                 labels: n.metadata.labels,
             })
             .collect())
+    }
+
+    async fn send_in_process(
+        transport: &Arc<dyn azure_core::http::HttpClient>,
+        url: &str,
+        token: Option<&str>,
+        host: &str,
+    ) -> Result<(u16, Vec<u8>), AzureError> {
+        let url =
+            url::Url::parse(url).map_err(|e| invalid(format!("has a bad server URL: {e}")))?;
+        let mut req = azure_core::http::Request::new(url, azure_core::http::Method::Get);
+        req.insert_header("accept", "application/json");
+        if let Some(token) = token {
+            req.insert_header("authorization", format!("Bearer {token}"));
+        }
+        let resp = transport
+            .execute_request(&req)
+            .await
+            .map_err(|e| unreachable(format!("the API server {host} does not answer: {e}")))?;
+        let status = u16::from(resp.status());
+        let raw = resp
+            .try_into_raw_response()
+            .await
+            .map_err(|e| unreachable(format!("the API server {host} does not answer: {e}")))?;
+        Ok((status, raw.body().to_vec()))
+    }
+
+    /// One GET over TLS, trusting only the kubeconfig's CA.
+    async fn send(t: &Target, url: &str, host: &str) -> Result<(u16, Vec<u8>), AzureError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15));
+        let mut roots = vec![];
+        if let Some(pem) = &t.ca_pem {
+            roots.extend(
+                reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|_| invalid("has a certificate-authority-data that is not PEM"))?,
+            );
+        }
+        if !roots.is_empty() {
+            builder = builder.tls_certs_only(roots);
+        }
+        if let Some(pem) = &t.identity_pem {
+            let id = reqwest::Identity::from_pem(pem)
+                .map_err(|_| invalid("has a client certificate or key that is not PEM"))?;
+            builder = builder.identity(id);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| AzureError::terminal("KubeClient", e.to_string()))?;
+        let mut req = client.get(url).header("accept", "application/json");
+        if let Some(token) = &t.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.map_err(|e| {
+            unreachable(format!(
+                "the API server {host} does not answer: {}",
+                root_cause(&e)
+            ))
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| unreachable(format!("the API server {host} does not answer: {e}")))?;
+        Ok((status, body.to_vec()))
     }
 }
 

@@ -15,6 +15,7 @@ pub(crate) enum Area {
     Token,
     Msi,
     Imds,
+    Kube,
     KeyVault,
     Blob,
     ServiceBus,
@@ -59,6 +60,7 @@ fn classify(ctx: &Ctx) -> Target {
         "msi" if ctx.segs.len() == 2 && ctx.seg_lc(1) == "token" => {
             t(Area::Msi, "Microsoft.ManagedIdentity/token", "msi")
         }
+        "kube" if ctx.segs.len() >= 2 => t(Area::Kube, "Microsoft.Kubernetes/nodes", &name_at(1)),
         "imds" if ctx.segs.len() >= 3 => t(
             Area::Imds,
             "Microsoft.Compute/instanceMetadata",
@@ -162,6 +164,7 @@ async fn handle(sim: Sim, req: Request) -> Response {
         base,
     };
     let target = classify(&ctx);
+    crate::boot::start(&sim, &ctx.base, false);
     if target.area == Area::Control {
         return crate::control::handle(&sim, &ctx);
     }
@@ -235,6 +238,7 @@ async fn handle_area(sim: &Sim, ctx: &Ctx, target: &Target) -> (Response, Option
         Area::Token => crate::auth::token_endpoint(sim, ctx),
         Area::Msi => crate::auth::msi_endpoint(sim, ctx),
         Area::Imds => crate::imds::handle(sim, ctx),
+        Area::Kube => crate::kube::handle(sim, ctx),
         Area::KeyVault => crate::kv::handle(sim, ctx),
         Area::Blob => crate::blob::handle(sim, ctx),
         Area::ServiceBus => crate::servicebus::handle(sim, ctx).await,
@@ -251,7 +255,8 @@ async fn handle_area(sim: &Sim, ctx: &Ctx, target: &Target) -> (Response, Option
                     set_header(&mut r, "retry-after", &wait.to_string());
                     r
                 }
-                None => crate::arm::handle(sim, ctx, async_fault),
+                None => crate::kube::scale_set_vms(sim, ctx)
+                    .unwrap_or_else(|| crate::arm::handle(sim, ctx, async_fault)),
             };
             set_header(
                 &mut resp,

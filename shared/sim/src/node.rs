@@ -102,11 +102,12 @@ pub struct Harness {
     cluster: PathBuf,
 }
 
+/// The system's own copy of a tool (the standard directories, not `PATH`:
+/// a node runs with what the OS provides).
 fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain(["/usr/bin".into(), "/bin".into()])
-        .map(|d| d.join(name))
+    ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
 }
 

@@ -36,8 +36,9 @@ register_node() {
   # Tells the simulated API server that this node registered (kubelet's job).
   [ -n "${FLOTILLA_STUB_KUBE_API:-}" ] || return 0
   local labels
-  labels=$(grep -m1 -A0 'value: "flotilla.io' "$1" | sed 's/^.*value: "//; s/"$//')
-  printf '{"name":"%s","labels":"%s"}' "${FLOTILLA_STUB_NODE_NAME:-node}" "$labels" >"$H/register.json"
+  labels=$(grep -m1 'value: "flotilla.io' "$1" | sed 's/^.*value: "//; s/"$//; s/=/":"/g; s/,/","/g')
+  printf '{"kind":"Node","apiVersion":"v1","metadata":{"name":"%s","labels":{"%s"}}}' \
+    "${FLOTILLA_STUB_NODE_NAME:-node}" "$labels" >"$H/register.json"
   curl.real -sS -f -o /dev/null -X POST -H 'Content-Type: application/json' \
     -H "@$FLOTILLA_STUB_KUBE_AUTH" --data-binary "@$H/register.json" "$FLOTILLA_STUB_KUBE_API/api/v1/nodes" ||
     { echo "the API server did not accept the node" >&2; exit 1; }
@@ -111,8 +112,8 @@ case "$prog" in
         cp "$FLOTILLA_STUB_CA" "$R/etc/kubernetes/pki/ca.crt"
         endpoint=$(config_value 'controlPlaneEndpoint:' "$cfg")
         ca_data=$(base64 -w0 <"${FLOTILLA_STUB_KUBE_CA:-$FLOTILLA_STUB_CA}")
-        printf '{"apiVersion":"v1","kind":"Config","clusters":[{"name":"%s","cluster":{"server":"https://%s","certificate-authority-data":"%s"}}],"users":[{"name":"admin","user":{"token":"%s"}}],"contexts":[{"name":"admin","context":{"cluster":"%s","user":"admin"}}],"current-context":"admin"}\n' \
-          "$(config_value 'clusterName:' "$cfg")" "$endpoint" "$ca_data" "${FLOTILLA_STUB_ADMIN_TOKEN:-admin-token}" "$(config_value 'clusterName:' "$cfg")" >"$R/etc/kubernetes/admin.conf"
+        printf '{"apiVersion":"v1","kind":"Config","clusters":[{"name":"%s","cluster":{"server":"%s","certificate-authority-data":"%s"}}],"users":[{"name":"admin","user":{"token":"%s"}}],"contexts":[{"name":"admin","context":{"cluster":"%s","user":"admin"}}],"current-context":"admin"}\n' \
+          "$(config_value 'clusterName:' "$cfg")" "${FLOTILLA_STUB_KUBE_SERVER:-https://$endpoint}" "$ca_data" "${FLOTILLA_STUB_ADMIN_TOKEN:-admin-token}" "$(config_value 'clusterName:' "$cfg")" >"$R/etc/kubernetes/admin.conf"
         register_node "$cfg"
         touch "$H/state/kubelet-active"
         ;;
