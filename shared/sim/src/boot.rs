@@ -52,8 +52,8 @@ pub(crate) struct Agent {
     temp: Mutex<Option<tempfile::TempDir>>,
 }
 
-/// Starts the agent once (needs a tokio runtime); `served` is the simulator's
-/// own HTTPS base URL when it listens on a socket.
+/// Starts the agent once, on its own thread; `served` says `base` is the
+/// simulator's own HTTPS base URL (it listens on a socket).
 pub(crate) fn start(sim: &Sim, base: &str, served: bool) {
     let agent = &sim.inner.boot;
     if served {
@@ -64,12 +64,24 @@ pub(crate) fn start(sim: &Sim, base: &str, served: bool) {
     if agent.started.swap(true, Ordering::SeqCst) {
         return;
     }
-    if tokio::runtime::Handle::try_current().is_err() {
-        agent.started.store(false, Ordering::SeqCst);
-        return;
-    }
+    // Its own thread and runtime: a busy engine on the caller's runtime must
+    // not keep the instances from booting.
     let weak = Arc::downgrade(&sim.inner);
-    tokio::spawn(run(weak));
+    let spawned = std::thread::Builder::new()
+        .name("sim-boot".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(run(weak)),
+                Err(e) => tracing::error!(error = %e, "the simulator cannot boot instances"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "the simulator cannot boot instances");
+        agent.started.store(false, Ordering::SeqCst);
+    }
 }
 
 async fn run(weak: Weak<Inner>) {
@@ -206,6 +218,7 @@ fn tick(sim: &Sim, permits: &Arc<tokio::sync::Semaphore>) {
             continue;
         }
         let set = Arc::new(set);
+        tracing::debug!(set = %set.name, from = have, to = set.target, "instances boot");
         for n in have..set.target {
             let computer_name =
                 format!("{}{}", set.prefix, kube::base36(n as u64)).to_ascii_lowercase();
