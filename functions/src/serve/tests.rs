@@ -409,3 +409,31 @@ async fn submit_queue_uses_the_message_id_as_idempotency_key() {
         "one job per message id"
     );
 }
+
+#[tokio::test]
+async fn plan_answers_the_operations_and_creates_nothing() {
+    let fx = fixture().await;
+    let spec = flotilla_core::spec::EXAMPLE_SPEC;
+    let mut env = submit_envelope(Some("k-2"), spec);
+    env["Data"]["req"]["Url"] = json!("http://localhost:7071/api/clusters/plan");
+    let (_, reply) = post(&fx.state, "plan", &env).await;
+    assert_eq!(reply["Outputs"]["res"]["StatusCode"], "200", "{reply}");
+    let plan: Value =
+        serde_json::from_str(reply["Outputs"]["res"]["Body"].as_str().unwrap()).unwrap();
+    assert_eq!(plan["steps"].as_array().unwrap().len(), 6, "{plan}");
+    assert_eq!(plan["steps"][1]["step"], "prereqs");
+    assert!(
+        fx.store.list().await.unwrap().is_empty(),
+        "no job was stored"
+    );
+    // The same key submitted names the same job.
+    let (_, sub) = post(&fx.state, "submit", &submit_envelope(Some("k-2"), spec)).await;
+    let body: Value =
+        serde_json::from_str(sub["Outputs"]["res"]["Body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["job"], plan["job"]);
+    // A bad spec is a 400 naming the field.
+    let mut bad = submit_envelope(None, r#"{"name": "x"}"#);
+    bad["Data"]["req"]["Url"] = json!("http://localhost:7071/api/clusters/plan");
+    let (_, reply) = post(&fx.state, "plan", &bad).await;
+    assert_eq!(reply["Outputs"]["res"]["StatusCode"], "400", "{reply}");
+}

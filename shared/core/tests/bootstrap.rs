@@ -9,22 +9,20 @@
 //! run changes nothing; that no secret reaches the log or a command line; and
 //! every failure path's exit code and message.
 
-use flotilla_azure::blob::{Staging, StagingAuth};
-use flotilla_azure::models::api;
-use flotilla_azure::transport::https_client;
+mod common;
+
 use flotilla_azure::vault::Vault;
-use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, ResourceId, RetryPolicy};
+use flotilla_azure::ResourceId;
 use flotilla_core::names;
 use flotilla_core::saga::Saga;
 use flotilla_core::spec::{ClusterSpec, IdentityMode};
 use flotilla_core::steps::node::{self, Role};
 use flotilla_core::steps::Env;
 use flotilla_sim::node::{Harness, Outcome, FIXTURE_CA_HASH};
-use flotilla_sim::{FaultRule, Sim, SimConfig, SimServer};
+use flotilla_sim::{FaultRule, Sim, SimServer};
 use std::path::Path;
 use std::time::Duration;
 
-const ACCOUNT: &str = "flotillastaging";
 /// The admin credential the stub `kubeadm init` puts into the kubeconfig.
 const ADMIN_TOKEN: &str = "stub-admin-credential-7f3a";
 
@@ -40,59 +38,11 @@ struct World {
 
 impl World {
     async fn new(identity: IdentityMode) -> World {
-        let sim = Sim::new(SimConfig {
-            data_dir: None,
-            lro: Duration::ZERO,
-            throttle: None,
-        })
-        .expect("simulator");
-        let server = sim.serve(0).await.expect("serve");
-        let info = server.info.clone();
-        let config = AzureConfig {
-            arm_endpoint: url::Url::parse(&info.arm_endpoint).unwrap(),
-            subscription_id: info.subscription_id.clone(),
-            keyvault_url: info.keyvault_url.clone(),
-            credential: CredentialConfig::ClientSecret {
-                tenant_id: info.tenant_id.clone(),
-                client_id: info.client_id.clone(),
-                secret: info.client_secret.clone(),
-                authority_host: Some(info.authority_host.clone()),
-            },
-            retry: RetryPolicy::default(),
-            http: https_client(Some(sim.ca_cert_pem().as_bytes())).unwrap(),
-        };
-        let setup = ArmClient::for_environment_setup(&config).unwrap();
-        let rg = ResourceId::resource_group(&info.subscription_id, "staging-rg");
-        let account = ResourceId::new(
-            &info.subscription_id,
-            "staging-rg",
-            "Microsoft.Storage",
-            "storageAccounts",
-            ACCOUNT,
-        );
-        for (id, version, body) in [
-            (
-                &rg,
-                api::RESOURCES,
-                serde_json::json!({"location": "westeurope"}),
-            ),
-            (
-                &account,
-                api::STORAGE,
-                serde_json::json!({"location": "westeurope", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}}),
-            ),
-        ] {
-            if let Some(poll) = setup.put(id, version, &body).await.unwrap().poll {
-                setup.wait(&poll, Duration::from_secs(10)).await.unwrap();
-            }
-        }
-        let endpoint = format!("{}/{ACCOUNT}", info.blob_endpoint);
-        let staging = Staging::new(&config, &endpoint, "staging", StagingAuth::Token).unwrap();
-        staging.ensure_container().await.unwrap();
+        let s = common::Simulated::start(Duration::ZERO).await;
         let mut spec = ClusterSpec::example();
         spec.identity = identity;
         let saga = Saga::new("demo-boot01".into(), spec, time::OffsetDateTime::now_utc());
-        staging
+        s.staging
             .put(
                 &names::spec_blob(&saga.id),
                 serde_json::to_vec(&saga.spec).unwrap(),
@@ -101,20 +51,12 @@ impl World {
             )
             .await
             .unwrap();
-        let env = Env {
-            subscription_id: info.subscription_id.clone(),
-            staging_account_id: account,
-            staging_url: format!("{endpoint}/staging/"),
-            keyvault_url: info.keyvault_url.clone(),
-            sp_client_id: Some(info.client_id.clone()),
-            tenant_id: Some(info.tenant_id.clone()),
-        };
         World {
-            vault: Vault::new(&config).unwrap(),
-            sim,
-            server,
+            vault: Vault::new(&s.config).unwrap(),
+            sim: s.sim,
+            server: s.server,
             saga,
-            env,
+            env: s.env,
             tmp: tempfile::tempdir().unwrap(),
         }
     }

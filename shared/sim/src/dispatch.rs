@@ -36,6 +36,10 @@ pub(crate) struct Target {
     pub name: String,
 }
 
+/// Fault-rule `resource_type` that matches both token endpoints (client
+/// credentials and managed identity).
+pub(crate) const TOKEN_ENDPOINTS: &str = "token";
+
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
@@ -226,7 +230,13 @@ async fn handle_area(sim: &Sim, ctx: &Ctx, target: &Target) -> (Response, Option
         } else {
             let status =
                 StatusCode::from_u16(rule.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut resp = arm_error(status, &rule.code, &message);
+            // A token endpoint fails in its own error shape, so the client
+            // library reads it the way it reads the real one.
+            let mut resp = match target.area {
+                Area::Token => crate::auth::token_fault(status, &rule.code, &message),
+                Area::Msi => crate::auth::msi_fault(status, &message),
+                _ => arm_error(status, &rule.code, &message),
+            };
             if status.as_u16() == 429 || status.is_server_error() {
                 set_header(&mut resp, "retry-after", "1");
             }
@@ -255,8 +265,7 @@ async fn handle_area(sim: &Sim, ctx: &Ctx, target: &Target) -> (Response, Option
                     set_header(&mut r, "retry-after", &wait.to_string());
                     r
                 }
-                None => crate::kube::scale_set_vms(sim, ctx)
-                    .unwrap_or_else(|| crate::arm::handle(sim, ctx, async_fault)),
+                None => crate::arm::handle(sim, ctx, async_fault),
             };
             set_header(
                 &mut resp,
@@ -292,7 +301,9 @@ fn take_fault(sim: &Sim, method: &Method, target: &Target, can_async: bool) -> O
             }
         }
         if let Some(t) = &r.resource_type {
-            if !t.eq_ignore_ascii_case(&target.resource_type) {
+            let any_token_endpoint = t.eq_ignore_ascii_case(TOKEN_ENDPOINTS)
+                && matches!(target.area, Area::Token | Area::Msi);
+            if !any_token_endpoint && !crate::util::glob_match(t, &target.resource_type) {
                 return false;
             }
         }
@@ -314,6 +325,15 @@ fn take_fault(sim: &Sim, method: &Method, target: &Target, can_async: bool) -> O
             rules.remove(idx);
         }
     }
+    drop(rules);
+    lock(&sim.inner.fired).push(crate::FiredFault {
+        method: method.to_string(),
+        resource_type: target.resource_type.clone(),
+        name: target.name.clone(),
+        status: rule.status,
+        code: rule.code.clone(),
+        asynchronous: rule.asynchronous,
+    });
     Some(rule)
 }
 

@@ -9,14 +9,13 @@
 //!   the node stubs call it from `kubeadm init`/`join`). `{apiHost}` is the
 //!   load balancer's DNS name, so `/kube/{apiHost}` stands for
 //!   `https://{apiHost}:6443`;
-//! - `GET …/virtualMachineScaleSets/{name}/virtualMachines` and
-//!   `…/virtualMachines/{instanceId}/instanceView`: the scale set's instances
-//!   with their hostnames and the init extension's status and message.
+//! - the init extension's status and message in each scale set instance's
+//!   instance view (`…/virtualMachines/{instanceId}/instanceView`).
 //!
 //! The records are kept in `kube.json` beside the simulator's state when it
 //! has a data directory, so a restarted simulator still knows its clusters.
 
-use crate::util::{arm_error, json_response, now_ms, random_token, Ctx};
+use crate::util::{json_response, now_ms, random_token, Ctx};
 use crate::{lock, Sim};
 use axum::response::Response;
 use http::{Method, StatusCode};
@@ -26,7 +25,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 const FILE: &str = "kube.json";
-const VMSS_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets";
 
 /// Where an instance's init extension is.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,123 +231,33 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
     }
 }
 
-/// Serves a scale set's instance list and per-instance instance views, or
-/// `None` when the request is for anything else.
-pub(crate) fn scale_set_vms(sim: &Sim, ctx: &Ctx) -> Option<Response> {
-    // .../virtualMachineScaleSets/{name}/virtualMachines[/{id}/instanceView]
-    let i = ctx
-        .segs
-        .iter()
-        .position(|s| s.eq_ignore_ascii_case("virtualMachineScaleSets"))?;
-    let tail: Vec<String> = ctx.segs[i + 2..]
-        .iter()
-        .map(|s| s.to_ascii_lowercase())
-        .collect();
-    let instance = match tail
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["virtualmachines"] => None,
-        ["virtualmachines", id, "instanceview"] => Some(id.to_string()),
-        _ => return None,
-    };
-    if ctx.method != Method::GET {
-        return None;
-    }
-    let vmss_id = format!("/{}", ctx.segs[..i + 2].join("/"));
-    let key = vmss_id.to_ascii_lowercase();
-    let (name, prefix, capacity) = {
-        let st = lock(&sim.inner.state);
-        let Some(r) = st.resources.get(&key).filter(|r| r.rtype == VMSS_TYPE) else {
-            return Some(arm_error(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                &format!(
-                    "The Resource '{VMSS_TYPE}/{}' was not found.",
-                    ctx.segs[i + 1]
-                ),
-            ));
-        };
-        (
-            r.name.clone(),
-            r.body
-                .pointer("/properties/virtualMachineProfile/osProfile/computerNamePrefix")
-                .and_then(Value::as_str)
-                .unwrap_or("vm")
-                .to_string(),
-            r.body
-                .pointer("/sku/capacity")
-                .and_then(Value::as_u64)
-                .unwrap_or(0) as usize,
-        )
-    };
-    let records = lock(&sim.inner.kube.data)
+/// Puts what instance `index` of the scale set `key` reported (its init
+/// extension's status and message, once it ran) into its instance view.
+pub(crate) fn overlay_instance_view(sim: &Sim, key: &str, index: u64, view: &mut Value) {
+    let Some(record) = lock(&sim.inner.kube.data)
         .instances
-        .get(&key)
+        .get(key)
+        .and_then(|l| l.get(index as usize))
         .cloned()
-        .unwrap_or_default();
-    let computer = |n: usize| {
-        records
-            .get(n)
-            .map(|r| r.computer_name.clone())
-            .unwrap_or_else(|| format!("{prefix}{}", base36(n as u64)))
+    else {
+        return;
     };
-    match instance {
-        None => {
-            let value: Vec<Value> = (0..capacity)
-                .map(|n| {
-                    json!({
-                        "instanceId": n.to_string(),
-                        "name": format!("{name}_{n}"),
-                        "id": format!("{vmss_id}/virtualMachines/{n}"),
-                        "type": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
-                        "properties": {"osProfile": {"computerName": computer(n)}},
-                    })
-                })
-                .collect();
-            Some(json_response(StatusCode::OK, &json!({ "value": value })))
-        }
-        Some(id) => {
-            let n: usize = match id.parse() {
-                Ok(n) if n < capacity => n,
-                _ => {
-                    return Some(arm_error(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        &format!("The entity was not found: instance {id} of {name}."),
-                    ))
-                }
-            };
-            let status = match records.get(n) {
-                Some(r) => match r.phase {
-                    Phase::Running => json!({"code": "ProvisioningState/creating", "level": "Info",
-                        "displayStatus": "Provisioning in progress", "message": r.message}),
-                    Phase::Succeeded => {
-                        json!({"code": "ProvisioningState/succeeded", "level": "Info",
-                        "displayStatus": "Provisioning succeeded", "message": r.message})
-                    }
-                    Phase::Failed => json!({"code": "ProvisioningState/failed/1", "level": "Error",
-                        "displayStatus": "Provisioning failed", "message": r.message}),
-                },
-                None => json!({"code": "ProvisioningState/creating", "level": "Info",
-                    "displayStatus": "Provisioning in progress", "message": "The VM is still booting."}),
-            };
-            Some(json_response(
-                StatusCode::OK,
-                &json!({
-                    "computerName": computer(n),
-                    "osName": "ubuntu",
-                    "osVersion": "24.04",
-                    "extensions": [{"name": "flotilla-init",
-                        "type": "Microsoft.Azure.Extensions.CustomScript",
-                        "typeHandlerVersion": "2.1.0",
-                        "statuses": [status]}],
-                }),
-            ))
-        }
+    let status = match record.phase {
+        Phase::Running => json!({"code": "ProvisioningState/creating", "level": "Info",
+            "displayStatus": "Provisioning in progress", "message": record.message}),
+        Phase::Succeeded => json!({"code": "ProvisioningState/succeeded", "level": "Info",
+            "displayStatus": "Provisioning succeeded", "message": record.message}),
+        Phase::Failed => json!({"code": "ProvisioningState/failed/1", "level": "Error",
+            "displayStatus": "Provisioning failed", "message": record.message}),
+    };
+    if let Some(first) = view
+        .get_mut("extensions")
+        .and_then(Value::as_array_mut)
+        .and_then(|a| a.first_mut())
+    {
+        first["statuses"] = json!([status]);
     }
+    view["computerName"] = json!(record.computer_name);
 }
 
 /// A scale set instance's hostname suffix: the instance id in base 36, 6 digits.

@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub use servicebus::{ServiceBusFaults, ServiceBusFaultsFired};
 use state::State;
 
 /// Fixed tenant id the simulator issues tokens for.
@@ -59,6 +60,33 @@ pub struct SimConfig {
     pub lro: Duration,
     /// Token-bucket throttling of ARM requests per principal; `None` disables it.
     pub throttle: Option<ThrottleConfig>,
+    /// Quota limits per usage name (`cores`, a VM family such as `standardDSv5Family`,
+    /// `virtualMachines`, `virtualMachineScaleSets`), per region; names not listed get
+    /// `default_quota`.
+    pub quotas: BTreeMap<String, u64>,
+    /// The limit of every usage not in `quotas`.
+    pub default_quota: u64,
+    /// What `Microsoft.Authorization/permissions` answers for the caller.
+    pub permissions: Permissions,
+}
+
+/// The actions the caller may do, as `Microsoft.Authorization/permissions` reports them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Permissions {
+    /// Allowed actions, e.g. `*` or `Microsoft.Network/*/write`.
+    pub actions: Vec<String>,
+    /// Actions excluded from `actions`.
+    pub not_actions: Vec<String>,
+}
+
+impl Default for Permissions {
+    /// Everything (`*`), as for an Owner.
+    fn default() -> Self {
+        Permissions {
+            actions: vec!["*".into()],
+            not_actions: vec![],
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -67,6 +95,9 @@ impl Default for SimConfig {
             data_dir: None,
             lro: Duration::from_secs(1),
             throttle: Some(ThrottleConfig::default()),
+            quotas: BTreeMap::new(),
+            default_quota: 100_000,
+            permissions: Permissions::default(),
         }
     }
 }
@@ -155,7 +186,8 @@ pub struct FaultRule {
     #[serde(default)]
     pub method: Option<String>,
     /// Resource type to match, e.g. `Microsoft.Compute/virtualMachineScaleSets`
-    /// (case-insensitive); `None` matches any.
+    /// (a case-insensitive glob, so `Microsoft.Network/*` matches a namespace);
+    /// `None` matches any.
     #[serde(default)]
     pub resource_type: Option<String>,
     /// Glob (`*` wildcard, case-insensitive) matched against the resource name.
@@ -181,6 +213,42 @@ pub struct FaultRule {
     /// this code and message.
     #[serde(default)]
     pub asynchronous: bool,
+}
+
+/// One injected fault: which rule fired on which request (see [`Sim::fired_faults`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct FiredFault {
+    /// Request method.
+    pub method: String,
+    /// The request's resource type (as fault rules match it).
+    pub resource_type: String,
+    /// The request's resource name (as fault rules match it).
+    pub name: String,
+    /// The rule's status and code.
+    pub status: u16,
+    pub code: String,
+    /// The rule let the operation start and failed it asynchronously.
+    pub asynchronous: bool,
+}
+
+/// How many fired faults [`Sim::fired_faults`] keeps (the count keeps rising past it).
+const FIRED_LOG_CAPACITY: usize = 100_000;
+
+/// Every fault injected so far: a count and the most recent records.
+#[derive(Default)]
+pub(crate) struct FiredLog {
+    pub count: u64,
+    pub records: VecDeque<FiredFault>,
+}
+
+impl FiredLog {
+    pub(crate) fn push(&mut self, f: FiredFault) {
+        self.count += 1;
+        if self.records.len() >= FIRED_LOG_CAPACITY {
+            self.records.pop_front();
+        }
+        self.records.push_back(f);
+    }
 }
 
 /// One thing that exists in the simulator: an ARM resource, a Key Vault secret or a blob.
@@ -225,9 +293,11 @@ pub(crate) struct Buckets {
 pub(crate) struct Inner {
     pub config: SimConfig,
     pub state: Mutex<State>,
-    /// Serialises writes of the state file; holds the generation last written.
-    pub persist: Mutex<u64>,
+    /// Serialises saves of the state (the SQLite database of the data directory).
+    pub persist: Mutex<state::Persist>,
     pub faults: Mutex<Vec<FaultRule>>,
+    /// Faults injected so far.
+    pub fired: Mutex<FiredLog>,
     pub requests: Mutex<VecDeque<RequestRecord>>,
     pub buckets: Mutex<HashMap<String, Buckets>>,
     pub tls: tls::TlsMaterial,
@@ -286,9 +356,9 @@ impl Sim {
             }
         };
         let tls = tls::TlsMaterial::load_or_generate(&cert_dir)?;
-        let state = match &config.data_dir {
-            Some(dir) => State::load(dir)?,
-            None => None,
+        let (persist, state) = match &config.data_dir {
+            Some(dir) => state::Persist::open(dir)?,
+            None => (state::Persist::default(), None),
         };
         let state = state.unwrap_or_else(State::fresh);
         let kube = kube::Registry::load(config.data_dir.as_deref());
@@ -296,8 +366,9 @@ impl Sim {
             inner: Arc::new(Inner {
                 config,
                 state: Mutex::new(state),
-                persist: Mutex::new(0),
+                persist: Mutex::new(persist),
                 faults: Mutex::new(Vec::new()),
+                fired: Mutex::new(FiredLog::default()),
                 requests: Mutex::new(VecDeque::new()),
                 buckets: Mutex::new(HashMap::new()),
                 tls,
@@ -378,6 +449,17 @@ impl Sim {
         lock(&self.inner.faults).clear();
     }
 
+    /// How many times fault rules have fired since the simulator started
+    /// (Service Bus fault modes are counted by [`Sim::servicebus_faults_fired`]).
+    pub fn faults_fired(&self) -> u64 {
+        lock(&self.inner.fired).count
+    }
+
+    /// The most recent injected faults (up to 100 000), oldest first.
+    pub fn fired_faults(&self) -> Vec<FiredFault> {
+        lock(&self.inner.fired).records.iter().cloned().collect()
+    }
+
     /// Everything that exists (ARM resources, secrets, blobs), optionally only items
     /// carrying tag `name = value`.
     pub fn inventory(&self, tag: Option<(&str, &str)>) -> Vec<InventoryItem> {
@@ -407,28 +489,21 @@ impl Sim {
         self.inner.config.data_dir.as_deref()
     }
 
-    /// Writes the state file now if persistence is on (used after mutations).
+    /// Saves what changed since the last save, if persistence is on (used after
+    /// mutations). Saves are serialised, so rows are written in the order they changed.
     pub(crate) fn persist_now(&self) {
-        let Some(dir) = self.data_dir() else { return };
-        let (generation, json) = {
+        if self.data_dir().is_none() {
+            lock(&self.inner.state).forget_changes();
+            return;
+        }
+        let mut persist = lock(&self.inner.persist);
+        let changes = {
             let mut st = lock(&self.inner.state);
             st.generation += 1;
-            match serde_json::to_vec(&*st) {
-                Ok(j) => (st.generation, j),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot serialise simulator state");
-                    return;
-                }
-            }
+            st.take_changes()
         };
-        let mut written = lock(&self.inner.persist);
-        if generation <= *written {
-            return;
+        if let Err(e) = persist.write(&changes) {
+            tracing::error!(error = %e, "cannot save simulator state");
         }
-        if let Err(e) = state::write_atomic(dir, &json) {
-            tracing::error!(error = %e, "cannot write simulator state");
-            return;
-        }
-        *written = generation;
     }
 }
