@@ -11,6 +11,8 @@ if [ ! -d scripts/emulators/node_modules/azurite ] || [ ! -d scripts/emulators/n
   npm ci --prefix scripts/emulators --no-audit --no-fund
 fi
 command -v openssl >/dev/null || { echo "openssl is needed to generate the Cosmos emulator's throwaway certificate" >&2; exit 1; }
+# The node bootstrap tests run shellcheck on the rendered init scripts.
+command -v shellcheck >/dev/null || { apt-get update -qq && apt-get install -y -qq shellcheck; }
 
 echo "== format and lints"
 cargo fmt --all --check

@@ -170,6 +170,7 @@ impl Backends {
             staging_url: format!("{}/{container}/", endpoint.trim_end_matches('/')),
             keyvault_url: config.keyvault_url.clone(),
             sp_client_id: get("CLUSTER_SP_CLIENT_ID"),
+            tenant_id: get("AZURE_TENANT_ID"),
         };
         let azure = Azure::from_clients(
             Arc::new(ArmClient::new(&config).map_err(|e| e.to_string())?),

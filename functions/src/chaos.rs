@@ -821,6 +821,7 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
         ),
         keyvault_url: env.info().keyvault_url.clone(),
         sp_client_id: Some(env.info().client_id.clone()),
+        tenant_id: Some(env.info().tenant_id.clone()),
     };
     let mut campaign = Campaign {
         tracked: plan

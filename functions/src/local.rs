@@ -294,18 +294,25 @@ impl LocalWorld {
         }
         .map_err(|e| format!("store: {e}"))?;
         let arm = Arc::new(ArmClient::new(&config).map_err(|e| e.to_string())?);
-        let azure = Azure::from_clients(
+        let mut azure = Azure::from_clients(
             arm.clone(),
             Vault::new(&config).map_err(|e| e.to_string())?,
             staging,
             Some(info.client_secret.clone()),
         );
+        if matches!(opts.link, Link::InProcess) {
+            // The simulated API servers answer in process too.
+            azure.kube = Arc::new(flotilla_azure::kube::KubeClient::with_transport(
+                config.http.clone(),
+            ));
+        }
         let env = Env {
             subscription_id: info.subscription_id.clone(),
             staging_account_id,
             staging_url: format!("{account_endpoint}/{STAGING_CONTAINER}/"),
             keyvault_url: info.keyvault_url.clone(),
             sp_client_id: Some(info.client_id.clone()),
+            tenant_id: Some(info.tenant_id.clone()),
         };
         let engine = Arc::new(Engine::new(
             embedded.store(),

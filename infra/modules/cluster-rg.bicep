@@ -41,6 +41,9 @@ resource clusterOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01
           'Microsoft.Compute/virtualMachineScaleSets/delete'
           'Microsoft.Compute/virtualMachineScaleSets/instanceView/read'
           'Microsoft.Compute/virtualMachineScaleSets/read'
+          // `join`: name a node that never registered and quote its init extension's message
+          'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/instanceView/read'
+          'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read'
           'Microsoft.Compute/virtualMachineScaleSets/write'
           // step `prereqs`: API load balancer; `master`: join its backend pool; undo: delete
           'Microsoft.Network/loadBalancers/backendAddressPools/join/action'

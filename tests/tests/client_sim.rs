@@ -85,6 +85,7 @@ fn pip_body() -> Value {
         PublicIpAddressProperties {
             allocation_method: "Static".into(),
             version: "IPv4".into(),
+            dns_settings: None,
         },
     );
     r.sku = Some(Sku {

@@ -130,6 +130,7 @@ fn saga_and_env() -> (Saga, Env) {
         staging_url: "https://flotillastage.blob.core.windows.net/staging/".into(),
         keyvault_url: "https://flotilla-kv.vault.azure.net".into(),
         sp_client_id: None,
+        tenant_id: None,
     };
     (saga, env)
 }

@@ -188,6 +188,7 @@ fn unreachable_azure() -> (Azure, Env) {
         staging_url: "https://127.0.0.1:9/acct/staging/".into(),
         keyvault_url: config.keyvault_url.clone(),
         sp_client_id: None,
+        tenant_id: None,
     };
     (azure, env)
 }

@@ -11,6 +11,8 @@ pub const ARM_ACTIONS: &[&str] = &[
     "Microsoft.Compute/virtualMachineScaleSets/delete",
     "Microsoft.Compute/virtualMachineScaleSets/instanceView/read",
     "Microsoft.Compute/virtualMachineScaleSets/read",
+    "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/instanceView/read",
+    "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read",
     "Microsoft.Compute/virtualMachineScaleSets/write",
     "Microsoft.Network/loadBalancers/backendAddressPools/join/action",
     "Microsoft.Network/loadBalancers/delete",

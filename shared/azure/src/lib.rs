@@ -10,6 +10,7 @@ pub mod blob;
 pub mod config;
 pub mod error;
 pub mod inventory;
+pub mod kube;
 pub mod models;
 pub mod resource_id;
 pub mod transport;

@@ -116,6 +116,19 @@ pub struct PublicIpAddressProperties {
     pub allocation_method: String,
     #[serde(rename = "publicIPAddressVersion")]
     pub version: String,
+    /// The DNS name `{domainNameLabel}.{region}.cloudapp.azure.com`.
+    #[serde(
+        rename = "dnsSettings",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dns_settings: Option<PublicIpDnsSettings>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicIpDnsSettings {
+    pub domain_name_label: String,
 }
 pub type PublicIpAddress = Resource<PublicIpAddressProperties>;
 

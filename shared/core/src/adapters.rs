@@ -1,10 +1,12 @@
 //! The Azure ports ([`crate::ports::Arm`], [`Secrets`], [`Blobs`]) on the
-//! `flotilla_azure` clients: ARM REST, Key Vault and Blob Storage.
+//! `flotilla_azure` clients: ARM REST, Key Vault and Blob Storage; and
+//! [`KubeApi`] on the minimal Kubernetes client.
 
-use crate::ports::{Arm, Blobs, Listed, Purge, Secrets};
+use crate::ports::{Arm, Blobs, KubeApi, KubeNode, Listed, Purge, Secrets};
 use async_trait::async_trait;
 use flotilla_azure::arm::{DeleteStart, PollOutcome};
 use flotilla_azure::blob::Staging;
+use flotilla_azure::kube::KubeClient;
 use flotilla_azure::vault::Vault;
 use flotilla_azure::{ArmClient, AzureError, PollState, ResourceId};
 use serde_json::Value;
@@ -94,6 +96,21 @@ impl Secrets for Vault {
 
     async fn list(&self) -> Result<Vec<Listed>, AzureError> {
         Vault::list(self).await
+    }
+}
+
+#[async_trait]
+impl KubeApi for KubeClient {
+    async fn nodes(&self, kubeconfig: &str) -> Result<Vec<KubeNode>, AzureError> {
+        Ok(KubeClient::nodes(self, kubeconfig)
+            .await?
+            .into_iter()
+            .map(|n| KubeNode {
+                name: n.name,
+                ready: n.ready,
+                labels: n.labels,
+            })
+            .collect())
     }
 }
 

@@ -122,6 +122,58 @@ pub fn blob_prefix(job: &str) -> String {
 pub fn spec_blob(job: &str) -> String {
     format!("{job}/cluster.json")
 }
+/// The init script of the control-plane nodes (every master runs it).
 pub fn init_blob(job: &str) -> String {
     format!("{job}/init.sh")
 }
+/// The init script of a worker pool's nodes (pool names are DNS labels and
+/// `master` is reserved, so this never collides with [`init_blob`]).
+pub fn pool_init_blob(job: &str, pool: &str) -> String {
+    format!("{job}/init-{pool}.sh")
+}
+/// The file name a node's init extension downloads a blob as (its last path segment).
+pub fn blob_file_name(blob: &str) -> &str {
+    blob.rsplit('/').next().unwrap_or(blob)
+}
+
+/// The API server's DNS name: the public IP's `domainNameLabel` (the job id)
+/// under the region's `cloudapp.azure.com` zone. Known before the IP exists,
+/// so `stage` can render it into the init scripts.
+pub fn api_fqdn(job: &str, location: &str) -> String {
+    format!("{job}.{}.cloudapp.azure.com", location.to_ascii_lowercase())
+}
+/// The API server port behind the load balancer.
+pub const API_PORT: u16 = 6443;
+
+/// Secrets the first master writes with its own identity (recorded by
+/// `master` before its scale set exists, so undo deletes them).
+/// The current bootstrap token (short TTL, refreshed by the first master).
+pub fn join_token_secret(job: &str) -> String {
+    format!("{job}-join-token")
+}
+/// `sha256:<hex>` of the cluster CA's public key (kubeadm discovery).
+pub fn ca_hash_secret(job: &str) -> String {
+    format!("{job}-ca-hash")
+}
+/// The key that decrypts the uploaded control-plane certificates (extra masters).
+pub fn cert_key_secret(job: &str) -> String {
+    format!("{job}-cert-key")
+}
+/// The job's output: an admin kubeconfig (JSON, base64-encoded).
+pub fn kubeconfig_secret(job: &str) -> String {
+    format!("{job}-kubeconfig")
+}
+/// Every secret the nodes write, in the order `master` records them.
+pub fn node_secrets(job: &str) -> Vec<String> {
+    vec![
+        join_token_secret(job),
+        ca_hash_secret(job),
+        cert_key_secret(job),
+        kubeconfig_secret(job),
+    ]
+}
+
+/// Node label every node registers with: `control-plane` or `worker`.
+pub const NODE_ROLE_LABEL: &str = "flotilla.io/role";
+/// Node label a worker registers with: its pool's name.
+pub const NODE_POOL_LABEL: &str = "flotilla.io/pool";

@@ -20,6 +20,8 @@ pub const REDACTED: &str = "<redacted>";
 pub struct PlannedOp {
     /// `arm`, `secret`, `blob` or `check` (a read `join` repeats).
     pub kind: &'static str,
+    /// The HTTP method, or `RECORD` for a secret the nodes write (recorded
+    /// only, so that undo deletes it).
     pub method: &'static str,
     /// ARM id (with a sub-path for actions and checks), secret id or blob URL.
     pub target: String,
@@ -90,9 +92,9 @@ impl Engine {
             }],
             Op::ScaleSet { id, body } => {
                 let mut body = body.clone();
-                if let Some(ext) = body.pointer_mut(steps::PROTECTED_SETTINGS) {
-                    ext[steps::STORAGE_KEY_FIELD] = json!(REDACTED);
-                }
+                let sp = (saga.spec.identity == crate::spec::IdentityMode::ServicePrincipal)
+                    .then_some(REDACTED);
+                steps::node::seal(&mut body, REDACTED, sp);
                 vec![PlannedOp {
                     undo: Some(Box::new(arm("DELETE", id.to_string(), api::COMPUTE, None))),
                     ..arm("PUT", id.to_string(), api::COMPUTE, Some(body))
@@ -129,6 +131,12 @@ impl Engine {
                         secret,
                     ],
                     SecretSource::ServicePrincipal => vec![secret],
+                    // Written by the first master with its own identity.
+                    SecretSource::Node => vec![PlannedOp {
+                        method: "RECORD",
+                        body: None,
+                        ..secret
+                    }],
                 }
             }
             Op::Blob {
@@ -161,6 +169,31 @@ impl Engine {
                     kind: "check",
                     ..arm("GET", format!("{id}/instanceView"), api::COMPUTE, None)
                 })
+                .chain([
+                    PlannedOp {
+                        kind: "check",
+                        method: "GET",
+                        target: self
+                            .azure
+                            .secrets
+                            .secret_id(&names::kubeconfig_secret(&saga.id)),
+                        api_version: None,
+                        body: None,
+                        undo: None,
+                    },
+                    PlannedOp {
+                        kind: "check",
+                        method: "GET",
+                        target: format!(
+                            "https://{}:{}/api/v1/nodes",
+                            names::api_fqdn(&saga.id, &saga.spec.location),
+                            names::API_PORT
+                        ),
+                        api_version: None,
+                        body: None,
+                        undo: None,
+                    },
+                ])
                 .collect(),
         }
     }

@@ -1,6 +1,6 @@
 //! The ports the saga engine talks through: a saga store, an event bus, the
-//! three Azure planes a step touches (ARM, Key Vault secrets, staging blobs)
-//! and a clock.
+//! three Azure planes a step touches (ARM, Key Vault secrets, staging blobs),
+//! the cluster's Kubernetes API (for `join`) and a clock.
 //!
 //! The store and the bus have one adapter per backend (SQLite and the
 //! in-process bus for `flotilla up`; Cosmos DB and Service Bus in production)
@@ -233,6 +233,24 @@ pub trait Blobs: Send + Sync {
     async fn delete(&self, name: &str) -> Result<(), AzureError>;
     /// The blobs whose name starts with `prefix`, with metadata and creation time.
     async fn list(&self, prefix: Option<&str>) -> Result<Vec<Listed>, AzureError>;
+}
+
+/// A node as the cluster's API server lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeNode {
+    pub name: String,
+    /// Its `Ready` condition is `True`.
+    pub ready: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The cluster's Kubernetes API server, as `join` sees it: reached with the
+/// admin kubeconfig the first master published (through the load balancer).
+#[async_trait]
+pub trait KubeApi: Send + Sync {
+    /// Every registered node. `kubeconfig` is the kubeconfig document (JSON);
+    /// an API server that does not answer yet is a retryable error.
+    async fn nodes(&self, kubeconfig: &str) -> Result<Vec<KubeNode>, AzureError>;
 }
 
 /// What time it is (the engine's only source of "now", so tests can move it).

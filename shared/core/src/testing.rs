@@ -10,11 +10,12 @@
 use crate::decide::Policy;
 use crate::engine::{settle, Azure, Delivered, Engine, Settlement};
 use crate::ports::{
-    Arm, Blobs, BusError, Clock, DeadLetter, Delivery, ETag, EventBus, Listed, OutMessage, Purge,
-    SagaStore, Secrets, StoreError, StoredDoc,
+    Arm, Blobs, BusError, Clock, DeadLetter, Delivery, ETag, EventBus, KubeApi, KubeNode, Listed,
+    OutMessage, Purge, SagaStore, Secrets, StoreError, StoredDoc,
 };
 use crate::steps::Env;
 use async_trait::async_trait;
+use base64::Engine as _;
 use flotilla_azure::arm::{DeleteStart, PollOutcome, PollVia};
 use flotilla_azure::{AzureError, PollState, ResourceId};
 use serde_json::{json, Value};
@@ -314,12 +315,21 @@ struct CloudState {
     /// Every delete that reached the cloud, in order (ARM ids, secret and blob names).
     deletes: Vec<String>,
     calls: u64,
+    /// Per scale set name: the last N instances never register with the API
+    /// server, and their init extension's message.
+    unregistered: BTreeMap<String, (u32, String)>,
+    /// Per scale set name: the last N instances' init extension failed, with this message.
+    init_failures: BTreeMap<String, (u32, String)>,
 }
 
-/// ARM, Key Vault and Blob in memory. Scale sets take `lro_polls` polls to
-/// create or delete; their instance view reports every node joined. Deleted
-/// secrets are soft-deleted; a purge removes them unless `purge_protection`
-/// is on, which keeps them for 90 days as a protected vault does.
+/// ARM, Key Vault, Blob and the cluster's API server in memory. Scale sets
+/// take `lro_polls` polls to create or delete; their instance view reports
+/// every init extension succeeded; creating the master scale set publishes
+/// the job's kubeconfig (as the first master would), and the API server
+/// lists every instance as a Ready node with the labels the init scripts
+/// give. [`FakeCloud::never_register`] and [`FakeCloud::fail_init`] change that.
+/// Deleted secrets are soft-deleted; a purge removes them unless
+/// `purge_protection` is on, which keeps them for 90 days as a protected vault does.
 pub struct FakeCloud {
     state: Mutex<CloudState>,
     /// Polls a scale set's create or delete takes (changeable while running).
@@ -485,6 +495,21 @@ impl FakeCloud {
         lock(&self.state).calls
     }
 
+    /// The last `n` instances of scale set `vmss` never register with the API
+    /// server; their init extension reports `message`.
+    pub fn never_register(&self, vmss: &str, n: u32, message: &str) {
+        lock(&self.state)
+            .unregistered
+            .insert(vmss.to_ascii_lowercase(), (n, message.into()));
+    }
+
+    /// The last `n` instances of scale set `vmss` fail their init script with `message`.
+    pub fn fail_init(&self, vmss: &str, n: u32, message: &str) {
+        lock(&self.state)
+            .init_failures
+            .insert(vmss.to_ascii_lowercase(), (n, message.into()));
+    }
+
     /// Removes a resource behind flotilla's back.
     pub fn remove(&self, id: &str) {
         lock(&self.state).resources.remove(&id.to_ascii_lowercase());
@@ -538,10 +563,67 @@ impl FakeCloud {
                 }
                 _ => body.clone(),
             };
+            if Self::is_lro(id) && merged.pointer("/tags/flotilla-role") == Some(&json!("master")) {
+                // The first master publishes the admin kubeconfig.
+                if let Some(job) = merged.pointer("/tags/flotilla-job").and_then(Value::as_str) {
+                    let kubeconfig = json!({
+                        "current-context": "admin",
+                        "clusters": [{"name": job, "cluster": {"server": format!("https://{}:6443", crate::names::api_fqdn(job, "fake"))}}],
+                        "users": [{"name": "admin", "user": {"token": "fake-admin-token"}}],
+                        "contexts": [{"name": "admin", "context": {"cluster": job, "user": "admin"}}],
+                    });
+                    let tags = BTreeMap::from([
+                        ("flotilla-job".to_string(), job.to_string()),
+                        ("managed-by".to_string(), "flotilla".to_string()),
+                    ]);
+                    let item = Item {
+                        content: base64::engine::general_purpose::STANDARD
+                            .encode(kubeconfig.to_string())
+                            .into_bytes(),
+                        tags,
+                        created: self.clock.now(),
+                    };
+                    s.secrets.insert(crate::names::kubeconfig_secret(job), item);
+                }
+            }
             s.resources.insert(key, (id.to_string(), merged));
         }
         Ok(self.start(id, false))
     }
+
+    /// The instances of a scale set body: (computer name, instance id).
+    fn instances(body: &Value) -> Vec<(String, String)> {
+        let n = body
+            .pointer("/sku/capacity")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let prefix = body
+            .pointer("/properties/virtualMachineProfile/osProfile/computerNamePrefix")
+            .and_then(Value::as_str)
+            .unwrap_or("vm");
+        (0..n)
+            .map(|i| (format!("{prefix}{}", base36(i)), i.to_string()))
+            .collect()
+    }
+
+    /// How many of the scale set's last instances are held back by `table`.
+    fn held(table: &BTreeMap<String, (u32, String)>, vmss: &str) -> (u64, String) {
+        table
+            .get(&vmss.to_ascii_lowercase())
+            .map(|(n, m)| (u64::from(*n), m.clone()))
+            .unwrap_or((0, String::new()))
+    }
+}
+
+/// A scale set instance's hostname suffix: the instance id in base 36, 6 digits.
+fn base36(mut i: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = [b'0'; 6];
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(i % 36) as usize];
+        i /= 36;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[async_trait]
@@ -613,20 +695,66 @@ impl Arm for FakeCloud {
     ) -> Result<Option<Value>, AzureError> {
         self.check("get", &id.to_string())?;
         let s = lock(&self.state);
-        let Some((_, body)) = s.resources.get(&id.to_string().to_ascii_lowercase()) else {
+        let key = id.to_string().to_ascii_lowercase();
+        // A scale set instance: `{scaleSet}/virtualMachines/{instanceId}`.
+        if let Some((set, instance)) = key.rsplit_once("/virtualmachines/") {
+            let Some((_, body)) = s.resources.get(set) else {
+                return Ok(None);
+            };
+            let vmss = set.rsplit('/').next().unwrap_or_default();
+            let all = Self::instances(body);
+            let Some(pos) = all.iter().position(|(_, i)| i == instance) else {
+                return Ok(None);
+            };
+            let from_end = (all.len() - pos) as u64;
+            let (failed, failure) = Self::held(&s.init_failures, vmss);
+            let (silent, silence) = Self::held(&s.unregistered, vmss);
+            let status = if from_end <= failed {
+                json!({"code": "ProvisioningState/failed/1", "level": "Error", "displayStatus": "Provisioning failed", "message": failure})
+            } else if from_end <= silent {
+                json!({"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded", "message": silence})
+            } else {
+                json!({"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded", "message": "Enable succeeded"})
+            };
+            return Ok(Some(json!({
+                "computerName": all[pos].0,
+                "extensions": [{"name": crate::names::INIT_EXTENSION, "statuses": [status]}]
+            })));
+        }
+        let Some((_, body)) = s.resources.get(&key) else {
             return Ok(None);
         };
-        if sub_path == Some("instanceView") {
-            let nodes = body
-                .pointer("/sku/capacity")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            return Ok(Some(json!({"extensions": [{
-                "name": crate::names::INIT_EXTENSION,
-                "statusesSummary": [{"code": "ProvisioningState/succeeded", "count": nodes}]
-            }]})));
+        let vmss = id.name();
+        match sub_path {
+            Some("instanceView") => {
+                let nodes = Self::instances(body).len() as u64;
+                let (failed, _) = Self::held(&s.init_failures, vmss);
+                let failed = failed.min(nodes);
+                let mut summary =
+                    vec![json!({"code": "ProvisioningState/succeeded", "count": nodes - failed})];
+                if failed > 0 {
+                    summary.push(json!({"code": "ProvisioningState/failed", "count": failed}));
+                }
+                Ok(Some(json!({"extensions": [{
+                    "name": crate::names::INIT_EXTENSION,
+                    "statusesSummary": summary
+                }]})))
+            }
+            Some("virtualMachines") => {
+                let value: Vec<Value> = Self::instances(body)
+                    .into_iter()
+                    .map(|(computer, i)| {
+                        json!({
+                            "instanceId": i,
+                            "name": format!("{}_{i}", id.name()),
+                            "properties": {"osProfile": {"computerName": computer}},
+                        })
+                    })
+                    .collect();
+                Ok(Some(json!({ "value": value })))
+            }
+            _ => Ok(Some(body.clone())),
         }
-        Ok(Some(body.clone()))
     }
 
     async fn action(&self, id: &ResourceId, action: &str, _api: &str) -> Result<Value, AzureError> {
@@ -664,6 +792,59 @@ impl Arm for FakeCloud {
                 })
             })
             .collect())
+    }
+}
+
+#[async_trait]
+impl KubeApi for FakeCloud {
+    /// Every instance of every scale set, as a Ready node, except those held
+    /// back by [`FakeCloud::never_register`] or [`FakeCloud::fail_init`].
+    async fn nodes(&self, kubeconfig: &str) -> Result<Vec<KubeNode>, AzureError> {
+        self.check("kube.nodes", "")?;
+        let kc: Value = serde_json::from_str(kubeconfig)
+            .map_err(|e| AzureError::terminal("KubeconfigInvalid", format!("not JSON: {e}")))?;
+        if kc.get("clusters").is_none() {
+            return Err(AzureError::terminal("KubeconfigInvalid", "no clusters"));
+        }
+        let s = lock(&self.state);
+        let mut out = vec![];
+        for (id, body) in s.resources.values() {
+            if !id
+                .to_ascii_lowercase()
+                .contains("/virtualmachinescalesets/")
+            {
+                continue;
+            }
+            let vmss = id.rsplit('/').next().unwrap_or_default();
+            let role = body
+                .pointer("/tags/flotilla-role")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let mut labels = BTreeMap::new();
+            if role == "master" {
+                labels.insert(
+                    crate::names::NODE_ROLE_LABEL.to_string(),
+                    "control-plane".to_string(),
+                );
+            } else {
+                labels.insert(
+                    crate::names::NODE_ROLE_LABEL.to_string(),
+                    "worker".to_string(),
+                );
+                labels.insert(crate::names::NODE_POOL_LABEL.to_string(), role.to_string());
+            }
+            let all = Self::instances(body);
+            let held = Self::held(&s.unregistered, vmss).0 + Self::held(&s.init_failures, vmss).0;
+            let keep = (all.len() as u64).saturating_sub(held) as usize;
+            for (name, _) in all.into_iter().take(keep) {
+                out.push(KubeNode {
+                    name,
+                    ready: true,
+                    labels: labels.clone(),
+                });
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -836,11 +1017,13 @@ impl World {
             staging_url: "https://fake.blob/staging/".into(),
             keyvault_url: "https://fake.vault".into(),
             sp_client_id: Some("cluster-sp".into()),
+            tenant_id: Some("cluster-tenant".into()),
         };
         let azure = Azure {
             arm: cloud.clone(),
             secrets: cloud.clone(),
             blobs: cloud.clone(),
+            kube: cloud.clone(),
             sp_client_secret: Some("cluster-sp-secret-value".into()),
         };
         let policy = Policy {

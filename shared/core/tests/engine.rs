@@ -372,7 +372,8 @@ async fn plan_lists_exactly_what_the_job_then_creates_and_sends_nothing() {
         .map(|o| o.target.to_ascii_lowercase())
         .collect();
     for op in plan.steps.iter().flat_map(|s| &s.operations) {
-        let writes = op.method == "PUT";
+        // RECORD: a secret the first master writes, recorded so undo deletes it.
+        let writes = op.method == "PUT" || op.method == "RECORD";
         assert_eq!(
             op.undo.is_some(),
             writes,

@@ -471,6 +471,7 @@ fn env() -> Env {
         staging_url: "https://flotillastaging.blob.core.windows.net/staging/".into(),
         keyvault_url: "https://flotilla-kv.vault.azure.net".into(),
         sp_client_id: None,
+        tenant_id: None,
     }
 }
 

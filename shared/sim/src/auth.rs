@@ -13,7 +13,7 @@ use serde_json::json;
 const TOKEN_LIFETIME_S: i64 = 3599;
 
 /// Maps a scope (`…/.default`) or resource URI to a known audience.
-fn audience_of(scope_or_resource: &str) -> Option<&'static str> {
+pub(crate) fn audience_of(scope_or_resource: &str) -> Option<&'static str> {
     let s = scope_or_resource.trim();
     let s = s.strip_suffix("/.default").unwrap_or(s);
     let s = s.trim_end_matches('/');
@@ -27,7 +27,7 @@ fn audience_of(scope_or_resource: &str) -> Option<&'static str> {
     .find(|a| a.eq_ignore_ascii_case(s))
 }
 
-fn issue(sim: &Sim, audience: &str, principal: &str) -> (String, i64) {
+pub(crate) fn issue(sim: &Sim, audience: &str, principal: &str) -> (String, i64) {
     let token = random_token(32);
     let expires = now_ms() / 1000 + TOKEN_LIFETIME_S;
     {

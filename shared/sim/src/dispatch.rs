@@ -14,6 +14,8 @@ pub(crate) enum Area {
     Control,
     Token,
     Msi,
+    Imds,
+    Kube,
     KeyVault,
     Blob,
     ServiceBus,
@@ -62,6 +64,12 @@ fn classify(ctx: &Ctx) -> Target {
         "msi" if ctx.segs.len() == 2 && ctx.seg_lc(1) == "token" => {
             t(Area::Msi, "Microsoft.ManagedIdentity/token", "msi")
         }
+        "kube" if ctx.segs.len() >= 2 => t(Area::Kube, "Microsoft.Kubernetes/nodes", &name_at(1)),
+        "imds" if ctx.segs.len() >= 3 => t(
+            Area::Imds,
+            "Microsoft.Compute/instanceMetadata",
+            &name_at(1),
+        ),
         "secrets" | "deletedsecrets" => t(
             Area::KeyVault,
             "Microsoft.KeyVault/vaults/secrets",
@@ -160,6 +168,7 @@ async fn handle(sim: Sim, req: Request) -> Response {
         base,
     };
     let target = classify(&ctx);
+    crate::boot::start(&sim, &ctx.base, false);
     if target.area == Area::Control {
         return crate::control::handle(&sim, &ctx);
     }
@@ -238,6 +247,8 @@ async fn handle_area(sim: &Sim, ctx: &Ctx, target: &Target) -> (Response, Option
     let resp = match target.area {
         Area::Token => crate::auth::token_endpoint(sim, ctx),
         Area::Msi => crate::auth::msi_endpoint(sim, ctx),
+        Area::Imds => crate::imds::handle(sim, ctx),
+        Area::Kube => crate::kube::handle(sim, ctx),
         Area::KeyVault => crate::kv::handle(sim, ctx),
         Area::Blob => crate::blob::handle(sim, ctx),
         Area::ServiceBus => crate::servicebus::handle(sim, ctx).await,

@@ -18,10 +18,14 @@
 mod arm;
 mod auth;
 mod blob;
+mod boot;
 mod control;
 mod dispatch;
+mod imds;
+mod kube;
 mod kv;
 mod model;
+pub mod node;
 mod servicebus;
 mod state;
 mod tls;
@@ -299,6 +303,10 @@ pub(crate) struct Inner {
     pub tls: tls::TlsMaterial,
     /// Service Bus entities (memory only).
     pub servicebus: servicebus::Bus,
+    /// Scale set instances and the clusters they formed.
+    pub kube: kube::Registry,
+    /// The task that boots scale set instances.
+    pub boot: boot::Agent,
     /// Keeps the temporary certificate directory alive in memory-only mode.
     _temp: Option<tempfile::TempDir>,
 }
@@ -353,6 +361,7 @@ impl Sim {
             None => (state::Persist::default(), None),
         };
         let state = state.unwrap_or_else(State::fresh);
+        let kube = kube::Registry::load(config.data_dir.as_deref());
         let sim = Sim {
             inner: Arc::new(Inner {
                 config,
@@ -364,6 +373,8 @@ impl Sim {
                 buckets: Mutex::new(HashMap::new()),
                 tls,
                 servicebus: servicebus::Bus::default(),
+                kube,
+                boot: boot::Agent::default(),
                 _temp: temp,
             }),
         };
@@ -398,6 +409,7 @@ impl Sim {
         });
         let base_url = format!("https://127.0.0.1:{}", addr.port());
         tracing::info!(%base_url, "Azure simulator listening");
+        boot::start(self, &base_url, true);
         Ok(SimServer {
             info: self.info(&base_url),
             base_url,

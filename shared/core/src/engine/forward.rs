@@ -11,9 +11,10 @@ use crate::ports::StoreError;
 use crate::saga::{
     ErrorInfo, PendingPurpose, ResourceKind, ResourceRecord, ResourceState, StepName,
 };
+use crate::spec::IdentityMode;
 use crate::steps::{self, Op, SecretSource};
 use flotilla_azure::arm::PollOutcome;
-use flotilla_azure::models::{api, InstanceView, StorageKeys};
+use flotilla_azure::models::{api, StorageKeys};
 use flotilla_azure::{AzureError, ResourceId};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -188,14 +189,32 @@ impl Engine {
                             ),
                         )
                     })?;
+                let sp_secret = match txn.saga.spec.identity {
+                    IdentityMode::ServicePrincipal => Some(
+                        self.azure
+                            .secrets
+                            .get(&names::sp_secret(job))
+                            .await?
+                            .ok_or_else(|| {
+                                AzureError::terminal(
+                                    "SecretNotFound",
+                                    format!(
+                                        "{} is missing; was `keys` undone?",
+                                        names::sp_secret(job)
+                                    ),
+                                )
+                            })?,
+                    ),
+                    IdentityMode::ManagedIdentity => None,
+                };
                 let mut body = body.clone();
-                if let Some(ext) = body.pointer_mut(steps::PROTECTED_SETTINGS) {
-                    ext[steps::STORAGE_KEY_FIELD] = serde_json::Value::String(key);
-                }
+                steps::node::seal(&mut body, &key, sp_secret.as_deref());
                 Ok(self.azure.arm.put(id, api::COMPUTE, &body).await?)
             }
             Op::Secret { name, source } => {
                 let value = match source {
+                    // Written by the nodes; only recorded for undo.
+                    SecretSource::Node => return Ok(None),
                     SecretSource::StorageKey => {
                         let keys = self.azure.arm.action(&self.env.staging_account_id, "listKeys", api::STORAGE).await?;
                         let keys: StorageKeys = serde_json::from_value(keys)
@@ -229,64 +248,40 @@ impl Engine {
         }
     }
 
-    /// `join`: have all nodes of these scale sets run their init script?
+    /// `join`: one check of the expected nodes (see `steps::join::check`),
+    /// then finish, fail, or check again after `join_interval`.
     async fn check_nodes(
         &self,
         txn: &mut Txn,
         scale_sets: &[(ResourceId, u32)],
     ) -> Result<(), EngineError> {
-        let mut all_joined = true;
-        for (id, expected) in scale_sets {
-            let view = match self
-                .azure
-                .arm
-                .get(id, Some("instanceView"), api::COMPUTE)
-                .await
-            {
-                Ok(Some(v)) => serde_json::from_value::<InstanceView>(v).unwrap_or_default(),
-                Ok(None) => {
-                    let e = AzureError::terminal("ScaleSetMissing", format!("{id} does not exist"));
-                    return self.step_failed(txn, StepName::Join, &e).await;
-                }
-                Err(e) => return self.step_failed(txn, StepName::Join, &e).await,
-            };
-            let (ok, failed) = view.extension_counts(names::INIT_EXTENSION);
-            if failed > 0 {
-                let e = AzureError::terminal(
-                    "NodeInitFailed",
-                    format!(
-                        "{failed} node(s) of {} failed to run the init script",
-                        id.name()
-                    ),
-                );
-                return self.step_failed(txn, StepName::Join, &e).await;
-            }
-            if ok < *expected {
-                all_joined = false;
-            }
-        }
-        if all_joined {
-            let emits = decide::finish_step(&mut txn.saga, StepName::Join, self.now());
-            txn.outbox.extend(emits);
-            return self.save(txn).await;
-        }
         let checks = txn.saga.pending.as_ref().map(|p| p.checks).unwrap_or(0);
-        if checks >= self.policy.max_join_checks {
-            let e = AzureError::terminal(
-                "JoinTimeout",
-                format!("nodes did not join after {checks} checks"),
-            );
-            return self.step_failed(txn, StepName::Join, &e).await;
+        let ports = steps::join::Ports {
+            arm: &*self.azure.arm,
+            secrets: &*self.azure.secrets,
+            kube: &*self.azure.kube,
+        };
+        let last = checks >= self.policy.max_join_checks;
+        match steps::join::check(&txn.saga, scale_sets, &ports, last, checks).await {
+            steps::join::Verdict::Joined => {
+                let emits = decide::finish_step(&mut txn.saga, StepName::Join, self.now());
+                txn.outbox.extend(emits);
+                self.save(txn).await
+            }
+            steps::join::Verdict::Failed(e) => self.step_failed(txn, StepName::Join, &e).await,
+            steps::join::Verdict::Waiting(why) => {
+                tracing::debug!(job = %txn.saga.id, checks, %why, "nodes not joined yet");
+                let emit = decide::wait_for(
+                    &mut txn.saga,
+                    PendingPurpose::JoinCheck,
+                    None,
+                    self.policy.join_interval,
+                    self.now(),
+                );
+                txn.outbox.push(emit);
+                self.save(txn).await
+            }
         }
-        let emit = decide::wait_for(
-            &mut txn.saga,
-            PendingPurpose::JoinCheck,
-            None,
-            self.policy.join_interval,
-            self.now(),
-        );
-        txn.outbox.push(emit);
-        self.save(txn).await
     }
 
     /// Re-checks the pending operation and carries on from it.

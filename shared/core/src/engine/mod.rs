@@ -31,7 +31,7 @@ pub use worker::{run_worker, settle, Delivered, Settlement};
 use crate::decide::Policy;
 use crate::events::{CloudEvent, EventData};
 use crate::ports::{
-    Arm, Blobs, BusError, Clock, EventBus, SagaStore, Secrets, StoreError, SystemClock,
+    Arm, Blobs, BusError, Clock, EventBus, KubeApi, SagaStore, Secrets, StoreError, SystemClock,
 };
 use crate::steps::Env;
 use std::sync::atomic::AtomicU64;
@@ -42,12 +42,15 @@ pub struct Azure {
     pub arm: Arc<dyn Arm>,
     pub secrets: Arc<dyn Secrets>,
     pub blobs: Arc<dyn Blobs>,
+    /// The cluster's API server (`join` counts Ready nodes there).
+    pub kube: Arc<dyn KubeApi>,
     /// Service-principal identity mode: the secret to hand to the cluster.
     pub sp_client_secret: Option<String>,
 }
 
 impl Azure {
-    /// The ports on the production clients.
+    /// The ports on the production clients (the API server is reached
+    /// directly at the kubeconfig's address).
     pub fn from_clients(
         arm: Arc<flotilla_azure::ArmClient>,
         vault: flotilla_azure::vault::Vault,
@@ -58,6 +61,7 @@ impl Azure {
             arm,
             secrets: Arc::new(vault),
             blobs: Arc::new(staging),
+            kube: Arc::new(flotilla_azure::kube::KubeClient::new()),
             sp_client_secret,
         }
     }

@@ -4,7 +4,8 @@
 //! storage key (read from Key Vault just before the PUT, sent only to ARM as
 //! protected settings). Emits `step.succeeded{master}`. Undo: delete the scale set.
 
-use super::{rg_id, Env, Op};
+use super::node::{self, Role};
+use super::{rg_id, Env, Op, SecretSource};
 use crate::names;
 use crate::saga::Saga;
 use crate::spec::{DiskSpec, IdentityMode};
@@ -21,6 +22,8 @@ pub(crate) struct ScaleSetShape<'a> {
     pub zones: &'a [String],
     pub subnet: &'a str,
     pub behind_lb: bool,
+    /// Which init script its nodes run.
+    pub script: Role<'a>,
 }
 
 /// The scale set body without the storage key (the engine adds it).
@@ -54,7 +57,7 @@ pub(crate) fn scale_set(
     );
     let mut tags = names::tags(job, spec);
     tags.insert(names::TAG_ROLE.into(), shape.role.into());
-    let init_url = format!("{}{}", env.staging_url, names::init_blob(job));
+    let init_url = format!("{}{}", env.staging_url, shape.script.blob(job));
     let body = VirtualMachineScaleSet {
         location: spec.location.clone(),
         tags,
@@ -133,7 +136,7 @@ pub(crate) fn scale_set(
                             protected_settings: Some(serde_json::json!({
                                 "storageAccountName": env.staging_account_id.name(),
                                 "fileUris": [init_url],
-                                "commandToExecute": format!("sh init.sh --role {}", shape.role),
+                                "commandToExecute": node::command(shape.script, job),
                             })),
                         },
                     }],
@@ -158,7 +161,18 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
             zones: &[],
             subnet: names::CONTROL_PLANE_SUBNET,
             behind_lb: true,
+            script: Role::Master,
         },
     );
-    vec![Op::ScaleSet { id, body }]
+    // The first master writes these with its own identity; recording them
+    // before the scale set exists lets undo delete them.
+    let mut ops: Vec<Op> = names::node_secrets(&saga.id)
+        .into_iter()
+        .map(|name| Op::Secret {
+            name,
+            source: SecretSource::Node,
+        })
+        .collect();
+    ops.push(Op::ScaleSet { id, body });
+    ops
 }

@@ -6,6 +6,7 @@
 pub mod join;
 pub mod keys;
 pub mod master;
+pub mod node;
 pub mod prereqs;
 pub mod stage;
 pub mod workers;
@@ -26,6 +27,8 @@ pub struct Env {
     pub keyvault_url: String,
     /// Service-principal identity mode: the cluster principal's client id.
     pub sp_client_id: Option<String>,
+    /// Tenant of the cluster principal (service-principal nodes ask its token endpoint).
+    pub tenant_id: Option<String>,
 }
 
 /// Where a secret's value comes from when `keys` writes it.
@@ -35,6 +38,9 @@ pub enum SecretSource {
     StorageKey,
     /// The configured service-principal secret.
     ServicePrincipal,
+    /// Written by the nodes themselves (the first master's join information
+    /// and kubeconfig): nothing to write now, only recorded so undo deletes it.
+    Node,
 }
 
 /// Where, in a scale set body, the init extension's protected settings are:

@@ -114,6 +114,10 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
         PublicIpAddressProperties {
             allocation_method: "Static".into(),
             version: "IPv4".into(),
+            // The API server's name (`names::api_fqdn`), known before the IP.
+            dns_settings: Some(PublicIpDnsSettings {
+                domain_name_label: job.clone(),
+            }),
         },
     );
     pip_body.sku = Some(Sku {

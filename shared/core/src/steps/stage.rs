@@ -1,45 +1,34 @@
 //! `stage`: takes `io.flotilla.job.requested`; writes the cluster spec and the
-//! node init script to the staging container; emits `step.succeeded{stage}`.
-//! Undo: delete both blobs (a missing blob counts as deleted).
+//! node init scripts to the staging container: `{job}/init.sh` for the
+//! control-plane nodes and `{job}/init-{pool}.sh` per worker pool, each the
+//! bootstrap template rendered for the job and that role (see
+//! [`super::node`]). Emits `step.succeeded{stage}`.
+//! Undo: delete the blobs (a missing blob counts as deleted).
 
+use super::node::{self, Role};
 use super::{Env, Op};
 use crate::names;
 use crate::saga::Saga;
-use crate::spec::IdentityMode;
 
 pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
     let spec = serde_json::to_vec_pretty(&saga.spec).expect("specs serialise");
-    vec![
-        Op::Blob {
-            name: names::spec_blob(&saga.id),
-            content: spec,
-            content_type: "application/json",
-        },
-        Op::Blob {
-            name: names::init_blob(&saga.id),
-            content: init_script(saga, env).into_bytes(),
+    let mut ops = vec![Op::Blob {
+        name: names::spec_blob(&saga.id),
+        content: spec,
+        content_type: "application/json",
+    }];
+    for role in node::roles(saga) {
+        ops.push(Op::Blob {
+            name: role.blob(&saga.id),
+            content: init_script(saga, env, role).into_bytes(),
             content_type: "text/x-shellscript",
-        },
-    ]
+        });
+    }
+    ops
 }
 
-/// The script every node runs at boot. It carries references (secret ids,
-/// blob URLs), never secret values.
-pub fn init_script(saga: &Saga, env: &Env) -> String {
-    let job = &saga.id;
-    let auth = match saga.spec.identity {
-        IdentityMode::ManagedIdentity => "managed-identity".to_string(),
-        IdentityMode::ServicePrincipal => format!(
-            "service-principal\nSP_CLIENT_ID='{}'\nSP_SECRET_ID='{}/secrets/{}'",
-            env.sp_client_id.as_deref().unwrap_or(""),
-            env.keyvault_url.trim_end_matches('/'),
-            names::sp_secret(job)
-        ),
-    };
-    format!(
-        "#!/bin/sh\n# flotilla node bootstrap for job {job}\nset -eu\nFLOTILLA_JOB='{job}'\nCLUSTER_SPEC_URL='{}{}'\nKUBELET_AUTH={auth}\nAPI_ENDPOINT_PIP='{}'\n# fetch the spec, install the runtime, join the control plane\necho \"joining $FLOTILLA_JOB\"\n",
-        env.staging_url,
-        names::spec_blob(job),
-        names::public_ip(job),
-    )
+/// The script the nodes of `role` run at boot. It carries references (secret
+/// names, blob and vault URLs), never secret values.
+pub fn init_script(saga: &Saga, env: &Env, role: Role<'_>) -> String {
+    node::render(saga, env, role)
 }

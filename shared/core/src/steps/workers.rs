@@ -4,6 +4,7 @@
 //! Also serves `job.scale-requested` (PATCH `sku.capacity` within min..max).
 
 use super::master::{scale_set, ScaleSetShape};
+use super::node::Role;
 use super::{Env, Op};
 use crate::names;
 use crate::saga::Saga;
@@ -25,6 +26,7 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
                     zones: &p.zones,
                     subnet: names::WORKER_SUBNET,
                     behind_lb: false,
+                    script: Role::Pool(&p.name),
                 },
             );
             Op::ScaleSet { id, body }

@@ -88,10 +88,12 @@ pub(crate) fn sub_resource(
                 .and_then(Value::as_u64)
                 .unwrap_or(0);
             match sub[1].parse::<u64>() {
-                Ok(i) if i < cap => Ok(json_response(
-                    StatusCode::OK,
-                    &compute::vm_instance_view(r, i),
-                )),
+                Ok(i) if i < cap => {
+                    let mut view = compute::vm_instance_view(r, i);
+                    drop(st);
+                    crate::kube::overlay_instance_view(sim, key, i, &mut view);
+                    Ok(json_response(StatusCode::OK, &view))
+                }
                 _ => Err(child_not_found(&r.id, "virtualMachines", &sub[1])),
             }
         }

@@ -587,7 +587,7 @@ pub(crate) fn vms(r: &Resource) -> Vec<Value> {
                     "provisioningState": r.state,
                     "hardwareProfile": {"vmSize": r.body.pointer("/sku/name").cloned().unwrap_or(Value::Null)},
                     "osProfile": {
-                        "computerName": format!("{}{:06x}", r.body.pointer("/properties/virtualMachineProfile/osProfile/computerNamePrefix").and_then(Value::as_str).unwrap_or("vm"), i),
+                        "computerName": format!("{}{}", r.body.pointer("/properties/virtualMachineProfile/osProfile/computerNamePrefix").and_then(Value::as_str).unwrap_or("vm"), crate::kube::base36(i)),
                         "adminUsername": r.body.pointer("/properties/virtualMachineProfile/osProfile/adminUsername").cloned().unwrap_or(Value::Null),
                     },
                 },
@@ -646,7 +646,7 @@ pub(crate) fn vm_instance_view(r: &Resource, index: u64) -> Value {
     json!({
         "platformUpdateDomain": index % 5,
         "platformFaultDomain": index % 2,
-        "computerName": format!("{}{:06x}", r.body.pointer("/properties/virtualMachineProfile/osProfile/computerNamePrefix").and_then(Value::as_str).unwrap_or("vm"), index),
+        "computerName": format!("{}{}", r.body.pointer("/properties/virtualMachineProfile/osProfile/computerNamePrefix").and_then(Value::as_str).unwrap_or("vm"), crate::kube::base36(index)),
         "osName": "ubuntu",
         "osVersion": "24.04",
         "vmAgent": {"vmAgentVersion": "2.2.53", "statuses": []},

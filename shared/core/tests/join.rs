@@ -1,0 +1,149 @@
+//! `join` asks the cluster: on the in-memory world, the step succeeds only
+//! when the API server lists every expected node Ready, waits while the API
+//! server is not answering yet, and fails naming the node and its init
+//! extension's message when a node never registers or its script failed.
+
+use flotilla_azure::AzureError;
+use flotilla_core::names;
+use flotilla_core::saga::{JobStatus, Saga, StepName, StepStatus};
+use flotilla_core::spec::ClusterSpec;
+use flotilla_core::testing::World;
+
+/// Enough simulated seconds for the default 360 join checks.
+const LIMIT: u32 = 1_000;
+
+fn join_step(saga: &Saga) -> &flotilla_core::saga::StepState {
+    saga.steps
+        .iter()
+        .find(|s| s.name == StepName::Join)
+        .expect("join step")
+}
+
+fn nothing_left(w: &World) {
+    assert!(w.cloud.resources().is_empty(), "{:?}", w.cloud.resources());
+    assert!(w.cloud.secrets().is_empty(), "{:?}", w.cloud.secrets());
+    assert!(w.cloud.blobs().is_empty(), "{:?}", w.cloud.blobs());
+}
+
+#[tokio::test]
+async fn join_succeeds_when_the_api_server_lists_every_node_ready() {
+    let w = World::new();
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    // The API server does not answer for the first checks (still starting).
+    w.cloud.fail(
+        "kube.nodes",
+        "",
+        AzureError::transport("connection refused"),
+        4,
+    );
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    assert_eq!(join_step(&saga).status, StepStatus::Succeeded);
+    // The master recorded the secrets its first node writes, so undo finds them.
+    for s in names::node_secrets(&job) {
+        let id = format!("https://fake.vault/secrets/{s}");
+        assert!(
+            saga.resources
+                .iter()
+                .any(|r| r.id == id && r.step == StepName::Master),
+            "{s} is not in the undo log"
+        );
+    }
+    w.engine.request_delete(&job).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Deleted, "{saga:#?}");
+    nothing_left(&w);
+}
+
+#[tokio::test]
+async fn a_node_that_never_registers_fails_join_with_its_name_and_message() {
+    let w = World::new();
+    let spec = ClusterSpec::example();
+    let job = w.engine.submit(spec.clone()).await.unwrap();
+    let pool = &spec.worker_pools[0].name;
+    let message = "Enable failed: command terminated with exit status=44\n[stderr]\n[flotilla] activate failed (exit 44): the join information did not appear in Key Vault after 1800 s; is the first master up?";
+    w.cloud
+        .never_register(&names::pool_vmss(&job, pool), 1, message);
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Compensated, "{saga:#?}");
+    let step = join_step(&saga);
+    assert_eq!(step.status, StepStatus::Failed);
+    let err = step.last_error.as_ref().expect("join's error");
+    assert_eq!(err.code, "JoinTimeout");
+    // The pool's second instance (id 1) is the one that never registered.
+    let node = format!("{}000001", names::computer_prefix(&job, pool));
+    assert!(
+        err.message
+            .contains(&format!("pool {pool} never registered; node {node}")),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message
+            .contains(&format!("({}_1)", names::pool_vmss(&job, pool))),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message
+            .contains("[flotilla] activate failed (exit 44): the join information did not appear"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains(&format!("pool {pool} 1/2 Ready")),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("the masters 3/3 Ready"),
+        "{}",
+        err.message
+    );
+    nothing_left(&w);
+}
+
+#[tokio::test]
+async fn a_failed_init_script_fails_join_at_once_quoting_the_script() {
+    let w = World::new();
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let message = "Enable failed: failed to execute command: command terminated with exit status=21\n[stdout]\n[flotilla] job x: run\n[stderr]\n[flotilla] identity failed (exit 21): no Key Vault token from the instance metadata endpoint (HTTP 400)";
+    w.cloud.fail_init(&names::master_vmss(&job), 1, message);
+    let saga = w.run(&job, 60).await;
+    assert_eq!(saga.status, JobStatus::Compensated, "{saga:#?}");
+    let err = join_step(&saga).last_error.clone().expect("join's error");
+    assert_eq!(err.code, "NodeInitFailed");
+    let node = format!("{}000002", names::computer_prefix(&job, "master"));
+    assert_eq!(
+        err.message,
+        format!(
+            "the init script failed on the masters: node {node} ({}_2): [flotilla] identity failed (exit 21): no Key Vault token from the instance metadata endpoint (HTTP 400)",
+            names::master_vmss(&job)
+        )
+    );
+    assert!(
+        join_step(&saga).attempts <= 2,
+        "a failed script is not waited for: {saga:#?}"
+    );
+    nothing_left(&w);
+}
+
+#[tokio::test]
+async fn an_api_server_that_refuses_the_kubeconfig_fails_join() {
+    let w = World::new();
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    w.cloud.fail(
+        "kube.nodes",
+        "",
+        AzureError::terminal(
+            "KubeApiUnauthorized",
+            "the API server refused the kubeconfig's credential (HTTP 401)",
+        ),
+        1,
+    );
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Compensated, "{saga:#?}");
+    let err = join_step(&saga).last_error.clone().expect("join's error");
+    assert_eq!(err.code, "KubeApiUnauthorized");
+    nothing_left(&w);
+}

@@ -1,0 +1,618 @@
+//! Scale set instances that boot: once a scale set's operation finished and
+//! its instances' boot time passed, each new instance runs its init
+//! extension. A background task (started with the simulator's first request)
+//! watches the scale sets and, per new instance:
+//!
+//! - **scripted boot** (a served simulator, bash and curl present, a
+//!   flotilla init script in this simulator's blob store): downloads the
+//!   script with the extension's protected settings and runs it through
+//!   [`crate::node::Harness`], with the VM's metadata endpoint, the token
+//!   endpoint, Key Vault and Blob all pointing at this simulator, and the node
+//!   stubs registering the node with the cluster's simulated API server
+//!   ([`crate::kube`]). The script's exit code and output become the
+//!   instance's extension status, as the CustomScript extension reports them;
+//! - **quick boot** (an in-process simulator, a machine without bash/curl, or
+//!   a script the simulator cannot read, e.g. staged in Azurite): the node is
+//!   registered directly, and instance 0 of a master scale set publishes the
+//!   admin kubeconfig to Key Vault as the first master would;
+//! - anything that is not a flotilla node (no `flotilla-job` tag) just reports
+//!   its extension as succeeded.
+//!
+//! Instances removed by a scale-in or a delete leave their cluster and have
+//! their running script stopped.
+
+use crate::kube::{self, Instance, Phase};
+use crate::node::Harness;
+use crate::state::{Secret, SecretVersion};
+use crate::util::{now_ms, random_hex32};
+use crate::{lock, Inner, Sim};
+use base64::Engine as _;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+const VMSS_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets";
+/// Scripts running at once (each mostly waits on HTTP and the stubs).
+const PARALLEL: usize = 4;
+
+/// The background task's state.
+#[derive(Default)]
+pub(crate) struct Agent {
+    started: AtomicBool,
+    /// Set by `Sim::serve`: the base URL nodes reach the simulator at.
+    served: Mutex<Option<String>>,
+    /// The base URL of the first request (in-process use).
+    seen: Mutex<Option<String>>,
+    /// Running scripts, by (scale set key, instance).
+    tasks: Mutex<HashMap<(String, usize), tokio::task::AbortHandle>>,
+    /// Where node roots live when the simulator has no data directory.
+    temp: Mutex<Option<tempfile::TempDir>>,
+}
+
+/// Starts the agent once, on its own thread; `served` says `base` is the
+/// simulator's own HTTPS base URL (it listens on a socket).
+pub(crate) fn start(sim: &Sim, base: &str, served: bool) {
+    let agent = &sim.inner.boot;
+    if served {
+        *lock(&agent.served) = Some(base.to_string());
+    } else if lock(&agent.seen).is_none() {
+        *lock(&agent.seen) = Some(base.to_string());
+    }
+    if agent.started.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // Its own thread and runtime: a busy engine on the caller's runtime must
+    // not keep the instances from booting.
+    let weak = Arc::downgrade(&sim.inner);
+    let spawned = std::thread::Builder::new()
+        .name("sim-boot".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(run(weak)),
+                Err(e) => tracing::error!(error = %e, "the simulator cannot boot instances"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "the simulator cannot boot instances");
+        agent.started.store(false, Ordering::SeqCst);
+    }
+}
+
+async fn run(weak: Weak<Inner>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        tick(&Sim { inner }, &permits);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A scale set whose instances have booted, as the agent needs it.
+struct SetInfo {
+    key: String,
+    name: String,
+    job: Option<String>,
+    role: String,
+    location: String,
+    prefix: String,
+    target: usize,
+    extension: String,
+    settings: Value,
+}
+
+fn sets(sim: &Sim) -> Vec<SetInfo> {
+    let now = now_ms();
+    let st = lock(&sim.inner.state);
+    let mut out: Vec<SetInfo> = st
+        .resources
+        .iter()
+        .filter(|(_, r)| r.rtype == VMSS_TYPE)
+        .filter_map(|(key, r)| {
+            let boot = r.boot.as_ref().filter(|b| now >= b.ready_at_ms)?;
+            let ext = r
+                .body
+                .pointer("/properties/virtualMachineProfile/extensionProfile/extensions/0")
+                .cloned()
+                .unwrap_or(Value::Null);
+            Some(SetInfo {
+                key: key.clone(),
+                name: r.name.clone(),
+                job: r
+                    .body
+                    .pointer("/tags/flotilla-job")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                role: r
+                    .body
+                    .pointer("/tags/flotilla-role")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                location: r
+                    .body
+                    .get("location")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                prefix: r
+                    .body
+                    .pointer("/properties/virtualMachineProfile/osProfile/computerNamePrefix")
+                    .and_then(Value::as_str)
+                    .unwrap_or("vm")
+                    .to_string(),
+                target: boot.target as usize,
+                extension: ext
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("extension")
+                    .to_string(),
+                settings: ext
+                    .pointer("/properties/protectedSettings")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    // Masters first, so a first master never waits behind its workers.
+    out.sort_by_key(|s| s.role != "master");
+    out
+}
+
+fn tick(sim: &Sim, permits: &Arc<tokio::sync::Semaphore>) {
+    let sets = sets(sim);
+    let live: BTreeMap<&str, usize> = sets.iter().map(|s| (s.key.as_str(), s.target)).collect();
+    // Instances that no longer exist leave their cluster.
+    let mut gone = vec![];
+    {
+        let mut data = lock(&sim.inner.kube.data);
+        let keys: Vec<String> = data.instances.keys().cloned().collect();
+        for key in keys {
+            let keep = live.get(key.as_str()).copied().unwrap_or(0);
+            let Some(list) = data.instances.get_mut(&key) else {
+                continue;
+            };
+            while list.len() > keep {
+                let n = list.len() - 1;
+                if let Some(inst) = list.pop() {
+                    gone.push((key.clone(), n, inst));
+                }
+            }
+            if list.is_empty() && !live.contains_key(key.as_str()) {
+                data.instances.remove(&key);
+            }
+        }
+        for (_, _, inst) in &gone {
+            for c in data.clusters.values_mut() {
+                c.nodes.remove(&inst.computer_name);
+            }
+        }
+    }
+    let dir = if gone.is_empty() {
+        None
+    } else {
+        nodes_dir(sim)
+    };
+    for (key, n, inst) in &gone {
+        if let Some(task) = lock(&sim.inner.boot.tasks).remove(&(key.clone(), *n)) {
+            task.abort();
+        }
+        // The instance's disk goes with it.
+        if let (Some(dir), Some(set)) = (&dir, key.rsplit('/').next()) {
+            let _ = std::fs::remove_dir_all(dir.join(set).join(&inst.computer_name));
+        }
+    }
+    // New instances boot.
+    let mut started = false;
+    for set in sets {
+        let have = lock(&sim.inner.kube.data)
+            .instances
+            .get(&set.key)
+            .map_or(0, Vec::len);
+        if have >= set.target {
+            continue;
+        }
+        let set = Arc::new(set);
+        tracing::debug!(set = %set.name, from = have, to = set.target, "instances boot");
+        for n in have..set.target {
+            let computer_name =
+                format!("{}{}", set.prefix, kube::base36(n as u64)).to_ascii_lowercase();
+            lock(&sim.inner.kube.data)
+                .instances
+                .entry(set.key.clone())
+                .or_default()
+                .push(Instance {
+                    computer_name,
+                    phase: Phase::Running,
+                    message: "The VM is running its init extension.".into(),
+                });
+            let (sim2, set2, permits) = (sim.clone(), set.clone(), permits.clone());
+            let handle = tokio::spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                boot(&sim2, &set2, n).await;
+            });
+            lock(&sim.inner.boot.tasks).insert((set.key.clone(), n), handle.abort_handle());
+            started = true;
+        }
+    }
+    if started || !gone.is_empty() {
+        kube::persist(sim);
+    }
+}
+
+/// Records how instance `n` ended.
+fn finish(
+    sim: &Sim,
+    set: &SetInfo,
+    n: usize,
+    phase: Phase,
+    message: String,
+    short: Option<String>,
+) {
+    {
+        let mut data = lock(&sim.inner.kube.data);
+        if let Some(inst) = data.instances.get_mut(&set.key).and_then(|l| l.get_mut(n)) {
+            inst.phase = phase;
+            inst.message = message;
+        }
+    }
+    lock(&sim.inner.boot.tasks).remove(&(set.key.clone(), n));
+    kube::persist(sim);
+    if let Some(short) = short {
+        // The scale set's aggregated instance view reports the failure too.
+        {
+            let mut st = lock(&sim.inner.state);
+            if let Some(boot) = st.resources.get_mut(&set.key).and_then(|r| r.boot.as_mut()) {
+                for ext in boot.extensions.iter_mut().filter(|e| e.0 == set.extension) {
+                    if ext.1.is_none() {
+                        ext.1 = Some(short.clone());
+                    }
+                }
+            }
+        }
+        sim.persist_now();
+    }
+}
+
+/// The script an instance downloads, when this simulator holds it.
+enum Script {
+    /// The download failed (the message the extension reports).
+    Refused(String),
+    /// Staged somewhere the simulator cannot read (Azurite).
+    Elsewhere,
+    Text(String),
+}
+
+fn download(sim: &Sim, settings: &Value) -> Script {
+    let uri = settings
+        .pointer("/fileUris/0")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let st = lock(&sim.inner.state);
+    if let Err(e) = crate::blob::fetch_for_vm(&st, settings, uri) {
+        return Script::Refused(e);
+    }
+    let Ok(url) = url::Url::parse(uri) else {
+        return Script::Elsewhere;
+    };
+    let segs: Vec<String> = url
+        .path_segments()
+        .map(|s| s.map(crate::util::percent_decode).collect())
+        .unwrap_or_default();
+    if segs.len() < 4 || segs[0] != "blob" {
+        return Script::Elsewhere;
+    }
+    let ckey = format!("{}/{}", segs[1], segs[2]).to_ascii_lowercase();
+    let Some(blob) = st
+        .containers
+        .get(&ckey)
+        .and_then(|c| c.blobs.get(&segs[3..].join("/")))
+    else {
+        return Script::Elsewhere;
+    };
+    match base64::engine::general_purpose::STANDARD.decode(&blob.data) {
+        Ok(bytes) => Script::Text(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(_) => Script::Elsewhere,
+    }
+}
+
+/// A rendered variable of a flotilla init script (`NAME='value'`).
+fn rendered(script: &str, name: &str) -> Option<String> {
+    script
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}='")))
+        .and_then(|v| v.strip_suffix('\''))
+        .map(str::to_string)
+}
+
+/// Splits the extension's command into the service-principal secret (when
+/// the command sets it) and the script's arguments.
+fn parse_command(command: &str) -> (Option<String>, Vec<String>) {
+    let mut rest = command.trim();
+    let mut secret = None;
+    if let Some(after) = rest.strip_prefix("FLOTILLA_SP_SECRET='") {
+        // A single-quoted shell word, with '\'' for a quote.
+        let mut value = String::new();
+        let mut tail = after;
+        loop {
+            match tail.find('\'') {
+                Some(i) => {
+                    value.push_str(&tail[..i]);
+                    tail = &tail[i + 1..];
+                    if let Some(t) = tail.strip_prefix("\\''") {
+                        value.push('\'');
+                        tail = t;
+                    } else {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        secret = Some(value);
+        rest = tail.trim();
+    }
+    let words: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
+    let args = words
+        .iter()
+        .position(|w| w.ends_with(".sh"))
+        .map(|i| words[i + 1..].to_vec())
+        .unwrap_or_default();
+    (secret, args)
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn nodes_dir(sim: &Sim) -> Option<PathBuf> {
+    if let Some(dir) = sim.data_dir() {
+        return Some(dir.join("nodes"));
+    }
+    let mut temp = lock(&sim.inner.boot.temp);
+    if temp.is_none() {
+        *temp = tempfile::Builder::new()
+            .prefix("flotilla-nodes")
+            .tempdir()
+            .ok();
+    }
+    temp.as_ref().map(|t| t.path().to_path_buf())
+}
+
+async fn boot(sim: &Sim, set: &SetInfo, n: usize) {
+    let computer = format!("{}{}", set.prefix, kube::base36(n as u64)).to_ascii_lowercase();
+    let script = download(sim, &set.settings);
+    let script = match script {
+        Script::Refused(e) => return finish(sim, set, n, Phase::Failed, e.clone(), Some(e)),
+        s => s,
+    };
+    let Some(job) = set.job.clone() else {
+        return finish(
+            sim,
+            set,
+            n,
+            Phase::Succeeded,
+            "Enable succeeded".into(),
+            None,
+        );
+    };
+    let host = match &script {
+        Script::Text(t) => rendered(t, "API_ENDPOINT"),
+        _ => None,
+    }
+    .unwrap_or_else(|| {
+        format!(
+            "{job}.{}.cloudapp.azure.com",
+            set.location.to_ascii_lowercase()
+        )
+    });
+    let token = kube::ensure_cluster(sim, &host);
+    let served = lock(&sim.inner.boot.served).clone();
+    let flotilla_script = match &script {
+        Script::Text(t) if t.contains("\nAPI_ENDPOINT='") => Some(t.clone()),
+        _ => None,
+    };
+    match (served, flotilla_script, nodes_dir(sim)) {
+        (Some(base), Some(text), Some(dir)) if crate::node::available() => {
+            scripted(sim, set, n, &computer, &base, &host, &token, &text, &dir).await
+        }
+        _ => quick(sim, set, n, &computer, &job, &host, &token),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn scripted(
+    sim: &Sim,
+    set: &SetInfo,
+    n: usize,
+    computer: &str,
+    base: &str,
+    host: &str,
+    token: &str,
+    script: &str,
+    dir: &std::path::Path,
+) {
+    let harness = match Harness::create(
+        &dir.join(set.name.to_ascii_lowercase()).join(computer),
+        &dir.join(host).join("cluster"),
+    ) {
+        Ok(h) => h,
+        Err(e) => {
+            let m = format!("the simulator cannot lay out node {computer}: {e}");
+            return finish(sim, set, n, Phase::Failed, m.clone(), Some(m));
+        }
+    };
+    let auth = dir
+        .join(set.name.to_ascii_lowercase())
+        .join(computer)
+        .join("kube-auth.h");
+    if let Err(e) = std::fs::write(&auth, format!("Authorization: Bearer {token}\n")) {
+        let m = format!("the simulator cannot lay out node {computer}: {e}");
+        return finish(sim, set, n, Phase::Failed, m.clone(), Some(m));
+    }
+    let command = set
+        .settings
+        .get("commandToExecute")
+        .and_then(Value::as_str)
+        .unwrap_or("bash init.sh");
+    let (secret, args) = parse_command(command);
+    let ca = sim.ca_cert_path().display().to_string();
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "FLOTILLA_IMDS_URL".into(),
+            format!("{base}/imds/{}_{n}", set.name),
+        ),
+        ("FLOTILLA_AUTHORITY_HOST".into(), base.into()),
+        ("CURL_CA_BUNDLE".into(), ca.clone()),
+        ("FLOTILLA_WAIT_SECONDS".into(), "1".into()),
+        ("FLOTILLA_WAIT_TRIES".into(), "300".into()),
+        ("FLOTILLA_STUB_NODE_NAME".into(), computer.into()),
+        (
+            "FLOTILLA_STUB_KUBE_API".into(),
+            format!("{base}/kube/{host}"),
+        ),
+        (
+            "FLOTILLA_STUB_KUBE_SERVER".into(),
+            format!("{base}/kube/{host}"),
+        ),
+        ("FLOTILLA_STUB_KUBE_CA".into(), ca),
+        ("FLOTILLA_STUB_KUBE_AUTH".into(), auth.display().to_string()),
+        ("FLOTILLA_STUB_ADMIN_TOKEN".into(), token.into()),
+    ];
+    if let Some(s) = secret {
+        env.push(("FLOTILLA_SP_SECRET".into(), s));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match harness.run(script, &args, &env).await {
+        Ok(out) if out.code == Some(0) => {
+            let m = format!(
+                "Enable succeeded: \n[stdout]\n{}\n\n[stderr]\n{}\n",
+                tail(&out.stdout, 20),
+                tail(&out.stderr, 20)
+            );
+            finish(sim, set, n, Phase::Succeeded, m, None)
+        }
+        Ok(out) => {
+            let m = format!(
+                "Enable failed: failed to execute command: command terminated with exit status={}\n[stdout]\n{}\n\n[stderr]\n{}\n",
+                out.code.unwrap_or(-1),
+                tail(&out.stdout, 20),
+                tail(&out.stderr, 20)
+            );
+            let short = out.last_line();
+            finish(sim, set, n, Phase::Failed, m, Some(short))
+        }
+        Err(e) => {
+            let m = format!("the simulator could not run the init script of {computer}: {e}");
+            finish(sim, set, n, Phase::Failed, m.clone(), Some(m))
+        }
+    }
+}
+
+/// Registers the node without running anything; instance 0 of the masters
+/// publishes the admin kubeconfig.
+fn quick(sim: &Sim, set: &SetInfo, n: usize, computer: &str, job: &str, host: &str, token: &str) {
+    let mut labels = BTreeMap::new();
+    if set.role == "master" {
+        labels.insert("flotilla.io/role".to_string(), "control-plane".to_string());
+    } else {
+        labels.insert("flotilla.io/role".to_string(), "worker".to_string());
+        labels.insert("flotilla.io/pool".to_string(), set.role.clone());
+    }
+    let base = lock(&sim.inner.boot.served)
+        .clone()
+        .or_else(|| lock(&sim.inner.boot.seen).clone())
+        .unwrap_or_else(|| "https://127.0.0.1".into());
+    if set.role == "master" && n == 0 {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let kubeconfig = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "admin",
+            "clusters": [{"name": job, "cluster": {"server": format!("{base}/kube/{host}"),
+                "certificate-authority-data": b64(&sim.ca_cert_pem())}}],
+            "users": [{"name": "admin", "user": {"token": token}}],
+            "contexts": [{"name": "admin", "context": {"cluster": job, "user": "admin"}}],
+        });
+        put_secret(
+            sim,
+            &base,
+            &format!("{job}-kubeconfig"),
+            &b64(&kubeconfig.to_string()),
+            job,
+        );
+    }
+    kube::register(sim, host, computer, labels);
+    finish(
+        sim,
+        set,
+        n,
+        Phase::Succeeded,
+        "Enable succeeded".into(),
+        None,
+    );
+}
+
+/// Writes a Key Vault secret as the first master would (tagged with the job).
+fn put_secret(sim: &Sim, vault: &str, name: &str, value: &str, job: &str) {
+    let now = now_ms() / 1000;
+    {
+        let mut st = lock(&sim.inner.state);
+        let s = st
+            .secrets
+            .entry(name.to_ascii_lowercase())
+            .or_insert_with(|| Secret {
+                name: name.to_string(),
+                vault: vault.to_string(),
+                versions: vec![],
+                deleted: None,
+            });
+        if s.deleted.is_some() {
+            return;
+        }
+        s.versions.push(SecretVersion {
+            version: random_hex32(),
+            value: value.to_string(),
+            content_type: Some("text/plain".into()),
+            enabled: true,
+            created: now,
+            updated: now,
+            tags: [
+                ("flotilla-job".to_string(), job.to_string()),
+                ("managed-by".to_string(), "flotilla".to_string()),
+            ]
+            .into(),
+        });
+    }
+    sim.persist_now();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_gives_the_secret_and_the_arguments() {
+        assert_eq!(parse_command("bash init.sh"), (None, vec![]));
+        assert_eq!(
+            parse_command(r"FLOTILLA_SP_SECRET='a'\''b c' bash init-general.sh publish"),
+            (Some("a'b c".to_string()), vec!["publish".to_string()])
+        );
+    }
+
+    #[test]
+    fn rendered_variables_are_read_back() {
+        let s = "#!/usr/bin/env bash\nAPI_ENDPOINT='x.westeurope.cloudapp.azure.com'\n";
+        assert_eq!(
+            rendered(s, "API_ENDPOINT").as_deref(),
+            Some("x.westeurope.cloudapp.azure.com")
+        );
+        assert_eq!(rendered(s, "NOPE"), None);
+    }
+}
