@@ -380,6 +380,15 @@ async fn network_rules() {
             "loadBalancingRules": [{"name": "r", "properties": {"frontendIPConfiguration": {"id": format!("{lb}/frontendIPConfigurations/nope")},
                 "protocol": "Tcp", "frontendPort": 80, "backendPort": 80}}]}}))).await;
     assert_code(&r, StatusCode::BAD_REQUEST, "InvalidResourceReference");
+    let r = h
+        .arm(
+            Method::PUT,
+            &lb,
+            NET,
+            Some(&json!({"location": "westeurope", "sku": {"name": "Premium"}})),
+        )
+        .await;
+    assert_code(&r, StatusCode::BAD_REQUEST, "InvalidRequestFormat");
     // A reference of the wrong type.
     let r = h.arm(Method::PUT, &lb, NET, Some(&json!({"location": "westeurope", "sku": {"name": "Basic"},
         "properties": {"frontendIPConfigurations": [{"name": "fe", "properties": {"publicIPAddress": {"id": vnet}}}]}}))).await;
