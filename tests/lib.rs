@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, ResourceId, RetryPolicy};
+use flotilla_azure::{ArmClient, AzureConfig, ResourceId};
 use flotilla_sim::{Sim, SimConfig, SimServer, ThrottleConfig};
 use serde_json::{json, Value};
 
@@ -99,23 +99,6 @@ impl Harness {
 
 /// A client configuration for `sim`; `secret` overrides the client secret.
 pub fn config_for(sim: &Sim, server: &SimServer, secret: Option<&str>) -> AzureConfig {
-    let info = &server.info;
-    AzureConfig {
-        arm_endpoint: url_parse(&info.arm_endpoint),
-        subscription_id: info.subscription_id.clone(),
-        keyvault_url: info.keyvault_url.clone(),
-        credential: CredentialConfig::ClientSecret {
-            tenant_id: info.tenant_id.clone(),
-            client_id: info.client_id.clone(),
-            secret: secret.unwrap_or(&info.client_secret).to_string(),
-            authority_host: Some(info.authority_host.clone()),
-        },
-        retry: RetryPolicy::default(),
-        http: flotilla_azure::transport::https_client(Some(sim.ca_cert_pem().as_bytes()))
-            .expect("https client"),
-    }
-}
-
-fn url_parse(s: &str) -> url::Url {
-    url::Url::parse(s).expect("endpoint is a URL")
+    let http = flotilla::emulators::sim_https(sim).expect("https client");
+    flotilla::emulators::sim_client_config(&server.info, http, secret).expect("client config")
 }

@@ -8,8 +8,8 @@ use flotilla_azure::transport::https_client;
 use flotilla_azure::vault::Vault;
 use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, ResourceId, RetryPolicy};
 use flotilla_core::decide::Policy;
-use flotilla_core::embedded::{BusOptions, Embedded};
-use flotilla_core::engine::{Azure, Engine};
+use flotilla_core::embedded::BusOptions;
+use flotilla_core::engine::{run_sweeper, run_worker, Azure, Engine, SweepOptions};
 use flotilla_core::ports::{EventBus, SagaStore};
 use flotilla_core::settings::get;
 use flotilla_core::steps::Env;
@@ -25,6 +25,17 @@ pub struct Backends {
     /// Settings used to build per-entity receivers (`flotilla worker`).
     pub azure: Option<AzureConfig>,
     local: Option<LocalWorld>,
+    /// An embedded bus outside the local world: its workers and sweeper, and their stop switch.
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+/// Test mode (FLOTILLA_DELIVER_TWICE): the embedded bus delivers every message twice.
+fn bus_options() -> BusOptions {
+    BusOptions {
+        deliver_twice: get("FLOTILLA_DELIVER_TWICE").as_deref() == Some("true"),
+        ..BusOptions::default()
+    }
 }
 
 fn required(name: &str) -> Result<String, String> {
@@ -82,12 +93,7 @@ impl Backends {
         }
         let config = azure_config()?;
         let embedded = if store_kind == "sqlite" || bus_kind == "embedded" {
-            let dir = crate::local::default_data_dir();
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            Some(
-                Embedded::open(&dir.join("flotilla.db"), BusOptions::default())
-                    .map_err(|e| e.to_string())?,
-            )
+            Some(crate::local::open_default_embedded(bus_options())?)
         } else {
             None
         };
@@ -172,11 +178,26 @@ impl Backends {
             get("CLUSTER_SP_CLIENT_SECRET"),
         );
         let engine = Arc::new(Engine::new(store, bus, azure, env, Policy::default()));
+        // An embedded bus has no other consumer here: this process is its
+        // embedded runner, with workers and a sweeper of its own.
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut workers = Vec::new();
+        if let (Some(e), true) = (&embedded, self_consuming) {
+            let max = e.options().max_delivery_count;
+            for _ in 0..4 {
+                let (engine, bus) = (engine.clone(), engine.bus.clone());
+                workers.push(tokio::spawn(run_worker(engine, bus, max, stop_rx.clone())));
+            }
+            let sweep = SweepOptions::from_settings(SweepOptions::default())?;
+            workers.push(tokio::spawn(run_sweeper(engine.clone(), sweep, stop_rx)));
+        }
         Ok(Backends {
             engine,
             self_consuming,
             azure: Some(config),
             local: None,
+            workers,
+            stop: Some(stop),
         })
     }
 
@@ -184,7 +205,7 @@ impl Backends {
         let world = LocalWorld::start(LocalOptions::on_disk(
             crate::local::default_data_dir(),
             Duration::from_secs(1),
-            false,
+            bus_options().deliver_twice,
         ))
         .await?;
         Ok(Backends {
@@ -192,6 +213,8 @@ impl Backends {
             self_consuming: true,
             azure: None,
             local: Some(world),
+            workers: Vec::new(),
+            stop: None,
         })
     }
 
@@ -201,6 +224,12 @@ impl Backends {
     }
 
     pub async fn shutdown(self) {
+        if let Some(stop) = &self.stop {
+            let _ = stop.send(true);
+        }
+        for w in self.workers {
+            let _ = w.await;
+        }
         if let Some(w) = self.local {
             w.shutdown().await;
         }
@@ -227,7 +256,7 @@ fn cosmos_auth(config: &AzureConfig) -> Result<flotilla_cloud::cosmos::CosmosAut
 }
 
 /// The Cosmos DB emulator's published account key (not a secret).
-const COSMOS_EMULATOR_KEY: &str =
+pub(crate) const COSMOS_EMULATOR_KEY: &str =
     "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU9DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==";
 
 /// The Service Bus topic (or queue) flotilla sends its events to.

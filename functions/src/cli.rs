@@ -1,10 +1,16 @@
 //! The command line. Exit codes: 0 success, 1 the job ended Compensated or
-//! Failed (or a command was refused), 2 bad usage or a bad spec.
+//! Failed (or a command was refused, including a data dir that another
+//! process holds), 2 bad usage or a bad spec.
+//!
+//! Commands that change a data dir lock it first (`LocalWorld::start`, and
+//! `sim --data-dir`); `status` and `list` only read it, through a read-only
+//! SQLite connection, so they work while another process owns the dir.
 
+use crate::data_dir::DataDirLock;
 use crate::local::{self, fault_for, LocalOptions, LocalWorld};
 use crate::progress::Progress;
 use clap::{Parser, Subcommand, ValueEnum};
-use flotilla_core::embedded::{BusOptions, Embedded};
+use flotilla_core::embedded::Embedded;
 use flotilla_core::engine::{stalled_reason, CommandError, SweepOptions};
 use flotilla_core::saga::{JobStatus, Saga, StepName};
 use flotilla_core::spec::ClusterSpec;
@@ -114,6 +120,21 @@ enum Command {
     },
     /// Print the built-in example cluster spec.
     Spec,
+    /// Show every operation `up` would send for a spec, step by step with its
+    /// undo (nothing is created); with JOB, what `delete` would remove now.
+    Plan {
+        job: Option<String>,
+        /// Cluster spec (JSON); the built-in example when omitted.
+        #[arg(long, conflicts_with = "job")]
+        spec: Option<PathBuf>,
+        /// Name resources as a submission with this idempotency key would.
+        #[arg(long, conflicts_with = "job")]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Run the Azure simulator on loopback; prints one JSON line with its endpoints.
     Sim {
         #[arg(long, default_value_t = 0)]
@@ -131,9 +152,9 @@ enum Command {
         #[arg(long = "quota", value_name = "NAME=N")]
         quotas: Vec<String>,
     },
-    /// Run the Azure Functions custom handler (the host starts this; see docs/functions.md).
     /// Standalone worker: receive the step subscriptions from Service Bus yourself.
     Worker,
+    /// Run the Azure Functions custom handler (the host starts this; see docs/functions.md).
     Serve {
         /// Port on 127.0.0.1 [default: FUNCTIONS_CUSTOMHANDLER_PORT, else 7072].
         #[arg(long)]
@@ -143,7 +164,13 @@ enum Command {
     Package {
         #[arg(long)]
         out: PathBuf,
+        /// Refuse an executable that needs a newer glibc (e.g. 2.31, the Functions Linux images).
+        #[arg(long)]
+        max_glibc: Option<String>,
     },
+    /// Run N jobs through the whole engine while injecting faults and killing
+    /// processes, then check every job and what is left in the simulator.
+    Chaos(crate::chaos::ChaosArgs),
     /// Run N jobs concurrently on the embedded backends with zero simulated latency.
     Bench {
         #[arg(long, default_value_t = 200)]
@@ -230,6 +257,13 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             print!("{}", flotilla_core::spec::EXAMPLE_SPEC);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plan {
+            job,
+            spec,
+            idempotency_key,
+            data_dir,
+            output,
+        } => plan(job, spec, idempotency_key, data_dir, output).await,
         Command::Up {
             spec,
             data_dir,
@@ -240,17 +274,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             azurite_blob_endpoint,
             output,
         } => {
-            let spec = match spec {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
-                        Failure::Usage(format!("cannot read {}: {e}", path.display()))
-                    })?;
-                    ClusterSpec::from_json(&text).map_err(|e| {
-                        Failure::Usage(format!("invalid spec {}: {e}", path.display()))
-                    })?
-                }
-                None => ClusterSpec::example(),
-            };
+            let spec = read_spec(spec)?;
             let lro = lro(lro_seconds).map_err(Failure::Usage)?;
             let dir = data_dir.unwrap_or_else(local::default_data_dir);
             let shown_dir = dir.display().to_string();
@@ -343,10 +367,16 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             let saga: Saga = serde_json::from_value(doc.doc)
                 .map_err(|e| format!("stored saga is unreadable: {e}"))?;
             match output {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&saga).map_err(|e| e.to_string())?
-                ),
+                Output::Json => {
+                    let mut v = saga.to_json();
+                    if let Some(why) = stalled(&saga) {
+                        v["stalled"] = json!(why);
+                    }
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                    );
+                }
                 Output::Text => print_status(&saga),
             }
             Ok(ExitCode::SUCCESS)
@@ -411,6 +441,11 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                     "--write-burst and --write-refill-per-s must be positive".into(),
                 ));
             }
+            // Held until the simulator stops (the process ends).
+            let _lock = match &data_dir {
+                Some(dir) => Some(DataDirLock::acquire(dir).map_err(|e| e.to_string())?),
+                None => None,
+            };
             let throttle = flotilla_sim::ThrottleConfig {
                 write_burst,
                 write_refill_per_s,
@@ -441,14 +476,24 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             .await
             .map(|()| ExitCode::SUCCESS)
             .map_err(Failure::Runtime),
-        Command::Package { out } => {
-            let p = crate::package::run(&out).map_err(Failure::Runtime)?;
+        Command::Package { out, max_glibc } => {
+            let max = match max_glibc.as_deref().map(crate::package::parse_version) {
+                Some(Err(e)) => return Err(Failure::Usage(e)),
+                Some(Ok(v)) => Some(v),
+                None => None,
+            };
+            let p = crate::package::run(&out, max.as_deref()).map_err(Failure::Runtime)?;
             println!(
                 "{}",
-                json!({"dir": p.dir.display().to_string(), "zip": p.zip.display().to_string(), "entries": p.entries})
+                json!({"dir": p.dir.display().to_string(), "zip": p.zip.display().to_string(), "entries": p.entries,
+                       "glibc": p.needs.glibc_text(), "libraries": p.needs.libraries})
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Chaos(args) => crate::chaos::run(args).await.map_err(|e| match e {
+            crate::chaos::ChaosError::Usage(m) => Failure::Usage(m),
+            other => Failure::Runtime(other.to_string()),
+        }),
         Command::Bench {
             jobs,
             workers,
@@ -460,6 +505,91 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
 }
 
 /// The local world of a data dir that already holds flotilla's store.
+/// The spec in `path`, or the built-in example; a bad one is a usage error naming the field.
+fn read_spec(path: Option<PathBuf>) -> Result<ClusterSpec, Failure> {
+    let Some(path) = path else {
+        return Ok(ClusterSpec::example());
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
+    ClusterSpec::from_json(&text)
+        .map_err(|e| Failure::Usage(format!("invalid spec {}: {e}", path.display())))
+}
+
+/// `flotilla plan`: a spec's operations, or a job's removal.
+async fn plan(
+    job: Option<String>,
+    spec: Option<PathBuf>,
+    key: Option<String>,
+    data_dir: Option<PathBuf>,
+    output: Output,
+) -> Result<ExitCode, Failure> {
+    let print = |v: &serde_json::Value| -> Result<(), Failure> {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).map_err(|e| e.to_string())?
+        );
+        Ok(())
+    };
+    if let Some(job) = job {
+        let dir = data_dir.unwrap_or_else(local::default_data_dir);
+        let store = open_store(&dir)?;
+        let doc = store.store().get(&job).await.map_err(|e| e.to_string())?;
+        let doc = doc
+            .ok_or_else(|| Failure::Runtime(format!("job {job} not found in {}", dir.display())))?;
+        let saga: Saga = serde_json::from_value(doc.doc)
+            .map_err(|e| format!("stored saga is unreadable: {e}"))?;
+        let removal = flotilla_core::plan::removal(&saga);
+        match output {
+            Output::Json => print(&json!({"job": job, "delete": removal}))?,
+            Output::Text => {
+                println!("delete {job} would remove, in this order:");
+                for op in &removal {
+                    print_op(op, "  ");
+                }
+                if removal.is_empty() {
+                    println!("  nothing: no resource of the job may still exist");
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let spec = read_spec(spec)?;
+    let world = LocalWorld::start(LocalOptions::ephemeral()).await?;
+    let plan = world.engine.plan(spec, key.as_deref());
+    world.shutdown().await;
+    match output {
+        Output::Json => print(&serde_json::to_value(&plan).map_err(|e| e.to_string())?)?,
+        Output::Text => {
+            println!(
+                "plan for job {} (a submission gets its own id unless it uses the same --idempotency-key):",
+                plan.job
+            );
+            for step in &plan.steps {
+                println!("{}", step.step);
+                for op in &step.operations {
+                    print_op(op, "  ");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_op(op: &flotilla_core::plan::PlannedOp, indent: &str) {
+    let api = op
+        .api_version
+        .as_deref()
+        .map(|v| format!(" (api {v})"))
+        .unwrap_or_default();
+    let undo = op
+        .undo
+        .as_ref()
+        .map(|u| format!("  undo: {}", u.method))
+        .unwrap_or_default();
+    println!("{indent}{:<6} {}{api}{undo}", op.method, op.target);
+}
+
 async fn existing_world(
     data_dir: Option<PathBuf>,
     lro_seconds: f64,
@@ -477,15 +607,22 @@ fn command_failure(e: CommandError) -> Failure {
     }
 }
 
+/// The store of a data dir, read-only and without its lock: safe while a
+/// running `up`, `resume` or `serve` writes to it (SQLite WAL readers see the
+/// last committed state and never block the writer).
 fn open_store(dir: &std::path::Path) -> Result<Embedded, Failure> {
     require_store(dir)?;
-    Embedded::open(&dir.join("flotilla.db"), BusOptions::default())
+    Embedded::open_read_only(&dir.join("flotilla.db"))
         .map_err(|e| Failure::Runtime(format!("store: {e}")))
 }
 
+/// Refuses a dir without flotilla's store; a dir whose owner has not created
+/// its store yet is reported as in use, not as empty.
 fn require_store(dir: &std::path::Path) -> Result<(), Failure> {
     if dir.join("flotilla.db").exists() {
         Ok(())
+    } else if let Some(in_use) = DataDirLock::in_use(dir) {
+        Err(Failure::Runtime(in_use.to_string()))
     } else {
         Err(Failure::Runtime(format!(
             "no flotilla data in {} (run `flotilla up` first, or pass --data-dir)",
@@ -574,6 +711,15 @@ fn summary(world: &LocalWorld, s: &Saga) -> serde_json::Value {
     })
 }
 
+/// The class the engine gave a failure, as `status` prints it.
+fn class(e: &flotilla_core::saga::ErrorInfo) -> &'static str {
+    if e.retryable {
+        "retryable"
+    } else {
+        "terminal"
+    }
+}
+
 /// Why the job makes no progress, when it has made none for too long.
 fn stalled(s: &Saga) -> Option<String> {
     let opts = SweepOptions::from_settings(SweepOptions::default()).unwrap_or_default();
@@ -621,7 +767,7 @@ fn print_status(s: &Saga) {
         let err = st
             .last_error
             .as_ref()
-            .map(|e| format!("  {}: {}", e.code, e.message))
+            .map(|e| format!("  {}: {} ({})", e.code, e.message, class(e)))
             .unwrap_or_default();
         println!(
             "  {:<8} {:<12} attempts {}{}",
@@ -632,7 +778,7 @@ fn print_status(s: &Saga) {
         );
     }
     if let Some(e) = &s.error {
-        println!("  error: {}: {}", e.code, e.message);
+        println!("  error: {}: {} ({})", e.code, e.message, class(e));
     }
     for d in &s.dead_letters {
         println!("  dead-lettered: {d}");

@@ -1,7 +1,9 @@
 //! The local world behind `flotilla up`, `resume`, `delete`, `scale` and
 //! `bench`: the built-in Azure simulator, the embedded store and bus, and an
-//! engine with workers, all in this process.
+//! engine with workers, all in this process. A world on disk owns its data
+//! dir ([`DataDirLock`]) for as long as it runs.
 
+use crate::data_dir::DataDirLock;
 use flotilla_azure::blob::{Staging, StagingAuth, DEV_STORAGE_ACCOUNT, DEV_STORAGE_KEY};
 use flotilla_azure::models::api;
 use flotilla_azure::transport::{https_client, RouterTransport};
@@ -81,6 +83,25 @@ impl LocalOptions {
     }
 }
 
+impl LocalOptions {
+    /// A throwaway world in memory, for commands that only need the
+    /// engine's configuration (`plan`): nothing on disk, no socket.
+    pub fn ephemeral() -> LocalOptions {
+        LocalOptions {
+            staging: StagingChoice::Simulator,
+            data_dir: None,
+            lro: Duration::ZERO,
+            persist_sim: false,
+            throttle: false,
+            link: Link::InProcess,
+            bus: BusOptions::default(),
+            workers: 1,
+            policy: Policy::default(),
+            sweep: local_sweep(Duration::ZERO),
+        }
+    }
+}
+
 /// The sweeper's timing for a local world whose operations take `lro`:
 /// frequent sweeps, a grace of ten operations, stalled after five minutes.
 pub fn local_sweep(lro: Duration) -> SweepOptions {
@@ -100,6 +121,8 @@ pub struct LocalWorld {
     server: Option<SimServer>,
     stop: tokio::sync::watch::Sender<bool>,
     workers: Vec<tokio::task::JoinHandle<()>>,
+    /// Held until the world is dropped (after `shutdown`) or the process ends.
+    _lock: Option<DataDirLock>,
 }
 
 /// The step whose Azure call `--fail-at` makes the simulator refuse, as a fault rule.
@@ -169,12 +192,15 @@ pub fn fault_for(step: StepName) -> FaultRule {
 }
 
 impl LocalWorld {
+    /// Starts the world. With a data dir, first locks it (creating it if
+    /// needed): a dir another process holds is refused before anything in it
+    /// is read or written, with an error naming that process.
     pub async fn start(opts: LocalOptions) -> Result<LocalWorld, String> {
         let max_delivery = opts.bus.max_delivery_count;
-        if let Some(dir) = &opts.data_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
-        }
+        let lock = match &opts.data_dir {
+            Some(dir) => Some(DataDirLock::acquire(dir).map_err(|e| e.to_string())?),
+            None => None,
+        };
         let sim = Sim::new(SimConfig {
             data_dir: opts
                 .data_dir
@@ -308,6 +334,7 @@ impl LocalWorld {
             server,
             stop,
             workers,
+            _lock: lock,
         })
     }
 
@@ -420,6 +447,14 @@ async fn put_and_wait(
             .map_err(|e| format!("{id}: {e}"))?;
     }
     Ok(())
+}
+
+/// The embedded store and bus in the default data dir, for backends that mix
+/// them with cloud ones; the dir stays locked until the process exits.
+pub fn open_default_embedded(bus: BusOptions) -> Result<Embedded, String> {
+    let dir = default_data_dir();
+    DataDirLock::hold_until_exit(&dir).map_err(|e| e.to_string())?;
+    Embedded::open(&dir.join("flotilla.db"), bus).map_err(|e| format!("store: {e}"))
 }
 
 /// The default data dir.

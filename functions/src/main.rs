@@ -3,7 +3,9 @@
 
 mod backends;
 mod bench;
+mod chaos;
 mod cli;
+mod data_dir;
 mod local;
 mod package;
 mod progress;

@@ -44,7 +44,7 @@ fn recorded_envelopes_and_the_validation_handshake() {
         assert_eq!(status, 200, "{reply}");
         let ans = serve_common::HttpAnswer::of(&reply);
         ans.assert_problem(400);
-        assert_eq!(ans.body["field"], "spec", "{ans:?}");
+        assert_eq!(ans.body["field"], "id", "{ans:?}");
         assert!(
             ans.body["detail"]
                 .as_str()

@@ -154,6 +154,56 @@ fn a_bad_spec_exits_2_names_the_field_and_creates_nothing() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// Specs Azure would refuse (type errors, Azure's limits) exit 2 before
+/// anything is created, naming the field.
+#[test]
+fn a_spec_azure_would_refuse_exits_2_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spec = dir.path().join("spec.json");
+    let example: Value = serde_json::from_slice(
+        &Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .arg("spec")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let tags: serde_json::Map<String, Value> = (0..10_000)
+        .map(|i| (format!("t{i}"), Value::from("v")))
+        .collect();
+    let cases: Vec<(&str, &str, Value)> = vec![
+        ("name", "invalid type", serde_json::json!(123)),
+        ("location", "region", Value::from("x".repeat(100_000))),
+        ("tags", "at most 13", Value::Object(tags)),
+        (
+            "sshPublicKey",
+            "RSA key is 1024 bits; Azure needs at least 2048",
+            Value::from("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQCk3U7db2yHBt0n1j+10fEi6+WWvB0whz+ZkKqqc8xlbG4C8t7x3XNFLmEHSKpyKaV4V+4NK5jiN/pHVdyVcAHYU+8ekYMu4iPSn6j9dLANHAyIq7+8Jn7zYPWlVZr4ebxMl+mXK4yGg/EtgwV3DaYugLJ0V1yziGxBr10U/oxLuQ== rsa1024"),
+        ),
+        ("adminUsername", "reserved", Value::from("root")),
+    ];
+    for (field, says, value) in cases {
+        let mut bad = example.clone();
+        bad[field] = value;
+        std::fs::write(&spec, bad.to_string()).unwrap();
+        let out = flotilla(&data, &["up", "--spec", spec.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{field}: {err}");
+        assert!(
+            err.contains(&format!("{field}: ")),
+            "error should name {field}: {err}"
+        );
+        assert!(err.contains(says), "{field}: {err}");
+        assert!(
+            err.len() < 2000,
+            "the error echoes the input: {} bytes",
+            err.len()
+        );
+        assert!(!data.exists(), "nothing may be created for a bad spec");
+    }
+}
+
 #[test]
 fn a_run_killed_during_master_resumes_to_one_cluster() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! The HTTP-triggered functions: `submit`, `status`, `delete`, `scale`.
+//! The HTTP-triggered functions: `submit`, `plan`, `status`, `delete`, `scale`.
 //! Every answer goes back in `Outputs.res`; the invocation itself succeeds
 //! (a 4xx for the client is not a failed invocation).
 
@@ -52,6 +52,7 @@ async fn answer(
     }
     match f.name {
         "submit" => submit(state, &req, reply).await,
+        "plan" => plan(state, &req),
         "status" => status(state, &req).await,
         "delete" => delete(state, &req, reply).await,
         "scale" => scale(state, &req, reply).await,
@@ -183,6 +184,21 @@ async fn submit(
         &json!({"job": job, "statusUrl": url, "status": "Running"}),
     )
     .with_header("Location", &url))
+}
+
+/// `plan`: what a submission of this spec would send, step by step with the
+/// undo of each (secrets redacted); nothing is sent to Azure.
+fn plan(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, Problem> {
+    let (text, _) = json_body(req)?;
+    let spec = ClusterSpec::from_json(&text).map_err(|e| {
+        Problem::new(Kind::InvalidSpec, format!("{}: {}", e.field, e.message)).field(e.field)
+    })?;
+    let key = idempotency_key(req)?;
+    let plan = state.engine.plan(spec, key);
+    Ok(HttpResponse::json(
+        200,
+        &serde_json::to_value(&plan).unwrap_or_default(),
+    ))
 }
 
 /// The optional `Idempotency-Key` header: 1–255 visible ASCII characters.

@@ -24,9 +24,13 @@ use flotilla_azure::AzureConfig;
 use flotilla_core::engine::Engine;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod limit_tests;
 
 /// What triggers a function (and so what its `function.json` holds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +67,9 @@ pub const JOBS_QUEUE: &str = "flotilla-jobs";
 pub const CONNECTION: &str = "ServiceBusConnection";
 /// The queue/subscription MaxDeliveryCount (Service Bus default, set in infra).
 pub const MAX_DELIVERY_COUNT: u64 = 10;
-/// Largest request body `submit` and `scale` accept.
-pub const MAX_BODY: usize = 1024 * 1024;
+/// Largest request body `submit` and `scale` accept (a valid spec is a few
+/// KiB; see `flotilla_core::spec` for its limits).
+pub const MAX_BODY: usize = 256 * 1024;
 /// Port when neither `--port` nor FUNCTIONS_CUSTOMHANDLER_PORT is given
 /// (7071 is the Functions host's own port under `func start`).
 pub const DEFAULT_PORT: u16 = 7072;
@@ -86,6 +91,7 @@ const fn http(method: &'static str, route: &'static str) -> Trigger {
 /// Every function the router serves; each has `functions/<name>/function.json`.
 pub const FUNCTIONS: &[Function] = &[
     function!("submit", http("POST", "clusters")),
+    function!("plan", http("POST", "clusters/plan")),
     function!("status", http("GET", "clusters/{id}")),
     function!("delete", http("DELETE", "clusters/{id}")),
     function!("scale", http("PATCH", "clusters/{id}/pools/{pool}")),
@@ -127,9 +133,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(ready))
         .route("/{function}", axum::routing::post(invoke))
-        // Room for a 1 MiB body escaped inside the envelope; the 1 MiB limit
+        // Room for a MAX_BODY body escaped inside the envelope; MAX_BODY
         // itself is enforced per function with a problem-details answer.
-        .layer(DefaultBodyLimit::max(8 * MAX_BODY))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST))
         .with_state(state)
 }
 
@@ -241,6 +247,7 @@ pub fn port(arg: Option<u16>) -> Result<u16, String> {
 /// `flotilla serve`: builds the backends and serves until Ctrl-C / SIGTERM.
 pub async fn run(port_arg: Option<u16>) -> Result<(), String> {
     let port = port(port_arg)?;
+    let limits = Limits::from_settings()?;
     let backends = crate::backends::Backends::from_settings().await?;
     let state = AppState {
         sim: backends.local().map(|w| w.config.clone()),
@@ -252,14 +259,249 @@ pub async fn run(port_arg: Option<u16>) -> Result<(), String> {
     tracing::info!(
         port,
         self_consuming = backends.self_consuming,
+        ?limits,
         "custom handler listening"
     );
     eprintln!("flotilla serve: listening on http://127.0.0.1:{port}");
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    serve(listener, app(state), limits, shutdown_signal()).await;
     backends.shutdown().await;
-    served.map_err(|e| format!("server: {e}"))
+    Ok(())
+}
+
+/// How `flotilla serve` protects itself from slow clients, stuck handlers and
+/// too many connections (the FLOTILLA_SERVE_* settings).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// Time to send a request's headers (and the longest a keep-alive
+    /// connection may sit idle); after it the connection is closed.
+    pub header_timeout: Duration,
+    /// Time to send the whole request body; after it, 408 and close.
+    pub body_timeout: Duration,
+    /// Time for a whole request, handler included; after it, 503.
+    pub request_timeout: Duration,
+    /// Connections served at once; further ones wait in the accept backlog.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            // Under host.json's functionTimeout (5 min): the host gets an
+            // answer (and redelivers) instead of timing the invocation out.
+            request_timeout: Duration::from_secs(280),
+            max_connections: 256,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits from the FLOTILLA_SERVE_* settings, each defaulting when
+    /// unset; a malformed value is an error naming the setting.
+    pub fn from_settings() -> Result<Limits, String> {
+        let d = Limits::default();
+        let seconds = |name: &str, default: Duration| -> Result<Duration, String> {
+            let Some(v) = flotilla_core::settings::get(name) else {
+                return Ok(default);
+            };
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| {
+                    format!(
+                        "{name} must be a number of seconds between 0 and 86400 (got '{}')",
+                        truncate(&v, 40)
+                    )
+                })
+        };
+        let max_connections = match flotilla_core::settings::get("FLOTILLA_SERVE_MAX_CONNECTIONS")
+        {
+            None => d.max_connections,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=65_536).contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "FLOTILLA_SERVE_MAX_CONNECTIONS must be a whole number from 1 to 65536 (got '{}')",
+                        truncate(&v, 40)
+                    )
+                })?,
+        };
+        Ok(Limits {
+            header_timeout: seconds("FLOTILLA_SERVE_HEADER_TIMEOUT", d.header_timeout)?,
+            body_timeout: seconds("FLOTILLA_SERVE_BODY_TIMEOUT", d.body_timeout)?,
+            request_timeout: seconds("FLOTILLA_SERVE_REQUEST_TIMEOUT", d.request_timeout)?,
+            max_connections,
+        })
+    }
+}
+
+/// Serves `app` over HTTP/1.1 on `listener` within `limits` until `shutdown`
+/// resolves, then lets the requests in flight finish (for at most the
+/// request timeout).
+///
+/// Guarantees: a connection that does not complete its headers within
+/// `header_timeout` is closed (hyper's header read timeout, which also ends
+/// idle keep-alive connections); a body not received within `body_timeout`
+/// is answered 408 and the connection closed; a request still running after
+/// `request_timeout` is answered 503 (the handler's future is dropped, as in
+/// a crash: every step is safe to run again); at most `max_connections` are
+/// open, the next one is accepted when one closes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service = hyper_util::service::TowerToHyperService::new(guarded(app, limits));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_error(e).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(limits.request_timeout) => {
+            tracing::warn!("requests still running at shutdown were cut off");
+        }
+    }
+}
+
+/// After a failed accept: a client that gave up is nothing; anything else
+/// (e.g. out of file descriptors) is logged and waited out briefly.
+async fn accept_error(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Largest request the listener reads: room for a [`MAX_BODY`] body escaped
+/// inside the envelope.
+pub const MAX_REQUEST: usize = 8 * MAX_BODY;
+
+/// `app` behind the per-request limits of [`guard`].
+pub fn guarded(app: Router, limits: Limits) -> Router {
+    app.layer(axum::middleware::from_fn_with_state(limits, guard))
+}
+
+/// The per-request limits: reads the whole body within `body_timeout` (408)
+/// and [`MAX_REQUEST`] (413), then runs the handler within what is left of
+/// `request_timeout` (503).
+async fn guard(
+    State(limits): State<Limits>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + limits.request_timeout;
+    let (parts, body) = req.into_parts();
+    let body = match tokio::time::timeout(limits.body_timeout, read_body(body, MAX_REQUEST)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(p)) => return closing(transport_problem(p)),
+        Err(_) => {
+            tracing::warn!(path = %parts.uri.path(), "request body timed out");
+            return closing(transport_problem(problem::Problem::new(
+                problem::Kind::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {:.1} s",
+                    limits.body_timeout.as_secs_f64()
+                ),
+            )));
+        }
+    };
+    let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));
+    let path = req.uri().path().to_string();
+    match tokio::time::timeout_at(deadline, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => {
+            tracing::error!(%path, "request timed out in its handler");
+            transport_problem(problem::Problem::new(
+                problem::Kind::HandlerTimeout,
+                format!(
+                    "the request did not finish within {:.1} s; it is safe to send again",
+                    limits.request_timeout.as_secs_f64()
+                ),
+            ))
+        }
+    }
+}
+
+/// The whole body, or a 413 problem past `max` bytes (400 if it breaks off).
+async fn read_body(mut body: axum::body::Body, max: usize) -> Result<Bytes, problem::Problem> {
+    use axum::body::HttpBody;
+    let too_large = || {
+        problem::Problem::new(
+            problem::Kind::TooLarge,
+            format!("the request exceeds {max} bytes"),
+        )
+    };
+    if body.size_hint().lower() > max as u64 {
+        return Err(too_large());
+    }
+    let mut buf = Vec::new();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        let frame = frame.map_err(|e| {
+            problem::Problem::new(
+                problem::Kind::InvalidRequest,
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Marks an answer as the connection's last (its body may be left unread).
+fn closing(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
 }
 
 async fn shutdown_signal() {

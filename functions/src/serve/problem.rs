@@ -14,7 +14,11 @@ pub enum Kind {
     NotFound,
     Conflict,
     MethodNotAllowed,
+    /// The client did not send its request body in time.
+    RequestTimeout,
     Internal,
+    /// The handler did not finish within the per-request time limit.
+    HandlerTimeout,
 }
 
 impl Kind {
@@ -23,10 +27,12 @@ impl Kind {
             Kind::MalformedJson | Kind::InvalidSpec | Kind::InvalidRequest => 400,
             Kind::NotFound => 404,
             Kind::MethodNotAllowed => 405,
+            Kind::RequestTimeout => 408,
             Kind::Conflict => 409,
             Kind::TooLarge => 413,
             Kind::UnsupportedMediaType => 415,
             Kind::Internal => 500,
+            Kind::HandlerTimeout => 503,
         }
     }
 
@@ -40,7 +46,9 @@ impl Kind {
             Kind::NotFound => "not-found",
             Kind::Conflict => "conflict",
             Kind::MethodNotAllowed => "method-not-allowed",
+            Kind::RequestTimeout => "request-timeout",
             Kind::Internal => "internal",
+            Kind::HandlerTimeout => "handler-timeout",
         }
     }
 
@@ -54,7 +62,9 @@ impl Kind {
             Kind::NotFound => "No such job",
             Kind::Conflict => "The job is not in a state that allows this",
             Kind::MethodNotAllowed => "Method not allowed",
+            Kind::RequestTimeout => "The request body did not arrive in time",
             Kind::Internal => "Internal error",
+            Kind::HandlerTimeout => "The request did not finish in time",
         }
     }
 }

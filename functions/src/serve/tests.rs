@@ -350,3 +350,89 @@ async fn unknown_functions_and_junk_envelopes_are_problems() {
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
 }
+
+fn submit_envelope(key: Option<&str>, spec: &str) -> Value {
+    let mut headers = json!({"Content-Type": ["application/json"]});
+    if let Some(k) = key {
+        headers["Idempotency-Key"] = json!([k]);
+    }
+    json!({"Data": {"req": {
+        "Url": "http://localhost:7071/api/clusters",
+        "Method": "POST",
+        "Query": {},
+        "Headers": headers,
+        "Params": {},
+        "Body": spec,
+    }}, "Metadata": {}})
+}
+
+#[tokio::test]
+async fn submit_with_the_same_idempotency_key_returns_the_same_job() {
+    let fx = fixture().await;
+    let spec = flotilla_core::spec::EXAMPLE_SPEC;
+    let (_, first) = post(&fx.state, "submit", &submit_envelope(Some("k-1"), spec)).await;
+    assert_eq!(first["Outputs"]["res"]["StatusCode"], "202", "{first}");
+    let (_, again) = post(&fx.state, "submit", &submit_envelope(Some("k-1"), spec)).await;
+    assert_eq!(again["Outputs"]["res"]["StatusCode"], "200", "{again}");
+    let body = |r: &Value| -> Value {
+        serde_json::from_str(r["Outputs"]["res"]["Body"].as_str().unwrap()).unwrap()
+    };
+    assert_eq!(body(&first)["job"], body(&again)["job"]);
+    assert_eq!(body(&again)["statusUrl"], body(&first)["statusUrl"]);
+    // Without a key, or with another one, a second job starts.
+    let (_, other) = post(&fx.state, "submit", &submit_envelope(None, spec)).await;
+    assert_ne!(body(&other)["job"], body(&first)["job"]);
+    // A key that is not visible ASCII is refused, naming the header.
+    let (_, bad) = post(&fx.state, "submit", &submit_envelope(Some("a key"), spec)).await;
+    assert_eq!(bad["Outputs"]["res"]["StatusCode"], "400", "{bad}");
+    assert!(bad.to_string().contains("Idempotency-Key"), "{bad}");
+    assert_eq!(fx.store.list().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn submit_queue_uses_the_message_id_as_idempotency_key() {
+    let fx = fixture().await;
+    let spec = flotilla_core::spec::EXAMPLE_SPEC;
+    for delivery in 1..=2 {
+        let (status, reply) = post(
+            &fx.state,
+            "submit-queue",
+            &json!({"Data": {"message": spec}, "Metadata": {"MessageId": "order-7", "DeliveryCount": delivery}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    }
+    assert_eq!(
+        fx.store.list().await.unwrap().len(),
+        1,
+        "one job per message id"
+    );
+}
+
+#[tokio::test]
+async fn plan_answers_the_operations_and_creates_nothing() {
+    let fx = fixture().await;
+    let spec = flotilla_core::spec::EXAMPLE_SPEC;
+    let mut env = submit_envelope(Some("k-2"), spec);
+    env["Data"]["req"]["Url"] = json!("http://localhost:7071/api/clusters/plan");
+    let (_, reply) = post(&fx.state, "plan", &env).await;
+    assert_eq!(reply["Outputs"]["res"]["StatusCode"], "200", "{reply}");
+    let plan: Value =
+        serde_json::from_str(reply["Outputs"]["res"]["Body"].as_str().unwrap()).unwrap();
+    assert_eq!(plan["steps"].as_array().unwrap().len(), 6, "{plan}");
+    assert_eq!(plan["steps"][1]["step"], "prereqs");
+    assert!(
+        fx.store.list().await.unwrap().is_empty(),
+        "no job was stored"
+    );
+    // The same key submitted names the same job.
+    let (_, sub) = post(&fx.state, "submit", &submit_envelope(Some("k-2"), spec)).await;
+    let body: Value =
+        serde_json::from_str(sub["Outputs"]["res"]["Body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["job"], plan["job"]);
+    // A bad spec is a 400 naming the field.
+    let mut bad = submit_envelope(None, r#"{"name": "x"}"#);
+    bad["Data"]["req"]["Url"] = json!("http://localhost:7071/api/clusters/plan");
+    let (_, reply) = post(&fx.state, "plan", &bad).await;
+    assert_eq!(reply["Outputs"]["res"]["StatusCode"], "400", "{reply}");
+}

@@ -3,12 +3,13 @@
 //! over plain HTTP/1.1.
 #![allow(dead_code)]
 
+use flotilla::emulators::{self, AppSettings, FlotillaProcess};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 pub fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -38,59 +39,47 @@ pub type Raw = (u16, Vec<(String, String)>, Vec<u8>);
 
 pub struct Server {
     pub port: u16,
-    child: Child,
+    proc: FlotillaProcess,
     pub dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 impl Server {
     /// Starts `flotilla serve` on a free port with FUNCTIONS_CUSTOMHANDLER_PORT
     /// (as the host does) and waits for `GET /` to answer.
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// [`Server::start`] with extra environment variables (settings).
+    pub fn start_with(envs: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-            .arg("serve")
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .env("FLOTILLA_DATA_DIR", dir.path().join("data"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("flotilla serve starts");
-        let mut server = Server { port, child, dir };
-        let started = Instant::now();
-        loop {
-            if let Ok((_, _, _)) = server.try_request("GET", "/", None, None) {
-                return server;
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("flotilla serve exited with {status}:\n{}", server.log());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "not ready within 60 s:\n{}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let port = emulators::free_port().unwrap();
+        let mut settings = AppSettings::default();
+        settings
+            .set(
+                "FLOTILLA_DATA_DIR",
+                dir.path().join("data").display().to_string(),
+            )
+            .set("RUST_LOG", "warn");
+        for (k, v) in envs {
+            settings.set(k, *v);
         }
+        let mut proc = FlotillaProcess::new(
+            Path::new(env!("CARGO_BIN_EXE_flotilla")),
+            &["serve"],
+            settings,
+            &dir.path().join("serve.log"),
+            Some(port),
+        );
+        proc.spawn().expect("flotilla serve starts");
+        if let Err(e) = proc.wait_ready_blocking(Duration::from_secs(60)) {
+            panic!("{e}");
+        }
+        Server { port, proc, dir }
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+        self.proc.log()
     }
 
     pub fn data_dir(&self) -> PathBuf {

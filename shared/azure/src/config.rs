@@ -1,16 +1,17 @@
 //! Where Azure is and who flotilla is there: endpoints, the credential, the
 //! transport and the retry policy, shared by every client.
 
+use crate::error::{CredentialFailure, TokenSource};
 use crate::AzureError;
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
-use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
 use azure_core::http::{ClientOptions, HttpClient, RetryOptions, Transport};
 use azure_identity::{
     AzureCliCredential, ClientSecretCredential, ClientSecretCredentialOptions,
     ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
 };
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// How flotilla authenticates. There is deliberately no "try everything"
 /// chain: the credential is chosen by configuration (`AZURE_CREDENTIAL`).
@@ -65,6 +66,9 @@ pub struct RetryPolicy {
     pub max_inline_wait: Duration,
     /// First backoff when the service gives no `Retry-After`; doubles per attempt.
     pub base_delay: Duration,
+    /// Longest one token request may take (the credential's own retries
+    /// included); a slower one fails as a retryable `CredentialUnavailable`.
+    pub token_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -73,6 +77,7 @@ impl Default for RetryPolicy {
             max_inline_retries: 3,
             max_inline_wait: Duration::from_secs(2),
             base_delay: Duration::from_millis(200),
+            token_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -122,17 +127,34 @@ impl AzureConfig {
     }
 
     /// Builds the configured credential on flotilla's transport.
+    ///
+    /// Its failures are classified once ([`CredentialFailure`]: retryable
+    /// `CredentialUnavailable` vs terminal `CredentialRefused`), and it never
+    /// holds a caller for long:
+    /// - its pipeline has no retry policy (`client_options`), so the client
+    ///   secret and App Service managed-identity credentials send one request
+    ///   per token; the IMDS credential (no `IDENTITY_ENDPOINT`) keeps
+    ///   azure_identity's own retries (up to 72 s), which cannot be switched off;
+    /// - every `get_token` is cut off after `retry.token_timeout` (10 s by
+    ///   default). The timeout carries itself as `Retry-After`, which is longer
+    ///   than the client's inline wait, so the call is handed back at once and
+    ///   the step retries through a scheduled message;
+    /// - for `token_timeout` after a timeout, other callers get that failure at
+    ///   once instead of queueing behind the same slow endpoint one by one.
     pub fn token_credential(&self) -> Result<Arc<dyn TokenCredential>, AzureError> {
         let bad = |e: azure_core::Error| {
             AzureError::terminal("InvalidCredentialConfiguration", e.to_string())
         };
-        Ok(match &self.credential {
+        let (inner, source): (Arc<dyn TokenCredential>, TokenSource) = match &self.credential {
             CredentialConfig::ManagedIdentity { client_id } => {
                 let options = ManagedIdentityCredentialOptions {
                     user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
                     client_options: self.client_options(),
                 };
-                ManagedIdentityCredential::new(Some(options)).map_err(bad)?
+                (
+                    ManagedIdentityCredential::new(Some(options)).map_err(bad)?,
+                    TokenSource::ManagedIdentity,
+                )
             }
             CredentialConfig::ClientSecret {
                 tenant_id,
@@ -147,15 +169,155 @@ impl AzureConfig {
                     client_options.cloud = Some(Arc::new(CloudConfiguration::Custom(custom)));
                 }
                 let options = ClientSecretCredentialOptions { client_options };
-                ClientSecretCredential::new(
+                let credential = ClientSecretCredential::new(
                     tenant_id,
                     client_id.clone(),
                     Secret::new(secret.clone()),
                     Some(options),
                 )
-                .map_err(bad)?
+                .map_err(bad)?;
+                (credential, TokenSource::ClientSecret)
             }
-            CredentialConfig::AzureCli => AzureCliCredential::new(None).map_err(bad)?,
-        })
+            CredentialConfig::AzureCli => (
+                AzureCliCredential::new(None).map_err(bad)?,
+                TokenSource::AzureCli,
+            ),
+        };
+        Ok(Arc::new(ClassifiedCredential::new(
+            inner,
+            source,
+            self.retry.token_timeout,
+        )))
+    }
+}
+
+/// An azure_identity credential, bounded in time, whose errors carry a
+/// [`CredentialFailure`] (found again by `AzureError::from`).
+pub struct ClassifiedCredential {
+    inner: Arc<dyn TokenCredential>,
+    source: TokenSource,
+    timeout: Duration,
+    /// The last timeout and when it happened.
+    timed_out: Mutex<Option<(Instant, CredentialFailure)>>,
+}
+
+impl ClassifiedCredential {
+    /// Wraps `inner`; `timeout` bounds each `get_token`.
+    pub fn new(
+        inner: Arc<dyn TokenCredential>,
+        source: TokenSource,
+        timeout: Duration,
+    ) -> ClassifiedCredential {
+        ClassifiedCredential {
+            inner,
+            source,
+            timeout,
+            timed_out: Mutex::new(None),
+        }
+    }
+
+    fn failed(failure: CredentialFailure) -> azure_core::Error {
+        azure_core::Error::new(azure_core::error::ErrorKind::Credential, failure)
+    }
+}
+
+impl std::fmt::Debug for ClassifiedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClassifiedCredential")
+            .field("source", &self.source)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for ClassifiedCredential {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        {
+            let recent = self.timed_out.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, failure)) = recent.as_ref() {
+                if at.elapsed() < self.timeout {
+                    return Err(Self::failed(failure.clone()));
+                }
+            }
+        }
+        match tokio::time::timeout(self.timeout, self.inner.get_token(scopes, options)).await {
+            Ok(Ok(token)) => Ok(token),
+            Ok(Err(e)) => {
+                let failure = CredentialFailure::classify(&e, Some(self.source));
+                tracing::debug!(code = failure.code(), message = %failure.message, "no token");
+                Err(Self::failed(failure))
+            }
+            Err(_) => {
+                let failure = CredentialFailure::timed_out(Some(self.source), self.timeout);
+                *self.timed_out.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((Instant::now(), failure.clone()));
+                Err(Self::failed(failure))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A credential whose token endpoint never answers.
+    #[derive(Debug, Default)]
+    struct Hanging {
+        calls: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Hanging {
+        async fn get_token(
+            &self,
+            _: &[&str],
+            _: Option<TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<AccessToken> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hanging_endpoint_costs_one_timeout_then_fails_fast_until_the_window_ends() {
+        let inner = Arc::new(Hanging::default());
+        let timeout = Duration::from_millis(200);
+        let credential =
+            ClassifiedCredential::new(inner.clone(), TokenSource::ClientSecret, timeout);
+        let scopes = &["https://management.azure.com/.default"];
+
+        let started = Instant::now();
+        let err = credential
+            .get_token(scopes, None)
+            .await
+            .expect_err("times out");
+        assert!(started.elapsed() >= timeout);
+        let failure = CredentialFailure::find(&err).expect("classified");
+        assert!(failure.retry == crate::Retry::Retryable);
+        assert_eq!(failure.retry_after, Some(timeout));
+
+        let started = Instant::now();
+        let again = credential
+            .get_token(scopes, None)
+            .await
+            .expect_err("fails fast");
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert_eq!(CredentialFailure::find(&again), Some(failure));
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1, "not asked again");
+
+        tokio::time::sleep(timeout).await;
+        let _ = credential.get_token(scopes, None).await;
+        assert_eq!(
+            inner.calls.load(Ordering::SeqCst),
+            2,
+            "asked again after the window"
+        );
     }
 }

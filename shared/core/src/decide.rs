@@ -2,7 +2,7 @@
 //! event means for this job, and the transition functions say how the saga
 //! changes when a step's work finishes, fails or must wait. No I/O here.
 
-use crate::events::{handlers, types, CloudEvent, EventData};
+use crate::events::{handlers, types, CloudEvent, EventData, EventKind};
 use crate::saga::{
     ErrorInfo, JobStatus, PendingOp, PendingPurpose, ResourceState, Saga, StepName, StepStatus,
 };
@@ -103,11 +103,37 @@ fn forward_or_not(saga: &Saga, step: StepName) -> Decision {
 }
 
 /// What an incoming event means for this saga.
+///
+/// # Expected flow
+/// `job.requested` starts `stage`; each `step.succeeded` starts the next step;
+/// `step.retry` re-runs a step after a retryable error; the poll events
+/// re-check the operation in `saga.pending`; `step.failed`, `undo.*` and
+/// `job.delete-requested` drive the undo chain; `job.scale-requested` scales a
+/// pool. Notifications (`job.succeeded`, `compensation.started`, ...) are for
+/// observers and change nothing.
+///
+/// # Guarantees
+/// Pure: the same saga and event always give the same decision. Duplicates
+/// are harmless: a finished step re-emits its event (`Reemit`), a poll or
+/// retry whose `seq` is not the saga's current one is stale (`Ignore`), and
+/// nothing starts while an operation is in flight.
+///
+/// # Assumptions
+/// The saga is the latest stored version; the engine saves with its ETag, so
+/// a decision taken on a stale copy is retried on the fresh one.
+///
+/// # Errors
+/// None: an event that cannot apply is ignored with a reason the engine logs.
+/// Commands carried by events are checked here against the saga (a scale
+/// outside the pool's limits is refused), not only at the HTTP edge.
 pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
     let seq_matches = |seq: Option<u64>| seq.is_some() && seq == Some(saga.seq);
-    match event.event_type.as_str() {
-        types::JOB_REQUESTED => forward_or_not(saga, StepName::Stage),
-        types::STEP_SUCCEEDED => {
+    let Some(kind) = event.kind() else {
+        return Decision::Ignore("unknown event type");
+    };
+    match kind {
+        EventKind::JobRequested => forward_or_not(saga, StepName::Stage),
+        EventKind::StepSucceeded => {
             let Some(done) = event.data.step else {
                 return Decision::Ignore("event names no step");
             };
@@ -119,7 +145,7 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
                 None => Decision::Ignore("last step done"),
             }
         }
-        types::STEP_RETRY => {
+        EventKind::StepRetry => {
             let Some(step) = event.data.step else {
                 return Decision::Ignore("event names no step");
             };
@@ -128,19 +154,21 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
             }
             forward_or_not(saga, step)
         }
-        types::STEP_POLL | types::UNDO_POLL | types::SCALE_POLL => match &saga.pending {
+        EventKind::StepPoll | EventKind::UndoPoll | EventKind::ScalePoll => match &saga.pending {
             Some(p) if Some(p.seq) == event.data.seq => Decision::Poll,
             Some(_) => Decision::Ignore("stale poll"),
             None => Decision::Ignore("nothing pending"),
         },
-        types::STEP_FAILED | types::UNDO_SUCCEEDED | types::DELETE_REQUESTED => undo_or_not(saga),
-        types::UNDO_RETRY => {
+        EventKind::StepFailed | EventKind::UndoSucceeded | EventKind::DeleteRequested => {
+            undo_or_not(saga)
+        }
+        EventKind::UndoRetry => {
             if !seq_matches(event.data.seq) {
                 return Decision::Ignore("stale retry");
             }
             undo_or_not(saga)
         }
-        types::SCALE_REQUESTED => {
+        EventKind::ScaleRequested => {
             if saga.status != JobStatus::Succeeded {
                 return Decision::Ignore("job is not in a state to scale");
             }
@@ -163,7 +191,13 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
                 Err(_) => Decision::Ignore("scale request outside the pool's limits"),
             }
         }
-        _ => Decision::Ignore("notification"),
+        EventKind::JobSucceeded
+        | EventKind::CompensationStarted
+        | EventKind::JobCompensated
+        | EventKind::CompensationFailed
+        | EventKind::JobDeleted
+        | EventKind::JobScaled
+        | EventKind::JobDegraded => Decision::Ignore("notification"),
     }
 }
 
@@ -207,6 +241,14 @@ pub fn job_requested_event(saga: &Saga) -> Emit {
         ),
         not_before: None,
     }
+}
+
+/// A resource of a step exists now: record it, and count it as progress
+/// (the step's retry budget starts again).
+pub fn resource_created(saga: &mut Saga, index: usize) {
+    saga.resources[index].state = ResourceState::Created;
+    let step = saga.resources[index].step;
+    saga.step_mut(step).failures = 0;
 }
 
 /// A step begins (or resumes) work.
@@ -300,8 +342,10 @@ pub fn fail_step(
 ) -> Vec<Emit> {
     saga.pending = None;
     let attempts = saga.step(step).attempts;
+    saga.step_mut(step).failures += 1;
+    let failures = saga.step(step).failures;
     saga.step_mut(step).last_error = Some(ErrorInfo::from(error));
-    if error.is_retryable() && attempts < policy.max_step_attempts {
+    if error.is_retryable() && failures < policy.max_step_attempts {
         saga.step_mut(step).attempts += 1;
         let seq = saga.next_seq();
         let after = policy.backoff(attempts, error.retry_after);
@@ -325,8 +369,8 @@ pub fn fail_step(
         ErrorInfo::terminal(
             "RetriesExhausted",
             format!(
-                "{} attempts failed; last: {}: {}",
-                attempts, error.code, error.message
+                "{} attempts in a row failed without progress; last: {}: {}",
+                failures, error.code, error.message
             ),
         )
     } else {

@@ -55,6 +55,82 @@ pub mod types {
     ];
 }
 
+/// An event type parsed once, so `decide` matches on a closed set and a new
+/// type cannot fall silently into a catch-all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    JobRequested,
+    StepSucceeded,
+    StepPoll,
+    StepRetry,
+    StepFailed,
+    JobSucceeded,
+    CompensationStarted,
+    UndoSucceeded,
+    UndoPoll,
+    UndoRetry,
+    JobCompensated,
+    CompensationFailed,
+    DeleteRequested,
+    JobDeleted,
+    ScaleRequested,
+    ScalePoll,
+    JobScaled,
+    JobDegraded,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 18] = [
+        EventKind::JobRequested,
+        EventKind::StepSucceeded,
+        EventKind::StepPoll,
+        EventKind::StepRetry,
+        EventKind::StepFailed,
+        EventKind::JobSucceeded,
+        EventKind::CompensationStarted,
+        EventKind::UndoSucceeded,
+        EventKind::UndoPoll,
+        EventKind::UndoRetry,
+        EventKind::JobCompensated,
+        EventKind::CompensationFailed,
+        EventKind::DeleteRequested,
+        EventKind::JobDeleted,
+        EventKind::ScaleRequested,
+        EventKind::ScalePoll,
+        EventKind::JobScaled,
+        EventKind::JobDegraded,
+    ];
+
+    /// The CloudEvent `type` of this kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::JobRequested => types::JOB_REQUESTED,
+            EventKind::StepSucceeded => types::STEP_SUCCEEDED,
+            EventKind::StepPoll => types::STEP_POLL,
+            EventKind::StepRetry => types::STEP_RETRY,
+            EventKind::StepFailed => types::STEP_FAILED,
+            EventKind::JobSucceeded => types::JOB_SUCCEEDED,
+            EventKind::CompensationStarted => types::COMPENSATION_STARTED,
+            EventKind::UndoSucceeded => types::UNDO_SUCCEEDED,
+            EventKind::UndoPoll => types::UNDO_POLL,
+            EventKind::UndoRetry => types::UNDO_RETRY,
+            EventKind::JobCompensated => types::JOB_COMPENSATED,
+            EventKind::CompensationFailed => types::COMPENSATION_FAILED,
+            EventKind::DeleteRequested => types::DELETE_REQUESTED,
+            EventKind::JobDeleted => types::JOB_DELETED,
+            EventKind::ScaleRequested => types::SCALE_REQUESTED,
+            EventKind::ScalePoll => types::SCALE_POLL,
+            EventKind::JobScaled => types::JOB_SCALED,
+            EventKind::JobDegraded => types::JOB_DEGRADED,
+        }
+    }
+
+    /// The kind of a CloudEvent `type`; `None` for a type flotilla does not emit.
+    pub fn parse(ty: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == ty)
+    }
+}
+
 /// Handler names (Service Bus subscriptions / Functions) an event can go to.
 pub mod handlers {
     pub const POLL: &str = "poll";
@@ -101,6 +177,11 @@ pub struct EventData {
 }
 
 impl CloudEvent {
+    /// The parsed `type`; `None` for a type flotilla does not emit.
+    pub fn kind(&self) -> Option<EventKind> {
+        EventKind::parse(&self.event_type)
+    }
+
     /// A new event of `event_type` for `job`, handled by `subject`, with the transition key `key`.
     pub fn new(event_type: &str, subject: &str, key: &str, data: EventData) -> Self {
         CloudEvent {
@@ -126,5 +207,20 @@ impl CloudEvent {
             return Err("not a CloudEvents 1.0 event (specversion)".into());
         }
         serde_json::from_value(v).map_err(|e| format!("not a flotilla event: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_emitted_type_has_exactly_one_kind() {
+        assert_eq!(types::ALL.len(), EventKind::ALL.len());
+        for ty in types::ALL {
+            let kind = EventKind::parse(ty).unwrap_or_else(|| panic!("{ty} has no kind"));
+            assert_eq!(kind.as_str(), *ty);
+        }
+        assert_eq!(EventKind::parse("io.flotilla.nope"), None);
     }
 }

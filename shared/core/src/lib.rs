@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod engine;
 pub mod events;
 pub mod names;
+pub mod plan;
 pub mod ports;
 pub mod saga;
 pub mod settings;

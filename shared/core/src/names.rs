@@ -8,6 +8,12 @@ use std::collections::BTreeMap;
 pub const TAG_JOB: &str = "flotilla-job";
 /// Tag marking ownership, for sweeping leftovers.
 pub const TAG_MANAGED_BY: &str = "managed-by";
+/// Tag naming a scale set's role (`master` or the pool); scale sets only.
+pub const TAG_ROLE: &str = "flotilla-role";
+/// The tags [`tags`] adds to the user's on every resource, secret and blob.
+pub const OWN_TAGS: [&str; 2] = [TAG_JOB, TAG_MANAGED_BY];
+/// The most tags flotilla adds to one resource: [`OWN_TAGS`], plus [`TAG_ROLE`] on scale sets.
+pub const MAX_OWN_TAGS_PER_RESOURCE: usize = OWN_TAGS.len() + 1;
 
 /// The name of the init-script extension on every scale set; `join` reads its status.
 pub const INIT_EXTENSION: &str = "flotilla-init";
@@ -53,6 +59,13 @@ pub fn tags(job: &str, spec: &ClusterSpec) -> BTreeMap<String, String> {
     t.insert(TAG_JOB.into(), job.into());
     t.insert(TAG_MANAGED_BY.into(), "flotilla".into());
     t
+}
+
+/// The blob metadata name a tag is staged under: blob metadata names are C#
+/// identifiers, so every character but an ASCII letter or digit becomes `_`
+/// (`flotilla-job` is staged as `flotilla_job`).
+pub fn blob_metadata_name(tag: &str) -> String {
+    tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
 }
 
 pub fn vnet(job: &str) -> String {

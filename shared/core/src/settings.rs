@@ -36,18 +36,27 @@ const fn s(name: &'static str, read_by: ReadBy, deployed: bool, doc: &'static st
 
 use ReadBy::{Flotilla, Host, Platform};
 
+/// Settings with `deployed: true` that the template sets on the Dedicated
+/// (App Service) plan only. The Flex Consumption plan (the default) takes the
+/// worker runtime from `functionAppConfig.runtime` and sets the host version
+/// itself; it rejects or ignores these as app settings, and
+/// `scripts/check_infra.py` fails if the Flex Consumption site sets them.
+pub const DEDICATED_PLAN_ONLY: &[&str] =
+    &["FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION"];
+
 /// The registry. Keep it sorted by concern; names are unique.
 pub const SETTINGS: &[Setting] = &[
     // Host and platform
-    s("FUNCTIONS_WORKER_RUNTIME", Host, true, "`custom`: the host starts the flotilla binary as a custom handler."),
-    s("FUNCTIONS_EXTENSION_VERSION", Host, true, "`~4`: the Functions host major version."),
+    s("FUNCTIONS_WORKER_RUNTIME", Host, true, "`custom`: the host starts the flotilla binary as a custom handler. Dedicated plan only: Flex Consumption takes it from `functionAppConfig.runtime` and refuses the app setting."),
+    s("FUNCTIONS_EXTENSION_VERSION", Host, true, "`~4`: the Functions host major version. Dedicated plan only: Flex Consumption sets the host version itself."),
     s("AzureWebJobsStorage__accountName", Host, true, "Host storage account (identity-based connection)."),
     s("AzureWebJobsStorage__credential", Host, true, "`managedidentity` for the host storage connection."),
     s("AzureWebJobsStorage__clientId", Host, true, "Client id of the user-assigned identity the host uses for its storage."),
     s("ServiceBusConnection__fullyQualifiedNamespace", Host, true, "Service Bus namespace the triggers listen on (`<ns>.servicebus.windows.net`)."),
     s("ServiceBusConnection__credential", Host, true, "`managedidentity` for the Service Bus triggers."),
     s("ServiceBusConnection__clientId", Host, true, "Client id of the user-assigned identity used by the Service Bus triggers."),
-    s("APPLICATIONINSIGHTS_CONNECTION_STRING", Host, true, "Application Insights for the host's logs (not a secret: an ingestion key)."),
+    s("APPLICATIONINSIGHTS_CONNECTION_STRING", Host, true, "Application Insights for the host's logs (not a secret: the resource's ingestion endpoint; local auth is off)."),
+    s("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", Host, true, "`ClientId=<app identity>;Authorization=AAD`: the host sends telemetry with an Entra token (Application Insights refuses key-only ingestion)."),
     s("FUNCTIONS_CUSTOMHANDLER_PORT", Platform, false, "Port the host expects `flotilla serve` to listen on (127.0.0.1)."),
     s("IDENTITY_ENDPOINT", Platform, false, "App Service managed-identity token endpoint (read by azure_identity)."),
     s("IDENTITY_HEADER", Platform, false, "Secret header for IDENTITY_ENDPOINT (read by azure_identity; never logged)."),
@@ -56,6 +65,7 @@ pub const SETTINGS: &[Setting] = &[
     s("FLOTILLA_BUS", Flotilla, true, "Event bus: `embedded` (default, in-process) or `servicebus`."),
     s("FLOTILLA_STAGING", Flotilla, true, "Staging: `blob` (at STAGING_BLOB_ENDPOINT; an Azurite endpoint is signed with its public development key). Locally, unset: the built-in simulator's blob service."),
     s("FLOTILLA_DATA_DIR", Flotilla, false, "Embedded store, bus and simulator state (default `./.flotilla`)."),
+    s("FLOTILLA_DELIVER_TWICE", Flotilla, false, "Test mode: `true` makes the embedded bus deliver every message twice (duplicate delivery; `flotilla chaos` sets it)."),
     s("COSMOS_ENDPOINT", Flotilla, true, "Cosmos DB account endpoint (`https://<account>.documents.azure.com:443/`)."),
     s("COSMOS_DATABASE", Flotilla, true, "Cosmos DB database name (default `flotilla`)."),
     s("COSMOS_CONTAINER", Flotilla, true, "Cosmos DB container for sagas, partitioned by `/id` (default `sagas`)."),
@@ -82,6 +92,11 @@ pub const SETTINGS: &[Setting] = &[
     s("FLOTILLA_STALL_AFTER_S", Flotilla, false, "Seconds without progress after which `status` and the sweeper report a job as stalled (default 900)."),
     s("RUST_LOG", Flotilla, false, "Log filter (tracing-subscriber syntax, default `info`)."),
     s("FLOTILLA_LOG_FORMAT", Flotilla, true, "`text` (default) or `json` (one JSON object per line, for Application Insights)."),
+    // `flotilla serve` listener (seconds may have decimals)
+    s("FLOTILLA_SERVE_HEADER_TIMEOUT", Flotilla, false, "`flotilla serve`: seconds a client has to send a request's headers; an idle keep-alive connection is closed after the same time (default 10)."),
+    s("FLOTILLA_SERVE_BODY_TIMEOUT", Flotilla, false, "`flotilla serve`: seconds a client has to send a whole request body, else 408 and the connection is closed (default 30)."),
+    s("FLOTILLA_SERVE_REQUEST_TIMEOUT", Flotilla, false, "`flotilla serve`: seconds one request may take in all, else 503 (default 280, under host.json's 5-minute functionTimeout)."),
+    s("FLOTILLA_SERVE_MAX_CONNECTIONS", Flotilla, false, "`flotilla serve`: connections served at once; further ones wait to be accepted (default 256)."),
 ];
 
 /// Reads a registered setting; `None` when unset or empty.
@@ -107,6 +122,25 @@ mod tests {
         let before = names.len();
         names.dedup();
         assert_eq!(before, names.len());
+    }
+
+    #[test]
+    fn dedicated_plan_only_settings_are_deployed_host_settings() {
+        for name in DEDICATED_PLAN_ONLY {
+            let s = SETTINGS
+                .iter()
+                .find(|s| s.name == *name)
+                .unwrap_or_else(|| panic!("{name} is not registered"));
+            assert!(
+                s.deployed,
+                "{name} is dedicated-plan only, so it is deployed"
+            );
+            assert_eq!(
+                s.read_by,
+                ReadBy::Host,
+                "{name} is read by the Functions host"
+            );
+        }
     }
 
     #[test]

@@ -328,11 +328,18 @@ async fn degraded_marking_goes_through_decide_and_the_outbox() {
         .unwrap();
     w.cloud.remove(&vnet);
     let sent = w.bus.sent.load(Ordering::SeqCst);
-    assert_eq!(w.engine.mark_degraded(&vnet).await.unwrap(), vec![job.clone()]);
+    assert_eq!(
+        w.engine.mark_degraded(&vnet).await.unwrap(),
+        vec![job.clone()]
+    );
     let saga = w.engine.status(&job).await.unwrap().unwrap();
     assert_eq!(saga.status, JobStatus::Degraded);
     assert_eq!(saga.missing, vec![vnet.clone()]);
-    assert_eq!(w.bus.sent.load(Ordering::SeqCst), sent + 1, "job.degraded sent");
+    assert_eq!(
+        w.bus.sent.load(Ordering::SeqCst),
+        sent + 1,
+        "job.degraded sent"
+    );
     // A repeat changes nothing; an unknown resource concerns no job.
     assert!(w.engine.mark_degraded(&vnet).await.unwrap().is_empty());
     assert!(w
@@ -341,4 +348,67 @@ async fn degraded_marking_goes_through_decide_and_the_outbox() {
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test]
+async fn plan_lists_exactly_what_the_job_then_creates_and_sends_nothing() {
+    let w = World::new();
+    let mut spec = ClusterSpec::example();
+    spec.identity = flotilla_core::spec::IdentityMode::ServicePrincipal;
+    let plan = w.engine.plan(spec.clone(), Some("k-9"));
+    assert_eq!(w.cloud.calls(), 0, "plan sends nothing");
+    let steps: Vec<StepName> = plan.steps.iter().map(|s| s.step).collect();
+    assert_eq!(steps, StepName::ALL.to_vec());
+    let text = serde_json::to_string(&plan).unwrap();
+    for secret in ["fake-storage-key", "cluster-sp-secret-value"] {
+        assert!(!text.contains(secret), "a secret value in the plan");
+    }
+    assert!(text.contains(flotilla_core::plan::REDACTED));
+    let planned_puts: std::collections::BTreeSet<String> = plan
+        .steps
+        .iter()
+        .flat_map(|s| &s.operations)
+        .filter(|o| o.kind == "arm" && o.method == "PUT")
+        .map(|o| o.target.to_ascii_lowercase())
+        .collect();
+    for op in plan.steps.iter().flat_map(|s| &s.operations) {
+        let writes = op.method == "PUT";
+        assert_eq!(
+            op.undo.is_some(),
+            writes,
+            "every write has its undo: {op:?}"
+        );
+    }
+
+    let submitted = w.engine.submit_with_key(spec, Some("k-9")).await.unwrap();
+    assert_eq!(submitted.job, plan.job, "the same key names the same job");
+    let saga = w.run(&submitted.job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded);
+    let created: std::collections::BTreeSet<String> = w
+        .cloud
+        .resources()
+        .into_iter()
+        .map(|r| r.to_ascii_lowercase())
+        .collect();
+    assert_eq!(planned_puts, created);
+
+    // What a delete would remove: everything, newest first.
+    let removal = flotilla_core::plan::removal(&saga);
+    assert_eq!(removal.len(), saga.resources.len());
+    assert_eq!(removal[0].target, saga.resources.last().unwrap().id);
+    assert!(removal.iter().all(|o| o.method == "DELETE"));
+}
+
+#[tokio::test]
+async fn the_retry_budget_counts_failures_without_progress() {
+    let w = World::new();
+    let busy = AzureError::from_service(429, "TooManyRequests", "slow down", None);
+    // Four failures on the first NSG, then four on the VNet: eight in all,
+    // but the step makes progress in between, so it never runs out.
+    w.cloud.fail("put", "-cp-nsg", busy.clone(), 4);
+    w.cloud.fail("put", "-vnet", busy, 4);
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    assert_eq!(saga.step(StepName::Prereqs).attempts, 9);
 }

@@ -65,6 +65,31 @@ fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> R
     r
 }
 
+/// An injected fault on the client-credentials endpoint: Entra's OAuth error
+/// body with the rule's code as `error` (`invalid_client`,
+/// `temporarily_unavailable`, ...) and its message as `error_description`.
+pub(crate) fn token_fault(status: StatusCode, error: &str, message: &str) -> Response {
+    let mut r = json_response(
+        status,
+        &json!({
+            "error": error,
+            "error_description": message,
+            "error_codes": [],
+            "timestamp": crate::util::rfc3339(now_ms()),
+            "trace_id": uuid::Uuid::new_v4().to_string(),
+            "correlation_id": uuid::Uuid::new_v4().to_string(),
+        }),
+    );
+    set_header(&mut r, "cache-control", "no-store");
+    r
+}
+
+/// An injected fault on the managed-identity endpoint, in App Service's
+/// `{statusCode, message}` shape (which has no place for an error code).
+pub(crate) fn msi_fault(status: StatusCode, message: &str) -> Response {
+    msi_error(status, message)
+}
+
 /// `POST /{tenant}/oauth2/v2.0/token` with a client-credentials form.
 pub(crate) fn token_endpoint(sim: &Sim, ctx: &Ctx) -> Response {
     if ctx.method != Method::POST {

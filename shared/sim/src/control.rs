@@ -60,7 +60,12 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
         },
         (Method::GET, "faults", 2) => {
             let rules = lock(&sim.inner.faults).clone();
-            json_response(StatusCode::OK, &json!({"faults": rules}))
+            let fired = sim.faults_fired();
+            let servicebus = sim.servicebus_faults_fired();
+            json_response(
+                StatusCode::OK,
+                &json!({"faults": rules, "fired": fired, "servicebus": servicebus}),
+            )
         }
         (Method::DELETE, "faults", 2) => {
             sim.clear_faults();

@@ -34,6 +34,10 @@ pub(crate) struct Target {
     pub name: String,
 }
 
+/// Fault-rule `resource_type` that matches both token endpoints (client
+/// credentials and managed identity).
+pub(crate) const TOKEN_ENDPOINTS: &str = "token";
+
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
@@ -217,7 +221,13 @@ async fn handle_area(sim: &Sim, ctx: &Ctx, target: &Target) -> (Response, Option
         } else {
             let status =
                 StatusCode::from_u16(rule.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut resp = arm_error(status, &rule.code, &message);
+            // A token endpoint fails in its own error shape, so the client
+            // library reads it the way it reads the real one.
+            let mut resp = match target.area {
+                Area::Token => crate::auth::token_fault(status, &rule.code, &message),
+                Area::Msi => crate::auth::msi_fault(status, &message),
+                _ => arm_error(status, &rule.code, &message),
+            };
             if status.as_u16() == 429 || status.is_server_error() {
                 set_header(&mut resp, "retry-after", "1");
             }
@@ -280,7 +290,9 @@ fn take_fault(sim: &Sim, method: &Method, target: &Target, can_async: bool) -> O
             }
         }
         if let Some(t) = &r.resource_type {
-            if !t.eq_ignore_ascii_case(&target.resource_type) {
+            let any_token_endpoint = t.eq_ignore_ascii_case(TOKEN_ENDPOINTS)
+                && matches!(target.area, Area::Token | Area::Msi);
+            if !any_token_endpoint && !crate::util::glob_match(t, &target.resource_type) {
                 return false;
             }
         }
@@ -302,6 +314,15 @@ fn take_fault(sim: &Sim, method: &Method, target: &Target, can_async: bool) -> O
             rules.remove(idx);
         }
     }
+    drop(rules);
+    lock(&sim.inner.fired).push(crate::FiredFault {
+        method: method.to_string(),
+        resource_type: target.resource_type.clone(),
+        name: target.name.clone(),
+        status: rule.status,
+        code: rule.code.clone(),
+        asynchronous: rule.asynchronous,
+    });
     Some(rule)
 }
 

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub use servicebus::{ServiceBusFaults, ServiceBusFaultsFired};
 use state::State;
 
 /// Fixed tenant id the simulator issues tokens for.
@@ -181,7 +182,8 @@ pub struct FaultRule {
     #[serde(default)]
     pub method: Option<String>,
     /// Resource type to match, e.g. `Microsoft.Compute/virtualMachineScaleSets`
-    /// (case-insensitive); `None` matches any.
+    /// (a case-insensitive glob, so `Microsoft.Network/*` matches a namespace);
+    /// `None` matches any.
     #[serde(default)]
     pub resource_type: Option<String>,
     /// Glob (`*` wildcard, case-insensitive) matched against the resource name.
@@ -207,6 +209,42 @@ pub struct FaultRule {
     /// this code and message.
     #[serde(default)]
     pub asynchronous: bool,
+}
+
+/// One injected fault: which rule fired on which request (see [`Sim::fired_faults`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct FiredFault {
+    /// Request method.
+    pub method: String,
+    /// The request's resource type (as fault rules match it).
+    pub resource_type: String,
+    /// The request's resource name (as fault rules match it).
+    pub name: String,
+    /// The rule's status and code.
+    pub status: u16,
+    pub code: String,
+    /// The rule let the operation start and failed it asynchronously.
+    pub asynchronous: bool,
+}
+
+/// How many fired faults [`Sim::fired_faults`] keeps (the count keeps rising past it).
+const FIRED_LOG_CAPACITY: usize = 100_000;
+
+/// Every fault injected so far: a count and the most recent records.
+#[derive(Default)]
+pub(crate) struct FiredLog {
+    pub count: u64,
+    pub records: VecDeque<FiredFault>,
+}
+
+impl FiredLog {
+    pub(crate) fn push(&mut self, f: FiredFault) {
+        self.count += 1;
+        if self.records.len() >= FIRED_LOG_CAPACITY {
+            self.records.pop_front();
+        }
+        self.records.push_back(f);
+    }
 }
 
 /// One thing that exists in the simulator: an ARM resource, a Key Vault secret or a blob.
@@ -254,6 +292,8 @@ pub(crate) struct Inner {
     /// Serialises saves of the state (the SQLite database of the data directory).
     pub persist: Mutex<state::Persist>,
     pub faults: Mutex<Vec<FaultRule>>,
+    /// Faults injected so far.
+    pub fired: Mutex<FiredLog>,
     pub requests: Mutex<VecDeque<RequestRecord>>,
     pub buckets: Mutex<HashMap<String, Buckets>>,
     pub tls: tls::TlsMaterial,
@@ -319,6 +359,7 @@ impl Sim {
                 state: Mutex::new(state),
                 persist: Mutex::new(persist),
                 faults: Mutex::new(Vec::new()),
+                fired: Mutex::new(FiredLog::default()),
                 requests: Mutex::new(VecDeque::new()),
                 buckets: Mutex::new(HashMap::new()),
                 tls,
@@ -394,6 +435,17 @@ impl Sim {
     /// Removes every fault injection rule.
     pub fn clear_faults(&self) {
         lock(&self.inner.faults).clear();
+    }
+
+    /// How many times fault rules have fired since the simulator started
+    /// (Service Bus fault modes are counted by [`Sim::servicebus_faults_fired`]).
+    pub fn faults_fired(&self) -> u64 {
+        lock(&self.inner.fired).count
+    }
+
+    /// The most recent injected faults (up to 100 000), oldest first.
+    pub fn fired_faults(&self) -> Vec<FiredFault> {
+        lock(&self.inner.fired).records.iter().cloned().collect()
     }
 
     /// Everything that exists (ARM resources, secrets, blobs), optionally only items

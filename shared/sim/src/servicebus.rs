@@ -64,6 +64,39 @@ struct Entity {
     notify: Arc<Notify>,
 }
 
+/// Fault modes of the Service Bus data plane, for chaos testing (all off by default).
+/// Each is a chance from 0 to 1, drawn per message. They never touch dead-letter queues.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceBusFaults {
+    /// A lost send: the send is answered 201 but the message is dropped. Its
+    /// `MessageId` is not remembered, so sending it again goes through.
+    #[serde(default)]
+    pub drop_send: f64,
+    /// A duplicate delivery: an accepted message is stored as two copies with the
+    /// same `MessageId`, each delivered (and settled) on its own.
+    #[serde(default)]
+    pub duplicate: f64,
+    /// A reordered delivery: a receive takes a random visible message of the
+    /// entity instead of the oldest one.
+    #[serde(default)]
+    pub reorder: f64,
+}
+
+/// How often each Service Bus fault mode has fired.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceBusFaultsFired {
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+}
+
+impl ServiceBusFaultsFired {
+    /// All fault modes together.
+    pub fn total(&self) -> u64 {
+        self.dropped + self.duplicated + self.reordered
+    }
+}
+
 /// The Service Bus namespace: every entity, keyed by lowercase path (`q`,
 /// `q/$deadletterqueue`, `t/subscriptions/s/$deadletterqueue`).
 pub(crate) struct Bus {
@@ -71,6 +104,7 @@ pub(crate) struct Bus {
     seq: AtomicI64,
     lock_ms: AtomicU64,
     max_delivery: AtomicU32,
+    faults: Mutex<(ServiceBusFaults, ServiceBusFaultsFired)>,
 }
 
 impl Default for Bus {
@@ -80,7 +114,37 @@ impl Default for Bus {
             seq: AtomicI64::new(1),
             lock_ms: AtomicU64::new(30_000),
             max_delivery: AtomicU32::new(10),
+            faults: Mutex::new(Default::default()),
         }
+    }
+}
+
+/// Which fault mode to draw for.
+#[derive(Clone, Copy)]
+enum Mode {
+    Drop,
+    Duplicate,
+    Reorder,
+}
+
+impl Bus {
+    /// Draws whether fault mode `mode` fires now, counting it when it does.
+    fn draw(&self, mode: Mode) -> bool {
+        let mut f = lock(&self.faults);
+        let p = match mode {
+            Mode::Drop => f.0.drop_send,
+            Mode::Duplicate => f.0.duplicate,
+            Mode::Reorder => f.0.reorder,
+        };
+        if p <= 0.0 || (p < 1.0 && rand::random::<f64>() >= p) {
+            return false;
+        }
+        match mode {
+            Mode::Drop => f.1.dropped += 1,
+            Mode::Duplicate => f.1.duplicated += 1,
+            Mode::Reorder => f.1.reordered += 1,
+        }
+        true
     }
 }
 
@@ -91,6 +155,23 @@ impl Sim {
             .servicebus
             .lock_ms
             .store(d.as_millis().max(1) as u64, Ordering::Relaxed);
+    }
+
+    /// Turns the Service Bus fault modes on (or off with the default). Chances
+    /// outside 0..=1 are clamped.
+    pub fn set_servicebus_faults(&self, faults: ServiceBusFaults) {
+        let clamp = |p: f64| if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
+        let faults = ServiceBusFaults {
+            drop_send: clamp(faults.drop_send),
+            duplicate: clamp(faults.duplicate),
+            reorder: clamp(faults.reorder),
+        };
+        lock(&self.inner.servicebus.faults).0 = faults;
+    }
+
+    /// How often each Service Bus fault mode has fired since the simulator started.
+    pub fn servicebus_faults_fired(&self) -> ServiceBusFaultsFired {
+        lock(&self.inner.servicebus.faults).1
     }
 
     /// Sets the maximum delivery count of every Service Bus entity (default 10).
@@ -313,6 +394,9 @@ fn send(sim: &Sim, ctx: &Ctx, addr: &Addr) -> Response {
         .collect();
     let now = now_ms();
     let bus = &sim.inner.servicebus;
+    if bus.draw(Mode::Drop) {
+        return empty(StatusCode::CREATED);
+    }
     let notify = {
         let mut all = lock(&bus.entities);
         let e = all.entry(addr.store.clone()).or_default();
@@ -324,7 +408,8 @@ fn send(sim: &Sim, ctx: &Ctx, addr: &Addr) -> Response {
             _ => {}
         }
         e.seen.insert(message_id.clone(), now);
-        e.msgs.push(Msg {
+        let copies = if bus.draw(Mode::Duplicate) { 2 } else { 1 };
+        let msg = Msg {
             seq: bus.seq.fetch_add(1, Ordering::Relaxed),
             message_id,
             label,
@@ -340,7 +425,13 @@ fn send(sim: &Sim, ctx: &Ctx, addr: &Addr) -> Response {
             via: None,
             dead_letter: None,
             dead_letter_source: None,
+        };
+        let twin = (copies > 1).then(|| Msg {
+            seq: bus.seq.fetch_add(1, Ordering::Relaxed),
+            ..msg.clone()
         });
+        e.msgs.push(msg);
+        e.msgs.extend(twin);
         e.notify.clone()
     };
     notify.notify_waiters();
@@ -437,10 +528,22 @@ fn try_take(sim: &Sim, addr: &Addr, peek_lock: bool) -> (Take, Vec<Arc<Notify>>)
     let wake = sweep(&mut all, &addr.store, max, now);
     let e = all.entry(addr.store.clone()).or_default();
     let sub = addr.sub.as_deref();
-    let pos = e
-        .msgs
-        .iter()
-        .position(|m| m.lock.is_none() && m.visible_ms <= now && matches_sub(m, sub));
+    let ready = |m: &Msg| m.lock.is_none() && m.visible_ms <= now && matches_sub(m, sub);
+    let mut pos = e.msgs.iter().position(ready);
+    if let Some(first) = pos.filter(|_| !addr.is_dlq) {
+        let others = e.msgs[first + 1..].iter().filter(|m| ready(m)).count();
+        if others > 0 && bus.draw(Mode::Reorder) {
+            let pick = rand::random_range(0..others);
+            pos = e
+                .msgs
+                .iter()
+                .enumerate()
+                .skip(first + 1)
+                .filter(|(_, m)| ready(m))
+                .nth(pick)
+                .map(|(i, _)| i);
+        }
+    }
     let Some(pos) = pos else {
         let next = e
             .msgs

@@ -135,6 +135,21 @@ impl Embedded {
         Self::init(conn, options)
     }
 
+    /// Opens an existing database file for reading only: no schema change,
+    /// no lock release, no write, so it is safe while another process owns the
+    /// file (in WAL mode a reader sees the last committed state and never
+    /// blocks the writer). Any write through it fails.
+    pub fn open_read_only(path: &Path) -> Result<Embedded, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Self::wrap(conn, BusOptions::default()))
+    }
+
     /// A private in-memory database (tests, throwaway runs).
     pub fn in_memory(options: BusOptions) -> Result<Embedded, StoreError> {
         let conn = Connection::open_in_memory()
@@ -159,7 +174,11 @@ impl Embedded {
             [],
         )
         .map_err(unavailable)?;
-        Ok(Embedded {
+        Ok(Self::wrap(conn, options))
+    }
+
+    fn wrap(conn: Connection, options: BusOptions) -> Embedded {
+        Embedded {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 options,
@@ -167,7 +186,7 @@ impl Embedded {
                 writes: AtomicU64::new(0),
                 sends_since_purge: AtomicU64::new(0),
             }),
-        })
+        }
     }
 
     /// The saga store. Its outbox messages are committed to the bus in the same

@@ -109,14 +109,14 @@ impl Engine {
                 }
             };
             match self.run_op(txn, &op).await {
-                Ok(None) => txn.saga.resources[index].state = ResourceState::Created,
+                Ok(None) => decide::resource_created(&mut txn.saga, index),
                 Ok(Some(poll)) => {
                     // `Retry-After: 0` means "check now": one immediate check
                     // instead of a scheduled event; anything else is scheduled.
                     if poll.retry_after_s == 0 {
                         match self.azure.arm.poll(&poll).await {
                             Ok(PollOutcome::Succeeded) => {
-                                txn.saga.resources[index].state = ResourceState::Created;
+                                decide::resource_created(&mut txn.saga, index);
                                 continue;
                             }
                             Ok(PollOutcome::Failed(e)) => {
@@ -189,8 +189,8 @@ impl Engine {
                         )
                     })?;
                 let mut body = body.clone();
-                if let Some(ext) = body.pointer_mut("/properties/virtualMachineProfile/extensionProfile/extensions/0/properties/protectedSettings") {
-                    ext["storageAccountKey"] = serde_json::Value::String(key);
+                if let Some(ext) = body.pointer_mut(steps::PROTECTED_SETTINGS) {
+                    ext[steps::STORAGE_KEY_FIELD] = serde_json::Value::String(key);
                 }
                 Ok(self.azure.arm.put(id, api::COMPUTE, &body).await?)
             }
@@ -217,12 +217,7 @@ impl Engine {
                 // Blob metadata names are C# identifiers: `flotilla-job` becomes `flotilla_job`.
                 let metadata = tags
                     .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-                            v.clone(),
-                        )
-                    })
+                    .map(|(k, v)| (names::blob_metadata_name(k), v.clone()))
                     .collect();
                 self.azure
                     .blobs
@@ -319,7 +314,7 @@ impl Engine {
                 self.save(txn).await
             }
             (PendingPurpose::Create { step, resource }, Ok(PollOutcome::Succeeded)) => {
-                txn.saga.resources[resource].state = ResourceState::Created;
+                decide::resource_created(&mut txn.saga, resource);
                 txn.saga.pending = None;
                 self.forward(txn, step).await
             }

@@ -53,7 +53,7 @@ pub(crate) fn scale_set(
         &names::load_balancer(job),
     );
     let mut tags = names::tags(job, spec);
-    tags.insert("flotilla-role".into(), shape.role.into());
+    tags.insert(names::TAG_ROLE.into(), shape.role.into());
     let init_url = format!("{}{}", env.staging_url, names::init_blob(job));
     let body = VirtualMachineScaleSet {
         location: spec.location.clone(),

@@ -37,6 +37,14 @@ pub enum SecretSource {
     ServicePrincipal,
 }
 
+/// Where, in a scale set body, the init extension's protected settings are:
+/// the storage key is added there just before the PUT (and never stored).
+pub const PROTECTED_SETTINGS: &str =
+    "/properties/virtualMachineProfile/extensionProfile/extensions/0/properties/protectedSettings";
+
+/// The field of the protected settings that carries the storage key.
+pub const STORAGE_KEY_FIELD: &str = "storageAccountKey";
+
 /// One idempotent operation of a step.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {

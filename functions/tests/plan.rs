@@ -1,0 +1,79 @@
+//! `flotilla plan`: the operations of a spec before anything exists, and the
+//! removal a `delete` would do for a job that ran.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn flotilla(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("flotilla runs")
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn plan_shows_every_step_then_the_job_creates_those_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = flotilla(dir.path(), &["plan", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let plan = json_of(&out);
+    let steps: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["stage", "prereqs", "keys", "master", "workers", "join"]
+    );
+    assert!(
+        !dir.path().join("flotilla.db").exists(),
+        "plan stores nothing"
+    );
+    let text = plan.to_string();
+    assert!(text.contains("<redacted>"), "{text}");
+
+    // After a job ran, `plan JOB` lists what delete would remove, newest first.
+    let up = flotilla(
+        dir.path(),
+        &["up", "--output", "json", "--lro-seconds", "0.2"],
+    );
+    assert_eq!(up.status.code(), Some(0));
+    let job = json_of(&up)["job"].as_str().unwrap().to_string();
+    let out = flotilla(dir.path(), &["plan", &job, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let removal = json_of(&out);
+    let ops = removal["delete"].as_array().unwrap();
+    assert!(ops.len() >= 9, "{removal:#}");
+    assert!(ops.iter().all(|o| o["method"] == "DELETE"));
+    assert!(
+        ops[0]["target"].as_str().unwrap().contains("-pool-"),
+        "the newest resource goes first: {removal:#}"
+    );
+}
+
+#[test]
+fn plan_refuses_a_bad_spec_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("bad.json");
+    std::fs::write(&spec, r#"{"name": "Not Valid"}"#).unwrap();
+    let out = flotilla(dir.path(), &["plan", "--spec", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid spec"), "{err}");
+}

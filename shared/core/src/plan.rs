@@ -1,0 +1,196 @@
+//! `plan`: the exact, ordered list of what a job would do, or of what a
+//! `delete` would remove, computed by the same step code that runs the job
+//! (`steps::plan`). Nothing is sent to Azure; secrets show as `<redacted>`.
+
+use crate::engine::Engine;
+use crate::names;
+use crate::saga::{ResourceKind, Saga, StepName};
+use crate::spec::ClusterSpec;
+use crate::steps::{self, Op, SecretSource};
+use flotilla_azure::models::api;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Shown instead of any secret value.
+pub const REDACTED: &str = "<redacted>";
+
+/// One operation as it would be sent.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedOp {
+    /// `arm`, `secret`, `blob` or `check` (a read `join` repeats).
+    pub kind: &'static str,
+    pub method: &'static str,
+    /// ARM id (with a sub-path for actions and checks), secret id or blob URL.
+    pub target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// How it is undone; `None` for reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undo: Option<Box<PlannedOp>>,
+}
+
+/// A step and its operations, in order.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedStep {
+    pub step: StepName,
+    pub operations: Vec<PlannedOp>,
+}
+
+/// What `up` / `submit` would do for a spec.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    /// The job id the names derive from (a submission with the same
+    /// idempotency key gets exactly this id; otherwise its own suffix).
+    pub job: String,
+    pub steps: Vec<PlannedStep>,
+}
+
+fn arm(method: &'static str, target: String, api_version: &str, body: Option<Value>) -> PlannedOp {
+    PlannedOp {
+        kind: "arm",
+        method,
+        target,
+        api_version: Some(api_version.into()),
+        body,
+        undo: None,
+    }
+}
+
+impl Engine {
+    /// The plan of a job for `spec`, named as a submission with `key` would be.
+    pub fn plan(&self, spec: ClusterSpec, key: Option<&str>) -> Plan {
+        let job = names::job_id_for_key(&spec, key.unwrap_or("plan"));
+        let saga = Saga::new(job.clone(), spec, self.clock.now());
+        let steps = StepName::ALL
+            .into_iter()
+            .map(|step| PlannedStep {
+                step,
+                operations: steps::plan(step, &saga, &self.env)
+                    .iter()
+                    .flat_map(|op| self.planned(&saga, op))
+                    .collect(),
+            })
+            .collect();
+        Plan { job, steps }
+    }
+
+    /// The requests one step operation makes, with its undo.
+    fn planned(&self, saga: &Saga, op: &Op) -> Vec<PlannedOp> {
+        match op {
+            Op::Arm {
+                id,
+                api_version,
+                body,
+            } => vec![PlannedOp {
+                undo: Some(Box::new(arm("DELETE", id.to_string(), api_version, None))),
+                ..arm("PUT", id.to_string(), api_version, Some(body.clone()))
+            }],
+            Op::ScaleSet { id, body } => {
+                let mut body = body.clone();
+                if let Some(ext) = body.pointer_mut(steps::PROTECTED_SETTINGS) {
+                    ext[steps::STORAGE_KEY_FIELD] = json!(REDACTED);
+                }
+                vec![PlannedOp {
+                    undo: Some(Box::new(arm("DELETE", id.to_string(), api::COMPUTE, None))),
+                    ..arm("PUT", id.to_string(), api::COMPUTE, Some(body))
+                }]
+            }
+            Op::Secret { name, source } => {
+                let target = self.azure.secrets.secret_id(name);
+                let secret = PlannedOp {
+                    kind: "secret",
+                    method: "PUT",
+                    target: target.clone(),
+                    api_version: None,
+                    body: Some(json!({
+                        "value": REDACTED,
+                        "tags": names::tags(&saga.id, &saga.spec),
+                    })),
+                    undo: Some(Box::new(PlannedOp {
+                        kind: "secret",
+                        method: "DELETE",
+                        target,
+                        api_version: None,
+                        body: None,
+                        undo: None,
+                    })),
+                };
+                match source {
+                    SecretSource::StorageKey => vec![
+                        arm(
+                            "POST",
+                            format!("{}/listKeys", self.env.staging_account_id),
+                            api::STORAGE,
+                            None,
+                        ),
+                        secret,
+                    ],
+                    SecretSource::ServicePrincipal => vec![secret],
+                }
+            }
+            Op::Blob {
+                name,
+                content,
+                content_type,
+            } => {
+                let target = self.azure.blobs.blob_url(name);
+                let text = String::from_utf8(content.clone())
+                    .unwrap_or_else(|_| format!("<{} bytes>", content.len()));
+                vec![PlannedOp {
+                    kind: "blob",
+                    method: "PUT",
+                    target: target.clone(),
+                    api_version: None,
+                    body: Some(json!({"contentType": content_type, "content": text})),
+                    undo: Some(Box::new(PlannedOp {
+                        kind: "blob",
+                        method: "DELETE",
+                        target,
+                        api_version: None,
+                        body: None,
+                        undo: None,
+                    })),
+                }]
+            }
+            Op::AwaitNodes { scale_sets } => scale_sets
+                .iter()
+                .map(|(id, _)| PlannedOp {
+                    kind: "check",
+                    ..arm("GET", format!("{id}/instanceView"), api::COMPUTE, None)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What `delete` would remove now: every resource that may exist, in
+/// the order the undo chain deletes them (newest first).
+pub fn removal(saga: &Saga) -> Vec<PlannedOp> {
+    saga.live_resources()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .map(|r| match &r.kind {
+            ResourceKind::Arm { api_version } => arm("DELETE", r.id.clone(), api_version, None),
+            ResourceKind::Secret { .. } => PlannedOp {
+                kind: "secret",
+                method: "DELETE",
+                target: r.id.clone(),
+                api_version: None,
+                body: None,
+                undo: None,
+            },
+            ResourceKind::Blob { .. } => PlannedOp {
+                kind: "blob",
+                method: "DELETE",
+                target: r.id.clone(),
+                api_version: None,
+                body: None,
+                undo: None,
+            },
+        })
+        .collect()
+}
