@@ -1510,3 +1510,54 @@ async fn an_older_state_json_is_migrated_to_the_database() {
     }
     h.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn blobs_are_saved_one_row_each_and_go_with_their_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SimConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        lro: Duration::ZERO,
+        throttle: None,
+        ..SimConfig::default()
+    };
+    let h = start(cfg.clone()).await;
+    h.put_rg("rg").await;
+    let (_, url) = stage_script(&h).await;
+    let path = url.trim_start_matches(h.base()).to_string();
+    h.server.shutdown().await;
+    drop(h.sim);
+
+    // After a restart the blob is read back from the database.
+    let h = start(cfg.clone()).await;
+    let st = token(
+        &h.client,
+        &h.server.info,
+        "https://storage.azure.com/.default",
+    )
+    .await;
+    let r = h
+        .client
+        .get(format!("{}{path}", h.base()))
+        .bearer_auth(&st)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "#!/bin/sh\necho hi\n");
+    let blob_rows = || {
+        let conn = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+        conn.query_row(
+            "SELECT count(*) FROM entries WHERE kind = 'blob'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(blob_rows(), 1);
+    // Deleting the account deletes its containers and their blob rows.
+    let sa = h.id("rg", "Microsoft.Storage/storageAccounts", "flotillastage");
+    let d = h.arm(Method::DELETE, &sa, STORAGE, None).await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.text);
+    assert_eq!(blob_rows(), 0);
+    h.server.shutdown().await;
+}
