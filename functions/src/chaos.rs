@@ -866,6 +866,11 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
         report
             .detail
             .insert("work_dir".into(), json!(dir.display().to_string()));
+        // The whole report next to the logs it explains.
+        let path = dir.join("report.json");
+        if let Err(e) = std::fs::write(&path, report.to_json().to_string()) {
+            eprintln!("chaos: cannot write {}: {e}", path.display());
+        }
     }
     if text {
         report.print_text();

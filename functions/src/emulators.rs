@@ -528,8 +528,8 @@ impl FlotillaProcess {
         }
     }
 
-    /// Starts it with exactly its app settings (plus PATH): nothing else from
-    /// this process's environment leaks in.
+    /// Starts it with exactly its app settings: no app setting of this
+    /// process (any name in flotilla's settings registry) leaks in.
     pub fn spawn(&mut self) -> Result<(), EmulatorError> {
         let what = || format!("log file {}", self.log.display());
         let log = std::fs::OpenOptions::new()
@@ -538,10 +538,12 @@ impl FlotillaProcess {
             .open(&self.log)
             .map_err(io(what()))?;
         let err = log.try_clone().map_err(io(what()))?;
-        let child = Command::new(&self.bin)
+        let mut command = Command::new(&self.bin);
+        for s in flotilla_core::settings::SETTINGS {
+            command.env_remove(s.name);
+        }
+        let child = command
             .args(&self.args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(self.settings.iter())
             .stdin(Stdio::null())
             .stdout(log)
