@@ -1,10 +1,16 @@
 // flotilla on Azure: the Function App (custom handler), its identity, and every
-// backend it talks to. Deploy with `azd up` or
-// `az deployment group create -g <rg> -f infra/main.bicep -p infra/main.parameters.json`.
+// backend it talks to. Deploy with `azd up`, or without azd with
+// `az deployment group create -g <rg> -f infra/main.bicep -p environmentName=<name>`
+// (infra/main.parameters.json holds azd `${VAR}` substitutions: azd only).
+//
+// Hosting: Flex Consumption (FC1, Linux, scale to zero) by default; a dedicated
+// App Service plan with `hostingPlan=Dedicated` (docs/deploy.md has the choice).
 //
 // Rules this template keeps (checked by scripts/check_infra.py):
 // - the app settings are exactly the settings registered with `deployed: true`
-//   in shared/core/src/settings.rs, no secrets, identity-based connections;
+//   in shared/core/src/settings.rs (minus DEDICATED_PLAN_ONLY on Flex
+//   Consumption), no secrets, identity-based connections;
+// - every property exists at the api-version used (infra/schema/);
 // - the ARM custom role grants exactly ARM_ACTIONS (shared/azure/src/actions.rs);
 // - every checkov suppression is listed with its reason in README.md.
 
@@ -18,10 +24,40 @@ param environmentName string
 @description('Region of every regional resource.')
 param location string = resourceGroup().location
 
-@description('Resource group where flotilla creates clusters. Empty = this resource group. It must already exist.')
+@description('Resource group where flotilla creates clusters. Empty (default) = `<this resource group>-clusters`, created by this template and left alone by `azd down`, so live clusters survive a teardown of the app. A name given here must already exist.')
 param clusterResourceGroupName string = ''
 
-@description('SKU of the dedicated Linux App Service plan that hosts the Function App (see docs/deploy.md for the plan choice).')
+@description('Hosting plan: FlexConsumption (default: pay per execution, scales to zero and out per function) or Dedicated (a fixed-price App Service plan, see appServicePlanSku).')
+@allowed([
+  'FlexConsumption'
+  'Dedicated'
+])
+param hostingPlan string = 'FlexConsumption'
+
+@description('Flex Consumption: most instances the app scales out to (per-function scaling shares this cap).')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Flex Consumption: memory per instance in MB (CPU and network scale with it).')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Flex Consumption: always-ready instances for the HTTP functions (submit, status, delete, scale); 0 = scale to zero, first request after idle waits for a cold start.')
+@minValue(0)
+@maxValue(20)
+param httpAlwaysReady int = 0
+
+@description('Flex Consumption: concurrent HTTP requests per instance before the platform adds one.')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
+
+@description('Dedicated plan only: SKU of the Linux App Service plan.')
 @allowed([
   'B1'
   'B2'
@@ -33,8 +69,10 @@ param clusterResourceGroupName string = ''
 ])
 param appServicePlanSku string = 'B1'
 
-@description('Create the Event Grid subscription that delivers resource events to the `events` function. Event Grid validates an Azure Function destination when the subscription is created, so this must stay false until the code has been deployed once (azd does the second pass in its postdeploy hook).')
-param enableResourceEvents bool = false
+@description('Key Vault name generation. Purge protection keeps a deleted vault\'s name reserved for its retention period, so the azd `postdown` hook bumps this (FLOTILLA_VAULT_GENERATION) and the next deployment gets a fresh vault name.')
+@minLength(1)
+@maxLength(8)
+param keyVaultGeneration string = '1'
 
 @description('Log filter and format are code defaults; this only picks JSON logs for Application Insights.')
 @allowed([
@@ -52,7 +90,11 @@ var tags = {
   'azd-env-name': environmentName
   'managed-by': 'flotilla-infra'
 }
-var clusterRgName = empty(clusterResourceGroupName) ? resourceGroup().name : clusterResourceGroupName
+var isFlex = hostingPlan == 'FlexConsumption'
+// Clusters live in their own resource group by default: `azd down` deletes only
+// this (the app's) resource group, never live clusters.
+var createClusterRg = empty(clusterResourceGroupName)
+var clusterRgName = createClusterRg ? '${resourceGroup().name}-clusters' : clusterResourceGroupName
 
 var appIdentityName = 'id-flotilla-app-${token}'
 var clusterIdentityName = 'id-flotilla-cluster-${token}'
@@ -62,7 +104,7 @@ var hostStorageName = 'stfh${token}'
 var stagingStorageName = 'stfs${token}'
 var serviceBusName = 'sb-flotilla-${token}'
 var cosmosName = 'cosmos-flotilla-${token}'
-var keyVaultName = 'kv-flotilla-${take(token, 12)}'
+var keyVaultName = 'kv-flotilla-${take(uniqueString(token, keyVaultGeneration), 11)}'
 var planName = 'plan-flotilla-${token}'
 var functionAppName = 'func-flotilla-${token}'
 
@@ -72,6 +114,10 @@ var jobsQueueName = 'flotilla-jobs'
 var cosmosDatabaseName = 'flotilla'
 var cosmosContainerName = 'sagas'
 var stagingContainerName = 'staging'
+// Flex Consumption: the deployment package (azd / `az functionapp deployment` upload it here).
+var deploymentContainerName = 'app-package'
+// Event Grid writes resource events it could not deliver here.
+var eventGridDeadLetterContainerName = 'eventgrid-deadletter'
 
 // One topic subscription per consuming function; each receives only the
 // messages whose Subject (Label) is its own name.
@@ -96,6 +142,7 @@ var roles = {
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 // Cosmos DB data-plane role "Cosmos DB Built-in Data Contributor".
 var cosmosDataContributorId = '00000000-0000-0000-0000-000000000002'
@@ -136,6 +183,8 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   properties: {
     Application_Type: 'web'
     WorkspaceResourceId: logAnalytics.id
+    // Ingestion needs an Entra token (APPLICATIONINSIGHTS_AUTHENTICATION_STRING), not the key alone.
+    DisableLocalAuth: true
   }
 }
 
@@ -169,6 +218,34 @@ resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       bypass: 'AzureServices'
       defaultAction: 'Allow'
     }
+  }
+}
+
+resource hostBlobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: hostStorage
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+// Flex Consumption runs the app from the package in this container, read with the app identity.
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: hostBlobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource eventGridDeadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: hostBlobService
+  name: eventGridDeadLetterContainerName
+  properties: {
+    publicAccess: 'None'
   }
 }
 
@@ -228,7 +305,7 @@ resource stagingContainer 'Microsoft.Storage/storageAccounts/blobServices/contai
 // Service Bus: topic flotilla-events (one subscription per step) + queue flotilla-jobs
 // ---------------------------------------------------------------------------
 
-resource serviceBus 'Microsoft.ServiceBus/namespaces@2021-11-01' = {
+resource serviceBus 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
   name: serviceBusName
   location: location
   tags: tags
@@ -244,7 +321,7 @@ resource serviceBus 'Microsoft.ServiceBus/namespaces@2021-11-01' = {
   }
 }
 
-resource eventsTopic 'Microsoft.ServiceBus/namespaces/topics@2021-11-01' = {
+resource eventsTopic 'Microsoft.ServiceBus/namespaces/topics@2024-01-01' = {
   parent: serviceBus
   name: eventsTopicName
   properties: {
@@ -257,7 +334,7 @@ resource eventsTopic 'Microsoft.ServiceBus/namespaces/topics@2021-11-01' = {
   }
 }
 
-resource stepSubscription 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2021-11-01' = [for step in stepSubscriptions: {
+resource stepSubscription 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2024-01-01' = [for step in stepSubscriptions: {
   parent: eventsTopic
   name: step
   properties: {
@@ -272,7 +349,7 @@ resource stepSubscription 'Microsoft.ServiceBus/namespaces/topics/subscriptions@
 
 // Replaces the subscription's default match-all rule ($Default), so each
 // subscription only gets the messages addressed to its function.
-resource stepFilter 'Microsoft.ServiceBus/namespaces/topics/subscriptions/rules@2021-11-01' = [for (step, i) in stepSubscriptions: {
+resource stepFilter 'Microsoft.ServiceBus/namespaces/topics/subscriptions/rules@2024-01-01' = [for (step, i) in stepSubscriptions: {
   parent: stepSubscription[i]
   name: '$Default'
   properties: {
@@ -284,7 +361,7 @@ resource stepFilter 'Microsoft.ServiceBus/namespaces/topics/subscriptions/rules@
   }
 }]
 
-resource jobsQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
+resource jobsQueue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
   parent: serviceBus
   name: jobsQueueName
   properties: {
@@ -399,16 +476,19 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
 }
 
 // ---------------------------------------------------------------------------
-// Function App: dedicated Linux plan, custom handler
+// Function App: custom handler on Flex Consumption (default) or a dedicated plan
 // ---------------------------------------------------------------------------
 
-resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
-  // checkov:skip=CKV_AZURE_225: zone redundancy needs a Premium v3 plan with three instances; out of scope for the default deployment
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: zone redundancy needs a Premium v3 plan with three instances (or a Flex Consumption zone-redundant plan); out of scope for the default deployment
   name: planName
   location: location
   tags: tags
-  kind: 'linux'
-  sku: {
+  kind: isFlex ? 'functionapp' : 'linux'
+  sku: isFlex ? {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  } : {
     name: appServicePlanSku
   }
   properties: {
@@ -418,10 +498,169 @@ resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
 
 var serviceBusHost = split(split(serviceBus.properties.serviceBusEndpoint, '/')[2], ':')[0]
 
-resource functionApp 'Microsoft.Web/sites@2023-12-01' = {
+// App settings on every plan: exactly the registry's `deployed: true` settings
+// minus DEDICATED_PLAN_ONLY (checked by scripts/check_infra.py).
+// schema: functionApp properties.siteConfig.appSettings
+var appSettingsAllPlans = [
+  {
+    name: 'AzureWebJobsStorage__accountName'
+    value: hostStorage.name
+  }
+  {
+    name: 'AzureWebJobsStorage__credential'
+    value: 'managedidentity'
+  }
+  {
+    name: 'AzureWebJobsStorage__clientId'
+    value: appIdentity.properties.clientId
+  }
+  {
+    name: 'ServiceBusConnection__fullyQualifiedNamespace'
+    value: serviceBusHost
+  }
+  {
+    name: 'ServiceBusConnection__credential'
+    value: 'managedidentity'
+  }
+  {
+    name: 'ServiceBusConnection__clientId'
+    value: appIdentity.properties.clientId
+  }
+  {
+    // Not a secret: where to send telemetry; local auth is off, so ingestion also needs the token below.
+    name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+    value: appInsights.properties.ConnectionString
+  }
+  {
+    name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+    value: 'ClientId=${appIdentity.properties.clientId};Authorization=AAD'
+  }
+  // Backends
+  {
+    name: 'FLOTILLA_STORE'
+    value: 'cosmos'
+  }
+  {
+    name: 'FLOTILLA_BUS'
+    value: 'servicebus'
+  }
+  {
+    name: 'FLOTILLA_STAGING'
+    value: 'blob'
+  }
+  {
+    name: 'COSMOS_ENDPOINT'
+    value: cosmos.properties.documentEndpoint
+  }
+  {
+    name: 'COSMOS_DATABASE'
+    value: cosmosDatabaseName
+  }
+  {
+    name: 'COSMOS_CONTAINER'
+    value: cosmosContainerName
+  }
+  {
+    name: 'SERVICEBUS_ENDPOINT'
+    value: 'https://${serviceBusHost}'
+  }
+  {
+    // The entity flotilla sends its CloudEvents to: the topic.
+    name: 'SERVICEBUS_QUEUE'
+    value: eventsTopicName
+  }
+  {
+    name: 'STAGING_BLOB_ENDPOINT'
+    value: 'https://${stagingStorage.name}.blob.${environment().suffixes.storage}'
+  }
+  {
+    name: 'STAGING_CONTAINER'
+    value: stagingContainerName
+  }
+  {
+    name: 'STAGING_ACCOUNT_ID'
+    value: stagingStorage.id
+  }
+  // Azure control plane and identity
+  {
+    name: 'AZURE_SUBSCRIPTION_ID'
+    value: subscription().subscriptionId
+  }
+  {
+    name: 'AZURE_TENANT_ID'
+    value: tenant().tenantId
+  }
+  {
+    name: 'KEYVAULT_URL'
+    value: 'https://${keyVault.name}${environment().suffixes.keyvaultDns}'
+  }
+  {
+    name: 'AZURE_CREDENTIAL'
+    value: 'managed-identity'
+  }
+  {
+    name: 'AZURE_CLIENT_ID'
+    value: appIdentity.properties.clientId
+  }
+  // Operations
+  {
+    name: 'FLOTILLA_LOG_FORMAT'
+    value: logFormat
+  }
+]
+
+// Dedicated plan only (settings.rs DEDICATED_PLAN_ONLY): Flex Consumption takes the
+// runtime from functionAppConfig.runtime and sets the host version itself.
+// schema: functionApp properties.siteConfig.appSettings
+var appSettingsDedicatedOnly = [
+  {
+    name: 'FUNCTIONS_WORKER_RUNTIME'
+    value: 'custom'
+  }
+  {
+    name: 'FUNCTIONS_EXTENSION_VERSION'
+    value: '~4'
+  }
+]
+
+// Flex Consumption: runtime, deployment package and scaling. The Service Bus
+// triggers' per-instance concurrency is host.json's
+// extensions.serviceBus.maxConcurrentCalls (docs/deploy.md explains the value).
+// schema: functionApp properties.functionAppConfig
+var flexFunctionAppConfig = {
+  runtime: {
+    name: 'custom'
+    version: '1.0'
+  }
+  deployment: {
+    storage: {
+      type: 'blobContainer'
+      value: '${hostStorage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+      authentication: {
+        type: 'UserAssignedIdentity'
+        userAssignedIdentityResourceId: appIdentity.id
+      }
+    }
+  }
+  scaleAndConcurrency: {
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    alwaysReady: [for i in range(0, httpAlwaysReady > 0 ? 1 : 0): {
+      name: 'http'
+      instanceCount: httpAlwaysReady
+    }]
+    triggers: {
+      http: {
+        perInstanceConcurrency: httpPerInstanceConcurrency
+      }
+    }
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: Event Grid delivers resource events and users submit jobs over the public HTTPS endpoint (function keys, HTTPS only, TLS 1.2)
-  // checkov:skip=CKV_AZURE_212: one instance is enough for the event-driven steps (each invocation lasts milliseconds, Service Bus redelivers on failure); scale out the plan for production
-  // checkov:skip=CKV_AZURE_213: a health check only takes instances out of rotation when there are two or more; the default plan runs one
+  // checkov:skip=CKV_AZURE_212: Flex Consumption adds instances per function as load grows (maximumInstanceCount); on the dedicated plan one instance is enough for the event-driven steps (Service Bus redelivers on failure)
+  // checkov:skip=CKV_AZURE_213: the platform replaces unhealthy Flex Consumption instances itself; a health check only takes dedicated-plan instances out of rotation when there are two or more
   // checkov:skip=CKV_AZURE_17: Event Grid and the Service Bus-triggered host do not present client certificates; HTTP functions are protected by function keys
   name: functionAppName
   location: location
@@ -440,134 +679,30 @@ resource functionApp 'Microsoft.Web/sites@2023-12-01' = {
     httpsOnly: true
     clientCertEnabled: false
     keyVaultReferenceIdentity: appIdentity.id
+    functionAppConfig: isFlex ? flexFunctionAppConfig : null
     siteConfig: {
-      // Custom handler on Linux: no language stack image.
-      linuxFxVersion: ''
-      // Service Bus triggers on a dedicated plan only fire while the host runs.
-      alwaysOn: true
       ftpsState: 'Disabled'
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
       http20Enabled: true
       remoteDebuggingEnabled: false
-      use32BitWorkerProcess: false
-      appSettings: [
-        // Functions host
-        {
-          name: 'FUNCTIONS_WORKER_RUNTIME'
-          value: 'custom'
-        }
-        {
-          name: 'FUNCTIONS_EXTENSION_VERSION'
-          value: '~4'
-        }
-        {
-          name: 'AzureWebJobsStorage__accountName'
-          value: hostStorage.name
-        }
-        {
-          name: 'AzureWebJobsStorage__credential'
-          value: 'managedidentity'
-        }
-        {
-          name: 'AzureWebJobsStorage__clientId'
-          value: appIdentity.properties.clientId
-        }
-        {
-          name: 'ServiceBusConnection__fullyQualifiedNamespace'
-          value: serviceBusHost
-        }
-        {
-          name: 'ServiceBusConnection__credential'
-          value: 'managedidentity'
-        }
-        {
-          name: 'ServiceBusConnection__clientId'
-          value: appIdentity.properties.clientId
-        }
-        {
-          // Not a secret: an ingestion endpoint and key that only allow writing telemetry.
-          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
-          value: appInsights.properties.ConnectionString
-        }
-        // Backends
-        {
-          name: 'FLOTILLA_STORE'
-          value: 'cosmos'
-        }
-        {
-          name: 'FLOTILLA_BUS'
-          value: 'servicebus'
-        }
-        {
-          name: 'FLOTILLA_STAGING'
-          value: 'blob'
-        }
-        {
-          name: 'COSMOS_ENDPOINT'
-          value: cosmos.properties.documentEndpoint
-        }
-        {
-          name: 'COSMOS_DATABASE'
-          value: cosmosDatabaseName
-        }
-        {
-          name: 'COSMOS_CONTAINER'
-          value: cosmosContainerName
-        }
-        {
-          name: 'SERVICEBUS_ENDPOINT'
-          value: 'https://${serviceBusHost}'
-        }
-        {
-          // The entity flotilla sends its CloudEvents to: the topic.
-          name: 'SERVICEBUS_QUEUE'
-          value: eventsTopicName
-        }
-        {
-          name: 'STAGING_BLOB_ENDPOINT'
-          value: 'https://${stagingStorage.name}.blob.${environment().suffixes.storage}'
-        }
-        {
-          name: 'STAGING_CONTAINER'
-          value: stagingContainerName
-        }
-        {
-          name: 'STAGING_ACCOUNT_ID'
-          value: stagingStorage.id
-        }
-        // Azure control plane and identity
-        {
-          name: 'AZURE_SUBSCRIPTION_ID'
-          value: subscription().subscriptionId
-        }
-        {
-          name: 'AZURE_TENANT_ID'
-          value: tenant().tenantId
-        }
-        {
-          name: 'KEYVAULT_URL'
-          value: 'https://${keyVault.name}${environment().suffixes.keyvaultDns}'
-        }
-        {
-          name: 'AZURE_CREDENTIAL'
-          value: 'managed-identity'
-        }
-        {
-          name: 'AZURE_CLIENT_ID'
-          value: appIdentity.properties.clientId
-        }
-        // Operations
-        {
-          name: 'FLOTILLA_LOG_FORMAT'
-          value: logFormat
-        }
-      ]
+      // Dedicated plan only; Flex Consumption refuses these site properties (null = not sent).
+      // Custom handler on Linux: no language stack image.
+      linuxFxVersion: isFlex ? null : ''
+      // Service Bus triggers on a dedicated plan only fire while the host runs.
+      alwaysOn: isFlex ? null : true
+      use32BitWorkerProcess: isFlex ? null : false
+      appSettings: isFlex ? appSettingsAllPlans : concat(appSettingsDedicatedOnly, appSettingsAllPlans)
     }
   }
+  dependsOn: [
+    // The host reads its package and storage with these roles from the first start.
+    hostBlobOwner
+    deploymentContainer
+  ]
 }
 
-resource functionAppFtp 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2023-12-01' = {
+resource functionAppFtp 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: functionApp
   name: 'ftp'
   properties: {
@@ -575,7 +710,7 @@ resource functionAppFtp 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@
   }
 }
 
-resource functionAppScm 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2023-12-01' = {
+resource functionAppScm 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   // Deployments (azd deploy, az functionapp deployment source config-zip) authenticate with Entra ID.
   parent: functionApp
   name: 'scm'
@@ -691,9 +826,174 @@ resource clusterStagingReader 'Microsoft.Authorization/roleAssignments@2022-04-0
   }
 }
 
+// Telemetry: the host sends with the app identity (Application Insights local auth is off).
+resource appInsightsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, appIdentity.id, roles.monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: appIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Event Grid (the system topic's own identity) writes undeliverable resource events here.
+resource eventGridDeadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(eventGridDeadLetterContainer.id, clusterRgName, roles.storageBlobDataContributor)
+  scope: eventGridDeadLetterContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: clusterRg.outputs.resourceEventsTopicPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 // ---------------------------------------------------------------------------
-// The cluster resource group: custom ARM role, cluster identity, resource events
+// Diagnostic settings: audit and operation logs and metrics to Log Analytics
 // ---------------------------------------------------------------------------
+
+resource keyVaultDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: keyVault
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        // AuditEvent: every secret read and write, with the caller's identity.
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource serviceBusDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: serviceBus
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource cosmosDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: cosmos
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Requests'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource hostBlobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: hostBlobService
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource stagingBlobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: stagingBlobService
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource functionAppDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: functionApp
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        // FunctionAppLogs: the host's and flotilla's log lines per invocation.
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The cluster resource group: custom ARM role, cluster identity, resource events topic
+// ---------------------------------------------------------------------------
+
+// Created at subscription scope when no existing group is named. azd deletes only
+// this deployment's own resource group on `azd down` (azd 1.10 and later), so
+// the clusters' group and every cluster in it stay (docs/deploy.md, "Tear down").
+module clusterRgCreate 'modules/cluster-rg-create.bicep' = if (createClusterRg) {
+  name: 'flotilla-cluster-rg-create-${token}'
+  scope: subscription()
+  params: {
+    name: clusterRgName
+    location: location
+    // No azd-env-name tag: azd must never mistake this group for the app's.
+    tags: {
+      'managed-by': 'flotilla-infra'
+      'flotilla-app-resource-group': resourceGroup().name
+    }
+  }
+}
 
 module clusterRg 'modules/cluster-rg.bicep' = {
   name: 'flotilla-cluster-rg-${token}'
@@ -703,24 +1003,30 @@ module clusterRg 'modules/cluster-rg.bicep' = {
     tags: tags
     appPrincipalId: appIdentity.properties.principalId
     clusterIdentityName: clusterIdentityName
-    functionAppId: functionApp.id
-    enableResourceEvents: enableResourceEvents
   }
+  dependsOn: [
+    clusterRgCreate
+  ]
 }
 
 // ---------------------------------------------------------------------------
-// Outputs (azd stores them in the environment)
+// Outputs (azd stores them in the environment; infra/hooks read them)
 // ---------------------------------------------------------------------------
 
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
+output FLOTILLA_HOSTING_PLAN string = hostingPlan
 output FUNCTION_APP_NAME string = functionApp.name
+output FUNCTION_APP_ID string = functionApp.id
 output FUNCTION_APP_URL string = 'https://${functionApp.properties.defaultHostName}'
 output APP_IDENTITY_CLIENT_ID string = appIdentity.properties.clientId
 output CLUSTER_RESOURCE_GROUP string = clusterRgName
 output CLUSTER_IDENTITY_ID string = clusterRg.outputs.clusterIdentityId
 output CLUSTER_IDENTITY_CLIENT_ID string = clusterRg.outputs.clusterIdentityClientId
 output ARM_ROLE_DEFINITION_ID string = clusterRg.outputs.roleDefinitionId
+output RESOURCE_EVENTS_TOPIC string = clusterRg.outputs.resourceEventsTopicName
+output EVENTGRID_DEADLETTER_ACCOUNT_ID string = hostStorage.id
+output EVENTGRID_DEADLETTER_CONTAINER string = eventGridDeadLetterContainerName
 output KEYVAULT_NAME string = keyVault.name
 output SERVICEBUS_NAMESPACE string = serviceBus.name
 output COSMOS_ACCOUNT string = cosmos.name

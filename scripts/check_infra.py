@@ -9,15 +9,29 @@ Checks, each printing one line per problem:
             and each one still suppresses a check checkov runs.
   settings  the settings registered `deployed: true` in
             shared/core/src/settings.rs are exactly the app settings of the
-            Function App in infra/main.bicep; no Platform setting is set there;
-            README.md's settings table lists exactly the registry; no Rust file
-            under functions/ or shared/ reads the environment directly.
+            Function App in infra/main.bicep: `appSettingsAllPlans` holds all
+            but DEDICATED_PLAN_ONLY, which `appSettingsDedicatedOnly` holds
+            (Flex Consumption refuses FUNCTIONS_WORKER_RUNTIME and the other
+            settings it replaced); no Platform setting is set there; README.md's
+            settings table lists exactly the registry; no Rust file under
+            functions/ or shared/ reads the environment directly.
   roles     the actions of the custom ARM role in infra/ are exactly
             ARM_ACTIONS from shared/azure/src/actions.rs.
+  schema    every property a resource in infra/ sets exists at its
+            api-version (infra/schema/resource-properties.json, derived from
+            the published schemas by scripts/derive_resource_schemas.py); ARM
+            drops unknown properties silently.
+  deploy    what a first and a second `azd up` would hit: azure.yaml's custom
+            language is documented with its alpha switch and minimum azd
+            version, the package is deployed as the zip `flotilla package`
+            wrote (execute bit kept), no hook nests azd, the Key Vault name
+            changes after `azd down` (purge protection), clusters default to
+            their own resource group, main.parameters.json is never passed to
+            `az deployment`, diagnostic settings cover every data plane.
 
 The registry and the action list are read at run time, never copied here.
 
-Usage: check_infra.py [REPO_ROOT] [--only security,settings,roles]
+Usage: check_infra.py [REPO_ROOT] [--only security,settings,roles,schema,deploy]
                       [--checkov PATH] [--write-readme-settings]
 REPO_ROOT defaults to the parent of this script's directory. Exit status is
 non-zero when any check fails.
@@ -38,6 +52,10 @@ from pathlib import Path
 SETTINGS_RS = Path("shared/core/src/settings.rs")
 ACTIONS_RS = Path("shared/azure/src/actions.rs")
 MAIN_BICEP = Path("infra/main.bicep")
+SCHEMA_TABLE = Path("infra/schema/resource-properties.json")
+AZURE_YAML = Path("azure.yaml")
+PARAMETERS_JSON = Path("infra/main.parameters.json")
+DEPLOY_MD = Path("docs/deploy.md")
 README = Path("README.md")
 # flotilla's own checkov policies (checks checkov's Bicep set lacks), next to this script.
 POLICIES = Path(__file__).resolve().parent / "checkov_policies"
@@ -224,7 +242,49 @@ def bicep_files(root: Path) -> list[Path]:
     return sorted((root / "infra").rglob("*.bicep"))
 
 
-def read_app_settings(root: Path) -> list[str]:
+# The Function App's app settings live in two Bicep variables; the site uses
+# exactly this expression, so Flex Consumption never gets the dedicated-only ones.
+ALL_PLANS_VAR = "appSettingsAllPlans"
+DEDICATED_VAR = "appSettingsDedicatedOnly"
+APP_SETTINGS_EXPR = f"isFlex ? {ALL_PLANS_VAR} : concat({DEDICATED_VAR}, {ALL_PLANS_VAR})"
+
+# App settings that Flex Consumption replaced by site properties or ignores
+# ("Flex Consumption plan deprecations" in the Functions app settings reference).
+FLEX_REFUSED = (
+    "FUNCTIONS_WORKER_RUNTIME",  # functionAppConfig.runtime.name
+    "FUNCTIONS_WORKER_RUNTIME_VERSION",  # functionAppConfig.runtime.version
+    "FUNCTIONS_EXTENSION_VERSION",  # set by the platform
+    "WEBSITE_RUN_FROM_PACKAGE",  # functionAppConfig.deployment
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT",  # scaleAndConcurrency.maximumInstanceCount
+    "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    "ENABLE_ORYX_BUILD",
+    "WEBSITE_NODE_DEFAULT_VERSION",
+)
+
+
+def var_block(text: str, name: str) -> str | None:
+    """The `[...]` or `{...}` literal of `var NAME = ...` (comment-free text)."""
+    m = re.search(r"^\s*var\s+" + re.escape(name) + r"\s*=\s*([\[{])", text, re.M)
+    if not m:
+        return None
+    start = m.start(1)
+    return text[start : matching_close(text, start) + 1]
+
+
+def setting_names(block: str) -> list[str]:
+    return re.findall(r"\bname\s*:\s*'([^']*)'", block)
+
+
+@dataclass
+class AppSettings:
+    all_plans: list[str]
+    dedicated_only: list[str]
+    expression: str | None  # the site's `appSettings:` value
+
+
+def read_app_settings(root: Path) -> AppSettings:
     path = root / MAIN_BICEP
     try:
         text = strip_bicep_comments(path.read_text(encoding="utf-8"))
@@ -233,17 +293,24 @@ def read_app_settings(root: Path) -> list[str]:
     sites = resource_blocks(text, "Microsoft.Web/sites")
     if not sites:
         raise CheckError(f"no Microsoft.Web/sites resource (the Function App) in {MAIN_BICEP}")
-    names: list[str] = []
-    found = False
+    all_plans = var_block(text, ALL_PLANS_VAR)
+    dedicated = var_block(text, DEDICATED_VAR)
+    if all_plans is None or dedicated is None:
+        raise CheckError(f"{MAIN_BICEP} has no `var {ALL_PLANS_VAR} = [...]` and `var {DEDICATED_VAR} = [...]`")
+    expression = None
     for _, body in sites:
-        block = bracket_list_after(body, "appSettings")
-        if block is None:
-            continue
-        found = True
-        names += re.findall(r"\bname\s*:\s*'([^']*)'", block)
-    if not found:
-        raise CheckError(f"the Function App in {MAIN_BICEP} has no siteConfig.appSettings list")
-    return names
+        m = re.search(r"\bappSettings\s*:\s*([^\n]*)", body)
+        if m:
+            expression = m[1].strip()
+    return AppSettings(setting_names(all_plans), setting_names(dedicated), expression)
+
+
+def read_dedicated_plan_only(root: Path) -> list[str]:
+    text = strip_rust_comments((root / SETTINGS_RS).read_text(encoding="utf-8"))
+    m = re.search(r"\bDEDICATED_PLAN_ONLY\b[^=]*=\s*&?\s*\[(.*?)\]\s*;", text, re.S)
+    if not m:
+        raise CheckError(f"found no `DEDICATED_PLAN_ONLY: &[&str] = &[...];` in {SETTINGS_RS}")
+    return [_unescape_rust(x) for x in re.findall(_RUST_STR, m[1])]
 
 
 def read_role_actions(root: Path) -> tuple[list[str], list[str]]:
@@ -287,7 +354,7 @@ def table_first_cells(md: str) -> list[str]:
     return names
 
 
-def settings_table(settings: list[Setting]) -> str:
+def settings_table(settings: list[Setting], dedicated_only: list[str] = ()) -> str:
     lines = [
         "",
         "<!-- Generated by `python3 scripts/check_infra.py --write-readme-settings` from shared/core/src/settings.rs; do not edit by hand. -->",
@@ -300,6 +367,8 @@ def settings_table(settings: list[Setting]) -> str:
             on_azure = "by the platform"
         else:
             on_azure = "yes (infra/main.bicep)" if s.deployed else "no"
+            if s.deployed and s.name in dedicated_only:
+                on_azure = "Dedicated plan only (infra/main.bicep)"
         doc = s.doc.replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `{s.name}` | {READ_BY_TEXT[s.read_by]} | {on_azure} | {doc} |")
     lines.append("")
@@ -312,7 +381,7 @@ def write_readme_settings(root: Path) -> None:
     span = region(text, SETTINGS_START, SETTINGS_END)
     if span is None:
         raise CheckError(f"{README} has no {SETTINGS_START} ... {SETTINGS_END} region")
-    new = text[: span[0]] + settings_table(read_settings(root)) + text[span[1] :]
+    new = text[: span[0]] + settings_table(read_settings(root), read_dedicated_plan_only(root)) + text[span[1] :]
     path.write_text(new, encoding="utf-8")
 
 
@@ -334,20 +403,46 @@ def check_settings(root: Path) -> list[str]:
             problems.append(f"setting {s.name} is provided by the platform but registered with deployed: true")
 
     app = read_app_settings(root)
-    app_set = set(app)
-    for name in sorted({n for n in app if app.count(n) > 1}):
+    dedicated_only = read_dedicated_plan_only(root)
+    if app.expression is None:
+        problems.append(f"the Function App in {MAIN_BICEP} sets no siteConfig.appSettings")
+    elif " ".join(app.expression.split()) != APP_SETTINGS_EXPR:
+        problems.append(f"the Function App's appSettings in {MAIN_BICEP} must be `{APP_SETTINGS_EXPR}` "
+                        f"(Flex Consumption gets only {ALL_PLANS_VAR}), not `{app.expression}`")
+    both = app.all_plans + app.dedicated_only
+    app_set = set(both)
+    for name in sorted({n for n in both if both.count(n) > 1}):
         problems.append(f"app setting {name} is set more than once in {MAIN_BICEP}")
-    for s in registry:
-        if s.deployed and s.read_by != "Platform" and s.name not in app_set:
-            who = "the code" if s.read_by == "Flotilla" else "the Functions host"
-            problems.append(f"setting {s.name} is read by {who} but not set in {MAIN_BICEP}")
+    for name in dedicated_only:
+        s_ = by_name.get(name)
+        if s_ is None:
+            problems.append(f"DEDICATED_PLAN_ONLY names {name}, which is not registered in {SETTINGS_RS}")
+        elif not s_.deployed:
+            problems.append(f"DEDICATED_PLAN_ONLY names {name}, which is registered with deployed: false")
+    for name in app.all_plans:
+        if name in FLEX_REFUSED:
+            problems.append(f"app setting {name} is in {ALL_PLANS_VAR} in {MAIN_BICEP}, but Flex Consumption "
+                            f"refuses it as an app setting (set only on the Dedicated plan: {DEDICATED_VAR} "
+                            f"and DEDICATED_PLAN_ONLY in {SETTINGS_RS})")
+    for s_ in registry:
+        if not s_.deployed or s_.read_by == "Platform":
+            continue
+        who = "the code" if s_.read_by == "Flotilla" else "the Functions host"
+        if s_.name in dedicated_only:
+            if s_.name not in app.dedicated_only:
+                problems.append(f"setting {s_.name} is read by {who} on the Dedicated plan but not set in {DEDICATED_VAR} in {MAIN_BICEP}")
+        elif s_.name not in app.all_plans:
+            problems.append(f"setting {s_.name} is read by {who} but not set in {MAIN_BICEP} ({ALL_PLANS_VAR})")
+    for name in app.dedicated_only:
+        if name not in dedicated_only:
+            problems.append(f"app setting {name} is in {DEDICATED_VAR} in {MAIN_BICEP} but not in DEDICATED_PLAN_ONLY in {SETTINGS_RS}")
     for name in sorted(app_set):
-        s = by_name.get(name)
-        if s is None:
+        s_ = by_name.get(name)
+        if s_ is None:
             problems.append(f"app setting {name} in {MAIN_BICEP} is not registered in {SETTINGS_RS}")
-        elif s.read_by == "Platform":
+        elif s_.read_by == "Platform":
             problems.append(f"app setting {name} in {MAIN_BICEP} is provided by the Azure platform and must not be set by the template")
-        elif not s.deployed:
+        elif not s_.deployed:
             problems.append(f"app setting {name} in {MAIN_BICEP} is registered with deployed: false in {SETTINGS_RS}")
 
     readme_path = root / README
@@ -405,6 +500,10 @@ def check_roles(root: Path) -> list[str]:
         problems.append(f"ARM action {a} is listed twice in the flotilla custom role")
     return problems
 
+
+# Resource types checkov has no Bicep checks for: a file declaring only these
+# is parsed but reported on by nobody.
+UNCHECKED_TYPES = {"Microsoft.Resources/resourceGroups"}
 
 _SKIP_RE = re.compile(r"checkov:skip=([A-Za-z0-9_]+)(?::([^\n]*))?")
 
@@ -509,6 +608,9 @@ def check_security(root: Path, checkov: str | None) -> list[str]:
     if parsing_errors:
         problems.append(f"checkov could not parse {parsing_errors} file(s) under infra/ (Bicep syntax it does not understand)")
     for path in files:
+        declared = {m[2] for m in _DECL_RE.finditer(strip_bicep_comments(path.read_text(encoding="utf-8")))}
+        if declared and declared <= UNCHECKED_TYPES:
+            continue  # nothing in it that checkov has checks for
         if path.name not in seen_files:
             problems.append(f"checkov reported nothing for {path.relative_to(root)} (not parsed, or no resource it checks)")
     for rec in failed:
@@ -524,10 +626,447 @@ def check_security(root: Path, checkov: str | None) -> list[str]:
     return problems
 
 
+# ---------------------------------------------------------------------------
+# Schema: every property set exists at the api-version used
+# ---------------------------------------------------------------------------
+
+_DECL_RE = re.compile(r"^\s*resource\s+(\w+)\s+'([^'@]+)@([^']+)'\s*(existing\s*)?=", re.M)
+_SCHEMA_MARK_RE = re.compile(r"^\s*//\s*schema:\s*(\w+)\s+(\S+)\s*$")
+# Bicep-only keys on a resource body (not sent to ARM as properties).
+_BICEP_KEYS = {"parent", "scope", "dependsOn"}
+_TRIPLE = "'" * 3
+
+
+def skip_string(t: str, i: int) -> int:
+    """Index after the Bicep string starting at t[i] == "'" (handles ${...})."""
+    if t.startswith(_TRIPLE, i):
+        j = t.find(_TRIPLE, i + 3)
+        return len(t) if j < 0 else j + 3
+    j = i + 1
+    while j < len(t):
+        c = t[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "'":
+            return j + 1
+        if t.startswith("${", j):
+            depth, j = 1, j + 2
+            while j < len(t) and depth:
+                if t[j] == "'":
+                    j = skip_string(t, j)
+                    continue
+                depth += {"{": 1, "}": -1}.get(t[j], 0)
+                j += 1
+            continue
+        j += 1
+    return j
+
+
+def _skip_ws(t: str, j: int, newlines: bool = True) -> int:
+    chars = " \t\r\n," if newlines else " \t"
+    while j < len(t) and t[j] in chars:
+        j += 1
+    return j
+
+
+def _close(t: str, i: int) -> int:
+    """Index of the bracket closing t[i] (string-aware)."""
+    pairs = {"[": "]", "{": "}", "(": ")"}
+    stack = [pairs[t[i]]]
+    j = i + 1
+    while j < len(t):
+        c = t[j]
+        if c == "'":
+            j = skip_string(t, j)
+            continue
+        if c in pairs:
+            stack.append(pairs[c])
+        elif c in ")]}":
+            stack.pop()
+            if not stack:
+                return j
+        j += 1
+    raise CheckError("unbalanced brackets in Bicep")
+
+
+def _for_body(t: str, i: int) -> int | None:
+    """For `[for ... : BODY]` at t[i] == '[', the index where BODY starts."""
+    j = i + 1
+    depth = 0
+    while j < len(t):
+        c = t[j]
+        if c == "'":
+            j = skip_string(t, j)
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            if depth == 0:
+                return None
+            depth -= 1
+        elif c == ":" and depth == 0:
+            return _skip_ws(t, j + 1)
+        j += 1
+    return None
+
+
+def object_paths(t: str, i: int, prefix: str, out: list[str]) -> int:
+    """Adds the key paths of the object literal at t[i] == '{'; returns the index after it."""
+    j = i + 1
+    while True:
+        j = _skip_ws(t, j)
+        if j >= len(t):
+            raise CheckError("unterminated object in Bicep")
+        if t[j] == "}":
+            return j + 1
+        if t[j] == "'":
+            k = skip_string(t, j)
+            # A computed or dotted key can only be a dictionary key (`*` in the schema).
+            key = t[j + 1 : k - 1]
+            key = "<computed>" if "${" in key else key.replace(".", "_")
+            j = k
+        else:
+            m = re.match(r"[A-Za-z_$][\w$]*", t[j:])
+            if not m:
+                raise CheckError(f"cannot read a key at {t[j:j + 30]!r}")
+            key = m[0]
+            j += len(key)
+        j = _skip_ws(t, j, newlines=False)
+        if j >= len(t) or t[j] != ":":
+            raise CheckError(f"expected ':' after key {key!r}")
+        path = prefix + key
+        out.append(path)
+        j = value_paths(t, _skip_ws(t, j + 1, newlines=False), path, out)
+
+
+def value_paths(t: str, j: int, path: str, out: list[str]) -> int:
+    """Adds the paths inside the value at t[j]; returns the index after the value."""
+    if t[j] == "{":
+        return object_paths(t, j, path + ".", out)
+    if t[j] == "[":
+        end = _close(t, j)
+        body = _for_body(t, j) if re.match(r"\[\s*for\b", t[j:]) else None
+        if body is not None:
+            if t[body] == "{":
+                object_paths(t, body, path + "[].", out)
+            return end + 1
+        k = j + 1
+        while True:
+            k = _skip_ws(t, k)
+            if k >= end:
+                return end + 1
+            if t[k] == "{":
+                k = object_paths(t, k, path + "[].", out)
+            else:
+                k = _expression(t, k, path + "[]", out, stop="]")
+    return _expression(t, j, path, out)
+
+
+def _expression(t: str, j: int, path: str, out: list[str], stop: str = "}") -> int:
+    """Skips an expression value up to the end of its line; object literals in it
+    (both arms of `cond ? {...} : {...}`, `union(x, {...})`) are checked at `path`."""
+    while j < len(t):
+        c = t[j]
+        if c == "\n" or c == stop:
+            return j
+        if c == "'":
+            j = skip_string(t, j)
+        elif c == "{":
+            j = object_paths(t, j, path + ".", out)
+        elif c in "([":
+            end = _close(t, j)
+            k = j + 1
+            while k < end:
+                if t[k] == "'":
+                    k = skip_string(t, k)
+                elif t[k] == "{":
+                    k = object_paths(t, k, path + ".", out)
+                elif t[k] in "([":
+                    k = _close(t, k) + 1
+                else:
+                    k += 1
+            j = end + 1
+        else:
+            j += 1
+    return j
+
+
+def resource_body_start(t: str, after_eq: int) -> int | None:
+    """Where the object of `resource ... = [if (...)] [[for ...:] {` begins."""
+    j = _skip_ws(t, after_eq)
+    if re.match(r"if\s*\(", t[j:]):
+        j = _skip_ws(t, _close(t, t.index("(", j)) + 1)
+    if t[j] == "[":
+        body = _for_body(t, j)
+        return body if body is not None and t[body] == "{" else None
+    return j if t[j] == "{" else None
+
+
+@dataclass(frozen=True)
+class SetProperty:
+    file: str
+    symbol: str
+    type_api: str
+    path: str
+
+
+def set_properties(root: Path) -> list[SetProperty]:
+    """Every property path each resource in infra/ sets, incl. `// schema:` variables."""
+    found: list[SetProperty] = []
+    for path in bicep_files(root):
+        raw = path.read_text(encoding="utf-8")
+        text = strip_bicep_comments(raw)
+        rel = str(path.relative_to(root))
+        symbols: dict[str, str] = {}
+        for m in _DECL_RE.finditer(text):
+            type_api = f"{m[2]}@{m[3]}"
+            symbols[m[1]] = type_api
+            if m[4]:
+                continue  # `existing`: sets nothing
+            start = resource_body_start(text, m.end())
+            if start is None:
+                continue
+            out: list[str] = []
+            object_paths(text, start, "", out)
+            found += [SetProperty(rel, m[1], type_api, p) for p in out if p.split(".")[0] not in _BICEP_KEYS]
+        # Variables that hold part of a resource's body, marked `// schema: SYMBOL PATH`.
+        lines = raw.splitlines()
+        for n, line in enumerate(lines):
+            mark = _SCHEMA_MARK_RE.match(line)
+            if not mark:
+                continue
+            var = next((re.match(r"\s*var\s+(\w+)\s*=", x) for x in lines[n + 1 :] if not x.strip().startswith("//")), None)
+            if var is None or mark[1] not in symbols:
+                raise CheckError(f"{rel}:{n + 1}: `// schema: {mark[1]} {mark[2]}` must precede a `var` and name a resource")
+            block = var_block(text, var[1])
+            if block is None:
+                raise CheckError(f"{rel}: var {var[1]} is not an object or array literal")
+            out = []
+            value_paths(block, 0, mark[2], out)
+            found += [SetProperty(rel, f"{mark[1]} (var {var[1]})", symbols[mark[1]], p) for p in out]
+    return found
+
+
+def path_allowed(path: str, allowed: set[str], prefixes: set[str]) -> bool:
+    """Whether a set path exists in a schema (`*` = any dictionary key, `**` = anything below)."""
+    cur = ""
+    for seg in path.split("."):
+        if (f"{cur}.**" if cur else "**") in allowed:
+            return True
+        options = [seg, "*[]" if seg.endswith("[]") else "*"]
+        for opt in options:
+            cand = f"{cur}.{opt}" if cur else opt
+            if cand in prefixes:
+                cur = cand
+                break
+        else:
+            return False
+    return True
+
+
+def check_schema(root: Path) -> list[str]:
+    try:
+        table = json.loads((root / SCHEMA_TABLE).read_text(encoding="utf-8"))["types"]
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckError(f"cannot read {SCHEMA_TABLE}: {e}") from e
+    table = {k.lower(): v for k, v in table.items()}
+    problems: list[str] = []
+    cache: dict[str, tuple[set[str], set[str]]] = {}
+    missing: set[str] = set()
+    for prop in set_properties(root):
+        key = prop.type_api.lower()
+        if key not in table:
+            if key not in missing:
+                missing.add(key)
+                problems.append(f"{prop.type_api} (used in {prop.file}) is not in {SCHEMA_TABLE}; run "
+                                "scripts/derive_resource_schemas.py (it fails on a type or api-version that does not exist)")
+            continue
+        if key not in cache:
+            allowed = set(table[key]["paths"])
+            prefixes: set[str] = set()
+            for p in allowed:
+                segs = p.split(".")
+                for n in range(1, len(segs) + 1):
+                    prefixes.add(".".join(segs[:n]))
+            cache[key] = (allowed, prefixes)
+        allowed, prefixes = cache[key]
+        if not path_allowed(prop.path, allowed, prefixes):
+            problems.append(f"{prop.file}: {prop.symbol} sets {prop.path}, which {prop.type_api} does not have "
+                            "(ARM drops unknown properties silently; use an api-version that has it)")
+    return problems
+
+
+
+# ---------------------------------------------------------------------------
+# Deploy: what a first, and a second, `azd up` would hit
+# ---------------------------------------------------------------------------
+
+# azd 1.20.0 added `language: custom` (alpha); it also deletes only the
+# deployment's own resource group on `azd down` (since 1.10.0).
+AZD_MIN_CUSTOM_LANGUAGE = (1, 20, 0)
+ALPHA_CUSTOM_SWITCH = "azd config set alpha.language.custom on"
+VAULT_GENERATION_PARAM = "keyVaultGeneration"
+VAULT_GENERATION_ENV = "FLOTILLA_VAULT_GENERATION"
+# Data planes whose operations must reach Log Analytics (diagnostic settings).
+DIAGNOSED_TYPES = (
+    "Microsoft.KeyVault/vaults",
+    "Microsoft.ServiceBus/namespaces",
+    "Microsoft.DocumentDB/databaseAccounts",
+    "Microsoft.Web/sites",
+    "Microsoft.Storage/storageAccounts/blobServices",
+)
+_NESTED_AZD_RE = re.compile(r"\bazd\s+(provision|up|deploy)\b")
+
+
+def _yaml_hook_commands(root: Path, yaml_text: str) -> list[tuple[str, str]]:
+    """(where, command text) of every hook `run:` in azure.yaml, with the
+    contents of the scripts it runs (paths relative to the repo)."""
+    out: list[tuple[str, str]] = []
+    lines = yaml_text.splitlines()
+    for n, line in enumerate(lines):
+        m = re.match(r"^(\s*)run:\s*(.*)$", line)
+        if not m:
+            continue
+        value = m[2].strip()
+        if value in ("|", ">", "|-", ">-"):
+            indent = len(m[1])
+            body = []
+            for nxt in lines[n + 1 :]:
+                if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent:
+                    break
+                body.append(nxt)
+            value = "\n".join(body)
+        out.append((f"azure.yaml:{n + 1}", value))
+        script = re.match(r"^\s*(?:sh\s+|bash\s+)?(\./)?([\w./-]+\.sh)\b", value)
+        if script:
+            path = root / script[2]
+            try:
+                out.append((str(script[2]), path.read_text(encoding="utf-8")))
+            except OSError:
+                out.append((str(script[2]), f"<missing script {script[2]}>"))
+    return out
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def check_deploy(root: Path) -> list[str]:
+    problems: list[str] = []
+    try:
+        yaml_text = (root / AZURE_YAML).read_text(encoding="utf-8")
+        main_raw = (root / MAIN_BICEP).read_text(encoding="utf-8")
+        params = (root / PARAMETERS_JSON).read_text(encoding="utf-8")
+    except OSError as e:
+        raise CheckError(f"cannot read the deployment files: {e}") from e
+    main = strip_bicep_comments(main_raw)
+    yaml_code = "\n".join(line.split(" #")[0] for line in yaml_text.splitlines() if not line.lstrip().startswith("#"))
+    docs = ""
+    for rel in (DEPLOY_MD, README):
+        try:
+            docs += (root / rel).read_text(encoding="utf-8")
+        except OSError:
+            pass
+
+    # 1. `language: custom` is an azd alpha feature: documented switch and minimum version.
+    if re.search(r"^\s*language:\s*custom\s*$", yaml_code, re.M):
+        m = re.search(r"^\s*azd:\s*[\"']?>=\s*([\d.]+)", yaml_code, re.M)
+        if not m or _version(m[1]) < AZD_MIN_CUSTOM_LANGUAGE:
+            problems.append(f"{AZURE_YAML} uses `language: custom` (azd alpha, azd 1.20.0+) but requiredVersions.azd "
+                            "is not `>= 1.20.0` or later; older azd refuses or misreads the project")
+        for rel in (AZURE_YAML, DEPLOY_MD):
+            try:
+                text = (root / rel).read_text(encoding="utf-8")
+            except OSError:
+                text = ""
+            if ALPHA_CUSTOM_SWITCH not in text:
+                problems.append(f"{rel} does not say how to switch on azd's alpha `language: custom` "
+                                f"(`{ALPHA_CUSTOM_SWITCH}`); without it every azd command refuses the project")
+
+    # 2. azd deploys the zip `flotilla package` wrote (modes kept), never a folder it re-zips.
+    if re.search(r"^\s*host:\s*function\s*$", yaml_code, re.M):
+        m = re.search(r"^\s*dist:\s*(\S+)", yaml_code, re.M)
+        if not m or not m[1].endswith(".zip"):
+            problems.append(f"{AZURE_YAML}: the function service's dist must be the zip `flotilla package` writes "
+                            "(e.g. dist/functionapp.zip): azd re-zips a folder, and azd before 1.26 drops the "
+                            "binary's execute bit doing so")
+
+    # 3. No hook nests azd (a second provision from a hook, with state set before it succeeds).
+    for where, command in _yaml_hook_commands(root, yaml_code):
+        for line in command.splitlines():
+            code = line.split("#")[0]
+            nested = _NESTED_AZD_RE.search(code)
+            if nested:
+                problems.append(f"{where}: a hook runs `azd {nested[1]}`: nested azd runs are not re-runnable "
+                                "(deploy the extra template with one idempotent `az deployment` instead)")
+            if code.strip().startswith("<missing script"):
+                problems.append(f"{where}: {code.strip()[1:-1]}")
+
+    # 4. Purge protection reserves a deleted vault's name: the name must change after `azd down`.
+    for name, body in resource_blocks(main, "Microsoft.KeyVault/vaults"):
+        if not re.search(r"\benablePurgeProtection\s*:\s*true", body):
+            continue
+        m = re.search(r"\bname\s*:\s*(\w+)", body)
+        expr = ""
+        if m:
+            vm = re.search(r"^\s*var\s+" + re.escape(m[1]) + r"\s*=\s*([^\n]*)", main, re.M)
+            expr = vm[1] if vm else m[1]
+        if VAULT_GENERATION_PARAM not in expr:
+            problems.append(f"{MAIN_BICEP}: Key Vault {name} has purge protection but its name does not depend on "
+                            f"param {VAULT_GENERATION_PARAM}: `azd down` then `azd up` would fail for the retention period")
+        if not re.search(r'"' + VAULT_GENERATION_PARAM + r'"\s*:\s*\{\s*"value"\s*:\s*"\$\{' + VAULT_GENERATION_ENV,
+                         params):
+            problems.append(f"{PARAMETERS_JSON} does not map {VAULT_GENERATION_PARAM} to ${{{VAULT_GENERATION_ENV}}}")
+        hooks = [c for w, c in _yaml_hook_commands(root, yaml_code) if not w.startswith("azure.yaml")]
+        if not re.search(r"^\s*postdown:", yaml_code, re.M) or not any(
+                re.search(r"azd\s+env\s+set\s+" + VAULT_GENERATION_ENV, c) for c in hooks):
+            problems.append(f"{AZURE_YAML} has no postdown hook that bumps {VAULT_GENERATION_ENV}: the next "
+                            "`azd up` would reuse the soft-deleted vault's reserved name")
+
+    # 5. Clusters live in their own resource group by default (azd down deletes the app's).
+    m = re.search(r"^\s*var\s+clusterRgName\s*=\s*([^\n]*)", main, re.M)
+    if not m or "-clusters" not in m[1]:
+        problems.append(f"{MAIN_BICEP}: clusters must default to their own resource group "
+                        "(`var clusterRgName = ... '<rg>-clusters'`), or `azd down` deletes live clusters")
+
+    # 6. main.parameters.json holds azd substitutions: never tell people to pass it to az.
+    if "${" in params:
+        for path in sorted([*bicep_files(root), root / DEPLOY_MD, root / README, root / AZURE_YAML]):
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except OSError:
+                continue
+            for n in range(len(lines)):
+                window = " ".join(lines[n : n + 2])
+                if re.search(r"\baz\s+deployment\b", window) and re.search(r"-p\s+@?\S*main\.parameters\.json", window):
+                    problems.append(f"{path.relative_to(root)}:{n + 1}: passes {PARAMETERS_JSON} to `az deployment`, "
+                                    "but it holds azd ${VAR} substitutions that only azd resolves")
+                    break
+
+    # 7. Diagnostic settings to Log Analytics for every data plane.
+    diagnosed: set[str] = set()
+    for path in bicep_files(root):
+        text = strip_bicep_comments(path.read_text(encoding="utf-8"))
+        for _, body in resource_blocks(text, "Microsoft.Insights/diagnosticSettings"):
+            scope = re.search(r"\bscope\s*:\s*(\w+)", body)
+            if scope and re.search(r"\bworkspaceId\s*:", body):
+                diagnosed.add(scope[1])
+        for type_name in DIAGNOSED_TYPES:
+            for symbol, _ in resource_blocks(text, type_name):
+                if symbol not in diagnosed:
+                    problems.append(f"{path.relative_to(root)}: {symbol} ({type_name}) has no diagnostic setting "
+                                    "sending its logs to the Log Analytics workspace")
+    return problems
+
+
+
 CHECKS = {
     "security": "checkov scan and suppressions",
     "settings": "app settings vs settings.rs and README",
     "roles": "custom ARM role vs ARM_ACTIONS",
+    "schema": "resource properties vs the api-version's schema",
+    "deploy": "azd/azure.yaml and template pitfalls of a first and a second deployment",
 }
 
 
@@ -560,6 +1099,10 @@ def main(argv: list[str] | None = None) -> int:
                 problems = check_security(root, find_checkov(args.checkov, root))
             elif name == "settings":
                 problems = check_settings(root)
+            elif name == "schema":
+                problems = check_schema(root)
+            elif name == "deploy":
+                problems = check_deploy(root)
             else:
                 problems = check_roles(root)
         except CheckError as e:

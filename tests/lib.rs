@@ -20,6 +20,7 @@ impl Harness {
             data_dir: None,
             lro: Duration::from_millis(100),
             throttle,
+            ..SimConfig::default()
         })
         .expect("simulator starts");
         let server = sim.serve(0).await.expect("simulator serves");

@@ -147,6 +147,10 @@ enum Command {
         write_burst: u32,
         #[arg(long, default_value_t = 10.0)]
         write_refill_per_s: f64,
+        /// A quota limit per region, `NAME=N` (repeatable): `cores`, a VM family such as
+        /// `standardDSv5Family`, `virtualMachines` or `virtualMachineScaleSets`.
+        #[arg(long = "quota", value_name = "NAME=N")]
+        quotas: Vec<String>,
     },
     /// Standalone worker: receive the step subscriptions from Service Bus yourself.
     Worker,
@@ -160,6 +164,9 @@ enum Command {
     Package {
         #[arg(long)]
         out: PathBuf,
+        /// Refuse an executable that needs a newer glibc (e.g. 2.31, the Functions Linux images).
+        #[arg(long)]
+        max_glibc: Option<String>,
     },
     /// Run N jobs through the whole engine while injecting faults and killing
     /// processes, then check every job and what is left in the simulator.
@@ -413,8 +420,22 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             lro_seconds,
             write_burst,
             write_refill_per_s,
+            quotas,
         } => {
             let lro = lro(lro_seconds).map_err(Failure::Usage)?;
+            let mut quota_limits = std::collections::BTreeMap::new();
+            for q in &quotas {
+                let parsed = q
+                    .split_once('=')
+                    .and_then(|(n, v)| Some((n.trim(), v.trim().parse::<u64>().ok()?)))
+                    .filter(|(n, _)| !n.is_empty());
+                let Some((name, limit)) = parsed else {
+                    return Err(Failure::Usage(format!(
+                        "--quota '{q}': expected NAME=N, e.g. standardDSv5Family=20"
+                    )));
+                };
+                quota_limits.insert(name.to_string(), limit);
+            }
             if write_burst == 0 || write_refill_per_s.is_nan() || write_refill_per_s <= 0.0 {
                 return Err(Failure::Usage(
                     "--write-burst and --write-refill-per-s must be positive".into(),
@@ -434,6 +455,8 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 data_dir,
                 lro,
                 throttle: Some(throttle),
+                quotas: quota_limits,
+                ..Default::default()
             })
             .map_err(|e| e.to_string())?;
             let server = sim.serve(port).await.map_err(|e| e.to_string())?;
@@ -453,11 +476,17 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             .await
             .map(|()| ExitCode::SUCCESS)
             .map_err(Failure::Runtime),
-        Command::Package { out } => {
-            let p = crate::package::run(&out).map_err(Failure::Runtime)?;
+        Command::Package { out, max_glibc } => {
+            let max = match max_glibc.as_deref().map(crate::package::parse_version) {
+                Some(Err(e)) => return Err(Failure::Usage(e)),
+                Some(Ok(v)) => Some(v),
+                None => None,
+            };
+            let p = crate::package::run(&out, max.as_deref()).map_err(Failure::Runtime)?;
             println!(
                 "{}",
-                json!({"dir": p.dir.display().to_string(), "zip": p.zip.display().to_string(), "entries": p.entries})
+                json!({"dir": p.dir.display().to_string(), "zip": p.zip.display().to_string(), "entries": p.entries,
+                       "glibc": p.needs.glibc_text(), "libraries": p.needs.libraries})
             );
             Ok(ExitCode::SUCCESS)
         }

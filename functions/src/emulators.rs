@@ -357,6 +357,7 @@ impl SimEnvironment {
             data_dir: None,
             lro: options.lro,
             throttle: options.throttle,
+            ..SimConfig::default()
         })
         .map_err(|e| EmulatorError::Sim(e.to_string()))?;
         sim.set_servicebus_lock_duration(options.servicebus_lock);

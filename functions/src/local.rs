@@ -209,6 +209,7 @@ impl LocalWorld {
                 .map(|d| d.join("sim")),
             lro: opts.lro,
             throttle: opts.throttle.then(Default::default),
+            ..SimConfig::default()
         })
         .map_err(|e| format!("simulator: {e}"))?;
         let (info, server, http) = match opts.link {

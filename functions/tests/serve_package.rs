@@ -84,3 +84,116 @@ fn package_lays_out_the_function_app_and_zips_it() {
     entry.read_to_end(&mut bytes).unwrap();
     assert_eq!(bytes, exe);
 }
+
+/// The zip, unpacked elsewhere as the Functions host does, starts with an empty
+/// environment (no PATH, no LD_LIBRARY_PATH, no build tree), and the report says
+/// what it needs from the host: glibc's own libraries and a glibc version.
+#[test]
+fn packaged_binary_runs_from_the_zip_and_reports_what_it_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("functionapp");
+    let run = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["package", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let glibc = report["glibc"].as_str().unwrap();
+    assert!(glibc.starts_with("2."), "{report}");
+    let libraries: Vec<&str> = report["libraries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(libraries.contains(&"libc.so.6"), "{report}");
+    for lib in &libraries {
+        assert!(
+            [
+                "ld-linux-x86-64.so.2",
+                "ld-linux-aarch64.so.1",
+                "libc.so.6",
+                "libm.so.6",
+                "libgcc_s.so.1",
+                "libpthread.so.0",
+                "libdl.so.2",
+                "librt.so.1"
+            ]
+            .contains(lib),
+            "the binary needs {lib}, which a Functions host need not have"
+        );
+    }
+
+    // Unpack like the platform does (modes from the zip), far from the build tree.
+    let site = tmp.path().join("site").join("wwwroot");
+    std::fs::create_dir_all(&site).unwrap();
+    let mut zip =
+        zip::ZipArchive::new(std::fs::File::open(tmp.path().join("functionapp.zip")).unwrap())
+            .unwrap();
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).unwrap();
+        let path = site.join(entry.enclosed_name().unwrap());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut bytes = vec![];
+        entry.read_to_end(&mut bytes).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = entry.unix_mode().unwrap_or(0o644);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+    let started = Command::new(site.join("flotilla"))
+        .arg("spec")
+        .current_dir(tmp.path())
+        .env_clear()
+        .output()
+        .expect("the unpacked binary starts (execute bit kept)");
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let spec: serde_json::Value = serde_json::from_slice(&started.stdout).unwrap();
+    assert!(spec["workerPools"].is_array(), "{spec}");
+
+    // A host whose glibc is older than the binary needs is refused, nothing written.
+    let refused_dir = tmp.path().join("refused");
+    let refused = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["package", "--max-glibc", "2.0", "--out"])
+        .arg(&refused_dir)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains(&format!("needs glibc {glibc} but the target has 2.0")),
+        "{err}"
+    );
+    assert!(!refused_dir.exists() && !tmp.path().join("refused.zip").exists());
+    // The binary's own glibc is accepted.
+    let accepted = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["package", "--max-glibc", glibc, "--out"])
+        .arg(tmp.path().join("accepted"))
+        .output()
+        .unwrap();
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    // A malformed version is a usage error naming the flag.
+    let bad = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["package", "--max-glibc", "two", "--out"])
+        .arg(tmp.path().join("bad"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--max-glibc"));
+}

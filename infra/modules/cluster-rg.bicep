@@ -2,7 +2,8 @@
 // creates clusters: the custom ARM role (exactly ARM_ACTIONS from
 // shared/azure/src/actions.rs) assigned to the app identity, the cluster
 // identity the nodes use, and the Event Grid system topic that reports
-// resource changes to the `events` function.
+// resource changes. Its subscription to the `events` function is
+// infra/resource-events.bicep, deployed once the function exists.
 
 targetScope = 'resourceGroup'
 
@@ -14,12 +15,6 @@ param appPrincipalId string
 
 @description('Name of the user-assigned identity attached to cluster nodes.')
 param clusterIdentityName string
-
-@description('Resource id of the Function App that hosts the `events` function.')
-param functionAppId string
-
-@description('Create the Event Grid subscription (the `events` function must already be deployed).')
-param enableResourceEvents bool
 
 // Cluster nodes (VMSS instances created by steps `master` and `workers`) run as
 // this identity: they read their secrets from Key Vault and their init script
@@ -95,60 +90,18 @@ resource clusterOperatorAssignment 'Microsoft.Authorization/roleAssignments@2022
 }
 
 // Resource events of this resource group (Event Grid system topics for
-// resource groups are global).
+// resource groups are global). Its identity writes undeliverable events to the
+// dead-letter container (role granted in main.bicep).
 resource resourceEventsTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   name: 'evgt-flotilla-${uniqueString(resourceGroup().id)}'
   location: 'global'
   tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
   properties: {
     source: resourceGroup().id
     topicType: 'Microsoft.Resources.ResourceGroups'
-  }
-}
-
-// Function `events` reacts to writes and deletes of the resource types flotilla
-// owns (e.g. a scale set deleted outside flotilla).
-resource resourceEventsToFunction 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = if (enableResourceEvents) {
-  parent: resourceEventsTopic
-  name: 'flotilla-events-function'
-  properties: {
-    destination: {
-      endpointType: 'AzureFunction'
-      properties: {
-        resourceId: '${functionAppId}/functions/events'
-        maxEventsPerBatch: 1
-        preferredBatchSizeInKilobytes: 64
-      }
-    }
-    eventDeliverySchema: 'EventGridSchema'
-    filter: {
-      includedEventTypes: [
-        'Microsoft.Resources.ResourceWriteSuccess'
-        'Microsoft.Resources.ResourceDeleteSuccess'
-      ]
-      advancedFilters: [
-        {
-          operatorType: 'StringIn'
-          key: 'data.operationName'
-          values: [
-            'Microsoft.Compute/virtualMachineScaleSets/write'
-            'Microsoft.Compute/virtualMachineScaleSets/delete'
-            'Microsoft.Network/virtualNetworks/write'
-            'Microsoft.Network/virtualNetworks/delete'
-            'Microsoft.Network/networkSecurityGroups/write'
-            'Microsoft.Network/networkSecurityGroups/delete'
-            'Microsoft.Network/publicIPAddresses/write'
-            'Microsoft.Network/publicIPAddresses/delete'
-            'Microsoft.Network/loadBalancers/write'
-            'Microsoft.Network/loadBalancers/delete'
-          ]
-        }
-      ]
-    }
-    retryPolicy: {
-      maxDeliveryAttempts: 30
-      eventTimeToLiveInMinutes: 1440
-    }
   }
 }
 
@@ -156,3 +109,5 @@ output clusterIdentityId string = clusterIdentity.id
 output clusterIdentityClientId string = clusterIdentity.properties.clientId
 output clusterIdentityPrincipalId string = clusterIdentity.properties.principalId
 output roleDefinitionId string = clusterOperatorRole.id
+output resourceEventsTopicName string = resourceEventsTopic.name
+output resourceEventsTopicPrincipalId string = resourceEventsTopic.identity.principalId

@@ -2,7 +2,8 @@
 
 checkov's built-in Bicep checks do not cover some settings flotilla depends on
 (anonymous blob access, shared keys, SAS on Service Bus, Cosmos keys, vault
-mode). These make them failures. Loaded by scripts/check_infra.py with
+mode, Application Insights local auth, Event Grid dead letters). These make
+them failures. Loaded by scripts/check_infra.py with
 `checkov --external-checks-dir scripts/checkov_policies`.
 """
 
@@ -63,3 +64,29 @@ vault_rbac_purge = _PropertyEquals(
 container_private = _PropertyEquals(
     "CKV_FLT_7", "Blob container is private (publicAccess: None)",
     ("Microsoft.Storage/storageAccounts/blobServices/containers",), {"publicAccess": "None"})
+appinsights_no_local_auth = _PropertyEquals(
+    "CKV_FLT_8", "Application Insights refuses key-only ingestion (DisableLocalAuth: true)",
+    ("Microsoft.Insights/components",), {"DisableLocalAuth": True})
+
+
+class _EventSubscriptionDeadLetters(BaseResourceCheck):
+    """Fails unless an Event Grid subscription keeps what it cannot deliver."""
+
+    def __init__(self) -> None:
+        super().__init__(name="Event Grid subscription has a dead-letter destination",
+                         id="CKV_FLT_9", categories=(CheckCategories.GENERAL_SECURITY,),
+                         supported_resources=("Microsoft.EventGrid/systemTopics/eventSubscriptions",
+                                              "Microsoft.EventGrid/eventSubscriptions"))
+
+    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
+        props = conf.get("properties")
+        if not isinstance(props, dict):
+            return CheckResult.FAILED
+        self.evaluated_keys = ["properties/deadLetterWithResourceIdentity", "properties/deadLetterDestination"]
+        for key in ("deadLetterWithResourceIdentity", "deadLetterDestination"):
+            if isinstance(props.get(key), dict) and props[key]:
+                return CheckResult.PASSED
+        return CheckResult.FAILED
+
+
+eventgrid_dead_letters = _EventSubscriptionDeadLetters()

@@ -8,6 +8,7 @@ scripts/infra_checks.sh installs it, so they always run there.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -22,6 +23,9 @@ sys.path.insert(0, str(SCRIPTS))
 
 import check_infra  # noqa: E402
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ALL_PLANS = "var appSettingsAllPlans = [\n"
+
 CHECKOV = check_infra.find_checkov(None, REPO)
 needs_checkov = unittest.skipIf(CHECKOV is None, "checkov is not installed (scripts/infra_checks.sh installs it)")
 
@@ -34,6 +38,9 @@ class Tree:
         self.root = Path(self._tmp.name)
         shutil.copytree(REPO / "infra", self.root / "infra")
         shutil.copy2(REPO / "README.md", self.root / "README.md")
+        shutil.copy2(REPO / "azure.yaml", self.root / "azure.yaml")
+        (self.root / "docs").mkdir()
+        shutil.copy2(REPO / "docs" / "deploy.md", self.root / "docs" / "deploy.md")
         for rel in (check_infra.SETTINGS_RS, check_infra.ACTIONS_RS):
             (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, self.root / rel)
@@ -83,7 +90,7 @@ class TreeCase(unittest.TestCase):
 
 class HappyPath(unittest.TestCase):
     def test_real_tree_passes_every_check(self) -> None:
-        only = "security,settings,roles" if CHECKOV else "settings,roles"
+        only = "security,settings,roles,schema,deploy" if CHECKOV else "settings,roles,schema,deploy"
         proc = subprocess.run([sys.executable, str(SCRIPTS / "check_infra.py"), str(REPO), "--only", only],
                               capture_output=True, text=True)
         self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
@@ -93,6 +100,8 @@ class HappyPath(unittest.TestCase):
         self.addCleanup(tree.cleanup)
         self.assertEqual(check_infra.check_settings(tree.root), [])
         self.assertEqual(check_infra.check_roles(tree.root), [])
+        self.assertEqual(check_infra.check_schema(tree.root), [])
+        self.assertEqual(check_infra.check_deploy(tree.root), [])
 
     def test_readme_settings_table_is_up_to_date(self) -> None:
         tree = Tree()
@@ -115,18 +124,18 @@ class SettingsCheck(TreeCase):
                            "ServiceBusConnection__clientId", "Functions host", "not set")
 
     def test_unregistered_setting_in_bicep(self) -> None:
-        self.tree.edit("infra/main.bicep", "      appSettings: [\n",
-                       "      appSettings: [\n        {\n          name: 'SOME_SECRET'\n          value: 'x'\n        }\n")
+        self.tree.edit("infra/main.bicep", ALL_PLANS,
+                       ALL_PLANS + "  {\n    name: 'SOME_SECRET'\n    value: 'x'\n  }\n")
         self.assertProblem(check_infra.check_settings(self.tree.root), "SOME_SECRET", "not registered")
 
     def test_platform_setting_in_bicep(self) -> None:
-        self.tree.edit("infra/main.bicep", "      appSettings: [\n",
-                       "      appSettings: [\n        {\n          name: 'IDENTITY_HEADER'\n          value: 'x'\n        }\n")
+        self.tree.edit("infra/main.bicep", ALL_PLANS,
+                       ALL_PLANS + "  {\n    name: 'IDENTITY_HEADER'\n    value: 'x'\n  }\n")
         self.assertProblem(check_infra.check_settings(self.tree.root), "IDENTITY_HEADER", "platform")
 
     def test_undeployed_setting_in_bicep(self) -> None:
-        self.tree.edit("infra/main.bicep", "      appSettings: [\n",
-                       "      appSettings: [\n        {\n          name: 'AZURE_CA_CERT'\n          value: 'x'\n        }\n")
+        self.tree.edit("infra/main.bicep", ALL_PLANS,
+                       ALL_PLANS + "  {\n    name: 'AZURE_CA_CERT'\n    value: 'x'\n  }\n")
         self.assertProblem(check_infra.check_settings(self.tree.root), "AZURE_CA_CERT", "deployed: false")
 
     def test_new_registry_entry_without_bicep_and_readme(self) -> None:
@@ -135,6 +144,28 @@ class SettingsCheck(TreeCase):
         problems = check_infra.check_settings(self.tree.root)
         self.assertProblem(problems, "setting FLOTILLA_NEW_KNOB is read by the code but not set in infra/main.bicep")
         self.assertProblem(problems, "FLOTILLA_NEW_KNOB", "missing from the settings table")
+
+    def test_flex_consumption_refuses_worker_runtime_app_setting(self) -> None:
+        # Moving FUNCTIONS_WORKER_RUNTIME to the settings every plan gets sets it on Flex Consumption.
+        text = remove_app_setting(self.tree.read("infra/main.bicep"), "FUNCTIONS_WORKER_RUNTIME")
+        self.tree.write("infra/main.bicep", text.replace(
+            ALL_PLANS, ALL_PLANS + "  {\n    name: 'FUNCTIONS_WORKER_RUNTIME'\n    value: 'custom'\n  }\n"))
+        problems = check_infra.check_settings(self.tree.root)
+        self.assertProblem(problems, "FUNCTIONS_WORKER_RUNTIME", "appSettingsAllPlans", "Flex Consumption refuses")
+        self.assertProblem(problems, "FUNCTIONS_WORKER_RUNTIME", "Dedicated plan but not set")
+
+    def test_site_must_pick_settings_by_plan(self) -> None:
+        self.tree.edit("infra/main.bicep",
+                       "appSettings: isFlex ? appSettingsAllPlans : concat(appSettingsDedicatedOnly, appSettingsAllPlans)",
+                       "appSettings: concat(appSettingsDedicatedOnly, appSettingsAllPlans)")
+        self.assertProblem(check_infra.check_settings(self.tree.root), "must be `isFlex ? appSettingsAllPlans")
+
+    def test_dedicated_setting_outside_registry_list(self) -> None:
+        self.tree.edit(str(check_infra.SETTINGS_RS), '&["FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION"]',
+                       '&["FUNCTIONS_WORKER_RUNTIME"]')
+        problems = check_infra.check_settings(self.tree.root)
+        self.assertProblem(problems, "FUNCTIONS_EXTENSION_VERSION", "appSettingsDedicatedOnly", "not in DEDICATED_PLAN_ONLY")
+        self.assertProblem(problems, "FUNCTIONS_EXTENSION_VERSION", "not set in infra/main.bicep (appSettingsAllPlans)")
 
     def test_readme_lists_unknown_setting(self) -> None:
         self.tree.edit("README.md", "<!-- settings:end -->", "| `NOT_A_SETTING` | flotilla | no | ? |\n<!-- settings:end -->")
@@ -178,6 +209,87 @@ class RolesCheck(TreeCase):
         self.assertProblem(check_infra.check_roles(self.tree.root), "wildcard")
 
 
+class SchemaCheck(TreeCase):
+    def test_property_the_api_version_lacks_is_reported(self) -> None:
+        # The original template: minimumTlsVersion and publicNetworkAccess on Service Bus 2021-11-01.
+        old = json.loads((FIXTURES / "servicebus-namespaces-2021-11-01.json").read_text(encoding="utf-8"))
+        table_path = self.tree.path(str(check_infra.SCHEMA_TABLE))
+        table = json.loads(table_path.read_text(encoding="utf-8"))
+        table["types"]["Microsoft.ServiceBus/namespaces@2021-11-01"] = {"schema": old["schema"], "paths": old["paths"]}
+        table_path.write_text(json.dumps(table), encoding="utf-8")
+        self.tree.edit("infra/main.bicep", "'Microsoft.ServiceBus/namespaces@2024-01-01'",
+                       "'Microsoft.ServiceBus/namespaces@2021-11-01'")
+        problems = check_infra.check_schema(self.tree.root)
+        self.assertProblem(problems, "serviceBus sets properties.minimumTlsVersion", "@2021-11-01 does not have")
+        self.assertProblem(problems, "serviceBus sets properties.publicNetworkAccess")
+        self.assertEqual(len(problems), 2, problems)
+
+    def test_unknown_property_is_reported(self) -> None:
+        self.tree.edit("infra/main.bicep", "    disableLocalAuth: true\n    disableKeyBasedMetadataWriteAccess: true\n",
+                       "    disableLocalAuth: true\n    disableKeyBasedMetadataWriteAccess: true\n    enableKeyRotation: true\n")
+        self.assertProblem(check_infra.check_schema(self.tree.root), "cosmos sets properties.enableKeyRotation")
+
+    def test_property_in_marked_variable_is_checked(self) -> None:
+        self.tree.edit("infra/main.bicep", "    name: 'custom'\n    version: '1.0'\n",
+                       "    name: 'custom'\n    version: '1.0'\n    flavour: 'rust'\n")
+        self.assertProblem(check_infra.check_schema(self.tree.root),
+                           "functionApp (var flexFunctionAppConfig) sets properties.functionAppConfig.runtime.flavour")
+
+    def test_api_version_missing_from_table(self) -> None:
+        self.tree.edit("infra/main.bicep", "'Microsoft.KeyVault/vaults@2023-07-01'", "'Microsoft.KeyVault/vaults@2099-01-01'")
+        self.assertProblem(check_infra.check_schema(self.tree.root), "Microsoft.KeyVault/vaults@2099-01-01", "not in")
+
+    def test_walker_reads_loops_conditions_and_ternaries(self) -> None:
+        text = ("resource a 'X/y@1' = if (c) {\n  sku: c ? {\n    name: 'a'\n  } : {\n    tier: 'b'\n  }\n"
+                "  properties: {\n    list: [for i in range(0, c ? 1 : 0): {\n      k: i\n    }]\n"
+                "    tags: union(t, {\n      'x.y': '${z}'\n    })\n  }\n}\n")
+        out: list[str] = []
+        start = check_infra.resource_body_start(text, text.index("=") + 1)
+        check_infra.object_paths(text, start, "", out)
+        self.assertEqual(out, ["sku", "sku.name", "sku.tier", "properties", "properties.list",
+                               "properties.list[].k", "properties.tags", "properties.tags.x_y"])
+
+
+class DeployCheck(TreeCase):
+    def test_alpha_switch_must_be_documented(self) -> None:
+        text = self.tree.read("docs/deploy.md").replace(check_infra.ALPHA_CUSTOM_SWITCH, "switch it on")
+        self.tree.write("docs/deploy.md", text)
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "docs/deploy.md", "alpha.language.custom")
+
+    def test_minimum_azd_version(self) -> None:
+        self.tree.edit("azure.yaml", 'azd: ">= 1.20.0"', 'azd: ">= 1.10.0"')
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "requiredVersions.azd")
+
+    def test_dist_must_be_the_packaged_zip(self) -> None:
+        self.tree.edit("azure.yaml", "dist: dist/functionapp.zip", "dist: dist/functionapp")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "dist must be the zip", "execute bit")
+
+    def test_no_nested_azd_in_hooks(self) -> None:
+        self.tree.write("infra/hooks/resource-events.sh",
+                        "#!/bin/sh\nazd env set FLOTILLA_RESOURCE_EVENTS true\nazd provision --no-prompt\n")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "resource-events.sh", "`azd provision`")
+
+    def test_vault_name_must_change_after_down(self) -> None:
+        self.tree.edit("infra/main.bicep", "take(uniqueString(token, keyVaultGeneration), 11)", "take(token, 11)")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "purge protection", "keyVaultGeneration")
+        self.tree.edit("infra/hooks/postdown.sh", "azd env set FLOTILLA_VAULT_GENERATION", "echo")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "no postdown hook")
+
+    def test_clusters_default_to_their_own_group(self) -> None:
+        self.tree.edit("infra/main.bicep", "'${resourceGroup().name}-clusters'", "resourceGroup().name")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "own resource group")
+
+    def test_parameters_file_is_azd_only(self) -> None:
+        self.tree.edit("docs/deploy.md", "## Without azd\n",
+                       "## Without azd\n\naz deployment group create -g rg -f infra/main.bicep -p infra/main.parameters.json\n")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "docs/deploy.md:", "only azd resolves")
+
+    def test_every_data_plane_has_diagnostics(self) -> None:
+        self.tree.edit("infra/main.bicep", "  scope: keyVault\n  properties: {\n    workspaceId",
+                       "  scope: appInsights\n  properties: {\n    workspaceId")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "keyVault (Microsoft.KeyVault/vaults)", "diagnostic")
+
+
 class SuppressionDocs(TreeCase):
     """The README <-> inline suppression cross-check needs no checkov."""
 
@@ -208,6 +320,16 @@ class SecurityScan(TreeCase):
     def test_key_vault_without_purge_protection_fails(self) -> None:
         self.tree.edit("infra/main.bicep", "enablePurgeProtection: true", "enablePurgeProtection: false")
         self.assertProblem(check_infra.check_security(self.tree.root, CHECKOV), "checkov", "failed on", "keyVault")
+
+    def test_app_insights_key_ingestion_and_lost_events_fail(self) -> None:
+        self.tree.edit("infra/main.bicep", "DisableLocalAuth: true", "DisableLocalAuth: false")
+        text = self.tree.read("infra/resource-events.bicep")
+        start = text.index("    // After 30 attempts")
+        end = text.index("\n  }\n}\n", start)
+        self.tree.write("infra/resource-events.bicep", text[:start] + text[end + 1 :])
+        problems = check_infra.check_security(self.tree.root, CHECKOV)
+        self.assertProblem(problems, "CKV_FLT_8", "appInsights")
+        self.assertProblem(problems, "CKV_FLT_9", "resourceEventsToFunction")
 
     def test_unparsable_bicep_fails(self) -> None:
         self.tree.write("infra/modules/broken.bicep", "resource x 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: 'a'\n  properties: {\n")

@@ -164,7 +164,7 @@ fn vmss_body(
                         ssh: SshConfiguration {
                             public_keys: vec![SshPublicKey {
                                 path: "/home/flotilla/.ssh/authorized_keys".into(),
-                                key_data: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITest test".into(),
+                                key_data: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEZsb3RpbGxhRGVtb0tleU9ubHlGb3JUaGVTaW11bGF0 test".into(),
                             }],
                         },
                     },

@@ -52,6 +52,7 @@ fn managed_identity_token_failures_are_classified_and_never_show_the_identity_he
         data_dir: None,
         lro: Duration::from_millis(50),
         throttle: None,
+        ..SimConfig::default()
     })
     .expect("simulator starts");
     let port = std::net::TcpListener::bind("127.0.0.1:0")

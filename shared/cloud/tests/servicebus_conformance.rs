@@ -19,6 +19,7 @@ async fn start() -> (Sim, SimServer, AzureConfig) {
         data_dir: None,
         lro: Duration::ZERO,
         throttle: None,
+        ..SimConfig::default()
     })
     .expect("sim starts");
     sim.set_servicebus_lock_duration(LOCK);

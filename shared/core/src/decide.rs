@@ -243,6 +243,14 @@ pub fn job_requested_event(saga: &Saga) -> Emit {
     }
 }
 
+/// A resource of a step exists now: record it, and count it as progress
+/// (the step's retry budget starts again).
+pub fn resource_created(saga: &mut Saga, index: usize) {
+    saga.resources[index].state = ResourceState::Created;
+    let step = saga.resources[index].step;
+    saga.step_mut(step).failures = 0;
+}
+
 /// A step begins (or resumes) work.
 pub fn start_step(saga: &mut Saga, step: StepName, now: OffsetDateTime) {
     let s = saga.step_mut(step);
@@ -334,8 +342,10 @@ pub fn fail_step(
 ) -> Vec<Emit> {
     saga.pending = None;
     let attempts = saga.step(step).attempts;
+    saga.step_mut(step).failures += 1;
+    let failures = saga.step(step).failures;
     saga.step_mut(step).last_error = Some(ErrorInfo::from(error));
-    if error.is_retryable() && attempts < policy.max_step_attempts {
+    if error.is_retryable() && failures < policy.max_step_attempts {
         saga.step_mut(step).attempts += 1;
         let seq = saga.next_seq();
         let after = policy.backoff(attempts, error.retry_after);
@@ -359,8 +369,8 @@ pub fn fail_step(
         ErrorInfo::terminal(
             "RetriesExhausted",
             format!(
-                "{} attempts failed; last: {}: {}",
-                attempts, error.code, error.message
+                "{} attempts in a row failed without progress; last: {}: {}",
+                failures, error.code, error.message
             ),
         )
     } else {

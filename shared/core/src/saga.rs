@@ -141,6 +141,11 @@ pub struct StepState {
     /// Undo attempts that failed and were retried.
     #[serde(default)]
     pub undo_attempts: u32,
+    /// Forward attempts that failed since the step last made progress (a
+    /// resource of it was created): the retry budget counts these, so a long
+    /// step is not failed by scattered transient errors it got past.
+    #[serde(default)]
+    pub failures: u32,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub started_at: Option<OffsetDateTime>,
     #[serde(default, with = "time::serde::rfc3339::option")]
@@ -289,6 +294,7 @@ impl Saga {
                     status: StepStatus::Pending,
                     attempts: 0,
                     undo_attempts: 0,
+                    failures: 0,
                     started_at: None,
                     finished_at: None,
                     last_error: None,

@@ -36,18 +36,27 @@ const fn s(name: &'static str, read_by: ReadBy, deployed: bool, doc: &'static st
 
 use ReadBy::{Flotilla, Host, Platform};
 
+/// Settings with `deployed: true` that the template sets on the Dedicated
+/// (App Service) plan only. The Flex Consumption plan (the default) takes the
+/// worker runtime from `functionAppConfig.runtime` and sets the host version
+/// itself; it rejects or ignores these as app settings, and
+/// `scripts/check_infra.py` fails if the Flex Consumption site sets them.
+pub const DEDICATED_PLAN_ONLY: &[&str] =
+    &["FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION"];
+
 /// The registry. Keep it sorted by concern; names are unique.
 pub const SETTINGS: &[Setting] = &[
     // Host and platform
-    s("FUNCTIONS_WORKER_RUNTIME", Host, true, "`custom`: the host starts the flotilla binary as a custom handler."),
-    s("FUNCTIONS_EXTENSION_VERSION", Host, true, "`~4`: the Functions host major version."),
+    s("FUNCTIONS_WORKER_RUNTIME", Host, true, "`custom`: the host starts the flotilla binary as a custom handler. Dedicated plan only: Flex Consumption takes it from `functionAppConfig.runtime` and refuses the app setting."),
+    s("FUNCTIONS_EXTENSION_VERSION", Host, true, "`~4`: the Functions host major version. Dedicated plan only: Flex Consumption sets the host version itself."),
     s("AzureWebJobsStorage__accountName", Host, true, "Host storage account (identity-based connection)."),
     s("AzureWebJobsStorage__credential", Host, true, "`managedidentity` for the host storage connection."),
     s("AzureWebJobsStorage__clientId", Host, true, "Client id of the user-assigned identity the host uses for its storage."),
     s("ServiceBusConnection__fullyQualifiedNamespace", Host, true, "Service Bus namespace the triggers listen on (`<ns>.servicebus.windows.net`)."),
     s("ServiceBusConnection__credential", Host, true, "`managedidentity` for the Service Bus triggers."),
     s("ServiceBusConnection__clientId", Host, true, "Client id of the user-assigned identity used by the Service Bus triggers."),
-    s("APPLICATIONINSIGHTS_CONNECTION_STRING", Host, true, "Application Insights for the host's logs (not a secret: an ingestion key)."),
+    s("APPLICATIONINSIGHTS_CONNECTION_STRING", Host, true, "Application Insights for the host's logs (not a secret: the resource's ingestion endpoint; local auth is off)."),
+    s("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", Host, true, "`ClientId=<app identity>;Authorization=AAD`: the host sends telemetry with an Entra token (Application Insights refuses key-only ingestion)."),
     s("FUNCTIONS_CUSTOMHANDLER_PORT", Platform, false, "Port the host expects `flotilla serve` to listen on (127.0.0.1)."),
     s("IDENTITY_ENDPOINT", Platform, false, "App Service managed-identity token endpoint (read by azure_identity)."),
     s("IDENTITY_HEADER", Platform, false, "Secret header for IDENTITY_ENDPOINT (read by azure_identity; never logged)."),
@@ -113,6 +122,25 @@ mod tests {
         let before = names.len();
         names.dedup();
         assert_eq!(before, names.len());
+    }
+
+    #[test]
+    fn dedicated_plan_only_settings_are_deployed_host_settings() {
+        for name in DEDICATED_PLAN_ONLY {
+            let s = SETTINGS
+                .iter()
+                .find(|s| s.name == *name)
+                .unwrap_or_else(|| panic!("{name} is not registered"));
+            assert!(
+                s.deployed,
+                "{name} is dedicated-plan only, so it is deployed"
+            );
+            assert_eq!(
+                s.read_by,
+                ReadBy::Host,
+                "{name} is read by the Functions host"
+            );
+        }
     }
 
     #[test]

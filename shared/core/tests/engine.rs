@@ -398,3 +398,17 @@ async fn plan_lists_exactly_what_the_job_then_creates_and_sends_nothing() {
     assert_eq!(removal[0].target, saga.resources.last().unwrap().id);
     assert!(removal.iter().all(|o| o.method == "DELETE"));
 }
+
+#[tokio::test]
+async fn the_retry_budget_counts_failures_without_progress() {
+    let w = World::new();
+    let busy = AzureError::from_service(429, "TooManyRequests", "slow down", None);
+    // Four failures on the first NSG, then four on the VNet: eight in all,
+    // but the step makes progress in between, so it never runs out.
+    w.cloud.fail("put", "-cp-nsg", busy.clone(), 4);
+    w.cloud.fail("put", "-vnet", busy, 4);
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    assert_eq!(saga.step(StepName::Prereqs).attempts, 9);
+}

@@ -56,6 +56,33 @@ pub struct SimConfig {
     pub lro: Duration,
     /// Token-bucket throttling of ARM requests per principal; `None` disables it.
     pub throttle: Option<ThrottleConfig>,
+    /// Quota limits per usage name (`cores`, a VM family such as `standardDSv5Family`,
+    /// `virtualMachines`, `virtualMachineScaleSets`), per region; names not listed get
+    /// `default_quota`.
+    pub quotas: BTreeMap<String, u64>,
+    /// The limit of every usage not in `quotas`.
+    pub default_quota: u64,
+    /// What `Microsoft.Authorization/permissions` answers for the caller.
+    pub permissions: Permissions,
+}
+
+/// The actions the caller may do, as `Microsoft.Authorization/permissions` reports them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Permissions {
+    /// Allowed actions, e.g. `*` or `Microsoft.Network/*/write`.
+    pub actions: Vec<String>,
+    /// Actions excluded from `actions`.
+    pub not_actions: Vec<String>,
+}
+
+impl Default for Permissions {
+    /// Everything (`*`), as for an Owner.
+    fn default() -> Self {
+        Permissions {
+            actions: vec!["*".into()],
+            not_actions: vec![],
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -64,6 +91,9 @@ impl Default for SimConfig {
             data_dir: None,
             lro: Duration::from_secs(1),
             throttle: Some(ThrottleConfig::default()),
+            quotas: BTreeMap::new(),
+            default_quota: 100_000,
+            permissions: Permissions::default(),
         }
     }
 }
@@ -259,8 +289,8 @@ pub(crate) struct Buckets {
 pub(crate) struct Inner {
     pub config: SimConfig,
     pub state: Mutex<State>,
-    /// Serialises writes of the state file; holds the generation last written.
-    pub persist: Mutex<u64>,
+    /// Serialises saves of the state (the SQLite database of the data directory).
+    pub persist: Mutex<state::Persist>,
     pub faults: Mutex<Vec<FaultRule>>,
     /// Faults injected so far.
     pub fired: Mutex<FiredLog>,
@@ -318,16 +348,16 @@ impl Sim {
             }
         };
         let tls = tls::TlsMaterial::load_or_generate(&cert_dir)?;
-        let state = match &config.data_dir {
-            Some(dir) => State::load(dir)?,
-            None => None,
+        let (persist, state) = match &config.data_dir {
+            Some(dir) => state::Persist::open(dir)?,
+            None => (state::Persist::default(), None),
         };
         let state = state.unwrap_or_else(State::fresh);
         let sim = Sim {
             inner: Arc::new(Inner {
                 config,
                 state: Mutex::new(state),
-                persist: Mutex::new(0),
+                persist: Mutex::new(persist),
                 faults: Mutex::new(Vec::new()),
                 fired: Mutex::new(FiredLog::default()),
                 requests: Mutex::new(VecDeque::new()),
@@ -447,28 +477,21 @@ impl Sim {
         self.inner.config.data_dir.as_deref()
     }
 
-    /// Writes the state file now if persistence is on (used after mutations).
+    /// Saves what changed since the last save, if persistence is on (used after
+    /// mutations). Saves are serialised, so rows are written in the order they changed.
     pub(crate) fn persist_now(&self) {
-        let Some(dir) = self.data_dir() else { return };
-        let (generation, json) = {
+        if self.data_dir().is_none() {
+            lock(&self.inner.state).forget_changes();
+            return;
+        }
+        let mut persist = lock(&self.inner.persist);
+        let changes = {
             let mut st = lock(&self.inner.state);
             st.generation += 1;
-            match serde_json::to_vec(&*st) {
-                Ok(j) => (st.generation, j),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot serialise simulator state");
-                    return;
-                }
-            }
+            st.take_changes()
         };
-        let mut written = lock(&self.inner.persist);
-        if generation <= *written {
-            return;
+        if let Err(e) = persist.write(&changes) {
+            tracing::error!(error = %e, "cannot save simulator state");
         }
-        if let Err(e) = state::write_atomic(dir, &json) {
-            tracing::error!(error = %e, "cannot write simulator state");
-            return;
-        }
-        *written = generation;
     }
 }

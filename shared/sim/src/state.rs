@@ -1,13 +1,125 @@
 //! Everything the simulator remembers, and how it is saved to and loaded from disk.
+//!
+//! State lives in memory; with a data directory every change is also written to
+//! `state.db` (SQLite, one row per resource, operation, secret, container and token).
+//! The maps remember which keys changed, so a save writes only those rows: a write costs
+//! what it changes, not the size of the whole state. A `state.json` from an older
+//! simulator is read once and migrated.
 
 use crate::util::{now_ms, random_token};
 use crate::SimError;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{btree_map, BTreeMap, BTreeSet};
 use std::path::Path;
 
+/// The older whole-state file, migrated on first start.
 const STATE_FILE: &str = "state.json";
+/// The database the state is saved in.
+pub(crate) const DB_FILE: &str = "state.db";
+
+/// A map that remembers which keys changed since the last save. Reads go through
+/// `Deref`; every method that can change an entry marks its key.
+#[derive(Debug)]
+pub(crate) struct Tracked<V> {
+    map: BTreeMap<String, V>,
+    dirty: BTreeSet<String>,
+}
+
+impl<V> Default for Tracked<V> {
+    fn default() -> Self {
+        Tracked {
+            map: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+        }
+    }
+}
+
+impl<V> std::ops::Deref for Tracked<V> {
+    type Target = BTreeMap<String, V>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl<V> Tracked<V> {
+    /// Mutable access to an entry (marked changed).
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        if self.map.contains_key(key) {
+            self.dirty.insert(key.to_string());
+        }
+        self.map.get_mut(key)
+    }
+    /// Inserts or replaces an entry.
+    pub fn insert(&mut self, key: String, value: V) -> Option<V> {
+        self.dirty.insert(key.clone());
+        self.map.insert(key, value)
+    }
+    /// Removes an entry.
+    pub fn remove(&mut self, key: &str) -> Option<V> {
+        let v = self.map.remove(key);
+        if v.is_some() {
+            self.dirty.insert(key.to_string());
+        }
+        v
+    }
+    /// Keeps the entries `keep` accepts; the others are removed (and marked).
+    pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut V) -> bool) {
+        let dirty = &mut self.dirty;
+        self.map.retain(|k, v| {
+            let kept = keep(k, v);
+            if !kept {
+                dirty.insert(k.clone());
+            }
+            kept
+        });
+    }
+    /// The entry for `key` (marked changed).
+    pub fn entry(&mut self, key: String) -> btree_map::Entry<'_, String, V> {
+        self.dirty.insert(key.clone());
+        self.map.entry(key)
+    }
+    /// Marks every entry changed (the next save writes them all).
+    pub fn mark_all(&mut self) {
+        self.dirty = self.map.keys().cloned().collect();
+    }
+    /// The changed keys, each with its current value (`None` when removed), serialised.
+    fn take_changes(&mut self, kind: &'static str, out: &mut Vec<Change>)
+    where
+        V: Serialize,
+    {
+        for k in std::mem::take(&mut self.dirty) {
+            let value = self.map.get(&k).and_then(|v| serde_json::to_string(v).ok());
+            out.push((kind, k, value));
+        }
+    }
+}
+
+impl<'a, V> IntoIterator for &'a Tracked<V> {
+    type Item = (&'a String, &'a V);
+    type IntoIter = btree_map::Iter<'a, String, V>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.map.iter()
+    }
+}
+
+impl<V: Serialize> Serialize for Tracked<V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.map.serialize(s)
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Tracked<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Tracked {
+            map: BTreeMap::deserialize(d)?,
+            dirty: BTreeSet::new(),
+        })
+    }
+}
+
+/// One changed row: (kind, key, serialised value or `None` when removed).
+pub(crate) type Change = (&'static str, String, Option<String>);
 
 /// Credentials generated once per data directory.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -149,14 +261,14 @@ pub(crate) struct Container {
 pub(crate) struct State {
     pub creds: Creds,
     /// Key: lowercase resource id.
-    pub resources: BTreeMap<String, Resource>,
-    pub ops: HashMap<String, Operation>,
+    pub resources: Tracked<Resource>,
+    pub ops: Tracked<Operation>,
     /// Key: lowercase secret name.
-    pub secrets: BTreeMap<String, Secret>,
+    pub secrets: Tracked<Secret>,
     /// Key: `{account}/{container}`, lowercase.
-    pub containers: BTreeMap<String, Container>,
-    pub tokens: HashMap<String, TokenInfo>,
-    /// Bumped on every save; lets concurrent saves skip stale snapshots.
+    pub containers: Tracked<Container>,
+    pub tokens: Tracked<TokenInfo>,
+    /// Bumped on every save (a count of saves since start).
     #[serde(default)]
     pub generation: u64,
     /// Unapplied operations by (end time, id); rebuilt on load.
@@ -174,18 +286,199 @@ impl State {
                 identity_header: random_token(24),
                 msi_client_id: uuid::Uuid::new_v4().to_string(),
             },
-            resources: BTreeMap::new(),
-            ops: HashMap::new(),
-            secrets: BTreeMap::new(),
-            containers: BTreeMap::new(),
-            tokens: HashMap::new(),
+            resources: Tracked::default(),
+            ops: Tracked::default(),
+            secrets: Tracked::default(),
+            containers: Tracked::default(),
+            tokens: Tracked::default(),
             generation: 0,
             pending: BTreeSet::new(),
         }
     }
 
-    /// Loads `state.json` from `dir`, if it exists.
-    pub fn load(dir: &Path) -> Result<Option<State>, SimError> {
+    /// Rebuilds what is derived from the stored state (the pending-operation index) and
+    /// drops expired tokens.
+    fn after_load(&mut self) {
+        self.pending = self
+            .ops
+            .values()
+            .filter(|o| !o.applied)
+            .map(|o| (o.end_ms(), o.id.clone()))
+            .collect();
+        let now_s = now_ms() / 1000;
+        self.tokens.retain(|_, t| t.expires > now_s);
+    }
+
+    /// Every changed row since the last call, plus the credentials row.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let mut out = Vec::new();
+        self.resources.take_changes("resource", &mut out);
+        self.ops.take_changes("op", &mut out);
+        self.secrets.take_changes("secret", &mut out);
+        self.containers.take_changes("container", &mut out);
+        self.tokens.take_changes("token", &mut out);
+        out.push((
+            "meta",
+            "creds".into(),
+            serde_json::to_string(&self.creds).ok(),
+        ));
+        out
+    }
+
+    /// Forgets which keys changed (memory-only state has nothing to save).
+    pub fn forget_changes(&mut self) {
+        self.resources.dirty.clear();
+        self.ops.dirty.clear();
+        self.secrets.dirty.clear();
+        self.containers.dirty.clear();
+        self.tokens.dirty.clear();
+    }
+
+    fn mark_all(&mut self) {
+        self.resources.mark_all();
+        self.ops.mark_all();
+        self.secrets.mark_all();
+        self.containers.mark_all();
+        self.tokens.mark_all();
+    }
+}
+
+/// Where changes are saved: the SQLite database of a data directory, or nowhere.
+#[derive(Default)]
+pub(crate) struct Persist {
+    conn: Option<rusqlite::Connection>,
+}
+
+fn db_error(path: &Path, e: impl std::fmt::Display) -> SimError {
+    SimError::State {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+impl Persist {
+    /// Opens (creating with mode 0600) `state.db` in `dir` and loads the state it holds;
+    /// migrates `state.json` when there is no database yet.
+    pub fn open(dir: &Path) -> Result<(Persist, Option<State>), SimError> {
+        let path = dir.join(DB_FILE);
+        let existed = path.exists();
+        if !existed {
+            let mut o = std::fs::OpenOptions::new();
+            o.create(true).write(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                o.mode(0o600);
+            }
+            o.open(&path)?;
+        }
+        let conn = rusqlite::Connection::open(&path).map_err(|e| db_error(&path, e))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+             CREATE TABLE IF NOT EXISTS entries (kind TEXT NOT NULL, key TEXT NOT NULL,
+               value TEXT NOT NULL, PRIMARY KEY (kind, key));",
+        )
+        .map_err(|e| db_error(&path, e))?;
+        let persist = Persist { conn: Some(conn) };
+        let state = if existed { persist.load(&path)? } else { None };
+        let state = match state {
+            Some(s) => Some(s),
+            None => State::load_json(dir)?.map(|mut s| {
+                s.mark_all();
+                s
+            }),
+        };
+        Ok((persist, state))
+    }
+
+    fn load(&self, path: &Path) -> Result<Option<State>, SimError> {
+        let Some(conn) = &self.conn else {
+            return Ok(None);
+        };
+        let mut stmt = conn
+            .prepare("SELECT kind, key, value FROM entries")
+            .map_err(|e| db_error(path, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| db_error(path, e))?;
+        let mut st = State::fresh();
+        let mut creds = None;
+        for row in rows {
+            let (kind, key, value) = row.map_err(|e| db_error(path, e))?;
+            let what = format!("{kind} {key}");
+            let bad = |e: serde_json::Error| db_error(path, format!("{what}: {e}"));
+            match kind.as_str() {
+                "resource" => {
+                    st.resources
+                        .map
+                        .insert(key, serde_json::from_str(&value).map_err(bad)?);
+                }
+                "op" => {
+                    st.ops
+                        .map
+                        .insert(key, serde_json::from_str(&value).map_err(bad)?);
+                }
+                "secret" => {
+                    st.secrets
+                        .map
+                        .insert(key, serde_json::from_str(&value).map_err(bad)?);
+                }
+                "container" => {
+                    st.containers
+                        .map
+                        .insert(key, serde_json::from_str(&value).map_err(bad)?);
+                }
+                "token" => {
+                    st.tokens
+                        .map
+                        .insert(key, serde_json::from_str(&value).map_err(bad)?);
+                }
+                "meta" if key == "creds" => {
+                    creds = Some(serde_json::from_str(&value).map_err(bad)?)
+                }
+                _ => {}
+            }
+        }
+        let Some(creds) = creds else {
+            return Ok(None);
+        };
+        st.creds = creds;
+        st.after_load();
+        Ok(Some(st))
+    }
+
+    /// Writes the changed rows in one transaction.
+    pub fn write(&mut self, changes: &[Change]) -> Result<(), rusqlite::Error> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let tx = conn.transaction()?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO entries (kind, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
+            )?;
+            let mut del = tx.prepare_cached("DELETE FROM entries WHERE kind = ?1 AND key = ?2")?;
+            for (kind, key, value) in changes {
+                match value {
+                    Some(v) => put.execute(rusqlite::params![kind, key, v])?,
+                    None => del.execute(rusqlite::params![kind, key])?,
+                };
+            }
+        }
+        tx.commit()
+    }
+}
+
+impl State {
+    /// Loads an older simulator's `state.json` from `dir`, if it exists.
+    fn load_json(dir: &Path) -> Result<Option<State>, SimError> {
         let path = dir.join(STATE_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -196,26 +489,7 @@ impl State {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        st.pending = st
-            .ops
-            .values()
-            .filter(|o| !o.applied)
-            .map(|o| (o.end_ms(), o.id.clone()))
-            .collect();
-        let now_s = now_ms() / 1000;
-        st.tokens.retain(|_, t| t.expires > now_s);
+        st.after_load();
         Ok(Some(st))
     }
-}
-
-/// Writes `state.json` atomically (temporary file + rename).
-pub(crate) fn write_atomic(dir: &Path, json: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    std::fs::write(&tmp, json)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    }
-    std::fs::rename(&tmp, dir.join(STATE_FILE))
 }

@@ -276,7 +276,6 @@ async fn request_validation() {
         ("Microsoft.Network/networkSecurityGroups", "-bad"),
         ("Microsoft.Network/virtualNetworks", "v"),
         ("Microsoft.Compute/virtualMachineScaleSets", "bad*name"),
-        ("Microsoft.Storage/storageAccounts", "Upper"),
     ] {
         let ver = if ty.contains("Network") {
             NET
@@ -377,6 +376,9 @@ async fn official_examples_are_accepted() {
             ("{subscription-id}", &sub),
             ("{existing-virtual-network-name}", "nsgExistingVnet"),
             ("{existing-subnet-name}", "nsgExistingSubnet"),
+            // Placeholders Azure itself would refuse by its own password rules.
+            ("{your-username}", "azureuser"),
+            ("{your-password}", "Example-Passw0rd"),
         ],
     );
     let vmss = h.id(
@@ -389,7 +391,7 @@ async fn official_examples_are_accepted() {
     assert_superset(&ex["responses"]["201"]["body"], &r.body, "VMSS PUT");
     assert_eq!(r.body["name"], "{vmss-name}");
     assert_eq!(r.body["properties"]["provisioningState"], "Creating");
-    assert!(!r.text.contains("{your-password}"), "password echoed");
+    assert!(!r.text.contains("Example-Passw0rd"), "password echoed");
     let g = h.arm(Method::GET, &vmss, COMPUTE, None).await;
     assert_superset(&ex["responses"]["200"]["body"], &g.body, "VMSS GET");
     assert!(g.body["properties"]["virtualMachineProfile"]["osProfile"]
@@ -1366,6 +1368,7 @@ async fn state_survives_restart_and_operations_continue() {
         data_dir: Some(dir.path().to_path_buf()),
         lro: Duration::from_millis(700),
         throttle: None,
+        ..SimConfig::default()
     };
     let h = start(cfg.clone()).await;
     h.put_rg("rg").await;
@@ -1384,7 +1387,7 @@ async fn state_survives_restart_and_operations_continue() {
     let token_before = h.arm_token.clone();
     h.server.shutdown().await;
     drop(h.sim);
-    assert!(dir.path().join("state.json").exists());
+    assert!(dir.path().join("state.db").exists());
 
     let sim = Sim::new(cfg).unwrap();
     let server = sim.serve(0).await.unwrap();
@@ -1458,4 +1461,52 @@ async fn in_process_router() {
     let resp = sim.router().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), 201);
     assert_eq!(sim.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn an_older_state_json_is_migrated_to_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let rg = format!(
+        "/subscriptions/{}/resourceGroups/old",
+        flotilla_sim::SUBSCRIPTION_ID
+    );
+    let legacy = json!({
+        "creds": {"client_id": "legacy-client", "client_secret": "legacy-secret",
+            "identity_header": "legacy-header", "msi_client_id": "legacy-msi"},
+        "resources": {rg.to_ascii_lowercase(): {
+            "id": rg, "rtype": "Microsoft.Resources/resourceGroups", "name": "old", "rg": "old",
+            "body": {"location": "westeurope", "tags": {"from": "json"}}, "state": "Succeeded",
+            "op": null, "etag": "e1"}},
+        "ops": {}, "secrets": {}, "containers": {}, "tokens": {}, "generation": 7
+    });
+    std::fs::write(dir.path().join("state.json"), legacy.to_string()).unwrap();
+    let cfg = SimConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        lro: Duration::ZERO,
+        throttle: None,
+        ..SimConfig::default()
+    };
+    let h = start(cfg.clone()).await;
+    assert_eq!(h.server.info.client_id, "legacy-client");
+    let r = h.arm(Method::GET, &h.rg_path("old"), RES, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["tags"]["from"], "json");
+    h.server.shutdown().await;
+    drop(h.sim);
+    // The database now holds it: a restart without the JSON file still sees the group.
+    std::fs::remove_file(dir.path().join("state.json")).unwrap();
+    let h = start(cfg).await;
+    assert_eq!(h.server.info.client_id, "legacy-client");
+    let r = h.arm(Method::GET, &h.rg_path("old"), RES, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("state.db"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    h.server.shutdown().await;
 }

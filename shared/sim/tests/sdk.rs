@@ -115,7 +115,7 @@ async fn sdk_clients_work_against_the_simulator() {
     h.put_and_wait(
         &sa,
         STORAGE,
-        &json!({"location": "westeurope", "sku": {"name": "Standard_LRS"}}),
+        &json!({"location": "westeurope", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"}),
     )
     .await;
     let r = h.arm(Method::GET, &sa, STORAGE, None).await;

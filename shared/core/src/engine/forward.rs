@@ -109,14 +109,14 @@ impl Engine {
                 }
             };
             match self.run_op(txn, &op).await {
-                Ok(None) => txn.saga.resources[index].state = ResourceState::Created,
+                Ok(None) => decide::resource_created(&mut txn.saga, index),
                 Ok(Some(poll)) => {
                     // `Retry-After: 0` means "check now": one immediate check
                     // instead of a scheduled event; anything else is scheduled.
                     if poll.retry_after_s == 0 {
                         match self.azure.arm.poll(&poll).await {
                             Ok(PollOutcome::Succeeded) => {
-                                txn.saga.resources[index].state = ResourceState::Created;
+                                decide::resource_created(&mut txn.saga, index);
                                 continue;
                             }
                             Ok(PollOutcome::Failed(e)) => {
@@ -314,7 +314,7 @@ impl Engine {
                 self.save(txn).await
             }
             (PendingPurpose::Create { step, resource }, Ok(PollOutcome::Succeeded)) => {
-                txn.saga.resources[resource].state = ResourceState::Created;
+                decide::resource_created(&mut txn.saga, resource);
                 txn.saga.pending = None;
                 self.forward(txn, step).await
             }

@@ -26,6 +26,7 @@ pub fn config(lro_ms: u64) -> SimConfig {
         data_dir: None,
         lro: Duration::from_millis(lro_ms),
         throttle: None,
+        ..SimConfig::default()
     }
 }
 
@@ -180,11 +181,18 @@ impl Harness {
     pub async fn put_and_wait(&self, id: &str, version: &str, body: &Value) -> Value {
         let r = self.arm(Method::PUT, id, version, Some(body)).await;
         assert!(r.status.is_success(), "PUT {id}: {} {}", r.status, r.text);
-        let url = r
-            .header("azure-asyncoperation")
-            .expect("Azure-AsyncOperation");
-        let status = self.poll_async(&url).await;
-        assert_eq!(status["status"], "Succeeded", "{status}");
+        match (r.header("azure-asyncoperation"), r.header("location")) {
+            (Some(url), _) => {
+                let status = self.poll_async(&url).await;
+                assert_eq!(status["status"], "Succeeded", "{status}");
+            }
+            // Storage: 202 with only a Location.
+            (None, Some(url)) => {
+                let done = self.poll_location(&url).await;
+                assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+            }
+            (None, None) => assert_eq!(r.status, StatusCode::OK, "synchronous PUT"),
+        }
         let g = self.arm(Method::GET, id, version, None).await;
         assert_eq!(g.status, StatusCode::OK);
         g.body

@@ -1,0 +1,187 @@
+//! Role assignments at any scope, and the permissions the caller has on a resource group.
+
+use super::request::{bad, parse_body};
+use super::{method_not_allowed, rg_key, rg_not_found, RA_TYPE};
+use crate::state::Resource;
+use crate::util::{arm_error, empty, json_response, now_ms, rfc3339, Ctx};
+use crate::{lock, Sim};
+use axum::response::Response;
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+pub(crate) fn role_assignment(
+    sim: &Sim,
+    ctx: &Ctx,
+    scope: &str,
+    name: &str,
+) -> Result<Response, Response> {
+    let id = format!("{scope}/providers/{RA_TYPE}/{name}");
+    let key = id.to_ascii_lowercase();
+    let not_found = || {
+        arm_error(
+            StatusCode::NOT_FOUND,
+            "RoleAssignmentNotFound",
+            &format!("The role assignment '{name}' is not found."),
+        )
+    };
+    match ctx.method {
+        Method::GET => {
+            let st = lock(&sim.inner.state);
+            let r = st.resources.get(&key).ok_or_else(not_found)?;
+            Ok(json_response(StatusCode::OK, &r.body))
+        }
+        Method::DELETE => {
+            let removed = lock(&sim.inner.state).resources.remove(&key);
+            match removed {
+                Some(r) => {
+                    sim.persist_now();
+                    Ok(json_response(StatusCode::OK, &r.body))
+                }
+                None => Ok(empty(StatusCode::NO_CONTENT)),
+            }
+        }
+        Method::PUT => {
+            let body = parse_body(ctx)?;
+            if uuid::Uuid::parse_str(name).is_err() {
+                return Err(bad(
+                    "InvalidRoleAssignmentId",
+                    &format!("The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID."),
+                ));
+            }
+            let p = body.get("properties").cloned().unwrap_or(json!({}));
+            let role = p.get("roleDefinitionId").and_then(Value::as_str);
+            let principal = p.get("principalId").and_then(Value::as_str);
+            let (Some(role), Some(principal)) = (role, principal) else {
+                return Err(bad(
+                    "InvalidRequestContent",
+                    "properties.roleDefinitionId and properties.principalId are required.",
+                ));
+            };
+            if !role
+                .to_ascii_lowercase()
+                .contains("/providers/microsoft.authorization/roledefinitions/")
+            {
+                return Err(bad(
+                    "InvalidRoleDefinitionId",
+                    &format!("The role definition ID '{role}' is not valid."),
+                ));
+            }
+            let segs: Vec<&str> = scope.split('/').filter(|s| !s.is_empty()).collect();
+            let mut st = lock(&sim.inner.state);
+            if segs.len() >= 4 && segs[2].eq_ignore_ascii_case("resourceGroups") {
+                if !st.resources.contains_key(&rg_key(segs[3])) {
+                    return Err(rg_not_found(segs[3]));
+                }
+                if segs.len() >= 8 {
+                    let res_key = format!("/{}", segs[..8].join("/")).to_ascii_lowercase();
+                    if !st.resources.contains_key(&res_key) {
+                        return Err(arm_error(
+                            StatusCode::NOT_FOUND,
+                            "ResourceNotFound",
+                            &format!("The scope '{scope}' does not exist."),
+                        ));
+                    }
+                }
+            }
+            let role_tail = role
+                .to_ascii_lowercase()
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let duplicate = st.resources.iter().any(|(k, r)| {
+                k != &key
+                    && r.rtype == RA_TYPE
+                    && r.body
+                        .pointer("/properties/scope")
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| s.eq_ignore_ascii_case(scope))
+                    && r.body
+                        .pointer("/properties/principalId")
+                        .and_then(Value::as_str)
+                        == Some(principal)
+                    && r.body
+                        .pointer("/properties/roleDefinitionId")
+                        .and_then(Value::as_str)
+                        .is_some_and(|d| d.to_ascii_lowercase().ends_with(&role_tail))
+            });
+            if duplicate {
+                return Err(arm_error(
+                    StatusCode::CONFLICT,
+                    "RoleAssignmentExists",
+                    "The role assignment already exists.",
+                ));
+            }
+            let now = rfc3339(now_ms());
+            let existed = st.resources.get(&key).cloned();
+            let created_on = existed
+                .as_ref()
+                .and_then(|e| e.body.pointer("/properties/createdOn").cloned())
+                .unwrap_or_else(|| json!(now));
+            let mut props = p.clone();
+            props["scope"] = json!(scope);
+            props["createdOn"] = created_on;
+            props["updatedOn"] = json!(now);
+            if props.get("principalType").is_none() {
+                props["principalType"] = json!("ServicePrincipal");
+            }
+            let out = json!({
+                "id": id,
+                "type": RA_TYPE,
+                "name": name,
+                "properties": props,
+            });
+            let rg = if segs.len() >= 4 && segs[2].eq_ignore_ascii_case("resourceGroups") {
+                segs[3].to_ascii_lowercase()
+            } else {
+                String::new()
+            };
+            st.resources.insert(
+                key,
+                Resource {
+                    id,
+                    rtype: RA_TYPE.into(),
+                    name: name.to_string(),
+                    rg,
+                    body: out.clone(),
+                    state: "Succeeded".into(),
+                    op: None,
+                    etag: String::new(),
+                    keys: vec![],
+                    boot: None,
+                },
+            );
+            drop(st);
+            sim.persist_now();
+            let status = if existed.is_some() {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok(json_response(status, &out))
+        }
+        _ => Err(method_not_allowed(ctx)),
+    }
+}
+
+/// `GET …/resourceGroups/{rg}/providers/Microsoft.Authorization/permissions`: the actions
+/// the caller may do there (`SimConfig::permissions`, default `*`), in the shape of the
+/// official `GetPermissions` example.
+pub(crate) fn permissions(sim: &Sim, ctx: &Ctx, rg: &str) -> Result<Response, Response> {
+    if ctx.method != Method::GET {
+        return Err(method_not_allowed(ctx));
+    }
+    if !lock(&sim.inner.state).resources.contains_key(&rg_key(rg)) {
+        return Err(rg_not_found(rg));
+    }
+    let cfg = &sim.inner.config.permissions;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"value": [{
+            "actions": cfg.actions,
+            "notActions": cfg.not_actions,
+            "dataActions": [],
+            "notDataActions": [],
+        }]}),
+    ))
+}
