@@ -532,8 +532,8 @@ impl FlotillaProcess {
         }
     }
 
-    /// Starts it with exactly its app settings (plus PATH): nothing else from
-    /// this process's environment leaks in.
+    /// Starts it with exactly its app settings: no app setting of this
+    /// process (any name in flotilla's settings registry) leaks in.
     pub fn spawn(&mut self) -> Result<(), EmulatorError> {
         let what = || format!("log file {}", self.log.display());
         let log = std::fs::OpenOptions::new()
