@@ -297,8 +297,17 @@ async fn scene() -> Scene {
     for name in lost_secrets {
         orphans.insert(format!("https://fake.vault/secrets/{name}"));
     }
+    // The spec and every role's init script.
+    let lost_blobs: Vec<String> = w
+        .cloud
+        .blobs()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{lost}/")))
+        .collect();
     for name in [names::spec_blob(&lost), names::init_blob(&lost)] {
-        assert!(w.cloud.blobs().contains(&name));
+        assert!(lost_blobs.contains(&name), "{lost_blobs:?}");
+    }
+    for name in lost_blobs {
         orphans.insert(format!("https://fake.blob/staging/{name}"));
     }
     let mut untouchable = live_resources.clone();
