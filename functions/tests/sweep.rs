@@ -253,7 +253,7 @@ fn sweep_removes_exactly_the_orphans_and_delete_names_what_is_left() {
     let live = out["job"].as_str().unwrap().to_string();
     let (code, out) = up(dir, &["--fail-at", "workers"]);
     assert_eq!(code, 1, "{out:#}");
-    assert_eq!(out["status"], "Compensated");
+    assert_eq!(out["status"], "Compensated", "{out:#}");
     let compensated = out["job"].as_str().unwrap().to_string();
 
     // 3. Planted: orphans outside any saga, a resource the compensation

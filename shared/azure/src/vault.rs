@@ -61,9 +61,7 @@ impl Vault {
         value: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<String, AzureError> {
-        self.retry
-            .inline(|| self.set_once(name, value, tags))
-            .await
+        self.retry.inline(|| self.set_once(name, value, tags)).await
     }
 
     async fn set_once(

@@ -44,6 +44,28 @@ fn identity_missing(sim: &Sim, vm: &str) -> bool {
         })
 }
 
+/// Whether VM `{scaleSet}_{instanceId}` exists: its scale set does, is not
+/// being deleted, and has that many instances.
+pub(crate) fn vm_exists(sim: &Sim, vm: &str) -> bool {
+    let Some((vmss, n)) = vm.rsplit_once('_') else {
+        return false;
+    };
+    let Ok(n) = n.parse::<u64>() else {
+        return false;
+    };
+    let st = lock(&sim.inner.state);
+    st.resources.values().any(|r| {
+        r.rtype
+            .eq_ignore_ascii_case("Microsoft.Compute/virtualMachineScaleSets")
+            && r.name.eq_ignore_ascii_case(vmss)
+            && r.state != "Deleting"
+            && r.body
+                .pointer("/sku/capacity")
+                .and_then(|c| c.as_u64())
+                .is_some_and(|c| n < c)
+    })
+}
+
 /// Handles `/imds/{vm}/metadata/...`.
 pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
     if ctx.method != Method::GET {
