@@ -44,6 +44,8 @@ class Tree:
         for rel in (check_infra.SETTINGS_RS, check_infra.ACTIONS_RS):
             (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, self.root / rel)
+        # The scale set bodies (which identity the steps attach).
+        shutil.copytree(REPO / check_infra.STEPS_DIR, self.root / check_infra.STEPS_DIR)
         # A minimal code tree that reads the environment the right way.
         self.write("functions/src/main.rs", 'fn main() { let _ = flotilla_core::settings::get("RUST_LOG"); }\n')
         self.write("shared/core/src/lib.rs", "pub mod settings;\n// std::env::var in a comment is fine\n")
@@ -209,6 +211,67 @@ class RolesCheck(TreeCase):
                        'pub const ARM_ACTIONS: &[&str] = &[\n    "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",\n')
         self.assertProblem(check_infra.check_roles(self.tree.root),
                            "ARM action Microsoft.ManagedIdentity/userAssignedIdentities/assign/action is called by the client")
+
+    def test_listkeys_grant_on_accounts_that_refuse_keys(self) -> None:
+        self.tree.edit("infra/modules/cluster-rg.bicep", "          'Microsoft.Network/loadBalancers/delete'\n",
+                       "          'Microsoft.Network/loadBalancers/delete'\n"
+                       "          'Microsoft.Storage/storageAccounts/listkeys/action'\n")
+        self.assertProblem(check_infra.check_roles(self.tree.root), "listkeys/action", "refuses shared keys")
+
+    def test_withheld_action_must_be_a_known_limit(self) -> None:
+        text = self.tree.read("docs/deploy.md").replace("Microsoft.Storage/storageAccounts/listkeys/action", "the key action")
+        self.tree.write("docs/deploy.md", text)
+        self.assertProblem(check_infra.check_roles(self.tree.root), "withheld", "Known limits")
+
+    def test_listkeys_is_withheld_only_while_keys_are_refused(self) -> None:
+        self.tree.edit("infra/main.bicep", "allowSharedKeyAccess: false", "allowSharedKeyAccess: true")
+        self.assertProblem(check_infra.check_roles(self.tree.root),
+                           "ARM action Microsoft.Storage/storageAccounts/listkeys/action is called by the client but not granted")
+
+    def test_user_assigned_scale_set_identity_needs_assign_action(self) -> None:
+        self.tree.edit("shared/core/src/steps/master.rs", 'kind: "SystemAssigned".into()', 'kind: "UserAssigned".into()')
+        self.assertProblem(check_infra.check_roles(self.tree.root), "userAssignedIdentities/assign/action",
+                           "LinkedAuthorizationFailed")
+
+    def test_assign_action_without_a_user_assigned_identity(self) -> None:
+        self.tree.edit("infra/modules/cluster-rg.bicep", "          'Microsoft.Network/loadBalancers/delete'\n",
+                       "          'Microsoft.Network/loadBalancers/delete'\n"
+                       "          'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action'\n")
+        self.assertProblem(check_infra.check_roles(self.tree.root), "assign/action", "never calls it")
+
+    def test_vault_wide_grant_to_a_shared_node_identity(self) -> None:
+        # What the template once did: one cluster identity, Key Vault Secrets User on the whole vault.
+        self.tree.edit("infra/main.bicep", "// Telemetry: the host sends", """resource nodes 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-nodes'
+  location: location
+}
+resource clusterVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, nodes.id, '4633458b-17de-408a-b874-0445c86b69e6')
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsOfficer)
+    principalId: nodes.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Telemetry: the host sends""")
+        self.assertProblem(check_infra.check_roles(self.tree.root), "clusterVaultSecretsUser", "keyVault",
+                           "nodes.properties.principalId", "every job")
+
+    def test_container_wide_grant_to_a_shared_node_identity(self) -> None:
+        self.tree.edit("infra/main.bicep", "// Telemetry: the host sends", """resource clusterStagingReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(stagingContainer.id, 'nodes')
+  scope: stagingContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: clusterRg.outputs.resourceEventsTopicPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Telemetry: the host sends""")
+        self.assertProblem(check_infra.check_roles(self.tree.root), "clusterStagingReader", "stagingContainer")
 
     def test_wildcard_role(self) -> None:
         self.tree.edit("infra/modules/cluster-rg.bicep", "          'Microsoft.Network/loadBalancers/delete'\n",
