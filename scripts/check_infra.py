@@ -16,7 +16,13 @@ Checks, each printing one line per problem:
             settings table lists exactly the registry; no Rust file under
             functions/ or shared/ reads the environment directly.
   roles     the actions of the custom ARM role in infra/ are exactly
-            ARM_ACTIONS from shared/azure/src/actions.rs.
+            ARM_ACTIONS from shared/azure/src/actions.rs, minus WITHHELD_ACTIONS
+            (each named in docs/deploy.md's Known limits; listKeys only while
+            every storage account refuses shared keys, and never granted then),
+            plus userAssignedIdentities/assign/action exactly when a scale set
+            body under shared/core/src/steps/ attaches a user-assigned identity;
+            no principal but the app identity holds a data role on the Key
+            Vault or the staging storage (every job's secrets and scripts).
   schema    every property a resource in infra/ sets exists at its
             api-version (infra/schema/resource-properties.json, derived from
             the published schemas by scripts/derive_resource_schemas.py); ARM
@@ -27,7 +33,12 @@ Checks, each printing one line per problem:
             wrote (execute bit kept), no hook nests azd, the Key Vault name
             changes after `azd down` (purge protection), clusters default to
             their own resource group, main.parameters.json is never passed to
-            `az deployment`, diagnostic settings cover every data plane.
+            `az deployment`, diagnostic settings cover every data plane,
+            Application Insights without local auth gets Entra ingestion (the
+            app identity's Monitoring Metrics Publisher role and
+            APPLICATIONINSIGHTS_AUTHENTICATION_STRING), and Flex Consumption is
+            the default plan (FC1, runtime `custom` in functionAppConfig, the
+            package read with the app identity, scale limits as parameters).
 
 The registry and the action list are read at run time, never copied here.
 
@@ -1054,6 +1065,7 @@ DIAGNOSED_TYPES = (
     "Microsoft.Web/sites",
     "Microsoft.Storage/storageAccounts/blobServices",
 )
+MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 _NESTED_AZD_RE = re.compile(r"\bazd\s+(provision|up|deploy)\b")
 
 
@@ -1186,7 +1198,8 @@ def check_deploy(root: Path) -> list[str]:
                 continue
             for n in range(len(lines)):
                 window = " ".join(lines[n : n + 2])
-                if re.search(r"\baz\s+deployment\b", window) and re.search(r"-p\s+@?\S*main\.parameters\.json", window):
+                if re.search(r"\baz\s+deployment\b", window) and re.search(
+                        r"(?:-p|--parameters)\s+@?\S*main\.parameters\.json", window):
                     problems.append(f"{path.relative_to(root)}:{n + 1}: passes {PARAMETERS_JSON} to `az deployment`, "
                                     "but it holds azd ${VAR} substitutions that only azd resolves")
                     break
@@ -1204,6 +1217,49 @@ def check_deploy(root: Path) -> list[str]:
                 if symbol not in diagnosed:
                     problems.append(f"{path.relative_to(root)}: {symbol} ({type_name}) has no diagnostic setting "
                                     "sending its logs to the Log Analytics workspace")
+
+    # 8. Application Insights without local auth: ingestion needs an Entra token from the app identity.
+    all_plans = var_block(main, ALL_PLANS_VAR) or ""
+    for name, body in resource_blocks(main, "Microsoft.Insights/components"):
+        if not re.search(r"\bDisableLocalAuth\s*:\s*true\b", body):
+            continue
+        publisher = [b for _, b in resource_blocks(main, "Microsoft.Authorization/roleAssignments")
+                     if re.search(r"\bscope\s*:\s*" + re.escape(name) + r"\b", b)
+                     and re.search(r"monitoringMetricsPublisher|" + MONITORING_METRICS_PUBLISHER, b)]
+        if not publisher:
+            problems.append(f"{MAIN_BICEP}: {name} has local auth off but no role assignment of Monitoring Metrics "
+                            "Publisher on it: the host's telemetry would be refused (401) and lost")
+        m = re.search(r"name\s*:\s*'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'\s*value\s*:\s*'([^\n]*)'", all_plans)
+        if not m or "Authorization=AAD" not in m[1] or "ClientId=" not in m[1]:
+            problems.append(f"{MAIN_BICEP}: {name} has local auth off but {ALL_PLANS_VAR} has no "
+                            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING `ClientId=<app identity>;Authorization=AAD`: "
+                            "the host would send telemetry without a token")
+
+    # 9. Flex Consumption is the default plan, configured in functionAppConfig.
+    params = set(re.findall(r"^\s*param\s+(\w+)\s", main, re.M))
+    m = re.search(r"^\s*param\s+hostingPlan\s+string\s*=\s*'(\w+)'", main, re.M)
+    if not m or m[1] != "FlexConsumption":
+        problems.append(f"{MAIN_BICEP}: param hostingPlan must default to 'FlexConsumption' (serverless first)")
+    if not re.search(r"name\s*:\s*'FC1'\s*tier\s*:\s*'FlexConsumption'", main):
+        problems.append(f"{MAIN_BICEP}: no Flex Consumption plan (sku FC1, tier FlexConsumption)")
+    flex = var_block(main, "flexFunctionAppConfig") or ""
+    if not flex:
+        problems.append(f"{MAIN_BICEP}: no `var flexFunctionAppConfig = {{...}}` (the site's functionAppConfig on Flex Consumption)")
+    else:
+        if not re.search(r"\bruntime\s*:\s*\{\s*name\s*:\s*'custom'", flex):
+            problems.append(f"{MAIN_BICEP}: flexFunctionAppConfig.runtime.name must be 'custom' (a custom handler)")
+        auth = re.search(r"\bauthentication\s*:\s*\{[^}]*\btype\s*:\s*'(\w+)'", flex)
+        if not auth or auth[1] != "UserAssignedIdentity":
+            problems.append(f"{MAIN_BICEP}: the Flex Consumption deployment package must be read with the app's "
+                            f"user-assigned identity (authentication.type 'UserAssignedIdentity', not "
+                            f"{auth[1] if auth else 'unset'}): the host storage refuses shared keys")
+        for key in ("maximumInstanceCount", "instanceMemoryMB"):
+            km = re.search(r"\b" + key + r"\s*:\s*(\w+)", flex)
+            if not km or km[1] not in params:
+                problems.append(f"{MAIN_BICEP}: flexFunctionAppConfig.scaleAndConcurrency.{key} must be a parameter")
+    for _, body in resource_blocks(main, "Microsoft.Web/sites"):
+        if not re.search(r"\bfunctionAppConfig\s*:\s*isFlex\s*\?\s*flexFunctionAppConfig\s*:\s*null", body):
+            problems.append(f"{MAIN_BICEP}: the Function App must set `functionAppConfig: isFlex ? flexFunctionAppConfig : null`")
     return problems
 
 

@@ -358,6 +358,38 @@ class DeployCheck(TreeCase):
                        "## Without azd\n\naz deployment group create -g rg -f infra/main.bicep -p infra/main.parameters.json\n")
         self.assertProblem(check_infra.check_deploy(self.tree.root), "docs/deploy.md:", "only azd resolves")
 
+    def test_parameters_file_long_flag(self) -> None:
+        self.tree.edit("docs/deploy.md", "## Without azd\n",
+                       "## Without azd\n\naz deployment group create -g rg -f infra/main.bicep "
+                       "--parameters @infra/main.parameters.json\n")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "docs/deploy.md:", "only azd resolves")
+
+    def test_app_insights_without_local_auth_needs_entra_ingestion(self) -> None:
+        main = self.tree.read("infra/main.bicep")
+        start = main.index("resource appInsightsPublisher ")
+        end = main.index("\n}\n", start) + 3
+        self.tree.write("infra/main.bicep", main[:start] + main[end:])
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "appInsights", "Monitoring Metrics Publisher")
+        self.tree.edit("infra/main.bicep", ";Authorization=AAD'", "'")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+                           "without a token")
+
+    def test_flex_consumption_is_the_default(self) -> None:
+        self.tree.edit("infra/main.bicep", "param hostingPlan string = 'FlexConsumption'",
+                       "param hostingPlan string = 'Dedicated'")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "hostingPlan", "serverless first")
+
+    def test_flex_package_read_with_the_app_identity(self) -> None:
+        self.tree.edit("infra/main.bicep", "type: 'UserAssignedIdentity'", "type: 'StorageAccountConnectionString'")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "StorageAccountConnectionString", "shared keys")
+
+    def test_flex_runtime_and_scale_parameters(self) -> None:
+        self.tree.edit("infra/main.bicep", "maximumInstanceCount: maximumInstanceCount", "maximumInstanceCount: 40")
+        self.tree.edit("infra/main.bicep", "    name: 'custom'\n    version: '1.0'", "    name: 'python'\n    version: '3.11'")
+        problems = check_infra.check_deploy(self.tree.root)
+        self.assertProblem(problems, "maximumInstanceCount must be a parameter")
+        self.assertProblem(problems, "runtime.name must be 'custom'")
+
     def test_every_data_plane_has_diagnostics(self) -> None:
         self.tree.edit("infra/main.bicep", "  scope: keyVault\n  properties: {\n    workspaceId",
                        "  scope: appInsights\n  properties: {\n    workspaceId")
