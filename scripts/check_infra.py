@@ -67,6 +67,7 @@ SCHEMA_TABLE = Path("infra/schema/resource-properties.json")
 AZURE_YAML = Path("azure.yaml")
 PARAMETERS_JSON = Path("infra/main.parameters.json")
 DEPLOY_MD = Path("docs/deploy.md")
+HOST_JSON = Path("host.json")
 README = Path("README.md")
 # flotilla's own checkov policies (checks checkov's Bicep set lacks), next to this script.
 POLICIES = Path(__file__).resolve().parent / "checkov_policies"
@@ -1234,6 +1235,25 @@ def check_deploy(root: Path) -> list[str]:
             problems.append(f"{MAIN_BICEP}: {name} has local auth off but {ALL_PLANS_VAR} has no "
                             "APPLICATIONINSIGHTS_AUTHENTICATION_STRING `ClientId=<app identity>;Authorization=AAD`: "
                             "the host would send telemetry without a token")
+
+    # 8b. The Service Bus triggers' per-instance concurrency is chosen and explained.
+    try:
+        host = json.loads((root / HOST_JSON).read_text(encoding="utf-8"))
+        calls = host["extensions"]["serviceBus"]["maxConcurrentCalls"]
+    except (OSError, ValueError, KeyError, TypeError):
+        calls = None
+    if not isinstance(calls, int):
+        problems.append(f"{HOST_JSON} sets no extensions.serviceBus.maxConcurrentCalls: the Service Bus triggers' "
+                        "per-instance concurrency on Flex Consumption would be the platform default, chosen by nobody")
+    else:
+        try:
+            deploy_doc = (root / DEPLOY_MD).read_text(encoding="utf-8")
+        except OSError:
+            deploy_doc = ""
+        if not re.search(r"`extensions\.serviceBus\.maxConcurrentCalls`,\s*\*\*" + str(calls) + r"\*\*", deploy_doc):
+            problems.append(f"{DEPLOY_MD} does not explain the Service Bus triggers' per-instance concurrency "
+                            f"({HOST_JSON} extensions.serviceBus.maxConcurrentCalls = {calls}; write "
+                            f"\"`extensions.serviceBus.maxConcurrentCalls`, **{calls}**\" and why)")
 
     # 9. Flex Consumption is the default plan, configured in functionAppConfig.
     params = set(re.findall(r"^\s*param\s+(\w+)\s", main, re.M))

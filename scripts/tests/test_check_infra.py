@@ -39,6 +39,7 @@ class Tree:
         shutil.copytree(REPO / "infra", self.root / "infra")
         shutil.copy2(REPO / "README.md", self.root / "README.md")
         shutil.copy2(REPO / "azure.yaml", self.root / "azure.yaml")
+        shutil.copy2(REPO / "host.json", self.root / "host.json")
         (self.root / "docs").mkdir()
         shutil.copy2(REPO / "docs" / "deploy.md", self.root / "docs" / "deploy.md")
         for rel in (check_infra.SETTINGS_RS, check_infra.ACTIONS_RS):
@@ -373,6 +374,10 @@ class DeployCheck(TreeCase):
         self.tree.edit("infra/main.bicep", ";Authorization=AAD'", "'")
         self.assertProblem(check_infra.check_deploy(self.tree.root), "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
                            "without a token")
+
+    def test_service_bus_concurrency_is_explained(self) -> None:
+        self.tree.edit("host.json", '"maxConcurrentCalls": 4', '"maxConcurrentCalls": 16')
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "maxConcurrentCalls = 16", "docs/deploy.md")
 
     def test_flex_consumption_is_the_default(self) -> None:
         self.tree.edit("infra/main.bicep", "param hostingPlan string = 'FlexConsumption'",
