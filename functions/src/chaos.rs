@@ -127,6 +127,11 @@ pub struct ChaosArgs {
     /// At most this many unfinished jobs at once; the next is submitted as one settles.
     #[arg(long, default_value_t = 100)]
     pub in_flight: usize,
+    /// Booting nodes run their real init scripts (one bash process per node)
+    /// instead of registering directly. The campaign tests the engine, and a
+    /// script per node on two cores turns a wait for nodes into a queue.
+    #[arg(long)]
+    pub node_scripts: bool,
     /// A job that makes no progress for this long is reported stalled.
     #[arg(long, default_value_t = 120)]
     pub stall_seconds: u64,
@@ -175,6 +180,7 @@ struct Plan {
     timeout: Duration,
     child_log: String,
     in_flight: usize,
+    node_scripts: bool,
 }
 
 /// One job of the campaign, decided before it starts.
@@ -291,6 +297,7 @@ impl ChaosArgs {
             timeout: Duration::from_secs(self.timeout_seconds),
             child_log: self.child_log.clone(),
             in_flight: self.in_flight,
+            node_scripts: self.node_scripts,
         })
     }
 }
@@ -811,6 +818,7 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
         lro: plan.lro,
         throttle: None,
         servicebus_lock: Duration::from_secs(5),
+        node_scripts: plan.node_scripts,
     })
     .await?;
     env.resource_group(CLUSTER_RG, "westeurope").await?;

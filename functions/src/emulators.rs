@@ -329,6 +329,9 @@ pub struct SimOptions {
     pub throttle: Option<ThrottleConfig>,
     /// The Service Bus peek-lock duration (how soon a killed consumer's messages come back).
     pub servicebus_lock: Duration,
+    /// Booting nodes run their init scripts (see `SimConfig::node_scripts`);
+    /// off by default: these worlds measure the engine.
+    pub node_scripts: bool,
 }
 
 impl Default for SimOptions {
@@ -337,6 +340,7 @@ impl Default for SimOptions {
             lro: Duration::ZERO,
             throttle: None,
             servicebus_lock: Duration::from_secs(5),
+            node_scripts: false,
         }
     }
 }
@@ -360,6 +364,7 @@ impl SimEnvironment {
             data_dir: None,
             lro: options.lro,
             throttle: options.throttle,
+            node_scripts: options.node_scripts,
             ..SimConfig::default()
         })
         .map_err(|e| EmulatorError::Sim(e.to_string()))?;

@@ -11,7 +11,8 @@
 //!   stubs registering the node with the cluster's simulated API server
 //!   ([`crate::kube`]). The script's exit code and output become the
 //!   instance's extension status, as the CustomScript extension reports them;
-//! - **quick boot** (an in-process simulator, a machine without bash/curl, or
+//! - **quick boot** (an in-process simulator, a machine without bash/curl,
+//!   `SimConfig::node_scripts` off, or
 //!   a script the simulator cannot read, e.g. staged in Azurite): the node is
 //!   registered directly, and instance 0 of a master scale set publishes the
 //!   admin kubeconfig to Key Vault as the first master would;
@@ -421,7 +422,9 @@ async fn boot(sim: &Sim, set: &SetInfo, n: usize) {
         _ => None,
     };
     match (served, flotilla_script, nodes_dir(sim)) {
-        (Some(base), Some(text), Some(dir)) if crate::node::available() => {
+        (Some(base), Some(text), Some(dir))
+            if sim.inner.config.node_scripts && crate::node::available() =>
+        {
             scripted(sim, set, n, &computer, &base, &host, &token, &text, &dir).await
         }
         _ => quick(sim, set, n, &computer, &job, &host, &token),
