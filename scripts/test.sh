@@ -11,7 +11,7 @@ echo "== emulators (npm ci: Azurite, cosmosdb-server)"
 if [ ! -d scripts/emulators/node_modules/azurite ] || [ ! -d scripts/emulators/node_modules/@vercel/cosmosdb-server ]; then
   npm ci --prefix scripts/emulators --no-audit --no-fund
 fi
-command -v openssl >/dev/null || { echo "openssl is needed to generate the Cosmos emulator's throwaway certificate" >&2; exit 1; }
+command -v openssl >/dev/null || { echo "openssl is needed by the node bootstrap tests (the join discovery hash) and the scale-out test" >&2; exit 1; }
 # The node bootstrap tests run shellcheck on the rendered init scripts.
 command -v shellcheck >/dev/null || { apt-get update -qq && apt-get install -y -qq shellcheck; }
 

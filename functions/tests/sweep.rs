@@ -111,19 +111,9 @@ impl Cloud {
         })
         .expect("the data dir's simulator opens");
         let info = sim.info("https://sim.local");
-        let config = AzureConfig {
-            arm_endpoint: url::Url::parse(&info.arm_endpoint).unwrap(),
-            subscription_id: info.subscription_id.clone(),
-            keyvault_url: info.keyvault_url.clone(),
-            credential: CredentialConfig::ClientSecret {
-                tenant_id: info.tenant_id.clone(),
-                client_id: info.client_id.clone(),
-                secret: info.client_secret.clone(),
-                authority_host: Some(info.authority_host.clone()),
-            },
-            retry: RetryPolicy::default(),
-            http: RouterTransport::new(sim.router()),
-        };
+        let config =
+            flotilla::emulators::sim_client_config(&info, RouterTransport::new(sim.router()), None)
+                .unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

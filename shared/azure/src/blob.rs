@@ -161,9 +161,12 @@ impl Staging {
 
     /// Every blob of the container whose name starts with `prefix`, with its
     /// metadata and creation time (its last change where the service does
-    /// not say when it was created).
+    /// not say when it was created). A container that does not exist holds nothing: an empty list.
     pub async fn list(&self, prefix: Option<&str>) -> Result<Vec<Listed>, AzureError> {
-        self.retry.inline(|| self.list_once(prefix)).await
+        match self.retry.inline(|| self.list_once(prefix)).await {
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            listed => listed,
+        }
     }
 
     async fn list_once(&self, prefix: Option<&str>) -> Result<Vec<Listed>, AzureError> {

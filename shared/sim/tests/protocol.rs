@@ -1606,6 +1606,22 @@ async fn a_deleted_vm_writes_nothing_with_its_identity() {
     body["identity"] = json!({"type": "SystemAssigned"});
     let set = h.id("rg", "Microsoft.Compute/virtualMachineScaleSets", "nodes");
     h.put_and_wait(&set, COMPUTE, &body).await;
+    // Its instances boot (for another `lro`) and run their init extension.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let iv = h
+            .arm(Method::GET, &format!("{set}/instanceView"), COMPUTE, None)
+            .await;
+        let booted = summary_count(
+            &iv.body["virtualMachine"]["statusesSummary"],
+            "ProvisioningState/succeeded",
+        );
+        if booted == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", iv.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let t0 = vm_token(&h, "nodes_0").await["access_token"]
         .as_str()

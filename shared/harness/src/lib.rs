@@ -4,9 +4,10 @@
 //! it, the app settings that point flotilla at them, and `flotilla` child
 //! processes (started, killed with SIGKILL, restarted).
 //!
-//! `flotilla chaos` uses it, and so do the integration tests (the
-//! Functions-host harness in `tests/`, the `serve_*` tests), so that starting
-//! an emulator or wiring the simulator is written once.
+//! `flotilla chaos` uses it (as `flotilla::emulators`), and so do the tests of
+//! every crate (the Functions-host harness in `tests/`, the `serve_*` tests,
+//! the engine's and the cloud adapters' tests), so that starting an emulator
+//! or wiring the simulator is written once.
 
 use flotilla_azure::blob::{Staging, StagingAuth};
 use flotilla_azure::models::api;
@@ -136,6 +137,13 @@ pub struct Cosmos {
     pub endpoint: String,
     _proc: ChildProcess,
     _dir: tempfile::TempDir,
+}
+
+impl Cosmos {
+    /// The emulator's own certificate (PEM), for a client that trusts exactly it.
+    pub fn certificate_pem(&self) -> Vec<u8> {
+        std::fs::read(self._dir.path().join("cert.pem")).unwrap_or_default()
+    }
 }
 
 /// Starts cosmosdb-server (`scripts/emulators/cosmos.js`) on a free port.
