@@ -5,8 +5,7 @@
 
 use flotilla_azure::blob::{Staging, StagingAuth};
 use flotilla_azure::models::api;
-use flotilla_azure::transport::https_client;
-use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, ResourceId, RetryPolicy};
+use flotilla_azure::{ArmClient, AzureConfig, ResourceId};
 use flotilla_core::steps::Env;
 use flotilla_sim::{Sim, SimConfig, SimServer};
 use std::time::Duration;
