@@ -412,6 +412,29 @@ pub fn fail_step(
 }
 
 /// The next resource to delete: the last one created that may still exist.
+/// How often undo deletes a thing again that came back after its delete.
+pub const MAX_REOPEN: u32 = 3;
+
+/// Undo's listing found things back that it had deleted: a stale handler
+/// (a duplicate delivery, or one that outlived its lock) wrote them after
+/// the delete. Their records are opened again so the chain deletes them once
+/// more, at most [`MAX_REOPEN`] times each. True when any was.
+pub fn reopen_recreated(saga: &mut Saga, found: &[String]) -> bool {
+    let mut any = false;
+    for id in found {
+        if let Some(r) = saga.resources.iter_mut().find(|r| {
+            r.id.eq_ignore_ascii_case(id)
+                && r.state == ResourceState::Deleted
+                && r.reopened < MAX_REOPEN
+        }) {
+            r.state = ResourceState::Created;
+            r.reopened += 1;
+            any = true;
+        }
+    }
+    any
+}
+
 pub fn next_undo(saga: &Saga) -> Option<usize> {
     saga.resources
         .iter()

@@ -206,6 +206,7 @@ mod tests {
                 api_version: "2024-05-01".into(),
             },
             state: ResourceState::Created,
+            reopened: 0,
         });
         assert_eq!(why_orphan(Some("demo-abc123"), Known::Saga(&s)), None);
         s.resources[0].state = ResourceState::Deleted;

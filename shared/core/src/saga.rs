@@ -184,6 +184,10 @@ pub struct ResourceRecord {
     #[serde(flatten)]
     pub kind: ResourceKind,
     pub state: ResourceState,
+    /// Times undo found it again after deleting it (a late write of a stale
+    /// handler re-created it) and deleted it once more.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reopened: u32,
 }
 
 /// What the pending operation is doing.

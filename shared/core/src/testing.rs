@@ -315,6 +315,9 @@ struct CloudState {
     /// Every delete that reached the cloud, in order (ARM ids, secret and blob names).
     deletes: Vec<String>,
     calls: u64,
+    /// Secrets written back once right after their purge (a stale handler's
+    /// late write), with their tags.
+    comebacks: BTreeMap<String, BTreeMap<String, String>>,
     /// Per scale set name: the last N instances never register with the API
     /// server, and their init extension's message.
     unregistered: BTreeMap<String, (u32, String)>,
@@ -463,6 +466,14 @@ impl FakeCloud {
             created: self.clock.now(),
         };
         lock(&self.state).secrets.insert(name.into(), item);
+    }
+
+    /// Secret `name` comes back once, with `tags`, right after its purge: what
+    /// a stale handler's late write does behind an undo.
+    pub fn comes_back_after_purge(&self, name: &str, tags: &BTreeMap<String, String>) {
+        lock(&self.state)
+            .comebacks
+            .insert(name.into(), tags.clone());
     }
 
     /// Creates a blob directly with this metadata, born now.
@@ -913,6 +924,14 @@ impl Secrets for FakeCloud {
             }),
             Some(_) => {
                 s.deleted_secrets.remove(name);
+                if let Some(tags) = s.comebacks.remove(name) {
+                    let item = Item {
+                        content: b"late write".to_vec(),
+                        tags,
+                        created: self.clock.now(),
+                    };
+                    s.secrets.insert(name.into(), item);
+                }
                 Ok(Purge::Gone)
             }
         }

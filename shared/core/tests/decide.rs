@@ -40,6 +40,7 @@ fn records(step: StepName, state: ResourceState) -> Vec<ResourceRecord> {
             api_version: "2024-03-01".into(),
         },
         state,
+        reopened: 0,
     };
     let blob = |name: &str| ResourceRecord {
         id: format!("https://flotillastaging.blob.core.windows.net/staging/{JOB}/{name}"),
@@ -48,12 +49,14 @@ fn records(step: StepName, state: ResourceState) -> Vec<ResourceRecord> {
             name: format!("{JOB}/{name}"),
         },
         state,
+        reopened: 0,
     };
     let secret = |name: &str| ResourceRecord {
         id: format!("https://flotilla-kv.vault.azure.net/secrets/{name}"),
         step,
         kind: ResourceKind::Secret { name: name.into() },
         state,
+        reopened: 0,
     };
     match step {
         StepName::Stage => vec![

@@ -171,7 +171,11 @@ async fn a_scale_finishes_only_when_the_new_nodes_are_ready() {
         .await
         .unwrap();
     let saga = w.run(&job, LIMIT).await;
-    assert_eq!(saga.pools.get(&pool.name), Some(&(pool.min + 1)), "{saga:#?}");
+    assert_eq!(
+        saga.pools.get(&pool.name),
+        Some(&(pool.min + 1)),
+        "{saga:#?}"
+    );
     assert!(saga.pending.is_none() && saga.error.is_none(), "{saga:#?}");
 
     // A new node whose init script fails: the scale fails naming it, the
@@ -184,9 +188,17 @@ async fn a_scale_finishes_only_when_the_new_nodes_are_ready() {
         .unwrap();
     let saga = w.run(&job, LIMIT).await;
     assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
-    assert_eq!(saga.pools.get(&pool.name), Some(&(pool.min + 1)), "{saga:#?}");
+    assert_eq!(
+        saga.pools.get(&pool.name),
+        Some(&(pool.min + 1)),
+        "{saga:#?}"
+    );
     assert!(saga.pending.is_none(), "{saga:#?}");
     let err = saga.error.as_ref().expect("the scale's error");
     assert_eq!(err.code, "NodeInitFailed", "{err:?}");
-    assert!(err.message.contains("apt-get install kubelet failed"), "{}", err.message);
+    assert!(
+        err.message.contains("apt-get install kubelet failed"),
+        "{}",
+        err.message
+    );
 }

@@ -577,3 +577,31 @@ async fn a_delete_that_never_finishes_is_reported_not_waited_for_forever() {
     // Secrets and blobs depend on nothing: they went first.
     assert!(removal.removed.iter().any(|r| r.contains("/secrets/")));
 }
+
+#[tokio::test]
+async fn a_deleted_thing_that_comes_back_is_deleted_again() {
+    let w = World::new();
+    // Workers fail for good: compensation.
+    w.cloud.fail(
+        "put",
+        "-pool-",
+        AzureError::from_service(409, "OperationNotAllowed", "quota", None),
+        1,
+    );
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let key = names::storage_key_secret(&job);
+    w.cloud
+        .comes_back_after_purge(&key, &tags(Some(&job), true));
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Compensated, "{saga:#?}");
+    assert!(saga.leftovers.is_empty(), "{:?}", saga.leftovers);
+    assert!(!w.cloud.secrets().contains(&key));
+    let deleted = w.cloud.deletes().iter().filter(|d| **d == key).count();
+    assert_eq!(deleted, 2, "deleted, came back, deleted again");
+    let record = saga
+        .resources
+        .iter()
+        .find(|r| r.id.ends_with(&format!("/secrets/{key}")))
+        .unwrap();
+    assert_eq!(record.reopened, 1);
+}

@@ -104,6 +104,7 @@ impl Engine {
                         step,
                         kind,
                         state: ResourceState::Creating,
+                        reopened: 0,
                     });
                     self.save(txn).await?;
                     txn.saga.resources.len() - 1

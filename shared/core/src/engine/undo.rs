@@ -104,8 +104,12 @@ impl Engine {
     }
 
     /// The undo log is done: check for leftovers and end the chain.
-    async fn verify(&self, txn: &mut Txn) -> Result<(), EngineError> {
-        let emits = match self.leftovers(&txn.saga).await {
+    async fn verify(
+        &self,
+        txn: &mut Txn,
+        found: Result<Vec<String>, AzureError>,
+    ) -> Result<(), EngineError> {
+        let emits = match found {
             Ok(found) => {
                 if !found.is_empty() {
                     tracing::warn!(job = %txn.saga.id, leftovers = found.len(), "still tagged with the job after its undo chain");
@@ -131,7 +135,14 @@ impl Engine {
                 return self.save(txn).await;
             }
             let Some(index) = decide::next_undo(&txn.saga) else {
-                return self.verify(txn).await;
+                let found = self.leftovers(&txn.saga).await;
+                if let Ok(found) = &found {
+                    if decide::reopen_recreated(&mut txn.saga, found) {
+                        tracing::warn!(job = %txn.saga.id, "deleted resources came back; deleting them again");
+                        continue;
+                    }
+                }
+                return self.verify(txn, found).await;
             };
             let record = txn.saga.resources[index].clone();
             match self.start_delete(&record.id, &record.kind).await {
