@@ -96,7 +96,14 @@ impl Engine {
             };
             let index = match txn.saga.resource_index(&id) {
                 Some(i) if txn.saga.resources[i].state == ResourceState::Created => continue,
-                Some(i) => i,
+                Some(i) => {
+                    // Sent before (a retry, a crash, a duplicate delivery):
+                    // claim it with a write first, so of two handlers the one
+                    // whose write lost never sends, and the operation the
+                    // saga goes on to track is always the newest one sent.
+                    self.save(txn).await?;
+                    i
+                }
                 None => {
                     // Record the intent before the side effect.
                     txn.saga.resources.push(ResourceRecord {
