@@ -11,6 +11,7 @@ pub mod events;
 pub mod names;
 pub mod orphans;
 pub mod plan;
+pub mod preflight;
 pub mod ports;
 pub mod saga;
 pub mod settings;

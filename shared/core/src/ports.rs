@@ -14,6 +14,7 @@
 use async_trait::async_trait;
 use flotilla_azure::arm::{DeleteStart, PollOutcome};
 use flotilla_azure::{AzureError, PollState, ResourceId};
+pub use flotilla_azure::models::{Permission, ResourceSku, Usage};
 pub use flotilla_azure::{Listed, Purge};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -194,6 +195,16 @@ pub trait Arm: Send + Sync {
         resource_group: &str,
         tag: Option<(&str, &str)>,
     ) -> Result<Vec<Listed>, AzureError>;
+    /// Pre-flight: the VM sizes offered to the subscription in `location`,
+    /// with their zones, vCPUs, quota family and restrictions.
+    async fn resource_skus(&self, location: &str) -> Result<Vec<ResourceSku>, AzureError>;
+    /// Pre-flight: Compute usages and limits in `location` (`cores` and
+    /// one entry per VM family).
+    async fn compute_usages(&self, location: &str) -> Result<Vec<Usage>, AzureError>;
+    /// Pre-flight: what the caller may do on a resource group; `None` when
+    /// the group does not exist.
+    async fn permissions(&self, resource_group: &str)
+        -> Result<Option<Vec<Permission>>, AzureError>;
 }
 
 /// The Key Vault secrets of the cluster.
