@@ -293,6 +293,8 @@ fn job_spec(i: usize, rng: &mut StdRng) -> Result<ClusterSpec, ChaosError> {
     let mut spec = ClusterSpec::example();
     spec.name = cluster_name(i);
     spec.resource_group = CLUSTER_RG.into();
+    // Every job its own address space: pre-flight refuses overlapping VNets in one group.
+    spec.network = flotilla_core::spec::NetworkSpec::numbered(i as u32);
     spec.identity = if rng.random_bool(0.3) {
         IdentityMode::ServicePrincipal
     } else {

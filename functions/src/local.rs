@@ -56,6 +56,8 @@ pub struct LocalOptions {
     pub policy: Policy,
     /// The sweeper's timing (overridable by the `FLOTILLA_SWEEP_*` settings).
     pub sweep: SweepOptions,
+    /// The simulator's quota limits (`up --quota`); empty: its defaults.
+    pub quotas: std::collections::BTreeMap<String, u64>,
 }
 
 impl LocalOptions {
@@ -80,6 +82,7 @@ impl LocalOptions {
                 ..Policy::default()
             },
             sweep: local_sweep(lro),
+            quotas: Default::default(),
         }
     }
 }
@@ -99,6 +102,7 @@ impl LocalOptions {
             workers: 1,
             policy: Policy::default(),
             sweep: local_sweep(Duration::ZERO),
+            quotas: Default::default(),
         }
     }
 }
@@ -210,6 +214,7 @@ impl LocalWorld {
                 .map(|d| d.join("sim")),
             lro: opts.lro,
             throttle: opts.throttle.then(Default::default),
+            quotas: opts.quotas.clone(),
             ..SimConfig::default()
         })
         .map_err(|e| format!("simulator: {e}"))?;

@@ -13,8 +13,8 @@
 
 use async_trait::async_trait;
 use flotilla_azure::arm::{DeleteStart, PollOutcome};
-use flotilla_azure::{AzureError, PollState, ResourceId};
 pub use flotilla_azure::models::{Permission, ResourceSku, Usage};
+use flotilla_azure::{AzureError, PollState, ResourceId};
 pub use flotilla_azure::{Listed, Purge};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -203,8 +203,10 @@ pub trait Arm: Send + Sync {
     async fn compute_usages(&self, location: &str) -> Result<Vec<Usage>, AzureError>;
     /// Pre-flight: what the caller may do on a resource group; `None` when
     /// the group does not exist.
-    async fn permissions(&self, resource_group: &str)
-        -> Result<Option<Vec<Permission>>, AzureError>;
+    async fn permissions(
+        &self,
+        resource_group: &str,
+    ) -> Result<Option<Vec<Permission>>, AzureError>;
 }
 
 /// The Key Vault secrets of the cluster.

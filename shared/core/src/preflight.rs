@@ -218,10 +218,11 @@ pub fn check_sizes(spec: &ClusterSpec, skus: &[ResourceSku]) -> Vec<Problem> {
 }
 
 /// Rule: free cores per VM family and in the region (`cores`) cover the
-/// master plus every pool at `min` (else a `QuotaExceeded` problem naming the
-/// first group of that family) and at `max` (else a `QuotaShortAtMax`
-/// warning). Sizes missing from the SKU list are left to [`check_sizes`];
-/// a usage the list does not report is not checked.
+/// master plus every pool at `min`, else a `QuotaExceeded` problem naming the
+/// count field of the group (master, then pools in order) that passes the
+/// free cores; at `max`, else a `QuotaShortAtMax` warning naming that pool's
+/// `max`. Sizes missing from the SKU list are left to [`check_sizes`]; a
+/// usage the list does not report is not checked.
 ///
 /// Returns (problems, warnings).
 pub fn check_quota(
@@ -229,14 +230,21 @@ pub fn check_quota(
     skus: &[ResourceSku],
     usages: &[Usage],
 ) -> (Vec<Problem>, Vec<Problem>) {
-    // quota name -> (first group's min field, its max field, cores at min, cores at max, what)
+    #[derive(Default)]
     struct Need {
-        min_field: String,
-        max_field: String,
         at_min: i64,
         at_max: i64,
+        /// The field whose count first passes the free cores, at min and at max.
+        over_min: Option<String>,
+        over_max: Option<String>,
         parts: Vec<String>,
     }
+    let free = |name: &str| {
+        usages
+            .iter()
+            .find(|u| u.name.value.eq_ignore_ascii_case(name))
+            .map(|u| ((u.limit - u.current_value).max(0), u))
+    };
     let mut needs: BTreeMap<String, Need> = BTreeMap::new();
     for g in groups(spec) {
         let Some(sku) = find_sku(skus, &g.size, &spec.location) else {
@@ -250,50 +258,49 @@ pub fn check_quota(
             continue;
         };
         for name in [family, "cores".to_string()] {
-            let n = needs.entry(name).or_insert_with(|| Need {
-                min_field: g.min_field.clone(),
-                max_field: g.max_field.clone(),
-                at_min: 0,
-                at_max: 0,
-                parts: vec![],
-            });
+            let Some((available, _)) = free(&name) else {
+                continue;
+            };
+            let n = needs.entry(name).or_default();
             n.at_min += i64::from(g.min) * vcpus;
             n.at_max += i64::from(g.max) * vcpus;
             n.parts.push(format!("{} {}×{vcpus}", g.path, g.min));
+            if n.at_min > available && n.over_min.is_none() {
+                n.over_min = Some(g.min_field.clone());
+            }
+            if n.at_max > available && n.over_max.is_none() {
+                n.over_max = Some(g.max_field.clone());
+            }
         }
     }
     let (mut problems, mut warnings) = (vec![], vec![]);
     for (name, need) in &needs {
-        let Some(u) = usages
-            .iter()
-            .find(|u| u.name.value.eq_ignore_ascii_case(name))
-        else {
+        let Some((available, u)) = free(name) else {
             continue;
         };
-        let free = (u.limit - u.current_value).max(0);
         let label = if name == "cores" {
             format!("total regional vCPUs in {}", spec.location)
         } else {
             format!("{name} vCPUs in {}", spec.location)
         };
-        if need.at_min > free {
+        if let Some(field) = &need.over_min {
             problems.push(Problem::new(
-                need.min_field.clone(),
+                field.clone(),
                 "QuotaExceeded",
                 format!(
-                    "needs {} {label} at the pools' min ({}), {free} free (limit {}, in use {})",
+                    "needs {} {label} at the pools' min ({}), {available} free (limit {}, in use {})",
                     need.at_min,
                     need.parts.join(" + "),
                     u.limit,
                     u.current_value
                 ),
             ));
-        } else if need.at_max > free {
+        } else if let Some(field) = &need.over_max {
             warnings.push(Problem::new(
-                need.max_field.clone(),
+                field.clone(),
                 "QuotaShortAtMax",
                 format!(
-                    "scaling every pool to its max needs {} {label}, {free} free (limit {}, in use {}): scale-out will stop short",
+                    "every pool at its max needs {} {label}, {available} free (limit {}, in use {}): scale-out will stop short",
                     need.at_max, u.limit, u.current_value
                 ),
             ));
@@ -690,7 +697,8 @@ mod tests {
         let (p, w) = check_quota(&spec, &catalog(), &[usage("standardDSv5Family", 0, 27)]);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].code, "QuotaExceeded");
-        assert_eq!(p[0].field, "master.size");
+        // The master's 12 fit; the pool's 16 more pass the limit.
+        assert_eq!(p[0].field, "workerPools[0].min");
         assert!(p[0].message.contains("needs 28"), "{}", p[0].message);
         assert!(w.is_empty());
 
@@ -698,10 +706,14 @@ mod tests {
         assert!(p.is_empty());
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].code, "QuotaShortAtMax");
+        assert_eq!(w[0].field, "workerPools[0].max");
 
         // What is in use counts against the limit.
         let (p, _) = check_quota(&spec, &catalog(), &[usage("cores", 80, 100)]);
         assert_eq!(p.len(), 1);
+        assert_eq!(p[0].field, "workerPools[0].min");
+        let (p, _) = check_quota(&spec, &catalog(), &[usage("cores", 90, 100)]);
+        assert_eq!(p[0].field, "master.size", "the master alone does not fit");
         assert!(p[0].message.contains("total regional"), "{}", p[0].message);
 
         let (p, w) = check_quota(&spec, &catalog(), &[usage("standardDSv5Family", 0, 92)]);
@@ -711,14 +723,26 @@ mod tests {
     #[test]
     fn wildcards_match_as_rbac_does() {
         assert!(action_matches("*", "Microsoft.Compute/skus/read"));
-        assert!(action_matches("microsoft.network/*", "Microsoft.Network/virtualNetworks/write"));
-        assert!(action_matches("*/read", "Microsoft.Network/virtualNetworks/read"));
-        assert!(!action_matches("*/read", "Microsoft.Network/virtualNetworks/write"));
+        assert!(action_matches(
+            "microsoft.network/*",
+            "Microsoft.Network/virtualNetworks/write"
+        ));
+        assert!(action_matches(
+            "*/read",
+            "Microsoft.Network/virtualNetworks/read"
+        ));
+        assert!(!action_matches(
+            "*/read",
+            "Microsoft.Network/virtualNetworks/write"
+        ));
         assert!(action_matches(
             "Microsoft.Network/*/delete",
             "Microsoft.Network/loadBalancers/delete"
         ));
-        assert!(!action_matches("Microsoft.Compute/*", "Microsoft.Network/x/read"));
+        assert!(!action_matches(
+            "Microsoft.Compute/*",
+            "Microsoft.Network/x/read"
+        ));
         let perms = [Permission {
             actions: vec!["*".into()],
             not_actions: vec!["Microsoft.Compute/virtualMachineScaleSets/write".into()],
@@ -746,7 +770,13 @@ mod tests {
     #[test]
     fn names_taken_unless_the_jobs_own() {
         let spec = ClusterSpec::example();
-        let id = ResourceId::new("s", &spec.resource_group, "Microsoft.Network", "virtualNetworks", "demo-abc123-vnet");
+        let id = ResourceId::new(
+            "s",
+            &spec.resource_group,
+            "Microsoft.Network",
+            "virtualNetworks",
+            "demo-abc123-vnet",
+        );
         let listed = |job: Option<&str>| Listed {
             id: id.to_string(),
             name: id.name().into(),
@@ -761,10 +791,16 @@ mod tests {
         let p = check_names("demo-abc123", &planned, &[listed(Some("demo-zzz999"))]);
         assert_eq!(p.len(), 1);
         assert!(p[0].message.contains("job demo-zzz999"), "{}", p[0].message);
-        assert_eq!(check_names("demo-abc123", &planned, &[listed(None)]).len(), 1);
+        assert_eq!(
+            check_names("demo-abc123", &planned, &[listed(None)]).len(),
+            1
+        );
         assert!(check_names("demo-abc123", &planned, &[]).is_empty());
 
-        let other = vec![("/x/virtualNetworks/legacy".to_string(), vec!["10.42.5.0/24".to_string()])];
+        let other = vec![(
+            "/x/virtualNetworks/legacy".to_string(),
+            vec!["10.42.5.0/24".to_string()],
+        )];
         let p = check_vnets(&spec, &id, &other);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].field, "network.vnetCidr");

@@ -907,9 +907,18 @@ impl Arm for FakeCloud {
         let s = lock(&self.state);
         let mut used: BTreeMap<String, i64> = BTreeMap::new();
         for (_, body) in s.resources.values() {
-            let sku = body.pointer("/sku/name").and_then(Value::as_str).unwrap_or("");
-            let n = body.pointer("/sku/capacity").and_then(Value::as_i64).unwrap_or(0);
-            if let Some((_, vcpus, family)) = FAKE_SIZES.iter().find(|(s, ..)| s.eq_ignore_ascii_case(sku)) {
+            let sku = body
+                .pointer("/sku/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let n = body
+                .pointer("/sku/capacity")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if let Some((_, vcpus, family)) = FAKE_SIZES
+                .iter()
+                .find(|(s, ..)| s.eq_ignore_ascii_case(sku))
+            {
                 *used.entry(family.to_ascii_lowercase()).or_default() += n * i64::from(*vcpus);
                 *used.entry("cores".into()).or_default() += n * i64::from(*vcpus);
             }
@@ -939,7 +948,9 @@ impl Arm for FakeCloud {
     ) -> Result<Option<Vec<Permission>>, AzureError> {
         self.check("permissions", resource_group)?;
         let s = lock(&self.state);
-        if s.missing_groups.contains(&resource_group.to_ascii_lowercase()) {
+        if s.missing_groups
+            .contains(&resource_group.to_ascii_lowercase())
+        {
             return Ok(None);
         }
         Ok(Some(vec![Permission {
