@@ -221,7 +221,7 @@ pub fn check_sizes(spec: &ClusterSpec, skus: &[ResourceSku]) -> Vec<Problem> {
 /// master plus every pool at `min`, else a `QuotaExceeded` problem naming the
 /// count field of the group (master, then pools in order) that passes the
 /// free cores; at `max`, else a `QuotaShortAtMax` warning naming that pool's
-/// `max`. Sizes missing from the SKU list are left to [`check_sizes`]; a
+/// `max`. Sizes not offered in the region are left to [`check_sizes`]; a
 /// usage the list does not report is not checked.
 ///
 /// Returns (problems, warnings).
@@ -247,7 +247,9 @@ pub fn check_quota(
     };
     let mut needs: BTreeMap<String, Need> = BTreeMap::new();
     for g in groups(spec) {
-        let Some(sku) = find_sku(skus, &g.size, &spec.location) else {
+        let Some(sku) = find_sku(skus, &g.size, &spec.location)
+            .filter(|s| !restricted_in_location(s, &spec.location))
+        else {
             continue;
         };
         let vcpus: i64 = sku
