@@ -54,6 +54,7 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
         },
         sweep: crate::local::local_sweep(Duration::ZERO),
         quotas: Default::default(),
+        permissions: None,
     })
     .await?;
     let spec = ClusterSpec::example();

@@ -58,6 +58,9 @@ pub struct LocalOptions {
     pub sweep: SweepOptions,
     /// The simulator's quota limits (`up --quota`); empty: its defaults.
     pub quotas: std::collections::BTreeMap<String, u64>,
+    /// What the simulator's `Microsoft.Authorization/permissions` answers;
+    /// `None`: everything (`*`).
+    pub permissions: Option<flotilla_sim::Permissions>,
 }
 
 impl LocalOptions {
@@ -83,6 +86,7 @@ impl LocalOptions {
             },
             sweep: local_sweep(lro),
             quotas: Default::default(),
+            permissions: None,
         }
     }
 }
@@ -103,6 +107,7 @@ impl LocalOptions {
             policy: Policy::default(),
             sweep: local_sweep(Duration::ZERO),
             quotas: Default::default(),
+            permissions: None,
         }
     }
 }
@@ -215,6 +220,7 @@ impl LocalWorld {
             lro: opts.lro,
             throttle: opts.throttle.then(Default::default),
             quotas: opts.quotas.clone(),
+            permissions: opts.permissions.clone().unwrap_or_default(),
             ..SimConfig::default()
         })
         .map_err(|e| format!("simulator: {e}"))?;
