@@ -467,8 +467,11 @@ async fn the_sweep_timer_reports_orphans_older_than_an_hour_and_deletes_nothing(
     let state = AppState::new(w.engine.clone());
     // A live job, one whose saga is then lost, and a secret planted outside any saga.
     let mut jobs = vec![];
-    for _ in 0..2 {
-        let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    for n in 0..2 {
+        // Each its own address space: pre-flight refuses overlapping VNets.
+        let mut spec = ClusterSpec::example();
+        spec.network = flotilla_core::spec::NetworkSpec::numbered(n);
+        let job = w.engine.submit(spec).await.unwrap();
         let saga = w.run(&job, 600).await;
         assert_eq!(saga.status, flotilla_core::saga::JobStatus::Succeeded);
         jobs.push(job);

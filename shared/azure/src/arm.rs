@@ -612,6 +612,25 @@ impl ArmClient {
         typed_items(items).map(Some)
     }
 
+    /// Every resource of one type in a resource group, with its full body
+    /// (`GET …/resourceGroups/{rg}/providers/{type}`, e.g.
+    /// `Microsoft.Network/virtualNetworks`); a missing group holds nothing.
+    pub async fn list_of_type(
+        &self,
+        resource_group: &str,
+        resource_type: &str,
+        api_version: &str,
+    ) -> Result<Vec<Value>, AzureError> {
+        self.check_action_name(&format!("{resource_type}/read"))?;
+        let rg = ResourceId::resource_group(&self.subscription_id, resource_group);
+        let url = self.url(
+            &rg,
+            Some(&format!("providers/{resource_type}")),
+            api_version,
+        )?;
+        self.list_pages(url).await
+    }
+
     /// `{endpoint}/subscriptions/{sub}/{path}?api-version=…`.
     fn subscription_url(&self, path: &str, api_version: &str) -> Result<Url, AzureError> {
         let path = format!("/subscriptions/{}/{path}", self.subscription_id);

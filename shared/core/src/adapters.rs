@@ -68,6 +68,15 @@ impl Arm for ArmClient {
         ArmClient::list_resources(self, resource_group, tag).await
     }
 
+    async fn list_of_type(
+        &self,
+        resource_group: &str,
+        resource_type: &str,
+        api_version: &str,
+    ) -> Result<Vec<Value>, AzureError> {
+        ArmClient::list_of_type(self, resource_group, resource_type, api_version).await
+    }
+
     async fn resource_skus(&self, location: &str) -> Result<Vec<ResourceSku>, AzureError> {
         ArmClient::resource_skus(self, location).await
     }

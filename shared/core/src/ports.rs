@@ -195,6 +195,14 @@ pub trait Arm: Send + Sync {
         resource_group: &str,
         tag: Option<(&str, &str)>,
     ) -> Result<Vec<Listed>, AzureError>;
+    /// Every resource of `resource_type` (`Microsoft.Network/virtualNetworks`)
+    /// in a resource group, with its full body; a missing group holds nothing.
+    async fn list_of_type(
+        &self,
+        resource_group: &str,
+        resource_type: &str,
+        api_version: &str,
+    ) -> Result<Vec<Value>, AzureError>;
     /// Pre-flight: the VM sizes offered to the subscription in `location`,
     /// with their zones, vCPUs, quota family and restrictions.
     async fn resource_skus(&self, location: &str) -> Result<Vec<ResourceSku>, AzureError>;

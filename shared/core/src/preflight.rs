@@ -3,10 +3,11 @@
 //! once.
 //!
 //! # Expected flow
-//! [`Engine::preflight`] reads the resource SKUs list and the Compute usages
-//! of the spec's region, the resource group, its resources (and the address
-//! space of each VNet in it) and the caller's permissions on the group, then
-//! hands what it read to the pure rules below:
+//! [`Engine::preflight`] makes six reads, whatever the spec or the group
+//! holds: the resource SKUs list and the Compute usages of the spec's region,
+//! the resource group, its resources, its VNets (with their address spaces)
+//! and the caller's permissions on the group; then it hands what it read to
+//! the pure rules below:
 //! - [`check_sizes`]: each VM size is offered in the region and in every
 //!   zone its pool asks for (the SKU list and its `Location`/`Zone` restrictions);
 //! - [`check_quota`]: enough free cores per VM family and in the region for
@@ -536,40 +537,40 @@ impl Engine {
             });
         if let Some(listed) = read(
             arm.list_resources(&spec.resource_group, None).await,
-            "names and address spaces",
+            "the names the job will use",
             "resourceGroup",
             &mut out.warnings,
         )? {
             out.problems.extend(check_names(job, &planned, &listed));
-            let mut vnets = vec![];
-            for l in listed.iter().filter(|l| {
-                l.resource_type
-                    .as_deref()
-                    .is_some_and(|t| t.eq_ignore_ascii_case("Microsoft.Network/virtualNetworks"))
-                    && !l.id.eq_ignore_ascii_case(&own_vnet.to_string())
-            }) {
-                let Ok(id) = ResourceId::parse(&l.id) else {
-                    continue;
-                };
-                let body = read(
-                    arm.get(&id, None, api::NETWORK).await,
-                    "a VNet's address space",
-                    "network.vnetCidr",
-                    &mut out.warnings,
-                )?;
-                if let Some(Some(body)) = body {
-                    let prefixes = body
+        }
+        // One listing with the bodies, whatever the number of VNets.
+        if let Some(vnets) = read(
+            arm.list_of_type(
+                &spec.resource_group,
+                "Microsoft.Network/virtualNetworks",
+                api::NETWORK,
+            )
+            .await,
+            "VNet address spaces",
+            "network.vnetCidr",
+            &mut out.warnings,
+        )? {
+            let vnets: Vec<(String, Vec<String>)> = vnets
+                .iter()
+                .filter_map(|v| {
+                    let id = v.get("id")?.as_str()?.to_string();
+                    let prefixes = v
                         .pointer("/properties/addressSpace/addressPrefixes")
-                        .and_then(|v| v.as_array())
+                        .and_then(|p| p.as_array())
                         .map(|a| {
                             a.iter()
                                 .filter_map(|p| p.as_str().map(str::to_string))
                                 .collect()
                         })
                         .unwrap_or_default();
-                    vnets.push((l.id.clone(), prefixes));
-                }
-            }
+                    Some((id, prefixes))
+                })
+                .collect();
             out.problems.extend(check_vnets(spec, &own_vnet, &vnets));
         }
 

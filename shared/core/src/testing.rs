@@ -867,6 +867,29 @@ impl Arm for FakeCloud {
             .collect())
     }
 
+    async fn list_of_type(
+        &self,
+        resource_group: &str,
+        resource_type: &str,
+        _api: &str,
+    ) -> Result<Vec<Value>, AzureError> {
+        self.check("list", resource_group)?;
+        let s = lock(&self.state);
+        Ok(s.resources
+            .values()
+            .filter(|(id, _)| in_group(id, resource_group))
+            .filter(|(id, _)| {
+                ResourceId::parse(id)
+                    .is_ok_and(|r| r.resource_type().eq_ignore_ascii_case(resource_type))
+            })
+            .map(|(id, body)| {
+                let mut item = body.clone();
+                item["id"] = json!(id);
+                item
+            })
+            .collect())
+    }
+
     async fn resource_skus(&self, location: &str) -> Result<Vec<ResourceSku>, AzureError> {
         self.check("skus", location)?;
         let s = lock(&self.state);
