@@ -47,7 +47,7 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
-@description('Flex Consumption: always-ready instances for the HTTP functions (submit, status, delete, scale); 0 = scale to zero, first request after idle waits for a cold start.')
+@description('Flex Consumption: always-ready instances for the HTTP functions (submit, status, delete, scale, plan); 0 = scale to zero, first request after idle waits for a cold start.')
 @minValue(0)
 @maxValue(20)
 param httpAlwaysReady int = 0
@@ -97,7 +97,6 @@ var createClusterRg = empty(clusterResourceGroupName)
 var clusterRgName = createClusterRg ? '${resourceGroup().name}-clusters' : clusterResourceGroupName
 
 var appIdentityName = 'id-flotilla-app-${token}'
-var clusterIdentityName = 'id-flotilla-cluster-${token}'
 var logAnalyticsName = 'log-flotilla-${token}'
 var appInsightsName = 'appi-flotilla-${token}'
 var hostStorageName = 'stfh${token}'
@@ -138,10 +137,8 @@ var roles = {
   serviceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
-  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
-  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 // Cosmos DB data-plane role "Cosmos DB Built-in Data Contributor".
@@ -801,30 +798,13 @@ resource vaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-// Cluster identity (created in the cluster resource group by the module below).
-var clusterIdentityId = resourceId(subscription().subscriptionId, clusterRgName, 'Microsoft.ManagedIdentity/userAssignedIdentities', clusterIdentityName)
-
-// Cluster nodes (steps `master`, `workers`, checked by `join`) read their per-job secrets.
-resource clusterVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(keyVault.id, clusterIdentityId, roles.keyVaultSecretsUser)
-  scope: keyVault
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
-    principalId: clusterRg.outputs.clusterIdentityPrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-// Cluster nodes download the init script that step `stage` wrote.
-resource clusterStagingReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(stagingContainer.id, clusterIdentityId, roles.storageBlobDataReader)
-  scope: stagingContainer
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
-    principalId: clusterRg.outputs.clusterIdentityPrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}
+// Cluster nodes get nothing here. Each scale set carries its own system-assigned
+// identity (per job); a grant on the whole vault or the whole `staging`
+// container to one shared node identity would let any node read every job's
+// secrets and scripts. Grants per job (the job's secrets, its blobs) are made by
+// the steps once they exist; until then nodes stop at their identity check
+// (docs/deploy.md, "Known limits"). scripts/check_infra.py refuses a grant on the
+// vault or the staging storage to any principal but the app's.
 
 // Telemetry: the host sends with the app identity (Application Insights local auth is off).
 resource appInsightsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -978,9 +958,10 @@ resource functionAppDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-0
 // The cluster resource group: custom ARM role, cluster identity, resource events topic
 // ---------------------------------------------------------------------------
 
-// Created at subscription scope when no existing group is named. azd deletes only
-// this deployment's own resource group on `azd down` (azd 1.10 and later), so
-// the clusters' group and every cluster in it stay (docs/deploy.md, "Tear down").
+// Created at subscription scope when no existing group is named. For a template
+// scoped to a resource group, as this one is, `azd down` deletes that resource
+// group only, so the clusters' group and every cluster in it stay
+// (docs/deploy.md, "Tear down").
 module clusterRgCreate 'modules/cluster-rg-create.bicep' = if (createClusterRg) {
   name: 'flotilla-cluster-rg-create-${token}'
   scope: subscription()
@@ -1002,7 +983,6 @@ module clusterRg 'modules/cluster-rg.bicep' = {
     location: location
     tags: tags
     appPrincipalId: appIdentity.properties.principalId
-    clusterIdentityName: clusterIdentityName
   }
   dependsOn: [
     clusterRgCreate
@@ -1021,8 +1001,6 @@ output FUNCTION_APP_ID string = functionApp.id
 output FUNCTION_APP_URL string = 'https://${functionApp.properties.defaultHostName}'
 output APP_IDENTITY_CLIENT_ID string = appIdentity.properties.clientId
 output CLUSTER_RESOURCE_GROUP string = clusterRgName
-output CLUSTER_IDENTITY_ID string = clusterRg.outputs.clusterIdentityId
-output CLUSTER_IDENTITY_CLIENT_ID string = clusterRg.outputs.clusterIdentityClientId
 output ARM_ROLE_DEFINITION_ID string = clusterRg.outputs.roleDefinitionId
 output RESOURCE_EVENTS_TOPIC string = clusterRg.outputs.resourceEventsTopicName
 output EVENTGRID_DEADLETTER_ACCOUNT_ID string = hostStorage.id

@@ -16,7 +16,13 @@ Checks, each printing one line per problem:
             settings table lists exactly the registry; no Rust file under
             functions/ or shared/ reads the environment directly.
   roles     the actions of the custom ARM role in infra/ are exactly
-            ARM_ACTIONS from shared/azure/src/actions.rs.
+            ARM_ACTIONS from shared/azure/src/actions.rs, minus WITHHELD_ACTIONS
+            (each named in docs/deploy.md's Known limits; listKeys only while
+            every storage account refuses shared keys, and never granted then),
+            plus userAssignedIdentities/assign/action exactly when a scale set
+            body under shared/core/src/steps/ attaches a user-assigned identity;
+            no principal but the app identity holds a data role on the Key
+            Vault or the staging storage (every job's secrets and scripts).
   schema    every property a resource in infra/ sets exists at its
             api-version (infra/schema/resource-properties.json, derived from
             the published schemas by scripts/derive_resource_schemas.py); ARM
@@ -27,7 +33,12 @@ Checks, each printing one line per problem:
             wrote (execute bit kept), no hook nests azd, the Key Vault name
             changes after `azd down` (purge protection), clusters default to
             their own resource group, main.parameters.json is never passed to
-            `az deployment`, diagnostic settings cover every data plane.
+            `az deployment`, diagnostic settings cover every data plane,
+            Application Insights without local auth gets Entra ingestion (the
+            app identity's Monitoring Metrics Publisher role and
+            APPLICATIONINSIGHTS_AUTHENTICATION_STRING), and Flex Consumption is
+            the default plan (FC1, runtime `custom` in functionAppConfig, the
+            package read with the app identity, scale limits as parameters).
 
 The registry and the action list are read at run time, never copied here.
 
@@ -56,6 +67,7 @@ SCHEMA_TABLE = Path("infra/schema/resource-properties.json")
 AZURE_YAML = Path("azure.yaml")
 PARAMETERS_JSON = Path("infra/main.parameters.json")
 DEPLOY_MD = Path("docs/deploy.md")
+HOST_JSON = Path("host.json")
 README = Path("README.md")
 # flotilla's own checkov policies (checks checkov's Bicep set lacks), next to this script.
 POLICIES = Path(__file__).resolve().parent / "checkov_policies"
@@ -481,6 +493,115 @@ def check_settings(root: Path) -> list[str]:
     return problems
 
 
+# ARM_ACTIONS the custom role withholds on purpose, and when: a grant that
+# could not work is not made. Each one must be named, with its step, in
+# docs/deploy.md's "Known limits" section, so the gap stays visible.
+WITHHELD_ACTIONS = {
+    # `keys` reads the staging account key; the staging account refuses shared
+    # keys (allowSharedKeyAccess: false), so the key would open nothing.
+    "microsoft.storage/storageaccounts/listkeys/action": "shared keys disabled",
+}
+# Linked access: ARM checks this on a user-assigned identity that a scale set
+# body attaches (the request is a scale set write, the check is on the identity).
+ASSIGN_IDENTITY_ACTION = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"
+STEPS_DIR = Path("shared/core/src/steps")
+_IDENTITY_KIND_RE = re.compile(r"\bIdentity\s*\{\s*kind\s*:\s*\"([^\"]*)\"")
+# Built-in roles that read or write data in a Key Vault or a blob container.
+_DATA_ROLE_KEYS = re.compile(r"keyVault\w*|storageBlobData\w*", re.I)
+
+
+def known_limits(root: Path) -> str:
+    """The text of docs/deploy.md's "Known limits" section ('' if none)."""
+    try:
+        text = (root / DEPLOY_MD).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    m = re.search(r"^## Known limits\s*$(.*?)(?=^## |\Z)", text, re.M | re.S)
+    return m[1] if m else ""
+
+
+def shared_keys_disabled(root: Path) -> bool:
+    """Whether every storage account under infra/ sets allowSharedKeyAccess: false."""
+    found = False
+    for path in bicep_files(root):
+        text = strip_bicep_comments(path.read_text(encoding="utf-8"))
+        for _, body in resource_blocks(text, "Microsoft.Storage/storageAccounts"):
+            found = True
+            if not re.search(r"\ballowSharedKeyAccess\s*:\s*false\b", body):
+                return False
+    return found
+
+
+def scale_set_identity_kinds(root: Path) -> list[str]:
+    """The `identity.type` values the steps put on the scale sets they create."""
+    base = root / STEPS_DIR
+    if not base.is_dir():
+        raise CheckError(f"cannot read {STEPS_DIR} (the scale set bodies)")
+    kinds: list[str] = []
+    for path in sorted(base.rglob("*.rs")):
+        text = strip_rust_comments(path.read_text(encoding="utf-8", errors="replace"))
+        kinds += _IDENTITY_KIND_RE.findall(text)
+    return kinds
+
+
+def _symbols_of_type(text: str, type_name: str) -> set[str]:
+    return {m[1] for m in _DECL_RE.finditer(text) if m[2].lower() == type_name.lower()}
+
+
+def _with_children(text: str, roots: set[str]) -> set[str]:
+    """roots and every resource whose `parent:` chain leads to one of them."""
+    parent: dict[str, str] = {}
+    for m in _DECL_RE.finditer(text):
+        brace = text.find("{", m.end())
+        if brace < 0:
+            continue
+        p = re.search(r"\bparent\s*:\s*(\w+)", text[brace : matching_close(text, brace) + 1])
+        if p:
+            parent[m[1]] = p[1]
+    found = set(roots)
+    grew = True
+    while grew:
+        grew = False
+        for child, par in parent.items():
+            if par in found and child not in found:
+                found.add(child)
+                grew = True
+    return found
+
+
+def check_grants(root: Path) -> list[str]:
+    """No data role on the Key Vault or the staging storage (every job's secrets
+    and scripts) for any principal but the Function App's own identity."""
+    problems: list[str] = []
+    text = strip_bicep_comments((root / MAIN_BICEP).read_text(encoding="utf-8"))
+    app_identity = None
+    for _, body in resource_blocks(text, "Microsoft.Web/sites"):
+        m = re.search(r"userAssignedIdentities\s*:\s*\{\s*'\$\{(\w+)\.id\}'", body)
+        if m:
+            app_identity = m[1]
+    if app_identity is None:
+        return [f"the Function App in {MAIN_BICEP} has no user-assigned identity to compare grants with"]
+    stores = _symbols_of_type(text, "Microsoft.KeyVault/vaults")
+    staging = re.search(r"name\s*:\s*'STAGING_BLOB_ENDPOINT'\s*value\s*:\s*'[^\n]*\$\{(\w+)\.name\}", text)
+    if staging:
+        stores.add(staging[1])
+    stores = _with_children(text, stores)
+    for name, body in resource_blocks(text, "Microsoft.Authorization/roleAssignments"):
+        scope = re.search(r"\bscope\s*:\s*(\w+)", body)
+        if not scope or scope[1] not in stores:
+            continue
+        role = re.search(r"\broleDefinitionId\s*:\s*([^\n]*)", body)
+        if not role or not _DATA_ROLE_KEYS.search(role[1]):
+            continue
+        principal = re.search(r"\bprincipalId\s*:\s*([^\n]*)", body)
+        if not principal or principal[1].strip() != f"{app_identity}.properties.principalId":
+            who = principal[1].strip() if principal else "?"
+            problems.append(f"{MAIN_BICEP}: {name} grants a data role on {scope[1]} (every job's secrets or scripts) to "
+                            f"{who}, not the app identity {app_identity}: any node holding it could read every job's "
+                            "data; grant per job, on the job's own secrets and blobs, from the steps")
+    return problems
+
+
 def check_roles(root: Path) -> list[str]:
     problems: list[str] = []
     code = read_arm_actions(root)
@@ -493,15 +614,41 @@ def check_roles(root: Path) -> list[str]:
         problems.append("the flotilla custom role grants a wildcard action; grant exactly ARM_ACTIONS")
     granted_l = {a.lower(): a for a in granted}  # ARM action names are case-insensitive
     code_l = {a.lower(): a for a in code}
+    keys_off = shared_keys_disabled(root)
+    limits = known_limits(root).lower()
+
+    # Actions that cannot work are not granted: a storage key on accounts that refuse keys.
+    if keys_off:
+        for low, a in sorted(granted_l.items()):
+            if low.startswith("microsoft.storage/") and low.endswith("/listkeys/action"):
+                problems.append(f"the flotilla custom role grants {a}, but every storage account in infra/ refuses shared "
+                                "keys (allowSharedKeyAccess: false): the key opens nothing; withhold it (WITHHELD_ACTIONS) "
+                                "and read with an Entra token")
+
+    # Linked access: a scale set that attaches a user-assigned identity needs assign/action on it.
+    kinds = scale_set_identity_kinds(root)
+    needs_assign = any("userassigned" in k.lower() for k in kinds)
+    linked = {ASSIGN_IDENTITY_ACTION.lower(): ASSIGN_IDENTITY_ACTION} if needs_assign else {}
+    if needs_assign and ASSIGN_IDENTITY_ACTION.lower() not in granted_l:
+        problems.append(f"the scale sets the steps create attach a user-assigned identity ({', '.join(sorted(set(kinds)))}) "
+                        f"but the flotilla custom role lacks {ASSIGN_IDENTITY_ACTION}: ARM refuses the scale set write "
+                        "(LinkedAuthorizationFailed)")
+
     for low, a in sorted(code_l.items()):
-        if low not in granted_l:
-            problems.append(f"ARM action {a} is called by the client but not granted by the flotilla custom role")
+        if low in granted_l:
+            continue
+        if low in WITHHELD_ACTIONS and (WITHHELD_ACTIONS[low] != "shared keys disabled" or keys_off):
+            if a.lower() not in limits:
+                problems.append(f"ARM action {a} is called by the client and withheld from the custom role "
+                                f"({WITHHELD_ACTIONS[low]}), but the Known limits section of {DEPLOY_MD} does not name it")
+            continue
+        problems.append(f"ARM action {a} is called by the client but not granted by the flotilla custom role")
     for low, a in sorted(granted_l.items()):
-        if low not in code_l:
+        if low not in code_l and low not in linked:
             problems.append(f"ARM action {a} is granted by the flotilla custom role but the client never calls it (not in ARM_ACTIONS)")
     for a in sorted({a for a in granted if granted.count(a) > 1}):
         problems.append(f"ARM action {a} is listed twice in the flotilla custom role")
-    return problems
+    return problems + check_grants(root)
 
 
 # Resource types checkov has no Bicep checks for: a file declaring only these
@@ -919,6 +1066,7 @@ DIAGNOSED_TYPES = (
     "Microsoft.Web/sites",
     "Microsoft.Storage/storageAccounts/blobServices",
 )
+MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 _NESTED_AZD_RE = re.compile(r"\bazd\s+(provision|up|deploy)\b")
 
 
@@ -1051,7 +1199,8 @@ def check_deploy(root: Path) -> list[str]:
                 continue
             for n in range(len(lines)):
                 window = " ".join(lines[n : n + 2])
-                if re.search(r"\baz\s+deployment\b", window) and re.search(r"-p\s+@?\S*main\.parameters\.json", window):
+                if re.search(r"\baz\s+deployment\b", window) and re.search(
+                        r"(?:-p|--parameters)\s+@?\S*main\.parameters\.json", window):
                     problems.append(f"{path.relative_to(root)}:{n + 1}: passes {PARAMETERS_JSON} to `az deployment`, "
                                     "but it holds azd ${VAR} substitutions that only azd resolves")
                     break
@@ -1069,6 +1218,68 @@ def check_deploy(root: Path) -> list[str]:
                 if symbol not in diagnosed:
                     problems.append(f"{path.relative_to(root)}: {symbol} ({type_name}) has no diagnostic setting "
                                     "sending its logs to the Log Analytics workspace")
+
+    # 8. Application Insights without local auth: ingestion needs an Entra token from the app identity.
+    all_plans = var_block(main, ALL_PLANS_VAR) or ""
+    for name, body in resource_blocks(main, "Microsoft.Insights/components"):
+        if not re.search(r"\bDisableLocalAuth\s*:\s*true\b", body):
+            continue
+        publisher = [b for _, b in resource_blocks(main, "Microsoft.Authorization/roleAssignments")
+                     if re.search(r"\bscope\s*:\s*" + re.escape(name) + r"\b", b)
+                     and re.search(r"monitoringMetricsPublisher|" + MONITORING_METRICS_PUBLISHER, b)]
+        if not publisher:
+            problems.append(f"{MAIN_BICEP}: {name} has local auth off but no role assignment of Monitoring Metrics "
+                            "Publisher on it: the host's telemetry would be refused (401) and lost")
+        m = re.search(r"name\s*:\s*'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'\s*value\s*:\s*'([^\n]*)'", all_plans)
+        if not m or "Authorization=AAD" not in m[1] or "ClientId=" not in m[1]:
+            problems.append(f"{MAIN_BICEP}: {name} has local auth off but {ALL_PLANS_VAR} has no "
+                            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING `ClientId=<app identity>;Authorization=AAD`: "
+                            "the host would send telemetry without a token")
+
+    # 8b. The Service Bus triggers' per-instance concurrency is chosen and explained.
+    try:
+        host = json.loads((root / HOST_JSON).read_text(encoding="utf-8"))
+        calls = host["extensions"]["serviceBus"]["maxConcurrentCalls"]
+    except (OSError, ValueError, KeyError, TypeError):
+        calls = None
+    if not isinstance(calls, int):
+        problems.append(f"{HOST_JSON} sets no extensions.serviceBus.maxConcurrentCalls: the Service Bus triggers' "
+                        "per-instance concurrency on Flex Consumption would be the platform default, chosen by nobody")
+    else:
+        try:
+            deploy_doc = (root / DEPLOY_MD).read_text(encoding="utf-8")
+        except OSError:
+            deploy_doc = ""
+        if not re.search(r"`extensions\.serviceBus\.maxConcurrentCalls`,\s*\*\*" + str(calls) + r"\*\*", deploy_doc):
+            problems.append(f"{DEPLOY_MD} does not explain the Service Bus triggers' per-instance concurrency "
+                            f"({HOST_JSON} extensions.serviceBus.maxConcurrentCalls = {calls}; write "
+                            f"\"`extensions.serviceBus.maxConcurrentCalls`, **{calls}**\" and why)")
+
+    # 9. Flex Consumption is the default plan, configured in functionAppConfig.
+    params = set(re.findall(r"^\s*param\s+(\w+)\s", main, re.M))
+    m = re.search(r"^\s*param\s+hostingPlan\s+string\s*=\s*'(\w+)'", main, re.M)
+    if not m or m[1] != "FlexConsumption":
+        problems.append(f"{MAIN_BICEP}: param hostingPlan must default to 'FlexConsumption' (serverless first)")
+    if not re.search(r"name\s*:\s*'FC1'\s*tier\s*:\s*'FlexConsumption'", main):
+        problems.append(f"{MAIN_BICEP}: no Flex Consumption plan (sku FC1, tier FlexConsumption)")
+    flex = var_block(main, "flexFunctionAppConfig") or ""
+    if not flex:
+        problems.append(f"{MAIN_BICEP}: no `var flexFunctionAppConfig = {{...}}` (the site's functionAppConfig on Flex Consumption)")
+    else:
+        if not re.search(r"\bruntime\s*:\s*\{\s*name\s*:\s*'custom'", flex):
+            problems.append(f"{MAIN_BICEP}: flexFunctionAppConfig.runtime.name must be 'custom' (a custom handler)")
+        auth = re.search(r"\bauthentication\s*:\s*\{[^}]*\btype\s*:\s*'(\w+)'", flex)
+        if not auth or auth[1] != "UserAssignedIdentity":
+            problems.append(f"{MAIN_BICEP}: the Flex Consumption deployment package must be read with the app's "
+                            f"user-assigned identity (authentication.type 'UserAssignedIdentity', not "
+                            f"{auth[1] if auth else 'unset'}): the host storage refuses shared keys")
+        for key in ("maximumInstanceCount", "instanceMemoryMB"):
+            km = re.search(r"\b" + key + r"\s*:\s*(\w+)", flex)
+            if not km or km[1] not in params:
+                problems.append(f"{MAIN_BICEP}: flexFunctionAppConfig.scaleAndConcurrency.{key} must be a parameter")
+    for _, body in resource_blocks(main, "Microsoft.Web/sites"):
+        if not re.search(r"\bfunctionAppConfig\s*:\s*isFlex\s*\?\s*flexFunctionAppConfig\s*:\s*null", body):
+            problems.append(f"{MAIN_BICEP}: the Function App must set `functionAppConfig: isFlex ? flexFunctionAppConfig : null`")
     return problems
 
 

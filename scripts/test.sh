@@ -2,7 +2,8 @@
 # Runs every test flotilla has, on a fresh machine: builds once, then runs the
 # Rust suites (unit, conformance, simulator protocol, end-to-end CLI), the
 # lint gates, and the infra checks. Installs what the tests need: the npm
-# emulators (scripts/emulators, npm ci) and checkov (a venv under target/).
+# emulators (scripts/emulators, npm ci), checkov and the Azure SDK for Python
+# (venvs under target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,7 @@ echo "== emulators (npm ci: Azurite, cosmosdb-server)"
 if [ ! -d scripts/emulators/node_modules/azurite ] || [ ! -d scripts/emulators/node_modules/@vercel/cosmosdb-server ]; then
   npm ci --prefix scripts/emulators --no-audit --no-fund
 fi
-command -v openssl >/dev/null || { echo "openssl is needed to generate the Cosmos emulator's throwaway certificate" >&2; exit 1; }
+command -v openssl >/dev/null || { echo "openssl is needed by the node bootstrap tests (the join discovery hash) and the scale-out test" >&2; exit 1; }
 # The node bootstrap tests run shellcheck on the rendered init scripts.
 command -v shellcheck >/dev/null || { apt-get update -qq && apt-get install -y -qq shellcheck; }
 
@@ -26,6 +27,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+echo "== the Azure SDK for Python against the simulator"
+bash scripts/sdk_python.sh
 
 echo "== infra checks"
 bash scripts/infra_checks.sh

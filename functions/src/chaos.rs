@@ -124,6 +124,14 @@ pub struct ChaosArgs {
     /// How long simulated long-running operations take.
     #[arg(long, default_value_t = 0.2)]
     pub lro_seconds: f64,
+    /// At most this many unfinished jobs at once; the next is submitted as one settles.
+    #[arg(long, default_value_t = 100)]
+    pub in_flight: usize,
+    /// Booting nodes run their real init scripts (one bash process per node)
+    /// instead of registering directly. The campaign tests the engine, and a
+    /// script per node on two cores turns a wait for nodes into a queue.
+    #[arg(long)]
+    pub node_scripts: bool,
     /// A job that makes no progress for this long is reported stalled.
     #[arg(long, default_value_t = 120)]
     pub stall_seconds: u64,
@@ -171,6 +179,8 @@ struct Plan {
     stall: Duration,
     timeout: Duration,
     child_log: String,
+    in_flight: usize,
+    node_scripts: bool,
 }
 
 /// One job of the campaign, decided before it starts.
@@ -221,6 +231,9 @@ impl ChaosArgs {
                 "--kills must be at most 1000 (got {})",
                 self.kills
             )));
+        }
+        if self.in_flight == 0 {
+            return Err(usage("--in-flight must be at least 1"));
         }
         if !(1..=16).contains(&self.workers) {
             return Err(usage(format!(
@@ -283,6 +296,8 @@ impl ChaosArgs {
             stall: Duration::from_secs(self.stall_seconds),
             timeout: Duration::from_secs(self.timeout_seconds),
             child_log: self.child_log.clone(),
+            in_flight: self.in_flight,
+            node_scripts: self.node_scripts,
         })
     }
 }
@@ -609,9 +624,11 @@ impl Processes {
 struct Tracked {
     job: Option<String>,
     last: Option<Value>,
-    /// The last [`progress`] fingerprint and when it changed.
+    /// The last [`progress`] fingerprint, when it changed, and when the job
+    /// was last seen (a job the driver cannot see is not called stalled).
     progress: Option<Value>,
     changed: Instant,
+    observed: Instant,
     settled: bool,
     stalled: Option<String>,
 }
@@ -803,6 +820,7 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
         lro: plan.lro,
         throttle: None,
         servicebus_lock: Duration::from_secs(5),
+        node_scripts: plan.node_scripts,
     })
     .await?;
     env.resource_group(CLUSTER_RG, "westeurope").await?;
@@ -834,6 +852,7 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
                 last: None,
                 progress: None,
                 changed: Instant::now(),
+                observed: Instant::now(),
                 settled: false,
                 stalled: None,
             })
@@ -842,14 +861,14 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
         env,
         procs,
         http,
+        next_job: 0,
         problems: Vec::new(),
         kills: Kills::default(),
         text,
         started,
     };
     campaign.install_faults();
-    campaign.submit_all().await?;
-    campaign.watch().await;
+    campaign.watch().await?;
     let mut report = campaign.finish(steps_env).await?;
 
     let pass = report.pass();
@@ -869,6 +888,11 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
         report
             .detail
             .insert("work_dir".into(), json!(dir.display().to_string()));
+        // The whole report next to the logs it explains.
+        let path = dir.join("report.json");
+        if let Err(e) = std::fs::write(&path, report.to_json().to_string()) {
+            eprintln!("chaos: cannot write {}: {e}", path.display());
+        }
     }
     if text {
         report.print_text();
@@ -906,6 +930,8 @@ struct Campaign {
     procs: Processes,
     http: reqwest::Client,
     tracked: Vec<Tracked>,
+    /// The next job to submit.
+    next_job: usize,
     problems: Vec<Value>,
     kills: Kills,
     text: bool,
@@ -945,15 +971,28 @@ impl Campaign {
         }
     }
 
-    /// Submits every job (a few at a time; retried while the handler is
-    /// down). A kill planned for the very start (under 10 % settled) happens
-    /// while jobs are still being submitted: a lost answer must not make a
-    /// second job.
-    async fn submit_all(&mut self) -> Result<(), ChaosError> {
+    /// Submits the next jobs up to `--in-flight` unfinished ones (a few
+    /// requests at a time; each retried while the handler is down). A kill
+    /// planned for the very start (under 10 % settled) happens while the first
+    /// jobs are still being submitted: a lost answer must not make a second job.
+    async fn submit_more(&mut self) -> Result<(), ChaosError> {
+        let in_flight = self
+            .tracked
+            .iter()
+            .filter(|t| t.job.is_some() && !t.settled && t.stalled.is_none())
+            .count();
+        let room = self.plan.in_flight.saturating_sub(in_flight);
+        let first = self.next_job;
+        let batch: Vec<usize> = (first..self.plan.jobs.len()).take(room).collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.next_job += batch.len();
         let mut set = tokio::task::JoinSet::new();
         let sem = Arc::new(tokio::sync::Semaphore::new(8));
         let port = self.procs.port;
-        for (i, j) in self.plan.jobs.iter().enumerate() {
+        for i in batch {
+            let j = &self.plan.jobs[i];
             let (http, sem) = (self.http.clone(), sem.clone());
             let key = format!("chaos-{}-{i}", self.plan.seed);
             let job = j.clone();
@@ -967,8 +1006,9 @@ impl Campaign {
             tokio::select! {
                 done = set.join_next() => match done {
                     Some(Ok((i, Ok(job)))) => {
-                        self.tracked[i].job = Some(job);
-                        self.tracked[i].changed = Instant::now();
+                        let t = &mut self.tracked[i];
+                        t.job = Some(job);
+                        (t.changed, t.observed) = (Instant::now(), Instant::now());
                     }
                     Some(Ok((i, Err(e)))) => {
                         self.tracked[i].settled = true;
@@ -978,7 +1018,7 @@ impl Campaign {
                     None => break,
                 },
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    let early = self
+                    let early = first == 0 && self
                         .plan
                         .kills
                         .get(self.kills.next)
@@ -989,7 +1029,7 @@ impl Campaign {
                 }
             }
         }
-        if self.text {
+        if self.text && first == 0 {
             eprintln!(
                 "chaos: {} jobs submitted in {:.1} s",
                 self.tracked.iter().filter(|t| t.job.is_some()).count(),
@@ -1022,11 +1062,13 @@ impl Campaign {
         self.kills.armed = None;
     }
 
-    /// Watches every job until it settles or stalls; kills at the planned moments.
-    async fn watch(&mut self) {
+    /// Submits jobs as room allows and watches every one until it settles or
+    /// stalls; kills at the planned moments.
+    async fn watch(&mut self) -> Result<(), ChaosError> {
         let total = self.plan.jobs.len();
         let mut last_report = (0usize, Instant::now());
         loop {
+            self.submit_more().await?;
             let pending: Vec<(usize, String)> = self
                 .tracked
                 .iter()
@@ -1034,8 +1076,8 @@ impl Campaign {
                 .filter(|(_, t)| !t.settled && t.stalled.is_none())
                 .filter_map(|(i, t)| t.job.clone().map(|j| (i, j)))
                 .collect();
-            if pending.is_empty() {
-                break;
+            if pending.is_empty() && self.next_job >= total {
+                return Ok(());
             }
             self.poll_round(pending).await;
             self.mark_stalled();
@@ -1076,8 +1118,9 @@ impl Campaign {
             let Ok((i, Some(s))) = r else { continue };
             let t = &mut self.tracked[i];
             let p = progress(&s);
+            t.observed = Instant::now();
             if t.progress.as_ref() != Some(&p) {
-                t.changed = Instant::now();
+                t.changed = t.observed;
                 t.progress = Some(p);
             }
             t.settled = is_settled(&s);
@@ -1098,7 +1141,7 @@ impl Campaign {
         {
             if timed_out {
                 t.stalled = Some(format!("campaign timeout ({} s)", timeout.as_secs()));
-            } else if now.duration_since(t.changed) >= stall {
+            } else if t.observed.saturating_duration_since(t.changed) >= stall {
                 t.stalled = Some(format!(
                     "no progress for {} s",
                     now.duration_since(t.changed).as_secs()

@@ -1,5 +1,6 @@
 //! The library side of the flotilla package: what other crates reuse from it.
-//! [`emulators`] starts the emulators, the simulator and flotilla child
-//! processes on loopback, for `flotilla chaos` and the integration tests.
+//! [`emulators`] (the `flotilla-harness` crate) starts the emulators, the
+//! simulator and flotilla child processes on loopback, for `flotilla chaos`
+//! and the integration tests.
 
-pub mod emulators;
+pub use flotilla_harness as emulators;

@@ -8,7 +8,7 @@ use flotilla_azure::blob::{Staging, StagingAuth, DEV_STORAGE_ACCOUNT, DEV_STORAG
 use flotilla_azure::models::api;
 use flotilla_azure::transport::{https_client, RouterTransport};
 use flotilla_azure::vault::Vault;
-use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, ResourceId, RetryPolicy};
+use flotilla_azure::{ArmClient, AzureConfig, ResourceId};
 use flotilla_core::decide::Policy;
 use flotilla_core::embedded::{BusOptions, Embedded};
 use flotilla_core::engine::{run_sweeper, run_worker, Azure, Engine, SweepOptions};
@@ -256,19 +256,8 @@ impl LocalWorld {
                 (sim.info("https://sim.local"), None, transport)
             }
         };
-        let config = AzureConfig {
-            arm_endpoint: url::Url::parse(&info.arm_endpoint).map_err(|e| e.to_string())?,
-            subscription_id: info.subscription_id.clone(),
-            keyvault_url: info.keyvault_url.clone(),
-            credential: CredentialConfig::ClientSecret {
-                tenant_id: info.tenant_id.clone(),
-                client_id: info.client_id.clone(),
-                secret: info.client_secret.clone(),
-                authority_host: Some(info.authority_host.clone()),
-            },
-            retry: RetryPolicy::default(),
-            http,
-        };
+        let config =
+            flotilla_harness::sim_client_config(&info, http, None).map_err(|e| e.to_string())?;
         let (account, account_endpoint, auth) = match &opts.staging {
             StagingChoice::Simulator => (
                 STAGING_ACCOUNT.to_string(),

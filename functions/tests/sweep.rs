@@ -13,7 +13,7 @@ use flotilla_azure::blob::{Staging, StagingAuth};
 use flotilla_azure::models::api;
 use flotilla_azure::transport::RouterTransport;
 use flotilla_azure::vault::Vault;
-use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, Purge, ResourceId, RetryPolicy};
+use flotilla_azure::{ArmClient, AzureConfig, Purge, ResourceId};
 use flotilla_sim::{Sim, SimConfig};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -127,19 +127,9 @@ impl Cloud {
         })
         .expect("the data dir's simulator opens");
         let info = sim.info("https://sim.local");
-        let config = AzureConfig {
-            arm_endpoint: url::Url::parse(&info.arm_endpoint).unwrap(),
-            subscription_id: info.subscription_id.clone(),
-            keyvault_url: info.keyvault_url.clone(),
-            credential: CredentialConfig::ClientSecret {
-                tenant_id: info.tenant_id.clone(),
-                client_id: info.client_id.clone(),
-                secret: info.client_secret.clone(),
-                authority_host: Some(info.authority_host.clone()),
-            },
-            retry: RetryPolicy::default(),
-            http: RouterTransport::new(sim.router()),
-        };
+        let config =
+            flotilla::emulators::sim_client_config(&info, RouterTransport::new(sim.router()), None)
+                .unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -269,15 +259,16 @@ fn sweep_removes_exactly_the_orphans_and_delete_names_what_is_left() {
     let live = out["job"].as_str().unwrap().to_string();
     let (code, out) = up(dir, 2, &["--fail-at", "workers"]);
     assert_eq!(code, 1, "{out:#}");
-    assert_eq!(out["status"], "Compensated");
+    assert_eq!(out["status"], "Compensated", "{out:#}");
     let compensated = out["job"].as_str().unwrap().to_string();
 
     // 3. Planted: orphans outside any saga, a resource the compensation
     //    "missed", and things that are not orphans.
     let (expected, untouched, live_extra) = {
         let c = Cloud::open(dir);
-        // Everything of the lost run, including what its master's nodes
-        // (still booting in the simulator) published after the kill.
+        // Read now, not at the kill: the lost job's master scale set finished
+        // creating in the simulator afterwards, and its booted nodes published
+        // the join secrets and the kubeconfig, tagged with that job.
         let mut expected = c.tagged(&lost);
         expected.insert(path_of(&c.plant_nsg("ghost-nsg", &tags(Some(GHOST), true))));
         expected.insert(path_of(&c.plant_nsg("no-job", &tags(None, true))));

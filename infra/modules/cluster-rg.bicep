@@ -1,9 +1,13 @@
 // Everything that lives in, or is scoped to, the resource group where flotilla
-// creates clusters: the custom ARM role (exactly ARM_ACTIONS from
-// shared/azure/src/actions.rs) assigned to the app identity, the cluster
-// identity the nodes use, and the Event Grid system topic that reports
-// resource changes. Its subscription to the `events` function is
-// infra/resource-events.bicep, deployed once the function exists.
+// creates clusters: the custom ARM role (the actions of ARM_ACTIONS in
+// shared/azure/src/actions.rs that can work here) assigned to the app
+// identity, and the Event Grid system topic that reports resource changes. Its
+// subscription to the `events` function is infra/resource-events.bicep,
+// deployed once the function exists.
+//
+// No cluster identity lives here: the scale sets flotilla creates carry their
+// own system-assigned identity (one per scale set, so per job), and their
+// grants are per job, made by the steps (docs/deploy.md, "Known limits").
 
 targetScope = 'resourceGroup'
 
@@ -13,21 +17,13 @@ param tags object
 @description('Principal id of the Function App\'s user-assigned identity.')
 param appPrincipalId string
 
-@description('Name of the user-assigned identity attached to cluster nodes.')
-param clusterIdentityName string
-
-// Cluster nodes (VMSS instances created by steps `master` and `workers`) run as
-// this identity: they read their secrets from Key Vault and their init script
-// from the staging container (roles granted in main.bicep).
-resource clusterIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
-  name: clusterIdentityName
-  location: location
-  tags: tags
-}
-
-// The ARM operations flotilla's client performs, and nothing else. Kept equal
-// to ARM_ACTIONS by scripts/check_infra.py. Assignable (and assigned) only on
-// this resource group.
+// The ARM operations flotilla's client performs, and nothing else: ARM_ACTIONS,
+// minus the actions scripts/check_infra.py lists in WITHHELD_ACTIONS with the
+// reason (none may be granted that could not work), plus the linked-access
+// actions ARM checks on a resource a request refers to (e.g. `assign/action`
+// on a user-assigned identity a scale set attaches; today the scale sets
+// attach a system-assigned one, which needs none). Assignable (and assigned)
+// only on this resource group.
 resource clusterOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(resourceGroup().id, 'flotilla-cluster-operator')
   properties: {
@@ -74,8 +70,9 @@ resource clusterOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01
           // orphan sweep and `status`: find resources by the job tag
           'Microsoft.Resources/subscriptions/resourceGroups/read'
           'Microsoft.Resources/subscriptions/resourceGroups/resources/read'
-          // step `keys`: read the staging account key for the nodes
-          'Microsoft.Storage/storageAccounts/listkeys/action'
+          // Not granted: Microsoft.Storage/storageAccounts/listkeys/action (step `keys`).
+          // The staging account refuses shared keys, so its key would open nothing
+          // (docs/deploy.md, "Known limits").
         ]
         notActions: []
         dataActions: []
@@ -114,9 +111,6 @@ resource resourceEventsTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   }
 }
 
-output clusterIdentityId string = clusterIdentity.id
-output clusterIdentityClientId string = clusterIdentity.properties.clientId
-output clusterIdentityPrincipalId string = clusterIdentity.properties.principalId
 output roleDefinitionId string = clusterOperatorRole.id
 output resourceEventsTopicName string = resourceEventsTopic.name
 output resourceEventsTopicPrincipalId string = resourceEventsTopic.identity.principalId

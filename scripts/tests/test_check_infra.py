@@ -39,11 +39,14 @@ class Tree:
         shutil.copytree(REPO / "infra", self.root / "infra")
         shutil.copy2(REPO / "README.md", self.root / "README.md")
         shutil.copy2(REPO / "azure.yaml", self.root / "azure.yaml")
+        shutil.copy2(REPO / "host.json", self.root / "host.json")
         (self.root / "docs").mkdir()
         shutil.copy2(REPO / "docs" / "deploy.md", self.root / "docs" / "deploy.md")
         for rel in (check_infra.SETTINGS_RS, check_infra.ACTIONS_RS):
             (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, self.root / rel)
+        # The scale set bodies (which identity the steps attach).
+        shutil.copytree(REPO / check_infra.STEPS_DIR, self.root / check_infra.STEPS_DIR)
         # A minimal code tree that reads the environment the right way.
         self.write("functions/src/main.rs", 'fn main() { let _ = flotilla_core::settings::get("RUST_LOG"); }\n')
         self.write("shared/core/src/lib.rs", "pub mod settings;\n// std::env::var in a comment is fine\n")
@@ -210,6 +213,67 @@ class RolesCheck(TreeCase):
         self.assertProblem(check_infra.check_roles(self.tree.root),
                            "ARM action Microsoft.ManagedIdentity/userAssignedIdentities/assign/action is called by the client")
 
+    def test_listkeys_grant_on_accounts_that_refuse_keys(self) -> None:
+        self.tree.edit("infra/modules/cluster-rg.bicep", "          'Microsoft.Network/loadBalancers/delete'\n",
+                       "          'Microsoft.Network/loadBalancers/delete'\n"
+                       "          'Microsoft.Storage/storageAccounts/listkeys/action'\n")
+        self.assertProblem(check_infra.check_roles(self.tree.root), "listkeys/action", "refuses shared keys")
+
+    def test_withheld_action_must_be_a_known_limit(self) -> None:
+        text = self.tree.read("docs/deploy.md").replace("Microsoft.Storage/storageAccounts/listkeys/action", "the key action")
+        self.tree.write("docs/deploy.md", text)
+        self.assertProblem(check_infra.check_roles(self.tree.root), "withheld", "Known limits")
+
+    def test_listkeys_is_withheld_only_while_keys_are_refused(self) -> None:
+        self.tree.edit("infra/main.bicep", "allowSharedKeyAccess: false", "allowSharedKeyAccess: true")
+        self.assertProblem(check_infra.check_roles(self.tree.root),
+                           "ARM action Microsoft.Storage/storageAccounts/listkeys/action is called by the client but not granted")
+
+    def test_user_assigned_scale_set_identity_needs_assign_action(self) -> None:
+        self.tree.edit("shared/core/src/steps/master.rs", 'kind: "SystemAssigned".into()', 'kind: "UserAssigned".into()')
+        self.assertProblem(check_infra.check_roles(self.tree.root), "userAssignedIdentities/assign/action",
+                           "LinkedAuthorizationFailed")
+
+    def test_assign_action_without_a_user_assigned_identity(self) -> None:
+        self.tree.edit("infra/modules/cluster-rg.bicep", "          'Microsoft.Network/loadBalancers/delete'\n",
+                       "          'Microsoft.Network/loadBalancers/delete'\n"
+                       "          'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action'\n")
+        self.assertProblem(check_infra.check_roles(self.tree.root), "assign/action", "never calls it")
+
+    def test_vault_wide_grant_to_a_shared_node_identity(self) -> None:
+        # What the template once did: one cluster identity, Key Vault Secrets User on the whole vault.
+        self.tree.edit("infra/main.bicep", "// Telemetry: the host sends", """resource nodes 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-nodes'
+  location: location
+}
+resource clusterVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, nodes.id, '4633458b-17de-408a-b874-0445c86b69e6')
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsOfficer)
+    principalId: nodes.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Telemetry: the host sends""")
+        self.assertProblem(check_infra.check_roles(self.tree.root), "clusterVaultSecretsUser", "keyVault",
+                           "nodes.properties.principalId", "every job")
+
+    def test_container_wide_grant_to_a_shared_node_identity(self) -> None:
+        self.tree.edit("infra/main.bicep", "// Telemetry: the host sends", """resource clusterStagingReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(stagingContainer.id, 'nodes')
+  scope: stagingContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: clusterRg.outputs.resourceEventsTopicPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Telemetry: the host sends""")
+        self.assertProblem(check_infra.check_roles(self.tree.root), "clusterStagingReader", "stagingContainer")
+
     def test_wildcard_role(self) -> None:
         self.tree.edit("infra/modules/cluster-rg.bicep", "          'Microsoft.Network/loadBalancers/delete'\n",
                        "          'Microsoft.Network/loadBalancers/delete'\n          '*'\n")
@@ -294,6 +358,42 @@ class DeployCheck(TreeCase):
         self.tree.edit("docs/deploy.md", "## Without azd\n",
                        "## Without azd\n\naz deployment group create -g rg -f infra/main.bicep -p infra/main.parameters.json\n")
         self.assertProblem(check_infra.check_deploy(self.tree.root), "docs/deploy.md:", "only azd resolves")
+
+    def test_parameters_file_long_flag(self) -> None:
+        self.tree.edit("docs/deploy.md", "## Without azd\n",
+                       "## Without azd\n\naz deployment group create -g rg -f infra/main.bicep "
+                       "--parameters @infra/main.parameters.json\n")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "docs/deploy.md:", "only azd resolves")
+
+    def test_app_insights_without_local_auth_needs_entra_ingestion(self) -> None:
+        main = self.tree.read("infra/main.bicep")
+        start = main.index("resource appInsightsPublisher ")
+        end = main.index("\n}\n", start) + 3
+        self.tree.write("infra/main.bicep", main[:start] + main[end:])
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "appInsights", "Monitoring Metrics Publisher")
+        self.tree.edit("infra/main.bicep", ";Authorization=AAD'", "'")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+                           "without a token")
+
+    def test_service_bus_concurrency_is_explained(self) -> None:
+        self.tree.edit("host.json", '"maxConcurrentCalls": 4', '"maxConcurrentCalls": 16')
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "maxConcurrentCalls = 16", "docs/deploy.md")
+
+    def test_flex_consumption_is_the_default(self) -> None:
+        self.tree.edit("infra/main.bicep", "param hostingPlan string = 'FlexConsumption'",
+                       "param hostingPlan string = 'Dedicated'")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "hostingPlan", "serverless first")
+
+    def test_flex_package_read_with_the_app_identity(self) -> None:
+        self.tree.edit("infra/main.bicep", "type: 'UserAssignedIdentity'", "type: 'StorageAccountConnectionString'")
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "StorageAccountConnectionString", "shared keys")
+
+    def test_flex_runtime_and_scale_parameters(self) -> None:
+        self.tree.edit("infra/main.bicep", "maximumInstanceCount: maximumInstanceCount", "maximumInstanceCount: 40")
+        self.tree.edit("infra/main.bicep", "    name: 'custom'\n    version: '1.0'", "    name: 'python'\n    version: '3.11'")
+        problems = check_infra.check_deploy(self.tree.root)
+        self.assertProblem(problems, "maximumInstanceCount must be a parameter")
+        self.assertProblem(problems, "runtime.name must be 'custom'")
 
     def test_every_data_plane_has_diagnostics(self) -> None:
         self.tree.edit("infra/main.bicep", "  scope: keyVault\n  properties: {\n    workspaceId",

@@ -265,48 +265,39 @@ impl ArmClient {
             ),
             None => None,
         };
-        let mut attempt = 0;
-        loop {
-            let mut req = Request::new(url.clone(), method);
-            req.insert_header("accept", "application/json");
-            if let Some(p) = &payload {
-                req.insert_header("content-type", "application/json");
-                req.set_body(p.clone());
-            }
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let sent = self
-                .pipeline
-                .send(
-                    &Context::new(),
-                    &mut req,
-                    Some(azure_core::http::PipelineSendOptions {
-                        skip_checks: true,
-                        ..Default::default()
-                    }),
-                )
-                .await;
-            let err = match sent {
-                Ok(resp) => {
-                    let status = u16::from(resp.status());
-                    if (200..300).contains(&status) || status == 404 {
-                        return Ok(resp);
-                    }
-                    error_from_response(&resp)
+        self.retry
+            .inline(|| async {
+                let mut req = Request::new(url.clone(), method);
+                req.insert_header("accept", "application/json");
+                if let Some(p) = &payload {
+                    req.insert_header("content-type", "application/json");
+                    req.set_body(p.clone());
                 }
-                Err(e) => AzureError::from(e),
-            };
-            let delay = self.retry.delay(attempt, err.retry_after);
-            if err.is_retryable()
-                && attempt < self.retry.max_inline_retries
-                && delay <= self.retry.max_inline_wait
-            {
-                tracing::debug!(code = %err.code, attempt, ?delay, "retrying Azure call");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-                continue;
-            }
-            return Err(err);
-        }
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                let sent = self
+                    .pipeline
+                    .send(
+                        &Context::new(),
+                        &mut req,
+                        Some(azure_core::http::PipelineSendOptions {
+                            skip_checks: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+                match sent {
+                    Ok(resp) => {
+                        let status = u16::from(resp.status());
+                        if (200..300).contains(&status) || status == 404 {
+                            Ok(resp)
+                        } else {
+                            Err(error_from_response(&resp))
+                        }
+                    }
+                    Err(e) => Err(AzureError::from(e)),
+                }
+            })
+            .await
     }
 
     fn not_found(resp: &RawResponse) -> AzureError {

@@ -78,6 +78,7 @@ pub struct Staging {
     auth: StagingAuth,
     credential: Option<Arc<dyn TokenCredential>>,
     options: BlobClientOptions,
+    retry: crate::RetryPolicy,
 }
 
 impl std::fmt::Debug for Staging {
@@ -115,6 +116,7 @@ impl Staging {
             auth,
             credential,
             options,
+            retry: config.retry,
         })
     }
 
@@ -159,8 +161,15 @@ impl Staging {
 
     /// Every blob of the container whose name starts with `prefix`, with its
     /// metadata and creation time (its last change where the service does
-    /// not say when it was created).
+    /// not say when it was created). A container that does not exist holds nothing: an empty list.
     pub async fn list(&self, prefix: Option<&str>) -> Result<Vec<Listed>, AzureError> {
+        match self.retry.inline(|| self.list_once(prefix)).await {
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            listed => listed,
+        }
+    }
+
+    async fn list_once(&self, prefix: Option<&str>) -> Result<Vec<Listed>, AzureError> {
         let options = BlobContainerClientListBlobsOptions {
             include: Some(vec![ListBlobsIncludeItem::Metadata]),
             prefix: prefix.map(str::to_string),
@@ -193,6 +202,10 @@ impl Staging {
     /// Creates the container if it does not exist (for local setups; on Azure
     /// the deployment creates it).
     pub async fn ensure_container(&self) -> Result<(), AzureError> {
+        self.retry.inline(|| self.ensure_container_once()).await
+    }
+
+    async fn ensure_container_once(&self) -> Result<(), AzureError> {
         let client = self.container()?;
         match client.create(None).await {
             Ok(_) => Ok(()),
@@ -209,6 +222,18 @@ impl Staging {
 
     /// Uploads (overwrites) a blob with metadata; returns its URL.
     pub async fn put(
+        &self,
+        name: &str,
+        content: Vec<u8>,
+        content_type: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<String, AzureError> {
+        self.retry
+            .inline(|| self.put_once(name, content.clone(), content_type, metadata))
+            .await
+    }
+
+    async fn put_once(
         &self,
         name: &str,
         content: Vec<u8>,
@@ -233,6 +258,10 @@ impl Staging {
 
     /// Deletes a blob; a missing blob is success.
     pub async fn delete(&self, name: &str) -> Result<(), AzureError> {
+        self.retry.inline(|| self.delete_once(name)).await
+    }
+
+    async fn delete_once(&self, name: &str) -> Result<(), AzureError> {
         match self.client(name)?.delete(None).await {
             Ok(_) => Ok(()),
             Err(e) => {

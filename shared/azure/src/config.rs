@@ -88,6 +88,33 @@ impl RetryPolicy {
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         retry_after.unwrap_or_else(|| self.base_delay.saturating_mul(1u32 << attempt.min(16)))
     }
+
+    /// Runs one Azure call, and again while it fails retryably with a short
+    /// wait (at most `max_inline_retries` more times); any other outcome, and
+    /// a wait longer than `max_inline_wait`, goes back to the caller, whose
+    /// retry is the engine's scheduled one.
+    pub async fn inline<T, Fut>(&self, mut call: impl FnMut() -> Fut) -> Result<T, AzureError>
+    where
+        Fut: std::future::Future<Output = Result<T, AzureError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let err = match call().await {
+                Err(err) => err,
+                done => return done,
+            };
+            let delay = self.delay(attempt, err.retry_after);
+            if !err.is_retryable()
+                || attempt >= self.max_inline_retries
+                || delay > self.max_inline_wait
+            {
+                return Err(err);
+            }
+            tracing::debug!(code = %err.code, attempt, ?delay, "retrying Azure call");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
 }
 
 /// Everything a client needs to reach Azure (or the simulator).

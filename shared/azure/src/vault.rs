@@ -8,10 +8,13 @@ use azure_security_keyvault_secrets::{ResourceExt, SecretClient, SecretClientOpt
 use futures::TryStreamExt;
 use std::collections::{BTreeMap, HashMap};
 
-/// A Key Vault client for one vault.
+/// A Key Vault client for one vault. Each call is retried inline as ARM's
+/// are ([`crate::RetryPolicy::inline`]): a poll that reads a secret should not
+/// spend the step's retry budget on one transient 503.
 pub struct Vault {
     client: SecretClient,
     url: String,
+    retry: crate::RetryPolicy,
 }
 
 impl std::fmt::Debug for Vault {
@@ -42,6 +45,7 @@ impl Vault {
         Ok(Vault {
             client,
             url: config.keyvault_url.trim_end_matches('/').to_string(),
+            retry: config.retry,
         })
     }
 
@@ -52,6 +56,15 @@ impl Vault {
 
     /// Sets (a new version of) a secret and returns its id without version.
     pub async fn set(
+        &self,
+        name: &str,
+        value: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<String, AzureError> {
+        self.retry.inline(|| self.set_once(name, value, tags)).await
+    }
+
+    async fn set_once(
         &self,
         name: &str,
         value: &str,
@@ -77,6 +90,10 @@ impl Vault {
 
     /// Reads a secret's current value; `None` when it does not exist.
     pub async fn get(&self, name: &str) -> Result<Option<String>, AzureError> {
+        self.retry.inline(|| self.get_once(name)).await
+    }
+
+    async fn get_once(&self, name: &str) -> Result<Option<String>, AzureError> {
         match self.client.get_secret(name, None).await {
             Ok(resp) => {
                 let secret = resp.into_model().map_err(AzureError::from)?;
@@ -95,6 +112,10 @@ impl Vault {
 
     /// Deletes a secret; a missing secret is success.
     pub async fn delete(&self, name: &str) -> Result<(), AzureError> {
+        self.retry.inline(|| self.delete_once(name)).await
+    }
+
+    async fn delete_once(&self, name: &str) -> Result<(), AzureError> {
         match self.client.delete_secret(name, None).await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -117,6 +138,10 @@ impl Vault {
     /// Caveat: Key Vault deletes asynchronously; a purge read in the moment
     /// between a delete and the deleted secret's appearance finds nothing.
     pub async fn purge(&self, name: &str) -> Result<Purge, AzureError> {
+        self.retry.inline(|| self.purge_once(name)).await
+    }
+
+    async fn purge_once(&self, name: &str) -> Result<Purge, AzureError> {
         let not_found = |e: azure_core::Error| {
             let e = AzureError::from(e);
             if e.is_not_found() {
@@ -155,6 +180,10 @@ impl Vault {
 
     /// Every secret of the vault (never a value) with its tags and creation time.
     pub async fn list(&self) -> Result<Vec<Listed>, AzureError> {
+        self.retry.inline(|| self.list_once()).await
+    }
+
+    async fn list_once(&self) -> Result<Vec<Listed>, AzureError> {
         let mut pages = self.client.list_secret_properties(None)?.into_pages();
         let mut out = Vec::new();
         while let Some(page) = pages.try_next().await? {

@@ -2,7 +2,7 @@
 //! conformance suite on a queue and on a topic subscription, plus the wire
 //! format of a sent message (Label, `cloudEvents_*` properties).
 
-use flotilla_azure::{AzureConfig, CredentialConfig, RetryPolicy};
+use flotilla_azure::{AzureConfig, CredentialConfig};
 use flotilla_cloud::servicebus::ServiceBusBus;
 use flotilla_core::conformance::{event_bus_suite, BusProfile};
 use flotilla_core::ports::{EventBus, OutMessage};
@@ -26,20 +26,8 @@ async fn start() -> (Sim, SimServer, AzureConfig) {
     sim.set_servicebus_max_delivery_count(MAX_DELIVERY);
     let server = sim.serve(0).await.expect("sim serves");
     let info = &server.info;
-    let config = AzureConfig {
-        arm_endpoint: url::Url::parse(&info.arm_endpoint).expect("ARM URL"),
-        subscription_id: info.subscription_id.clone(),
-        keyvault_url: info.keyvault_url.clone(),
-        credential: CredentialConfig::ClientSecret {
-            tenant_id: info.tenant_id.clone(),
-            client_id: info.client_id.clone(),
-            secret: info.client_secret.clone(),
-            authority_host: Some(info.authority_host.clone()),
-        },
-        retry: RetryPolicy::default(),
-        http: flotilla_azure::transport::https_client(Some(sim.ca_cert_pem().as_bytes()))
-            .expect("HTTPS client"),
-    };
+    let http = flotilla_harness::sim_https(&sim).expect("HTTPS client");
+    let config = flotilla_harness::sim_client_config(info, http, None).expect("client config");
     (sim, server, config)
 }
 

@@ -349,7 +349,9 @@ pub fn wait_for(
         PendingPurpose::Create { step, .. } => (types::STEP_POLL, handlers::POLL, Some(*step)),
         PendingPurpose::JoinCheck => (types::STEP_POLL, handlers::POLL, Some(StepName::Join)),
         PendingPurpose::Delete { .. } => (types::UNDO_POLL, handlers::COMPENSATE, None),
-        PendingPurpose::Scale { .. } => (types::SCALE_POLL, handlers::POLL, None),
+        PendingPurpose::Scale { .. } | PendingPurpose::ScaleJoinCheck { .. } => {
+            (types::SCALE_POLL, handlers::POLL, None)
+        }
     };
     let key = match step {
         Some(s) => format!("{s}/poll/{seq}"),

@@ -202,6 +202,9 @@ pub enum PendingPurpose {
     Delete { resource: usize },
     /// Scaling a worker pool.
     Scale { pool: String, count: u32 },
+    /// A scaled pool's scale set is done; waiting for its nodes to be Ready
+    /// (the same check as `join`), no Azure operation in flight.
+    ScaleJoinCheck { pool: String, count: u32 },
 }
 
 /// A long-running operation in flight; re-checked by a scheduled event with `seq`.

@@ -147,3 +147,58 @@ async fn an_api_server_that_refuses_the_kubeconfig_fails_join() {
     assert_eq!(err.code, "KubeApiUnauthorized");
     nothing_left(&w);
 }
+
+#[tokio::test]
+async fn a_scale_finishes_only_when_the_new_nodes_are_ready() {
+    let w = World::new();
+    let spec = ClusterSpec::example();
+    let job = w.engine.submit(spec.clone()).await.unwrap();
+    let pool = spec.worker_pools[0].clone();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    let vmss = names::pool_vmss(&job, &pool.name);
+
+    // The API server lists no node for a while: the scale set is done, the
+    // scale is not.
+    w.cloud.fail(
+        "kube.nodes",
+        "",
+        AzureError::transport("connection refused"),
+        3,
+    );
+    w.engine
+        .request_scale(&job, &pool.name, pool.min + 1)
+        .await
+        .unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(
+        saga.pools.get(&pool.name),
+        Some(&(pool.min + 1)),
+        "{saga:#?}"
+    );
+    assert!(saga.pending.is_none() && saga.error.is_none(), "{saga:#?}");
+
+    // A new node whose init script fails: the scale fails naming it, the
+    // job keeps running with its recorded size.
+    let message = "Enable failed: command terminated with exit status=30\n[stderr]\n[flotilla] install failed (exit 30): apt-get install kubelet failed";
+    w.cloud.fail_init(&vmss, 1, message);
+    w.engine
+        .request_scale(&job, &pool.name, pool.min + 2)
+        .await
+        .unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    assert_eq!(
+        saga.pools.get(&pool.name),
+        Some(&(pool.min + 1)),
+        "{saga:#?}"
+    );
+    assert!(saga.pending.is_none(), "{saga:#?}");
+    let err = saga.error.as_ref().expect("the scale's error");
+    assert_eq!(err.code, "NodeInitFailed", "{err:?}");
+    assert!(
+        err.message.contains("apt-get install kubelet failed"),
+        "{}",
+        err.message
+    );
+}

@@ -308,12 +308,17 @@ async fn scene() -> Scene {
     for name in lost_secrets {
         orphans.insert(format!("https://fake.vault/secrets/{name}"));
     }
-    for name in [
-        names::spec_blob(&lost),
-        names::init_blob(&lost),
-        names::pool_init_blob(&lost, &ClusterSpec::example().worker_pools[0].name),
-    ] {
-        assert!(w.cloud.blobs().contains(&name));
+    // The spec and every role's init script.
+    let lost_blobs: Vec<String> = w
+        .cloud
+        .blobs()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{lost}/")))
+        .collect();
+    for name in [names::spec_blob(&lost), names::init_blob(&lost)] {
+        assert!(lost_blobs.contains(&name), "{lost_blobs:?}");
+    }
+    for name in lost_blobs {
         orphans.insert(format!("https://fake.blob/staging/{name}"));
     }
     let mut untouchable = live_resources.clone();

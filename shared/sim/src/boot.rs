@@ -11,10 +11,12 @@
 //!   stubs registering the node with the cluster's simulated API server
 //!   ([`crate::kube`]). The script's exit code and output become the
 //!   instance's extension status, as the CustomScript extension reports them;
-//! - **quick boot** (an in-process simulator, a machine without bash/curl, or
+//! - **quick boot** (an in-process simulator, a machine without bash/curl,
+//!   `SimConfig::node_scripts` off, or
 //!   a script the simulator cannot read, e.g. staged in Azurite): the node is
 //!   registered directly, and instance 0 of a master scale set publishes the
-//!   admin kubeconfig to Key Vault as the first master would;
+//!   join token, CA hash, certificate key and admin kubeconfig to Key Vault
+//!   as the first master would;
 //! - anything that is not a flotilla node (no `flotilla-job` tag) just reports
 //!   its extension as succeeded.
 //!
@@ -50,6 +52,26 @@ pub(crate) struct Agent {
     tasks: Mutex<HashMap<(String, usize), tokio::task::AbortHandle>>,
     /// Where node roots live when the simulator has no data directory.
     temp: Mutex<Option<tempfile::TempDir>>,
+    /// VMs (`{scaleSet}_{instance}`, lowercase) a scale-in or a delete removed.
+    removed: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Whether VM `{scaleSet}_{instance}` booted here once and has been removed
+/// since (or is about to be: its scale set is gone but the agent has not
+/// stopped it yet).
+pub(crate) fn was_removed(sim: &Sim, vm: &str) -> bool {
+    let vm = vm.to_ascii_lowercase();
+    if lock(&sim.inner.boot.removed).contains(&vm) {
+        return true;
+    }
+    let Some((set, _)) = vm.rsplit_once('_') else {
+        return false;
+    };
+    let suffix = format!("/{set}");
+    lock(&sim.inner.kube.data)
+        .instances
+        .keys()
+        .any(|k| k.ends_with(&suffix))
 }
 
 /// Starts the agent once, on its own thread; `served` says `base` is the
@@ -199,6 +221,9 @@ fn tick(sim: &Sim, permits: &Arc<tokio::sync::Semaphore>) {
         nodes_dir(sim)
     };
     for (key, n, inst) in &gone {
+        if let Some(set) = key.rsplit('/').next() {
+            lock(&sim.inner.boot.removed).insert(format!("{set}_{n}").to_ascii_lowercase());
+        }
         if let Some(task) = lock(&sim.inner.boot.tasks).remove(&(key.clone(), *n)) {
             task.abort();
         }
@@ -416,7 +441,9 @@ async fn boot(sim: &Sim, set: &SetInfo, n: usize) {
         _ => None,
     };
     match (served, flotilla_script, nodes_dir(sim)) {
-        (Some(base), Some(text), Some(dir)) if crate::node::available() => {
+        (Some(base), Some(text), Some(dir))
+            if sim.inner.config.node_scripts && crate::node::available() =>
+        {
             scripted(sim, set, n, &computer, &base, &host, &token, &text, &dir).await
         }
         _ => quick(sim, set, n, &computer, &job, &host, &token),
@@ -535,13 +562,22 @@ fn quick(sim: &Sim, set: &SetInfo, n: usize, computer: &str, job: &str, host: &s
             "users": [{"name": "admin", "user": {"token": token}}],
             "contexts": [{"name": "admin", "context": {"cluster": job, "user": "admin"}}],
         });
-        put_secret(
-            sim,
-            &base,
-            &format!("{job}-kubeconfig"),
-            &b64(&kubeconfig.to_string()),
-            job,
-        );
+        // What the first master publishes (bootstrap.sh `publish`): a
+        // bootstrap token, the CA hash, the certificate key, the kubeconfig.
+        let hex = |n: usize| -> String {
+            (0..n)
+                .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
+                .collect()
+        };
+        let published = [
+            ("join-token", format!("{}.{}", &hex(6), &hex(16))),
+            ("ca-hash", format!("sha256:{}", hex(64))),
+            ("cert-key", hex(64)),
+            ("kubeconfig", b64(&kubeconfig.to_string())),
+        ];
+        for (what, value) in published {
+            put_secret(sim, &base, &format!("{job}-{what}"), &value, job);
+        }
     }
     kube::register(sim, host, computer, labels);
     finish(

@@ -211,6 +211,18 @@ async fn handle_area(sim: &Sim, ctx: &Ctx, target: &Target) -> (Response, Option
         },
         None => None,
     };
+    // A deleted VM sends nothing: a node script still finishing after its
+    // scale set's delete completed (the boot agent stops it on its next
+    // tick) must not leave secrets or blobs behind that undo already removed.
+    if let Some(vm) = principal.as_deref().and_then(|p| p.strip_prefix("vm:")) {
+        if crate::imds::vm_gone(sim, vm) {
+            let message = format!("The identity of VM {vm} no longer exists: the VM was deleted.");
+            return (
+                arm_error(StatusCode::FORBIDDEN, "Forbidden", &message),
+                principal,
+            );
+        }
+    }
 
     let can_async = target.area == Area::Arm
         && matches!(ctx.method, Method::PUT | Method::PATCH | Method::DELETE);

@@ -44,6 +44,37 @@ fn identity_missing(sim: &Sim, vm: &str) -> bool {
         })
 }
 
+/// Whether VM `{scaleSet}_{instanceId}` is gone: a scale-in or a delete
+/// removed it, or its scale set is being deleted. (A VM this simulator never
+/// booted, as node tests address them, is not gone.)
+pub(crate) fn vm_gone(sim: &Sim, vm: &str) -> bool {
+    let Some((vmss, n)) = vm.rsplit_once('_') else {
+        return false;
+    };
+    let live = {
+        let st = lock(&sim.inner.state);
+        st.resources
+            .values()
+            .find(|r| {
+                r.rtype
+                    .eq_ignore_ascii_case("Microsoft.Compute/virtualMachineScaleSets")
+                    && r.name.eq_ignore_ascii_case(vmss)
+            })
+            .map(|r| {
+                let capacity = r.body.pointer("/sku/capacity").and_then(|c| c.as_u64());
+                (r.state == "Deleting", capacity)
+            })
+    };
+    match live {
+        Some((true, _)) => true,
+        Some((false, capacity)) => match (n.parse::<u64>(), capacity) {
+            (Ok(n), Some(c)) => n >= c,
+            _ => false,
+        },
+        None => crate::boot::was_removed(sim, vm),
+    }
+}
+
 /// Handles `/imds/{vm}/metadata/...`.
 pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
     if ctx.method != Method::GET {

@@ -68,6 +68,11 @@ pub struct SimConfig {
     pub default_quota: u64,
     /// What `Microsoft.Authorization/permissions` answers for the caller.
     pub permissions: Permissions,
+    /// Whether booting flotilla nodes run their init script through the node
+    /// harness (scripted boot) when they can; `false` registers them directly
+    /// (quick boot), for runs that test the engine rather than the bootstrap
+    /// and cannot spend a bash script per node.
+    pub node_scripts: bool,
 }
 
 /// The actions the caller may do, as `Microsoft.Authorization/permissions` reports them.
@@ -98,6 +103,7 @@ impl Default for SimConfig {
             quotas: BTreeMap::new(),
             default_quota: 100_000,
             permissions: Permissions::default(),
+            node_scripts: true,
         }
     }
 }

@@ -39,9 +39,13 @@ impl TypeSpec {
     }
 }
 
-/// Stable api-versions of Microsoft.Network (the specification's `stable/` folders),
-/// newest first.
+/// Stable api-versions of Microsoft.Network (the specification's `stable/` folders, and
+/// the newest ones the current Azure SDK for Python knows), newest first.
 pub(crate) const NETWORK_VERSIONS: &[&str] = &[
+    "2026-03-01",
+    "2026-01-01",
+    "2025-09-01",
+    "2025-07-01",
     "2025-05-01",
     "2025-03-01",
     "2025-01-01",
@@ -104,6 +108,9 @@ pub(crate) const NETWORK_VERSIONS: &[&str] = &[
 
 /// Stable api-versions of Microsoft.Compute's ComputeRP (scale sets, usages), newest first.
 pub(crate) const COMPUTE_VERSIONS: &[&str] = &[
+    "2026-04-01",
+    "2026-03-01",
+    "2025-11-01",
     "2025-04-01",
     "2024-11-01",
     "2024-07-01",
@@ -137,6 +144,10 @@ pub(crate) const SKUS_VERSIONS: &[&str] = &["2021-07-01", "2019-04-01", "2017-09
 
 /// Stable api-versions of Microsoft.Storage, newest first.
 pub(crate) const STORAGE_VERSIONS: &[&str] = &[
+    "2026-09-01",
+    "2026-06-01",
+    "2026-04-01",
+    "2025-08-01",
     "2025-06-01",
     "2025-01-01",
     "2024-01-01",

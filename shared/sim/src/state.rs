@@ -26,6 +26,15 @@ pub(crate) struct Tracked<V> {
     dirty: BTreeSet<String>,
 }
 
+impl<V: Clone> Clone for Tracked<V> {
+    fn clone(&self) -> Self {
+        Tracked {
+            map: self.map.clone(),
+            dirty: self.dirty.clone(),
+        }
+    }
+}
+
 impl<V> Default for Tracked<V> {
     fn default() -> Self {
         Tracked {
@@ -256,7 +265,8 @@ pub(crate) struct Container {
     pub name: String,
     pub etag: String,
     pub modified_ms: i64,
-    pub blobs: BTreeMap<String, Blob>,
+    /// Saved as rows of their own, so writing a blob costs that blob.
+    pub blobs: Tracked<Blob>,
 }
 
 /// The simulator's whole persisted state.
@@ -323,7 +333,24 @@ impl State {
         self.resources.take_changes("resource", &mut out);
         self.ops.take_changes("op", &mut out);
         self.secrets.take_changes("secret", &mut out);
-        self.containers.take_changes("container", &mut out);
+        for k in std::mem::take(&mut self.containers.dirty) {
+            // The container row holds its own fields; blobs are rows of their own.
+            let value = self.containers.map.get(&k).map(|c| {
+                serde_json::json!({"name": c.name, "etag": c.etag, "modified_ms": c.modified_ms, "blobs": {}})
+                    .to_string()
+            });
+            out.push(("container", k, value));
+        }
+        for (ckey, c) in self.containers.map.iter_mut() {
+            for name in std::mem::take(&mut c.blobs.dirty) {
+                let value = c
+                    .blobs
+                    .map
+                    .get(&name)
+                    .and_then(|b| serde_json::to_string(b).ok());
+                out.push(("blob", format!("{ckey}\u{0}{name}"), value));
+            }
+        }
         self.tokens.take_changes("token", &mut out);
         out.push((
             "meta",
@@ -344,10 +371,16 @@ impl State {
         self.ops.dirty.clear();
         self.secrets.dirty.clear();
         self.containers.dirty.clear();
+        for c in self.containers.map.values_mut() {
+            c.blobs.dirty.clear();
+        }
         self.tokens.dirty.clear();
     }
 
     fn mark_all(&mut self) {
+        for c in self.containers.map.values_mut() {
+            c.blobs.mark_all();
+        }
         self.resources.mark_all();
         self.ops.mark_all();
         self.secrets.mark_all();
@@ -422,6 +455,7 @@ impl Persist {
             .map_err(|e| db_error(path, e))?;
         let mut st = State::fresh();
         let mut creds = None;
+        let mut blobs = Vec::new();
         for row in rows {
             let (kind, key, value) = row.map_err(|e| db_error(path, e))?;
             let what = format!("{kind} {key}");
@@ -447,6 +481,7 @@ impl Persist {
                         .map
                         .insert(key, serde_json::from_str(&value).map_err(bad)?);
                 }
+                "blob" => blobs.push((key, value)),
                 "token" => {
                     st.tokens
                         .map
@@ -459,6 +494,16 @@ impl Persist {
                     st.purge_protection = serde_json::from_str(&value).map_err(bad)?
                 }
                 _ => {}
+            }
+        }
+        for (key, value) in blobs {
+            let Some((ckey, name)) = key.split_once('\u{0}') else {
+                continue;
+            };
+            let blob: Blob = serde_json::from_str(&value)
+                .map_err(|e| db_error(path, format!("blob {ckey}/{name}: {e}")))?;
+            if let Some(c) = st.containers.map.get_mut(ckey) {
+                c.blobs.map.insert(name.to_string(), blob);
             }
         }
         let Some(creds) = creds else {
@@ -481,10 +526,18 @@ impl Persist {
                  ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
             )?;
             let mut del = tx.prepare_cached("DELETE FROM entries WHERE kind = ?1 AND key = ?2")?;
+            let mut del_blobs = tx.prepare_cached(
+                "DELETE FROM entries WHERE kind = 'blob' AND key >= ?1 || char(0) AND key < ?1 || char(1)",
+            )?;
             for (kind, key, value) in changes {
                 match value {
                     Some(v) => put.execute(rusqlite::params![kind, key, v])?,
-                    None => del.execute(rusqlite::params![kind, key])?,
+                    None => {
+                        if *kind == "container" {
+                            del_blobs.execute(rusqlite::params![key])?;
+                        }
+                        del.execute(rusqlite::params![kind, key])?
+                    }
                 };
             }
         }

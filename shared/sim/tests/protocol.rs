@@ -1510,3 +1510,150 @@ async fn an_older_state_json_is_migrated_to_the_database() {
     }
     h.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn blobs_are_saved_one_row_each_and_go_with_their_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SimConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        lro: Duration::ZERO,
+        throttle: None,
+        ..SimConfig::default()
+    };
+    let h = start(cfg.clone()).await;
+    h.put_rg("rg").await;
+    let (_, url) = stage_script(&h).await;
+    let path = url.trim_start_matches(h.base()).to_string();
+    h.server.shutdown().await;
+    drop(h.sim);
+
+    // After a restart the blob is read back from the database.
+    let h = start(cfg.clone()).await;
+    let st = token(
+        &h.client,
+        &h.server.info,
+        "https://storage.azure.com/.default",
+    )
+    .await;
+    let r = h
+        .client
+        .get(format!("{}{path}", h.base()))
+        .bearer_auth(&st)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "#!/bin/sh\necho hi\n");
+    let blob_rows = || {
+        let conn = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+        conn.query_row(
+            "SELECT count(*) FROM entries WHERE kind = 'blob'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(blob_rows(), 1);
+    // Deleting the account deletes its containers and their blob rows.
+    let sa = h.id("rg", "Microsoft.Storage/storageAccounts", "flotillastage");
+    let d = h.arm(Method::DELETE, &sa, STORAGE, None).await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.text);
+    assert_eq!(blob_rows(), 0);
+    h.server.shutdown().await;
+}
+
+/// A managed-identity token of VM `{scaleSet}_{n}` from its metadata endpoint.
+async fn vm_token(h: &Harness, vm: &str) -> Value {
+    let url = format!(
+        "{}/imds/{vm}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net",
+        h.base()
+    );
+    let r = h
+        .client
+        .get(url)
+        .header("metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+async fn put_secret_as(h: &Harness, token: &str, name: &str) -> StatusCode {
+    let url = format!(
+        "{}/secrets/{name}?api-version=7.5",
+        h.server.info.keyvault_url
+    );
+    h.client
+        .put(url)
+        .bearer_auth(token)
+        .json(&json!({"value": "v"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn a_deleted_vm_writes_nothing_with_its_identity() {
+    let h = start_lro(50).await;
+    h.put_rg("rg").await;
+    let (key1, url) = stage_script(&h).await;
+    let vnet = h.vnet("rg", "vnet", None).await;
+    let mut body = vmss_with_script(&format!("{vnet}/subnets/default"), 2, &key1, &url);
+    body["identity"] = json!({"type": "SystemAssigned"});
+    let set = h.id("rg", "Microsoft.Compute/virtualMachineScaleSets", "nodes");
+    h.put_and_wait(&set, COMPUTE, &body).await;
+    // Its instances boot (for another `lro`) and run their init extension.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let iv = h
+            .arm(Method::GET, &format!("{set}/instanceView"), COMPUTE, None)
+            .await;
+        let booted = summary_count(
+            &iv.body["virtualMachine"]["statusesSummary"],
+            "ProvisioningState/succeeded",
+        );
+        if booted == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", iv.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let t0 = vm_token(&h, "nodes_0").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t1 = vm_token(&h, "nodes_1").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(put_secret_as(&h, &t1, "from-node-1").await, StatusCode::OK);
+
+    // Scale in to one instance: instance 1 is gone, instance 0 still writes.
+    let r = h
+        .arm(
+            Method::PATCH,
+            &set,
+            COMPUTE,
+            Some(&json!({"sku": {"name": "Standard_D2s_v5", "capacity": 1}})),
+        )
+        .await;
+    h.poll_async(&r.header("azure-asyncoperation").unwrap())
+        .await;
+    assert_eq!(
+        put_secret_as(&h, &t1, "from-node-1").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(put_secret_as(&h, &t0, "from-node-0").await, StatusCode::OK);
+
+    // Deleted: nothing more from its VMs, even with a token still unexpired.
+    h.delete_and_wait(&set, COMPUTE).await;
+    assert_eq!(
+        put_secret_as(&h, &t0, "from-node-0").await,
+        StatusCode::FORBIDDEN
+    );
+}

@@ -197,7 +197,14 @@ async fn api_versions() {
     let h = harness_with(config(0)).await;
     let nsg = h.id("rg", "Microsoft.Network/networkSecurityGroups", "n");
     // Every stable version up to the newest is accepted, old and new.
-    for v in ["2015-06-15", "2020-11-01", "2024-10-01", "2025-05-01"] {
+    // The current Azure SDK for Python's default (azure-mgmt-network 33.1.0) among them.
+    for v in [
+        "2015-06-15",
+        "2020-11-01",
+        "2024-10-01",
+        "2025-05-01",
+        "2026-03-01",
+    ] {
         let r = h.arm(Method::GET, &nsg, v, None).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{v}: {}", r.text);
     }
@@ -206,7 +213,7 @@ async fn api_versions() {
         assert_code(&r, StatusCode::BAD_REQUEST, "NoRegisteredProviderFound");
         assert!(
             r.text
-                .contains("The supported api-versions are '2025-05-01, 2025-03-01"),
+                .contains("The supported api-versions are '2026-03-01, 2026-01-01"),
             "{}",
             r.text
         );
@@ -222,7 +229,7 @@ async fn api_versions() {
     );
     let vmss = h.id("rg", "Microsoft.Compute/virtualMachineScaleSets", "x");
     assert_eq!(
-        h.arm(Method::GET, &vmss, "2025-04-01", None).await.status,
+        h.arm(Method::GET, &vmss, "2026-04-01", None).await.status,
         StatusCode::NOT_FOUND
     );
     assert_code(
@@ -232,7 +239,7 @@ async fn api_versions() {
     );
     let sa = h.id("rg", "Microsoft.Storage/storageAccounts", "x");
     assert_eq!(
-        h.arm(Method::GET, &sa, "2025-06-01", None).await.status,
+        h.arm(Method::GET, &sa, "2026-09-01", None).await.status,
         StatusCode::NOT_FOUND
     );
     h.server.shutdown().await;
@@ -380,6 +387,15 @@ async fn network_rules() {
             "loadBalancingRules": [{"name": "r", "properties": {"frontendIPConfiguration": {"id": format!("{lb}/frontendIPConfigurations/nope")},
                 "protocol": "Tcp", "frontendPort": 80, "backendPort": 80}}]}}))).await;
     assert_code(&r, StatusCode::BAD_REQUEST, "InvalidResourceReference");
+    let r = h
+        .arm(
+            Method::PUT,
+            &lb,
+            NET,
+            Some(&json!({"location": "westeurope", "sku": {"name": "Premium"}})),
+        )
+        .await;
+    assert_code(&r, StatusCode::BAD_REQUEST, "InvalidRequestFormat");
     // A reference of the wrong type.
     let r = h.arm(Method::PUT, &lb, NET, Some(&json!({"location": "westeurope", "sku": {"name": "Basic"},
         "properties": {"frontendIPConfigurations": [{"name": "fe", "properties": {"publicIPAddress": {"id": vnet}}}]}}))).await;

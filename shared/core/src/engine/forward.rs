@@ -303,6 +303,56 @@ impl Engine {
         }
     }
 
+    /// After a pool's scale set reached `count`: the same check as `join`, for
+    /// that pool only; the scale is finished once `count` of its nodes are
+    /// Ready, and fails (the job keeps running, with the error in `status`)
+    /// when a node's init script failed or the checks run out.
+    async fn check_scaled(&self, txn: &mut Txn, pool: &str, count: u32) -> Result<(), EngineError> {
+        let purpose = PendingPurpose::ScaleJoinCheck {
+            pool: pool.to_string(),
+            count,
+        };
+        let checks = match &txn.saga.pending {
+            Some(p) if p.purpose == purpose => p.checks + 1,
+            _ => 0,
+        };
+        let id = steps::rg_id(
+            &txn.saga,
+            &self.env,
+            "Microsoft.Compute",
+            "virtualMachineScaleSets",
+            &names::pool_vmss(&txn.saga.id, pool),
+        );
+        let ports = steps::join::Ports {
+            arm: &*self.azure.arm,
+            secrets: &*self.azure.secrets,
+            kube: &*self.azure.kube,
+        };
+        let last = checks >= self.policy.max_join_checks;
+        match steps::join::check(&txn.saga, &[(id, count)], &ports, last, checks).await {
+            steps::join::Verdict::Joined => {
+                let emit = decide::finish_scale(&mut txn.saga, pool, count);
+                txn.outbox.push(emit);
+            }
+            steps::join::Verdict::Failed(e) => {
+                txn.saga.pending = None;
+                txn.saga.error = Some(ErrorInfo::from(&e));
+            }
+            steps::join::Verdict::Waiting(why) => {
+                tracing::debug!(job = %txn.saga.id, pool, checks, %why, "scaled nodes not Ready yet");
+                let emit = decide::wait_for(
+                    &mut txn.saga,
+                    purpose,
+                    None,
+                    self.policy.join_interval,
+                    self.now(),
+                );
+                txn.outbox.push(emit);
+            }
+        }
+        self.save(txn).await
+    }
+
     /// Re-checks the pending operation and carries on from it.
     async fn poll(&self, txn: &mut Txn) -> Result<(), EngineError> {
         let Some(pending) = txn.saga.pending.clone() else {
@@ -310,6 +360,9 @@ impl Engine {
         };
         if pending.purpose == PendingPurpose::JoinCheck {
             return self.forward(txn, StepName::Join).await;
+        }
+        if let PendingPurpose::ScaleJoinCheck { pool, count } = &pending.purpose {
+            return self.check_scaled(txn, pool, *count).await;
         }
         let Some(poll) = &pending.poll else {
             return Ok(());
@@ -347,16 +400,14 @@ impl Engine {
                 self.save(txn).await
             }
             (PendingPurpose::Scale { pool, count }, Ok(PollOutcome::Succeeded)) => {
-                let emit = decide::finish_scale(&mut txn.saga, &pool, count);
-                txn.outbox.push(emit);
-                self.save(txn).await
+                self.check_scaled(txn, &pool, count).await
             }
             (PendingPurpose::Scale { .. }, Ok(PollOutcome::Failed(e)) | Err(e)) => {
                 txn.saga.pending = None;
                 txn.saga.error = Some(ErrorInfo::from(&e));
                 self.save(txn).await
             }
-            (PendingPurpose::JoinCheck, _) => Ok(()),
+            (PendingPurpose::JoinCheck | PendingPurpose::ScaleJoinCheck { .. }, _) => Ok(()),
         }
     }
 }

@@ -129,6 +129,9 @@ pub fn stalled_reason(saga: &Saga, now: OffsetDateTime, stall_after: Duration) -
                 "undo waits for the deletion of {}",
                 saga.resources.get(*resource).map_or("?", |r| r.id.as_str())
             ),
+            PendingPurpose::ScaleJoinCheck { pool, count } => {
+                format!("pool {pool} waits for its {count} node(s) to be Ready")
+            }
             PendingPurpose::Scale { pool, count } => {
                 format!("scaling pool {pool} to {count} is in flight")
             }

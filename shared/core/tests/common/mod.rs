@@ -5,8 +5,7 @@
 
 use flotilla_azure::blob::{Staging, StagingAuth};
 use flotilla_azure::models::api;
-use flotilla_azure::transport::https_client;
-use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, ResourceId, RetryPolicy};
+use flotilla_azure::{ArmClient, AzureConfig, ResourceId};
 use flotilla_core::steps::Env;
 use flotilla_sim::{Sim, SimConfig, SimServer};
 use std::time::Duration;
@@ -35,19 +34,8 @@ impl Simulated {
         .expect("simulator");
         let server = sim.serve(0).await.expect("serve");
         let info = server.info.clone();
-        let config = AzureConfig {
-            arm_endpoint: url::Url::parse(&info.arm_endpoint).unwrap(),
-            subscription_id: info.subscription_id.clone(),
-            keyvault_url: info.keyvault_url.clone(),
-            credential: CredentialConfig::ClientSecret {
-                tenant_id: info.tenant_id.clone(),
-                client_id: info.client_id.clone(),
-                secret: info.client_secret.clone(),
-                authority_host: Some(info.authority_host.clone()),
-            },
-            retry: RetryPolicy::default(),
-            http: https_client(Some(sim.ca_cert_pem().as_bytes())).unwrap(),
-        };
+        let http = flotilla_harness::sim_https(&sim).unwrap();
+        let config = flotilla_harness::sim_client_config(&info, http, None).unwrap();
         let account = ResourceId::new(
             &info.subscription_id,
             "staging-rg",

@@ -4,9 +4,10 @@
 //! it, the app settings that point flotilla at them, and `flotilla` child
 //! processes (started, killed with SIGKILL, restarted).
 //!
-//! `flotilla chaos` uses it, and so do the integration tests (the
-//! Functions-host harness in `tests/`, the `serve_*` tests), so that starting
-//! an emulator or wiring the simulator is written once.
+//! `flotilla chaos` uses it (as `flotilla::emulators`), and so do the tests of
+//! every crate (the Functions-host harness in `tests/`, the `serve_*` tests,
+//! the engine's and the cloud adapters' tests), so that starting an emulator
+//! or wiring the simulator is written once.
 
 use flotilla_azure::blob::{Staging, StagingAuth};
 use flotilla_azure::models::api;
@@ -136,6 +137,13 @@ pub struct Cosmos {
     pub endpoint: String,
     _proc: ChildProcess,
     _dir: tempfile::TempDir,
+}
+
+impl Cosmos {
+    /// The emulator's own certificate (PEM), for a client that trusts exactly it.
+    pub fn certificate_pem(&self) -> Vec<u8> {
+        std::fs::read(self._dir.path().join("cert.pem")).unwrap_or_default()
+    }
 }
 
 /// Starts cosmosdb-server (`scripts/emulators/cosmos.js`) on a free port.
@@ -329,6 +337,9 @@ pub struct SimOptions {
     pub throttle: Option<ThrottleConfig>,
     /// The Service Bus peek-lock duration (how soon a killed consumer's messages come back).
     pub servicebus_lock: Duration,
+    /// Booting nodes run their init scripts (see `SimConfig::node_scripts`);
+    /// off by default: these worlds measure the engine.
+    pub node_scripts: bool,
 }
 
 impl Default for SimOptions {
@@ -337,6 +348,7 @@ impl Default for SimOptions {
             lro: Duration::ZERO,
             throttle: None,
             servicebus_lock: Duration::from_secs(5),
+            node_scripts: false,
         }
     }
 }
@@ -360,6 +372,7 @@ impl SimEnvironment {
             data_dir: None,
             lro: options.lro,
             throttle: options.throttle,
+            node_scripts: options.node_scripts,
             ..SimConfig::default()
         })
         .map_err(|e| EmulatorError::Sim(e.to_string()))?;
@@ -532,8 +545,8 @@ impl FlotillaProcess {
         }
     }
 
-    /// Starts it with exactly its app settings (plus PATH): nothing else from
-    /// this process's environment leaks in.
+    /// Starts it with exactly its app settings: no app setting of this
+    /// process (any name in flotilla's settings registry) leaks in.
     pub fn spawn(&mut self) -> Result<(), EmulatorError> {
         let what = || format!("log file {}", self.log.display());
         let log = std::fs::OpenOptions::new()
