@@ -675,7 +675,7 @@ fn status_str(s: &Value) -> &str {
 fn is_settled(s: &Value) -> bool {
     matches!(
         status_str(s),
-        "Succeeded" | "Compensated" | "Deleted" | "Failed" | "Degraded"
+        "Succeeded" | "Compensated" | "Deleted" | "Failed" | "Degraded" | "Rejected"
     ) && s["pending"].is_null()
 }
 

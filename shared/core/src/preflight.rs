@@ -24,6 +24,11 @@
 //! jobs that skipped the edge (Service Bus, Event Grid): problems end the
 //! job `Rejected`, with nothing created and nothing to compensate.
 //!
+//! # Guarantees
+//! Reads only: nothing is written to Azure, and at the edge nothing is
+//! stored. Every problem found is reported, not only the first. The rules
+//! are pure, so the same reads always give the same verdict.
+//!
 //! # Errors
 //! A retryable read error (429, 5xx, timeout) is returned as is: the edge
 //! answers 500 and the engine retries the step through its usual backoff; a
