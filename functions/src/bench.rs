@@ -53,6 +53,8 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
             ..Policy::default()
         },
         sweep: crate::local::local_sweep(Duration::ZERO),
+        quotas: Default::default(),
+        permissions: None,
     })
     .await?;
     let spec = ClusterSpec::example();
@@ -62,14 +64,11 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
     let arm_before = world.arm.request_count();
     let started = Instant::now();
     let mut ids = Vec::with_capacity(jobs);
-    for _ in 0..jobs {
-        ids.push(
-            world
-                .engine
-                .submit(spec.clone())
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+    for i in 0..jobs {
+        // Every job its own address space: pre-flight refuses overlapping VNets in one group.
+        let mut spec = spec.clone();
+        spec.network = flotilla_core::spec::NetworkSpec::numbered(i as u32);
+        ids.push(world.engine.submit(spec).await.map_err(|e| e.to_string())?);
     }
     let mut succeeded;
     loop {

@@ -308,6 +308,8 @@ fn job_spec(i: usize, rng: &mut StdRng) -> Result<ClusterSpec, ChaosError> {
     let mut spec = ClusterSpec::example();
     spec.name = cluster_name(i);
     spec.resource_group = CLUSTER_RG.into();
+    // Every job its own address space: pre-flight refuses overlapping VNets in one group.
+    spec.network = flotilla_core::spec::NetworkSpec::numbered(i as u32);
     spec.identity = if rng.random_bool(0.3) {
         IdentityMode::ServicePrincipal
     } else {
@@ -673,7 +675,7 @@ fn status_str(s: &Value) -> &str {
 fn is_settled(s: &Value) -> bool {
     matches!(
         status_str(s),
-        "Succeeded" | "Compensated" | "Deleted" | "Failed" | "Degraded"
+        "Succeeded" | "Compensated" | "Deleted" | "Failed" | "Degraded" | "Rejected"
     ) && s["pending"].is_null()
 }
 

@@ -70,6 +70,10 @@ enum Command {
         /// Azurite's blob endpoint for `--staging azurite`.
         #[arg(long, default_value = "http://127.0.0.1:10000/devstoreaccount1")]
         azurite_blob_endpoint: String,
+        /// A simulator quota limit, `NAME=N` (repeatable), as for `flotilla sim`;
+        /// pre-flight checks the job against it.
+        #[arg(long = "quota", value_name = "NAME=N")]
+        quotas: Vec<String>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -317,9 +321,11 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             deliver_twice,
             staging,
             azurite_blob_endpoint,
+            quotas,
             output,
         } => {
             let spec = read_spec(spec)?;
+            let quotas = parse_quotas(&quotas)?;
             let lro = lro(lro_seconds).map_err(Failure::Usage)?;
             let dir = data_dir.unwrap_or_else(local::default_data_dir);
             let shown_dir = dir.display().to_string();
@@ -329,13 +335,24 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                     endpoint: azurite_blob_endpoint,
                 };
             }
+            options.quotas = quotas;
             let world = LocalWorld::start(options).await?;
             if let Some(step) = fail_at {
                 world.sim.add_fault(fault_for(step));
             }
             local::ensure_resource_group(&world.config, &spec.resource_group, &spec.location)
                 .await?;
-            let job = world.engine.submit(spec).await.map_err(|e| e.to_string())?;
+            let job = match world.engine.submit_checked(spec, None).await {
+                Ok(s) => s.job,
+                Err(CommandError::Rejected(verdict)) => {
+                    world.shutdown().await;
+                    return refused(&verdict, output);
+                }
+                Err(e) => {
+                    world.shutdown().await;
+                    return Err(command_failure(e));
+                }
+            };
             if output == Output::Text {
                 eprintln!("job {job} submitted (data dir: {shown_dir})");
             }
@@ -468,19 +485,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             quotas,
         } => {
             let lro = lro(lro_seconds).map_err(Failure::Usage)?;
-            let mut quota_limits = std::collections::BTreeMap::new();
-            for q in &quotas {
-                let parsed = q
-                    .split_once('=')
-                    .and_then(|(n, v)| Some((n.trim(), v.trim().parse::<u64>().ok()?)))
-                    .filter(|(n, _)| !n.is_empty());
-                let Some((name, limit)) = parsed else {
-                    return Err(Failure::Usage(format!(
-                        "--quota '{q}': expected NAME=N, e.g. standardDSv5Family=20"
-                    )));
-                };
-                quota_limits.insert(name.to_string(), limit);
-            }
+            let quota_limits = parse_quotas(&quotas)?;
             if write_burst == 0 || write_refill_per_s.is_nan() || write_refill_per_s <= 0.0 {
                 return Err(Failure::Usage(
                     "--write-burst and --write-refill-per-s must be positive".into(),
@@ -779,6 +784,55 @@ async fn existing_world(
     Ok(LocalWorld::start(LocalOptions::on_disk(dir, lro, false)).await?)
 }
 
+/// `--quota NAME=N` values as the simulator's quota limits.
+fn parse_quotas(quotas: &[String]) -> Result<std::collections::BTreeMap<String, u64>, Failure> {
+    let mut limits = std::collections::BTreeMap::new();
+    for q in quotas {
+        let parsed = q
+            .split_once('=')
+            .and_then(|(n, v)| Some((n.trim(), v.trim().parse::<u64>().ok()?)))
+            .filter(|(n, _)| !n.is_empty());
+        let Some((name, limit)) = parsed else {
+            return Err(Failure::Usage(format!(
+                "--quota '{q}': expected NAME=N, e.g. standardDSv5Family=20"
+            )));
+        };
+        limits.insert(name.to_string(), limit);
+    }
+    Ok(limits)
+}
+
+/// A job pre-flight refused at the edge: every problem, exit 2, nothing created.
+fn refused(
+    verdict: &flotilla_core::preflight::Preflight,
+    output: Output,
+) -> Result<ExitCode, Failure> {
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "status": "Rejected",
+                "problems": verdict.problems,
+                "warnings": verdict.warnings,
+            }))
+            .map_err(|e| e.to_string())?
+        ),
+        Output::Text => {
+            eprintln!(
+                "error: pre-flight refused the job ({} problem(s)); nothing was created:",
+                verdict.problems.len()
+            );
+            for x in &verdict.problems {
+                eprintln!("  {}: {}: {}", x.field, x.code, x.message);
+            }
+            for x in &verdict.warnings {
+                eprintln!("  warning: {}: {}: {}", x.field, x.code, x.message);
+            }
+        }
+    }
+    Ok(ExitCode::from(2))
+}
+
 fn command_failure(e: CommandError) -> Failure {
     match e {
         CommandError::Invalid(m) => Failure::Usage(m),
@@ -888,6 +942,7 @@ fn summary(world: &LocalWorld, s: &Saga) -> serde_json::Value {
         "error": s.error,
         "deadLetters": s.dead_letters,
         "stalled": stalled(s),
+        "preflight": s.preflight,
     })
 }
 
@@ -936,6 +991,9 @@ async fn finish(
     }
     Ok(if sagas.iter().all(ok) {
         ExitCode::SUCCESS
+    } else if sagas.iter().any(|s| s.status == JobStatus::Rejected) {
+        // Refused by pre-flight: bad input, as an invalid spec is.
+        ExitCode::from(2)
     } else {
         ExitCode::from(1)
     })
@@ -971,5 +1029,24 @@ fn print_status(s: &Saga) {
     }
     if let Some(why) = stalled(s) {
         println!("  Stalled: {why}");
+    }
+    if let Some(p) = &s.preflight {
+        print_preflight(p, "  ");
+    }
+}
+
+/// Pre-flight's problems and warnings, one per line, each naming its field.
+fn print_preflight(p: &flotilla_core::preflight::Preflight, indent: &str) {
+    for x in &p.problems {
+        println!(
+            "{indent}pre-flight problem: {}: {}: {}",
+            x.field, x.code, x.message
+        );
+    }
+    for x in &p.warnings {
+        println!(
+            "{indent}pre-flight warning: {}: {}: {}",
+            x.field, x.code, x.message
+        );
     }
 }

@@ -56,6 +56,11 @@ pub struct LocalOptions {
     pub policy: Policy,
     /// The sweeper's timing (overridable by the `FLOTILLA_SWEEP_*` settings).
     pub sweep: SweepOptions,
+    /// The simulator's quota limits (`up --quota`); empty: its defaults.
+    pub quotas: std::collections::BTreeMap<String, u64>,
+    /// What the simulator's `Microsoft.Authorization/permissions` answers;
+    /// `None`: everything (`*`).
+    pub permissions: Option<flotilla_sim::Permissions>,
 }
 
 impl LocalOptions {
@@ -80,6 +85,8 @@ impl LocalOptions {
                 ..Policy::default()
             },
             sweep: local_sweep(lro),
+            quotas: Default::default(),
+            permissions: None,
         }
     }
 }
@@ -99,6 +106,8 @@ impl LocalOptions {
             workers: 1,
             policy: Policy::default(),
             sweep: local_sweep(Duration::ZERO),
+            quotas: Default::default(),
+            permissions: None,
         }
     }
 }
@@ -210,6 +219,8 @@ impl LocalWorld {
                 .map(|d| d.join("sim")),
             lro: opts.lro,
             throttle: opts.throttle.then(Default::default),
+            quotas: opts.quotas.clone(),
+            permissions: opts.permissions.clone().unwrap_or_default(),
             ..SimConfig::default()
         })
         .map_err(|e| format!("simulator: {e}"))?;

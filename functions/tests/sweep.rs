@@ -13,7 +13,7 @@ use flotilla_azure::blob::{Staging, StagingAuth};
 use flotilla_azure::models::api;
 use flotilla_azure::transport::RouterTransport;
 use flotilla_azure::vault::Vault;
-use flotilla_azure::{ArmClient, AzureConfig, CredentialConfig, Purge, ResourceId, RetryPolicy};
+use flotilla_azure::{ArmClient, AzureConfig, Purge, ResourceId};
 use flotilla_sim::{Sim, SimConfig};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,8 +53,24 @@ fn run_json(dir: &Path, args: &[&str]) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), json_of(&out))
 }
 
-fn up(dir: &Path, extra: &[&str]) -> (i32, Value) {
-    let mut args = vec!["up", "--output", "json", "--lro-seconds", "0.2"];
+/// `up` of the example spec with the `n`-th small address space (pre-flight
+/// refuses a VNet overlapping another one in the group, such as the
+/// default spec's of the killed run).
+fn up(dir: &Path, n: u32, extra: &[&str]) -> (i32, Value) {
+    let mut spec = flotilla_core::spec::ClusterSpec::example();
+    spec.network = flotilla_core::spec::NetworkSpec::numbered(n);
+    let file = dir.join(format!("spec-{n}.json"));
+    std::fs::write(&file, serde_json::to_string(&spec).unwrap()).unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let mut args = vec![
+        "up",
+        "--output",
+        "json",
+        "--lro-seconds",
+        "0.2",
+        "--spec",
+        &file,
+    ];
     args.extend_from_slice(extra);
     run_json(dir, &args)
 }
@@ -238,10 +254,10 @@ fn sweep_removes_exactly_the_orphans_and_delete_names_what_is_left() {
     }
 
     // 2. A live job and a compensated one on the new store.
-    let (code, out) = up(dir, &[]);
+    let (code, out) = up(dir, 1, &[]);
     assert_eq!(code, 0, "{out:#}");
     let live = out["job"].as_str().unwrap().to_string();
-    let (code, out) = up(dir, &["--fail-at", "workers"]);
+    let (code, out) = up(dir, 2, &["--fail-at", "workers"]);
     assert_eq!(code, 1, "{out:#}");
     assert_eq!(out["status"], "Compensated", "{out:#}");
     let compensated = out["job"].as_str().unwrap().to_string();
@@ -405,7 +421,7 @@ fn a_vault_with_purge_protection_keeps_deleted_secrets_and_status_says_until_whe
         let c = Cloud::open(dir);
         c.sim.set_purge_protection(true);
     }
-    let (code, out) = up(dir, &[]);
+    let (code, out) = up(dir, 3, &[]);
     assert_eq!(code, 0, "{out:#}");
     let job = out["job"].as_str().unwrap().to_string();
     let (code, out) = run_json(

@@ -33,6 +33,12 @@ resource clusterOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01
     permissions: [
       {
         actions: [
+          // pre-flight: the caller's own permissions on this group. The SKU list and the
+          // Compute usages are subscription-scope reads this group-scoped role cannot grant;
+          // without a subscription-scope grant pre-flight reports them "not checked" (a warning).
+          'Microsoft.Authorization/permissions/read'
+          'Microsoft.Compute/locations/usages/read'
+          'Microsoft.Compute/skus/read'
           // step `master`, `workers`: create the scale sets; `scale`: resize; `join`: instance view; undo: delete
           'Microsoft.Compute/virtualMachineScaleSets/delete'
           'Microsoft.Compute/virtualMachineScaleSets/instanceView/read'

@@ -12,8 +12,15 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// The example spec with an address space of its own: pre-flight refuses a
+/// VNet that overlaps another job's in the same resource group.
 fn spec() -> String {
-    flotilla_core::spec::EXAMPLE_SPEC.to_string()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let mut spec = flotilla_core::spec::ClusterSpec::example();
+    spec.network = flotilla_core::spec::NetworkSpec::numbered(
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    );
+    serde_json::to_string(&spec).unwrap()
 }
 
 async fn submit(h: &Handler) -> String {

@@ -200,9 +200,20 @@ fn per_job(counts: &BTreeMap<&'static str, u64>, jobs: u64) -> Value {
     Value::Object(m)
 }
 
+/// The example spec with an address space of its own: pre-flight refuses a
+/// VNet that overlaps another job's in the same resource group.
+fn spec() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let mut spec = flotilla_core::spec::ClusterSpec::example();
+    spec.network = flotilla_core::spec::NetworkSpec::numbered(
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    );
+    serde_json::to_string(&spec).unwrap()
+}
+
 async fn submit(h: &Handler) -> String {
-    let spec = flotilla_core::spec::EXAMPLE_SPEC;
-    let (code, body) = h.http("submit", "POST", json!({}), spec).await;
+    let spec = spec();
+    let (code, body) = h.http("submit", "POST", json!({}), &spec).await;
     assert_eq!(code, 202, "{body}\nhandler log:\n{}", h.log());
     body["job"].as_str().unwrap().to_string()
 }
@@ -215,7 +226,7 @@ async fn submit_with_retries(h: &Handler, key: &str) -> (String, u32) {
         "Data": {"req": {
             "Url": "https://app.example/api/clusters", "Method": "POST", "Query": {},
             "Headers": {"Content-Type": ["application/json"], "Idempotency-Key": [key]},
-            "Params": {}, "Identities": [], "Body": flotilla_core::spec::EXAMPLE_SPEC,
+            "Params": {}, "Identities": [], "Body": spec(),
         }},
         "Metadata": {},
     });

@@ -130,7 +130,38 @@ fn command_problem(e: CommandError) -> Problem {
             tracing::error!(error = %e, "command failed");
             Problem::new(Kind::Internal, "the job store or bus failed; try again")
         }
+        CommandError::Rejected(verdict) => preflight_problem(&verdict),
+        CommandError::Unavailable(e) => {
+            tracing::warn!(code = %e.code, "pre-flight read failed; the client may retry");
+            Problem::new(
+                Kind::AzureUnavailable,
+                format!(
+                    "pre-flight could not read Azure now ({}); try again",
+                    e.code
+                ),
+            )
+        }
     }
+}
+
+/// A pre-flight refusal: 400 with every problem (`field`, `code`, `message`)
+/// in `problems`, the warnings in `warnings`, and the first problem's field
+/// as the document's `field`.
+fn preflight_problem(verdict: &flotilla_core::preflight::Preflight) -> Problem {
+    let mut p = Problem::new(
+        Kind::PreflightFailed,
+        format!(
+            "{} problem(s): {}",
+            verdict.problems.len(),
+            verdict.summary()
+        ),
+    )
+    .with("problems", json!(verdict.problems))
+    .with("warnings", json!(verdict.warnings));
+    if let Some(first) = verdict.problems.first() {
+        p = p.field(first.field.clone());
+    }
+    p
 }
 
 async fn submit(
@@ -156,7 +187,7 @@ async fn submit(
     let key = idempotency_key(req)?;
     let submitted = state
         .engine
-        .submit_with_key(spec, key)
+        .submit_checked(spec, key)
         .await
         .map_err(|e| match e {
             CommandError::Invalid(m) => Problem::new(Kind::InvalidSpec, m),

@@ -10,6 +10,10 @@ pub enum Kind {
     UnsupportedMediaType,
     TooLarge,
     InvalidSpec,
+    /// Pre-flight found problems with the spec against Azure (every one listed).
+    PreflightFailed,
+    /// A pre-flight read failed for now; the client should try again.
+    AzureUnavailable,
     InvalidRequest,
     NotFound,
     Conflict,
@@ -24,7 +28,10 @@ pub enum Kind {
 impl Kind {
     pub fn status(self) -> u16 {
         match self {
-            Kind::MalformedJson | Kind::InvalidSpec | Kind::InvalidRequest => 400,
+            Kind::MalformedJson
+            | Kind::InvalidSpec
+            | Kind::PreflightFailed
+            | Kind::InvalidRequest => 400,
             Kind::NotFound => 404,
             Kind::MethodNotAllowed => 405,
             Kind::RequestTimeout => 408,
@@ -32,7 +39,7 @@ impl Kind {
             Kind::TooLarge => 413,
             Kind::UnsupportedMediaType => 415,
             Kind::Internal => 500,
-            Kind::HandlerTimeout => 503,
+            Kind::HandlerTimeout | Kind::AzureUnavailable => 503,
         }
     }
 
@@ -42,6 +49,8 @@ impl Kind {
             Kind::UnsupportedMediaType => "unsupported-media-type",
             Kind::TooLarge => "payload-too-large",
             Kind::InvalidSpec => "invalid-spec",
+            Kind::PreflightFailed => "preflight-failed",
+            Kind::AzureUnavailable => "azure-unavailable",
             Kind::InvalidRequest => "invalid-request",
             Kind::NotFound => "not-found",
             Kind::Conflict => "conflict",
@@ -58,6 +67,8 @@ impl Kind {
             Kind::UnsupportedMediaType => "Unsupported content type",
             Kind::TooLarge => "The request body is too large",
             Kind::InvalidSpec => "The cluster spec is invalid",
+            Kind::PreflightFailed => "Pre-flight found problems; nothing was created",
+            Kind::AzureUnavailable => "Azure could not be read now; try again",
             Kind::InvalidRequest => "The request is invalid",
             Kind::NotFound => "No such job",
             Kind::Conflict => "The job is not in a state that allows this",
@@ -76,6 +87,8 @@ pub struct Problem {
     pub detail: String,
     /// The offending field (spec errors and bad parameters).
     pub field: Option<String>,
+    /// Extension members (`problems`, `warnings` of a pre-flight refusal).
+    pub extra: serde_json::Map<String, Value>,
 }
 
 impl Problem {
@@ -84,7 +97,14 @@ impl Problem {
             kind,
             detail: detail.into(),
             field: None,
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, name: &str, value: Value) -> Problem {
+        self.extra.insert(name.into(), value);
+        self
     }
 
     pub fn field(mut self, field: impl Into<String>) -> Problem {
@@ -101,6 +121,9 @@ impl Problem {
         });
         if let Some(f) = &self.field {
             v["field"] = Value::String(f.clone());
+        }
+        for (k, x) in &self.extra {
+            v[k] = x.clone();
         }
         v
     }

@@ -367,9 +367,21 @@ fn submit_envelope(key: Option<&str>, spec: &str) -> Value {
     }}, "Metadata": {}})
 }
 
+/// The router on the in-memory world (`flotilla_core::testing`), whose fake
+/// cloud answers pre-flight's reads.
+fn world_state() -> (flotilla_core::testing::World, AppState) {
+    let w = flotilla_core::testing::World::new();
+    let state = AppState::new(w.engine.clone());
+    (w, state)
+}
+
 #[tokio::test]
 async fn submit_with_the_same_idempotency_key_returns_the_same_job() {
-    let fx = fixture().await;
+    let (w, state) = world_state();
+    let fx = Fx {
+        store: w.store.clone(),
+        state,
+    };
     let spec = flotilla_core::spec::EXAMPLE_SPEC;
     let (_, first) = post(&fx.state, "submit", &submit_envelope(Some("k-1"), spec)).await;
     assert_eq!(first["Outputs"]["res"]["StatusCode"], "202", "{first}");
@@ -410,9 +422,19 @@ async fn submit_queue_uses_the_message_id_as_idempotency_key() {
     );
 }
 
+/// The parts of a fixture the submit tests use.
+struct Fx {
+    store: Arc<flotilla_core::testing::MemoryStore>,
+    state: AppState,
+}
+
 #[tokio::test]
 async fn plan_answers_the_operations_and_creates_nothing() {
-    let fx = fixture().await;
+    let (w, state) = world_state();
+    let fx = Fx {
+        store: w.store.clone(),
+        state,
+    };
     let spec = flotilla_core::spec::EXAMPLE_SPEC;
     let mut env = submit_envelope(Some("k-2"), spec);
     env["Data"]["req"]["Url"] = json!("http://localhost:7071/api/clusters/plan");
@@ -445,8 +467,11 @@ async fn the_sweep_timer_reports_orphans_older_than_an_hour_and_deletes_nothing(
     let state = AppState::new(w.engine.clone());
     // A live job, one whose saga is then lost, and a secret planted outside any saga.
     let mut jobs = vec![];
-    for _ in 0..2 {
-        let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    for n in 0..2 {
+        // Each its own address space: pre-flight refuses overlapping VNets.
+        let mut spec = ClusterSpec::example();
+        spec.network = flotilla_core::spec::NetworkSpec::numbered(n);
+        let job = w.engine.submit(spec).await.unwrap();
         let saga = w.run(&job, 600).await;
         assert_eq!(saga.status, flotilla_core::saga::JobStatus::Succeeded);
         jobs.push(job);
@@ -502,4 +527,142 @@ async fn the_sweep_timer_reports_orphans_older_than_an_hour_and_deletes_nothing(
         before,
         "the timer only reports unless told to delete"
     );
+}
+
+/// The body of an HTTP answer in `Outputs.res`.
+fn res_body(reply: &Value) -> Value {
+    serde_json::from_str(reply["Outputs"]["res"]["Body"].as_str().unwrap_or("null"))
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn submit_is_refused_with_every_preflight_problem_and_nothing_is_created_in_the_simulator() {
+    use crate::local::{LocalOptions, LocalWorld};
+    let mut opts = LocalOptions::ephemeral();
+    opts.workers = 0;
+    // master 3×4 + general 2×8 = 28 DSv5 vCPUs at the pools' min.
+    opts.quotas = [("standardDSv5Family".to_string(), 20)].into();
+    opts.permissions = Some(flotilla_sim::Permissions {
+        actions: vec!["*".into()],
+        not_actions: vec!["Microsoft.Network/loadBalancers/write".into()],
+    });
+    let world = LocalWorld::start(opts).await.unwrap();
+    let state = AppState {
+        sim: Some(world.config.clone()),
+        ..AppState::new(world.engine.clone())
+    };
+    let mut spec = ClusterSpec::example();
+    // The simulator's catalog has no Standard_M8ms in zone 3 of westeurope,
+    // and no Standard_D4s_v9 at all.
+    let mut memory = spec.worker_pools[0].clone();
+    memory.name = "memory".into();
+    memory.instance_type = "Standard_M8ms".into();
+    memory.min = 1;
+    memory.max = 1;
+    let mut odd = memory.clone();
+    odd.name = "odd".into();
+    odd.instance_type = "Standard_D4s_v9".into();
+    odd.zones = vec![];
+    spec.worker_pools.extend([memory, odd]);
+    // Someone else's VNet in the group, overlapping the spec's.
+    crate::local::ensure_resource_group(&world.config, &spec.resource_group, &spec.location)
+        .await
+        .unwrap();
+    let setup = ArmClient::for_environment_setup(&world.config).unwrap();
+    let legacy = ResourceId::new(
+        &world.config.subscription_id,
+        &spec.resource_group,
+        "Microsoft.Network",
+        "virtualNetworks",
+        "legacy",
+    );
+    let started = setup
+        .put(
+            &legacy,
+            flotilla_azure::models::api::NETWORK,
+            &json!({"location": "westeurope", "properties": {"addressSpace": {"addressPrefixes": ["10.42.200.0/24"]}}}),
+        )
+        .await
+        .unwrap();
+    if let Some(poll) = started.poll {
+        setup
+            .wait(&poll, std::time::Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    let before = world.sim.inventory(None).len();
+    let writes_before = world
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET" && !r.path.contains("/oauth2/"))
+        .count();
+
+    let text = serde_json::to_string(&spec).unwrap();
+    let (_, reply) = post(&state, "submit", &submit_envelope(None, &text)).await;
+    assert_eq!(reply["Outputs"]["res"]["StatusCode"], "400", "{reply}");
+    let body = res_body(&reply);
+    assert_eq!(
+        body["type"], "urn:flotilla:problem:preflight-failed",
+        "{body}"
+    );
+    let problems: Vec<(String, String)> = body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["field"].as_str().unwrap().to_string(),
+                p["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("workerPools[1].zones", "ZoneNotOffered"),
+        ("workerPools[2].instanceType", "SizeNotOffered"),
+        ("workerPools[0].min", "QuotaExceeded"),
+        ("network.vnetCidr", "AddressSpaceOverlap"),
+        ("resourceGroup", "PermissionDenied"),
+    ]
+    .iter()
+    .map(|(f, c)| (f.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(problems, expected, "{body}");
+    assert_eq!(body["field"], "workerPools[1].zones");
+
+    // Nothing was stored, and nothing but reads reached the simulator.
+    assert!(world.engine.store.list().await.unwrap().is_empty());
+    assert_eq!(world.sim.inventory(None).len(), before);
+    let writes: Vec<String> = world
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET" && !r.path.contains("/oauth2/"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(writes.len(), writes_before, "{writes:?}");
+
+    // The same spec within the quota, zones and sizes the region offers and
+    // its own address space is accepted.
+    let mut fine = ClusterSpec::example();
+    fine.network = flotilla_core::spec::NetworkSpec::numbered(1);
+    fine.worker_pools[0].max = 2;
+    let text = serde_json::to_string(&fine).unwrap();
+    // Without the denied action.
+    drop(state);
+    world.shutdown().await;
+    let mut opts = LocalOptions::ephemeral();
+    opts.workers = 0;
+    opts.quotas = [("standardDSv5Family".to_string(), 28)].into();
+    let world = LocalWorld::start(opts).await.unwrap();
+    let state = AppState {
+        sim: Some(world.config.clone()),
+        ..AppState::new(world.engine.clone())
+    };
+    let (_, reply) = post(&state, "submit", &submit_envelope(None, &text)).await;
+    assert_eq!(reply["Outputs"]["res"]["StatusCode"], "202", "{reply}");
+    let job = res_body(&reply)["job"].as_str().unwrap().to_string();
+    let saga = world.engine.status(&job).await.unwrap().unwrap();
+    assert!(saga.preflight.unwrap().passed());
+    world.shutdown().await;
 }

@@ -8,6 +8,9 @@
 
 /// Actions the client performs, one per line, sorted.
 pub const ARM_ACTIONS: &[&str] = &[
+    "Microsoft.Authorization/permissions/read",
+    "Microsoft.Compute/locations/usages/read",
+    "Microsoft.Compute/skus/read",
     "Microsoft.Compute/virtualMachineScaleSets/delete",
     "Microsoft.Compute/virtualMachineScaleSets/instanceView/read",
     "Microsoft.Compute/virtualMachineScaleSets/read",
@@ -34,3 +37,24 @@ pub const ARM_ACTIONS: &[&str] = &[
     "Microsoft.Resources/subscriptions/resourceGroups/resources/read",
     "Microsoft.Storage/storageAccounts/listkeys/action",
 ];
+
+/// The actions of [`ARM_ACTIONS`] that are not performed on the clusters'
+/// resource group: pre-flight's subscription-scope reads (the resource SKUs
+/// list and Compute usages), its own permission read, and `listKeys` on the
+/// staging account (in the app's resource group). Pre-flight checks every
+/// other action against the caller's permissions on the cluster's group
+/// ([`resource_group_actions`]).
+pub const NOT_ON_CLUSTER_GROUP: &[&str] = &[
+    "Microsoft.Authorization/permissions/read",
+    "Microsoft.Compute/locations/usages/read",
+    "Microsoft.Compute/skus/read",
+    "Microsoft.Storage/storageAccounts/listkeys/action",
+];
+
+/// The actions the flow performs on the cluster's resource group.
+pub fn resource_group_actions() -> impl Iterator<Item = &'static str> {
+    ARM_ACTIONS
+        .iter()
+        .copied()
+        .filter(|a| !NOT_ON_CLUSTER_GROUP.contains(a))
+}

@@ -6,6 +6,7 @@
 
 use crate::actions::ARM_ACTIONS;
 use crate::config::{AzureConfig, RetryPolicy};
+use crate::models::api;
 use crate::{AzureError, Listed, ResourceId};
 use azure_core::credentials::TokenCredential;
 use azure_core::http::headers::{HeaderName, Headers};
@@ -548,6 +549,107 @@ impl ArmClient {
         Ok(items.iter().filter_map(listed).collect())
     }
 
+    /// The Compute resource SKUs offered to the subscription in `location`
+    /// (`$filter=location eq '…'`), each with its zones and restrictions.
+    /// A subscription-scope read (`Microsoft.Compute/skus/read`).
+    pub async fn resource_skus(
+        &self,
+        location: &str,
+    ) -> Result<Vec<crate::models::ResourceSku>, AzureError> {
+        self.check_action_name("Microsoft.Compute/skus/read")?;
+        let mut url = self.subscription_url("providers/Microsoft.Compute/skus", api::SKUS)?;
+        url.query_pairs_mut()
+            .append_pair("$filter", &format!("location eq '{location}'"));
+        typed_items(self.list_pages(url).await?)
+    }
+
+    /// Compute usages and limits in `location`: `cores` and one entry per VM
+    /// family (`Microsoft.Compute/locations/usages/read`, subscription scope).
+    pub async fn compute_usages(
+        &self,
+        location: &str,
+    ) -> Result<Vec<crate::models::Usage>, AzureError> {
+        self.check_action_name("Microsoft.Compute/locations/usages/read")?;
+        let url = self.subscription_url(
+            &format!("providers/Microsoft.Compute/locations/{location}/usages"),
+            api::COMPUTE,
+        )?;
+        typed_items(self.list_pages(url).await?)
+    }
+
+    /// The caller's own permissions on a resource group
+    /// (`Microsoft.Authorization/permissions`); `None` when the group does not exist.
+    pub async fn permissions(
+        &self,
+        resource_group: &str,
+    ) -> Result<Option<Vec<crate::models::Permission>>, AzureError> {
+        self.check_action_name("Microsoft.Authorization/permissions/read")?;
+        let rg = ResourceId::resource_group(&self.subscription_id, resource_group);
+        let url = self.url(
+            &rg,
+            Some("providers/Microsoft.Authorization/permissions"),
+            api::AUTHORIZATION,
+        )?;
+        let resp = self.send(Method::Get, url, None).await?;
+        if u16::from(resp.status()) == 404 {
+            return Ok(None);
+        }
+        let body = parse_json(&resp)?;
+        let items = body
+            .get("value")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        typed_items(items).map(Some)
+    }
+
+    /// Every resource of one type in a resource group, with its full body
+    /// (`GET …/resourceGroups/{rg}/providers/{type}`, e.g.
+    /// `Microsoft.Network/virtualNetworks`); a missing group holds nothing.
+    pub async fn list_of_type(
+        &self,
+        resource_group: &str,
+        resource_type: &str,
+        api_version: &str,
+    ) -> Result<Vec<Value>, AzureError> {
+        self.check_action_name(&format!("{resource_type}/read"))?;
+        let rg = ResourceId::resource_group(&self.subscription_id, resource_group);
+        let url = self.url(
+            &rg,
+            Some(&format!("providers/{resource_type}")),
+            api_version,
+        )?;
+        self.list_pages(url).await
+    }
+
+    /// `{endpoint}/subscriptions/{sub}/{path}?api-version=…`.
+    fn subscription_url(&self, path: &str, api_version: &str) -> Result<Url, AzureError> {
+        let path = format!("/subscriptions/{}/{path}", self.subscription_id);
+        let mut url = self
+            .endpoint
+            .join(&path)
+            .map_err(|e| AzureError::terminal("InvalidResourceId", format!("{path}: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("api-version", api_version);
+        Ok(url)
+    }
+
+    /// Refuses an action that is not in the allow-list (for requests that
+    /// are not on a resource id: subscription-scope lists).
+    fn check_action_name(&self, action: &str) -> Result<(), AzureError> {
+        if let Some(allowed) = self.allowed_actions {
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(action)) {
+                return Err(AzureError::terminal(
+                    "ActionNotGranted",
+                    format!(
+                        "{action} is not in flotilla's ARM_ACTIONS (shared/azure/src/actions.rs)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// GETs a list and its `nextLink` pages; a 404 (no such resource group) is an empty list.
     async fn list_pages(&self, url: Url) -> Result<Vec<Value>, AzureError> {
         let mut out = Vec::new();
@@ -568,6 +670,18 @@ impl ArmClient {
         }
         Ok(out)
     }
+}
+
+/// The items of a list as typed values; an item of another shape is an
+/// unreadable answer (terminal: retrying gets the same answer).
+fn typed_items<T: serde::de::DeserializeOwned>(items: Vec<Value>) -> Result<Vec<T>, AzureError> {
+    items
+        .into_iter()
+        .map(|v| {
+            serde_json::from_value(v)
+                .map_err(|e| AzureError::terminal("UnexpectedResponse", e.to_string()))
+        })
+        .collect()
 }
 
 /// One item of a resources list; `None` for an item without an id.

@@ -12,6 +12,8 @@ pub mod api {
     pub const STORAGE: &str = "2023-05-01";
     pub const RESOURCES: &str = "2021-04-01";
     pub const AUTHORIZATION: &str = "2022-04-01";
+    /// `Microsoft.Compute/skus` (the resource SKUs list).
+    pub const SKUS: &str = "2021-07-01";
 }
 
 pub type Tags = BTreeMap<String, String>;
@@ -371,4 +373,97 @@ pub struct ResourceGroup {
     pub location: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: Tags,
+}
+
+// ---- answers of the pre-flight reads --------------------------------------
+
+/// One entry of the Compute resource SKUs list
+/// (`GET /subscriptions/{sub}/providers/Microsoft.Compute/skus`). Only what
+/// pre-flight compares is modelled; unknown fields are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ResourceSku {
+    /// `virtualMachines` for VM sizes.
+    pub resource_type: String,
+    /// The size, e.g. `Standard_D4s_v5`.
+    pub name: String,
+    /// The quota family, e.g. `standardDSv5Family`.
+    pub family: Option<String>,
+    pub locations: Vec<String>,
+    pub location_info: Vec<SkuLocationInfo>,
+    pub capabilities: Vec<SkuCapability>,
+    pub restrictions: Vec<SkuRestriction>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SkuLocationInfo {
+    pub location: String,
+    /// Zones the size is offered in.
+    pub zones: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SkuCapability {
+    pub name: String,
+    pub value: String,
+}
+
+/// Why a size is not offered: `type` `Location` (not in the region) or `Zone`
+/// (not in `restrictionInfo.zones`), e.g. `NotAvailableForSubscription`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SkuRestriction {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub values: Vec<String>,
+    pub restriction_info: SkuRestrictionInfo,
+    pub reason_code: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SkuRestrictionInfo {
+    pub locations: Vec<String>,
+    pub zones: Vec<String>,
+}
+
+impl ResourceSku {
+    /// A capability's value, e.g. `vCPUs`.
+    pub fn capability(&self, name: &str) -> Option<&str> {
+        self.capabilities
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
+            .map(|c| c.value.as_str())
+    }
+}
+
+/// One entry of the Compute usages list
+/// (`GET …/providers/Microsoft.Compute/locations/{loc}/usages`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Usage {
+    pub name: UsageName,
+    pub current_value: i64,
+    pub limit: i64,
+    pub unit: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct UsageName {
+    /// `cores`, or a family such as `standardDSv5Family`.
+    pub value: String,
+    pub localized_value: String,
+}
+
+/// One entry of `Microsoft.Authorization/permissions` on a scope: the caller
+/// may do an action when it matches one of `actions` and none of the same
+/// entry's `notActions` (`*` is a wildcard).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Permission {
+    pub actions: Vec<String>,
+    pub not_actions: Vec<String>,
 }

@@ -2,7 +2,7 @@
 //! conformance suite on a queue and on a topic subscription, plus the wire
 //! format of a sent message (Label, `cloudEvents_*` properties).
 
-use flotilla_azure::{AzureConfig, CredentialConfig, RetryPolicy};
+use flotilla_azure::{AzureConfig, CredentialConfig};
 use flotilla_cloud::servicebus::ServiceBusBus;
 use flotilla_core::conformance::{event_bus_suite, BusProfile};
 use flotilla_core::ports::{EventBus, OutMessage};

@@ -2,7 +2,9 @@
 //! `flotilla_azure` clients: ARM REST, Key Vault and Blob Storage; and
 //! [`KubeApi`] on the minimal Kubernetes client.
 
-use crate::ports::{Arm, Blobs, KubeApi, KubeNode, Listed, Purge, Secrets};
+use crate::ports::{
+    Arm, Blobs, KubeApi, KubeNode, Listed, Permission, Purge, ResourceSku, Secrets, Usage,
+};
 use async_trait::async_trait;
 use flotilla_azure::arm::{DeleteStart, PollOutcome};
 use flotilla_azure::blob::Staging;
@@ -64,6 +66,30 @@ impl Arm for ArmClient {
         tag: Option<(&str, &str)>,
     ) -> Result<Vec<Listed>, AzureError> {
         ArmClient::list_resources(self, resource_group, tag).await
+    }
+
+    async fn list_of_type(
+        &self,
+        resource_group: &str,
+        resource_type: &str,
+        api_version: &str,
+    ) -> Result<Vec<Value>, AzureError> {
+        ArmClient::list_of_type(self, resource_group, resource_type, api_version).await
+    }
+
+    async fn resource_skus(&self, location: &str) -> Result<Vec<ResourceSku>, AzureError> {
+        ArmClient::resource_skus(self, location).await
+    }
+
+    async fn compute_usages(&self, location: &str) -> Result<Vec<Usage>, AzureError> {
+        ArmClient::compute_usages(self, location).await
+    }
+
+    async fn permissions(
+        &self,
+        resource_group: &str,
+    ) -> Result<Option<Vec<Permission>>, AzureError> {
+        ArmClient::permissions(self, resource_group).await
     }
 }
 

@@ -198,7 +198,8 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
         | EventKind::CompensationFailed
         | EventKind::JobDeleted
         | EventKind::JobScaled
-        | EventKind::JobDegraded => Decision::Ignore("notification"),
+        | EventKind::JobDegraded
+        | EventKind::JobRejected => Decision::Ignore("notification"),
     }
 }
 
@@ -242,6 +243,50 @@ pub fn job_requested_event(saga: &Saga) -> Emit {
         ),
         not_before: None,
     }
+}
+
+/// Pre-flight found nothing that would fail: record its warnings; the
+/// job's first step goes on.
+pub fn preflight_passed(saga: &mut Saga, preflight: crate::preflight::Preflight) {
+    saga.preflight = Some(preflight);
+}
+
+/// Pre-flight found problems before anything was created: the job ends
+/// `Rejected` with every problem in `preflight` and one `PreflightFailed`
+/// error listing them. No step ran, so nothing is compensated.
+///
+/// # Guarantees
+/// Only a job that created nothing is rejected (the engine runs pre-flight
+/// before the first operation of `stage`); the steps stay `Pending`.
+pub fn reject(
+    saga: &mut Saga,
+    preflight: crate::preflight::Preflight,
+    now: OffsetDateTime,
+) -> Vec<Emit> {
+    let info = ErrorInfo::terminal("PreflightFailed", preflight.summary());
+    saga.preflight = Some(preflight);
+    for s in &mut saga.steps {
+        if s.status == StepStatus::Running {
+            s.status = StepStatus::Pending;
+            s.started_at = None;
+        }
+    }
+    saga.error = Some(info.clone());
+    saga.status = JobStatus::Rejected;
+    saga.pending = None;
+    saga.updated_at = now;
+    vec![Emit {
+        event: CloudEvent::new(
+            types::JOB_REJECTED,
+            handlers::NONE,
+            "rejected",
+            EventData {
+                error: Some(info),
+                ..data(saga)
+            },
+        ),
+        not_before: None,
+    }]
 }
 
 /// A resource of a step exists now: record it, and count it as progress
@@ -687,6 +732,9 @@ pub fn request_delete(saga: &mut Saga) -> Result<Emit, Refusal> {
         }
         JobStatus::Running | JobStatus::Compensating => {
             return refuse("the job is still running; wait for it to finish")
+        }
+        JobStatus::Rejected => {
+            return refuse("the job was rejected by pre-flight and created nothing")
         }
     }
     if saga.pending.is_some() {

@@ -27,6 +27,7 @@ pub mod types {
     pub const COMPENSATION_FAILED: &str = "io.flotilla.compensation.failed";
     pub const DELETE_REQUESTED: &str = "io.flotilla.job.delete-requested";
     pub const JOB_DELETED: &str = "io.flotilla.job.deleted";
+    pub const JOB_REJECTED: &str = "io.flotilla.job.rejected";
     pub const SCALE_REQUESTED: &str = "io.flotilla.job.scale-requested";
     pub const SCALE_POLL: &str = "io.flotilla.job.scale-poll";
     pub const JOB_SCALED: &str = "io.flotilla.job.scaled";
@@ -48,6 +49,7 @@ pub mod types {
         COMPENSATION_FAILED,
         DELETE_REQUESTED,
         JOB_DELETED,
+        JOB_REJECTED,
         SCALE_REQUESTED,
         SCALE_POLL,
         JOB_SCALED,
@@ -73,6 +75,7 @@ pub enum EventKind {
     CompensationFailed,
     DeleteRequested,
     JobDeleted,
+    JobRejected,
     ScaleRequested,
     ScalePoll,
     JobScaled,
@@ -80,7 +83,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::JobRequested,
         EventKind::StepSucceeded,
         EventKind::StepPoll,
@@ -95,6 +98,7 @@ impl EventKind {
         EventKind::CompensationFailed,
         EventKind::DeleteRequested,
         EventKind::JobDeleted,
+        EventKind::JobRejected,
         EventKind::ScaleRequested,
         EventKind::ScalePoll,
         EventKind::JobScaled,
@@ -118,6 +122,7 @@ impl EventKind {
             EventKind::CompensationFailed => types::COMPENSATION_FAILED,
             EventKind::DeleteRequested => types::DELETE_REQUESTED,
             EventKind::JobDeleted => types::JOB_DELETED,
+            EventKind::JobRejected => types::JOB_REJECTED,
             EventKind::ScaleRequested => types::SCALE_REQUESTED,
             EventKind::ScalePoll => types::SCALE_POLL,
             EventKind::JobScaled => types::JOB_SCALED,

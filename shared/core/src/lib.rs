@@ -12,6 +12,7 @@ pub mod names;
 pub mod orphans;
 pub mod plan;
 pub mod ports;
+pub mod preflight;
 pub mod saga;
 pub mod settings;
 pub mod spec;

@@ -44,15 +44,13 @@ pub struct Orphan {
     pub delete: Option<ResourceKind>,
 }
 
-/// Whether a job in `status` has ended for good: nothing of it may run again.
-/// (`Rejected`, a job refused before it created anything, is matched by its
-/// name so this stays right whichever statuses the engine has.)
+/// Whether a job in `status` has ended for good: nothing of it may run again
+/// (`Rejected`: refused by pre-flight before it created anything).
 pub fn ended(status: JobStatus) -> bool {
-    matches!(status, JobStatus::Compensated | JobStatus::Deleted)
-        || serde_json::to_value(status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            == Some("Rejected".into())
+    matches!(
+        status,
+        JobStatus::Compensated | JobStatus::Deleted | JobStatus::Rejected
+    )
 }
 
 /// What the store says about a job a tag names.

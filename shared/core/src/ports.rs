@@ -13,6 +13,7 @@
 
 use async_trait::async_trait;
 use flotilla_azure::arm::{DeleteStart, PollOutcome};
+pub use flotilla_azure::models::{Permission, ResourceSku, Usage};
 use flotilla_azure::{AzureError, PollState, ResourceId};
 pub use flotilla_azure::{Listed, Purge};
 use serde::{Deserialize, Serialize};
@@ -194,6 +195,26 @@ pub trait Arm: Send + Sync {
         resource_group: &str,
         tag: Option<(&str, &str)>,
     ) -> Result<Vec<Listed>, AzureError>;
+    /// Every resource of `resource_type` (`Microsoft.Network/virtualNetworks`)
+    /// in a resource group, with its full body; a missing group holds nothing.
+    async fn list_of_type(
+        &self,
+        resource_group: &str,
+        resource_type: &str,
+        api_version: &str,
+    ) -> Result<Vec<Value>, AzureError>;
+    /// Pre-flight: the VM sizes offered to the subscription in `location`,
+    /// with their zones, vCPUs, quota family and restrictions.
+    async fn resource_skus(&self, location: &str) -> Result<Vec<ResourceSku>, AzureError>;
+    /// Pre-flight: Compute usages and limits in `location` (`cores` and
+    /// one entry per VM family).
+    async fn compute_usages(&self, location: &str) -> Result<Vec<Usage>, AzureError>;
+    /// Pre-flight: what the caller may do on a resource group; `None` when
+    /// the group does not exist.
+    async fn permissions(
+        &self,
+        resource_group: &str,
+    ) -> Result<Option<Vec<Permission>>, AzureError>;
 }
 
 /// The Key Vault secrets of the cluster.

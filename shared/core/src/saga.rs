@@ -73,6 +73,9 @@ pub enum JobStatus {
     Failed,
     /// A resource of a live cluster was deleted outside flotilla.
     Degraded,
+    /// Pre-flight refused the job before anything was created (the problems
+    /// are in `preflight` and `error`); nothing to compensate or delete.
+    Rejected,
 }
 
 impl JobStatus {
@@ -85,6 +88,7 @@ impl JobStatus {
                 | JobStatus::Deleted
                 | JobStatus::Failed
                 | JobStatus::Degraded
+                | JobStatus::Rejected
         )
     }
 }
@@ -280,6 +284,11 @@ pub struct Saga {
     /// Failed attempts of the check after the undo chain (retried like an undo).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub verify_attempts: u32,
+    /// The pre-flight's verdict once it ran (at the edge, or as the job's
+    /// first action): its problems (the job is then `Rejected`) and warnings
+    /// (quota short for every pool at `max`, a check it could not make).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<crate::preflight::Preflight>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -347,6 +356,7 @@ impl Saga {
             leftovers: vec![],
             soft_deleted: vec![],
             verify_attempts: 0,
+            preflight: None,
         }
     }
 

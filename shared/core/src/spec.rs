@@ -52,6 +52,23 @@ pub struct NetworkSpec {
     pub worker_subnet_cidr: String,
 }
 
+impl NetworkSpec {
+    /// The `n`-th of many small, disjoint address spaces in `10.0.0.0/8`
+    /// (a /26 VNet: control plane /28, workers /27, enough for 5 masters and
+    /// 27 workers), for running many clusters side by side in one resource
+    /// group (`bench`, `chaos`, tests): pre-flight refuses a VNet that
+    /// overlaps another one in the group. `n` below 262 144.
+    pub fn numbered(n: u32) -> NetworkSpec {
+        let base = (10u32 << 24) | ((n % (1 << 18)) << 6);
+        let ip = |a: u32| std::net::Ipv4Addr::from(a).to_string();
+        NetworkSpec {
+            vnet_cidr: format!("{}/26", ip(base)),
+            control_plane_subnet_cidr: format!("{}/28", ip(base)),
+            worker_subnet_cidr: format!("{}/27", ip(base + 32)),
+        }
+    }
+}
+
 /// A node's OS disk (managed disk created from the image).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -948,6 +965,17 @@ mod tests {
         let mut s = ClusterSpec::example();
         f(&mut s);
         s.validate()
+    }
+
+    #[test]
+    fn numbered_networks_are_valid_and_disjoint() {
+        let mut s = ClusterSpec::example();
+        for n in [0, 1, 2, 1000, (1 << 18) - 1] {
+            s.network = NetworkSpec::numbered(n);
+            s.validate().unwrap();
+        }
+        assert_eq!(NetworkSpec::numbered(1).vnet_cidr, "10.0.0.64/26");
+        assert_ne!(NetworkSpec::numbered(7), NetworkSpec::numbered(8));
     }
 
     #[test]

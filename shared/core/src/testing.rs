@@ -11,7 +11,7 @@ use crate::decide::Policy;
 use crate::engine::{settle, Azure, Delivered, Engine, Settlement};
 use crate::ports::{
     Arm, Blobs, BusError, Clock, DeadLetter, Delivery, ETag, EventBus, KubeApi, KubeNode, Listed,
-    OutMessage, Purge, SagaStore, Secrets, StoreError, StoredDoc,
+    OutMessage, Permission, Purge, ResourceSku, SagaStore, Secrets, StoreError, StoredDoc, Usage,
 };
 use crate::steps::Env;
 use async_trait::async_trait;
@@ -323,7 +323,35 @@ struct CloudState {
     unregistered: BTreeMap<String, (u32, String)>,
     /// Per scale set name: the last N instances' init extension failed, with this message.
     init_failures: BTreeMap<String, (u32, String)>,
+    /// Writes that reached the cloud: ARM PUTs and PATCHes, secret sets, blob uploads.
+    writes: u64,
+    /// VM sizes (lower case) not offered anywhere.
+    withheld_sizes: HashSet<String>,
+    /// (size, zone) pairs (lower case) not offered.
+    withheld_zones: HashSet<(String, String)>,
+    /// Quota limits per usage name (lower case); others are [`DEFAULT_QUOTA`].
+    quotas: BTreeMap<String, i64>,
+    /// Actions the caller's permissions exclude (`notActions`).
+    denied_actions: Vec<String>,
+    /// Resource groups (lower case) that do not exist; every other one does.
+    missing_groups: HashSet<String>,
 }
+
+/// The VM sizes the fake cloud offers: (name, vCPUs, quota family). Every
+/// location and zones 1–3, unless withheld.
+pub const FAKE_SIZES: &[(&str, u32, &str)] = &[
+    ("Standard_B2s", 2, "standardBSFamily"),
+    ("Standard_D1_v2", 1, "standardDv2Family"),
+    ("Standard_D2_v2", 2, "standardDv2Family"),
+    ("Standard_D2s_v5", 2, "standardDSv5Family"),
+    ("Standard_D4s_v5", 4, "standardDSv5Family"),
+    ("Standard_D8s_v5", 8, "standardDSv5Family"),
+    ("Standard_D16s_v5", 16, "standardDSv5Family"),
+    ("Standard_E4s_v5", 4, "standardESv5Family"),
+];
+
+/// The fake cloud's limit of every usage without its own quota.
+pub const DEFAULT_QUOTA: i64 = 100_000;
 
 /// ARM, Key Vault, Blob and the cluster's API server in memory. Scale sets
 /// take `lro_polls` polls to create or delete; their instance view reports
@@ -486,6 +514,44 @@ impl FakeCloud {
         lock(&self.state).blobs.insert(name.into(), item);
     }
 
+    /// Stops offering VM size `size` (a `Location` restriction in the SKU list).
+    pub fn withhold_size(&self, size: &str) {
+        lock(&self.state)
+            .withheld_sizes
+            .insert(size.to_ascii_lowercase());
+    }
+
+    /// Stops offering VM size `size` in zone `zone` (a `Zone` restriction).
+    pub fn withhold_zone(&self, size: &str, zone: &str) {
+        lock(&self.state)
+            .withheld_zones
+            .insert((size.to_ascii_lowercase(), zone.to_ascii_lowercase()));
+    }
+
+    /// Sets the limit of usage `name` (`cores` or a family such as `standardDSv5Family`).
+    pub fn set_quota(&self, name: &str, limit: i64) {
+        lock(&self.state)
+            .quotas
+            .insert(name.to_ascii_lowercase(), limit);
+    }
+
+    /// Excludes `action` from the caller's permissions (as a `notActions` entry).
+    pub fn deny_action(&self, action: &str) {
+        lock(&self.state).denied_actions.push(action.to_string());
+    }
+
+    /// Makes resource group `rg` not exist (every other group exists).
+    pub fn drop_group(&self, rg: &str) {
+        lock(&self.state)
+            .missing_groups
+            .insert(rg.to_ascii_lowercase());
+    }
+
+    /// Writes that reached the cloud: ARM PUTs and PATCHes, secret sets, blob uploads.
+    pub fn writes(&self) -> u64 {
+        lock(&self.state).writes
+    }
+
     /// The most times any one resource was created (1 when nothing was created twice).
     pub fn max_creates(&self) -> u32 {
         lock(&self.state)
@@ -557,6 +623,7 @@ impl FakeCloud {
         self.check(op, &id.to_string())?;
         {
             let mut s = lock(&self.state);
+            s.writes += 1;
             let key = id.to_string().to_ascii_lowercase();
             if !s.resources.contains_key(&key) {
                 *s.creates.entry(key.clone()).or_default() += 1;
@@ -706,6 +773,12 @@ impl Arm for FakeCloud {
     ) -> Result<Option<Value>, AzureError> {
         self.check("get", &id.to_string())?;
         let s = lock(&self.state);
+        if id.segments.is_empty() {
+            // A resource group: every one exists unless dropped.
+            let rg = id.resource_group.clone().unwrap_or_default();
+            return Ok((!s.missing_groups.contains(&rg.to_ascii_lowercase()))
+                .then(|| json!({"name": rg, "location": "westeurope"})));
+        }
         let key = id.to_string().to_ascii_lowercase();
         // A scale set instance: `{scaleSet}/virtualMachines/{instanceId}`.
         if let Some((set, instance)) = key.rsplit_once("/virtualmachines/") {
@@ -804,6 +877,121 @@ impl Arm for FakeCloud {
             })
             .collect())
     }
+
+    async fn list_of_type(
+        &self,
+        resource_group: &str,
+        resource_type: &str,
+        _api: &str,
+    ) -> Result<Vec<Value>, AzureError> {
+        self.check("list", resource_group)?;
+        let s = lock(&self.state);
+        Ok(s.resources
+            .values()
+            .filter(|(id, _)| in_group(id, resource_group))
+            .filter(|(id, _)| {
+                ResourceId::parse(id)
+                    .is_ok_and(|r| r.resource_type().eq_ignore_ascii_case(resource_type))
+            })
+            .map(|(id, body)| {
+                let mut item = body.clone();
+                item["id"] = json!(id);
+                item
+            })
+            .collect())
+    }
+
+    async fn resource_skus(&self, location: &str) -> Result<Vec<ResourceSku>, AzureError> {
+        self.check("skus", location)?;
+        let s = lock(&self.state);
+        let loc = location.to_ascii_lowercase();
+        Ok(FAKE_SIZES
+            .iter()
+            .map(|(name, vcpus, family)| {
+                let lname = name.to_ascii_lowercase();
+                let mut restrictions = vec![];
+                if s.withheld_sizes.contains(&lname) {
+                    restrictions.push(json!({"type": "Location", "values": [loc],
+                        "restrictionInfo": {"locations": [loc]}, "reasonCode": "NotAvailableForSubscription"}));
+                }
+                let missing: Vec<&str> = ["1", "2", "3"]
+                    .into_iter()
+                    .filter(|z| s.withheld_zones.contains(&(lname.clone(), z.to_string())))
+                    .collect();
+                if !missing.is_empty() {
+                    restrictions.push(json!({"type": "Zone", "values": [loc],
+                        "restrictionInfo": {"locations": [loc], "zones": missing}, "reasonCode": "NotAvailableForSubscription"}));
+                }
+                serde_json::from_value(json!({
+                    "resourceType": "virtualMachines",
+                    "name": name,
+                    "family": family,
+                    "locations": [loc],
+                    "locationInfo": [{"location": loc, "zones": ["1", "2", "3"]}],
+                    "capabilities": [{"name": "vCPUs", "value": vcpus.to_string()}],
+                    "restrictions": restrictions,
+                }))
+                .expect("a fake SKU deserialises")
+            })
+            .collect())
+    }
+
+    async fn compute_usages(&self, location: &str) -> Result<Vec<Usage>, AzureError> {
+        self.check("usages", location)?;
+        let s = lock(&self.state);
+        let mut used: BTreeMap<String, i64> = BTreeMap::new();
+        for (_, body) in s.resources.values() {
+            let sku = body
+                .pointer("/sku/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let n = body
+                .pointer("/sku/capacity")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if let Some((_, vcpus, family)) = FAKE_SIZES
+                .iter()
+                .find(|(s, ..)| s.eq_ignore_ascii_case(sku))
+            {
+                *used.entry(family.to_ascii_lowercase()).or_default() += n * i64::from(*vcpus);
+                *used.entry("cores".into()).or_default() += n * i64::from(*vcpus);
+            }
+        }
+        let mut names: Vec<&str> = FAKE_SIZES.iter().map(|(_, _, f)| *f).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.insert(0, "cores");
+        Ok(names
+            .into_iter()
+            .map(|n| {
+                let key = n.to_ascii_lowercase();
+                serde_json::from_value(json!({
+                    "unit": "Count",
+                    "currentValue": used.get(&key).copied().unwrap_or(0),
+                    "limit": s.quotas.get(&key).copied().unwrap_or(DEFAULT_QUOTA),
+                    "name": {"value": n, "localizedValue": n},
+                }))
+                .expect("a fake usage deserialises")
+            })
+            .collect())
+    }
+
+    async fn permissions(
+        &self,
+        resource_group: &str,
+    ) -> Result<Option<Vec<Permission>>, AzureError> {
+        self.check("permissions", resource_group)?;
+        let s = lock(&self.state);
+        if s.missing_groups
+            .contains(&resource_group.to_ascii_lowercase())
+        {
+            return Ok(None);
+        }
+        Ok(Some(vec![Permission {
+            actions: vec!["*".into()],
+            not_actions: s.denied_actions.clone(),
+        }]))
+    }
 }
 
 #[async_trait]
@@ -880,6 +1068,7 @@ impl Secrets for FakeCloud {
         tags: &BTreeMap<String, String>,
     ) -> Result<(), AzureError> {
         self.check("secret.set", name)?;
+        lock(&self.state).writes += 1;
         let now = self.clock.now();
         let mut s = lock(&self.state);
         if s.deleted_secrets.contains_key(name) {
@@ -967,6 +1156,7 @@ impl Blobs for FakeCloud {
         metadata: &BTreeMap<String, String>,
     ) -> Result<(), AzureError> {
         self.check("blob.put", name)?;
+        lock(&self.state).writes += 1;
         let item = Item {
             content,
             tags: metadata.clone(),

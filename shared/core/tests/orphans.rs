@@ -49,8 +49,19 @@ fn lower(v: &[String]) -> BTreeSet<String> {
     v.iter().map(|s| s.to_ascii_lowercase()).collect()
 }
 
+/// The example spec with its own address space: pre-flight refuses a VNet
+/// that overlaps another job's in the same resource group.
+fn example() -> ClusterSpec {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let mut spec = ClusterSpec::example();
+    spec.network = flotilla_core::spec::NetworkSpec::numbered(
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    );
+    spec
+}
+
 async fn succeeded(w: &World) -> String {
-    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let job = w.engine.submit(example()).await.unwrap();
     let saga = w.run(&job, LIMIT).await;
     assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
     job
@@ -110,7 +121,7 @@ async fn compensation_checks_for_leftovers_too() {
         AzureError::from_service(409, "OperationNotAllowed", "quota", None),
         1,
     );
-    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let job = w.engine.submit(example()).await.unwrap();
     w.pump().await;
     let blob = format!("{job}/left-behind.txt");
     w.cloud.insert_blob(&blob, &metadata(&job));
@@ -138,7 +149,7 @@ async fn compensation_checks_for_leftovers_too() {
         AzureError::from_service(409, "OperationNotAllowed", "quota", None),
         1,
     );
-    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let job = w.engine.submit(example()).await.unwrap();
     let saga = w.run(&job, LIMIT).await;
     assert_eq!(saga.status, JobStatus::Compensated, "{saga:#?}");
     assert!(saga.leftovers.is_empty());
@@ -253,7 +264,7 @@ async fn scene() -> Scene {
         AzureError::from_service(409, "SkuNotAvailable", "no", None),
         1,
     );
-    let compensated = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let compensated = w.engine.submit(example()).await.unwrap();
     let saga = w.run(&compensated, LIMIT).await;
     assert_eq!(saga.status, JobStatus::Compensated);
     let missed = nsg(&format!("{compensated}-missed"));

@@ -366,19 +366,14 @@ fn parse_command(command: &str) -> (Option<String>, Vec<String>) {
         // A single-quoted shell word, with '\'' for a quote.
         let mut value = String::new();
         let mut tail = after;
-        loop {
-            match tail.find('\'') {
-                Some(i) => {
-                    value.push_str(&tail[..i]);
-                    tail = &tail[i + 1..];
-                    if let Some(t) = tail.strip_prefix("\\''") {
-                        value.push('\'');
-                        tail = t;
-                    } else {
-                        break;
-                    }
-                }
-                None => break,
+        while let Some(i) = tail.find('\'') {
+            value.push_str(&tail[..i]);
+            tail = &tail[i + 1..];
+            if let Some(t) = tail.strip_prefix("\\''") {
+                value.push('\'');
+                tail = t;
+            } else {
+                break;
             }
         }
         secret = Some(value);

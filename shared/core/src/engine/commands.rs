@@ -41,8 +41,50 @@ impl Engine {
             Some(k) => names::job_id_for_key(&spec, k),
             None => names::new_job_id(&spec),
         };
+        self.store_job(spec, id, key, None).await
+    }
+
+    /// Submits a job at the edge (HTTP `submit`, `flotilla up`): pre-flight
+    /// runs first, and a job with problems is refused with every one of
+    /// them ([`CommandError::Rejected`]) before anything is stored or
+    /// created; a transient read error is [`CommandError::Unavailable`]. A
+    /// job that passes records the verdict, so the engine does not check
+    /// again. A repeat of an idempotency key finds its job without a check.
+    pub async fn submit_checked(
+        &self,
+        spec: ClusterSpec,
+        key: Option<&str>,
+    ) -> Result<Submitted, CommandError> {
+        spec.validate()
+            .map_err(|e| CommandError::Invalid(e.to_string()))?;
+        let id = match key {
+            Some(k) => names::job_id_for_key(&spec, k),
+            None => names::new_job_id(&spec),
+        };
+        if key.is_some() && self.load(&id).await?.is_some() {
+            // The same key again: answered by `store_job` (same job or conflict).
+            return self.store_job(spec, id, key, None).await;
+        }
+        let verdict = self
+            .preflight(&spec, &id)
+            .await
+            .map_err(CommandError::Unavailable)?;
+        if !verdict.passed() {
+            return Err(CommandError::Rejected(verdict));
+        }
+        self.store_job(spec, id, key, Some(verdict)).await
+    }
+
+    async fn store_job(
+        &self,
+        spec: ClusterSpec,
+        id: String,
+        key: Option<&str>,
+        preflight: Option<crate::preflight::Preflight>,
+    ) -> Result<Submitted, CommandError> {
         let mut saga = Saga::new(id.clone(), spec, self.now());
         saga.submission_key = key.map(str::to_string);
+        saga.preflight = preflight;
         let first = decide::job_requested_event(&saga);
         match self.create(saga.clone(), first).await {
             Ok(()) => Ok(Submitted {

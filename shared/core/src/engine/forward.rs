@@ -68,6 +68,25 @@ impl Engine {
     /// Runs (or continues) a forward step from its first unfinished operation.
     async fn forward(&self, txn: &mut Txn, step: StepName) -> Result<(), EngineError> {
         decide::start_step(&mut txn.saga, step, self.now());
+        // Pre-flight is the job's first action, before `stage` writes
+        // anything (unless the edge ran it already). A transient read error
+        // retries the step like any other; problems reject the job.
+        if step == StepName::Stage && txn.saga.preflight.is_none() && txn.saga.resources.is_empty()
+        {
+            match self.preflight(&txn.saga.spec, &txn.saga.id).await {
+                Ok(verdict) if verdict.passed() => {
+                    decide::preflight_passed(&mut txn.saga, verdict);
+                    self.save(txn).await?;
+                }
+                Ok(verdict) => {
+                    tracing::warn!(job = %txn.saga.id, problems = %verdict.summary(), "pre-flight rejected the job");
+                    let emits = decide::reject(&mut txn.saga, verdict, self.now());
+                    txn.outbox.extend(emits);
+                    return self.save(txn).await;
+                }
+                Err(e) => return self.step_failed(txn, step, &e).await,
+            }
+        }
         for op in steps::plan(step, &txn.saga, &self.env) {
             let (id, kind) = match &op {
                 Op::Arm {

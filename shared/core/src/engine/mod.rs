@@ -102,6 +102,12 @@ pub enum CommandError {
     Invalid(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// Pre-flight found problems; nothing was stored or created.
+    #[error("pre-flight refused the job: {}", .0.summary())]
+    Rejected(crate::preflight::Preflight),
+    /// A pre-flight read failed for now (throttled, unavailable): try again.
+    #[error("pre-flight could not read Azure now: {0}")]
+    Unavailable(flotilla_azure::AzureError),
 }
 
 impl From<crate::decide::Refusal> for CommandError {

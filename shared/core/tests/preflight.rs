@@ -1,0 +1,424 @@
+//! Pre-flight on the in-memory world: each refusal ends the job `Rejected`
+//! with every problem listed at once and nothing written to the cloud; a
+//! quota short only at `max` is a warning on a job that succeeds; transient
+//! read errors are retried, never a reason to reject.
+
+use flotilla_azure::models::api;
+use flotilla_azure::{AzureError, ResourceId};
+use flotilla_core::engine::CommandError;
+use flotilla_core::names;
+use flotilla_core::ports::{Arm, SagaStore};
+use flotilla_core::saga::{JobStatus, Saga, StepStatus};
+use flotilla_core::spec::ClusterSpec;
+use flotilla_core::testing::World;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+const LIMIT: u32 = 600;
+const SUB: &str = "00000000-0000-0000-0000-000000000000";
+
+fn codes(saga: &Saga) -> Vec<(String, String)> {
+    saga.preflight
+        .as_ref()
+        .expect("pre-flight ran")
+        .problems
+        .iter()
+        .map(|p| (p.field.clone(), p.code.clone()))
+        .collect()
+}
+
+/// Rejected, nothing written anywhere, no step run, nothing to compensate.
+fn rejected_with_nothing_created(w: &World, saga: &Saga) {
+    assert_eq!(saga.status, JobStatus::Rejected, "{saga:#?}");
+    assert_eq!(w.cloud.writes(), 0, "pre-flight must not write");
+    assert!(w.cloud.resources().is_empty(), "{:?}", w.cloud.resources());
+    assert!(w.cloud.secrets().is_empty(), "{:?}", w.cloud.secrets());
+    assert!(w.cloud.blobs().is_empty(), "{:?}", w.cloud.blobs());
+    assert!(w.cloud.deletes().is_empty(), "nothing to compensate");
+    assert!(saga.resources.is_empty());
+    assert!(
+        saga.steps.iter().all(|s| s.status == StepStatus::Pending),
+        "{:?}",
+        saga.steps
+    );
+    assert_eq!(saga.error.as_ref().unwrap().code, "PreflightFailed");
+}
+
+/// A spec with one pool of an unknown size and one whose size is not offered
+/// in one of its zones.
+fn spec_with_bad_pools() -> ClusterSpec {
+    let mut spec = ClusterSpec::example();
+    let mut unknown = spec.worker_pools[0].clone();
+    unknown.name = "gpu".into();
+    unknown.instance_type = "Standard_ND96_v9".into();
+    let mut zonal = spec.worker_pools[0].clone();
+    zonal.name = "memory".into();
+    zonal.instance_type = "Standard_E4s_v5".into();
+    zonal.min = 1;
+    zonal.max = 1;
+    spec.worker_pools.push(unknown);
+    spec.worker_pools.push(zonal);
+    spec
+}
+
+#[tokio::test]
+async fn every_problem_is_listed_at_once_and_nothing_is_created() {
+    let w = World::new();
+    let spec = spec_with_bad_pools();
+    w.cloud.withhold_zone("Standard_E4s_v5", "3");
+    // master 3×4 + general 2×8 = 28 DSv5 vCPUs at min.
+    w.cloud.set_quota("standardDSv5Family", 20);
+    w.cloud
+        .deny_action("Microsoft.Compute/virtualMachineScaleSets/write");
+    // A name the job will use, held by another job, and an overlapping VNet.
+    let key = "every-problem";
+    let job_id = names::job_id_for_key(&spec, key);
+    let taken = ResourceId::new(
+        SUB,
+        &spec.resource_group,
+        "Microsoft.Network",
+        "publicIPAddresses",
+        &names::public_ip(&job_id),
+    );
+    w.cloud.insert_resource(
+        &taken.to_string(),
+        &BTreeMap::from([(names::TAG_JOB.to_string(), "other-abc123".to_string())]),
+    );
+    let legacy = ResourceId::new(
+        SUB,
+        &spec.resource_group,
+        "Microsoft.Network",
+        "virtualNetworks",
+        "legacy-vnet",
+    );
+    w.cloud
+        .put(
+            &legacy,
+            api::NETWORK,
+            &json!({"location": "westeurope", "properties": {"addressSpace": {"addressPrefixes": ["10.42.128.0/24"]}}}),
+        )
+        .await
+        .unwrap();
+    let writes_before = w.cloud.writes();
+
+    let submitted = w.engine.submit_with_key(spec, Some(key)).await.unwrap();
+    let saga = w.run(&submitted.job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Rejected, "{saga:#?}");
+    assert_eq!(w.cloud.writes(), writes_before, "pre-flight must not write");
+    assert!(saga.resources.is_empty());
+    assert!(w.cloud.blobs().is_empty() && w.cloud.secrets().is_empty());
+    let found = codes(&saga);
+    for expected in [
+        ("workerPools[1].instanceType", "SizeNotOffered"),
+        ("workerPools[2].zones", "ZoneNotOffered"),
+        ("workerPools[0].min", "QuotaExceeded"),
+        ("name", "NameTaken"),
+        ("network.vnetCidr", "AddressSpaceOverlap"),
+        ("resourceGroup", "PermissionDenied"),
+    ] {
+        assert!(
+            found.contains(&(expected.0.to_string(), expected.1.to_string())),
+            "{expected:?} missing from {found:?}"
+        );
+    }
+    assert_eq!(found.len(), 6, "{found:?}");
+    let error = saga.error.unwrap();
+    assert_eq!(error.code, "PreflightFailed");
+    assert!(
+        error.message.contains("workerPools[2].zones"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_size_is_rejected() {
+    let w = World::new();
+    let mut spec = ClusterSpec::example();
+    spec.master.instance_type = "Standard_Z8s_v5".into();
+    let job = w.engine.submit(spec).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    rejected_with_nothing_created(&w, &saga);
+    assert_eq!(
+        codes(&saga),
+        vec![(
+            "master.instanceType".to_string(),
+            "SizeNotOffered".to_string()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_size_withheld_in_the_region_is_rejected() {
+    let w = World::new();
+    w.cloud.withhold_size("Standard_D8s_v5");
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    rejected_with_nothing_created(&w, &saga);
+    assert_eq!(
+        codes(&saga),
+        vec![(
+            "workerPools[0].instanceType".to_string(),
+            "SizeNotOffered".to_string()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_size_restricted_in_a_requested_zone_is_rejected() {
+    let w = World::new();
+    w.cloud.withhold_zone("Standard_D8s_v5", "2");
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    rejected_with_nothing_created(&w, &saga);
+    assert_eq!(
+        codes(&saga),
+        vec![(
+            "workerPools[0].zones".to_string(),
+            "ZoneNotOffered".to_string()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn quota_short_at_min_is_rejected() {
+    let w = World::new();
+    w.cloud.set_quota("cores", 27);
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    rejected_with_nothing_created(&w, &saga);
+    assert_eq!(
+        codes(&saga),
+        vec![(
+            "workerPools[0].min".to_string(),
+            "QuotaExceeded".to_string()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn quota_short_only_at_max_is_a_warning_and_the_job_succeeds() {
+    let w = World::new();
+    // 28 vCPUs at min, 92 at max.
+    w.cloud.set_quota("standardDSv5Family", 40);
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    let verdict = saga.preflight.expect("pre-flight ran");
+    assert!(verdict.problems.is_empty());
+    assert_eq!(verdict.warnings.len(), 1, "{:?}", verdict.warnings);
+    assert_eq!(verdict.warnings[0].code, "QuotaShortAtMax");
+    assert_eq!(verdict.warnings[0].field, "workerPools[0].max");
+}
+
+#[tokio::test]
+async fn a_missing_resource_group_is_rejected() {
+    let w = World::new();
+    let spec = ClusterSpec::example();
+    w.cloud.drop_group(&spec.resource_group);
+    let job = w.engine.submit(spec).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    rejected_with_nothing_created(&w, &saga);
+    assert_eq!(
+        codes(&saga),
+        vec![(
+            "resourceGroup".to_string(),
+            "ResourceGroupNotFound".to_string()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_name_held_by_another_job_is_rejected_but_the_jobs_own_is_not() {
+    let w = World::new();
+    let spec = ClusterSpec::example();
+    let job = names::job_id_for_key(&spec, "k1");
+    let vmss = ResourceId::new(
+        SUB,
+        &spec.resource_group,
+        "Microsoft.Compute",
+        "virtualMachineScaleSets",
+        &names::master_vmss(&job),
+    );
+    w.cloud.insert_resource(
+        &vmss.to_string(),
+        &BTreeMap::from([(names::TAG_JOB.to_string(), "someone-zzz999".to_string())]),
+    );
+    let s = w
+        .engine
+        .submit_with_key(spec.clone(), Some("k1"))
+        .await
+        .unwrap();
+    let saga = w.run(&s.job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Rejected, "{saga:#?}");
+    assert_eq!(
+        codes(&saga),
+        vec![("name".to_string(), "NameTaken".to_string())]
+    );
+    assert!(saga.error.unwrap().message.contains("someone-zzz999"));
+
+    // Tagged with the job itself (a re-run): not a problem.
+    let w = World::new();
+    w.cloud.insert_resource(
+        &vmss.to_string(),
+        &BTreeMap::from([(names::TAG_JOB.to_string(), job.clone())]),
+    );
+    let s = w.engine.submit_with_key(spec, Some("k1")).await.unwrap();
+    let saga = w.run(&s.job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+}
+
+#[tokio::test]
+async fn an_overlapping_vnet_in_the_group_is_rejected() {
+    let w = World::new();
+    let first = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    assert_eq!(w.run(&first, LIMIT).await.status, JobStatus::Succeeded);
+    let writes = w.cloud.writes();
+    let resources = w.cloud.resources();
+
+    // The same address space again in the same group.
+    let second = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&second, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Rejected, "{saga:#?}");
+    assert_eq!(
+        codes(&saga),
+        vec![(
+            "network.vnetCidr".to_string(),
+            "AddressSpaceOverlap".to_string()
+        )]
+    );
+    assert_eq!(w.cloud.writes(), writes, "the second job wrote nothing");
+    assert_eq!(w.cloud.resources(), resources);
+
+    // A disjoint one is fine.
+    let mut spec = ClusterSpec::example();
+    spec.network = flotilla_core::spec::NetworkSpec::numbered(3);
+    let third = w.engine.submit(spec).await.unwrap();
+    assert_eq!(w.run(&third, LIMIT).await.status, JobStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_missing_permission_is_found_before_the_first_put() {
+    let w = World::new();
+    w.cloud.deny_action("Microsoft.Network/*/write");
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    rejected_with_nothing_created(&w, &saga);
+    assert_eq!(
+        codes(&saga),
+        vec![("resourceGroup".to_string(), "PermissionDenied".to_string())]
+    );
+    let message = &saga.preflight.unwrap().problems[0].message;
+    assert!(
+        message.contains("Microsoft.Network/virtualNetworks/write"),
+        "{message}"
+    );
+    assert!(!message.contains("Microsoft.Compute"), "{message}");
+}
+
+#[tokio::test]
+async fn a_transient_read_error_is_retried_never_a_rejection() {
+    let w = World::new();
+    w.cloud.fail(
+        "usages",
+        "westeurope",
+        AzureError::from_service(503, "ServiceUnavailable", "try later", None),
+        2,
+    );
+    w.cloud.fail(
+        "permissions",
+        "",
+        AzureError::from_service(429, "TooManyRequests", "slow down", None),
+        1,
+    );
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    let stage = &saga.steps[0];
+    assert_eq!(
+        stage.attempts, 4,
+        "three retried pre-flights, then one that passed"
+    );
+    assert!(saga.preflight.unwrap().warnings.is_empty());
+}
+
+#[tokio::test]
+async fn a_check_that_cannot_be_read_is_a_warning_not_a_refusal() {
+    let w = World::new();
+    w.cloud.fail(
+        "skus",
+        "westeurope",
+        AzureError::from_service(
+            403,
+            "AuthorizationFailed",
+            "no skus/read at the subscription",
+            None,
+        ),
+        1,
+    );
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    let warnings = saga.preflight.unwrap().warnings;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].code, "NotChecked");
+    assert!(warnings[0].message.contains("AuthorizationFailed"));
+}
+
+#[tokio::test]
+async fn at_the_edge_a_refusal_stores_nothing_and_a_pass_is_not_checked_twice() {
+    let w = World::new();
+    w.cloud.withhold_size("Standard_D4s_v5");
+    w.cloud.set_quota("cores", 1);
+    let err = w
+        .engine
+        .submit_checked(ClusterSpec::example(), None)
+        .await
+        .unwrap_err();
+    let CommandError::Rejected(verdict) = err else {
+        panic!("expected a rejection, got {err}");
+    };
+    let fields: Vec<&str> = verdict.problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, vec!["master.instanceType", "workerPools[0].min"]);
+    assert!(w.store.list().await.unwrap().is_empty(), "nothing stored");
+    assert_eq!(w.cloud.writes(), 0);
+
+    // A transient read error at the edge is "try again", not a refusal.
+    let w = World::new();
+    w.cloud.fail(
+        "skus",
+        "",
+        AzureError::from_service(503, "ServiceUnavailable", "later", None),
+        1,
+    );
+    let err = w
+        .engine
+        .submit_checked(ClusterSpec::example(), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommandError::Unavailable(_)), "{err}");
+    assert!(w.store.list().await.unwrap().is_empty());
+
+    // Passed at the edge: recorded, and the engine does not read again.
+    let s = w
+        .engine
+        .submit_checked(ClusterSpec::example(), None)
+        .await
+        .unwrap();
+    w.cloud.withhold_size("Standard_D4s_v5");
+    let saga = w.run(&s.job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+}
+
+#[tokio::test]
+async fn a_rejected_job_cannot_be_deleted_and_is_not_resumed() {
+    let w = World::new();
+    w.cloud.withhold_size("Standard_D8s_v5");
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Rejected);
+    assert!(saga.status.is_terminal());
+    let err = w.engine.request_delete(&job).await.unwrap_err();
+    assert!(matches!(err, CommandError::Conflict(_)), "{err}");
+    assert!(flotilla_core::orphans::ended(JobStatus::Rejected));
+}
