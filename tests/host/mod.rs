@@ -72,7 +72,17 @@ pub struct World {
 
 impl World {
     pub async fn start() -> World {
-        let env = SimEnvironment::start(SimOptions::default()).await.unwrap();
+        Self::start_with_lro(SimOptions::default().lro).await
+    }
+
+    /// The same world with simulated long-running operations that take `lro`.
+    pub async fn start_with_lro(lro: std::time::Duration) -> World {
+        let env = SimEnvironment::start(SimOptions {
+            lro,
+            ..SimOptions::default()
+        })
+        .await
+        .unwrap();
         // The environment flotilla expects: the cluster RG, the staging account
         // (named like Azurite's account; `keys` lists its keys in the simulator).
         env.resource_group("flotilla-demo", "westeurope")

@@ -440,58 +440,12 @@ async fn measure(world: &World, jobs: u64) -> Measured {
     }
 }
 
-/// The same world as `World::start`, with long-running operations that take `lro`.
-async fn world_with_lro(lro: Duration) -> World {
-    use flotilla::emulators::{SimEnvironment, SimOptions};
-    let env = SimEnvironment::start(SimOptions {
-        lro,
-        ..SimOptions::default()
-    })
-    .await
-    .unwrap();
-    env.resource_group("flotilla-demo", "westeurope")
-        .await
-        .unwrap();
-    let account = env
-        .storage_account(
-            "flotilla-staging",
-            flotilla_azure::blob::DEV_STORAGE_ACCOUNT,
-        )
-        .await
-        .unwrap();
-    let azurite = host::start_azurite();
-    let auth = flotilla_azure::blob::StagingAuth::SharedKey {
-        account: flotilla_azure::blob::DEV_STORAGE_ACCOUNT.into(),
-        key: flotilla_azure::blob::DEV_STORAGE_KEY.into(),
-    };
-    flotilla_azure::blob::Staging::new(&env.config, &azurite.endpoint, "staging", auth)
-        .unwrap()
-        .ensure_container()
-        .await
-        .unwrap();
-    let SimEnvironment {
-        sim,
-        server,
-        config,
-    } = env;
-    World {
-        sim,
-        server,
-        cosmos: host::start_cosmos(),
-        azurite,
-        config,
-        topic: "flotilla-events".into(),
-        dir: tempfile::tempdir().unwrap(),
-        staging_account_id: account.to_string(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_model_counts_one_job() {
     // Long-running operations done at once: the flow itself.
     let instant = measure(&World::start().await, 3).await;
     // Long-running operations of 2 s: the same flow plus its polls.
-    let slow = measure(&world_with_lro(Duration::from_secs(2)).await, 2).await;
+    let slow = measure(&World::start_with_lro(Duration::from_secs(2)).await, 2).await;
 
     let polls =
         slow.deliveries as f64 / slow.jobs as f64 - instant.deliveries as f64 / instant.jobs as f64;
