@@ -318,6 +318,8 @@ struct CloudState {
     /// Secrets written back once right after their purge (a stale handler's
     /// late write), with their tags.
     comebacks: BTreeMap<String, BTreeMap<String, String>>,
+    /// ARM ids (lowercase suffixes) put back once right after their delete.
+    arm_comebacks: Vec<String>,
     /// Per scale set name: the last N instances never register with the API
     /// server, and their init extension's message.
     unregistered: BTreeMap<String, (u32, String)>,
@@ -494,6 +496,14 @@ impl FakeCloud {
             created: self.clock.now(),
         };
         lock(&self.state).secrets.insert(name.into(), item);
+    }
+
+    /// The resource whose id ends with `suffix` comes back once, as it was,
+    /// right after its delete: what a stale handler's late PUT does.
+    pub fn comes_back_after_delete(&self, suffix: &str) {
+        lock(&self.state)
+            .arm_comebacks
+            .push(suffix.to_ascii_lowercase());
     }
 
     /// Secret `name` comes back once, with `tags`, right after its purge: what
@@ -734,7 +744,18 @@ impl Arm for FakeCloud {
         match self.start(id, true) {
             Some(poll) => Ok(DeleteStart::Pending(poll)),
             None => {
-                lock(&self.state).resources.remove(&key);
+                let mut s = lock(&self.state);
+                let removed = s.resources.remove(&key);
+                if let Some(i) = s
+                    .arm_comebacks
+                    .iter()
+                    .position(|c| key.ends_with(c.as_str()))
+                {
+                    s.arm_comebacks.remove(i);
+                    if let Some(r) = removed {
+                        s.resources.insert(key, r);
+                    }
+                }
                 Ok(DeleteStart::Gone)
             }
         }

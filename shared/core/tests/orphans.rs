@@ -616,3 +616,44 @@ async fn a_deleted_thing_that_comes_back_is_deleted_again() {
         .unwrap();
     assert_eq!(record.reopened, 1);
 }
+
+#[tokio::test]
+async fn a_dependant_that_came_back_is_deleted_before_what_it_uses() {
+    let w = World::new();
+    w.cloud.fail(
+        "put",
+        "-pool-",
+        AzureError::from_service(409, "OperationNotAllowed", "quota", None),
+        1,
+    );
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    // Undo reaches the NSGs after deleting the VNet; by then a stale
+    // handler has put the VNet back, so the NSG is "in use".
+    w.cloud.comes_back_after_delete("-vnet");
+    w.cloud.fail(
+        "delete",
+        "-wk-nsg",
+        AzureError::from_service(
+            400,
+            "InUseNetworkSecurityGroupCannotBeDeleted",
+            "in use by the VNet",
+            None,
+        ),
+        1,
+    );
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Compensated, "{saga:#?}");
+    assert!(w.cloud.resources().is_empty(), "{:?}", w.cloud.resources());
+    let deletes = w.cloud.deletes();
+    assert_eq!(
+        deletes.iter().filter(|d| d.ends_with("-vnet")).count(),
+        2,
+        "deleted, came back, deleted again first: {deletes:#?}"
+    );
+    let second_vnet = deletes.iter().rposition(|d| d.ends_with("-vnet")).unwrap();
+    let nsg = deletes.iter().position(|d| d.ends_with("-wk-nsg")).unwrap();
+    assert!(
+        second_vnet < nsg,
+        "the VNet goes again before the NSG it uses: {deletes:#?}"
+    );
+}

@@ -176,6 +176,16 @@ impl Engine {
                     return self.save(txn).await;
                 }
                 Err(e) => {
+                    // "In use" by something undo already deleted: it came
+                    // back (a stale handler's late write); delete it first.
+                    if e.code.starts_with("InUse") {
+                        if let Ok(found) = self.leftovers(&txn.saga).await {
+                            if decide::reopen_recreated(&mut txn.saga, &found) {
+                                tracing::warn!(job = %txn.saga.id, resource = %record.id, "a dependant came back; deleting it again first");
+                                continue;
+                            }
+                        }
+                    }
                     tracing::warn!(job = %txn.saga.id, resource = %record.id, code = %e.code, "undo failed");
                     let emits =
                         decide::fail_undo(&mut txn.saga, index, &e, &self.policy, self.now());
