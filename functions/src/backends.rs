@@ -38,12 +38,15 @@ fn bus_options() -> BusOptions {
     }
 }
 
-fn required(name: &str) -> Result<String, String> {
-    get(name).ok_or_else(|| format!("app setting {name} is required by the configured backends"))
+fn required(name: &str) -> Result<String, crate::error::Error> {
+    get(name).ok_or_else(|| crate::error::Error::Setting {
+        name: name.into(),
+        why: "required by the configured backends".into(),
+    })
 }
 
 /// The Azure configuration from app settings.
-pub fn azure_config() -> Result<AzureConfig, String> {
+pub fn azure_config() -> Result<AzureConfig, crate::error::Error> {
     let arm = get("ARM_ENDPOINT").unwrap_or_else(|| "https://management.azure.com".into());
     let ca = match get("AZURE_CA_CERT") {
         Some(path) => Some(std::fs::read(&path).map_err(|e| format!("AZURE_CA_CERT {path}: {e}"))?),
@@ -66,7 +69,8 @@ pub fn azure_config() -> Result<AzureConfig, String> {
         other => {
             return Err(format!(
             "AZURE_CREDENTIAL must be managed-identity, client-secret or azure-cli (got '{other}')"
-        ))
+        )
+            .into())
         }
     };
     Ok(AzureConfig {
@@ -81,7 +85,7 @@ pub fn azure_config() -> Result<AzureConfig, String> {
 
 impl Backends {
     /// Builds the backends the settings ask for.
-    pub async fn from_settings() -> Result<Backends, String> {
+    pub async fn from_settings() -> Result<Backends, crate::error::Error> {
         let store_kind = get("FLOTILLA_STORE").unwrap_or_else(|| "sqlite".into());
         let bus_kind = get("FLOTILLA_BUS").unwrap_or_else(|| "embedded".into());
         if store_kind == "sqlite"
@@ -115,9 +119,9 @@ impl Backends {
                 .map_err(|e| format!("Cosmos DB: {e}"))?,
             ),
             other => {
-                return Err(format!(
-                    "FLOTILLA_STORE must be sqlite or cosmos (got '{other}')"
-                ))
+                return Err(
+                    format!("FLOTILLA_STORE must be sqlite or cosmos (got '{other}')").into(),
+                )
             }
         };
         let (bus, self_consuming): (Arc<dyn EventBus>, bool) = match bus_kind.as_str() {
@@ -141,13 +145,13 @@ impl Backends {
                 false,
             ),
             other => {
-                return Err(format!(
-                    "FLOTILLA_BUS must be embedded or servicebus (got '{other}')"
-                ))
+                return Err(
+                    format!("FLOTILLA_BUS must be embedded or servicebus (got '{other}')").into(),
+                )
             }
         };
         if let Some(kind) = get("FLOTILLA_STAGING").filter(|k| k != "blob") {
-            return Err(format!("FLOTILLA_STAGING must be blob (got '{kind}')"));
+            return Err(format!("FLOTILLA_STAGING must be blob (got '{kind}')").into());
         }
         let endpoint = required("STAGING_BLOB_ENDPOINT")?;
         let auth = if endpoint.contains(DEV_STORAGE_ACCOUNT) {
@@ -202,7 +206,7 @@ impl Backends {
         })
     }
 
-    async fn start_local() -> Result<Backends, String> {
+    async fn start_local() -> Result<Backends, crate::error::Error> {
         let world = LocalWorld::start(LocalOptions::on_disk(
             crate::local::default_data_dir(),
             Duration::from_secs(1),
@@ -239,7 +243,9 @@ impl Backends {
 
 /// Entra ID on Azure; the emulator's public key for a loopback endpoint
 /// (an emulator, as the Cosmos SDK itself treats such hosts).
-fn cosmos_auth(config: &AzureConfig) -> Result<flotilla_cloud::cosmos::CosmosAuth, String> {
+fn cosmos_auth(
+    config: &AzureConfig,
+) -> Result<flotilla_cloud::cosmos::CosmosAuth, crate::error::Error> {
     let endpoint = required("COSMOS_ENDPOINT")?;
     let host = url::Url::parse(&endpoint)
         .map_err(|e| format!("COSMOS_ENDPOINT: {e}"))?

@@ -33,7 +33,11 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
-pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode, String> {
+pub async fn run(
+    jobs: usize,
+    workers: usize,
+    json_out: bool,
+) -> Result<ExitCode, crate::error::Error> {
     if jobs == 0 || jobs > 100_000 {
         return Err("--jobs must be between 1 and 100000".into());
     }
@@ -88,9 +92,7 @@ pub async fn run(jobs: usize, workers: usize, json_out: bool) -> Result<ExitCode
             break;
         }
         if started.elapsed() > Duration::from_secs(600) {
-            return Err(format!(
-                "only {settled} of {jobs} jobs finished within 10 minutes"
-            ));
+            return Err(format!("only {settled} of {jobs} jobs finished within 10 minutes").into());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

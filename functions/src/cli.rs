@@ -260,27 +260,14 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
-        Err(Failure::Usage(msg)) => {
-            eprintln!("error: {msg}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Runtime(msg)) => {
-            eprintln!("error: {msg}");
-            ExitCode::from(1)
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-enum Failure {
-    Usage(String),
-    Runtime(String),
-}
-
-impl From<String> for Failure {
-    fn from(s: String) -> Self {
-        Failure::Runtime(s)
-    }
-}
+use crate::error::Error as Failure;
 
 async fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {
@@ -518,21 +505,15 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             server.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker => crate::worker::run()
-            .await
-            .map(|_| ExitCode::SUCCESS)
-            .map_err(Failure::Runtime),
-        Command::Serve { port } => crate::serve::run(port)
-            .await
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(Failure::Runtime),
+        Command::Worker => crate::worker::run().await.map(|_| ExitCode::SUCCESS),
+        Command::Serve { port } => crate::serve::run(port).await.map(|()| ExitCode::SUCCESS),
         Command::Package { out, max_glibc } => {
             let max = match max_glibc.as_deref().map(crate::package::parse_version) {
-                Some(Err(e)) => return Err(Failure::Usage(e)),
+                Some(Err(e)) => return Err(e),
                 Some(Ok(v)) => Some(v),
                 None => None,
             };
-            let p = crate::package::run(&out, max.as_deref()).map_err(Failure::Runtime)?;
+            let p = crate::package::run(&out, max.as_deref())?;
             println!(
                 "{}",
                 json!({"dir": p.dir.display().to_string(), "zip": p.zip.display().to_string(), "entries": p.entries,
@@ -548,9 +529,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             jobs,
             workers,
             output,
-        } => crate::bench::run(jobs, workers, output == Output::Json)
-            .await
-            .map_err(Failure::Runtime),
+        } => crate::bench::run(jobs, workers, output == Output::Json).await,
     }
 }
 
@@ -781,7 +760,7 @@ async fn existing_world(
     let lro = lro(lro_seconds).map_err(Failure::Usage)?;
     let dir = data_dir.unwrap_or_else(local::default_data_dir);
     require_store(&dir)?;
-    Ok(LocalWorld::start(LocalOptions::on_disk(dir, lro, false)).await?)
+    LocalWorld::start(LocalOptions::on_disk(dir, lro, false)).await
 }
 
 /// `--quota NAME=N` values as the simulator's quota limits.

@@ -205,7 +205,7 @@ impl LocalWorld {
     /// Starts the world. With a data dir, first locks it (creating it if
     /// needed): a dir another process holds is refused before anything in it
     /// is read or written, with an error naming that process.
-    pub async fn start(opts: LocalOptions) -> Result<LocalWorld, String> {
+    pub async fn start(opts: LocalOptions) -> Result<LocalWorld, crate::error::Error> {
         let max_delivery = opts.bus.max_delivery_count;
         let lock = match &opts.data_dir {
             Some(dir) => Some(DataDirLock::acquire(dir).map_err(|e| e.to_string())?),
@@ -385,7 +385,7 @@ async fn prepare_environment(
     config: &AzureConfig,
     staging: &Staging,
     account: &ResourceId,
-) -> Result<(), String> {
+) -> Result<(), crate::error::Error> {
     let setup = ArmClient::for_environment_setup(config).map_err(|e| e.to_string())?;
     let rg = ResourceId::resource_group(&config.subscription_id, STAGING_RG);
     put_and_wait(
@@ -421,7 +421,7 @@ pub async fn ensure_resource_group(
     config: &AzureConfig,
     rg: &str,
     location: &str,
-) -> Result<(), String> {
+) -> Result<(), crate::error::Error> {
     let setup = ArmClient::for_environment_setup(config).map_err(|e| e.to_string())?;
     let id = ResourceId::resource_group(&config.subscription_id, rg);
     if setup
@@ -446,7 +446,7 @@ async fn put_and_wait(
     id: &ResourceId,
     api_version: &str,
     body: serde_json::Value,
-) -> Result<(), String> {
+) -> Result<(), crate::error::Error> {
     let start = arm
         .put(id, api_version, &body)
         .await
@@ -461,10 +461,10 @@ async fn put_and_wait(
 
 /// The embedded store and bus in the default data dir, for backends that mix
 /// them with cloud ones; the dir stays locked until the process exits.
-pub fn open_default_embedded(bus: BusOptions) -> Result<Embedded, String> {
+pub fn open_default_embedded(bus: BusOptions) -> Result<Embedded, crate::error::Error> {
     let dir = default_data_dir();
     DataDirLock::hold_until_exit(&dir).map_err(|e| e.to_string())?;
-    Embedded::open(&dir.join("flotilla.db"), bus).map_err(|e| format!("store: {e}"))
+    Embedded::open(&dir.join("flotilla.db"), bus).map_err(|e| format!("store: {e}").into())
 }
 
 /// The default data dir.

@@ -6,6 +6,7 @@ mod bench;
 mod chaos;
 mod cli;
 mod data_dir;
+mod error;
 mod local;
 mod package;
 mod progress;

@@ -94,35 +94,37 @@ fn version_text(v: &[u32]) -> String {
 }
 
 /// Parses a `2.31` style version (for `--max-glibc`).
-pub fn parse_version(text: &str) -> Result<Vec<u32>, String> {
+pub fn parse_version(text: &str) -> Result<Vec<u32>, crate::error::Error> {
     let parts: Result<Vec<u32>, _> = text.split('.').map(str::parse::<u32>).collect();
     match parts {
         Ok(v) if (2..=3).contains(&v.len()) => Ok(v),
-        _ => Err(format!(
+        _ => Err(crate::error::Error::Usage(format!(
             "--max-glibc: expected a version like 2.31, got {text:?}"
-        )),
+        ))),
     }
 }
 
 /// Reads DT_NEEDED and the GLIBC_* version needs of a 64-bit little-endian ELF file.
-pub fn inspect_elf(bytes: &[u8]) -> Result<ElfNeeds, String> {
+pub fn inspect_elf(bytes: &[u8]) -> Result<ElfNeeds, crate::error::Error> {
     const SHT_DYNAMIC: u32 = 6;
     const SHT_GNU_VERNEED: u32 = 0x6fff_fffe;
     const DT_NEEDED: u64 = 1;
-    let bad = |what: &str| format!("not a readable 64-bit little-endian ELF executable ({what})");
-    let u16_at = |o: usize| -> Result<u16, String> {
+    let bad = |what: &str| -> crate::error::Error {
+        format!("not a readable 64-bit little-endian ELF executable ({what})").into()
+    };
+    let u16_at = |o: usize| -> Result<u16, crate::error::Error> {
         bytes
             .get(o..o + 2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
             .ok_or_else(|| bad("truncated"))
     };
-    let u32_at = |o: usize| -> Result<u32, String> {
+    let u32_at = |o: usize| -> Result<u32, crate::error::Error> {
         bytes
             .get(o..o + 4)
             .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
             .ok_or_else(|| bad("truncated"))
     };
-    let u64_at = |o: usize| -> Result<u64, String> {
+    let u64_at = |o: usize| -> Result<u64, crate::error::Error> {
         bytes
             .get(o..o + 8)
             .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
@@ -151,7 +153,7 @@ pub fn inspect_elf(bytes: &[u8]) -> Result<ElfNeeds, String> {
             u32_at(h + 40)? as usize,
         ));
     }
-    let string_at = |table: usize, off: usize| -> Result<String, String> {
+    let string_at = |table: usize, off: usize| -> Result<String, crate::error::Error> {
         let (_, start, size, _) = *sections.get(table).ok_or_else(|| bad("string table"))?;
         let data = bytes
             .get(start..start + size)
@@ -235,14 +237,14 @@ fn files(executable: Vec<u8>) -> Vec<(String, Vec<u8>, u32)> {
 
 /// Writes the package for this executable; with `max_glibc`, refuses (before
 /// writing anything) an executable that would not start on such a host.
-pub fn run(out: &Path, max_glibc: Option<&[u32]>) -> Result<Packaged, String> {
+pub fn run(out: &Path, max_glibc: Option<&[u32]>) -> Result<Packaged, crate::error::Error> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     let binary = std::fs::read(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
     let needs = inspect_elf(&binary).map_err(|e| format!("{}: {e}", exe.display()))?;
     if let Some(max) = max_glibc {
         let problems = needs.problems(max);
         if !problems.is_empty() {
-            return Err(problems.join("; "));
+            return Err(problems.join("; ").into());
         }
     }
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
@@ -272,7 +274,7 @@ pub fn run(out: &Path, max_glibc: Option<&[u32]>) -> Result<Packaged, String> {
     })
 }
 
-fn write_zip(path: &Path, files: &[(String, Vec<u8>, u32)]) -> Result<(), String> {
+fn write_zip(path: &Path, files: &[(String, Vec<u8>, u32)]) -> Result<(), crate::error::Error> {
     let err = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
     let file = std::fs::File::create(path).map_err(|e| err(&e))?;
     let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
@@ -290,14 +292,15 @@ fn write_zip(path: &Path, files: &[(String, Vec<u8>, u32)]) -> Result<(), String
 }
 
 #[cfg(unix)]
-fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+fn set_mode(path: &Path, mode: u32) -> Result<(), crate::error::Error> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(
+        crate::error::Error::io(format!("cannot chmod {}", path.display())),
+    )
 }
 
 #[cfg(not(unix))]
-fn set_mode(_path: &Path, _mode: u32) -> Result<(), String> {
+fn set_mode(_path: &Path, _mode: u32) -> Result<(), crate::error::Error> {
     Ok(())
 }
 
@@ -347,6 +350,8 @@ mod tests {
         assert!(inspect_elf(&truncated).is_err());
         assert_eq!(parse_version("2.31").unwrap(), vec![2, 31]);
         assert!(parse_version("2").is_err());
-        assert!(parse_version("two.31").unwrap_err().contains("--max-glibc"));
+        let e = parse_version("two.31").unwrap_err();
+        assert!(matches!(e, crate::error::Error::Usage(_)));
+        assert!(e.to_string().contains("--max-glibc"));
     }
 }

@@ -11,7 +11,7 @@ use flotilla_core::ports::EventBus;
 use std::sync::Arc;
 
 /// Runs until Ctrl-C.
-pub async fn run() -> Result<(), String> {
+pub async fn run() -> Result<(), crate::error::Error> {
     let backends = Backends::from_settings().await?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();

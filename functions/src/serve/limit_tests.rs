@@ -131,6 +131,8 @@ fn limits_come_from_settings_and_bad_values_name_the_setting() {
         clear();
         set(name, bad);
         let e = Limits::from_settings().unwrap_err();
+        assert_eq!(e.exit_code(), 2, "a setting's error is the user's: {e}");
+        let e = e.to_string();
         assert!(e.contains(name) && e.contains(bad), "{e}");
     }
     clear();

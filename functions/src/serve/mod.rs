@@ -231,21 +231,21 @@ pub fn truncate(s: &str, n: usize) -> String {
 }
 
 /// The port to listen on: `--port`, else FUNCTIONS_CUSTOMHANDLER_PORT, else 7072.
-pub fn port(arg: Option<u16>) -> Result<u16, String> {
+pub fn port(arg: Option<u16>) -> Result<u16, crate::error::Error> {
     if let Some(p) = arg {
         return Ok(p);
     }
     match flotilla_core::settings::get("FUNCTIONS_CUSTOMHANDLER_PORT") {
-        Some(p) => p
-            .trim()
-            .parse()
-            .map_err(|_| format!("FUNCTIONS_CUSTOMHANDLER_PORT is not a port number: '{p}'")),
+        Some(p) => p.trim().parse().map_err(|_| crate::error::Error::Setting {
+            name: "FUNCTIONS_CUSTOMHANDLER_PORT".into(),
+            why: format!("not a port number: '{p}'"),
+        }),
         None => Ok(DEFAULT_PORT),
     }
 }
 
 /// `flotilla serve`: builds the backends and serves until Ctrl-C / SIGTERM.
-pub async fn run(port_arg: Option<u16>) -> Result<(), String> {
+pub async fn run(port_arg: Option<u16>) -> Result<(), crate::error::Error> {
     let port = port(port_arg)?;
     let limits = Limits::from_settings()?;
     let backends = crate::backends::Backends::from_settings().await?;
@@ -299,9 +299,9 @@ impl Default for Limits {
 impl Limits {
     /// The limits from the FLOTILLA_SERVE_* settings, each defaulting when
     /// unset; a malformed value is an error naming the setting.
-    pub fn from_settings() -> Result<Limits, String> {
+    pub fn from_settings() -> Result<Limits, crate::error::Error> {
         let d = Limits::default();
-        let seconds = |name: &str, default: Duration| -> Result<Duration, String> {
+        let seconds = |name: &str, default: Duration| -> Result<Duration, crate::error::Error> {
             let Some(v) = flotilla_core::settings::get(name) else {
                 return Ok(default);
             };
@@ -310,26 +310,27 @@ impl Limits {
                 .ok()
                 .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
                 .map(Duration::from_secs_f64)
-                .ok_or_else(|| {
-                    format!(
-                        "{name} must be a number of seconds between 0 and 86400 (got '{}')",
+                .ok_or_else(|| crate::error::Error::Setting {
+                    name: name.into(),
+                    why: format!(
+                        "must be a number of seconds between 0 and 86400 (got '{}')",
                         truncate(&v, 40)
-                    )
+                    ),
                 })
         };
-        let max_connections = match flotilla_core::settings::get("FLOTILLA_SERVE_MAX_CONNECTIONS")
-        {
+        let max_connections = match flotilla_core::settings::get("FLOTILLA_SERVE_MAX_CONNECTIONS") {
             None => d.max_connections,
             Some(v) => v
                 .trim()
                 .parse::<usize>()
                 .ok()
                 .filter(|n| (1..=65_536).contains(n))
-                .ok_or_else(|| {
-                    format!(
-                        "FLOTILLA_SERVE_MAX_CONNECTIONS must be a whole number from 1 to 65536 (got '{}')",
+                .ok_or_else(|| crate::error::Error::Setting {
+                    name: "FLOTILLA_SERVE_MAX_CONNECTIONS".into(),
+                    why: format!(
+                        "must be a whole number from 1 to 65536 (got '{}')",
                         truncate(&v, 40)
-                    )
+                    ),
                 })?,
         };
         Ok(Limits {

@@ -23,14 +23,16 @@ const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 const REMOVAL_WAIT: Duration = Duration::from_secs(240);
 
 /// Whether the timer deletes orphans (`FLOTILLA_SWEEP_DELETE_ORPHANS`).
-fn delete_orphans() -> Result<bool, String> {
+fn delete_orphans() -> Result<bool, crate::error::Error> {
+    use crate::error::Error;
     match settings::get("FLOTILLA_SWEEP_DELETE_ORPHANS").as_deref() {
         None => Ok(false),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
         Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
-        Some(v) => Err(format!(
-            "FLOTILLA_SWEEP_DELETE_ORPHANS must be true or false (got '{v}')"
-        )),
+        Some(v) => Err(Error::Setting {
+            name: "FLOTILLA_SWEEP_DELETE_ORPHANS".into(),
+            why: format!("must be true or false (got '{v}')"),
+        }),
     }
 }
 
@@ -42,7 +44,7 @@ pub async fn invoke(state: &AppState) -> (StatusCode, Reply) {
             older_than: ORPHAN_AGE,
             resource_groups: vec![],
         })?;
-        Ok((opts, orphans, delete_orphans()?))
+        Ok((opts, orphans, delete_orphans().map_err(|e| e.to_string())?))
     });
     let (opts, orphan_opts, delete) = match settings {
         Ok(s) => s,
