@@ -617,8 +617,10 @@ async fn a_deleted_thing_that_comes_back_is_deleted_again() {
     assert_eq!(record.reopened, 1);
 }
 
-#[tokio::test]
-async fn a_dependant_that_came_back_is_deleted_before_what_it_uses() {
+/// Undo reaches `used` after deleting `dependant`; by then a stale handler
+/// has put the dependant back, so Azure refuses with `code` ("in use"). The
+/// dependant goes again first, and the job still ends Compensated.
+async fn a_dependant_that_came_back_goes_first(dependant: &str, used: &str, code: &str) {
     let w = World::new();
     w.cloud.fail(
         "put",
@@ -627,18 +629,11 @@ async fn a_dependant_that_came_back_is_deleted_before_what_it_uses() {
         1,
     );
     let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
-    // Undo reaches the NSGs after deleting the VNet; by then a stale
-    // handler has put the VNet back, so the NSG is "in use".
-    w.cloud.comes_back_after_delete("-vnet");
+    w.cloud.comes_back_after_delete(dependant);
     w.cloud.fail(
         "delete",
-        "-wk-nsg",
-        AzureError::from_service(
-            400,
-            "InUseNetworkSecurityGroupCannotBeDeleted",
-            "in use by the VNet",
-            None,
-        ),
+        used,
+        AzureError::from_service(400, code, "in use", None),
         1,
     );
     let saga = w.run(&job, LIMIT).await;
@@ -646,14 +641,28 @@ async fn a_dependant_that_came_back_is_deleted_before_what_it_uses() {
     assert!(w.cloud.resources().is_empty(), "{:?}", w.cloud.resources());
     let deletes = w.cloud.deletes();
     assert_eq!(
-        deletes.iter().filter(|d| d.ends_with("-vnet")).count(),
+        deletes.iter().filter(|d| d.ends_with(dependant)).count(),
         2,
         "deleted, came back, deleted again first: {deletes:#?}"
     );
-    let second_vnet = deletes.iter().rposition(|d| d.ends_with("-vnet")).unwrap();
-    let nsg = deletes.iter().position(|d| d.ends_with("-wk-nsg")).unwrap();
+    let second = deletes
+        .iter()
+        .rposition(|d| d.ends_with(dependant))
+        .unwrap();
+    let first_use = deletes.iter().position(|d| d.ends_with(used)).unwrap();
     assert!(
-        second_vnet < nsg,
-        "the VNet goes again before the NSG it uses: {deletes:#?}"
+        second < first_use,
+        "{dependant} goes again before {used}: {deletes:#?}"
     );
+}
+
+#[tokio::test]
+async fn a_dependant_that_came_back_is_deleted_before_what_it_uses() {
+    a_dependant_that_came_back_goes_first(
+        "-vnet",
+        "-wk-nsg",
+        "InUseNetworkSecurityGroupCannotBeDeleted",
+    )
+    .await;
+    a_dependant_that_came_back_goes_first("-api-lb", "-api-pip", "PublicIPAddressInUse").await;
 }

@@ -176,9 +176,11 @@ impl Engine {
                     return self.save(txn).await;
                 }
                 Err(e) => {
-                    // "In use" by something undo already deleted: it came
-                    // back (a stale handler's late write); delete it first.
-                    if e.code.starts_with("InUse") {
+                    // "In use" (`InUseSubnetCannotBeDeleted`,
+                    // `PublicIPAddressInUse`, …) by something undo already
+                    // deleted: it came back (a stale handler's late write);
+                    // delete it first.
+                    if e.code.contains("InUse") {
                         if let Ok(found) = self.leftovers(&txn.saga).await {
                             if decide::reopen_recreated(&mut txn.saga, &found) {
                                 tracing::warn!(job = %txn.saga.id, resource = %record.id, "a dependant came back; deleting it again first");
