@@ -1,29 +1,8 @@
 //! `flotilla plan`: the operations of a spec before anything exists, and the
 //! removal a `delete` would do for a job that ran.
 
-use serde_json::Value;
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn flotilla(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("flotilla runs")
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
+mod cli_common;
+use cli_common::{flotilla, json_of};
 
 #[test]
 fn plan_shows_every_step_then_the_job_creates_those_names() {

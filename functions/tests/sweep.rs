@@ -19,34 +19,17 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod cli_common;
+use cli_common::{flotilla, json_of};
 
 /// The example spec's resource group, and the local world's staging container.
 const RG: &str = "flotilla-demo";
 const STAGING: &str = "flotillastaging";
 const CONTAINER: &str = "staging";
 const GHOST: &str = "ghost-000000";
-
-fn flotilla(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("flotilla runs")
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 fn run_json(dir: &Path, args: &[&str]) -> (i32, Value) {
     let out = flotilla(dir, args);

@@ -5,30 +5,13 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod cli_common;
+use cli_common::{flotilla, json_of};
+
 const STEPS: [&str; 6] = ["stage", "prereqs", "keys", "master", "workers", "join"];
-
-fn flotilla(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("flotilla runs")
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 fn up(dir: &Path, extra: &[&str]) -> (i32, Value) {
     let mut args = vec!["up", "--output", "json", "--lro-seconds", "0.2"];
