@@ -61,17 +61,17 @@ pub(crate) struct Agent {
 /// stopped it yet).
 pub(crate) fn was_removed(sim: &Sim, vm: &str) -> bool {
     let vm = vm.to_ascii_lowercase();
-    if lock(&sim.inner.boot.removed).contains(&vm) {
-        return true;
-    }
     let Some((set, _)) = vm.rsplit_once('_') else {
         return false;
     };
+    // The instance list first: the agent records a VM as removed before it
+    // takes it off that list, so one of the two always knows it.
     let suffix = format!("/{set}");
-    lock(&sim.inner.kube.data)
+    let listed = lock(&sim.inner.kube.data)
         .instances
         .keys()
-        .any(|k| k.ends_with(&suffix))
+        .any(|k| k.ends_with(&suffix));
+    listed || lock(&sim.inner.boot.removed).contains(&vm)
 }
 
 /// Starts the agent once, on its own thread; `served` says `base` is the
@@ -202,6 +202,12 @@ fn tick(sim: &Sim, permits: &Arc<tokio::sync::Semaphore>) {
             while list.len() > keep {
                 let n = list.len() - 1;
                 if let Some(inst) = list.pop() {
+                    // Known as removed before it leaves the instance list, so
+                    // no moment finds it in neither (see `was_removed`).
+                    if let Some(set) = key.rsplit('/').next() {
+                        lock(&sim.inner.boot.removed)
+                            .insert(format!("{set}_{n}").to_ascii_lowercase());
+                    }
                     gone.push((key.clone(), n, inst));
                 }
             }
@@ -221,9 +227,6 @@ fn tick(sim: &Sim, permits: &Arc<tokio::sync::Semaphore>) {
         nodes_dir(sim)
     };
     for (key, n, inst) in &gone {
-        if let Some(set) = key.rsplit('/').next() {
-            lock(&sim.inner.boot.removed).insert(format!("{set}_{n}").to_ascii_lowercase());
-        }
         if let Some(task) = lock(&sim.inner.boot.tasks).remove(&(key.clone(), *n)) {
             task.abort();
         }
