@@ -51,9 +51,11 @@ pub(crate) fn vm_gone(sim: &Sim, vm: &str) -> bool {
     let Some((vmss, n)) = vm.rsplit_once('_') else {
         return false;
     };
-    let live = {
+    let (live, deleted) = {
         let st = lock(&sim.inner.state);
-        st.resources
+        let deleted = st.deleted_scale_sets.contains(&vmss.to_ascii_lowercase());
+        let live = st
+            .resources
             .values()
             .find(|r| {
                 r.rtype
@@ -63,7 +65,8 @@ pub(crate) fn vm_gone(sim: &Sim, vm: &str) -> bool {
             .map(|r| {
                 let capacity = r.body.pointer("/sku/capacity").and_then(|c| c.as_u64());
                 (r.state == "Deleting", capacity)
-            })
+            });
+        (live, deleted)
     };
     match live {
         Some((true, _)) => true,
@@ -71,7 +74,7 @@ pub(crate) fn vm_gone(sim: &Sim, vm: &str) -> bool {
             (Ok(n), Some(c)) => n >= c,
             _ => false,
         },
-        None => crate::boot::was_removed(sim, vm),
+        None => deleted || crate::boot::was_removed(sim, vm),
     }
 }
 

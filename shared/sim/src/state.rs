@@ -291,6 +291,9 @@ pub(crate) struct State {
     /// Unapplied operations by (end time, id); rebuilt on load.
     #[serde(skip)]
     pub pending: BTreeSet<(i64, String)>,
+    /// Names (lowercase) of scale sets deleted since start: their VMs are gone.
+    #[serde(skip)]
+    pub deleted_scale_sets: std::collections::HashSet<String>,
 }
 
 impl State {
@@ -311,6 +314,7 @@ impl State {
             generation: 0,
             purge_protection: false,
             pending: BTreeSet::new(),
+            deleted_scale_sets: Default::default(),
         }
     }
 

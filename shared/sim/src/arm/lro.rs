@@ -199,6 +199,12 @@ pub(crate) fn operation(
 /// Removes a resource; a group takes everything in it, an account its blob containers.
 pub(crate) fn remove_resource(st: &mut State, key: &str) {
     let removed = st.resources.remove(key);
+    if let Some(r) = removed
+        .as_ref()
+        .filter(|r| r.rtype == "Microsoft.Compute/virtualMachineScaleSets")
+    {
+        st.deleted_scale_sets.insert(r.name.to_ascii_lowercase());
+    }
     if let Some(r) = removed.filter(|r| r.rtype == RG_TYPE) {
         let prefix = format!("{}/", r.id.to_ascii_lowercase());
         st.resources.retain(|k, _| !k.starts_with(&prefix));
