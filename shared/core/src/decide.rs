@@ -637,21 +637,7 @@ pub fn fail_undo(
             saga.resources[index].id, error.code, error.message
         ),
     );
-    saga.error = Some(info.clone());
-    saga.status = JobStatus::Failed;
-    saga.updated_at = now;
-    vec![Emit {
-        event: CloudEvent::new(
-            types::COMPENSATION_FAILED,
-            handlers::NONE,
-            &format!("compensation-failed/{}", saga.seq),
-            EventData {
-                error: Some(info),
-                ..data(saga)
-            },
-        ),
-        not_before: None,
-    }]
+    compensation_failed(saga, info, "compensation-failed", now)
 }
 
 /// The check for leftovers after the undo chain could not list what is
@@ -693,6 +679,17 @@ pub fn verify_failed(
             error.code, error.message
         ),
     );
+    compensation_failed(saga, info, "verify-failed", now)
+}
+
+/// Undo gave up: the job is `Failed` with `info`, and `compensation.failed`
+/// (keyed `{key}/{seq}`) says so.
+fn compensation_failed(
+    saga: &mut Saga,
+    info: ErrorInfo,
+    key: &str,
+    now: OffsetDateTime,
+) -> Vec<Emit> {
     saga.error = Some(info.clone());
     saga.status = JobStatus::Failed;
     saga.updated_at = now;
@@ -700,7 +697,7 @@ pub fn verify_failed(
         event: CloudEvent::new(
             types::COMPENSATION_FAILED,
             handlers::NONE,
-            &format!("verify-failed/{}", saga.seq),
+            &format!("{key}/{}", saga.seq),
             EventData {
                 error: Some(info),
                 ..data(saga)

@@ -275,6 +275,15 @@ impl Engine {
         }
     }
 
+    /// What `steps::join::check` reads through.
+    fn join_ports(&self) -> steps::join::Ports<'_> {
+        steps::join::Ports {
+            arm: &*self.azure.arm,
+            secrets: &*self.azure.secrets,
+            kube: &*self.azure.kube,
+        }
+    }
+
     /// `join`: one check of the expected nodes (see `steps::join::check`),
     /// then finish, fail, or check again after `join_interval`.
     async fn check_nodes(
@@ -283,11 +292,7 @@ impl Engine {
         scale_sets: &[(ResourceId, u32)],
     ) -> Result<(), EngineError> {
         let checks = txn.saga.pending.as_ref().map(|p| p.checks).unwrap_or(0);
-        let ports = steps::join::Ports {
-            arm: &*self.azure.arm,
-            secrets: &*self.azure.secrets,
-            kube: &*self.azure.kube,
-        };
+        let ports = self.join_ports();
         let last = checks >= self.policy.max_join_checks;
         match steps::join::check(&txn.saga, scale_sets, &ports, last, checks).await {
             steps::join::Verdict::Joined => {
@@ -331,11 +336,7 @@ impl Engine {
             "virtualMachineScaleSets",
             &names::pool_vmss(&txn.saga.id, pool),
         );
-        let ports = steps::join::Ports {
-            arm: &*self.azure.arm,
-            secrets: &*self.azure.secrets,
-            kube: &*self.azure.kube,
-        };
+        let ports = self.join_ports();
         let last = checks >= self.policy.max_join_checks;
         match steps::join::check(&txn.saga, &[(id, count)], &ports, last, checks).await {
             steps::join::Verdict::Joined => {
