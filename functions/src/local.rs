@@ -78,7 +78,10 @@ impl LocalOptions {
                 deliver_twice,
                 ..BusOptions::default()
             },
-            workers: 4,
+            // Handlers spend their time waiting on Azure (a throttled or
+            // slow call holds one for seconds): 16 at once keep a backlog of
+            // many jobs moving, as the Functions host's concurrency would.
+            workers: 16,
             policy: Policy {
                 backoff_base: Duration::from_millis(500),
                 join_interval: (lro / 2).max(Duration::from_millis(100)),

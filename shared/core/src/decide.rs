@@ -480,6 +480,15 @@ pub fn reopen_recreated(saga: &mut Saga, found: &[String]) -> bool {
     any
 }
 
+/// A created resource was found `Failed` (an update after its create
+/// failed): its record is opened again for the create to be sent once more
+/// (counted in `reopened`, like undo's re-deletes).
+pub fn reopen_failed(saga: &mut Saga, index: usize) {
+    let r = &mut saga.resources[index];
+    r.state = ResourceState::Creating;
+    r.reopened += 1;
+}
+
 pub fn next_undo(saga: &Saga) -> Option<usize> {
     saga.resources
         .iter()

@@ -150,6 +150,11 @@ pub trait EventBus: Send + Sync {
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BusError>;
     /// The dead-letter queue's content.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError>;
+    /// How long the oldest message that could be received now has waited
+    /// (the queue's lag); `None` where the bus cannot tell cheaply.
+    async fn backlog_age(&self) -> Result<Option<Duration>, BusError> {
+        Ok(None)
+    }
 }
 
 /// ARM as a step sees it: create-or-update, patch, delete, poll, read.

@@ -188,8 +188,9 @@ pub struct ResourceRecord {
     #[serde(flatten)]
     pub kind: ResourceKind,
     pub state: ResourceState,
-    /// Times undo found it again after deleting it (a late write of a stale
-    /// handler re-created it) and deleted it once more.
+    /// Times it was opened again: undo found it back after deleting it (a
+    /// late write of a stale handler re-created it), or `join` found it
+    /// `Failed` after its create and sent the create once more.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reopened: u32,
 }

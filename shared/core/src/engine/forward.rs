@@ -301,6 +301,7 @@ impl Engine {
                 self.save(txn).await
             }
             steps::join::Verdict::Failed(e) => self.step_failed(txn, StepName::Join, &e).await,
+            steps::join::Verdict::Repair(id) => self.repair(txn, &id).await,
             steps::join::Verdict::Waiting(why) => {
                 tracing::debug!(job = %txn.saga.id, checks, %why, "nodes not joined yet");
                 let emit = decide::wait_for(
@@ -313,6 +314,59 @@ impl Engine {
                 txn.outbox.push(emit);
                 self.save(txn).await
             }
+        }
+    }
+
+    /// `join` found a scale set `Failed` behind its recorded create: the
+    /// create is sent again (claimed with a write first, like any re-send),
+    /// at most [`decide::MAX_REOPEN`] times, and the checks go on after it.
+    async fn repair(&self, txn: &mut Txn, id: &ResourceId) -> Result<(), EngineError> {
+        let key = id.to_string();
+        let found = txn
+            .saga
+            .resource_index(&key)
+            .filter(|&i| txn.saga.resources[i].reopened < decide::MAX_REOPEN)
+            .and_then(|i| {
+                let owner = txn.saga.resources[i].step;
+                steps::plan(owner, &txn.saga, &self.env)
+                    .into_iter()
+                    .find(|op| matches!(op, Op::ScaleSet { id: o, .. } | Op::Arm { id: o, .. } if o == id))
+                    .map(|op| (i, op))
+            });
+        let Some((index, op)) = found else {
+            let e = AzureError::terminal(
+                "ScaleSetFailed",
+                format!("{id} is Failed and sending its create again did not repair it"),
+            );
+            return self.step_failed(txn, StepName::Join, &e).await;
+        };
+        tracing::warn!(job = %txn.saga.id, %id, "scale set Failed behind its recorded create; sending the create again");
+        decide::reopen_failed(&mut txn.saga, index);
+        self.save(txn).await?;
+        match self.run_op(txn, &op).await {
+            Ok(None) => {
+                decide::resource_created(&mut txn.saga, index);
+                let emit = decide::wait_for(
+                    &mut txn.saga,
+                    PendingPurpose::JoinCheck,
+                    None,
+                    self.policy.join_interval,
+                    self.now(),
+                );
+                txn.outbox.push(emit);
+                self.save(txn).await
+            }
+            Ok(Some(poll)) => {
+                let after = poll.retry_after();
+                let purpose = PendingPurpose::Create {
+                    step: StepName::Join,
+                    resource: index,
+                };
+                let emit = decide::wait_for(&mut txn.saga, purpose, Some(poll), after, self.now());
+                txn.outbox.push(emit);
+                self.save(txn).await
+            }
+            Err(e) => self.step_failed(txn, StepName::Join, &e).await,
         }
     }
 
@@ -346,6 +400,13 @@ impl Engine {
             steps::join::Verdict::Failed(e) => {
                 txn.saga.pending = None;
                 txn.saga.error = Some(ErrorInfo::from(&e));
+            }
+            steps::join::Verdict::Repair(id) => {
+                txn.saga.pending = None;
+                txn.saga.error = Some(ErrorInfo::from(&AzureError::terminal(
+                    "ScaleSetFailed",
+                    format!("{id} is Failed; scale it again to repair it"),
+                )));
             }
             steps::join::Verdict::Waiting(why) => {
                 tracing::debug!(job = %txn.saga.id, pool, checks, %why, "scaled nodes not Ready yet");

@@ -8,7 +8,10 @@
 //! 2. re-arms a job that is waiting for something and whose next event is
 //!    overdue by more than the grace period (`wakeAt` + grace, and no save in
 //!    the grace period): `decide::rearm` emits the event that puts it back in
-//!    motion, with a fresh sequence number;
+//!    motion, with a fresh sequence number. The grace period stretches by the
+//!    bus's backlog (`EventBus::backlog_age`, where the bus can tell): an event
+//!    queued behind others is late, not lost, and a second one would only
+//!    lengthen the queue;
 //! 3. reports a job that made no progress for `stall_after` as stalled, with
 //!    why, which `status` shows too ([`stalled_reason`]).
 //!
@@ -163,6 +166,10 @@ impl Engine {
     /// One sweep over every saga (see the module doc).
     pub async fn sweep(&self, opts: &SweepOptions) -> Result<SweepReport, EngineError> {
         let mut report = SweepReport::default();
+        // A job's next event waiting behind a backlog is late, not lost:
+        // the grace period stretches by the queue's lag.
+        let lag = self.bus.backlog_age().await.ok().flatten().unwrap_or_default();
+        let grace = opts.grace + lag;
         let docs = self.store.list().await?;
         report.scanned = docs.len();
         for doc in docs {
@@ -177,10 +184,10 @@ impl Engine {
                     Err(e) => report.errors.push(format!("{}: {e}", saga.id)),
                 }
             }
-            if overdue(&saga, now, opts.grace) {
+            if overdue(&saga, now, grace) {
                 let rearmed = self
                     .with_saga(&saga.id, false, |s, out| {
-                        if !overdue(s, now, opts.grace) {
+                        if !overdue(s, now, grace) {
                             return Ok(false);
                         }
                         match decide::rearm(s, now) {
