@@ -1,8 +1,9 @@
 // The Restate peer of scripts/bench-peers.sh: the same cluster-shaped job as a
 // Restate workflow (shape.json: 6 steps, 17 checkpoints, one ctx.run per
-// checkpoint), served over HTTP/2 on 127.0.0.1:<port> for restate-server to call.
+// checkpoint), served over HTTP/2 (cleartext) on 127.0.0.1:<port> for restate-server to call.
 // Usage: node restate_service.mjs PORT
 import { readFileSync } from "node:fs";
+import http2 from "node:http2";
 
 // The SDK calls Promise.withResolvers (ES2024), which Node 20 lacks: the standard shape.
 Promise.withResolvers ??= function withResolvers() {
@@ -37,5 +38,5 @@ const clusterJob = restate.workflow({
 const ping = restate.service({ name: "Ping", handlers: { ping: async () => "pong" } });
 
 const port = Number(process.argv[2]);
-await restate.serve({ services: [clusterJob, ping], port });
-console.log("ready");
+const server = http2.createServer(restate.createEndpointHandler({ services: [clusterJob, ping] }));
+server.listen(port, "127.0.0.1", () => console.log("ready"));

@@ -7,6 +7,7 @@ peers and builds flotilla, then calls this with their paths.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-RUN_TIMEOUT_S = 1800
+RUN_TIMEOUT_S = 1800  # one engine's run of one job count
 
 DURABILITY = {
     "flotilla": "embedded SQLite store, WAL journal, synchronous=NORMAL "
@@ -154,11 +156,23 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def measured(roots: list[int], run) -> tuple[dict, float, float]:
-    """Runs run() between two CPU samples of the processes under roots."""
-    before = cpu_seconds(roots)
-    result = run()
-    cpu = cpu_seconds(roots) - before
-    return result, cpu, peak_rss_mb(roots)
+    """Runs run() between two CPU samples of the processes under roots; kills
+    them if it takes longer than RUN_TIMEOUT_S, so a stuck engine fails its run
+    (its pipe closes) instead of hanging the benchmark."""
+    def kill():
+        for root in roots:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(root, signal.SIGKILL)
+
+    watchdog = threading.Timer(RUN_TIMEOUT_S, kill)
+    watchdog.start()
+    try:
+        before = cpu_seconds(roots)
+        result = run()
+        cpu = cpu_seconds(roots) - before
+        return result, cpu, peak_rss_mb(roots)
+    finally:
+        watchdog.cancel()
 
 
 # ---- the engines -----------------------------------------------------------------
