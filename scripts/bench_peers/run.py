@@ -146,6 +146,7 @@ def read_line(proc: subprocess.Popen, what: str) -> str:
 
 
 def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, SIGKILL after 30 s; then closes its pipes."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -153,6 +154,17 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def spawn(argv: list[str], log: Path, pipe_stdout: bool = True, **kwargs) -> subprocess.Popen:
+    """Starts an engine process with its stderr (and stdout, unless piped) in log."""
+    with open(log, "w") as sink:
+        return subprocess.Popen(argv, stdout=subprocess.PIPE if pipe_stdout else sink,
+                                stderr=sink, text=True, **kwargs)
 
 
 def measured(roots: list[int], run) -> tuple[dict, float, float]:
@@ -180,10 +192,10 @@ def measured(roots: list[int], run) -> tuple[dict, float, float]:
 def run_flotilla(args, jobs: int, work: Path) -> dict:
     """`flotilla bench` is one process: its own timer, and wait4's rusage for the
     whole process (start-up and the in-process Azure simulator included)."""
-    proc = subprocess.Popen([args.flotilla, "bench", "--jobs", str(jobs), "--output", "json"],
-                            stdout=subprocess.PIPE, stderr=open(work / "flotilla.err", "w"),
-                            text=True, cwd=work)
-    out = proc.stdout.read()
+    proc = spawn([args.flotilla, "bench", "--jobs", str(jobs), "--output", "json"],
+                 work / "flotilla.err", cwd=work)
+    with proc.stdout:
+        out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     try:
@@ -198,10 +210,8 @@ def run_flotilla(args, jobs: int, work: Path) -> dict:
 
 def run_dbos(args, jobs: int, work: Path) -> dict:
     """One Python process; measured from "go" (DBOS launched) to all workflows done."""
-    proc = subprocess.Popen([args.python, str(HERE / "dbos_job.py"), str(jobs),
-                             str(work / "dbos.sqlite")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=open(work / "dbos.err", "w"), text=True, cwd=work)
+    proc = spawn([args.python, str(HERE / "dbos_job.py"), str(jobs), str(work / "dbos.sqlite")],
+                 work / "dbos.err", stdin=subprocess.PIPE, cwd=work)
     try:
         if read_line(proc, "dbos") != "ready":
             raise RuntimeError("dbos: expected 'ready'")
@@ -236,28 +246,25 @@ def run_restate(args, jobs: int, work: Path) -> dict:
                RESTATE_DISABLE_TELEMETRY="true",
                RESTATE_LOG_FILTER="warn",
                RESTATE_LOGGING="WARN")
-    server = subprocess.Popen([str(server_bin), "--no-logo", "--listen-mode", "tcp",
-                               "--node-name", "bench", "--base-dir", str(work / "restate-data"),
-                               "--bind-address", f"127.0.0.1:{fabric}"],
-                              env=env, stdout=open(work / "restate-server.log", "w"),
-                              stderr=subprocess.STDOUT, cwd=work)
+    server = spawn([str(server_bin), "--no-logo", "--listen-mode", "tcp", "--node-name", "bench",
+                    "--base-dir", str(work / "restate-data"),
+                    "--bind-address", f"127.0.0.1:{fabric}"],
+                   work / "restate-server.log", pipe_stdout=False, env=env, cwd=work)
     service = client = None
     try:
         wait_until("restate-server admin",
                    lambda: http("GET", f"http://127.0.0.1:{admin}/health") == 200, server)
-        service = subprocess.Popen(["node", str(node_dir / "restate_service.mjs"),
-                                    str(service_port)], env=env, stdout=subprocess.PIPE,
-                                   stderr=open(work / "restate-service.log", "w"), text=True)
+        service = spawn(["node", str(node_dir / "restate_service.mjs"), str(service_port)],
+                        work / "restate-service.log", env=env)
         if read_line(service, "restate service") != "ready":
             raise RuntimeError("restate service: expected 'ready'")
         wait_until("registering the service",
                    lambda: http("POST", f"http://127.0.0.1:{admin}/deployments",
                                 {"uri": f"http://127.0.0.1:{service_port}"}) in (200, 201),
                    server)
-        client = subprocess.Popen(["node", str(node_dir / "restate_client.mjs"),
-                                   f"http://127.0.0.1:{ingress}", str(jobs)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=open(work / "restate-client.err", "w"), text=True)
+        client = spawn(["node", str(node_dir / "restate_client.mjs"),
+                        f"http://127.0.0.1:{ingress}", str(jobs)],
+                       work / "restate-client.err", stdin=subprocess.PIPE)
         if read_line(client, "restate client") != "ready":
             raise RuntimeError("restate client: expected 'ready'")
 
