@@ -122,6 +122,11 @@ pub trait SagaStore: Send + Sync {
         if_match: &ETag,
         outbox: &[OutMessage],
     ) -> Result<ETag, StoreError>;
+    /// The current ETag of a document, or `None`: a cheap way to see whether
+    /// it changed since it was read.
+    async fn etag(&self, id: &str) -> Result<Option<ETag>, StoreError> {
+        Ok(self.get(id).await?.map(|d| d.etag))
+    }
     /// Every document, in no particular order.
     async fn list(&self) -> Result<Vec<StoredDoc>, StoreError>;
     /// True when `outbox` messages are committed in the same transaction as the

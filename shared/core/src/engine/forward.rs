@@ -87,55 +87,55 @@ impl Engine {
                 Err(e) => return self.step_failed(txn, step, &e).await,
             }
         }
-        for op in steps::plan(step, &txn.saga, &self.env) {
-            let (id, kind) = match &op {
-                Op::Arm {
-                    id, api_version, ..
-                } => (
-                    id.to_string(),
-                    ResourceKind::Arm {
-                        api_version: api_version.to_string(),
-                    },
-                ),
-                Op::ScaleSet { id, .. } => (
-                    id.to_string(),
-                    ResourceKind::Arm {
-                        api_version: api::COMPUTE.into(),
-                    },
-                ),
-                Op::Secret { name, .. } => (
-                    self.azure.secrets.secret_id(name),
-                    ResourceKind::Secret { name: name.clone() },
-                ),
-                Op::Blob { name, .. } => (
-                    self.azure.blobs.blob_url(name),
-                    ResourceKind::Blob { name: name.clone() },
-                ),
-                Op::AwaitNodes { scale_sets } => return self.check_nodes(txn, scale_sets).await,
+        let ops = steps::plan(step, &txn.saga, &self.env);
+        // Record the intent of every operation not yet recorded, in one
+        // write, before any side effect. That write also claims them: a
+        // handler whose saga changed after it (a duplicate delivery that
+        // claimed them in turn) must not send them too, so before each
+        // further send the saga is checked to be unchanged.
+        let mut fresh = vec![];
+        for op in &ops {
+            let Some((id, kind)) = self.intent(op) else {
+                continue;
             };
-            let index = match txn.saga.resource_index(&id) {
-                Some(i) if txn.saga.resources[i].state == ResourceState::Created => continue,
-                Some(i) => {
-                    // Sent before (a retry, a crash, a duplicate delivery):
-                    // claim it with a write first, so of two handlers the one
-                    // whose write lost never sends, and the operation the
-                    // saga goes on to track is always the newest one sent.
-                    self.save(txn).await?;
-                    i
+            if txn.saga.resource_index(&id).is_none() {
+                txn.saga.resources.push(ResourceRecord {
+                    id,
+                    step,
+                    kind,
+                    state: ResourceState::Creating,
+                    reopened: 0,
+                });
+                fresh.push(txn.saga.resources.len() - 1);
+            }
+        }
+        if !fresh.is_empty() {
+            self.save(txn).await?;
+        }
+        let mut sent = false;
+        for op in ops {
+            let Some((id, _)) = self.intent(&op) else {
+                if let Op::AwaitNodes { scale_sets } = &op {
+                    return self.check_nodes(txn, scale_sets).await;
                 }
-                None => {
-                    // Record the intent before the side effect.
-                    txn.saga.resources.push(ResourceRecord {
-                        id: id.clone(),
-                        step,
-                        kind,
-                        state: ResourceState::Creating,
-                        reopened: 0,
-                    });
-                    self.save(txn).await?;
-                    txn.saga.resources.len() - 1
-                }
+                continue;
             };
+            let Some(index) = txn.saga.resource_index(&id) else {
+                continue;
+            };
+            if txn.saga.resources[index].state == ResourceState::Created {
+                continue;
+            }
+            if !fresh.contains(&index) {
+                // Sent before (a retry, a crash, a duplicate delivery):
+                // claim it with a write first, so of two handlers the one
+                // whose write lost never sends, and the operation the
+                // saga goes on to track is always the newest one sent.
+                self.save(txn).await?;
+            } else if sent && !self.unchanged(txn).await? {
+                return Err(StoreError::PreconditionFailed(txn.saga.id.clone()).into());
+            }
+            sent = true;
             match self.run_op(txn, &op).await {
                 Ok(None) => decide::resource_created(&mut txn.saga, index),
                 Ok(Some(poll)) => {
@@ -173,6 +173,40 @@ impl Engine {
         let emits = decide::finish_step(&mut txn.saga, step, self.now());
         txn.outbox.extend(emits);
         self.save(txn).await
+    }
+
+    /// The resource an operation records, and how undo finds it (`None` for `AwaitNodes`).
+    fn intent(&self, op: &Op) -> Option<(String, ResourceKind)> {
+        Some(match op {
+            Op::Arm {
+                id, api_version, ..
+            } => (
+                id.to_string(),
+                ResourceKind::Arm {
+                    api_version: api_version.to_string(),
+                },
+            ),
+            Op::ScaleSet { id, .. } => (
+                id.to_string(),
+                ResourceKind::Arm {
+                    api_version: api::COMPUTE.into(),
+                },
+            ),
+            Op::Secret { name, .. } => (
+                self.azure.secrets.secret_id(name),
+                ResourceKind::Secret { name: name.clone() },
+            ),
+            Op::Blob { name, .. } => (
+                self.azure.blobs.blob_url(name),
+                ResourceKind::Blob { name: name.clone() },
+            ),
+            Op::AwaitNodes { .. } => return None,
+        })
+    }
+
+    /// Whether the saga is still as this handler last saved or loaded it.
+    async fn unchanged(&self, txn: &Txn) -> Result<bool, EngineError> {
+        Ok(self.store.etag(&txn.saga.id).await?.as_ref() == Some(&txn.etag))
     }
 
     async fn step_failed(
