@@ -148,6 +148,14 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Only the browser front door (`GET /api/...`: `status` and the progress
+/// pages), for the local page server of `status --web` and `up --open`.
+pub fn pages(state: AppState) -> Router {
+    Router::new()
+        .route("/api/{*route}", get(front::get))
+        .with_state(state)
+}
+
 impl Function {
     /// The function and its trigger, for the readiness answer.
     pub fn describe(&self) -> Value {

@@ -30,7 +30,8 @@ pub async fn job(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, Pr
     ))
 }
 
-/// `view-list`: every job `status` shows to this caller, newest first.
+/// `view-list`: every job `status` shows to this caller (as `status`
+/// answers it), newest first.
 pub async fn list(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, Problem> {
     let docs = state.engine.store.list().await.map_err(|e| {
         tracing::error!(error = %e, "listing the jobs failed");
@@ -47,7 +48,7 @@ pub async fn list(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, P
         match super::http::status(state, &one).await {
             Ok(res) => {
                 if let Ok(saga) = serde_json::from_str::<Value>(&res.body) {
-                    jobs.push(summary(&saga));
+                    jobs.push(saga);
                 }
             }
             // Not this caller's to see (or not a job): not listed.
@@ -69,28 +70,6 @@ pub async fn list(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, P
         200,
         page(&json!({"kind": "list", "jobs": jobs})),
     ))
-}
-
-/// What the list shows of a job's `status` answer.
-fn summary(saga: &Value) -> Value {
-    let step = saga["steps"].as_array().and_then(|steps| {
-        steps
-            .iter()
-            .find(|s| s["status"] != "Succeeded" && s["status"] != "Pending")
-            .or_else(|| steps.iter().find(|s| s["status"] == "Pending"))
-            .map(|s| s["name"].clone())
-    });
-    json!({
-        "id": saga["id"],
-        "name": saga["spec"]["name"],
-        "status": saga["status"],
-        "createdAt": saga["createdAt"],
-        "updatedAt": saga["updatedAt"],
-        "pending": !saga["pending"].is_null(),
-        "step": step,
-        "wait": saga["wait"]["why"],
-        "error": saga["error"],
-    })
 }
 
 /// [`PAGE`] with `data` in its slot. The JSON is made safe inside a
