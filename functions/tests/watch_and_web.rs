@@ -1,6 +1,7 @@
 //! `flotilla status JOB --watch` on a pipe (a line per change, no escape
-//! codes, until the job ends; exit codes as `status`), and `status --web`
-//! (the progress page served from the data dir beside a running `up`).
+//! codes, until the job ends; exit codes as `status`), `status --web` (the
+//! progress page served from the data dir beside a running `up`) and
+//! `up --open` (the page of the job it runs, served until Ctrl-C).
 
 mod cli_common;
 
@@ -214,4 +215,48 @@ fn status_web_serves_the_page_of_a_job_in_a_dir_another_process_holds() {
     web.wait().unwrap();
     up.kill().unwrap();
     up.wait().unwrap();
+}
+
+#[test]
+fn up_open_serves_the_page_of_its_job_until_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["up", "--open", "--lro-seconds", "0.2", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(up.stderr.take().unwrap());
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no page URL");
+        if let Some(url) = line.trim().strip_prefix("progress page: ") {
+            break url.to_string();
+        }
+    };
+    let rest = url.strip_prefix("http://127.0.0.1:").expect(&url);
+    let (port, path) = rest.split_once('/').unwrap();
+    let port: u16 = port.parse().unwrap();
+    let (code, html) = get(port, &format!("/{path}"));
+    assert_eq!(code, 200, "{html}");
+    // The job ends; the page stays up until Ctrl-C.
+    loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "up ended early");
+        if line.contains("stays at") {
+            break;
+        }
+    }
+    let (code, html) = get(port, &format!("/{path}"));
+    assert_eq!(code, 200);
+    assert!(html.contains(r#""status":"Succeeded""#), "{html}");
+    assert!(Command::new("kill")
+        .args(["-INT", &up.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(up.wait().unwrap().code(), Some(0), "the job's exit code");
 }
