@@ -451,7 +451,8 @@ impl Saga {
     }
 
     /// What the job waits for now, if anything: the pending operation, or
-    /// the retry of a running step (forward) after a retryable error.
+    /// the retry of a step (its forward run, or its undo) after a retryable
+    /// error.
     pub fn wait(&self) -> Option<Wait> {
         if self.status.is_terminal() && self.pending.is_none() {
             return None;
