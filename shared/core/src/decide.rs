@@ -489,6 +489,14 @@ pub fn reopen_failed(saga: &mut Saga, index: usize) {
     r.reopened += 1;
 }
 
+/// Undo is about to delete `resources[index]`: the undo of its step has begun.
+pub fn undo_begins(saga: &mut Saga, index: usize, now: OffsetDateTime) {
+    let step = saga.resources[index].step;
+    let s = saga.step_mut(step);
+    s.undo_started_at.get_or_insert(now);
+    s.undo_finished_at = None;
+}
+
 pub fn next_undo(saga: &Saga) -> Option<usize> {
     saga.resources
         .iter()
@@ -508,18 +516,25 @@ pub fn resource_deleted(saga: &mut Saga, index: usize, now: OffsetDateTime) -> V
         .iter()
         .any(|r| r.step == step && r.state != ResourceState::Deleted);
     if step_clear {
+        let s = saga.step_mut(step);
+        s.undo_started_at.get_or_insert(now);
+        s.undo_finished_at = Some(now);
         out.extend(step_undone(saga, step, now));
     }
     out
 }
 
+/// A step has nothing left: `Compensated` (a `Failed` step stays so), its
+/// undo finished at `now` unless it already had. `finished_at` keeps the
+/// forward run's end.
 fn step_undone(saga: &mut Saga, step: StepName, now: OffsetDateTime) -> Vec<Emit> {
     let s = saga.step_mut(step);
+    s.undo_started_at.get_or_insert(now);
+    s.undo_finished_at.get_or_insert(now);
     if s.status == StepStatus::Failed || s.status == StepStatus::Compensated {
         return vec![];
     }
     s.status = StepStatus::Compensated;
-    s.finished_at = Some(now);
     vec![Emit {
         event: CloudEvent::new(
             types::UNDO_SUCCEEDED,

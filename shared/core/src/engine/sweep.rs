@@ -27,7 +27,7 @@
 
 use super::{CommandError, Engine, EngineError};
 use crate::decide;
-use crate::saga::{JobStatus, PendingPurpose, Saga, StepStatus};
+use crate::saga::{JobStatus, Saga, StepStatus};
 use crate::settings;
 use serde::Serialize;
 use std::sync::Arc;
@@ -122,23 +122,7 @@ pub fn stalled_reason(saga: &Saga, now: OffsetDateTime, stall_after: Duration) -
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let what = match &saga.pending {
-        Some(p) => match &p.purpose {
-            PendingPurpose::Create { step, resource } => format!(
-                "step {step} waits for the creation of {}",
-                saga.resources.get(*resource).map_or("?", |r| r.id.as_str())
-            ),
-            PendingPurpose::JoinCheck => "step join waits for nodes to join".into(),
-            PendingPurpose::Delete { resource } => format!(
-                "undo waits for the deletion of {}",
-                saga.resources.get(*resource).map_or("?", |r| r.id.as_str())
-            ),
-            PendingPurpose::ScaleJoinCheck { pool, count } => {
-                format!("pool {pool} waits for its {count} node(s) to be Ready")
-            }
-            PendingPurpose::Scale { pool, count } => {
-                format!("scaling pool {pool} to {count} is in flight")
-            }
-        },
+        Some(p) => p.purpose.describe(saga),
         None => match saga.status {
             JobStatus::Compensating | JobStatus::Deleting => "the undo chain has not moved".into(),
             _ => saga
