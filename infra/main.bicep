@@ -599,6 +599,15 @@ var appSettingsAllPlans = [
     name: 'AZURE_CLIENT_ID'
     value: appIdentity.properties.clientId
   }
+  // Who may call (App Service Authentication below) and what Event Grid may deliver
+  {
+    name: 'FLOTILLA_AUTH'
+    value: 'required'
+  }
+  {
+    name: 'FLOTILLA_EVENTGRID_TOPIC'
+    value: '/subscriptions/${subscription().subscriptionId}/resourceGroups/${clusterRgName}'
+  }
   // Operations
   {
     name: 'FLOTILLA_LOG_FORMAT'

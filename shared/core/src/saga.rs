@@ -289,6 +289,12 @@ pub struct Saga {
     /// (quota short for every pool at `max`, a check it could not make).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preflight: Option<crate::preflight::Preflight>,
+    /// The principal (Entra object id) that submitted the job, as App Service
+    /// Authentication named it; only it (or an admin) may read, scale or
+    /// delete the job over HTTP. `null` when no caller was named (no
+    /// authentication configured, a job from the queue).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -357,6 +363,7 @@ impl Saga {
             soft_deleted: vec![],
             verify_attempts: 0,
             preflight: None,
+            owner: None,
         }
     }
 
