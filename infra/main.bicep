@@ -74,6 +74,11 @@ param appServicePlanSku string = 'B1'
 @maxLength(8)
 param keyVaultGeneration string = '1'
 
+@description('Application (client) id of the Entra app registration that App Service Authentication accepts tokens for (docs/deploy.md, "Who may call"). Callers sign in for this app; its app role `Flotilla.Admin` may touch every job.')
+@minLength(36)
+@maxLength(36)
+param authClientId string
+
 @description('Log filter and format are code defaults; this only picks JSON logs for Application Insights.')
 @allowed([
   'json'
@@ -706,6 +711,53 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     hostBlobOwner
     deploymentContainer
   ]
+}
+
+// App Service Authentication (Easy Auth) with Entra ID in front of every HTTP
+// function: a request without a valid token for the app registration gets 401
+// before it reaches flotilla, and an authenticated one reaches it with the
+// caller in X-MS-CLIENT-PRINCIPAL* headers (which the platform strips from
+// what clients send); flotilla records the caller as the job's owner
+// (FLOTILLA_AUTH=required above). Event Grid's delivery endpoint is excluded:
+// it authenticates with the Event Grid system key, and `events` checks the topic.
+resource functionAppAuth 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [
+        '/runtime/webhooks/eventgrid'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${authClientId}'
+            authClientId
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+  }
 }
 
 resource functionAppFtp 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {

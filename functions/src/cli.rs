@@ -421,6 +421,9 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                     if let Some(why) = stalled(&saga) {
                         v["stalled"] = json!(why);
                     }
+                    if let Some(id) = saga.outputs_id() {
+                        v["outputs"] = json!(id);
+                    }
                     println!(
                         "{}",
                         serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
@@ -996,6 +999,9 @@ fn print_status(s: &Saga) {
     }
     if let Some(e) = &s.error {
         println!("  error: {}: {} ({})", e.code, e.message, class(e));
+    }
+    if let Some(id) = s.outputs_id() {
+        println!("  outputs: {id}");
     }
     for d in &s.dead_letters {
         println!("  dead-lettered: {d}");

@@ -146,6 +146,12 @@ async fn only_the_owner_or_an_admin_may_read_list_scale_or_delete_a_job() {
     .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["owner"], ALICE);
+    // The job's outputs secret, by id.
+    assert_eq!(
+        body["outputs"],
+        format!("https://fake.vault/secrets/{job}-outputs"),
+        "{body}"
+    );
     let (code, body) = call(&state, "status", "GET", id(&job), headers(admin, &[]), "").await;
     assert_eq!(code, 200, "{body}");
     let (code, hidden) = call(

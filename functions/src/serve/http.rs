@@ -320,6 +320,9 @@ async fn status(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, Pro
 /// The saga as `status` shows it, with `stalled` (why) when it makes no progress.
 fn status_json(saga: &flotilla_core::saga::Saga) -> Value {
     let mut v = saga.to_json();
+    if let Some(id) = saga.outputs_id() {
+        v["outputs"] = Value::String(id.to_string());
+    }
     let sweep = SweepOptions::from_settings(SweepOptions::default()).unwrap_or_default();
     if let Some(why) = stalled_reason(saga, time::OffsetDateTime::now_utc(), sweep.stall_after) {
         v["stalled"] = Value::String(why);
@@ -352,7 +355,6 @@ async fn scale(
     req: &HttpRequest,
     reply: &mut Reply,
 ) -> Result<HttpResponse, Problem> {
-    let (job, _) = job_for(state, req).await?;
     let pool = req.param("pool").unwrap_or_default();
     if pool.is_empty() || pool.len() > 64 {
         return Err(
@@ -372,6 +374,8 @@ async fn scale(
             )
             .field("count")
         })?;
+    // After the body checks, which say the same for every job.
+    let (job, _) = job_for(state, req).await?;
     state
         .engine
         .request_scale(&job, &pool, count)

@@ -395,6 +395,19 @@ impl Saga {
             .filter(|r| r.state != ResourceState::Deleted)
     }
 
+    /// The id of the job's outputs secret (`{job}-outputs`), once `join`
+    /// wrote it and until it is deleted.
+    pub fn outputs_id(&self) -> Option<&str> {
+        let name = crate::names::outputs_secret(&self.id);
+        self.resources
+            .iter()
+            .find(|r| {
+                r.state == ResourceState::Created
+                    && matches!(&r.kind, ResourceKind::Secret { name: n } if *n == name)
+            })
+            .map(|r| r.id.as_str())
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("sagas serialise")
     }

@@ -111,7 +111,12 @@ impl Engine {
                     self.azure.blobs.blob_url(name),
                     ResourceKind::Blob { name: name.clone() },
                 ),
-                Op::AwaitNodes { scale_sets } => return self.check_nodes(txn, scale_sets).await,
+                Op::AwaitNodes { scale_sets } => {
+                    if self.check_nodes(txn, scale_sets).await? {
+                        continue;
+                    }
+                    return Ok(());
+                }
             };
             let index = match txn.saga.resource_index(&id) {
                 Some(i) if txn.saga.resources[i].state == ResourceState::Created => continue,
@@ -251,6 +256,9 @@ impl Engine {
                     SecretSource::ServicePrincipal => self.azure.sp_client_secret.clone().ok_or_else(|| {
                         AzureError::terminal("ServicePrincipalNotConfigured", "identity is service-principal but CLUSTER_SP_CLIENT_SECRET is not set")
                     })?,
+                    SecretSource::Outputs => {
+                        steps::join::outputs(&txn.saga, &self.env, &self.join_ports()).await?.to_string()
+                    }
                 };
                 self.azure.secrets.set(name, &value, &tags).await?;
                 Ok(None)
@@ -284,23 +292,28 @@ impl Engine {
         }
     }
 
-    /// `join`: one check of the expected nodes (see `steps::join::check`),
-    /// then finish, fail, or check again after `join_interval`.
+    /// `join`: one check of the expected nodes (see `steps::join::check`).
+    /// `true` when every node is Ready (the step goes on to its next
+    /// operation); otherwise the step is failed, or checked again after
+    /// `join_interval`, and saved.
     async fn check_nodes(
         &self,
         txn: &mut Txn,
         scale_sets: &[(ResourceId, u32)],
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let checks = txn.saga.pending.as_ref().map(|p| p.checks).unwrap_or(0);
         let ports = self.join_ports();
         let last = checks >= self.policy.max_join_checks;
         match steps::join::check(&txn.saga, scale_sets, &ports, last, checks).await {
             steps::join::Verdict::Joined => {
-                let emits = decide::finish_step(&mut txn.saga, StepName::Join, self.now());
-                txn.outbox.extend(emits);
-                self.save(txn).await
+                // The re-check that found them is done with.
+                txn.saga.pending = None;
+                Ok(true)
             }
-            steps::join::Verdict::Failed(e) => self.step_failed(txn, StepName::Join, &e).await,
+            steps::join::Verdict::Failed(e) => {
+                self.step_failed(txn, StepName::Join, &e).await?;
+                Ok(false)
+            }
             steps::join::Verdict::Waiting(why) => {
                 tracing::debug!(job = %txn.saga.id, checks, %why, "nodes not joined yet");
                 let emit = decide::wait_for(
@@ -311,7 +324,8 @@ impl Engine {
                     self.now(),
                 );
                 txn.outbox.push(emit);
-                self.save(txn).await
+                self.save(txn).await?;
+                Ok(false)
             }
         }
     }
