@@ -923,6 +923,7 @@ fn summary(world: &LocalWorld, s: &Saga) -> serde_json::Value {
         "softDeleted": s.soft_deleted,
         "error": s.error,
         "deadLetters": s.dead_letters,
+        "outputs": s.outputs_id(),
         "stalled": stalled(s),
         "preflight": s.preflight,
     })
