@@ -47,7 +47,7 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
-@description('Flex Consumption: always-ready instances for the HTTP functions (submit, status, delete, scale, plan); 0 = scale to zero, first request after idle waits for a cold start.')
+@description('Flex Consumption: always-ready instances for the HTTP functions (submit, list, status, delete, scale, plan); 0 = scale to zero, first request after idle waits for a cold start.')
 @minValue(0)
 @maxValue(20)
 param httpAlwaysReady int = 0
