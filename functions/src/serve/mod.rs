@@ -264,11 +264,13 @@ pub fn port(arg: Option<u16>) -> Result<u16, crate::error::Error> {
 pub async fn run(port_arg: Option<u16>) -> Result<(), crate::error::Error> {
     let port = port(port_arg)?;
     let limits = Limits::from_settings()?;
+    let auth = caller::AuthPolicy::from_settings()?;
+    let event_topic = events::topic_from_settings()?;
     let backends = crate::backends::Backends::from_settings().await?;
     let state = AppState {
         sim: backends.local().map(|w| w.config.clone()),
-        auth: caller::AuthPolicy::from_settings()?,
-        event_topic: events::topic_from_settings()?,
+        auth,
+        event_topic,
         ..AppState::new(backends.engine.clone())
     };
     if state.auth.mode == caller::AuthMode::Off {
