@@ -47,7 +47,7 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
-@description('Flex Consumption: always-ready instances for the HTTP functions (submit, status, delete, scale, plan); 0 = scale to zero, first request after idle waits for a cold start.')
+@description('Flex Consumption: always-ready instances for the HTTP functions (submit, list, status, delete, scale, plan); 0 = scale to zero, first request after idle waits for a cold start.')
 @minValue(0)
 @maxValue(20)
 param httpAlwaysReady int = 0
@@ -73,6 +73,11 @@ param appServicePlanSku string = 'B1'
 @minLength(1)
 @maxLength(8)
 param keyVaultGeneration string = '1'
+
+@description('Application (client) id of the Entra app registration that App Service Authentication accepts tokens for (docs/deploy.md, "Who may call"). Callers sign in for this app; its app role `Flotilla.Admin` may touch every job.')
+@minLength(36)
+@maxLength(36)
+param authClientId string
 
 @description('Log filter and format are code defaults; this only picks JSON logs for Application Insights.')
 @allowed([
@@ -599,6 +604,15 @@ var appSettingsAllPlans = [
     name: 'AZURE_CLIENT_ID'
     value: appIdentity.properties.clientId
   }
+  // Who may call (App Service Authentication below) and what Event Grid may deliver
+  {
+    name: 'FLOTILLA_AUTH'
+    value: 'required'
+  }
+  {
+    name: 'FLOTILLA_EVENTGRID_TOPIC'
+    value: '/subscriptions/${subscription().subscriptionId}/resourceGroups/${clusterRgName}'
+  }
   // Operations
   {
     name: 'FLOTILLA_LOG_FORMAT'
@@ -655,7 +669,7 @@ var flexFunctionAppConfig = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_222: Event Grid delivers resource events and users submit jobs over the public HTTPS endpoint (function keys, HTTPS only, TLS 1.2)
+  // checkov:skip=CKV_AZURE_222: Event Grid delivers resource events and users submit jobs over the public HTTPS endpoint (Entra ID through App Service Authentication, function keys, HTTPS only, TLS 1.2)
   // checkov:skip=CKV_AZURE_212: Flex Consumption adds instances per function as load grows (maximumInstanceCount); on the dedicated plan one instance is enough for the event-driven steps (Service Bus redelivers on failure)
   // checkov:skip=CKV_AZURE_213: the platform replaces unhealthy Flex Consumption instances itself; a health check only takes dedicated-plan instances out of rotation when there are two or more
   // checkov:skip=CKV_AZURE_17: Event Grid and the Service Bus-triggered host do not present client certificates; HTTP functions are protected by function keys
@@ -697,6 +711,60 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     hostBlobOwner
     deploymentContainer
   ]
+}
+
+// App Service Authentication (Easy Auth) with Entra ID in front of every HTTP
+// function: a request without a valid token for the app registration gets 401
+// before it reaches flotilla, and an authenticated one reaches it with the
+// caller in X-MS-CLIENT-PRINCIPAL* headers (which the platform strips from
+// what clients send); flotilla records the caller as the job's owner
+// (FLOTILLA_AUTH=required above). Event Grid's delivery endpoint is excluded:
+// it authenticates with the Event Grid system key, and `events` checks the topic.
+resource functionAppAuth 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_13: this resource is the App Service Authentication setting itself (authsettingsV2: Entra ID, authentication required, 401); checkov reads only the legacy `authsettings` shape
+  // checkov:skip=CKV_AZURE_63: checkov applies its site-config checks to every Microsoft.Web/sites/config; this one holds only authsettingsV2 (the site's logs go to Log Analytics through its diagnostic setting)
+  // checkov:skip=CKV_AZURE_65: checkov applies its site-config checks to every Microsoft.Web/sites/config; this one holds only authsettingsV2 (detailed error pages are a site setting, off by default)
+  // checkov:skip=CKV_AZURE_66: checkov applies its site-config checks to every Microsoft.Web/sites/config; this one holds only authsettingsV2 (failed request tracing is a site setting)
+  // checkov:skip=CKV_AZURE_80: checkov applies its site-config checks to every Microsoft.Web/sites/config; this one holds only authsettingsV2, and the app runs a Rust custom handler, no .NET Framework
+  // checkov:skip=CKV_AZURE_88: checkov applies its site-config checks to every Microsoft.Web/sites/config; this one holds only authsettingsV2 (the app mounts no storage)
+  // checkov:skip=CKV_AZURE_222: checkov applies its site checks to every Microsoft.Web/sites/config; this one holds only authsettingsV2, and public access is the site's (see `functionApp`)
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [
+        '/runtime/webhooks/eventgrid'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${authClientId}'
+            authClientId
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+  }
 }
 
 resource functionAppFtp 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {

@@ -457,6 +457,9 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                     if let Some(why) = stalled(&saga) {
                         v["stalled"] = json!(why);
                     }
+                    if let Some(id) = saga.outputs_id() {
+                        v["outputs"] = json!(id);
+                    }
                     println!(
                         "{}",
                         serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
@@ -1009,6 +1012,7 @@ fn summary(world: &LocalWorld, s: &Saga) -> serde_json::Value {
         "softDeleted": s.soft_deleted,
         "error": s.error,
         "deadLetters": s.dead_letters,
+        "outputs": s.outputs_id(),
         "stalled": stalled(s),
         "preflight": s.preflight,
     })
@@ -1085,6 +1089,9 @@ fn print_status(s: &Saga) {
     }
     if let Some(e) = &s.error {
         println!("  error: {}: {} ({})", e.code, e.message, class(e));
+    }
+    if let Some(id) = s.outputs_id() {
+        println!("  outputs: {id}");
     }
     for d in &s.dead_letters {
         println!("  dead-lettered: {d}");

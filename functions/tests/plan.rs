@@ -40,9 +40,14 @@ fn plan_shows_every_step_then_the_job_creates_those_names() {
     let ops = removal["delete"].as_array().unwrap();
     assert!(ops.len() >= 9, "{removal:#}");
     assert!(ops.iter().all(|o| o["method"] == "DELETE"));
+    // The newest first: `join`'s outputs secret, then the pool's scale set.
     assert!(
-        ops[0]["target"].as_str().unwrap().contains("-pool-"),
+        ops[0]["target"].as_str().unwrap().ends_with("-outputs"),
         "the newest resource goes first: {removal:#}"
+    );
+    assert!(
+        ops[1]["target"].as_str().unwrap().contains("-pool-"),
+        "{removal:#}"
     );
 }
 

@@ -61,6 +61,14 @@ fn up_provisions_every_step_in_order() {
         .iter()
         .any(|x| x.as_str().unwrap().ends_with("-master")));
     assert!(out["leftovers"].as_array().unwrap().is_empty());
+    // The job's outputs secret, by id.
+    let job = out["job"].as_str().unwrap();
+    assert!(
+        out["outputs"]
+            .as_str()
+            .is_some_and(|id| id.ends_with(&format!("/secrets/{job}-outputs"))),
+        "{out:#}"
+    );
 }
 
 #[test]

@@ -76,6 +76,13 @@ async fn the_flow_succeeds_and_compensates_at_every_step_without_leaks() {
         world.staged(&job, "init.sh").await,
         "the init script is in Azurite"
     );
+    let vault = flotilla_azure::vault::Vault::new(&world.config).unwrap();
+    let outputs_name = format!("{job}-outputs");
+    assert_eq!(
+        s["outputs"],
+        vault.secret_id(&outputs_name),
+        "status shows the outputs secret's id"
+    );
     let mut texts = vec![("a saga", s.to_string())];
 
     // Staging refused: a handler whose container does not exist.
@@ -130,7 +137,6 @@ async fn the_flow_succeeds_and_compensates_at_every_step_without_leaks() {
     let secrets = world.secrets().await;
     // The scan is meaningful: the storage key really went through the flow
     // (into Key Vault, where the nodes read it).
-    let vault = flotilla_azure::vault::Vault::new(&world.config).unwrap();
     let key = vault
         .get(&format!("{first_job}-storage-key"))
         .await
@@ -138,6 +144,16 @@ async fn the_flow_succeeds_and_compensates_at_every_step_without_leaks() {
         .expect("the job's key secret");
     assert!(secrets.contains(&key));
     assert_no_secrets(&secrets, &texts);
+    // The job's outputs are in Key Vault only: their value is in no log,
+    // saga, event or answer (only their id), and holds no secret.
+    let outputs = vault
+        .get(&outputs_name)
+        .await
+        .unwrap()
+        .expect("the job's outputs");
+    assert!(outputs.contains("\"kubeconfigSecretId\""), "{outputs}");
+    assert_no_secrets(std::slice::from_ref(&outputs), &texts);
+    assert_no_secrets(&secrets, &[("the job's outputs", outputs)]);
 }
 
 /// A fault rule that refuses `step`'s Azure call with a terminal error.

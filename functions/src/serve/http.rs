@@ -1,13 +1,20 @@
-//! The HTTP-triggered functions: `submit`, `plan`, `status`, `delete`,
-//! `scale`, and the progress pages `view` and `view-list` (see [`super::view`]).
-//! Every answer goes back in `Outputs.res`; the invocation itself succeeds
-//! (a 4xx for the client is not a failed invocation).
+//! The HTTP-triggered functions: `submit`, `plan`, `list`, `status`,
+//! `delete`, `scale`, and the progress pages `view` and `view-list` (see
+//! [`super::view`]). Every answer goes back in `Outputs.res`; the invocation
+//! itself succeeds (a 4xx for the client is not a failed invocation).
+//!
+//! Every request is authenticated first ([`caller::authenticate`]: 401 when
+//! authentication is required and no caller is named), and every route that
+//! reads or changes a job gets it through [`job_for`], the one place that
+//! applies the access rule ([`caller::may_access`]).
 
+use super::caller::{self, Caller};
 use super::envelope::{HttpRequest, HttpResponse, Invocation, Reply};
 use super::problem::{Kind, Problem};
 use super::{AppState, Function, Trigger, MAX_BODY};
 use flotilla_core::engine::{stalled_reason, CommandError, SweepOptions};
 use flotilla_core::names;
+use flotilla_core::saga::Saga;
 use flotilla_core::spec::ClusterSpec;
 use serde_json::{json, Value};
 
@@ -51,9 +58,11 @@ async fn answer(
             format!("the body exceeds {MAX_BODY} bytes"),
         ));
     }
+    let who = caller::authenticate(&state.auth, &req)?;
     match f.name {
-        "submit" => submit(state, &req, reply).await,
-        "plan" => plan(state, &req),
+        "submit" => submit(state, &req, who.as_ref(), reply).await,
+        "plan" => plan(state, &req, who.as_ref()),
+        "list" => list(state, who.as_ref()).await,
         "status" => status(state, &req).await,
         "delete" => delete(state, &req, reply).await,
         "scale" => scale(state, &req, reply).await,
@@ -80,6 +89,32 @@ fn job_param(req: &HttpRequest) -> Result<String, Problem> {
             Kind::NotFound,
             format!("'{}' is not a job id", super::truncate(&id, 40)),
         ))
+    }
+}
+
+/// The job the route names, if the caller may see it: THE access check of
+/// every route that reads or changes a job (status, delete, scale, and
+/// anything built on `status`). It authenticates the request itself, so a
+/// route cannot reach a job without it.
+///
+/// # Errors
+/// 400/401 from [`caller::authenticate`]; 404 for a malformed id, an
+/// unknown job and a job the caller may not touch alike (no existence
+/// leak); 500 when the store fails.
+pub(super) async fn job_for(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<(String, Saga), Problem> {
+    let who = caller::authenticate(&state.auth, req)?;
+    let job = job_param(req)?;
+    match state.engine.status(&job).await {
+        Ok(Some(saga)) if caller::may_access(&state.auth, who.as_ref(), &saga) => Ok((job, saga)),
+        Ok(Some(_)) => {
+            tracing::info!(%job, caller = who.as_ref().map(|c| c.principal_id.as_str()), "job hidden from a caller who is neither its owner nor an admin");
+            Err(Problem::new(Kind::NotFound, format!("job {job} not found")))
+        }
+        Ok(None) => Err(Problem::new(Kind::NotFound, format!("job {job} not found"))),
+        Err(e) => Err(command_problem(CommandError::Engine(e))),
     }
 }
 
@@ -170,6 +205,7 @@ fn preflight_problem(verdict: &flotilla_core::preflight::Preflight) -> Problem {
 async fn submit(
     state: &AppState,
     req: &HttpRequest,
+    who: Option<&Caller>,
     reply: &mut Reply,
 ) -> Result<HttpResponse, Problem> {
     let (text, _) = json_body(req)?;
@@ -187,10 +223,11 @@ async fn submit(
                 )
             })?;
     }
-    let key = idempotency_key(req)?;
+    let key = caller::scoped_key(who, idempotency_key(req)?);
+    let owner = who.map(|c| c.principal_id.as_str());
     let submitted = state
         .engine
-        .submit_checked(spec, key)
+        .submit_checked_as(spec, key.as_deref(), owner)
         .await
         .map_err(|e| match e {
             CommandError::Invalid(m) => Problem::new(Kind::InvalidSpec, m),
@@ -222,13 +259,17 @@ async fn submit(
 
 /// `plan`: what a submission of this spec would send, step by step with the
 /// undo of each (secrets redacted); nothing is sent to Azure.
-fn plan(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, Problem> {
+fn plan(
+    state: &AppState,
+    req: &HttpRequest,
+    who: Option<&Caller>,
+) -> Result<HttpResponse, Problem> {
     let (text, _) = json_body(req)?;
     let spec = ClusterSpec::from_json(&text).map_err(|e| {
         Problem::new(Kind::InvalidSpec, format!("{}: {}", e.field, e.message)).field(e.field)
     })?;
-    let key = idempotency_key(req)?;
-    let plan = state.engine.plan(spec, key);
+    let key = caller::scoped_key(who, idempotency_key(req)?);
+    let plan = state.engine.plan(spec, key.as_deref());
     Ok(HttpResponse::json(
         200,
         &serde_json::to_value(&plan).unwrap_or_default(),
@@ -250,15 +291,35 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, Problem> {
     Ok(Some(key))
 }
 
+/// `list`: the jobs the caller may see (its own; every job for an admin or
+/// the local operator), oldest first.
+async fn list(state: &AppState, who: Option<&Caller>) -> Result<HttpResponse, Problem> {
+    let sagas = state
+        .engine
+        .jobs()
+        .await
+        .map_err(|e| command_problem(CommandError::Engine(e)))?;
+    let jobs: Vec<Value> = sagas
+        .iter()
+        .filter(|s| caller::may_access(&state.auth, who, s))
+        .map(|s| {
+            json!({
+                "job": s.id,
+                "status": s.status,
+                "createdAt": s.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                "owner": s.owner,
+                "statusUrl": status_url(&s.id),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::json(200, &json!({ "jobs": jobs })))
+}
+
 /// `status`: the saga as JSON. The progress pages read every job through
 /// this too, so whatever it refuses they do not show.
 pub(super) async fn status(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, Problem> {
-    let job = job_param(req)?;
-    match state.engine.status(&job).await {
-        Ok(Some(saga)) => Ok(HttpResponse::json(200, &status_json(&saga))),
-        Ok(None) => Err(Problem::new(Kind::NotFound, format!("job {job} not found"))),
-        Err(e) => Err(command_problem(CommandError::Engine(e))),
-    }
+    let (_, saga) = job_for(state, req).await?;
+    Ok(HttpResponse::json(200, &status_json(&saga)))
 }
 
 /// The saga as `status` shows it, with `stalled` (why) when it makes no progress.
@@ -266,6 +327,9 @@ fn status_json(saga: &flotilla_core::saga::Saga) -> Value {
     let mut v = saga.to_json();
     if let Some(wait) = saga.wait() {
         v["wait"] = serde_json::to_value(wait).unwrap_or_default();
+    }
+    if let Some(id) = saga.outputs_id() {
+        v["outputs"] = Value::String(id.to_string());
     }
     let sweep = SweepOptions::from_settings(SweepOptions::default()).unwrap_or_default();
     if let Some(why) = stalled_reason(saga, time::OffsetDateTime::now_utc(), sweep.stall_after) {
@@ -279,7 +343,7 @@ async fn delete(
     req: &HttpRequest,
     reply: &mut Reply,
 ) -> Result<HttpResponse, Problem> {
-    let job = job_param(req)?;
+    let (job, _) = job_for(state, req).await?;
     state
         .engine
         .request_delete(&job)
@@ -299,7 +363,6 @@ async fn scale(
     req: &HttpRequest,
     reply: &mut Reply,
 ) -> Result<HttpResponse, Problem> {
-    let job = job_param(req)?;
     let pool = req.param("pool").unwrap_or_default();
     if pool.is_empty() || pool.len() > 64 {
         return Err(
@@ -319,6 +382,8 @@ async fn scale(
             )
             .field("count")
         })?;
+    // After the body checks, which say the same for every job.
+    let (job, _) = job_for(state, req).await?;
     state
         .engine
         .request_scale(&job, &pool, count)

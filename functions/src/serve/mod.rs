@@ -6,6 +6,7 @@
 //! folder `functions/<name>/function.json` with its bindings; `flotilla
 //! package` copies those folders, and a test keeps the three in step.
 
+pub mod caller;
 pub mod envelope;
 mod events;
 mod front;
@@ -36,6 +37,9 @@ mod limit_tests;
 
 #[cfg(test)]
 mod view_tests;
+
+#[cfg(test)]
+mod auth_tests;
 
 /// What triggers a function (and so what its `function.json` holds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +101,7 @@ const fn http(method: &'static str, route: &'static str) -> Trigger {
 pub const FUNCTIONS: &[Function] = &[
     function!("submit", http("POST", "clusters")),
     function!("plan", http("POST", "clusters/plan")),
+    function!("list", http("GET", "clusters")),
     function!("status", http("GET", "clusters/{id}")),
     function!("delete", http("DELETE", "clusters/{id}")),
     function!("scale", http("PATCH", "clusters/{id}/pools/{pool}")),
@@ -127,11 +132,22 @@ pub struct AppState {
     /// Local world only: the built-in simulator's config, so `submit` can
     /// create the spec's resource group there (on Azure it must exist).
     pub sim: Option<AzureConfig>,
+    /// Who may call, and who may touch a job (`FLOTILLA_AUTH`, `FLOTILLA_ADMIN_ROLE`).
+    pub auth: caller::AuthPolicy,
+    /// The Event Grid topic `events` accepts deliveries from
+    /// (`FLOTILLA_EVENTGRID_TOPIC`); `None` accepts any (local runs).
+    pub event_topic: Option<String>,
 }
 
 impl AppState {
+    /// The state with authentication off and any Event Grid topic accepted.
     pub fn new(engine: Arc<Engine>) -> AppState {
-        AppState { engine, sim: None }
+        AppState {
+            engine,
+            sim: None,
+            auth: caller::AuthPolicy::default(),
+            event_topic: None,
+        }
     }
 }
 
@@ -265,11 +281,18 @@ pub fn port(arg: Option<u16>) -> Result<u16, crate::error::Error> {
 pub async fn run(port_arg: Option<u16>) -> Result<(), crate::error::Error> {
     let port = port(port_arg)?;
     let limits = Limits::from_settings()?;
+    let auth = caller::AuthPolicy::from_settings()?;
+    let event_topic = events::topic_from_settings()?;
     let backends = crate::backends::Backends::from_settings().await?;
     let state = AppState {
         sim: backends.local().map(|w| w.config.clone()),
+        auth,
+        event_topic,
         ..AppState::new(backends.engine.clone())
     };
+    if state.auth.mode == caller::AuthMode::Off {
+        tracing::warn!("FLOTILLA_AUTH is off: a request without a caller may touch every job");
+    }
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;

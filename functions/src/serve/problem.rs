@@ -15,6 +15,8 @@ pub enum Kind {
     /// A pre-flight read failed for now; the client should try again.
     AzureUnavailable,
     InvalidRequest,
+    /// Authentication is required and the request names no caller.
+    Unauthorized,
     NotFound,
     Conflict,
     MethodNotAllowed,
@@ -32,6 +34,7 @@ impl Kind {
             | Kind::InvalidSpec
             | Kind::PreflightFailed
             | Kind::InvalidRequest => 400,
+            Kind::Unauthorized => 401,
             Kind::NotFound => 404,
             Kind::MethodNotAllowed => 405,
             Kind::RequestTimeout => 408,
@@ -52,6 +55,7 @@ impl Kind {
             Kind::PreflightFailed => "preflight-failed",
             Kind::AzureUnavailable => "azure-unavailable",
             Kind::InvalidRequest => "invalid-request",
+            Kind::Unauthorized => "unauthorized",
             Kind::NotFound => "not-found",
             Kind::Conflict => "conflict",
             Kind::MethodNotAllowed => "method-not-allowed",
@@ -70,6 +74,7 @@ impl Kind {
             Kind::PreflightFailed => "Pre-flight found problems; nothing was created",
             Kind::AzureUnavailable => "Azure could not be read now; try again",
             Kind::InvalidRequest => "The request is invalid",
+            Kind::Unauthorized => "Authentication required",
             Kind::NotFound => "No such job",
             Kind::Conflict => "The job is not in a state that allows this",
             Kind::MethodNotAllowed => "Method not allowed",

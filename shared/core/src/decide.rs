@@ -324,7 +324,10 @@ pub fn finish_step(saga: &mut Saga, step: StepName, now: OffsetDateTime) -> Vec<
                 types::JOB_SUCCEEDED,
                 handlers::NONE,
                 "succeeded",
-                data(saga),
+                EventData {
+                    outputs: saga.outputs_id().map(str::to_string),
+                    ..data(saga)
+                },
             ),
             not_before: None,
         });

@@ -179,6 +179,10 @@ pub struct EventData {
     /// Resource ids (for `degraded`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<String>,
+    /// `job.succeeded`: the id of the Key Vault secret holding the job's
+    /// outputs (its id only, never its value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<String>,
 }
 
 impl CloudEvent {

@@ -163,6 +163,11 @@ pub fn cert_key_secret(job: &str) -> String {
 pub fn kubeconfig_secret(job: &str) -> String {
     format!("{job}-kubeconfig")
 }
+/// The job's outputs (`join` writes it once every node is Ready): how to
+/// reach and manage the cluster, as JSON, no secret in it.
+pub fn outputs_secret(job: &str) -> String {
+    format!("{job}-outputs")
+}
 /// Every secret the nodes write, in the order `master` records them.
 pub fn node_secrets(job: &str) -> Vec<String> {
     vec![

@@ -130,7 +130,7 @@ impl Engine {
                         ),
                         secret,
                     ],
-                    SecretSource::ServicePrincipal => vec![secret],
+                    SecretSource::ServicePrincipal | SecretSource::Outputs => vec![secret],
                     // Written by the first master with its own identity.
                     SecretSource::Node => vec![PlannedOp {
                         method: "RECORD",

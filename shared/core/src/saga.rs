@@ -350,6 +350,12 @@ pub struct Saga {
     /// (quota short for every pool at `max`, a check it could not make).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preflight: Option<crate::preflight::Preflight>,
+    /// The principal (Entra object id) that submitted the job, as App Service
+    /// Authentication named it; only it (or an admin) may read, scale or
+    /// delete the job over HTTP. `null` when no caller was named (no
+    /// authentication configured, a job from the queue).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -420,6 +426,7 @@ impl Saga {
             soft_deleted: vec![],
             verify_attempts: 0,
             preflight: None,
+            owner: None,
         }
     }
 
@@ -499,6 +506,19 @@ impl Saga {
             checks: 0,
             until: self.wake_at,
         })
+    }
+
+    /// The id of the job's outputs secret (`{job}-outputs`), once `join`
+    /// wrote it and until it is deleted.
+    pub fn outputs_id(&self) -> Option<&str> {
+        let name = crate::names::outputs_secret(&self.id);
+        self.resources
+            .iter()
+            .find(|r| {
+                r.state == ResourceState::Created
+                    && matches!(&r.kind, ResourceKind::Secret { name: n } if *n == name)
+            })
+            .map(|r| r.id.as_str())
     }
 
     pub fn to_json(&self) -> serde_json::Value {

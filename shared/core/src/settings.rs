@@ -86,6 +86,10 @@ pub const SETTINGS: &[Setting] = &[
     s("AZURE_CA_CERT", Flotilla, false, "Extra CA certificate (PEM path) to trust, e.g. the simulator's; never set on Azure."),
     s("CLUSTER_SP_CLIENT_ID", Flotilla, false, "Service-principal identity mode: the cluster principal's client id."),
     s("CLUSTER_SP_CLIENT_SECRET", Flotilla, false, "Service-principal identity mode: its secret, as a Key Vault reference; copied into the job's vault secret, never logged."),
+    // Who may call (App Service Authentication in front of the app) and what Event Grid may deliver
+    s("FLOTILLA_AUTH", Flotilla, true, "`required` (set by `infra/`, with App Service Authentication in front): an HTTP request that names no caller (`X-MS-CLIENT-PRINCIPAL-ID`) is refused with 401. `off` (default: `flotilla up`, Core Tools, tests): such a request is the local operator and may touch every job. Either way a named caller may touch only the jobs it submitted, unless it holds the admin app role."),
+    s("FLOTILLA_ADMIN_ROLE", Flotilla, false, "The Entra app role whose holders may read, scale and delete every job (default `Flotilla.Admin`)."),
+    s("FLOTILLA_EVENTGRID_TOPIC", Flotilla, true, "The `topic` (Event Grid schema; `source` in CloudEvents) the `events` function accepts deliveries from: the clusters' resource group id, `/subscriptions/{s}/resourceGroups/{rg}`, the source of its system topic. Any other topic is refused. Unset (local runs): any topic."),
     // Operations
     s("FLOTILLA_SWEEP_INTERVAL_S", Flotilla, false, "Seconds between sweeps in `flotilla worker` and the embedded runner (default 30; on Azure the `sweep` timer function runs every minute)."),
     s("FLOTILLA_SWEEP_GRACE_S", Flotilla, false, "Seconds a job's next event may be overdue before the sweeper re-arms it (default 60)."),

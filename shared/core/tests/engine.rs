@@ -4,7 +4,7 @@
 //! moves when the test moves it.
 
 use flotilla_azure::AzureError;
-use flotilla_core::engine::{CommandError, SweepOptions};
+use flotilla_core::engine::{CommandError, DeletedOutside, SweepOptions};
 use flotilla_core::events::{types, CloudEvent, EventData};
 use flotilla_core::ports::{Clock, EventBus, OutMessage, SagaStore};
 use flotilla_core::saga::{JobStatus, StepName, StepStatus};
@@ -344,11 +344,19 @@ async fn degraded_marking_goes_through_decide_and_the_outbox() {
         .into_iter()
         .find(|r| r.ends_with("-vnet"))
         .unwrap();
-    w.cloud.remove(&vnet);
+    // While ARM still has it, a delete event changes nothing.
     let sent = w.bus.sent.load(Ordering::SeqCst);
     assert_eq!(
         w.engine.mark_degraded(&vnet).await.unwrap(),
-        vec![job.clone()]
+        DeletedOutside::StillExists(vec![job.clone()])
+    );
+    let saga = w.engine.status(&job).await.unwrap().unwrap();
+    assert_eq!(saga.status, JobStatus::Succeeded);
+    assert_eq!(w.bus.sent.load(Ordering::SeqCst), sent, "nothing sent");
+    w.cloud.remove(&vnet);
+    assert_eq!(
+        w.engine.mark_degraded(&vnet).await.unwrap(),
+        DeletedOutside::Degraded(vec![job.clone()])
     );
     let saga = w.engine.status(&job).await.unwrap().unwrap();
     assert_eq!(saga.status, JobStatus::Degraded);
@@ -359,13 +367,17 @@ async fn degraded_marking_goes_through_decide_and_the_outbox() {
         "job.degraded sent"
     );
     // A repeat changes nothing; an unknown resource concerns no job.
-    assert!(w.engine.mark_degraded(&vnet).await.unwrap().is_empty());
-    assert!(w
-        .engine
-        .mark_degraded("/subscriptions/x/resourceGroups/y/providers/A.B/c/d")
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(
+        w.engine.mark_degraded(&vnet).await.unwrap(),
+        DeletedOutside::NotOurs
+    );
+    assert_eq!(
+        w.engine
+            .mark_degraded("/subscriptions/x/resourceGroups/y/providers/A.B/c/d")
+            .await
+            .unwrap(),
+        DeletedOutside::NotOurs
+    );
 }
 
 #[tokio::test]

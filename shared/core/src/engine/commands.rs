@@ -8,8 +8,9 @@ use crate::decide;
 use crate::events::CloudEvent;
 use crate::names;
 use crate::ports::StoreError;
-use crate::saga::Saga;
+use crate::saga::{ResourceKind, Saga};
 use crate::spec::ClusterSpec;
+use flotilla_azure::ResourceId;
 
 /// The job a submission started, or found when the same idempotency key was
 /// used before.
@@ -41,7 +42,7 @@ impl Engine {
             Some(k) => names::job_id_for_key(&spec, k),
             None => names::new_job_id(&spec),
         };
-        self.store_job(spec, id, key, None).await
+        self.store_job(spec, id, key, None, None).await
     }
 
     /// Submits a job at the edge (HTTP `submit`, `flotilla up`): pre-flight
@@ -55,6 +56,17 @@ impl Engine {
         spec: ClusterSpec,
         key: Option<&str>,
     ) -> Result<Submitted, CommandError> {
+        self.submit_checked_as(spec, key, None).await
+    }
+
+    /// [`Engine::submit_checked`] for a named caller: the job records
+    /// `owner` (the caller's principal id) as its owner.
+    pub async fn submit_checked_as(
+        &self,
+        spec: ClusterSpec,
+        key: Option<&str>,
+        owner: Option<&str>,
+    ) -> Result<Submitted, CommandError> {
         spec.validate()
             .map_err(|e| CommandError::Invalid(e.to_string()))?;
         let id = match key {
@@ -63,7 +75,7 @@ impl Engine {
         };
         if key.is_some() && self.load(&id).await?.is_some() {
             // The same key again: answered by `store_job` (same job or conflict).
-            return self.store_job(spec, id, key, None).await;
+            return self.store_job(spec, id, key, None, owner).await;
         }
         let verdict = self
             .preflight(&spec, &id)
@@ -72,7 +84,7 @@ impl Engine {
         if !verdict.passed() {
             return Err(CommandError::Rejected(verdict));
         }
-        self.store_job(spec, id, key, Some(verdict)).await
+        self.store_job(spec, id, key, Some(verdict), owner).await
     }
 
     async fn store_job(
@@ -81,9 +93,11 @@ impl Engine {
         id: String,
         key: Option<&str>,
         preflight: Option<crate::preflight::Preflight>,
+        owner: Option<&str>,
     ) -> Result<Submitted, CommandError> {
         let mut saga = Saga::new(id.clone(), spec, self.now());
         saga.submission_key = key.map(str::to_string);
+        saga.owner = owner.map(str::to_string);
         saga.preflight = preflight;
         let first = decide::job_requested_event(&saga);
         match self.create(saga.clone(), first).await {
@@ -114,6 +128,20 @@ impl Engine {
     /// The saga of a job.
     pub async fn status(&self, job: &str) -> Result<Option<Saga>, EngineError> {
         Ok(self.load(job).await?.map(|t| t.saga))
+    }
+
+    /// Every job's saga, oldest first (documents that do not read as a saga
+    /// are left out).
+    pub async fn jobs(&self) -> Result<Vec<Saga>, EngineError> {
+        let mut sagas: Vec<Saga> = self
+            .store
+            .list()
+            .await?
+            .into_iter()
+            .filter_map(|d| serde_json::from_value(d.doc).ok())
+            .collect();
+        sagas.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(sagas)
     }
 
     /// Starts the explicit teardown of a finished job.
@@ -164,18 +192,54 @@ impl Engine {
         }
     }
 
-    /// Marks every finished job that owns `resource_id` `Degraded` (the
-    /// resource was deleted outside flotilla). Returns the jobs changed.
-    pub async fn mark_degraded(&self, resource_id: &str) -> Result<Vec<String>, EngineError> {
-        let mut changed = vec![];
+    /// An Azure resource event says `resource_id` was deleted: if it is a
+    /// live resource of finished jobs, ARM is asked first, and only a
+    /// resource that is really gone (GET answers 404) marks those jobs
+    /// `Degraded` (listed in `missing`). A resource that still exists (the
+    /// event was stale, forged, or the resource came back) changes nothing.
+    ///
+    /// # Errors
+    /// A store or bus failure, or [`EngineError::Azure`] when ARM could not
+    /// be read (retryable or not, as the error says); nothing is marked then.
+    pub async fn mark_degraded(&self, resource_id: &str) -> Result<DeletedOutside, EngineError> {
+        let mut candidates = vec![];
         for doc in self.store.list().await? {
             let Ok(saga) = serde_json::from_value::<Saga>(doc.doc) else {
                 continue;
             };
             // A cheap filter on the listed copy; the change itself re-checks.
-            if decide::mark_degraded(&mut saga.clone(), resource_id).is_err() {
-                continue;
+            if decide::mark_degraded(&mut saga.clone(), resource_id).is_ok() {
+                candidates.push(saga);
             }
+        }
+        let Some(first) = candidates.first() else {
+            return Ok(DeletedOutside::NotOurs);
+        };
+        let api_version = first
+            .resources
+            .iter()
+            .find(|r| r.id.eq_ignore_ascii_case(resource_id))
+            .and_then(|r| match &r.kind {
+                ResourceKind::Arm { api_version } => Some(api_version.clone()),
+                _ => None,
+            });
+        let (Some(api_version), Ok(id)) = (api_version, ResourceId::parse(resource_id)) else {
+            return Ok(DeletedOutside::NotOurs);
+        };
+        if self
+            .azure
+            .arm
+            .get(&id, None, &api_version)
+            .await
+            .map_err(EngineError::Azure)?
+            .is_some()
+        {
+            let jobs: Vec<String> = candidates.into_iter().map(|s| s.id).collect();
+            tracing::warn!(resource = %resource_id, ?jobs, "a delete event names a resource that still exists; ignored");
+            return Ok(DeletedOutside::StillExists(jobs));
+        }
+        let mut changed = vec![];
+        for saga in candidates {
             let saved = self
                 .with_saga(&saga.id, true, |saga, out| {
                     match decide::mark_degraded(saga, resource_id) {
@@ -194,6 +258,17 @@ impl Engine {
                 Err(e) => return Err(StoreError::Unavailable(e.to_string()).into()),
             }
         }
-        Ok(changed)
+        Ok(DeletedOutside::Degraded(changed))
     }
+}
+
+/// What a resource-deleted event led to ([`Engine::mark_degraded`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeletedOutside {
+    /// Not a live resource of any finished job (or already recorded missing).
+    NotOurs,
+    /// ARM still has the resource: nothing changed (the jobs it belongs to).
+    StillExists(Vec<String>),
+    /// ARM answered 404: these jobs are now `Degraded`.
+    Degraded(Vec<String>),
 }

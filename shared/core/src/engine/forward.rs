@@ -116,7 +116,10 @@ impl Engine {
         for op in ops {
             let Some((id, _)) = self.intent(&op) else {
                 if let Op::AwaitNodes { scale_sets } = &op {
-                    return self.check_nodes(txn, scale_sets).await;
+                    if self.check_nodes(txn, scale_sets).await? {
+                        continue;
+                    }
+                    return Ok(());
                 }
                 continue;
             };
@@ -285,6 +288,9 @@ impl Engine {
                     SecretSource::ServicePrincipal => self.azure.sp_client_secret.clone().ok_or_else(|| {
                         AzureError::terminal("ServicePrincipalNotConfigured", "identity is service-principal but CLUSTER_SP_CLIENT_SECRET is not set")
                     })?,
+                    SecretSource::Outputs => {
+                        steps::join::outputs(&txn.saga, &self.env, &self.join_ports()).await?.to_string()
+                    }
                 };
                 self.azure.secrets.set(name, &value, &tags).await?;
                 Ok(None)
@@ -318,24 +324,32 @@ impl Engine {
         }
     }
 
-    /// `join`: one check of the expected nodes (see `steps::join::check`),
-    /// then finish, fail, or check again after `join_interval`.
+    /// `join`: one check of the expected nodes (see `steps::join::check`).
+    /// `true` when every node is Ready (the step goes on to its next
+    /// operation); otherwise the step is failed, or checked again after
+    /// `join_interval`, and saved.
     async fn check_nodes(
         &self,
         txn: &mut Txn,
         scale_sets: &[(ResourceId, u32)],
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let checks = txn.saga.pending.as_ref().map(|p| p.checks).unwrap_or(0);
         let ports = self.join_ports();
         let last = checks >= self.policy.max_join_checks;
         match steps::join::check(&txn.saga, scale_sets, &ports, last, checks).await {
             steps::join::Verdict::Joined => {
-                let emits = decide::finish_step(&mut txn.saga, StepName::Join, self.now());
-                txn.outbox.extend(emits);
-                self.save(txn).await
+                // The re-check that found them is done with.
+                txn.saga.pending = None;
+                Ok(true)
             }
-            steps::join::Verdict::Failed(e) => self.step_failed(txn, StepName::Join, &e).await,
-            steps::join::Verdict::Repair(id) => self.repair(txn, &id).await,
+            steps::join::Verdict::Failed(e) => {
+                self.step_failed(txn, StepName::Join, &e).await?;
+                Ok(false)
+            }
+            steps::join::Verdict::Repair(id) => {
+                self.repair(txn, &id).await?;
+                Ok(false)
+            }
             steps::join::Verdict::Waiting(why) => {
                 tracing::debug!(job = %txn.saga.id, checks, %why, "nodes not joined yet");
                 let emit = decide::wait_for(
@@ -346,7 +360,8 @@ impl Engine {
                     self.now(),
                 );
                 txn.outbox.push(emit);
-                self.save(txn).await
+                self.save(txn).await?;
+                Ok(false)
             }
         }
     }

@@ -21,7 +21,7 @@ mod txn;
 mod undo;
 mod worker;
 
-pub use commands::Submitted;
+pub use commands::{DeletedOutside, Submitted};
 pub use orphans::{
     parse_resource_groups, NotRemoved, OrphanOptions, OrphanReport, Removal, RemovalOptions,
 };
@@ -76,6 +76,9 @@ pub enum EngineError {
     Bus(#[from] BusError),
     #[error("unreadable event: {0}")]
     BadEvent(String),
+    /// An Azure read the engine needed before deciding failed.
+    #[error("azure: {}: {}", .0.code, .0.message)]
+    Azure(flotilla_azure::AzureError),
 }
 
 impl EngineError {
@@ -87,6 +90,7 @@ impl EngineError {
             EngineError::Store(StoreError::Corrupt(_)) => false,
             EngineError::Store(_) | EngineError::Bus(_) => true,
             EngineError::BadEvent(_) => false,
+            EngineError::Azure(e) => e.is_retryable(),
         }
     }
 }

@@ -10,10 +10,12 @@
 //! the init scripts give them (`flotilla.io/role`, `flotilla.io/pool`).
 //! Running out of checks fails the step (`JoinTimeout`) naming every node
 //! that never registered (or never became Ready) with its extension's message.
-//! Emits `step.succeeded{join}` and `job.succeeded`. Creates nothing; undo
-//! has nothing of its own.
+//! Once every node is Ready, writes the job's outputs as one Key Vault secret
+//! (`{job}-outputs`, [`outputs`]): its intent is recorded first like any
+//! secret, and undo deletes it. Emits `step.succeeded{join}` and
+//! `job.succeeded` (carrying the outputs secret's id, never its value).
 
-use super::{rg_id, Env, Op};
+use super::{rg_id, Env, Op, SecretSource};
 use crate::names;
 use crate::ports::{Arm, KubeApi, KubeNode, Secrets};
 use crate::saga::Saga;
@@ -37,7 +39,91 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
         let count = saga.pools.get(&p.name).copied().unwrap_or(p.min);
         sets.push((vmss(names::pool_vmss(&saga.id, &p.name)), count));
     }
-    vec![Op::AwaitNodes { scale_sets: sets }]
+    vec![
+        Op::AwaitNodes { scale_sets: sets },
+        Op::Secret {
+            name: names::outputs_secret(&saga.id),
+            source: SecretSource::Outputs,
+        },
+    ]
+}
+
+/// The job's outputs, the value of `{job}-outputs`: what a client (or an
+/// operator handing the cluster to an application) needs, and no secret —
+/// the admin kubeconfig is referenced by its secret id.
+///
+/// `{job, apiServer: "https://{fqdn}:6443", apiServerAddress (the load
+/// balancer's public IP, when Azure has assigned it), kubeconfigSecretId,
+/// identity: {mode, scaleSets: [{id, principalId}]} in managed-identity
+/// mode or {mode, clientId, tenantId} in service-principal mode, resources:
+/// [every ARM id the job created]}`.
+pub async fn outputs(saga: &Saga, env: &Env, ports: &Ports<'_>) -> Result<Value, AzureError> {
+    let job = &saga.id;
+    let pip = rg_id(
+        saga,
+        env,
+        "Microsoft.Network",
+        "publicIPAddresses",
+        &names::public_ip(job),
+    );
+    let address = ports
+        .arm
+        .get(&pip, None, api::NETWORK)
+        .await?
+        .and_then(|v| v.pointer("/properties/ipAddress").cloned())
+        .unwrap_or(Value::Null);
+    let identity = match saga.spec.identity {
+        crate::spec::IdentityMode::ManagedIdentity => {
+            let mut sets = vec![];
+            let vmss = |name: String| {
+                rg_id(
+                    saga,
+                    env,
+                    "Microsoft.Compute",
+                    "virtualMachineScaleSets",
+                    &name,
+                )
+            };
+            let ids = std::iter::once(vmss(names::master_vmss(job))).chain(
+                saga.spec
+                    .worker_pools
+                    .iter()
+                    .map(|p| vmss(names::pool_vmss(job, &p.name))),
+            );
+            for id in ids {
+                let principal = ports
+                    .arm
+                    .get(&id, None, api::COMPUTE)
+                    .await?
+                    .and_then(|v| v.pointer("/identity/principalId").cloned())
+                    .unwrap_or(Value::Null);
+                sets.push(serde_json::json!({"id": id.to_string(), "principalId": principal}));
+            }
+            serde_json::json!({"mode": "managed-identity", "scaleSets": sets})
+        }
+        crate::spec::IdentityMode::ServicePrincipal => serde_json::json!({
+            "mode": "service-principal",
+            "clientId": env.sp_client_id,
+            "tenantId": env.tenant_id,
+        }),
+    };
+    let resources: Vec<&str> = saga
+        .resources
+        .iter()
+        .filter(|r| {
+            r.state == crate::saga::ResourceState::Created
+                && matches!(r.kind, crate::saga::ResourceKind::Arm { .. })
+        })
+        .map(|r| r.id.as_str())
+        .collect();
+    Ok(serde_json::json!({
+        "job": job,
+        "apiServer": format!("https://{}:{}", names::api_fqdn(job, &saga.spec.location), names::API_PORT),
+        "apiServerAddress": address,
+        "kubeconfigSecretId": ports.secrets.secret_id(&names::kubeconfig_secret(job)),
+        "identity": identity,
+        "resources": resources,
+    }))
 }
 
 /// The ports a check uses.

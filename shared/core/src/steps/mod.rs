@@ -41,6 +41,9 @@ pub enum SecretSource {
     /// Written by the nodes themselves (the first master's join information
     /// and kubeconfig): nothing to write now, only recorded so undo deletes it.
     Node,
+    /// The job's outputs, composed by `join` once the cluster is up
+    /// ([`join::outputs`]): endpoints, identities, resource ids.
+    Outputs,
 }
 
 /// Where, in a scale set body, the init extension's protected settings are:
