@@ -157,6 +157,12 @@ pub struct CloudEvent {
     pub time: OffsetDateTime,
     pub datacontenttype: String,
     pub data: EventData,
+    /// W3C trace context of the work that emitted the event (CloudEvents
+    /// distributed-tracing extension); the handler continues this trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 /// The data every flotilla event carries: the job and, where it applies, the
@@ -198,7 +204,29 @@ impl CloudEvent {
             time: OffsetDateTime::now_utc(),
             datacontenttype: "application/json".into(),
             data,
+            traceparent: None,
+            tracestate: None,
         }
+    }
+
+    /// The trace this event belongs to, when it carries a valid context.
+    pub fn trace_context(&self) -> Option<crate::telemetry::TraceContext> {
+        crate::telemetry::TraceContext::parse(
+            self.traceparent.as_deref()?,
+            self.tracestate.as_deref(),
+        )
+    }
+
+    /// Stamps the context of the work emitting the event, unless it already
+    /// carries one (an event sent again keeps the context it was stored with).
+    pub fn with_current_trace(mut self) -> Self {
+        if self.traceparent.is_none() {
+            if let Some(cx) = crate::telemetry::current() {
+                self.traceparent = Some(cx.traceparent);
+                self.tracestate = cx.tracestate;
+            }
+        }
+        self
     }
 
     pub fn to_json(&self) -> Vec<u8> {
