@@ -2,7 +2,8 @@
 //!
 //! Logs go to stderr (text, or JSON with `FLOTILLA_LOG_FORMAT=json`) as
 //! `RUST_LOG` says; inside a job's work each line carries the span fields
-//! `trace_id` and `flotilla.job`, so logs and traces correlate.
+//! `trace_id` and `flotilla.job` when the filter enables those info-level
+//! spans (e.g. `RUST_LOG=warn,flotilla_core=info`), so logs and traces correlate.
 //!
 //! When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, flotilla's spans (level info
 //! and above, whatever `RUST_LOG` says) and metrics are exported over

@@ -256,4 +256,45 @@ mod tests {
         }
         assert_eq!(EventKind::parse("io.flotilla.nope"), None);
     }
+
+    #[test]
+    fn the_trace_context_travels_as_extension_attributes() {
+        let data = EventData {
+            job: "j".into(),
+            ..Default::default()
+        };
+        let plain = CloudEvent::new(types::JOB_REQUESTED, handlers::NONE, "requested", data);
+        let json: Value = serde_json::from_slice(&plain.to_json()).unwrap();
+        assert!(
+            json.get("traceparent").is_none(),
+            "no context, no attribute: {json}"
+        );
+        assert_eq!(plain.trace_context(), None);
+
+        let mut traced = plain.clone();
+        traced.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        traced.tracestate = Some("congo=t61rcWkgMzE".into());
+        let json: Value = serde_json::from_slice(&traced.to_json()).unwrap();
+        assert_eq!(
+            json["traceparent"],
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        assert_eq!(json["tracestate"], "congo=t61rcWkgMzE");
+        let back = CloudEvent::from_json(&traced.to_json()).unwrap();
+        assert_eq!(back, traced);
+        assert_eq!(
+            back.trace_context().unwrap().trace_id(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        // A stamped event keeps its context when stamped again.
+        assert_eq!(back.clone().with_current_trace(), back);
+
+        let mut bad = plain;
+        bad.traceparent = Some("not-a-context".into());
+        assert_eq!(
+            bad.trace_context(),
+            None,
+            "an invalid context starts a new trace"
+        );
+    }
 }

@@ -204,6 +204,10 @@ pub async fn start_trace<F: Future>(span: tracing::Span, work: F) -> F::Output {
 /// `flotilla.queue.lag` histogram and, when exporting, a `flotilla.wait` span
 /// that covers the wait, so a job that waits shows it in its trace.
 pub fn record_wait(event: &CloudEvent, parent: &TraceContext, now: OffsetDateTime) {
+    if !exporting() {
+        // No meter or tracer provider: nothing would be recorded.
+        return;
+    }
     let waited = (now - event.time).as_seconds_f64().max(0.0);
     let scheduled = matches!(
         event.kind(),
@@ -222,9 +226,6 @@ pub fn record_wait(event: &CloudEvent, parent: &TraceContext, now: OffsetDateTim
             KeyValue::new("flotilla.scheduled", scheduled),
         ],
     );
-    if !exporting() {
-        return;
-    }
     let tracer = opentelemetry::global::tracer(SCOPE);
     let start = std::time::SystemTime::from(event.time);
     let mut span = tracer
