@@ -245,25 +245,10 @@ fn lro(seconds: f64) -> Result<Duration, String> {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_new(
-        flotilla_core::settings::get("RUST_LOG").unwrap_or_else(|| "warn".into()),
-    )
-    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let json = flotilla_core::settings::get("FLOTILLA_LOG_FORMAT").as_deref() == Some("json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // Dropped after the runtime (declared first): flushes the exporters at exit.
+    let _telemetry = crate::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

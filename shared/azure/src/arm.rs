@@ -265,8 +265,9 @@ impl ArmClient {
             ),
             None => None,
         };
+        let resource_type = crate::telemetry::resource_type(url.path());
         self.retry
-            .inline(|| async {
+            .inline(&resource_type, || async {
                 let mut req = Request::new(url.clone(), method);
                 req.insert_header("accept", "application/json");
                 if let Some(p) = &payload {

@@ -14,6 +14,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use url::Url;
 
+/// The resource type of blob calls (retry metric).
+const BLOBS: &str = "Microsoft.Storage/storageAccounts/blobServices";
+
 /// How staging requests are authorised.
 #[derive(Clone)]
 pub enum StagingAuth {
@@ -163,7 +166,7 @@ impl Staging {
     /// metadata and creation time (its last change where the service does
     /// not say when it was created). A container that does not exist holds nothing: an empty list.
     pub async fn list(&self, prefix: Option<&str>) -> Result<Vec<Listed>, AzureError> {
-        match self.retry.inline(|| self.list_once(prefix)).await {
+        match self.retry.inline(BLOBS, || self.list_once(prefix)).await {
             Err(e) if e.is_not_found() => Ok(Vec::new()),
             listed => listed,
         }
@@ -202,7 +205,9 @@ impl Staging {
     /// Creates the container if it does not exist (for local setups; on Azure
     /// the deployment creates it).
     pub async fn ensure_container(&self) -> Result<(), AzureError> {
-        self.retry.inline(|| self.ensure_container_once()).await
+        self.retry
+            .inline(BLOBS, || self.ensure_container_once())
+            .await
     }
 
     async fn ensure_container_once(&self) -> Result<(), AzureError> {
@@ -229,7 +234,9 @@ impl Staging {
         metadata: &BTreeMap<String, String>,
     ) -> Result<String, AzureError> {
         self.retry
-            .inline(|| self.put_once(name, content.clone(), content_type, metadata))
+            .inline(BLOBS, || {
+                self.put_once(name, content.clone(), content_type, metadata)
+            })
             .await
     }
 
@@ -258,7 +265,7 @@ impl Staging {
 
     /// Deletes a blob; a missing blob is success.
     pub async fn delete(&self, name: &str) -> Result<(), AzureError> {
-        self.retry.inline(|| self.delete_once(name)).await
+        self.retry.inline(BLOBS, || self.delete_once(name)).await
     }
 
     async fn delete_once(&self, name: &str) -> Result<(), AzureError> {

@@ -12,6 +12,7 @@ use azure_identity::{
 };
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// How flotilla authenticates. There is deliberately no "try everything"
 /// chain: the credential is chosen by configuration (`AZURE_CREDENTIAL`).
@@ -93,7 +94,12 @@ impl RetryPolicy {
     /// wait (at most `max_inline_retries` more times); any other outcome, and
     /// a wait longer than `max_inline_wait`, goes back to the caller, whose
     /// retry is the engine's scheduled one.
-    pub async fn inline<T, Fut>(&self, mut call: impl FnMut() -> Fut) -> Result<T, AzureError>
+    /// `resource_type` labels the retry metric and the wait's span.
+    pub async fn inline<T, Fut>(
+        &self,
+        resource_type: &str,
+        mut call: impl FnMut() -> Fut,
+    ) -> Result<T, AzureError>
     where
         Fut: std::future::Future<Output = Result<T, AzureError>>,
     {
@@ -111,7 +117,15 @@ impl RetryPolicy {
                 return Err(err);
             }
             tracing::debug!(code = %err.code, attempt, ?delay, "retrying Azure call");
-            tokio::time::sleep(delay).await;
+            crate::telemetry::count_retry(resource_type);
+            let wait = tracing::info_span!(
+                "azure.retry_wait",
+                flotilla.azure.resource_type = resource_type,
+                flotilla.wait.seconds = delay.as_secs_f64(),
+                flotilla.throttled = err.status == Some(429),
+                error.type = %err.code,
+            );
+            tokio::time::sleep(delay).instrument(wait).await;
             attempt += 1;
         }
     }
@@ -147,7 +161,9 @@ impl AzureConfig {
     /// switched off (retries are flotilla's decision, see [`RetryPolicy`]).
     pub fn client_options(&self) -> ClientOptions {
         ClientOptions {
-            transport: Some(Transport::new(self.http.clone())),
+            transport: Some(Transport::new(crate::telemetry::TracedHttpClient::new(
+                self.http.clone(),
+            ))),
             retry: RetryOptions::none(),
             ..Default::default()
         }

@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod kube;
 pub mod models;
 pub mod resource_id;
+pub mod telemetry;
 pub mod transport;
 pub mod vault;
 

@@ -8,6 +8,9 @@ use azure_security_keyvault_secrets::{ResourceExt, SecretClient, SecretClientOpt
 use futures::TryStreamExt;
 use std::collections::{BTreeMap, HashMap};
 
+/// The resource type of Key Vault secret calls (retry metric).
+const SECRETS: &str = "Microsoft.KeyVault/vaults/secrets";
+
 /// A Key Vault client for one vault. Each call is retried inline as ARM's
 /// are ([`crate::RetryPolicy::inline`]): a poll that reads a secret should not
 /// spend the step's retry budget on one transient 503.
@@ -61,7 +64,9 @@ impl Vault {
         value: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<String, AzureError> {
-        self.retry.inline(|| self.set_once(name, value, tags)).await
+        self.retry
+            .inline(SECRETS, || self.set_once(name, value, tags))
+            .await
     }
 
     async fn set_once(
@@ -90,7 +95,7 @@ impl Vault {
 
     /// Reads a secret's current value; `None` when it does not exist.
     pub async fn get(&self, name: &str) -> Result<Option<String>, AzureError> {
-        self.retry.inline(|| self.get_once(name)).await
+        self.retry.inline(SECRETS, || self.get_once(name)).await
     }
 
     async fn get_once(&self, name: &str) -> Result<Option<String>, AzureError> {
@@ -112,7 +117,7 @@ impl Vault {
 
     /// Deletes a secret; a missing secret is success.
     pub async fn delete(&self, name: &str) -> Result<(), AzureError> {
-        self.retry.inline(|| self.delete_once(name)).await
+        self.retry.inline(SECRETS, || self.delete_once(name)).await
     }
 
     async fn delete_once(&self, name: &str) -> Result<(), AzureError> {
@@ -138,7 +143,7 @@ impl Vault {
     /// Caveat: Key Vault deletes asynchronously; a purge read in the moment
     /// between a delete and the deleted secret's appearance finds nothing.
     pub async fn purge(&self, name: &str) -> Result<Purge, AzureError> {
-        self.retry.inline(|| self.purge_once(name)).await
+        self.retry.inline(SECRETS, || self.purge_once(name)).await
     }
 
     async fn purge_once(&self, name: &str) -> Result<Purge, AzureError> {
@@ -180,7 +185,7 @@ impl Vault {
 
     /// Every secret of the vault (never a value) with its tags and creation time.
     pub async fn list(&self) -> Result<Vec<Listed>, AzureError> {
-        self.retry.inline(|| self.list_once()).await
+        self.retry.inline(SECRETS, || self.list_once()).await
     }
 
     async fn list_once(&self) -> Result<Vec<Listed>, AzureError> {

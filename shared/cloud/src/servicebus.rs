@@ -4,7 +4,8 @@
 //! - send: `POST {endpoint}/{send_entity}/messages`, one request per message,
 //!   structured CloudEvent body, `BrokerProperties` `{MessageId, Label,
 //!   ScheduledEnqueueTimeUtc}` and the CloudEvents AMQP-binding application
-//!   properties `cloudEvents_{id,source,type,specversion,subject}` as headers
+//!   properties `cloudEvents_{id,source,type,specversion,subject}` and
+//!   `Diagnostic-Id` (the event's W3C `traceparent`) as headers
 //!   (JSON-encoded values, as the REST API expects for custom properties);
 //! - receive: peek-lock `POST {endpoint}/{receive_entity}/messages/head?timeout=N`;
 //! - complete / abandon: `DELETE` / `PUT` on
@@ -31,6 +32,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
+use tracing::Instrument;
 use url::Url;
 
 /// Entra ID scope of the Service Bus data plane.
@@ -326,12 +328,15 @@ impl EventBus for ServiceBusBus {
                 "application/cloudevents+json; charset=utf-8",
             );
             req.insert_header("brokerproperties", bp.to_string());
-            let props: [(&'static str, Option<String>); 5] = [
+            let traceparent = field("traceparent");
+            let props: [(&'static str, Option<String>); 6] = [
                 ("cloudevents_id", field("id").or_else(|| Some(m.id.clone()))),
                 ("cloudevents_source", field("source")),
                 ("cloudevents_type", Some(m.event_type.clone())),
                 ("cloudevents_specversion", field("specversion")),
                 ("cloudevents_subject", subject),
+                // Service Bus's own trace context property (W3C traceparent).
+                ("diagnostic-id", traceparent.clone()),
             ];
             for (name, value) in props {
                 if let Some(v) = value {
@@ -339,8 +344,19 @@ impl EventBus for ServiceBusBus {
                 }
             }
             req.set_body(m.body.clone());
+            let span = tracing::info_span!(
+                "servicebus.send",
+                otel.name = %format_args!("send {}", self.send_entity),
+                otel.kind = "producer",
+                messaging.system = "servicebus",
+                messaging.operation.type = "send",
+                messaging.destination.name = %self.send_entity,
+                messaging.message.id = %m.id,
+                cloudevents.event_type = %m.event_type,
+            );
             let resp = self
                 .call(req, &format!("send to {}", self.send_entity))
+                .instrument(span)
                 .await?;
             let status = u16::from(resp.status());
             if status != 201 && status != 200 {

@@ -66,6 +66,8 @@ async fn conformance_on_a_topic_subscription() {
     event_bus_suite(Arc::new(bus), &BusProfile::for_remote(MAX_DELIVERY, LOCK)).await;
 }
 
+const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
 fn cloud_event(id: &str, subject: &str) -> OutMessage {
     let body = json!({
         "specversion": "1.0",
@@ -75,6 +77,7 @@ fn cloud_event(id: &str, subject: &str) -> OutMessage {
         "subject": subject,
         "datacontenttype": "application/json",
         "data": {"job": "j1"},
+        "traceparent": TRACEPARENT,
     });
     OutMessage {
         id: id.to_string(),
@@ -182,6 +185,11 @@ async fn topic_routes_by_subject_and_carries_cloudevents_properties() {
     assert_eq!(h("cloudEvents_type"), "\"flotilla.stage.requested\"");
     assert_eq!(h("cloudEvents_specversion"), "\"1.0\"");
     assert_eq!(h("cloudEvents_subject"), "\"stage\"");
+    assert_eq!(
+        h("Diagnostic-Id"),
+        format!("\"{TRACEPARENT}\""),
+        "the event's traceparent is the message's Diagnostic-Id"
+    );
     assert_eq!(
         h("content-type"),
         "application/cloudevents+json; charset=utf-8"

@@ -157,6 +157,12 @@ pub struct CloudEvent {
     pub time: OffsetDateTime,
     pub datacontenttype: String,
     pub data: EventData,
+    /// W3C trace context of the work that emitted the event (CloudEvents
+    /// distributed-tracing extension); the handler continues this trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 /// The data every flotilla event carries: the job and, where it applies, the
@@ -202,7 +208,29 @@ impl CloudEvent {
             time: OffsetDateTime::now_utc(),
             datacontenttype: "application/json".into(),
             data,
+            traceparent: None,
+            tracestate: None,
         }
+    }
+
+    /// The trace this event belongs to, when it carries a valid context.
+    pub fn trace_context(&self) -> Option<crate::telemetry::TraceContext> {
+        crate::telemetry::TraceContext::parse(
+            self.traceparent.as_deref()?,
+            self.tracestate.as_deref(),
+        )
+    }
+
+    /// Stamps the context of the work emitting the event, unless it already
+    /// carries one (an event sent again keeps the context it was stored with).
+    pub fn with_current_trace(mut self) -> Self {
+        if self.traceparent.is_none() {
+            if let Some(cx) = crate::telemetry::current() {
+                self.traceparent = Some(cx.traceparent);
+                self.tracestate = cx.tracestate;
+            }
+        }
+        self
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -231,5 +259,46 @@ mod tests {
             assert_eq!(kind.as_str(), *ty);
         }
         assert_eq!(EventKind::parse("io.flotilla.nope"), None);
+    }
+
+    #[test]
+    fn the_trace_context_travels_as_extension_attributes() {
+        let data = EventData {
+            job: "j".into(),
+            ..Default::default()
+        };
+        let plain = CloudEvent::new(types::JOB_REQUESTED, handlers::NONE, "requested", data);
+        let json: Value = serde_json::from_slice(&plain.to_json()).unwrap();
+        assert!(
+            json.get("traceparent").is_none(),
+            "no context, no attribute: {json}"
+        );
+        assert_eq!(plain.trace_context(), None);
+
+        let mut traced = plain.clone();
+        traced.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        traced.tracestate = Some("congo=t61rcWkgMzE".into());
+        let json: Value = serde_json::from_slice(&traced.to_json()).unwrap();
+        assert_eq!(
+            json["traceparent"],
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        assert_eq!(json["tracestate"], "congo=t61rcWkgMzE");
+        let back = CloudEvent::from_json(&traced.to_json()).unwrap();
+        assert_eq!(back, traced);
+        assert_eq!(
+            back.trace_context().unwrap().trace_id(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        // A stamped event keeps its context when stamped again.
+        assert_eq!(back.clone().with_current_trace(), back);
+
+        let mut bad = plain;
+        bad.traceparent = Some("not-a-context".into());
+        assert_eq!(
+            bad.trace_context(),
+            None,
+            "an invalid context starts a new trace"
+        );
     }
 }

@@ -17,4 +17,5 @@ pub mod saga;
 pub mod settings;
 pub mod spec;
 pub mod steps;
+pub mod telemetry;
 pub mod testing;

@@ -98,6 +98,8 @@ pub const SETTINGS: &[Setting] = &[
     s("FLOTILLA_SWEEP_ORPHAN_AGE_S", Flotilla, false, "Seconds an orphan must have existed before the `sweep` timer function reports or deletes it (default 3600)."),
     s("FLOTILLA_SWEEP_DELETE_ORPHANS", Flotilla, false, "`true` makes the `sweep` timer function delete the orphans it finds; default `false`: it only reports them."),
     s("RUST_LOG", Flotilla, false, "Log filter (tracing-subscriber syntax, default `info`)."),
+    s("OTEL_EXPORTER_OTLP_ENDPOINT", Flotilla, false, "OTLP/HTTP collector base URL (e.g. `http://127.0.0.1:4318`): flotilla exports its traces and metrics there; unset, nothing is exported. The SDK also honours the other standard `OTEL_*` variables (headers, timeouts, per-signal endpoints, batch and export intervals)."),
+    s("OTEL_SERVICE_NAME", Flotilla, false, "`service.name` of the exported telemetry (default `flotilla`)."),
     s("FLOTILLA_LOG_FORMAT", Flotilla, true, "`text` (default) or `json` (one JSON object per line, for Application Insights)."),
     // `flotilla serve` listener (seconds may have decimals)
     s("FLOTILLA_SERVE_HEADER_TIMEOUT", Flotilla, false, "`flotilla serve`: seconds a client has to send a request's headers; an idle keep-alive connection is closed after the same time (default 10)."),

@@ -157,6 +157,8 @@ pub struct MemoryBus {
     pub lose_sends: AtomicU64,
     /// Messages accepted (after duplicate detection).
     pub sent: AtomicU64,
+    /// The bodies of the messages accepted, in order.
+    accepted: Mutex<Vec<Vec<u8>>>,
     pub max_delivery_count: u32,
 }
 
@@ -175,6 +177,7 @@ impl MemoryBus {
             refuse_sends: AtomicU64::new(0),
             lose_sends: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            accepted: Mutex::new(vec![]),
             max_delivery_count: 10,
         }
     }
@@ -182,6 +185,14 @@ impl MemoryBus {
     /// Messages waiting (visible or scheduled).
     pub fn pending(&self) -> usize {
         lock(&self.queue).len()
+    }
+
+    /// Every event accepted so far, in order.
+    pub fn sent_events(&self) -> Vec<crate::events::CloudEvent> {
+        lock(&self.accepted)
+            .iter()
+            .map(|b| crate::events::CloudEvent::from_json(b).expect("flotilla sends events"))
+            .collect()
     }
 
     /// Puts a message on the bus as if someone else had sent it.
@@ -208,6 +219,7 @@ impl EventBus for MemoryBus {
         for m in messages {
             if seen.insert(m.id.clone()) {
                 self.sent.fetch_add(1, Ordering::SeqCst);
+                lock(&self.accepted).push(m.body.clone());
                 self.inject(m.clone());
             }
         }

@@ -50,6 +50,42 @@ async fn a_job_succeeds_on_a_store_without_a_transactional_outbox() {
 }
 
 #[tokio::test]
+async fn every_event_of_a_job_carries_the_trace_its_submission_started() {
+    // No OpenTelemetry layer here: the consumed context is handed on.
+    let w = World::new();
+    let first = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let mut other = ClusterSpec::example();
+    other.network = flotilla_core::spec::NetworkSpec::numbered(1);
+    let second = w.engine.submit(other).await.unwrap();
+    // (The fake cloud has one scale-set name space, so the second job
+    // compensates: its undo events must carry its trace too.)
+    for job in [&first, &second] {
+        assert!(w.run(job, LIMIT).await.status.is_terminal());
+    }
+    let events = w.bus.sent_events();
+    let trace_of = |job: &str| {
+        let traces: std::collections::BTreeSet<String> = events
+            .iter()
+            .filter(|e| e.data.job == job)
+            .map(|e| {
+                let cx = e
+                    .trace_context()
+                    .unwrap_or_else(|| panic!("{} has no traceparent", e.id));
+                cx.trace_id().to_string()
+            })
+            .collect();
+        assert_eq!(traces.len(), 1, "{job}: {traces:?}");
+        traces.into_iter().next().unwrap()
+    };
+    assert!(events.iter().filter(|e| e.data.job == first).count() > 6);
+    assert_ne!(
+        trace_of(&first),
+        trace_of(&second),
+        "each job is its own trace"
+    );
+}
+
+#[tokio::test]
 async fn a_refused_send_after_the_first_write_leaves_the_event_in_the_document() {
     let w = World::new();
     w.bus.refuse_sends.store(1, Ordering::SeqCst);

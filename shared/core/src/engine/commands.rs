@@ -11,6 +11,17 @@ use crate::ports::StoreError;
 use crate::saga::{ResourceKind, Saga};
 use crate::spec::ClusterSpec;
 use flotilla_azure::ResourceId;
+use crate::telemetry;
+
+/// The root span of a command that starts a trace (`submit`, `delete`, `scale`).
+fn command_span(command: &'static str, job: &str) -> tracing::Span {
+    tracing::info_span!(
+        "flotilla.command",
+        otel.name = command,
+        flotilla.command = command,
+        flotilla.job = %job,
+    )
+}
 
 /// The job a submission started, or found when the same idempotency key was
 /// used before.
@@ -42,7 +53,8 @@ impl Engine {
             Some(k) => names::job_id_for_key(&spec, k),
             None => names::new_job_id(&spec),
         };
-        self.store_job(spec, id, key, None, None).await
+        let span = command_span("submit", &id);
+        telemetry::start_trace(span, self.store_job(spec, id.clone(), key, None, None)).await
     }
 
     /// Submits a job at the edge (HTTP `submit`, `flotilla up`): pre-flight
@@ -73,18 +85,22 @@ impl Engine {
             Some(k) => names::job_id_for_key(&spec, k),
             None => names::new_job_id(&spec),
         };
-        if key.is_some() && self.load(&id).await?.is_some() {
-            // The same key again: answered by `store_job` (same job or conflict).
-            return self.store_job(spec, id, key, None, owner).await;
-        }
-        let verdict = self
-            .preflight(&spec, &id)
-            .await
-            .map_err(CommandError::Unavailable)?;
-        if !verdict.passed() {
-            return Err(CommandError::Rejected(verdict));
-        }
-        self.store_job(spec, id, key, Some(verdict), owner).await
+        let span = command_span("submit", &id);
+        telemetry::start_trace(span, async {
+            if key.is_some() && self.load(&id).await?.is_some() {
+                // The same key again: answered by `store_job` (same job or conflict).
+                return self.store_job(spec, id, key, None, owner).await;
+            }
+            let verdict = self
+                .preflight(&spec, &id)
+                .await
+                .map_err(CommandError::Unavailable)?;
+            if !verdict.passed() {
+                return Err(CommandError::Rejected(verdict));
+            }
+            self.store_job(spec, id, key, Some(verdict), owner).await
+        })
+        .await
     }
 
     async fn store_job(
@@ -146,12 +162,13 @@ impl Engine {
 
     /// Starts the explicit teardown of a finished job.
     pub async fn request_delete(&self, job: &str) -> Result<(), CommandError> {
-        self.with_saga(job, true, |saga, out| {
+        let change = self.with_saga(job, true, |saga, out| {
             out.push(decide::request_delete(saga)?);
             Ok(true)
-        })
-        .await
-        .map(|_| ())
+        });
+        telemetry::start_trace(command_span("delete", job), change)
+            .await
+            .map(|_| ())
     }
 
     /// Starts scaling a worker pool of a succeeded job.
@@ -161,12 +178,13 @@ impl Engine {
         pool: &str,
         count: u32,
     ) -> Result<(), CommandError> {
-        self.with_saga(job, true, |saga, out| {
+        let change = self.with_saga(job, true, |saga, out| {
             out.push(decide::request_scale(saga, pool, count)?);
             Ok(true)
-        })
-        .await
-        .map(|_| ())
+        });
+        telemetry::start_trace(command_span("scale", job), change)
+            .await
+            .map(|_| ())
     }
 
     /// Records a message the bus gave up on, so `status` shows it.

@@ -13,16 +13,51 @@ use crate::saga::{
 };
 use crate::spec::IdentityMode;
 use crate::steps::{self, Op, SecretSource};
+use crate::telemetry;
 use flotilla_azure::arm::PollOutcome;
 use flotilla_azure::models::{api, StorageKeys};
 use flotilla_azure::{AzureError, ResourceId};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+use tracing::Instrument;
+
+/// The span of one run of a forward step (a step that waits runs again after
+/// each poll, so a step may have several).
+fn step_span(job: &str, step: StepName) -> tracing::Span {
+    tracing::info_span!(
+        "flotilla.step",
+        otel.name = step.as_str(),
+        flotilla.job = %job,
+        flotilla.step = step.as_str(),
+    )
+}
 
 impl Engine {
     /// Handles one delivered event. `Ok` means settle (complete) the message;
     /// `Err` means abandon it so it is delivered again.
     pub async fn handle(&self, event: &CloudEvent) -> Result<(), EngineError> {
+        let span = tracing::info_span!(
+            "flotilla.handle",
+            otel.name = %event.event_type,
+            otel.kind = "consumer",
+            flotilla.job = %event.data.job,
+            cloudevents.event_id = %event.id,
+            cloudevents.event_type = %event.event_type,
+            messaging.system = "servicebus",
+            messaging.operation.type = "process",
+            messaging.message.id = %event.id,
+            trace_id = tracing::field::Empty,
+        );
+        match event.trace_context() {
+            Some(parent) => {
+                telemetry::record_wait(event, &parent, self.now());
+                telemetry::continue_trace(parent, span, self.handle_traced(event)).await
+            }
+            None => telemetry::start_trace(span, self.handle_traced(event)).await,
+        }
+    }
+
+    async fn handle_traced(&self, event: &CloudEvent) -> Result<(), EngineError> {
         let started = Instant::now();
         let mut result = Ok(());
         for _ in 0..8 {
@@ -58,10 +93,31 @@ impl Engine {
                 self.resend(&decide::step_succeeded_event(&txn.saga, step))
                     .await
             }
-            Decision::Forward(step) => self.forward(&mut txn, step).await,
-            Decision::Poll => self.poll(&mut txn).await,
-            Decision::Undo => self.undo(&mut txn).await,
-            Decision::Scale { pool, count } => self.scale(&mut txn, &pool, count).await,
+            Decision::Forward(step) => {
+                let span = step_span(&txn.saga.id, step);
+                self.forward(&mut txn, step).instrument(span).await
+            }
+            Decision::Poll => {
+                let span = tracing::info_span!(
+                    "flotilla.poll",
+                    flotilla.job = %txn.saga.id,
+                    flotilla.pending = ?txn.saga.pending.as_ref().map(|p| &p.purpose),
+                );
+                self.poll(&mut txn).instrument(span).await
+            }
+            Decision::Undo => {
+                let span = tracing::info_span!("flotilla.compensate", flotilla.job = %txn.saga.id);
+                self.undo(&mut txn).instrument(span).await
+            }
+            Decision::Scale { pool, count } => {
+                let span = tracing::info_span!(
+                    "flotilla.scale",
+                    flotilla.job = %txn.saga.id,
+                    flotilla.pool = %pool,
+                    flotilla.count = count,
+                );
+                self.scale(&mut txn, &pool, count).instrument(span).await
+            }
         }
     }
 
@@ -478,7 +534,8 @@ impl Engine {
             return Ok(());
         };
         if pending.purpose == PendingPurpose::JoinCheck {
-            return self.forward(txn, StepName::Join).await;
+            let span = step_span(&txn.saga.id, StepName::Join);
+            return self.forward(txn, StepName::Join).instrument(span).await;
         }
         if let PendingPurpose::ScaleJoinCheck { pool, count } = &pending.purpose {
             return self.check_scaled(txn, pool, *count).await;
@@ -502,7 +559,8 @@ impl Engine {
             (PendingPurpose::Create { step, resource }, Ok(PollOutcome::Succeeded)) => {
                 decide::resource_created(&mut txn.saga, resource);
                 txn.saga.pending = None;
-                self.forward(txn, step).await
+                let span = step_span(&txn.saga.id, step);
+                self.forward(txn, step).instrument(span).await
             }
             (PendingPurpose::Create { step, .. }, Ok(PollOutcome::Failed(e)) | Err(e)) => {
                 self.step_failed(txn, step, &e).await

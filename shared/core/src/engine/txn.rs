@@ -30,6 +30,7 @@ use super::{Engine, EngineError};
 use crate::decide::Emit;
 use crate::ports::{ETag, OutMessage, StoreError};
 use crate::saga::{OutboxEntry, Saga};
+use crate::telemetry;
 use std::sync::atomic::Ordering;
 use time::OffsetDateTime;
 
@@ -53,9 +54,11 @@ fn message(entry: &OutboxEntry) -> OutMessage {
     }
 }
 
+/// The outbox entry of an emitted event, stamped with the current trace
+/// context (kept with the event in the document until it is sent).
 fn entry(e: &Emit, now: OffsetDateTime) -> OutboxEntry {
     OutboxEntry {
-        event: e.event.clone(),
+        event: e.event.clone().with_current_trace(),
         not_before: e.not_before.map(|d| now + d),
     }
 }
@@ -108,13 +111,20 @@ impl Engine {
                 .replace(&txn.saga.id, &txn.saga.to_json(), &txn.etag, &messages)
                 .await?;
             self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
+            telemetry::record_transition(&txn.saga, entries.iter().map(|e| &e.event));
         } else {
+            let written = entries.len();
             txn.saga.outbox.extend(entries);
             txn.etag = self
                 .store
                 .replace(&txn.saga.id, &txn.saga.to_json(), &txn.etag, &[])
                 .await?;
             self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
+            let first = txn.saga.outbox.len() - written;
+            telemetry::record_transition(
+                &txn.saga,
+                txn.saga.outbox[first..].iter().map(|e| &e.event),
+            );
             self.send_stored(txn).await?;
         }
         txn.outbox.clear();

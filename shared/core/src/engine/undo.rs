@@ -24,6 +24,7 @@ use crate::steps;
 use flotilla_azure::arm::{DeleteStart, PollOutcome};
 use flotilla_azure::models::api;
 use flotilla_azure::{AzureError, Purge, ResourceId};
+use tracing::Instrument;
 
 /// What starting the deletion of one thing gave.
 pub(super) enum Deleted {
@@ -44,6 +45,31 @@ impl Engine {
         id: &str,
         kind: &ResourceKind,
     ) -> Result<Deleted, AzureError> {
+        let (kind_name, resource) = match kind {
+            ResourceKind::Arm { .. } => ("arm", id),
+            ResourceKind::Secret { name } => ("secret", name.as_str()),
+            ResourceKind::Blob { name } => ("blob", name.as_str()),
+        };
+        let span = tracing::info_span!(
+            "flotilla.undo",
+            flotilla.resource.kind = kind_name,
+            flotilla.resource = %resource,
+            flotilla.undo.outcome = tracing::field::Empty,
+        );
+        let started = self.delete_started(id, kind).instrument(span.clone()).await;
+        span.record(
+            "flotilla.undo.outcome",
+            match &started {
+                Ok(Deleted::Gone) => "gone",
+                Ok(Deleted::Retained(_)) => "retained",
+                Ok(Deleted::Pending(_)) => "pending",
+                Err(_) => "error",
+            },
+        );
+        started
+    }
+
+    async fn delete_started(&self, id: &str, kind: &ResourceKind) -> Result<Deleted, AzureError> {
         match kind {
             ResourceKind::Arm { api_version } => {
                 let id = ResourceId::parse(id)

@@ -59,6 +59,7 @@ pub async fn settle(engine: &Engine, d: Delivered<'_>) -> Settlement {
         Err(reason) => {
             let reason = format!("not a flotilla event: {reason}");
             if last || d.can_dead_letter {
+                dead_lettered("poison");
                 record_poison(engine, d.body, d.message_id, &reason).await;
             }
             return Settlement::Poison { reason };
@@ -75,6 +76,11 @@ pub async fn settle(engine: &Engine, d: Delivered<'_>) -> Settlement {
                 if retryable { "retryable" } else { "terminal" }
             );
             if last || (!retryable && d.can_dead_letter) {
+                dead_lettered(if retryable {
+                    "retries_exhausted"
+                } else {
+                    "terminal"
+                });
                 if let Err(err) = engine.record_dead_letter(&event, &reason).await {
                     tracing::error!(id = %event.id, error = %err, "could not record the dead letter");
                 }
@@ -86,6 +92,17 @@ pub async fn settle(engine: &Engine, d: Delivered<'_>) -> Settlement {
             }
         }
     }
+}
+
+/// Counts a message that leaves the queue for good (`flotilla.dead_letters`).
+fn dead_lettered(reason: &'static str) {
+    crate::telemetry::metrics().dead_letters.add(
+        1,
+        &[opentelemetry::KeyValue::new(
+            "flotilla.dead_letter.reason",
+            reason,
+        )],
+    );
 }
 
 /// A poison message that still names an existing job is noted on that job.
