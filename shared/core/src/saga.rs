@@ -209,6 +209,27 @@ pub enum PendingPurpose {
     /// A scaled pool's scale set is done; waiting for its nodes to be Ready
     /// (the same check as `join`), no Azure operation in flight.
     ScaleJoinCheck { pool: String, count: u32 },
+    /// Adding worker pool `pool` (already in the spec) to a succeeded
+    /// cluster: creating `resources[resource]` (its operation in `poll`), or,
+    /// with no `resource`, creating the next one or waiting for the pool's
+    /// nodes to be Ready (the same check as `join`).
+    AddPool {
+        pool: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource: Option<usize>,
+    },
+    /// Removing worker pool `pool`: deleting its resources newest first
+    /// (`resources[resource]` while an ARM delete runs). `undo` when the
+    /// pool's add failed and is being undone (its error is in `error`);
+    /// `attempts` counts failed deletes, retried with backoff.
+    RemovePool {
+        pool: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource: Option<usize>,
+        undo: bool,
+        #[serde(default)]
+        attempts: u32,
+    },
 }
 
 /// A long-running operation in flight; re-checked by a scheduled event with `seq`.

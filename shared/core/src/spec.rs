@@ -881,6 +881,23 @@ fn serde_error(path: &serde_path_to_error::Path, e: serde_json::Error) -> SpecEr
     err(field, message)
 }
 
+impl WorkerPool {
+    /// Parses one worker pool document (as an element of `workerPools`); a
+    /// type error, a missing or unknown field is reported at its path
+    /// (`disk.sizeGb`). Its limits are checked against the cluster it joins
+    /// ([`ClusterSpec::with_pool`]).
+    pub fn from_json(text: &str) -> Result<WorkerPool, SpecError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let pool: WorkerPool = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().clone();
+            serde_error(&path, e.into_inner())
+        })?;
+        de.end()
+            .map_err(|e| err("spec", quote(&e.to_string(), 300)))?;
+        Ok(pool)
+    }
+}
+
 impl ClusterSpec {
     /// Parses and validates a JSON spec. A type error, a missing or unknown
     /// field is reported at its JSON path (`workerPools[0].min`); a document
@@ -916,6 +933,39 @@ impl ClusterSpec {
         network(self)?;
         tags(self)?;
         Ok(())
+    }
+
+    /// This spec with one more worker pool (a day-2 `pool add`), checked by
+    /// every rule a spec with that pool would meet at creation (the pool's
+    /// own limits, the pool count, unique names and host name prefixes, the
+    /// worker subnet's room for every pool at `max`). A problem of the new
+    /// pool itself names its field as in the pool document (`max`,
+    /// `disk.sizeGb`); the worker subnet running out of room is reported at
+    /// `max`; anything else keeps its spec path.
+    pub fn with_pool(&self, pool: &WorkerPool) -> Result<ClusterSpec, SpecError> {
+        let mut next = self.clone();
+        next.worker_pools.push(pool.clone());
+        let prefix = format!("workerPools[{}].", next.worker_pools.len() - 1);
+        next.validate().map_err(|e| {
+            if let Some(field) = e.field.strip_prefix(&prefix) {
+                err(field, e.message)
+            } else if e.field == "network.workerSubnetCidr" {
+                err("max", format!("network.workerSubnetCidr {}", e.message))
+            } else {
+                e
+            }
+        })?;
+        Ok(next)
+    }
+
+    /// This spec without worker pool `name` (a day-2 `pool remove`); `None`
+    /// when there is no such pool. The result is checked like any spec, so
+    /// the last pool goes only when `master.allowWorkloads` is true.
+    pub fn without_pool(&self, name: &str) -> Option<Result<ClusterSpec, SpecError>> {
+        let at = self.worker_pools.iter().position(|p| p.name == name)?;
+        let mut next = self.clone();
+        next.worker_pools.remove(at);
+        Some(next.validate().map(|()| next))
     }
 
     /// The built-in example spec (`flotilla spec`).

@@ -19,6 +19,19 @@ use flotilla_azure::{AzureError, ResourceId};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+/// What one create operation gave.
+pub(super) enum Created {
+    /// The resource exists (or the operation creates nothing).
+    Done,
+    /// Azure is still working on `resources[resource]`; re-check with `poll`.
+    Waiting {
+        poll: flotilla_azure::PollState,
+        resource: usize,
+    },
+    /// The operation failed.
+    Failed(AzureError),
+}
+
 impl Engine {
     /// Handles one delivered event. `Ok` means settle (complete) the message;
     /// `Err` means abandon it so it is delivered again.
@@ -62,6 +75,8 @@ impl Engine {
             Decision::Poll => self.poll(&mut txn).await,
             Decision::Undo => self.undo(&mut txn).await,
             Decision::Scale { pool, count } => self.scale(&mut txn, &pool, count).await,
+            Decision::AddPool { pool } => self.add_pool(&mut txn, pool).await,
+            Decision::RemovePool { pool } => self.remove_pool(&mut txn, &pool).await,
         }
     }
 
@@ -88,78 +103,16 @@ impl Engine {
             }
         }
         for op in steps::plan(step, &txn.saga, &self.env) {
-            let (id, kind) = match &op {
-                Op::Arm {
-                    id, api_version, ..
-                } => (
-                    id.to_string(),
-                    ResourceKind::Arm {
-                        api_version: api_version.to_string(),
-                    },
-                ),
-                Op::ScaleSet { id, .. } => (
-                    id.to_string(),
-                    ResourceKind::Arm {
-                        api_version: api::COMPUTE.into(),
-                    },
-                ),
-                Op::Secret { name, .. } => (
-                    self.azure.secrets.secret_id(name),
-                    ResourceKind::Secret { name: name.clone() },
-                ),
-                Op::Blob { name, .. } => (
-                    self.azure.blobs.blob_url(name),
-                    ResourceKind::Blob { name: name.clone() },
-                ),
-                Op::AwaitNodes { scale_sets } => return self.check_nodes(txn, scale_sets).await,
-            };
-            let index = match txn.saga.resource_index(&id) {
-                Some(i) if txn.saga.resources[i].state == ResourceState::Created => continue,
-                Some(i) => {
-                    // Sent before (a retry, a crash, a duplicate delivery):
-                    // claim it with a write first, so of two handlers the one
-                    // whose write lost never sends, and the operation the
-                    // saga goes on to track is always the newest one sent.
-                    self.save(txn).await?;
-                    i
-                }
-                None => {
-                    // Record the intent before the side effect.
-                    txn.saga.resources.push(ResourceRecord {
-                        id: id.clone(),
-                        step,
-                        kind,
-                        state: ResourceState::Creating,
-                        reopened: 0,
-                    });
-                    self.save(txn).await?;
-                    txn.saga.resources.len() - 1
-                }
-            };
-            match self.run_op(txn, &op).await {
-                Ok(None) => decide::resource_created(&mut txn.saga, index),
-                Ok(Some(poll)) => {
-                    // `Retry-After: 0` means "check now": one immediate check
-                    // instead of a scheduled event; anything else is scheduled.
-                    if poll.retry_after_s == 0 {
-                        match self.azure.arm.poll(&poll).await {
-                            Ok(PollOutcome::Succeeded) => {
-                                decide::resource_created(&mut txn.saga, index);
-                                continue;
-                            }
-                            Ok(PollOutcome::Failed(e)) => {
-                                return self.step_failed(txn, step, &e).await
-                            }
-                            _ => {}
-                        }
-                    }
+            if let Op::AwaitNodes { scale_sets } = &op {
+                return self.check_nodes(txn, scale_sets).await;
+            }
+            match self.create_recorded(txn, step, &op).await? {
+                Created::Done => {}
+                Created::Waiting { poll, resource } => {
                     let after = poll.retry_after();
                     let emit = decide::wait_for(
                         &mut txn.saga,
-                        PendingPurpose::Create {
-                            step,
-                            resource: index,
-                        },
+                        PendingPurpose::Create { step, resource },
                         Some(poll),
                         after,
                         self.now(),
@@ -167,12 +120,105 @@ impl Engine {
                     txn.outbox.push(emit);
                     return self.save(txn).await;
                 }
-                Err(e) => return self.step_failed(txn, step, &e).await,
+                Created::Failed(e) => return self.step_failed(txn, step, &e).await,
             }
         }
         let emits = decide::finish_step(&mut txn.saga, step, self.now());
         txn.outbox.extend(emits);
         self.save(txn).await
+    }
+
+    /// What the undo log records for a create operation: the id and how to
+    /// delete it (`None` for the node check, which creates nothing).
+    pub(super) fn op_target(&self, op: &Op) -> Option<(String, ResourceKind)> {
+        Some(match op {
+            Op::Arm {
+                id, api_version, ..
+            } => (
+                id.to_string(),
+                ResourceKind::Arm {
+                    api_version: api_version.to_string(),
+                },
+            ),
+            Op::ScaleSet { id, .. } => (
+                id.to_string(),
+                ResourceKind::Arm {
+                    api_version: api::COMPUTE.into(),
+                },
+            ),
+            Op::Secret { name, .. } => (
+                self.azure.secrets.secret_id(name),
+                ResourceKind::Secret { name: name.clone() },
+            ),
+            Op::Blob { name, .. } => (
+                self.azure.blobs.blob_url(name),
+                ResourceKind::Blob { name: name.clone() },
+            ),
+            Op::AwaitNodes { .. } => return None,
+        })
+    }
+
+    /// One create operation of `step`, its intent recorded in the undo log
+    /// before it is sent (a resource already `Created` is skipped).
+    pub(super) async fn create_recorded(
+        &self,
+        txn: &mut Txn,
+        step: StepName,
+        op: &Op,
+    ) -> Result<Created, EngineError> {
+        let Some((id, kind)) = self.op_target(op) else {
+            return Ok(Created::Done);
+        };
+        let index = match txn.saga.resource_index(&id) {
+            Some(i) if txn.saga.resources[i].state == ResourceState::Created => {
+                return Ok(Created::Done)
+            }
+            Some(i) => {
+                // Sent before (a retry, a crash, a duplicate delivery):
+                // claim it with a write first, so of two handlers the one
+                // whose write lost never sends, and the operation the
+                // saga goes on to track is always the newest one sent.
+                self.save(txn).await?;
+                i
+            }
+            None => {
+                // Record the intent before the side effect.
+                txn.saga.resources.push(ResourceRecord {
+                    id: id.clone(),
+                    step,
+                    kind,
+                    state: ResourceState::Creating,
+                    reopened: 0,
+                });
+                self.save(txn).await?;
+                txn.saga.resources.len() - 1
+            }
+        };
+        match self.run_op(txn, op).await {
+            Ok(None) => {
+                decide::resource_created(&mut txn.saga, index);
+                Ok(Created::Done)
+            }
+            Ok(Some(poll)) => {
+                // `Retry-After: 0` means "check now": one immediate check
+                // instead of a scheduled event; anything else is scheduled.
+                if poll.retry_after_s == 0 {
+                    match self.azure.arm.poll(&poll).await {
+                        Ok(PollOutcome::Succeeded) => {
+                            decide::resource_created(&mut txn.saga, index);
+                            return Ok(Created::Done);
+                        }
+                        Ok(PollOutcome::Failed(e)) => return Ok(Created::Failed(e)),
+                        _ => {}
+                    }
+                }
+                Ok(Created::Waiting {
+                    poll,
+                    resource: index,
+                })
+            }
+            Err(e) => Ok(Created::Failed(e)),
+        }
     }
 
     async fn step_failed(
@@ -276,7 +322,7 @@ impl Engine {
     }
 
     /// What `steps::join::check` reads through.
-    fn join_ports(&self) -> steps::join::Ports<'_> {
+    pub(super) fn join_ports(&self) -> steps::join::Ports<'_> {
         steps::join::Ports {
             arm: &*self.azure.arm,
             secrets: &*self.azure.secrets,
@@ -373,6 +419,12 @@ impl Engine {
         if let PendingPurpose::ScaleJoinCheck { pool, count } = &pending.purpose {
             return self.check_scaled(txn, pool, *count).await;
         }
+        if matches!(
+            pending.purpose,
+            PendingPurpose::AddPool { .. } | PendingPurpose::RemovePool { .. }
+        ) {
+            return self.poll_pool_change(txn).await;
+        }
         let Some(poll) = &pending.poll else {
             return Ok(());
         };
@@ -416,7 +468,13 @@ impl Engine {
                 txn.saga.error = Some(ErrorInfo::from(&e));
                 self.save(txn).await
             }
-            (PendingPurpose::JoinCheck | PendingPurpose::ScaleJoinCheck { .. }, _) => Ok(()),
+            (
+                PendingPurpose::JoinCheck
+                | PendingPurpose::ScaleJoinCheck { .. }
+                | PendingPurpose::AddPool { .. }
+                | PendingPurpose::RemovePool { .. },
+                _,
+            ) => Ok(()),
         }
     }
 }

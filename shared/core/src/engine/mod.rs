@@ -16,6 +16,7 @@
 mod commands;
 mod forward;
 mod orphans;
+mod pools;
 mod sweep;
 mod txn;
 mod undo;

@@ -135,6 +135,12 @@ pub fn stalled_reason(saga: &Saga, now: OffsetDateTime, stall_after: Duration) -
             PendingPurpose::Scale { pool, count } => {
                 format!("scaling pool {pool} to {count} is in flight")
             }
+            PendingPurpose::AddPool { pool, .. } => {
+                format!("adding pool {pool} waits for its scale set or its nodes")
+            }
+            PendingPurpose::RemovePool { pool, .. } => {
+                format!("removing pool {pool} waits for its deletes")
+            }
         },
         None => match saga.status {
             JobStatus::Compensating | JobStatus::Deleting => "the undo chain has not moved".into(),
