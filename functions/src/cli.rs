@@ -689,6 +689,12 @@ async fn plan(
                     print_op(op, "  ");
                 }
             }
+            if !plan.existing.is_empty() {
+                println!("used as they are (never created or deleted):");
+                for id in &plan.existing {
+                    println!("  {id}");
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -168,6 +168,13 @@ pub enum ResourceKind {
     Secret { name: String },
     /// A staged blob (by name in the staging container).
     Blob { name: String },
+    /// flotilla's NSG on a subnet of an existing network (the record's id is
+    /// the subnet's): undo puts `previous` back (`None`: no NSG) and never
+    /// deletes the subnet.
+    SubnetNsg {
+        #[serde(default)]
+        previous: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

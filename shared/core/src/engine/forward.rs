@@ -154,6 +154,10 @@ impl Engine {
                 self.azure.blobs.blob_url(name),
                 ResourceKind::Blob { name: name.clone() },
             ),
+            Op::AttachNsg { subnet, .. } => (
+                subnet.to_string(),
+                ResourceKind::SubnetNsg { previous: None },
+            ),
             Op::AwaitNodes { .. } => return None,
         })
     }
@@ -182,6 +186,15 @@ impl Engine {
                 i
             }
             None => {
+                // An existing subnet's NSG: what it was is recorded with
+                // the intent, so undo can put it back.
+                let kind = match op {
+                    Op::AttachNsg { subnet, .. } => match self.subnet_nsg(subnet).await {
+                        Ok(previous) => ResourceKind::SubnetNsg { previous },
+                        Err(e) => return Ok(Created::Failed(e)),
+                    },
+                    _ => kind,
+                };
                 // Record the intent before the side effect.
                 txn.saga.resources.push(ResourceRecord {
                     id: id.clone(),
@@ -316,6 +329,10 @@ impl Engine {
                     .put(name, content.clone(), content_type, &metadata)
                     .await?;
                 Ok(None)
+            }
+            Op::AttachNsg { subnet, nsg } => {
+                self.set_subnet_nsg(subnet, Some(&nsg.to_string()), false)
+                    .await
             }
             Op::AwaitNodes { .. } => Ok(None),
         }

@@ -17,6 +17,7 @@ mod commands;
 mod forward;
 mod orphans;
 mod pools;
+mod subnet;
 mod sweep;
 mod txn;
 mod undo;

@@ -64,6 +64,17 @@ impl Engine {
                 self.azure.blobs.delete(name).await?;
                 Ok(Deleted::Gone)
             }
+            // Not flotilla's to delete: only its NSG goes, the one it had comes back.
+            ResourceKind::SubnetNsg { previous } => {
+                let id = ResourceId::parse(id)
+                    .map_err(|e| AzureError::terminal("InvalidResourceId", e))?;
+                Ok(
+                    match self.set_subnet_nsg(&id, previous.as_deref(), true).await? {
+                        None => Deleted::Gone,
+                        Some(poll) => Deleted::Pending(poll),
+                    },
+                )
+            }
         }
     }
 
