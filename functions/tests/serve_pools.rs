@@ -101,7 +101,10 @@ fn pools_are_added_and_removed_over_http() {
     assert_eq!(ans.body["pool"], "gpu");
     let url = format!("/api/clusters/{job}");
     assert_eq!(ans.headers["Location"], url.as_str());
-    let saga = wait_for(&server, &job, "pool added", |s| s["pending"].is_null());
+    // The request answers before the engine takes it: wait for its outcome.
+    let saga = wait_for(&server, &job, "pool added", |s| {
+        s["pending"].is_null() && (!s["pools"]["gpu"].is_null() || !s["error"].is_null())
+    });
     assert_eq!(saga["pools"]["gpu"], 1, "{saga:#}\n{}", server.log());
     assert!(saga["error"].is_null(), "{saga:#}");
 
@@ -111,7 +114,10 @@ fn pools_are_added_and_removed_over_http() {
     assert_eq!(ans.body["field"], "pool");
     let ans = remove(&server, &job, "gpu");
     assert_eq!(ans.status, 202, "{ans:?}");
-    let saga = wait_for(&server, &job, "pool removed", |s| s["pending"].is_null());
+    let saga = wait_for(&server, &job, "pool removed", |s| {
+        s["pending"].is_null() && (s["pools"]["gpu"].is_null() || !s["error"].is_null())
+    });
+    assert!(saga["error"].is_null(), "{saga:#}");
     assert!(saga["pools"].get("gpu").is_none(), "{saga:#}");
     remove(&server, &job, "general").assert_problem(409);
 
