@@ -14,6 +14,8 @@ fi
 command -v openssl >/dev/null || { echo "openssl is needed by the node bootstrap tests (the join discovery hash) and the scale-out test" >&2; exit 1; }
 # The node bootstrap tests run shellcheck on the rendered init scripts.
 command -v shellcheck >/dev/null || { apt-get update -qq && apt-get install -y -qq shellcheck; }
+# The progress-page test loads the page in headless Chromium (Debian's package).
+command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 echo "== format and lints"
 cargo fmt --all --check

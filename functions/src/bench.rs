@@ -59,6 +59,7 @@ pub async fn run(
         sweep: crate::local::local_sweep(Duration::ZERO),
         quotas: Default::default(),
         permissions: None,
+        read_only: false,
     })
     .await?;
     let spec = ClusterSpec::example();

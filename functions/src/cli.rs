@@ -9,6 +9,7 @@
 use crate::data_dir::DataDirLock;
 use crate::local::{self, fault_for, LocalOptions, LocalWorld};
 use crate::progress::Progress;
+use crate::web::PageServer;
 use clap::{Parser, Subcommand, ValueEnum};
 use flotilla_core::embedded::Embedded;
 use flotilla_core::engine::{
@@ -74,6 +75,10 @@ enum Command {
         /// pre-flight checks the job against it.
         #[arg(long = "quota", value_name = "NAME=N")]
         quotas: Vec<String>,
+        /// Serve the job's progress page on 127.0.0.1 while it runs and print
+        /// its URL; after the job ends, keep serving until Ctrl-C.
+        #[arg(long)]
+        open: bool,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -93,6 +98,17 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Redraw a compact timeline (a line per step and undo, the current
+        /// wait) until the job ends; on a pipe, a line per change.
+        #[arg(long, conflicts_with = "web")]
+        watch: bool,
+        /// Serve the job's progress page on 127.0.0.1 and print its URL;
+        /// runs until Ctrl-C.
+        #[arg(long)]
+        web: bool,
+        /// The port for --web (0: a free one).
+        #[arg(long, default_value_t = 0, requires = "web")]
+        port: u16,
     },
     /// List the jobs in the data dir.
     List {
@@ -344,6 +360,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             staging,
             azurite_blob_endpoint,
             quotas,
+            open,
             output,
         } => {
             let spec = read_spec(spec)?;
@@ -378,7 +395,23 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             if output == Output::Text {
                 eprintln!("job {job} submitted (data dir: {shown_dir})");
             }
+            let pages = match open {
+                true => {
+                    let pages = PageServer::start(world.engine.clone(), 0).await?;
+                    eprintln!("progress page: {}", pages.job_url(&job));
+                    Some(pages)
+                }
+                false => None,
+            };
             let sagas = run_until_settled(&world, std::slice::from_ref(&job), output).await?;
+            if let Some(pages) = pages {
+                eprintln!(
+                    "job {job} ended; the progress page stays at {} until Ctrl-C",
+                    pages.job_url(&job)
+                );
+                let _ = tokio::signal::ctrl_c().await;
+                pages.stop().await;
+            }
             finish(world, sagas, output, |s| s.status == JobStatus::Succeeded).await
         }
         Command::Resume {
@@ -439,21 +472,24 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             job,
             data_dir,
             output,
+            watch,
+            web,
+            port,
         } => {
             let dir = data_dir.unwrap_or_else(local::default_data_dir);
-            let store = open_store(&dir)?;
-            let doc = store.store().get(&job).await.map_err(|e| e.to_string())?;
-            let Some(doc) = doc else {
-                return Err(Failure::Runtime(format!(
-                    "job {job} not found in {}",
-                    dir.display()
-                )));
-            };
-            let saga: Saga = serde_json::from_value(doc.doc)
-                .map_err(|e| format!("stored saga is unreadable: {e}"))?;
+            if web {
+                return status_web(&dir, &job, port).await;
+            }
+            if watch {
+                return status_watch(&dir, &job).await;
+            }
+            let saga = read_saga(&open_store(&dir)?, &dir, &job).await?;
             match output {
                 Output::Json => {
                     let mut v = saga.to_json();
+                    if let Some(wait) = saga.wait() {
+                        v["wait"] = json!(wait);
+                    }
                     if let Some(why) = stalled(&saga) {
                         v["stalled"] = json!(why);
                     }
@@ -912,6 +948,59 @@ fn command_failure(e: CommandError) -> Failure {
         CommandError::Invalid(m) => Failure::Usage(m),
         other => Failure::Runtime(other.to_string()),
     }
+}
+
+/// A job's saga from the read-only store; a job the store does not know is
+/// an error (exit 1).
+async fn read_saga(store: &Embedded, dir: &std::path::Path, job: &str) -> Result<Saga, Failure> {
+    let doc = store.store().get(job).await.map_err(|e| e.to_string())?;
+    let Some(doc) = doc else {
+        return Err(Failure::Runtime(format!(
+            "job {job} not found in {}",
+            dir.display()
+        )));
+    };
+    Ok(serde_json::from_value(doc.doc).map_err(|e| format!("stored saga is unreadable: {e}"))?)
+}
+
+/// `status --watch`: the timeline, redrawn until the job ends; then 0, as
+/// `status` (a job not found is 1).
+async fn status_watch(dir: &std::path::Path, job: &str) -> Result<ExitCode, Failure> {
+    use std::io::IsTerminal;
+    let store = open_store(dir)?;
+    let stdout = std::io::stdout();
+    let mut watcher = crate::watch::Watcher::new(stdout.is_terminal());
+    loop {
+        let saga = read_saga(&store, dir, job).await?;
+        let now = time::OffsetDateTime::now_utc();
+        let rows = crate::watch::rows(&saga, now);
+        watcher
+            .show(&mut stdout.lock(), &rows, now)
+            .map_err(|e| format!("stdout: {e}"))?;
+        if crate::watch::ended(&saga) {
+            println!("{}", crate::watch::outcome(&saga));
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `status --web`: the progress pages of the data dir's jobs on 127.0.0.1
+/// (read-only, beside whatever process owns the dir) until Ctrl-C.
+async fn status_web(dir: &std::path::Path, job: &str, port: u16) -> Result<ExitCode, Failure> {
+    read_saga(&open_store(dir)?, dir, job).await?;
+    let world = LocalWorld::start(local::LocalOptions::viewer(dir.to_path_buf())).await?;
+    let pages = PageServer::start(world.engine.clone(), port).await?;
+    println!("{}", pages.job_url(job));
+    eprintln!(
+        "serving the progress pages of {} (all jobs: {}/api/view); Ctrl-C to stop",
+        dir.display(),
+        pages.base
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    pages.stop().await;
+    world.shutdown().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The store of a data dir, read-only and without its lock: safe while a

@@ -61,6 +61,9 @@ pub struct LocalOptions {
     /// What the simulator's `Microsoft.Authorization/permissions` answers;
     /// `None`: everything (`*`).
     pub permissions: Option<flotilla_sim::Permissions>,
+    /// Open the data dir's store read-only and without its lock (a viewer
+    /// beside the process that owns the dir); every write fails.
+    pub read_only: bool,
 }
 
 impl LocalOptions {
@@ -78,7 +81,10 @@ impl LocalOptions {
                 deliver_twice,
                 ..BusOptions::default()
             },
-            workers: 4,
+            // Handlers spend their time waiting on Azure (a throttled or
+            // slow call holds one for seconds): 16 at once keep a backlog of
+            // many jobs moving, as the Functions host's concurrency would.
+            workers: 16,
             policy: Policy {
                 backoff_base: Duration::from_millis(500),
                 join_interval: (lro / 2).max(Duration::from_millis(100)),
@@ -87,6 +93,7 @@ impl LocalOptions {
             sweep: local_sweep(lro),
             quotas: Default::default(),
             permissions: None,
+            read_only: false,
         }
     }
 }
@@ -108,6 +115,21 @@ impl LocalOptions {
             sweep: local_sweep(Duration::ZERO),
             quotas: Default::default(),
             permissions: None,
+            read_only: false,
+        }
+    }
+}
+
+impl LocalOptions {
+    /// A viewer of `data_dir` (`status --web`): its store read-only and
+    /// unlocked, so it works while `up` or `serve` owns the dir; no workers,
+    /// and a throwaway in-memory simulator that nothing calls.
+    pub fn viewer(data_dir: PathBuf) -> LocalOptions {
+        LocalOptions {
+            data_dir: Some(data_dir),
+            workers: 0,
+            read_only: true,
+            ..LocalOptions::ephemeral()
         }
     }
 }
@@ -208,8 +230,10 @@ impl LocalWorld {
     pub async fn start(opts: LocalOptions) -> Result<LocalWorld, crate::error::Error> {
         let max_delivery = opts.bus.max_delivery_count;
         let lock = match &opts.data_dir {
-            Some(dir) => Some(DataDirLock::acquire(dir).map_err(|e| e.to_string())?),
-            None => None,
+            Some(dir) if !opts.read_only => {
+                Some(DataDirLock::acquire(dir).map_err(|e| e.to_string())?)
+            }
+            _ => None,
         };
         let sim = Sim::new(SimConfig {
             data_dir: opts
@@ -289,6 +313,7 @@ impl LocalWorld {
         );
         prepare_environment(&config, &staging, &staging_account_id).await?;
         let embedded = match &opts.data_dir {
+            Some(dir) if opts.read_only => Embedded::open_read_only(&dir.join("flotilla.db")),
             Some(dir) => Embedded::open(&dir.join("flotilla.db"), opts.bus),
             None => Embedded::in_memory(opts.bus),
         }

@@ -11,6 +11,8 @@ mod local;
 mod package;
 mod progress;
 mod serve;
+mod watch;
+mod web;
 mod worker;
 
 fn main() -> std::process::ExitCode {

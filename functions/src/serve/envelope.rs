@@ -249,6 +249,25 @@ impl HttpResponse {
         }
     }
 
+    /// A self-contained HTML page: no cache, no sniffing, and a content
+    /// security policy that allows its own inline script and style and
+    /// requests to its own origin only.
+    pub fn html(status: u16, body: String) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers: vec![
+                ("Content-Type".into(), "text/html; charset=utf-8".into()),
+                ("Cache-Control".into(), "no-store".into()),
+                ("X-Content-Type-Options".into(), "nosniff".into()),
+                (
+                    "Content-Security-Policy".into(),
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'".into(),
+                ),
+            ],
+            body,
+        }
+    }
+
     pub fn with_header(mut self, name: &str, value: &str) -> HttpResponse {
         self.headers.push((name.into(), value.into()));
         self

@@ -1,5 +1,6 @@
-//! The HTTP-triggered functions: `submit`, `plan`, `status`, `delete`, `scale`,
-//! `pool-add`, `pool-remove`.
+//! The HTTP-triggered functions: `submit`, `plan`, `status`, `delete`,
+//! `scale`, `pool-add`, `pool-remove`, and the progress pages `view` and
+//! `view-list` (see [`super::view`]).
 //! Every answer goes back in `Outputs.res`; the invocation itself succeeds
 //! (a 4xx for the client is not a failed invocation).
 
@@ -57,6 +58,8 @@ async fn answer(
         "status" => status(state, &req).await,
         "delete" => delete(state, &req, reply).await,
         "scale" => scale(state, &req, reply).await,
+        "view" => super::view::job(state, &req).await,
+        "view-list" => super::view::list(state, &req).await,
         "pool-add" => pool_add(state, &req, reply).await,
         "pool-remove" => pool_remove(state, &req, reply).await,
         other => Err(Problem::new(
@@ -250,7 +253,9 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, Problem> {
     Ok(Some(key))
 }
 
-async fn status(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, Problem> {
+/// `status`: the saga as JSON. The progress pages read every job through
+/// this too, so whatever it refuses they do not show.
+pub(super) async fn status(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, Problem> {
     let job = job_param(req)?;
     match state.engine.status(&job).await {
         Ok(Some(saga)) => Ok(HttpResponse::json(200, &status_json(&saga))),
@@ -262,6 +267,9 @@ async fn status(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, Pro
 /// The saga as `status` shows it, with `stalled` (why) when it makes no progress.
 fn status_json(saga: &flotilla_core::saga::Saga) -> Value {
     let mut v = saga.to_json();
+    if let Some(wait) = saga.wait() {
+        v["wait"] = serde_json::to_value(wait).unwrap_or_default();
+    }
     let sweep = SweepOptions::from_settings(SweepOptions::default()).unwrap_or_default();
     if let Some(why) = stalled_reason(saga, time::OffsetDateTime::now_utc(), sweep.stall_after) {
         v["stalled"] = Value::String(why);

@@ -8,10 +8,12 @@
 
 pub mod envelope;
 mod events;
+mod front;
 mod http;
 mod problem;
 mod queue;
 mod sweep;
+mod view;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -31,6 +33,9 @@ mod tests;
 
 #[cfg(test)]
 mod limit_tests;
+
+#[cfg(test)]
+mod view_tests;
 
 /// What triggers a function (and so what its `function.json` holds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +102,8 @@ pub const FUNCTIONS: &[Function] = &[
     function!("scale", http("PATCH", "clusters/{id}/pools/{pool}")),
     function!("pool-add", http("POST", "clusters/{id}/pools")),
     function!("pool-remove", http("DELETE", "clusters/{id}/pools/{pool}")),
+    function!("view", http("GET", "clusters/{id}/view")),
+    function!("view-list", http("GET", "view")),
     function!("stage", Trigger::Subscription),
     function!("prereqs", Trigger::Subscription),
     function!("keys", Trigger::Subscription),
@@ -130,14 +137,24 @@ impl AppState {
     }
 }
 
-/// The custom handler's router: `GET /` (readiness) and `POST /{function}`.
+/// The custom handler's router: `GET /` (readiness), `POST /{function}`,
+/// and `GET /api/...` for the read-only HTTP functions (see [`front`]).
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(ready))
+        .route("/api/{*route}", get(front::get))
         .route("/{function}", axum::routing::post(invoke))
         // Room for a MAX_BODY body escaped inside the envelope; MAX_BODY
         // itself is enforced per function with a problem-details answer.
         .layer(DefaultBodyLimit::max(MAX_REQUEST))
+        .with_state(state)
+}
+
+/// Only the browser front door (`GET /api/...`: `status` and the progress
+/// pages), for the local page server of `status --web` and `up --open`.
+pub fn pages(state: AppState) -> Router {
+    Router::new()
+        .route("/api/{*route}", get(front::get))
         .with_state(state)
 }
 

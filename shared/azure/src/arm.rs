@@ -9,7 +9,7 @@ use crate::config::{AzureConfig, RetryPolicy};
 use crate::models::api;
 use crate::{AzureError, Listed, ResourceId};
 use azure_core::credentials::TokenCredential;
-use azure_core::http::headers::{HeaderName, Headers};
+use azure_core::http::headers::Headers;
 use azure_core::http::policies::{auth::BearerTokenAuthorizationPolicy, Policy};
 use azure_core::http::{Context, Method, Pipeline, RawResponse, Request};
 use serde::{Deserialize, Serialize};
@@ -90,7 +90,7 @@ impl std::fmt::Debug for ArmClient {
 }
 
 fn header(headers: &Headers, name: &'static str) -> Option<String> {
-    headers.get_optional_string(&HeaderName::from_static(name))
+    crate::transport::header(headers, name)
 }
 
 fn retry_after(headers: &Headers) -> Option<Duration> {

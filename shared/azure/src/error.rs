@@ -454,8 +454,7 @@ fn truncate(text: &str, max: usize) -> String {
 
 /// `Retry-After` (seconds) or `retry-after-ms` of an answer.
 fn retry_after(headers: &azure_core::http::headers::Headers) -> Option<Duration> {
-    use azure_core::http::headers::HeaderName;
-    let get = |name: &'static str| headers.get_optional_string(&HeaderName::from_static(name));
+    let get = |name: &'static str| crate::transport::header(headers, name);
     if let Some(ms) = get("retry-after-ms").and_then(|v| v.trim().parse::<u64>().ok()) {
         return Some(Duration::from_millis(ms));
     }

@@ -94,3 +94,14 @@ impl HttpClient for RouterTransport {
         Ok(AsyncRawResponse::from_bytes(status, headers, bytes))
     }
 }
+
+/// A response header's value, `None` when absent. (azure_core's
+/// `get_optional_string` builds an error, with a backtrace when
+/// `RUST_BACKTRACE` is set, for every header that is simply absent.)
+pub fn header(headers: &azure_core::http::headers::Headers, name: &'static str) -> Option<String> {
+    let name = azure_core::http::headers::HeaderName::from_static(name);
+    headers
+        .get_optional_as::<String, std::convert::Infallible>(&name)
+        .ok()
+        .flatten()
+}

@@ -22,7 +22,7 @@
 
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
-use azure_core::http::headers::{HeaderName, Headers};
+use azure_core::http::headers::Headers;
 use azure_core::http::policies::{auth::BearerTokenAuthorizationPolicy, Policy};
 use azure_core::http::{Context, Method, Pipeline, PipelineSendOptions, RawResponse, Request};
 use flotilla_azure::AzureConfig;
@@ -71,7 +71,7 @@ fn rfc1123(t: OffsetDateTime) -> String {
 }
 
 fn header(headers: &Headers, name: &'static str) -> Option<String> {
-    headers.get_optional_string(&HeaderName::from_static(name))
+    flotilla_azure::transport::header(headers, name)
 }
 
 /// A custom property header value: JSON-decoded when it is a JSON string.

@@ -498,6 +498,23 @@ pub fn reopen_recreated(saga: &mut Saga, found: &[String]) -> bool {
     any
 }
 
+/// A created resource was found `Failed` (an update after its create
+/// failed): its record is opened again for the create to be sent once more
+/// (counted in `reopened`, like undo's re-deletes).
+pub fn reopen_failed(saga: &mut Saga, index: usize) {
+    let r = &mut saga.resources[index];
+    r.state = ResourceState::Creating;
+    r.reopened += 1;
+}
+
+/// Undo is about to delete `resources[index]`: the undo of its step has begun.
+pub fn undo_begins(saga: &mut Saga, index: usize, now: OffsetDateTime) {
+    let step = saga.resources[index].step;
+    let s = saga.step_mut(step);
+    s.undo_started_at.get_or_insert(now);
+    s.undo_finished_at = None;
+}
+
 pub fn next_undo(saga: &Saga) -> Option<usize> {
     saga.resources
         .iter()
@@ -517,18 +534,25 @@ pub fn resource_deleted(saga: &mut Saga, index: usize, now: OffsetDateTime) -> V
         .iter()
         .any(|r| r.step == step && r.state != ResourceState::Deleted);
     if step_clear {
+        let s = saga.step_mut(step);
+        s.undo_started_at.get_or_insert(now);
+        s.undo_finished_at = Some(now);
         out.extend(step_undone(saga, step, now));
     }
     out
 }
 
+/// A step has nothing left: `Compensated` (a `Failed` step stays so), its
+/// undo finished at `now` unless it already had. `finished_at` keeps the
+/// forward run's end.
 fn step_undone(saga: &mut Saga, step: StepName, now: OffsetDateTime) -> Vec<Emit> {
     let s = saga.step_mut(step);
+    s.undo_started_at.get_or_insert(now);
+    s.undo_finished_at.get_or_insert(now);
     if s.status == StepStatus::Failed || s.status == StepStatus::Compensated {
         return vec![];
     }
     s.status = StepStatus::Compensated;
-    s.finished_at = Some(now);
     vec![Emit {
         event: CloudEvent::new(
             types::UNDO_SUCCEEDED,

@@ -122,6 +122,11 @@ pub trait SagaStore: Send + Sync {
         if_match: &ETag,
         outbox: &[OutMessage],
     ) -> Result<ETag, StoreError>;
+    /// The current ETag of a document, or `None`: a cheap way to see whether
+    /// it changed since it was read.
+    async fn etag(&self, id: &str) -> Result<Option<ETag>, StoreError> {
+        Ok(self.get(id).await?.map(|d| d.etag))
+    }
     /// Every document, in no particular order.
     async fn list(&self) -> Result<Vec<StoredDoc>, StoreError>;
     /// True when `outbox` messages are committed in the same transaction as the
@@ -150,6 +155,11 @@ pub trait EventBus: Send + Sync {
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BusError>;
     /// The dead-letter queue's content.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError>;
+    /// How long the oldest message that could be received now has waited
+    /// (the queue's lag); `None` where the bus cannot tell cheaply.
+    async fn backlog_age(&self) -> Result<Option<Duration>, BusError> {
+        Ok(None)
+    }
 }
 
 /// ARM as a step sees it: create-or-update, patch, delete, poll, read.

@@ -156,6 +156,21 @@ pub struct StepState {
     pub finished_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub last_error: Option<ErrorInfo>,
+    /// When undo began deleting what this step created (compensation or
+    /// `delete`); `None` before any undo of it.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub undo_started_at: Option<OffsetDateTime>,
+    /// When nothing this step created was left (its undo finished).
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub undo_finished_at: Option<OffsetDateTime>,
 }
 
 /// What kind of thing a recorded resource is, so undo knows how to delete it.
@@ -195,8 +210,9 @@ pub struct ResourceRecord {
     #[serde(flatten)]
     pub kind: ResourceKind,
     pub state: ResourceState,
-    /// Times undo found it again after deleting it (a late write of a stale
-    /// handler re-created it) and deleted it once more.
+    /// Times it was opened again: undo found it back after deleting it (a
+    /// late write of a stale handler re-created it), or `join` found it
+    /// `Failed` after its create and sent the create once more.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reopened: u32,
 }
@@ -253,6 +269,57 @@ pub struct PendingOp {
     pub checks: u32,
     #[serde(with = "time::serde::rfc3339")]
     pub since: OffsetDateTime,
+}
+
+impl PendingPurpose {
+    /// What the job waits for, in words (`status`, the progress page, the
+    /// sweeper's stall report).
+    pub fn describe(&self, saga: &Saga) -> String {
+        let resource = |i: &usize| saga.resources.get(*i).map_or("?", |r| r.id.as_str());
+        match self {
+            PendingPurpose::Create { step, resource: i } => {
+                format!("step {step} waits for the creation of {}", resource(i))
+            }
+            PendingPurpose::JoinCheck => "step join waits for nodes to join".into(),
+            PendingPurpose::Delete { resource: i } => {
+                format!("undo waits for the deletion of {}", resource(i))
+            }
+            PendingPurpose::ScaleJoinCheck { pool, count } => {
+                format!("pool {pool} waits for its {count} node(s) to be Ready")
+            }
+            PendingPurpose::Scale { pool, count } => {
+                format!("scaling pool {pool} to {count} is in flight")
+            }
+            PendingPurpose::AddPool { pool, .. } => {
+                format!("adding pool {pool} waits for its scale set or its nodes")
+            }
+            PendingPurpose::RemovePool { pool, .. } => {
+                format!("removing pool {pool} waits for its deletes")
+            }
+        }
+    }
+}
+
+/// What a job waits for now and why: an operation in flight, or a retry
+/// after a failure. Shown by `status` (`wait`) and the progress page.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Wait {
+    /// The step waited on, when the wait belongs to one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepName>,
+    /// What is awaited, in words.
+    pub why: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    /// Checks made so far (polls of the operation, node counts).
+    pub checks: u32,
+    /// When the next event is due at the latest.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub until: Option<OffsetDateTime>,
 }
 
 /// The saga document.
@@ -368,6 +435,8 @@ impl Saga {
                     started_at: None,
                     finished_at: None,
                     last_error: None,
+                    undo_started_at: None,
+                    undo_finished_at: None,
                 })
                 .collect(),
             resources: vec![],
@@ -414,6 +483,59 @@ impl Saga {
         self.resources
             .iter()
             .filter(|r| r.state != ResourceState::Deleted)
+    }
+
+    /// What the job waits for now, if anything: the pending operation, or
+    /// the retry of a step (its forward run, or its undo) after a retryable
+    /// error.
+    pub fn wait(&self) -> Option<Wait> {
+        if self.status.is_terminal() && self.pending.is_none() {
+            return None;
+        }
+        if let Some(p) = &self.pending {
+            let step = match &p.purpose {
+                PendingPurpose::Create { step, .. } => Some(*step),
+                PendingPurpose::JoinCheck => Some(StepName::Join),
+                PendingPurpose::Delete { resource } => {
+                    self.resources.get(*resource).map(|r| r.step)
+                }
+                PendingPurpose::Scale { .. }
+                | PendingPurpose::ScaleJoinCheck { .. }
+                | PendingPurpose::AddPool { .. }
+                | PendingPurpose::RemovePool { .. } => None,
+            };
+            return Some(Wait {
+                step,
+                why: p.purpose.describe(self),
+                since: p.since,
+                checks: p.checks,
+                until: self.wake_at,
+            });
+        }
+        let retrying = |s: &&StepState| {
+            let running = match self.status {
+                JobStatus::Running => s.status == StepStatus::Running,
+                _ => s.undo_started_at.is_some() && s.undo_finished_at.is_none(),
+            };
+            running && s.last_error.as_ref().is_some_and(|e| e.retryable)
+        };
+        let s = self.steps.iter().find(retrying)?;
+        let e = s.last_error.as_ref()?;
+        let (what, tries) = if self.status == JobStatus::Running {
+            ("step", s.attempts)
+        } else {
+            ("undo of step", s.undo_attempts + 1)
+        };
+        Some(Wait {
+            step: Some(s.name),
+            why: format!(
+                "{what} {} retries (attempt {tries}) after {}: {}",
+                s.name, e.code, e.message
+            ),
+            since: self.updated_at,
+            checks: 0,
+            until: self.wake_at,
+        })
     }
 
     pub fn to_json(&self) -> serde_json::Value {

@@ -100,6 +100,8 @@ pub const SETTINGS: &[Setting] = &[
     s("FLOTILLA_SERVE_BODY_TIMEOUT", Flotilla, false, "`flotilla serve`: seconds a client has to send a whole request body, else 408 and the connection is closed (default 30)."),
     s("FLOTILLA_SERVE_REQUEST_TIMEOUT", Flotilla, false, "`flotilla serve`: seconds one request may take in all, else 503 (default 280, under host.json's 5-minute functionTimeout)."),
     s("FLOTILLA_SERVE_MAX_CONNECTIONS", Flotilla, false, "`flotilla serve`: connections served at once; further ones wait to be accepted (default 256)."),
+    // Tests
+    s("FLOTILLA_CHROMIUM", Flotilla, false, "Tests only: the Chromium binary the progress-page test drives (default `chromium`, else `chromium-browser`, on PATH)."),
 ];
 
 /// Reads a registered setting; `None` when unset or empty.

@@ -19,7 +19,7 @@ use base64::Engine as _;
 use flotilla_azure::arm::{DeleteStart, PollOutcome, PollVia};
 use flotilla_azure::{AzureError, PollState, ResourceId};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -140,6 +140,8 @@ struct Queued {
     msg: OutMessage,
     deliveries: u32,
     locked: bool,
+    /// When it was enqueued (the clock's time).
+    enqueued: OffsetDateTime,
 }
 
 /// A bus with Service Bus semantics on the manual clock: scheduled messages
@@ -188,6 +190,7 @@ impl MemoryBus {
             msg,
             deliveries: 0,
             locked: false,
+            enqueued: self.clock.now(),
         });
     }
 }
@@ -209,6 +212,19 @@ impl EventBus for MemoryBus {
             }
         }
         Ok(())
+    }
+
+    async fn backlog_age(&self) -> Result<Option<Duration>, BusError> {
+        let now = self.clock.now();
+        let oldest = lock(&self.queue)
+            .iter()
+            .filter(|e| !e.locked)
+            .map(|e| e.msg.not_before.map_or(e.enqueued, |t| t.max(e.enqueued)))
+            .filter(|&t| t <= now)
+            .min();
+        Ok(Some(oldest.map_or(Duration::ZERO, |t| {
+            (now - t).try_into().unwrap_or_default()
+        })))
     }
 
     async fn receive(&self, _wait: Duration) -> Result<Option<Delivery>, BusError> {
@@ -325,6 +341,10 @@ struct CloudState {
     unregistered: BTreeMap<String, (u32, String)>,
     /// Per scale set name: the last N instances' init extension failed, with this message.
     init_failures: BTreeMap<String, (u32, String)>,
+    /// Per scale set name: how many more of its writes leave it `Failed`.
+    failing_writes: BTreeMap<String, u32>,
+    /// Scale sets (names) that are `Failed` now: no node registers until a write succeeds.
+    failed_sets: BTreeSet<String>,
     /// Writes that reached the cloud: ARM PUTs and PATCHes, secret sets, blob uploads.
     writes: u64,
     /// VM sizes (lower case) not offered anywhere.
@@ -607,6 +627,15 @@ impl FakeCloud {
             .insert(vmss.to_ascii_lowercase(), (n, message.into()));
     }
 
+    /// The next `times` writes of scale set `vmss` are accepted but leave it
+    /// `Failed` with no node registering, as an update that failed after its
+    /// create does; the write after them repairs it.
+    pub fn fail_after_writes(&self, vmss: &str, times: u32) {
+        lock(&self.state)
+            .failing_writes
+            .insert(vmss.to_ascii_lowercase(), times);
+    }
+
     /// Removes a resource behind flotilla's back.
     pub fn remove(&self, id: &str) {
         lock(&self.state).resources.remove(&id.to_ascii_lowercase());
@@ -682,6 +711,18 @@ impl FakeCloud {
                         created: self.clock.now(),
                     };
                     s.secrets.insert(crate::names::kubeconfig_secret(job), item);
+                }
+            }
+            if Self::is_lro(id) {
+                let name = id.name().to_ascii_lowercase();
+                match s.failing_writes.get_mut(&name) {
+                    Some(left) if *left > 0 => {
+                        *left -= 1;
+                        s.failed_sets.insert(name);
+                    }
+                    _ => {
+                        s.failed_sets.remove(&name);
+                    }
                 }
             }
             s.resources.insert(key, (id.to_string(), merged));
@@ -868,6 +909,11 @@ impl Arm for FakeCloud {
                     .collect();
                 Ok(Some(json!({ "value": value })))
             }
+            None if s.failed_sets.contains(&id.name().to_ascii_lowercase()) => {
+                let mut body = body.clone();
+                body["properties"]["provisioningState"] = json!("Failed");
+                Ok(Some(body))
+            }
             _ => Ok(Some(body.clone())),
         }
     }
@@ -1046,6 +1092,9 @@ impl KubeApi for FakeCloud {
                 continue;
             }
             let vmss = id.rsplit('/').next().unwrap_or_default();
+            if s.failed_sets.contains(&vmss.to_ascii_lowercase()) {
+                continue;
+            }
             let role = body
                 .pointer("/tags/flotilla-role")
                 .and_then(Value::as_str)

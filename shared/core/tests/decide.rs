@@ -784,7 +784,18 @@ fn undo_deletes_newest_first_and_compensates_each_step_for_every_failed_step() {
             order.push(index);
             let step = saga.resources[index].step;
             let status_before = saga.step(step).status;
+            let forward_end = saga.step(step).finished_at;
+            decide::undo_begins(&mut saga, index, t(9));
             let emits = decide::resource_deleted(&mut saga, index, t(10));
+            assert_eq!(
+                saga.step(step).finished_at,
+                forward_end,
+                "failed {failed}: undo keeps the forward run's end"
+            );
+            assert!(
+                saga.step(step).undo_started_at.is_some_and(|at| at <= t(9)),
+                "failed {failed}: {step}'s undo began"
+            );
             assert_eq!(
                 saga.resources[index].state,
                 ResourceState::Deleted,
@@ -824,7 +835,7 @@ fn undo_deletes_newest_first_and_compensates_each_step_for_every_failed_step() {
                     StepStatus::Compensated,
                     "failed {failed}: {step} has nothing left"
                 );
-                assert_eq!(saga.step(step).finished_at, Some(t(10)));
+                assert_eq!(saga.step(step).undo_finished_at, Some(t(10)));
                 assert_eq!(
                     undone.len(),
                     1,
@@ -1678,4 +1689,76 @@ fn a_secret_the_vault_keeps_is_recorded_once_with_its_purge_date() {
         fresh().to_json().get("leftovers").is_none(),
         "empty findings stay out of the document"
     );
+}
+
+// ---- what status shows: undo times and the current wait -------------------
+
+#[test]
+fn a_stored_saga_without_undo_times_still_loads() {
+    let mut doc = compensating(StepName::Master).to_json();
+    for s in doc["steps"].as_array_mut().unwrap() {
+        let s = s.as_object_mut().unwrap();
+        assert!(!s.contains_key("undoStartedAt"), "none before undo");
+        s.remove("undoFinishedAt");
+    }
+    let saga: Saga = serde_json::from_value(doc).unwrap();
+    assert!(saga.steps.iter().all(|s| s.undo_started_at.is_none()));
+}
+
+#[test]
+fn undo_times_are_rfc3339_in_the_document() {
+    let mut saga = compensating(StepName::Workers);
+    let index = decide::next_undo(&saga).unwrap();
+    let step = saga.resources[index].step;
+    decide::undo_begins(&mut saga, index, t(20));
+    decide::undo_begins(&mut saga, index, t(21));
+    assert_eq!(
+        saga.step(step).undo_started_at,
+        Some(t(20)),
+        "the first start counts"
+    );
+    decide::resource_deleted(&mut saga, index, t(22));
+    let doc = saga.to_json();
+    let s = &doc["steps"][step.index()];
+    assert_eq!(s["undoStartedAt"], "2023-11-14T22:13:40Z");
+    assert!(s["finishedAt"].is_string());
+}
+
+#[test]
+fn the_wait_says_what_is_awaited_and_since_when() {
+    let mut saga = running(StepName::Master);
+    in_flight(&mut saga, StepName::Master);
+    let wait = saga.wait().expect("an operation in flight");
+    assert_eq!(wait.step, Some(StepName::Master));
+    assert_eq!(wait.since, t(4));
+    assert!(
+        wait.why
+            .starts_with("step master waits for the creation of ")
+            && wait.why.contains("demo-lb"),
+        "{}",
+        wait.why
+    );
+
+    // A retry after a retryable error: the wait says which error.
+    let mut saga = running(StepName::Prereqs);
+    let busy = AzureError::from_service(429, "TooManyRequests", "slow down", None);
+    decide::fail_step(
+        &mut saga,
+        StepName::Prereqs,
+        &busy,
+        &Policy::default(),
+        t(5),
+    );
+    let wait = saga.wait().expect("a retry is awaited");
+    assert_eq!(wait.step, Some(StepName::Prereqs));
+    assert!(
+        wait.why.contains("TooManyRequests: slow down"),
+        "{}",
+        wait.why
+    );
+
+    // A job that ended waits for nothing.
+    let mut saga = compensating(StepName::Master);
+    saga.status = JobStatus::Compensated;
+    assert!(saga.wait().is_none());
 }

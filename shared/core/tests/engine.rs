@@ -112,6 +112,24 @@ async fn a_lost_send_is_rearmed_by_the_sweeper() {
 }
 
 #[tokio::test]
+async fn a_job_whose_event_waits_behind_a_backlog_is_not_rearmed() {
+    let w = World::new();
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    // Nobody receives for two minutes: the job's next event is overdue
+    // but still queued, behind a backlog as old as the wait.
+    w.clock.advance(Duration::from_secs(120));
+    assert_eq!(
+        w.bus.backlog_age().await.unwrap(),
+        Some(Duration::from_secs(120))
+    );
+    let report = w.engine.sweep(&sweep_opts()).await.unwrap();
+    assert!(report.rearmed.is_empty(), "{report:?}");
+    assert_eq!(w.bus.pending(), 1, "no second event was sent");
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+}
+
+#[tokio::test]
 async fn delete_and_scale_commands_survive_a_refused_send() {
     let w = World::new();
     let spec = ClusterSpec::example();

@@ -202,3 +202,37 @@ async fn a_scale_finishes_only_when_the_new_nodes_are_ready() {
         err.message
     );
 }
+
+#[tokio::test]
+async fn a_scale_set_left_failed_after_its_create_is_sent_again_and_the_job_succeeds() {
+    let w = World::new();
+    let spec = ClusterSpec::example();
+    let job = w.engine.submit(spec.clone()).await.unwrap();
+    let vmss = names::pool_vmss(&job, &spec.worker_pools[0].name);
+    w.cloud.fail_after_writes(&vmss, 1);
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    let record = saga
+        .resources
+        .iter()
+        .find(|r| r.id.ends_with(&format!("/{vmss}")))
+        .expect("the pool's scale set is recorded");
+    assert_eq!(record.reopened, 1, "{record:?}");
+    // Sent again as an update: still one create per resource.
+    assert_eq!(w.cloud.max_creates(), 1);
+}
+
+#[tokio::test]
+async fn a_scale_set_that_stays_failed_fails_join_after_the_repairs_and_is_undone() {
+    let w = World::new();
+    let spec = ClusterSpec::example();
+    let job = w.engine.submit(spec.clone()).await.unwrap();
+    let vmss = names::pool_vmss(&job, &spec.worker_pools[0].name);
+    w.cloud.fail_after_writes(&vmss, 100);
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Compensated, "{saga:#?}");
+    let err = join_step(&saga).last_error.clone().expect("join's error");
+    assert_eq!(err.code, "ScaleSetFailed", "{err:?}");
+    assert!(err.message.contains(&vmss), "{}", err.message);
+    nothing_left(&w);
+}

@@ -346,6 +346,20 @@ impl EventBus for EmbeddedBus {
         })
     }
 
+    async fn backlog_age(&self) -> Result<Option<Duration>, BusError> {
+        let now = now_ms();
+        let oldest: Option<i64> = self
+            .inner
+            .conn()
+            .prepare_cached("SELECT MIN(available_at) FROM messages")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(bus_err)?;
+        Ok(Some(match oldest {
+            Some(t) if t < now => Duration::from_millis((now - t) as u64),
+            _ => Duration::ZERO,
+        }))
+    }
+
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
         let conn = self.inner.conn();
         let mut stmt = conn

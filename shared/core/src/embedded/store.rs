@@ -105,6 +105,18 @@ impl SagaStore for EmbeddedStore {
             .transpose()
     }
 
+    async fn etag(&self, id: &str) -> Result<Option<ETag>, StoreError> {
+        let conn = self.inner.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT version FROM sagas WHERE id = ?1")
+            .map_err(store_err)?;
+        let version = stmt
+            .query_row([id], |r| r.get::<_, i64>(0))
+            .optional()
+            .map_err(store_err)?;
+        Ok(version.map(etag))
+    }
+
     async fn replace(
         &self,
         id: &str,

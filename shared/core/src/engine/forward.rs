@@ -19,17 +19,20 @@ use flotilla_azure::{AzureError, ResourceId};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-/// What one create operation gave.
-pub(super) enum Created {
-    /// The resource exists (or the operation creates nothing).
+/// How far [`Engine::run_ops`] got.
+pub(super) enum Ran {
+    /// Every operation's resource exists.
     Done,
-    /// Azure is still working on `resources[resource]`; re-check with `poll`.
+    /// The node check comes next (the caller runs it).
+    AwaitNodes(Vec<(ResourceId, u32)>),
+    /// Azure is still working on `resources[resource]` of `step`; re-check with `poll`.
     Waiting {
+        step: StepName,
         poll: flotilla_azure::PollState,
         resource: usize,
     },
-    /// The operation failed.
-    Failed(AzureError),
+    /// An operation of `step` failed.
+    Failed { step: StepName, error: AzureError },
 }
 
 impl Engine {
@@ -102,35 +105,38 @@ impl Engine {
                 Err(e) => return self.step_failed(txn, step, &e).await,
             }
         }
-        for op in steps::plan(step, &txn.saga, &self.env) {
-            if let Op::AwaitNodes { scale_sets } = &op {
-                return self.check_nodes(txn, scale_sets).await;
+        let ops = steps::plan(step, &txn.saga, &self.env)
+            .into_iter()
+            .map(|op| (step, op))
+            .collect();
+        match self.run_ops(txn, ops).await? {
+            Ran::Done => {}
+            Ran::AwaitNodes(scale_sets) => return self.check_nodes(txn, &scale_sets).await,
+            Ran::Waiting {
+                step,
+                poll,
+                resource,
+            } => {
+                let after = poll.retry_after();
+                let emit = decide::wait_for(
+                    &mut txn.saga,
+                    PendingPurpose::Create { step, resource },
+                    Some(poll),
+                    after,
+                    self.now(),
+                );
+                txn.outbox.push(emit);
+                return self.save(txn).await;
             }
-            match self.create_recorded(txn, step, &op).await? {
-                Created::Done => {}
-                Created::Waiting { poll, resource } => {
-                    let after = poll.retry_after();
-                    let emit = decide::wait_for(
-                        &mut txn.saga,
-                        PendingPurpose::Create { step, resource },
-                        Some(poll),
-                        after,
-                        self.now(),
-                    );
-                    txn.outbox.push(emit);
-                    return self.save(txn).await;
-                }
-                Created::Failed(e) => return self.step_failed(txn, step, &e).await,
-            }
+            Ran::Failed { step, error } => return self.step_failed(txn, step, &error).await,
         }
         let emits = decide::finish_step(&mut txn.saga, step, self.now());
         txn.outbox.extend(emits);
         self.save(txn).await
     }
 
-    /// What the undo log records for a create operation: the id and how to
-    /// delete it (`None` for the node check, which creates nothing).
-    pub(super) fn op_target(&self, op: &Op) -> Option<(String, ResourceKind)> {
+    /// The resource an operation records, and how undo finds it (`None` for `AwaitNodes`).
+    pub(super) fn intent(&self, op: &Op) -> Option<(String, ResourceKind)> {
         Some(match op {
             Op::Arm {
                 id, api_version, ..
@@ -162,76 +168,102 @@ impl Engine {
         })
     }
 
-    /// One create operation of `step`, its intent recorded in the undo log
-    /// before it is sent (a resource already `Created` is skipped).
-    pub(super) async fn create_recorded(
+    /// Runs create operations in order, each recorded under its step, until
+    /// one must wait, fails, or is the node check (which the caller runs).
+    ///
+    /// The intent of every operation not yet recorded is written in one
+    /// write, before any side effect. That write also claims them: a handler
+    /// whose saga changed after it (a duplicate delivery that claimed them in
+    /// turn) must not send them too, so before each further send the saga is
+    /// checked to be unchanged. An existing subnet's NSG records, with its
+    /// intent, the NSG the subnet had, so undo can put it back.
+    pub(super) async fn run_ops(
         &self,
         txn: &mut Txn,
-        step: StepName,
-        op: &Op,
-    ) -> Result<Created, EngineError> {
-        let Some((id, kind)) = self.op_target(op) else {
-            return Ok(Created::Done);
-        };
-        let index = match txn.saga.resource_index(&id) {
-            Some(i) if txn.saga.resources[i].state == ResourceState::Created => {
-                return Ok(Created::Done)
+        ops: Vec<(StepName, Op)>,
+    ) -> Result<Ran, EngineError> {
+        let mut fresh = vec![];
+        for (step, op) in &ops {
+            let Some((id, kind)) = self.intent(op) else {
+                continue;
+            };
+            if txn.saga.resource_index(&id).is_none() {
+                let kind = match op {
+                    Op::AttachNsg { subnet, .. } => match self.subnet_nsg(subnet).await {
+                        Ok(previous) => ResourceKind::SubnetNsg { previous },
+                        Err(error) => return Ok(Ran::Failed { step: *step, error }),
+                    },
+                    _ => kind,
+                };
+                txn.saga.resources.push(ResourceRecord {
+                    id,
+                    step: *step,
+                    kind,
+                    state: ResourceState::Creating,
+                    reopened: 0,
+                });
+                fresh.push(txn.saga.resources.len() - 1);
             }
-            Some(i) => {
+        }
+        if !fresh.is_empty() {
+            self.save(txn).await?;
+        }
+        let mut sent = false;
+        for (step, op) in ops {
+            let Some((id, _)) = self.intent(&op) else {
+                if let Op::AwaitNodes { scale_sets } = op {
+                    return Ok(Ran::AwaitNodes(scale_sets));
+                }
+                continue;
+            };
+            let Some(index) = txn.saga.resource_index(&id) else {
+                continue;
+            };
+            if txn.saga.resources[index].state == ResourceState::Created {
+                continue;
+            }
+            if !fresh.contains(&index) {
                 // Sent before (a retry, a crash, a duplicate delivery):
                 // claim it with a write first, so of two handlers the one
                 // whose write lost never sends, and the operation the
                 // saga goes on to track is always the newest one sent.
                 self.save(txn).await?;
-                i
+            } else if sent && !self.unchanged(txn).await? {
+                return Err(StoreError::PreconditionFailed(txn.saga.id.clone()).into());
             }
-            None => {
-                // An existing subnet's NSG: what it was is recorded with
-                // the intent, so undo can put it back.
-                let kind = match op {
-                    Op::AttachNsg { subnet, .. } => match self.subnet_nsg(subnet).await {
-                        Ok(previous) => ResourceKind::SubnetNsg { previous },
-                        Err(e) => return Ok(Created::Failed(e)),
-                    },
-                    _ => kind,
-                };
-                // Record the intent before the side effect.
-                txn.saga.resources.push(ResourceRecord {
-                    id: id.clone(),
-                    step,
-                    kind,
-                    state: ResourceState::Creating,
-                    reopened: 0,
-                });
-                self.save(txn).await?;
-                txn.saga.resources.len() - 1
-            }
-        };
-        match self.run_op(txn, op).await {
-            Ok(None) => {
-                decide::resource_created(&mut txn.saga, index);
-                Ok(Created::Done)
-            }
-            Ok(Some(poll)) => {
-                // `Retry-After: 0` means "check now": one immediate check
-                // instead of a scheduled event; anything else is scheduled.
-                if poll.retry_after_s == 0 {
-                    match self.azure.arm.poll(&poll).await {
-                        Ok(PollOutcome::Succeeded) => {
-                            decide::resource_created(&mut txn.saga, index);
-                            return Ok(Created::Done);
+            sent = true;
+            match self.run_op(txn, &op).await {
+                Ok(None) => decide::resource_created(&mut txn.saga, index),
+                Ok(Some(poll)) => {
+                    // `Retry-After: 0` means "check now": one immediate check
+                    // instead of a scheduled event; anything else is scheduled.
+                    if poll.retry_after_s == 0 {
+                        match self.azure.arm.poll(&poll).await {
+                            Ok(PollOutcome::Succeeded) => {
+                                decide::resource_created(&mut txn.saga, index);
+                                continue;
+                            }
+                            Ok(PollOutcome::Failed(error)) => {
+                                return Ok(Ran::Failed { step, error })
+                            }
+                            _ => {}
                         }
-                        Ok(PollOutcome::Failed(e)) => return Ok(Created::Failed(e)),
-                        _ => {}
                     }
+                    return Ok(Ran::Waiting {
+                        step,
+                        poll,
+                        resource: index,
+                    });
                 }
-                Ok(Created::Waiting {
-                    poll,
-                    resource: index,
-                })
+                Err(error) => return Ok(Ran::Failed { step, error }),
             }
-            Err(e) => Ok(Created::Failed(e)),
         }
+        Ok(Ran::Done)
+    }
+
+    /// Whether the saga is still as this handler last saved or loaded it.
+    async fn unchanged(&self, txn: &Txn) -> Result<bool, EngineError> {
+        Ok(self.store.etag(&txn.saga.id).await?.as_ref() == Some(&txn.etag))
     }
 
     async fn step_failed(
@@ -364,6 +396,7 @@ impl Engine {
                 self.save(txn).await
             }
             steps::join::Verdict::Failed(e) => self.step_failed(txn, StepName::Join, &e).await,
+            steps::join::Verdict::Repair(id) => self.repair(txn, &id).await,
             steps::join::Verdict::Waiting(why) => {
                 tracing::debug!(job = %txn.saga.id, checks, %why, "nodes not joined yet");
                 let emit = decide::wait_for(
@@ -376,6 +409,59 @@ impl Engine {
                 txn.outbox.push(emit);
                 self.save(txn).await
             }
+        }
+    }
+
+    /// `join` found a scale set `Failed` behind its recorded create: the
+    /// create is sent again (claimed with a write first, like any re-send),
+    /// at most [`decide::MAX_REOPEN`] times, and the checks go on after it.
+    async fn repair(&self, txn: &mut Txn, id: &ResourceId) -> Result<(), EngineError> {
+        let key = id.to_string();
+        let found = txn
+            .saga
+            .resource_index(&key)
+            .filter(|&i| txn.saga.resources[i].reopened < decide::MAX_REOPEN)
+            .and_then(|i| {
+                let owner = txn.saga.resources[i].step;
+                steps::plan(owner, &txn.saga, &self.env)
+                    .into_iter()
+                    .find(|op| matches!(op, Op::ScaleSet { id: o, .. } | Op::Arm { id: o, .. } if o == id))
+                    .map(|op| (i, op))
+            });
+        let Some((index, op)) = found else {
+            let e = AzureError::terminal(
+                "ScaleSetFailed",
+                format!("{id} is Failed and sending its create again did not repair it"),
+            );
+            return self.step_failed(txn, StepName::Join, &e).await;
+        };
+        tracing::warn!(job = %txn.saga.id, %id, "scale set Failed behind its recorded create; sending the create again");
+        decide::reopen_failed(&mut txn.saga, index);
+        self.save(txn).await?;
+        match self.run_op(txn, &op).await {
+            Ok(None) => {
+                decide::resource_created(&mut txn.saga, index);
+                let emit = decide::wait_for(
+                    &mut txn.saga,
+                    PendingPurpose::JoinCheck,
+                    None,
+                    self.policy.join_interval,
+                    self.now(),
+                );
+                txn.outbox.push(emit);
+                self.save(txn).await
+            }
+            Ok(Some(poll)) => {
+                let after = poll.retry_after();
+                let purpose = PendingPurpose::Create {
+                    step: StepName::Join,
+                    resource: index,
+                };
+                let emit = decide::wait_for(&mut txn.saga, purpose, Some(poll), after, self.now());
+                txn.outbox.push(emit);
+                self.save(txn).await
+            }
+            Err(e) => self.step_failed(txn, StepName::Join, &e).await,
         }
     }
 
@@ -409,6 +495,13 @@ impl Engine {
             steps::join::Verdict::Failed(e) => {
                 txn.saga.pending = None;
                 txn.saga.error = Some(ErrorInfo::from(&e));
+            }
+            steps::join::Verdict::Repair(id) => {
+                txn.saga.pending = None;
+                txn.saga.error = Some(ErrorInfo::from(&AzureError::terminal(
+                    "ScaleSetFailed",
+                    format!("{id} is Failed; scale it again to repair it"),
+                )));
             }
             steps::join::Verdict::Waiting(why) => {
                 tracing::debug!(job = %txn.saga.id, pool, checks, %why, "scaled nodes not Ready yet");

@@ -19,7 +19,7 @@
 //! re-arms it if its handler stops. Every operation is idempotent, as in
 //! the steps.
 
-use super::forward::Created;
+use super::forward::Ran;
 use super::txn::Txn;
 use super::undo::Deleted;
 use super::{CommandError, Engine, EngineError};
@@ -83,7 +83,7 @@ impl Engine {
     fn day2_ids(&self, txn: &Txn, pool: &str) -> Vec<String> {
         self.day2_ops(txn, pool)
             .iter()
-            .filter_map(|(_, op)| self.op_target(op).map(|(id, _)| id))
+            .filter_map(|(_, op)| self.intent(op).map(|(id, _)| id))
             .collect()
     }
 
@@ -135,29 +135,26 @@ impl Engine {
 
     /// Runs the add from its first unfinished operation to the node check.
     async fn continue_add(&self, txn: &mut Txn, pool: &str) -> Result<(), EngineError> {
-        for (step, op) in self.day2_ops(txn, pool) {
-            if let Op::AwaitNodes { scale_sets } = &op {
-                return self.check_added(txn, pool, scale_sets).await;
+        let ops = self.day2_ops(txn, pool);
+        match self.run_ops(txn, ops).await? {
+            Ran::Done => {}
+            Ran::AwaitNodes(scale_sets) => return self.check_added(txn, pool, &scale_sets).await,
+            Ran::Waiting { poll, resource, .. } => {
+                let after = poll.retry_after();
+                let emit = decide::wait_for(
+                    &mut txn.saga,
+                    PendingPurpose::AddPool {
+                        pool: pool.into(),
+                        resource: Some(resource),
+                    },
+                    Some(poll),
+                    after,
+                    self.now(),
+                );
+                txn.outbox.push(emit);
+                return self.save(txn).await;
             }
-            match self.create_recorded(txn, step, &op).await? {
-                Created::Done => {}
-                Created::Waiting { poll, resource } => {
-                    let after = poll.retry_after();
-                    let emit = decide::wait_for(
-                        &mut txn.saga,
-                        PendingPurpose::AddPool {
-                            pool: pool.into(),
-                            resource: Some(resource),
-                        },
-                        Some(poll),
-                        after,
-                        self.now(),
-                    );
-                    txn.outbox.push(emit);
-                    return self.save(txn).await;
-                }
-                Created::Failed(e) => return self.add_failed(txn, pool, &e).await,
-            }
+            Ran::Failed { error, .. } => return self.add_failed(txn, pool, &error).await,
         }
         // The pool is gone from the spec (nothing to do) or the plan had no
         // node check: the add ends here.
@@ -190,6 +187,11 @@ impl Engine {
                 self.save(txn).await
             }
             steps::join::Verdict::Failed(e) => self.add_failed(txn, pool, &e).await,
+            // The new scale set is Failed: the add is undone (and may be asked again).
+            steps::join::Verdict::Repair(id) => {
+                let e = AzureError::terminal("ScaleSetFailed", format!("{id} is Failed"));
+                self.add_failed(txn, pool, &e).await
+            }
             steps::join::Verdict::Waiting(why) => {
                 tracing::debug!(job = %txn.saga.id, pool, checks, %why, "new pool's nodes not Ready yet");
                 let emit = decide::wait_for(

@@ -8,7 +8,10 @@
 //! 2. re-arms a job that is waiting for something and whose next event is
 //!    overdue by more than the grace period (`wakeAt` + grace, and no save in
 //!    the grace period): `decide::rearm` emits the event that puts it back in
-//!    motion, with a fresh sequence number;
+//!    motion, with a fresh sequence number. The grace period stretches by the
+//!    bus's backlog (`EventBus::backlog_age`, where the bus can tell): an event
+//!    queued behind others is late, not lost, and a second one would only
+//!    lengthen the queue;
 //! 3. reports a job that made no progress for `stall_after` as stalled, with
 //!    why, which `status` shows too ([`stalled_reason`]).
 //!
@@ -24,7 +27,7 @@
 
 use super::{CommandError, Engine, EngineError};
 use crate::decide;
-use crate::saga::{JobStatus, PendingPurpose, Saga, StepStatus};
+use crate::saga::{JobStatus, Saga, StepStatus};
 use crate::settings;
 use serde::Serialize;
 use std::sync::Arc;
@@ -119,29 +122,7 @@ pub fn stalled_reason(saga: &Saga, now: OffsetDateTime, stall_after: Duration) -
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let what = match &saga.pending {
-        Some(p) => match &p.purpose {
-            PendingPurpose::Create { step, resource } => format!(
-                "step {step} waits for the creation of {}",
-                saga.resources.get(*resource).map_or("?", |r| r.id.as_str())
-            ),
-            PendingPurpose::JoinCheck => "step join waits for nodes to join".into(),
-            PendingPurpose::Delete { resource } => format!(
-                "undo waits for the deletion of {}",
-                saga.resources.get(*resource).map_or("?", |r| r.id.as_str())
-            ),
-            PendingPurpose::ScaleJoinCheck { pool, count } => {
-                format!("pool {pool} waits for its {count} node(s) to be Ready")
-            }
-            PendingPurpose::Scale { pool, count } => {
-                format!("scaling pool {pool} to {count} is in flight")
-            }
-            PendingPurpose::AddPool { pool, .. } => {
-                format!("adding pool {pool} waits for its scale set or its nodes")
-            }
-            PendingPurpose::RemovePool { pool, .. } => {
-                format!("removing pool {pool} waits for its deletes")
-            }
-        },
+        Some(p) => p.purpose.describe(saga),
         None => match saga.status {
             JobStatus::Compensating | JobStatus::Deleting => "the undo chain has not moved".into(),
             _ => saga
@@ -169,6 +150,16 @@ impl Engine {
     /// One sweep over every saga (see the module doc).
     pub async fn sweep(&self, opts: &SweepOptions) -> Result<SweepReport, EngineError> {
         let mut report = SweepReport::default();
+        // A job's next event waiting behind a backlog is late, not lost:
+        // the grace period stretches by the queue's lag.
+        let lag = self
+            .bus
+            .backlog_age()
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let grace = opts.grace + lag;
         let docs = self.store.list().await?;
         report.scanned = docs.len();
         for doc in docs {
@@ -183,10 +174,10 @@ impl Engine {
                     Err(e) => report.errors.push(format!("{}: {e}", saga.id)),
                 }
             }
-            if overdue(&saga, now, opts.grace) {
+            if overdue(&saga, now, grace) {
                 let rearmed = self
                     .with_saga(&saga.id, false, |s, out| {
-                        if !overdue(s, now, opts.grace) {
+                        if !overdue(s, now, grace) {
                             return Ok(false);
                         }
                         match decide::rearm(s, now) {

@@ -156,6 +156,7 @@ impl Engine {
                 return self.verify(txn, found).await;
             };
             let record = txn.saga.resources[index].clone();
+            decide::undo_begins(&mut txn.saga, index, self.now());
             match self.start_delete(&record.id, &record.kind).await {
                 Ok(Deleted::Gone) => {
                     let emits = decide::resource_deleted(&mut txn.saga, index, self.now());

@@ -56,7 +56,14 @@ pub enum Verdict {
     Waiting(String),
     /// The step fails with this error (the engine classifies it).
     Failed(AzureError),
+    /// This scale set is `Failed` although its create was recorded (an update
+    /// sent after it, e.g. by a stale duplicate handler, failed): it gives no
+    /// more nodes until its create is sent again.
+    Repair(ResourceId),
 }
+
+/// Every how many checks (and on the last) a short scale set's own state is read.
+const STATE_CHECK_EVERY: u32 = 3;
 
 /// One scale set and the nodes it should give the cluster.
 struct Group<'a> {
@@ -317,11 +324,22 @@ pub async fn check(
     if let Some(why) = &why_none {
         progress = format!("{progress} ({why})");
     }
+    // 3. A scale set left `Failed` will not give its nodes: repair it.
+    if last || checks % STATE_CHECK_EVERY == STATE_CHECK_EVERY - 1 {
+        for g in &short {
+            if let Ok(Some(set)) = ports.arm.get(g.id, None, api::COMPUTE).await {
+                let state = set.pointer("/properties/provisioningState");
+                if state.and_then(Value::as_str) == Some("Failed") {
+                    return Verdict::Repair(g.id.clone());
+                }
+            }
+        }
+    }
     if !last {
         return Verdict::Waiting(progress);
     }
 
-    // 3. Out of checks: name the nodes that never registered or never got Ready.
+    // 4. Out of checks: name the nodes that never registered or never got Ready.
     let mut missing = vec![];
     for g in short {
         let registered: Vec<&KubeNode> = nodes.iter().filter(|n| matches(n, g)).collect();
