@@ -763,7 +763,8 @@ fn expected_items(saga: &Saga, env: &Env) -> BTreeSet<String> {
                 Op::Blob { name, .. } => {
                     out.insert(format!("blob:{}", name.to_lowercase()));
                 }
-                Op::AwaitNodes { .. } => {}
+                // Chaos specs create their own network: nothing to attach.
+                Op::AttachNsg { .. } | Op::AwaitNodes { .. } => {}
             }
         }
     }

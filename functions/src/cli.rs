@@ -141,6 +141,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Add a worker pool to a Succeeded cluster, or remove one (day 2).
+    Pool {
+        #[command(subcommand)]
+        action: PoolAction,
+    },
     /// List orphans — anything tagged managed-by: flotilla whose job is
     /// unknown or ended — and with --delete remove them, dependants first.
     Sweep {
@@ -220,6 +225,36 @@ enum Command {
         jobs: usize,
         #[arg(long, default_value_t = 8)]
         workers: usize,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum PoolAction {
+    /// Add a pool (its JSON as one element of the spec's `workerPools`),
+    /// checked like a spec at creation; waits until its `min` nodes are Ready.
+    Add {
+        job: String,
+        /// The pool (JSON): name, instanceType, min, max, disk, zones.
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1.0)]
+        lro_seconds: f64,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Remove a pool: its scale set and init script are deleted.
+    Remove {
+        job: String,
+        /// The pool's name.
+        pool: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1.0)]
+        lro_seconds: f64,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -417,6 +452,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             .await?;
             finish(world, sagas, output, scaled).await
         }
+        Command::Pool { action } => pool(action).await,
         Command::Status {
             job,
             data_dir,
@@ -569,6 +605,59 @@ fn read_spec(path: Option<PathBuf>) -> Result<ClusterSpec, Failure> {
         .map_err(|e| Failure::Usage(format!("invalid spec {}: {e}", path.display())))
 }
 
+/// `flotilla pool add|remove`: the request, then the job's handlers until
+/// the change is done (exit 0) or ended with an error (exit 1).
+async fn pool(action: PoolAction) -> Result<ExitCode, Failure> {
+    let (job, name, data_dir, lro_seconds, output, add) = match action {
+        PoolAction::Add {
+            job,
+            spec,
+            data_dir,
+            lro_seconds,
+            output,
+        } => {
+            let text = std::fs::read_to_string(&spec)
+                .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", spec.display())))?;
+            let pool = flotilla_core::spec::WorkerPool::from_json(&text)
+                .map_err(|e| Failure::Usage(format!("invalid pool {}: {e}", spec.display())))?;
+            (
+                job,
+                pool.name.clone(),
+                data_dir,
+                lro_seconds,
+                output,
+                Some(pool),
+            )
+        }
+        PoolAction::Remove {
+            job,
+            pool,
+            data_dir,
+            lro_seconds,
+            output,
+        } => (job, pool, data_dir, lro_seconds, output, None),
+    };
+    let world = existing_world(data_dir, lro_seconds).await?;
+    let requested = match &add {
+        Some(pool) => world.engine.request_add_pool(&job, pool).await,
+        None => world.engine.request_remove_pool(&job, &name).await,
+    };
+    if let Err(e) = requested {
+        world.shutdown().await;
+        return Err(command_failure(e));
+    }
+    let adding = add.is_some();
+    let done = |s: &Saga| {
+        s.pending.is_none() && s.error.is_none() && s.pools.contains_key(&name) == adding
+    };
+    let failed = |s: &Saga| s.error.is_some() && s.pending.is_none();
+    let sagas = run_until(&world, std::slice::from_ref(&job), output, |s| {
+        done(s) || failed(s)
+    })
+    .await?;
+    finish(world, sagas, output, done).await
+}
+
 /// `flotilla plan`: a spec's operations, or a job's removal.
 async fn plan(
     job: Option<String>,
@@ -622,6 +711,12 @@ async fn plan(
                 println!("{}", step.step);
                 for op in &step.operations {
                     print_op(op, "  ");
+                }
+            }
+            if !plan.existing.is_empty() {
+                println!("used as they are (never created or deleted):");
+                for id in &plan.existing {
+                    println!("  {id}");
                 }
             }
         }

@@ -61,3 +61,48 @@ fn plan_refuses_a_bad_spec_with_exit_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid spec"), "{err}");
 }
+
+#[test]
+fn plan_of_a_spec_in_an_existing_vnet_lists_it_as_used_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec: serde_json::Value =
+        serde_json::from_str(flotilla_core::spec::EXAMPLE_SPEC).unwrap();
+    let vnet = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/corp-net/providers/Microsoft.Network/virtualNetworks/corp";
+    spec["network"] = serde_json::json!({"existing": {
+        "vnetId": vnet, "controlPlaneSubnet": "cp", "workerSubnet": "nodes"}});
+    let file = dir.path().join("spec.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = flotilla(
+        dir.path(),
+        &["plan", "--spec", file.to_str().unwrap(), "--output", "json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = json_of(&out);
+    assert_eq!(plan["existing"][0], vnet);
+    assert_eq!(plan["existing"].as_array().unwrap().len(), 3);
+    let text = plan["steps"].to_string();
+    assert!(!text.contains("virtualNetworks/demo"), "no VNet of its own");
+    assert!(
+        !text.contains("networkSecurityGroups"),
+        "no NSG unless attachNsgs"
+    );
+    assert!(
+        text.contains(&format!("{vnet}/subnets/cp")),
+        "the masters' subnet"
+    );
+
+    let out = flotilla(dir.path(), &["plan", "--spec", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("used as they are"), "{text}");
+    // A bad existing network is refused naming the field, exit 2.
+    spec["network"]["existing"]["workerSubnet"] = serde_json::json!("cp");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = flotilla(dir.path(), &["plan", "--spec", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("network.existing.workerSubnet"));
+}

@@ -66,6 +66,9 @@ resource clusterOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01
           'Microsoft.Network/virtualNetworks/delete'
           'Microsoft.Network/virtualNetworks/read'
           'Microsoft.Network/virtualNetworks/subnets/join/action'
+          // network.existing with attachNsgs: read a subnet, put it back with flotilla's NSG
+          'Microsoft.Network/virtualNetworks/subnets/read'
+          'Microsoft.Network/virtualNetworks/subnets/write'
           'Microsoft.Network/virtualNetworks/write'
           // orphan sweep and `status`: find resources by the job tag
           'Microsoft.Resources/subscriptions/resourceGroups/read'

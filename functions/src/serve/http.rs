@@ -1,7 +1,8 @@
 //! The HTTP-triggered functions: `submit`, `plan`, `list`, `status`,
-//! `delete`, `scale`, and the progress pages `view` and `view-list` (see
-//! [`super::view`]). Every answer goes back in `Outputs.res`; the invocation
-//! itself succeeds (a 4xx for the client is not a failed invocation).
+//! `delete`, `scale`, `pool-add`, `pool-remove`, and the progress pages
+//! `view` and `view-list` (see [`super::view`]). Every answer goes back in
+//! `Outputs.res`; the invocation itself succeeds (a 4xx for the client is
+//! not a failed invocation).
 //!
 //! Every request is authenticated first ([`caller::authenticate`]: 401 when
 //! authentication is required and no caller is named), and every route that
@@ -68,6 +69,8 @@ async fn answer(
         "scale" => scale(state, &req, reply).await,
         "view" => super::view::job(state, &req).await,
         "view-list" => super::view::list(state, &req).await,
+        "pool-add" => pool_add(state, &req, reply).await,
+        "pool-remove" => pool_remove(state, &req, reply).await,
         other => Err(Problem::new(
             Kind::Internal,
             format!("no HTTP handler for {other}"),
@@ -406,4 +409,71 @@ async fn scale(
         &json!({"job": job, "pool": pool, "count": count, "statusUrl": url}),
     )
     .with_header("Location", &url))
+}
+
+/// `pool-add`: the body is one worker pool (as an element of the spec's
+/// `workerPools`). 400 names the field (`max`, `disk.sizeGb`) of a pool the
+/// cluster could not have been created with; 404 for an unknown job; 409
+/// when the job is not `Succeeded` or an operation is in flight.
+async fn pool_add(
+    state: &AppState,
+    req: &HttpRequest,
+    reply: &mut Reply,
+) -> Result<HttpResponse, Problem> {
+    let job = job_param(req)?;
+    let (text, _) = json_body(req)?;
+    let invalid = |e: flotilla_core::spec::SpecError| {
+        Problem::new(Kind::InvalidRequest, format!("{}: {}", e.field, e.message)).field(e.field)
+    };
+    let pool = flotilla_core::spec::WorkerPool::from_json(&text).map_err(invalid)?;
+    let saga = match state.engine.status(&job).await {
+        Ok(Some(saga)) => saga,
+        Ok(None) => return Err(Problem::new(Kind::NotFound, format!("job {job} not found"))),
+        Err(e) => return Err(command_problem(CommandError::Engine(e))),
+    };
+    saga.spec.with_pool(&pool).map_err(invalid)?;
+    state
+        .engine
+        .request_add_pool(&job, &pool)
+        .await
+        .map_err(command_problem)?;
+    reply.log(format!("pool-add: job {job} pool {} requested", pool.name));
+    let url = status_url(&job);
+    Ok(HttpResponse::json(
+        202,
+        &json!({"job": job, "pool": pool.name, "statusUrl": url}),
+    )
+    .with_header("Location", &url))
+}
+
+/// `pool-remove`: 404 for an unknown job or pool; 409 when the job is not
+/// `Succeeded`, an operation is in flight, or it is the last pool of a
+/// cluster whose masters take no workloads.
+async fn pool_remove(
+    state: &AppState,
+    req: &HttpRequest,
+    reply: &mut Reply,
+) -> Result<HttpResponse, Problem> {
+    let job = job_param(req)?;
+    let pool = req.param("pool").unwrap_or_default();
+    if pool.is_empty() || pool.len() > 64 {
+        return Err(
+            Problem::new(Kind::InvalidRequest, "the pool name is missing or too long")
+                .field("pool"),
+        );
+    }
+    state
+        .engine
+        .request_remove_pool(&job, &pool)
+        .await
+        .map_err(|e| match e {
+            CommandError::Invalid(m) => Problem::new(Kind::NotFound, m).field("pool"),
+            other => command_problem(other),
+        })?;
+    reply.log(format!("pool-remove: job {job} pool {pool} requested"));
+    let url = status_url(&job);
+    Ok(
+        HttpResponse::json(202, &json!({"job": job, "pool": pool, "statusUrl": url}))
+            .with_header("Location", &url),
+    )
 }

@@ -76,7 +76,7 @@ pub const JOBS_QUEUE: &str = "flotilla-jobs";
 pub const CONNECTION: &str = "ServiceBusConnection";
 /// The queue/subscription MaxDeliveryCount (Service Bus default, set in infra).
 pub const MAX_DELIVERY_COUNT: u64 = 10;
-/// Largest request body `submit` and `scale` accept (a valid spec is a few
+/// Largest request body `submit`, `scale` and `pool-add` accept (a valid spec is a few
 /// KiB; see `flotilla_core::spec` for its limits).
 pub const MAX_BODY: usize = 256 * 1024;
 /// Port when neither `--port` nor FUNCTIONS_CUSTOMHANDLER_PORT is given
@@ -105,6 +105,8 @@ pub const FUNCTIONS: &[Function] = &[
     function!("status", http("GET", "clusters/{id}")),
     function!("delete", http("DELETE", "clusters/{id}")),
     function!("scale", http("PATCH", "clusters/{id}/pools/{pool}")),
+    function!("pool-add", http("POST", "clusters/{id}/pools")),
+    function!("pool-remove", http("DELETE", "clusters/{id}/pools/{pool}")),
     function!("view", http("GET", "clusters/{id}/view")),
     function!("view-list", http("GET", "view")),
     function!("stage", Trigger::Subscription),

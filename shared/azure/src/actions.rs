@@ -32,6 +32,8 @@ pub const ARM_ACTIONS: &[&str] = &[
     "Microsoft.Network/virtualNetworks/delete",
     "Microsoft.Network/virtualNetworks/read",
     "Microsoft.Network/virtualNetworks/subnets/join/action",
+    "Microsoft.Network/virtualNetworks/subnets/read",
+    "Microsoft.Network/virtualNetworks/subnets/write",
     "Microsoft.Network/virtualNetworks/write",
     "Microsoft.Resources/subscriptions/resourceGroups/read",
     "Microsoft.Resources/subscriptions/resourceGroups/resources/read",

@@ -26,6 +26,10 @@ pub enum Decision {
     Undo,
     /// Start scaling a worker pool.
     Scale { pool: String, count: u32 },
+    /// Start adding a worker pool (day 2).
+    AddPool { pool: crate::spec::WorkerPool },
+    /// Start removing a worker pool (day 2).
+    RemovePool { pool: String },
 }
 
 /// An event to publish, possibly scheduled for later.
@@ -192,7 +196,18 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
                 Err(_) => Decision::Ignore("scale request outside the pool's limits"),
             }
         }
+        EventKind::PoolAddRequested | EventKind::PoolRemoveRequested => {
+            decide_pool_change(saga, kind, &event.data)
+        }
+        EventKind::PoolPoll => match &saga.pending {
+            Some(p) if Some(p.seq) == event.data.seq => Decision::Poll,
+            Some(_) => Decision::Ignore("stale poll"),
+            None => Decision::Ignore("nothing pending"),
+        },
         EventKind::JobSucceeded
+        | EventKind::PoolAdded
+        | EventKind::PoolAddFailed
+        | EventKind::PoolRemoved
         | EventKind::CompensationStarted
         | EventKind::JobCompensated
         | EventKind::CompensationFailed
@@ -354,6 +369,9 @@ pub fn wait_for(
         PendingPurpose::Delete { .. } => (types::UNDO_POLL, handlers::COMPENSATE, None),
         PendingPurpose::Scale { .. } | PendingPurpose::ScaleJoinCheck { .. } => {
             (types::SCALE_POLL, handlers::POLL, None)
+        }
+        PendingPurpose::AddPool { .. } | PendingPurpose::RemovePool { .. } => {
+            (types::POOL_POLL, handlers::POLL, None)
         }
     };
     let key = match step {
@@ -955,4 +973,294 @@ pub fn rearm(saga: &mut Saga, now: OffsetDateTime) -> Option<Emit> {
         ),
         not_before: None,
     })
+}
+
+// ---- day-2 pools --------------------------------------------------------
+
+/// A `pool-add-requested` or `pool-remove-requested` from the bus: checked
+/// against the saga exactly as [`request_add_pool`] and
+/// [`request_remove_pool`] check a request, so a message nobody could have
+/// asked for over HTTP changes nothing.
+fn decide_pool_change(saga: &Saga, kind: EventKind, data: &EventData) -> Decision {
+    if saga.status != JobStatus::Succeeded {
+        return Decision::Ignore("job is not in a state to change its pools");
+    }
+    if saga.pending.is_some() {
+        return Decision::Ignore("an operation is in flight");
+    }
+    if data.seq.is_none() || data.seq != Some(saga.seq) {
+        return Decision::Ignore("stale pool request");
+    }
+    if kind == EventKind::PoolAddRequested {
+        let Some(pool) = &data.worker_pool else {
+            return Decision::Ignore("pool add request without a pool");
+        };
+        match check_add_pool(saga, pool) {
+            Ok(()) => Decision::AddPool { pool: pool.clone() },
+            Err(_) => Decision::Ignore("pool add request the saga refuses"),
+        }
+    } else {
+        let Some(pool) = &data.pool else {
+            return Decision::Ignore("pool remove request without a pool name");
+        };
+        match check_remove_pool(saga, pool) {
+            Ok(()) => Decision::RemovePool { pool: pool.clone() },
+            Err(_) => Decision::Ignore("pool remove request the saga refuses"),
+        }
+    }
+}
+
+/// The job can take a pool change now: `Succeeded`, nothing in flight.
+fn check_pools_changeable(saga: &Saga) -> Result<(), Refusal> {
+    if saga.status != JobStatus::Succeeded {
+        return Err(Refusal::Conflict(format!(
+            "the job is {:?}; only a Succeeded job's pools can change",
+            saga.status
+        )));
+    }
+    if saga.pending.is_some() {
+        return Err(Refusal::Conflict(
+            "an operation is in flight; try again when it has finished".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A new pool is valid for this cluster: every rule the spec with it would
+/// meet at creation ([`crate::spec::ClusterSpec::with_pool`]).
+pub fn check_add_pool(saga: &Saga, pool: &crate::spec::WorkerPool) -> Result<(), Refusal> {
+    saga.spec
+        .with_pool(pool)
+        .map(|_| ())
+        .map_err(|e| Refusal::Invalid(e.to_string()))
+}
+
+/// A pool can go: it exists (`Invalid` otherwise), and the spec without it is
+/// still valid (the last pool only with `master.allowWorkloads`; `Conflict`
+/// otherwise).
+pub fn check_remove_pool(saga: &Saga, pool: &str) -> Result<(), Refusal> {
+    match saga.spec.without_pool(pool) {
+        None => Err(Refusal::Invalid(format!("pool '{pool}' does not exist"))),
+        Some(Err(e)) => Err(Refusal::Conflict(format!(
+            "pool '{pool}' cannot be removed: {e}"
+        ))),
+        Some(Ok(_)) => Ok(()),
+    }
+}
+
+fn pool_request(saga: &mut Saga, ty: &str, key: &str, data: EventData) -> Emit {
+    saga.error = None;
+    let seq = saga.next_seq();
+    Emit {
+        event: CloudEvent::new(
+            ty,
+            StepName::Workers.as_str(),
+            &format!("{key}/{seq}"),
+            EventData {
+                seq: Some(seq),
+                ..data
+            },
+        ),
+        not_before: None,
+    }
+}
+
+/// A request to add `pool` to a succeeded cluster: checked against the saga,
+/// then carried by `pool-add-requested` (to the `workers` function).
+pub fn request_add_pool(saga: &mut Saga, pool: &crate::spec::WorkerPool) -> Result<Emit, Refusal> {
+    check_add_pool(saga, pool)?;
+    check_pools_changeable(saga)?;
+    let d = EventData {
+        pool: Some(pool.name.clone()),
+        worker_pool: Some(pool.clone()),
+        ..data(saga)
+    };
+    Ok(pool_request(saga, types::POOL_ADD_REQUESTED, "pool-add", d))
+}
+
+/// A request to remove `pool` from a succeeded cluster.
+pub fn request_remove_pool(saga: &mut Saga, pool: &str) -> Result<Emit, Refusal> {
+    check_remove_pool(saga, pool)?;
+    check_pools_changeable(saga)?;
+    let d = EventData {
+        pool: Some(pool.into()),
+        ..data(saga)
+    };
+    Ok(pool_request(
+        saga,
+        types::POOL_REMOVE_REQUESTED,
+        "pool-remove",
+        d,
+    ))
+}
+
+fn pool_pending(saga: &mut Saga, purpose: PendingPurpose, now: OffsetDateTime) {
+    let seq = saga.next_seq();
+    saga.pending = Some(PendingOp {
+        purpose,
+        poll: None,
+        seq,
+        checks: 0,
+        since: now,
+    });
+}
+
+/// The add begins: the pool joins the spec (so the steps' code plans it and
+/// `status` shows it) at its `min`, and the add is in flight until its nodes
+/// are Ready or it is undone. No event: the engine goes on in the same
+/// invocation, and the sweeper re-arms the pending add if that stops.
+pub fn start_add_pool(saga: &mut Saga, pool: &crate::spec::WorkerPool, now: OffsetDateTime) {
+    saga.error = None;
+    saga.spec.worker_pools.push(pool.clone());
+    saga.pools.insert(pool.name.clone(), pool.min);
+    pool_pending(
+        saga,
+        PendingPurpose::AddPool {
+            pool: pool.name.clone(),
+            resource: None,
+        },
+        now,
+    );
+}
+
+/// The new pool's nodes are Ready: the add is done.
+pub fn finish_add_pool(saga: &mut Saga, pool: &str) -> Emit {
+    saga.pending = None;
+    let count = saga.pools.get(pool).copied();
+    Emit {
+        event: CloudEvent::new(
+            types::POOL_ADDED,
+            handlers::NONE,
+            &format!("pool-added/{}", saga.seq),
+            EventData {
+                pool: Some(pool.into()),
+                count,
+                ..data(saga)
+            },
+        ),
+        not_before: None,
+    }
+}
+
+/// The add failed (`error`, kept in the job's `error` with the pool named):
+/// what it created is deleted next ([`PendingPurpose::RemovePool`] with
+/// `undo`); the job stays `Succeeded`.
+pub fn add_pool_failed(saga: &mut Saga, pool: &str, error: &AzureError, now: OffsetDateTime) {
+    saga.error = Some(ErrorInfo {
+        code: error.code.clone(),
+        message: format!("adding pool '{pool}' failed: {}", error.message),
+        retryable: false,
+    });
+    pool_pending(
+        saga,
+        PendingPurpose::RemovePool {
+            pool: pool.into(),
+            resource: None,
+            undo: true,
+            attempts: 0,
+        },
+        now,
+    );
+}
+
+/// An explicit removal begins.
+pub fn start_remove_pool(saga: &mut Saga, pool: &str, now: OffsetDateTime) {
+    saga.error = None;
+    pool_pending(
+        saga,
+        PendingPurpose::RemovePool {
+            pool: pool.into(),
+            resource: None,
+            undo: false,
+            attempts: 0,
+        },
+        now,
+    );
+}
+
+/// Everything the pool had (`ids`, the undo log entries of its resources)
+/// is deleted and checked gone: the pool leaves the spec, the pool counts
+/// and the undo log. Emits `pool-removed`, or `pool-add-failed` (with the
+/// add's error) when this undid a failed add.
+pub fn finish_remove_pool(saga: &mut Saga, pool: &str, ids: &[String], undo: bool) -> Emit {
+    saga.pending = None;
+    saga.spec.worker_pools.retain(|p| p.name != pool);
+    saga.pools.remove(pool);
+    saga.resources.retain(|r| {
+        !(r.state == ResourceState::Deleted && ids.iter().any(|id| id.eq_ignore_ascii_case(&r.id)))
+    });
+    let (ty, key, error) = if undo {
+        (
+            types::POOL_ADD_FAILED,
+            "pool-add-failed",
+            saga.error.clone(),
+        )
+    } else {
+        (types::POOL_REMOVED, "pool-removed", None)
+    };
+    Emit {
+        event: CloudEvent::new(
+            ty,
+            handlers::NONE,
+            &format!("{key}/{}", saga.seq),
+            EventData {
+                pool: Some(pool.into()),
+                error,
+                ..data(saga)
+            },
+        ),
+        not_before: None,
+    }
+}
+
+/// A delete of the removal in flight (`saga.pending`, a
+/// [`PendingPurpose::RemovePool`]) failed: retry with backoff while attempts
+/// remain (`Some(emit)`), otherwise stop with the error in `error` (`None`):
+/// the pool stays in the spec with what is left of it, and `pool remove` (or
+/// `delete`) can try again.
+pub fn pool_delete_failed(
+    saga: &mut Saga,
+    what: &str,
+    error: &AzureError,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Option<Emit> {
+    let Some(PendingPurpose::RemovePool {
+        pool,
+        undo,
+        attempts,
+        ..
+    }) = saga.pending.as_ref().map(|p| p.purpose.clone())
+    else {
+        return None;
+    };
+    let attempts = attempts + 1;
+    if error.is_retryable() && attempts < policy.max_undo_attempts {
+        let after = policy.backoff(attempts, error.retry_after);
+        return Some(wait_for(
+            saga,
+            PendingPurpose::RemovePool {
+                pool,
+                resource: None,
+                undo,
+                attempts,
+            },
+            None,
+            after,
+            now,
+        ));
+    }
+    saga.pending = None;
+    let before = match (&saga.error, undo) {
+        (Some(e), true) => format!(" (after: {})", e.message),
+        _ => String::new(),
+    };
+    saga.error = Some(ErrorInfo::terminal(
+        "PoolRemovalFailed",
+        format!(
+            "removing pool '{pool}' stopped: could not delete {what}: {}: {}{before}",
+            error.code, error.message
+        ),
+    ));
+    None
 }

@@ -32,6 +32,12 @@ pub mod types {
     pub const SCALE_POLL: &str = "io.flotilla.job.scale-poll";
     pub const JOB_SCALED: &str = "io.flotilla.job.scaled";
     pub const JOB_DEGRADED: &str = "io.flotilla.job.degraded";
+    pub const POOL_ADD_REQUESTED: &str = "io.flotilla.job.pool-add-requested";
+    pub const POOL_REMOVE_REQUESTED: &str = "io.flotilla.job.pool-remove-requested";
+    pub const POOL_POLL: &str = "io.flotilla.job.pool-poll";
+    pub const POOL_ADDED: &str = "io.flotilla.job.pool-added";
+    pub const POOL_ADD_FAILED: &str = "io.flotilla.job.pool-add-failed";
+    pub const POOL_REMOVED: &str = "io.flotilla.job.pool-removed";
 
     /// All types, for documentation and routing tests.
     pub const ALL: &[&str] = &[
@@ -54,6 +60,12 @@ pub mod types {
         SCALE_POLL,
         JOB_SCALED,
         JOB_DEGRADED,
+        POOL_ADD_REQUESTED,
+        POOL_REMOVE_REQUESTED,
+        POOL_POLL,
+        POOL_ADDED,
+        POOL_ADD_FAILED,
+        POOL_REMOVED,
     ];
 }
 
@@ -80,10 +92,16 @@ pub enum EventKind {
     ScalePoll,
     JobScaled,
     JobDegraded,
+    PoolAddRequested,
+    PoolRemoveRequested,
+    PoolPoll,
+    PoolAdded,
+    PoolAddFailed,
+    PoolRemoved,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::JobRequested,
         EventKind::StepSucceeded,
         EventKind::StepPoll,
@@ -103,6 +121,12 @@ impl EventKind {
         EventKind::ScalePoll,
         EventKind::JobScaled,
         EventKind::JobDegraded,
+        EventKind::PoolAddRequested,
+        EventKind::PoolRemoveRequested,
+        EventKind::PoolPoll,
+        EventKind::PoolAdded,
+        EventKind::PoolAddFailed,
+        EventKind::PoolRemoved,
     ];
 
     /// The CloudEvent `type` of this kind.
@@ -127,6 +151,12 @@ impl EventKind {
             EventKind::ScalePoll => types::SCALE_POLL,
             EventKind::JobScaled => types::JOB_SCALED,
             EventKind::JobDegraded => types::JOB_DEGRADED,
+            EventKind::PoolAddRequested => types::POOL_ADD_REQUESTED,
+            EventKind::PoolRemoveRequested => types::POOL_REMOVE_REQUESTED,
+            EventKind::PoolPoll => types::POOL_POLL,
+            EventKind::PoolAdded => types::POOL_ADDED,
+            EventKind::PoolAddFailed => types::POOL_ADD_FAILED,
+            EventKind::PoolRemoved => types::POOL_REMOVED,
         }
     }
 
@@ -182,6 +212,10 @@ pub struct EventData {
     pub pool: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
+    /// The worker pool a `pool-add-requested` adds (its spec, as in
+    /// `workerPools[]`); `decide` checks it against the saga again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_pool: Option<crate::spec::WorkerPool>,
     /// Resource ids (for `degraded`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<String>,

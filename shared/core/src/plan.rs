@@ -14,6 +14,12 @@ use serde_json::{json, Value};
 /// Shown instead of any secret value.
 pub const REDACTED: &str = "<redacted>";
 
+/// What a subnet PUT changes: its `networkSecurityGroup` (the other
+/// properties are sent as read just before).
+fn nsg_body(nsg: Option<&str>) -> Value {
+    json!({"properties": {"networkSecurityGroup": nsg.map(|id| json!({"id": id}))}})
+}
+
 /// One operation as it would be sent.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -48,6 +54,10 @@ pub struct Plan {
     /// idempotency key gets exactly this id; otherwise its own suffix).
     pub job: String,
     pub steps: Vec<PlannedStep>,
+    /// What the job uses but neither creates nor deletes: an existing VNet
+    /// and its two subnets (their NSG changes only with `attachNsgs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub existing: Vec<String>,
 }
 
 fn arm(method: &'static str, target: String, api_version: &str, body: Option<Value>) -> PlannedOp {
@@ -76,7 +86,20 @@ impl Engine {
                     .collect(),
             })
             .collect();
-        Plan { job, steps }
+        let existing = steps::existing_vnet(&saga)
+            .map(|(vnet, e)| {
+                vec![
+                    vnet.to_string(),
+                    vnet.child("subnets", &e.control_plane_subnet).to_string(),
+                    vnet.child("subnets", &e.worker_subnet).to_string(),
+                ]
+            })
+            .unwrap_or_default();
+        Plan {
+            job,
+            steps,
+            existing,
+        }
     }
 
     /// The requests one step operation makes, with its undo.
@@ -163,6 +186,26 @@ impl Engine {
                     })),
                 }]
             }
+            Op::AttachNsg { subnet, nsg } => vec![
+                PlannedOp {
+                    kind: "check",
+                    ..arm("GET", subnet.to_string(), api::NETWORK, None)
+                },
+                PlannedOp {
+                    undo: Some(Box::new(arm(
+                        "PUT",
+                        subnet.to_string(),
+                        api::NETWORK,
+                        Some(nsg_body(Some("<the NSG it had, or none>"))),
+                    ))),
+                    ..arm(
+                        "PUT",
+                        subnet.to_string(),
+                        api::NETWORK,
+                        Some(nsg_body(Some(&nsg.to_string()))),
+                    )
+                },
+            ],
             Op::AwaitNodes { scale_sets } => scale_sets
                 .iter()
                 .map(|(id, _)| PlannedOp {
@@ -224,6 +267,12 @@ pub fn removal(saga: &Saga) -> Vec<PlannedOp> {
                 body: None,
                 undo: None,
             },
+            ResourceKind::SubnetNsg { previous } => arm(
+                "PUT",
+                r.id.clone(),
+                api::NETWORK,
+                Some(nsg_body(previous.as_deref())),
+            ),
         })
         .collect()
 }

@@ -15,6 +15,10 @@
 //! - [`check_names`]: no name the job will create exists already unless it
 //!   carries this job's tag;
 //! - [`check_vnets`]: no other VNet of the group overlaps the spec's VNet;
+//! - [`check_existing_network`]: with `network.existing` (one more read, the
+//!   VNet), the VNet and both subnets exist, the VNet is in the job's
+//!   region, each subnet has room for its nodes, and the VNet's address
+//!   space leaves the cluster's pod and service ranges free;
 //! - [`denied_actions`]: the caller may do every action the flow performs on
 //!   the group (`flotilla_azure::actions::resource_group_actions`).
 //!
@@ -379,6 +383,115 @@ pub fn cidrs_overlap(a: &str, b: &str) -> bool {
     }
 }
 
+/// Addresses of a subnet prefix that Azure lets VMs use.
+fn usable(prefix: &str) -> Option<u64> {
+    let (_, len) = prefix.split_once('/')?;
+    let len: u32 = len.parse().ok().filter(|l| *l <= 32)?;
+    Some((1u64 << (32 - len)).saturating_sub(crate::spec::SUBNET_RESERVED_ADDRESSES))
+}
+
+/// Rule (`network.existing`): `vnet` is the existing VNet as ARM returns
+/// it (`None`: not found). It must be in the spec's region and hold both
+/// subnets; the control-plane subnet must have room for `master.size`, the
+/// worker subnet for every pool at `max`; its address space must not
+/// overlap the pod and service ranges the nodes will use.
+pub fn check_existing_network(
+    spec: &ClusterSpec,
+    vnet: Option<&serde_json::Value>,
+) -> Vec<Problem> {
+    let Some(e) = &spec.network.existing else {
+        return vec![];
+    };
+    let field = |f: &str| format!("network.existing.{f}");
+    let Some(vnet) = vnet else {
+        return vec![Problem::new(
+            field("vnetId"),
+            "VNetNotFound",
+            format!("{} does not exist", e.vnet_id),
+        )];
+    };
+    let mut out = vec![];
+    let location = vnet.get("location").and_then(|l| l.as_str()).unwrap_or("");
+    let norm = |s: &str| s.replace(' ', "").to_ascii_lowercase();
+    if norm(location) != norm(&spec.location) {
+        out.push(Problem::new(
+            field("vnetId"),
+            "VNetInOtherRegion",
+            format!(
+                "the VNet is in {location}, the job in {} (a scale set joins only a VNet of its own region)",
+                spec.location
+            ),
+        ));
+    }
+    let strings = |v: Option<&serde_json::Value>| -> Vec<String> {
+        v.and_then(|a| a.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let space = strings(vnet.pointer("/properties/addressSpace/addressPrefixes"));
+    let (pods, services) = steps::node::cluster_ranges(&spec.network.vnet_cidr);
+    for range in [pods, services] {
+        if let Some(p) = space.iter().find(|p| cidrs_overlap(p, range)) {
+            out.push(Problem::new(
+                field("vnetId"),
+                "AddressSpaceOverlap",
+                format!("the VNet's {p} overlaps {range}, which the cluster uses for its pods or services"),
+            ));
+        }
+    }
+    let subnets = vnet
+        .pointer("/properties/subnets")
+        .and_then(|s| s.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let pools: u64 = spec.worker_pools.iter().map(|p| u64::from(p.max)).sum();
+    for (f, name, need, what) in [
+        (
+            "controlPlaneSubnet",
+            &e.control_plane_subnet,
+            u64::from(spec.master.size),
+            "master.size",
+        ),
+        ("workerSubnet", &e.worker_subnet, pools, "the pools' max"),
+    ] {
+        let Some(subnet) = subnets
+            .iter()
+            .find(|s| s.get("name").and_then(|n| n.as_str()) == Some(name.as_str()))
+        else {
+            out.push(Problem::new(
+                field(f),
+                "SubnetNotFound",
+                format!("the VNet has no subnet '{name}'"),
+            ));
+            continue;
+        };
+        let mut prefixes = strings(subnet.pointer("/properties/addressPrefixes"));
+        if let Some(p) = subnet
+            .pointer("/properties/addressPrefix")
+            .and_then(|p| p.as_str())
+        {
+            prefixes.push(p.to_string());
+        }
+        let room: u64 = prefixes.iter().filter_map(|p| usable(p)).sum();
+        if room < need {
+            out.push(Problem::new(
+                field(f),
+                "SubnetTooSmall",
+                format!(
+                    "subnet '{name}' ({}) leaves {room} addresses (Azure keeps {}); {what} needs {need}",
+                    prefixes.join(", "),
+                    crate::spec::SUBNET_RESERVED_ADDRESSES
+                ),
+            ));
+        }
+    }
+    out
+}
+
 /// Rule: no name the job will create exists unless it carries this job's tag.
 /// `planned` are the ARM ids the steps would PUT, `listed` the group's resources.
 pub fn check_names(job: &str, planned: &[ResourceId], listed: &[Listed]) -> Vec<Problem> {
@@ -548,18 +661,39 @@ impl Engine {
         )? {
             out.problems.extend(check_names(job, &planned, &listed));
         }
-        // One listing with the bodies, whatever the number of VNets.
-        if let Some(vnets) = read(
-            arm.list_of_type(
-                &spec.resource_group,
-                "Microsoft.Network/virtualNetworks",
-                api::NETWORK,
-            )
-            .await,
-            "VNet address spaces",
-            "network.vnetCidr",
-            &mut out.warnings,
-        )? {
+        if let Some((vnet, _)) = spec
+            .network
+            .existing
+            .as_ref()
+            .and_then(|e| Some((e.vnet()?, e)))
+        {
+            if let Some(found) = read(
+                arm.get(&vnet, None, api::NETWORK).await,
+                "the existing VNet",
+                "network.existing.vnetId",
+                &mut out.warnings,
+            )? {
+                out.problems
+                    .extend(check_existing_network(spec, found.as_ref()));
+            }
+        }
+        // One listing with the bodies, whatever the number of VNets (a
+        // VNet flotilla does not create cannot overlap its own).
+        let vnets = match spec.network.existing {
+            Some(_) => None,
+            None => read(
+                arm.list_of_type(
+                    &spec.resource_group,
+                    "Microsoft.Network/virtualNetworks",
+                    api::NETWORK,
+                )
+                .await,
+                "VNet address spaces",
+                "network.vnetCidr",
+                &mut out.warnings,
+            )?,
+        };
+        if let Some(vnets) = vnets {
             let vnets: Vec<(String, Vec<String>)> = vnets
                 .iter()
                 .filter_map(|v| {

@@ -183,6 +183,13 @@ pub enum ResourceKind {
     Secret { name: String },
     /// A staged blob (by name in the staging container).
     Blob { name: String },
+    /// flotilla's NSG on a subnet of an existing network (the record's id is
+    /// the subnet's): undo puts `previous` back (`None`: no NSG) and never
+    /// deletes the subnet.
+    SubnetNsg {
+        #[serde(default)]
+        previous: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +232,27 @@ pub enum PendingPurpose {
     /// A scaled pool's scale set is done; waiting for its nodes to be Ready
     /// (the same check as `join`), no Azure operation in flight.
     ScaleJoinCheck { pool: String, count: u32 },
+    /// Adding worker pool `pool` (already in the spec) to a succeeded
+    /// cluster: creating `resources[resource]` (its operation in `poll`), or,
+    /// with no `resource`, creating the next one or waiting for the pool's
+    /// nodes to be Ready (the same check as `join`).
+    AddPool {
+        pool: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource: Option<usize>,
+    },
+    /// Removing worker pool `pool`: deleting its resources newest first
+    /// (`resources[resource]` while an ARM delete runs). `undo` when the
+    /// pool's add failed and is being undone (its error is in `error`);
+    /// `attempts` counts failed deletes, retried with backoff.
+    RemovePool {
+        pool: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource: Option<usize>,
+        undo: bool,
+        #[serde(default)]
+        attempts: u32,
+    },
 }
 
 /// A long-running operation in flight; re-checked by a scheduled event with `seq`.
@@ -261,6 +289,12 @@ impl PendingPurpose {
             }
             PendingPurpose::Scale { pool, count } => {
                 format!("scaling pool {pool} to {count} is in flight")
+            }
+            PendingPurpose::AddPool { pool, .. } => {
+                format!("adding pool {pool} waits for its scale set or its nodes")
+            }
+            PendingPurpose::RemovePool { pool, .. } => {
+                format!("removing pool {pool} waits for its deletes")
             }
         }
     }
@@ -472,7 +506,10 @@ impl Saga {
                 PendingPurpose::Delete { resource } => {
                     self.resources.get(*resource).map(|r| r.step)
                 }
-                PendingPurpose::Scale { .. } | PendingPurpose::ScaleJoinCheck { .. } => None,
+                PendingPurpose::Scale { .. }
+                | PendingPurpose::ScaleJoinCheck { .. }
+                | PendingPurpose::AddPool { .. }
+                | PendingPurpose::RemovePool { .. } => None,
             };
             return Some(Wait {
                 step,

@@ -47,9 +47,43 @@ pub enum IdentityMode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NetworkSpec {
+    /// The VNet flotilla creates (omitted with `existing`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub vnet_cidr: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub control_plane_subnet_cidr: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub worker_subnet_cidr: String,
+    /// An existing VNet and two of its subnets, used instead of creating a
+    /// VNet (then the three CIDRs are omitted). flotilla never deletes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing: Option<ExistingNetwork>,
+}
+
+/// A VNet that exists already (say, a hub's spoke), and the two subnets of it
+/// the control plane and the workers go into.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExistingNetwork {
+    /// ARM id of the VNet, in the job's subscription and region (any resource group).
+    pub vnet_id: String,
+    /// Name of the subnet the masters go into.
+    pub control_plane_subnet: String,
+    /// Name of the subnet the worker pools go into (not the masters' one).
+    pub worker_subnet: String,
+    /// Attach flotilla's NSGs to the two subnets: each subnet's
+    /// `networkSecurityGroup` is replaced by flotilla's, and undo or delete
+    /// puts back what it was. Off by default: the subnets keep their own
+    /// NSG (or none) and flotilla creates no NSG.
+    #[serde(default)]
+    pub attach_nsgs: bool,
+}
+
+impl ExistingNetwork {
+    /// The VNet's id (validated by the spec).
+    pub fn vnet(&self) -> Option<flotilla_azure::ResourceId> {
+        flotilla_azure::ResourceId::parse(&self.vnet_id).ok()
+    }
 }
 
 impl NetworkSpec {
@@ -65,6 +99,7 @@ impl NetworkSpec {
             vnet_cidr: format!("{}/26", ip(base)),
             control_plane_subnet_cidr: format!("{}/28", ip(base)),
             worker_subnet_cidr: format!("{}/27", ip(base + 32)),
+            existing: None,
         }
     }
 }
@@ -726,8 +761,85 @@ fn bit_length(n: &[u8]) -> usize {
     }
 }
 
+/// Azure: subnet names are 1-80 letters, digits, `_`, `.`, `-`, starting
+/// with a letter or digit and ending with a letter, digit or `_`.
+pub const SUBNET_NAME_MAX: usize = 80;
+
+fn subnet_name(field: &str, s: &str) -> Result<(), SpecError> {
+    let ok = !s.is_empty()
+        && s.len() <= SUBNET_NAME_MAX
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            field,
+            format!(
+                "'{}' is not a subnet name (1-{SUBNET_NAME_MAX} letters, digits, '_', '.', '-')",
+                quote(s, 40)
+            ),
+        ))
+    }
+}
+
+/// An existing network: named by a VNet id and two distinct subnet names,
+/// with no CIDRs (the subnets' room for the nodes is checked by pre-flight,
+/// which reads them).
+fn existing_network(n: &NetworkSpec, e: &ExistingNetwork) -> Result<(), SpecError> {
+    for (field, v) in [
+        ("network.vnetCidr", &n.vnet_cidr),
+        (
+            "network.controlPlaneSubnetCidr",
+            &n.control_plane_subnet_cidr,
+        ),
+        ("network.workerSubnetCidr", &n.worker_subnet_cidr),
+    ] {
+        if !v.is_empty() {
+            return Err(err(
+                field,
+                "must be omitted with network.existing (the existing subnets' ranges are used)",
+            ));
+        }
+    }
+    let id = flotilla_azure::ResourceId::parse(&e.vnet_id)
+        .map_err(|m| err("network.existing.vnetId", quote(&m, 300)))?;
+    if !id
+        .resource_type()
+        .eq_ignore_ascii_case("Microsoft.Network/virtualNetworks")
+        || id.resource_group.is_none()
+    {
+        return Err(err(
+            "network.existing.vnetId",
+            format!(
+                "must name a virtual network (/subscriptions/…/resourceGroups/…/providers/Microsoft.Network/virtualNetworks/NAME), not a {}",
+                id.resource_type()
+            ),
+        ));
+    }
+    subnet_name(
+        "network.existing.controlPlaneSubnet",
+        &e.control_plane_subnet,
+    )?;
+    subnet_name("network.existing.workerSubnet", &e.worker_subnet)?;
+    if e.control_plane_subnet
+        .eq_ignore_ascii_case(&e.worker_subnet)
+    {
+        return Err(err(
+            "network.existing.workerSubnet",
+            "must differ from network.existing.controlPlaneSubnet",
+        ));
+    }
+    Ok(())
+}
+
 fn network(spec: &ClusterSpec) -> Result<(), SpecError> {
     let n = &spec.network;
+    if let Some(e) = &n.existing {
+        return existing_network(n, e);
+    }
     let vnet = cidr("network.vnetCidr", &n.vnet_cidr)?;
     let cp = cidr(
         "network.controlPlaneSubnetCidr",
@@ -881,6 +993,23 @@ fn serde_error(path: &serde_path_to_error::Path, e: serde_json::Error) -> SpecEr
     err(field, message)
 }
 
+impl WorkerPool {
+    /// Parses one worker pool document (as an element of `workerPools`); a
+    /// type error, a missing or unknown field is reported at its path
+    /// (`disk.sizeGb`). Its limits are checked against the cluster it joins
+    /// ([`ClusterSpec::with_pool`]).
+    pub fn from_json(text: &str) -> Result<WorkerPool, SpecError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let pool: WorkerPool = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().clone();
+            serde_error(&path, e.into_inner())
+        })?;
+        de.end()
+            .map_err(|e| err("spec", quote(&e.to_string(), 300)))?;
+        Ok(pool)
+    }
+}
+
 impl ClusterSpec {
     /// Parses and validates a JSON spec. A type error, a missing or unknown
     /// field is reported at its JSON path (`workerPools[0].min`); a document
@@ -916,6 +1045,39 @@ impl ClusterSpec {
         network(self)?;
         tags(self)?;
         Ok(())
+    }
+
+    /// This spec with one more worker pool (a day-2 `pool add`), checked by
+    /// every rule a spec with that pool would meet at creation (the pool's
+    /// own limits, the pool count, unique names and host name prefixes, the
+    /// worker subnet's room for every pool at `max`). A problem of the new
+    /// pool itself names its field as in the pool document (`max`,
+    /// `disk.sizeGb`); the worker subnet running out of room is reported at
+    /// `max`; anything else keeps its spec path.
+    pub fn with_pool(&self, pool: &WorkerPool) -> Result<ClusterSpec, SpecError> {
+        let mut next = self.clone();
+        next.worker_pools.push(pool.clone());
+        let prefix = format!("workerPools[{}].", next.worker_pools.len() - 1);
+        next.validate().map_err(|e| {
+            if let Some(field) = e.field.strip_prefix(&prefix) {
+                err(field, e.message)
+            } else if e.field == "network.workerSubnetCidr" {
+                err("max", format!("network.workerSubnetCidr {}", e.message))
+            } else {
+                e
+            }
+        })?;
+        Ok(next)
+    }
+
+    /// This spec without worker pool `name` (a day-2 `pool remove`); `None`
+    /// when there is no such pool. The result is checked like any spec, so
+    /// the last pool goes only when `master.allowWorkloads` is true.
+    pub fn without_pool(&self, name: &str) -> Option<Result<ClusterSpec, SpecError>> {
+        let at = self.worker_pools.iter().position(|p| p.name == name)?;
+        let mut next = self.clone();
+        next.worker_pools.remove(at);
+        Some(next.validate().map(|()| next))
     }
 
     /// The built-in example spec (`flotilla spec`).

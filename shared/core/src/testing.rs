@@ -520,6 +520,16 @@ impl FakeCloud {
         );
     }
 
+    /// Creates an ARM resource with this body directly (say, an existing
+    /// network a job uses), born now.
+    pub fn insert_body(&self, id: &str, body: Value) {
+        let now = self.clock.now();
+        let mut s = lock(&self.state);
+        let key = id.to_ascii_lowercase();
+        s.born.insert(key.clone(), now);
+        s.resources.insert(key, (id.to_string(), body));
+    }
+
     /// Creates a secret directly, born now.
     pub fn insert_secret(&self, name: &str, tags: &BTreeMap<String, String>) {
         let item = Item {

@@ -7,98 +7,15 @@
 
 mod common;
 
+use common::Flow;
+
 use flotilla_azure::kube::KubeClient;
 use flotilla_azure::vault::Vault;
-use flotilla_azure::ArmClient;
-use flotilla_core::decide::Policy;
-use flotilla_core::embedded::{BusOptions, Embedded};
-use flotilla_core::engine::{run_worker, Azure, Engine};
 use flotilla_core::names;
-use flotilla_core::saga::{JobStatus, Saga, StepName};
+use flotilla_core::saga::{JobStatus, StepName};
 use flotilla_core::spec::ClusterSpec;
 use flotilla_sim::FaultRule;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-struct Flow {
-    s: common::Simulated,
-    engine: Arc<Engine>,
-    stop: tokio::sync::watch::Sender<bool>,
-    _embedded: Embedded,
-}
-
-impl Flow {
-    async fn start() -> Flow {
-        let s = common::Simulated::start(Duration::from_millis(100)).await;
-        s.resource_group(&ClusterSpec::example().resource_group)
-            .await;
-        let embedded = Embedded::in_memory(BusOptions::default()).unwrap();
-        let azure = Azure::from_clients(
-            Arc::new(ArmClient::new(&s.config).unwrap()),
-            Vault::new(&s.config).unwrap(),
-            s.staging.clone(),
-            Some(s.server.info.client_secret.clone()),
-        );
-        let policy = Policy {
-            backoff_base: Duration::from_millis(200),
-            join_interval: Duration::from_millis(250),
-            ..Policy::default()
-        };
-        let engine = Arc::new(Engine::new(
-            embedded.store(),
-            embedded.bus(),
-            azure,
-            s.env.clone(),
-            policy,
-        ));
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        for _ in 0..2 {
-            tokio::spawn(run_worker(
-                engine.clone(),
-                engine.bus.clone(),
-                10,
-                stop_rx.clone(),
-            ));
-        }
-        Flow {
-            s,
-            engine,
-            stop,
-            _embedded: embedded,
-        }
-    }
-
-    async fn until_done(&self, job: &str) -> Saga {
-        let deadline = Instant::now() + Duration::from_secs(150);
-        loop {
-            let saga = self.engine.status(job).await.unwrap().expect("job");
-            if saga.status.is_terminal() && saga.pending.is_none() {
-                return saga;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the job did not finish: {saga:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Everything the simulator holds that is tagged with the job.
-    fn tagged(&self, job: &str) -> Vec<String> {
-        self.s
-            .sim
-            .inventory(Some((names::TAG_JOB, job)))
-            .into_iter()
-            .map(|i| i.id)
-            .collect()
-    }
-}
-
-impl Drop for Flow {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_nodes_run_their_scripts_and_join_is_answered_by_their_api_server() {

@@ -10,8 +10,8 @@ use crate::names;
 use crate::ports::StoreError;
 use crate::saga::{ResourceKind, Saga};
 use crate::spec::ClusterSpec;
-use flotilla_azure::ResourceId;
 use crate::telemetry;
+use flotilla_azure::ResourceId;
 
 /// The root span of a command that starts a trace (`submit`, `delete`, `scale`).
 fn command_span(command: &'static str, job: &str) -> tracing::Span {

@@ -32,6 +32,25 @@ fn step_span(job: &str, step: StepName) -> tracing::Span {
     )
 }
 
+/// How far [`Engine::run_ops`] got.
+pub(super) enum Ran {
+    /// Every operation's resource exists.
+    Done,
+    /// The node check comes next (the caller runs it), then `rest`.
+    AwaitNodes {
+        scale_sets: Vec<(ResourceId, u32)>,
+        rest: Vec<(StepName, Op)>,
+    },
+    /// Azure is still working on `resources[resource]` of `step`; re-check with `poll`.
+    Waiting {
+        step: StepName,
+        poll: flotilla_azure::PollState,
+        resource: usize,
+    },
+    /// An operation of `step` failed.
+    Failed { step: StepName, error: AzureError },
+}
+
 impl Engine {
     /// Handles one delivered event. `Ok` means settle (complete) the message;
     /// `Err` means abandon it so it is delivered again.
@@ -118,6 +137,14 @@ impl Engine {
                 );
                 self.scale(&mut txn, &pool, count).instrument(span).await
             }
+            Decision::AddPool { pool } => {
+                let span = tracing::info_span!("flotilla.pool_add", flotilla.job = %txn.saga.id, flotilla.pool = %pool.name);
+                self.add_pool(&mut txn, pool).instrument(span).await
+            }
+            Decision::RemovePool { pool } => {
+                let span = tracing::info_span!("flotilla.pool_remove", flotilla.job = %txn.saga.id, flotilla.pool = %pool);
+                self.remove_pool(&mut txn, &pool).instrument(span).await
+            }
         }
     }
 
@@ -143,21 +170,107 @@ impl Engine {
                 Err(e) => return self.step_failed(txn, step, &e).await,
             }
         }
-        let ops = steps::plan(step, &txn.saga, &self.env);
-        // Record the intent of every operation not yet recorded, in one
-        // write, before any side effect. That write also claims them: a
-        // handler whose saga changed after it (a duplicate delivery that
-        // claimed them in turn) must not send them too, so before each
-        // further send the saga is checked to be unchanged.
+        let mut ops: Vec<(StepName, Op)> = steps::plan(step, &txn.saga, &self.env)
+            .into_iter()
+            .map(|op| (step, op))
+            .collect();
+        loop {
+            match self.run_ops(txn, ops).await? {
+                Ran::Done => break,
+                Ran::AwaitNodes { scale_sets, rest } => {
+                    if !self.check_nodes(txn, &scale_sets).await? {
+                        return Ok(());
+                    }
+                    ops = rest;
+                    continue;
+                }
+                Ran::Waiting {
+                    step,
+                    poll,
+                    resource,
+                } => {
+                    let after = poll.retry_after();
+                    let emit = decide::wait_for(
+                        &mut txn.saga,
+                        PendingPurpose::Create { step, resource },
+                        Some(poll),
+                        after,
+                        self.now(),
+                    );
+                    txn.outbox.push(emit);
+                    return self.save(txn).await;
+                }
+                Ran::Failed { step, error } => return self.step_failed(txn, step, &error).await,
+            }
+        }
+        let emits = decide::finish_step(&mut txn.saga, step, self.now());
+        txn.outbox.extend(emits);
+        self.save(txn).await
+    }
+
+    /// The resource an operation records, and how undo finds it (`None` for `AwaitNodes`).
+    pub(super) fn intent(&self, op: &Op) -> Option<(String, ResourceKind)> {
+        Some(match op {
+            Op::Arm {
+                id, api_version, ..
+            } => (
+                id.to_string(),
+                ResourceKind::Arm {
+                    api_version: api_version.to_string(),
+                },
+            ),
+            Op::ScaleSet { id, .. } => (
+                id.to_string(),
+                ResourceKind::Arm {
+                    api_version: api::COMPUTE.into(),
+                },
+            ),
+            Op::Secret { name, .. } => (
+                self.azure.secrets.secret_id(name),
+                ResourceKind::Secret { name: name.clone() },
+            ),
+            Op::Blob { name, .. } => (
+                self.azure.blobs.blob_url(name),
+                ResourceKind::Blob { name: name.clone() },
+            ),
+            Op::AttachNsg { subnet, .. } => (
+                subnet.to_string(),
+                ResourceKind::SubnetNsg { previous: None },
+            ),
+            Op::AwaitNodes { .. } => return None,
+        })
+    }
+
+    /// Runs create operations in order, each recorded under its step, until
+    /// one must wait, fails, or is the node check (which the caller runs).
+    ///
+    /// The intent of every operation not yet recorded is written in one
+    /// write, before any side effect. That write also claims them: a handler
+    /// whose saga changed after it (a duplicate delivery that claimed them in
+    /// turn) must not send them too, so before each further send the saga is
+    /// checked to be unchanged. An existing subnet's NSG records, with its
+    /// intent, the NSG the subnet had, so undo can put it back.
+    pub(super) async fn run_ops(
+        &self,
+        txn: &mut Txn,
+        ops: Vec<(StepName, Op)>,
+    ) -> Result<Ran, EngineError> {
         let mut fresh = vec![];
-        for op in &ops {
+        for (step, op) in &ops {
             let Some((id, kind)) = self.intent(op) else {
                 continue;
             };
             if txn.saga.resource_index(&id).is_none() {
+                let kind = match op {
+                    Op::AttachNsg { subnet, .. } => match self.subnet_nsg(subnet).await {
+                        Ok(previous) => ResourceKind::SubnetNsg { previous },
+                        Err(error) => return Ok(Ran::Failed { step: *step, error }),
+                    },
+                    _ => kind,
+                };
                 txn.saga.resources.push(ResourceRecord {
                     id,
-                    step,
+                    step: *step,
                     kind,
                     state: ResourceState::Creating,
                     reopened: 0,
@@ -169,13 +282,14 @@ impl Engine {
             self.save(txn).await?;
         }
         let mut sent = false;
-        for op in ops {
+        let mut ops = ops.into_iter();
+        while let Some((step, op)) = ops.next() {
             let Some((id, _)) = self.intent(&op) else {
-                if let Op::AwaitNodes { scale_sets } = &op {
-                    if self.check_nodes(txn, scale_sets).await? {
-                        continue;
-                    }
-                    return Ok(());
+                if let Op::AwaitNodes { scale_sets } = op {
+                    return Ok(Ran::AwaitNodes {
+                        scale_sets,
+                        rest: ops.collect(),
+                    });
                 }
                 continue;
             };
@@ -206,61 +320,22 @@ impl Engine {
                                 decide::resource_created(&mut txn.saga, index);
                                 continue;
                             }
-                            Ok(PollOutcome::Failed(e)) => {
-                                return self.step_failed(txn, step, &e).await
+                            Ok(PollOutcome::Failed(error)) => {
+                                return Ok(Ran::Failed { step, error })
                             }
                             _ => {}
                         }
                     }
-                    let after = poll.retry_after();
-                    let emit = decide::wait_for(
-                        &mut txn.saga,
-                        PendingPurpose::Create {
-                            step,
-                            resource: index,
-                        },
-                        Some(poll),
-                        after,
-                        self.now(),
-                    );
-                    txn.outbox.push(emit);
-                    return self.save(txn).await;
+                    return Ok(Ran::Waiting {
+                        step,
+                        poll,
+                        resource: index,
+                    });
                 }
-                Err(e) => return self.step_failed(txn, step, &e).await,
+                Err(error) => return Ok(Ran::Failed { step, error }),
             }
         }
-        let emits = decide::finish_step(&mut txn.saga, step, self.now());
-        txn.outbox.extend(emits);
-        self.save(txn).await
-    }
-
-    /// The resource an operation records, and how undo finds it (`None` for `AwaitNodes`).
-    fn intent(&self, op: &Op) -> Option<(String, ResourceKind)> {
-        Some(match op {
-            Op::Arm {
-                id, api_version, ..
-            } => (
-                id.to_string(),
-                ResourceKind::Arm {
-                    api_version: api_version.to_string(),
-                },
-            ),
-            Op::ScaleSet { id, .. } => (
-                id.to_string(),
-                ResourceKind::Arm {
-                    api_version: api::COMPUTE.into(),
-                },
-            ),
-            Op::Secret { name, .. } => (
-                self.azure.secrets.secret_id(name),
-                ResourceKind::Secret { name: name.clone() },
-            ),
-            Op::Blob { name, .. } => (
-                self.azure.blobs.blob_url(name),
-                ResourceKind::Blob { name: name.clone() },
-            ),
-            Op::AwaitNodes { .. } => return None,
-        })
+        Ok(Ran::Done)
     }
 
     /// Whether the saga is still as this handler last saved or loaded it.
@@ -367,12 +442,16 @@ impl Engine {
                     .await?;
                 Ok(None)
             }
+            Op::AttachNsg { subnet, nsg } => {
+                self.set_subnet_nsg(subnet, Some(&nsg.to_string()), false)
+                    .await
+            }
             Op::AwaitNodes { .. } => Ok(None),
         }
     }
 
     /// What `steps::join::check` reads through.
-    fn join_ports(&self) -> steps::join::Ports<'_> {
+    pub(super) fn join_ports(&self) -> steps::join::Ports<'_> {
         steps::join::Ports {
             arm: &*self.azure.arm,
             secrets: &*self.azure.secrets,
@@ -540,6 +619,12 @@ impl Engine {
         if let PendingPurpose::ScaleJoinCheck { pool, count } = &pending.purpose {
             return self.check_scaled(txn, pool, *count).await;
         }
+        if matches!(
+            pending.purpose,
+            PendingPurpose::AddPool { .. } | PendingPurpose::RemovePool { .. }
+        ) {
+            return self.poll_pool_change(txn).await;
+        }
         let Some(poll) = &pending.poll else {
             return Ok(());
         };
@@ -584,7 +669,13 @@ impl Engine {
                 txn.saga.error = Some(ErrorInfo::from(&e));
                 self.save(txn).await
             }
-            (PendingPurpose::JoinCheck | PendingPurpose::ScaleJoinCheck { .. }, _) => Ok(()),
+            (
+                PendingPurpose::JoinCheck
+                | PendingPurpose::ScaleJoinCheck { .. }
+                | PendingPurpose::AddPool { .. }
+                | PendingPurpose::RemovePool { .. },
+                _,
+            ) => Ok(()),
         }
     }
 }

@@ -16,6 +16,8 @@
 mod commands;
 mod forward;
 mod orphans;
+mod pools;
+mod subnet;
 mod sweep;
 mod txn;
 mod undo;

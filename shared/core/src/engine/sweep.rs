@@ -152,7 +152,13 @@ impl Engine {
         let mut report = SweepReport::default();
         // A job's next event waiting behind a backlog is late, not lost:
         // the grace period stretches by the queue's lag.
-        let lag = self.bus.backlog_age().await.ok().flatten().unwrap_or_default();
+        let lag = self
+            .bus
+            .backlog_age()
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let grace = opts.grace + lag;
         let docs = self.store.list().await?;
         report.scanned = docs.len();

@@ -49,6 +49,7 @@ impl Engine {
             ResourceKind::Arm { .. } => ("arm", id),
             ResourceKind::Secret { name } => ("secret", name.as_str()),
             ResourceKind::Blob { name } => ("blob", name.as_str()),
+            ResourceKind::SubnetNsg { .. } => ("subnet-nsg", id),
         };
         let span = tracing::info_span!(
             "flotilla.undo",
@@ -89,6 +90,17 @@ impl Engine {
             ResourceKind::Blob { name } => {
                 self.azure.blobs.delete(name).await?;
                 Ok(Deleted::Gone)
+            }
+            // Not flotilla's to delete: only its NSG goes, the one it had comes back.
+            ResourceKind::SubnetNsg { previous } => {
+                let id = ResourceId::parse(id)
+                    .map_err(|e| AzureError::terminal("InvalidResourceId", e))?;
+                Ok(
+                    match self.set_subnet_nsg(&id, previous.as_deref(), true).await? {
+                        None => Deleted::Gone,
+                        Some(poll) => Deleted::Pending(poll),
+                    },
+                )
             }
         }
     }

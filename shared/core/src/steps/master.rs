@@ -41,13 +41,6 @@ pub(crate) fn scale_set(
         "virtualMachineScaleSets",
         &shape.name,
     );
-    let vnet = rg_id(
-        saga,
-        env,
-        "Microsoft.Network",
-        "virtualNetworks",
-        &names::vnet(job),
-    );
     let lb = rg_id(
         saga,
         env,
@@ -113,7 +106,11 @@ pub(crate) fn scale_set(
                             ip_configurations: vec![Named {
                                 name: "ipconfig".into(),
                                 properties: IpConfigurationProperties {
-                                    subnet: SubResource::new(vnet.child("subnets", shape.subnet)),
+                                    subnet: SubResource::new(super::subnet_id(
+                                        saga,
+                                        env,
+                                        shape.subnet,
+                                    )),
                                     load_balancer_backend_address_pools: if shape.behind_lb {
                                         vec![SubResource::new(
                                             lb.child("backendAddressPools", names::LB_POOL),

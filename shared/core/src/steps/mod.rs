@@ -73,6 +73,9 @@ pub enum Op {
         content: Vec<u8>,
         content_type: &'static str,
     },
+    /// Put flotilla's NSG on an existing subnet (its other properties as
+    /// read just before); undone by putting back the NSG it had.
+    AttachNsg { subnet: ResourceId, nsg: ResourceId },
     /// Wait until every node of these scale sets has joined.
     AwaitNodes { scale_sets: Vec<(ResourceId, u32)> },
 }
@@ -87,6 +90,34 @@ pub fn plan(step: StepName, saga: &Saga, env: &Env) -> Vec<Op> {
         StepName::Workers => workers::plan(saga, env),
         StepName::Join => join::plan(saga, env),
     }
+}
+
+/// The subnet a node role goes into: flotilla's own (`names::CONTROL_PLANE_SUBNET`
+/// or `names::WORKER_SUBNET` of the job's VNet), or the matching subnet of
+/// the spec's existing network.
+pub fn subnet_id(saga: &Saga, env: &Env, subnet: &str) -> ResourceId {
+    if let Some((vnet, e)) = existing_vnet(saga) {
+        let name = if subnet == crate::names::CONTROL_PLANE_SUBNET {
+            &e.control_plane_subnet
+        } else {
+            &e.worker_subnet
+        };
+        return vnet.child("subnets", name);
+    }
+    rg_id(
+        saga,
+        env,
+        "Microsoft.Network",
+        "virtualNetworks",
+        &crate::names::vnet(&saga.id),
+    )
+    .child("subnets", subnet)
+}
+
+/// The spec's existing VNet (its id parsed) and what it names, when it has one.
+pub fn existing_vnet(saga: &Saga) -> Option<(ResourceId, &crate::spec::ExistingNetwork)> {
+    let e = saga.spec.network.existing.as_ref()?;
+    Some((e.vnet()?, e))
 }
 
 pub(crate) fn rg_id(saga: &Saga, env: &Env, namespace: &str, kind: &str, name: &str) -> ResourceId {

@@ -2,6 +2,12 @@
 //! VNet with its control-plane and worker subnets, a public IP and a load
 //! balancer for the API endpoint; emits `step.succeeded{prereqs}`.
 //! Undo (reverse order): load balancer, public IP, VNet, NSGs.
+//!
+//! With an existing network (`network.existing`) no VNet is created: the
+//! scale sets go into the named subnets. With `attachNsgs` the two NSGs are
+//! created and put on those subnets (each subnet read, then PUT with only
+//! its `networkSecurityGroup` changed; undo puts back the NSG it had, and
+//! never deletes the subnet); without it no NSG is created at all.
 
 use super::{rg_id, Env, Op};
 use crate::names;
@@ -172,31 +178,56 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
         capacity: None,
     });
 
-    vec![
+    let nsgs = vec![
         Op::Arm {
-            id: cp_nsg,
+            id: cp_nsg.clone(),
             api_version: api::NETWORK,
             body: body(cp_nsg_body),
         },
         Op::Arm {
-            id: wk_nsg,
+            id: wk_nsg.clone(),
             api_version: api::NETWORK,
             body: body(wk_nsg_body),
         },
-        Op::Arm {
-            id: vnet,
-            api_version: api::NETWORK,
-            body: body(vnet_body),
-        },
-        Op::Arm {
-            id: pip,
-            api_version: api::NETWORK,
-            body: body(pip_body),
-        },
-        Op::Arm {
-            id: lb,
-            api_version: api::NETWORK,
-            body: body(lb_body),
-        },
-    ]
+    ];
+    let network = match super::existing_vnet(saga) {
+        None => {
+            let mut ops = nsgs;
+            ops.push(Op::Arm {
+                id: vnet,
+                api_version: api::NETWORK,
+                body: body(vnet_body),
+            });
+            ops
+        }
+        Some((_, e)) if e.attach_nsgs => {
+            let mut ops = nsgs;
+            for (subnet, nsg) in [
+                (names::CONTROL_PLANE_SUBNET, cp_nsg),
+                (names::WORKER_SUBNET, wk_nsg),
+            ] {
+                ops.push(Op::AttachNsg {
+                    subnet: super::subnet_id(saga, env, subnet),
+                    nsg,
+                });
+            }
+            ops
+        }
+        Some(_) => vec![],
+    };
+    network
+        .into_iter()
+        .chain([
+            Op::Arm {
+                id: pip,
+                api_version: api::NETWORK,
+                body: body(pip_body),
+            },
+            Op::Arm {
+                id: lb,
+                api_version: api::NETWORK,
+                body: body(lb_body),
+            },
+        ])
+        .collect()
 }

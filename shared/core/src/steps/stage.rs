@@ -18,13 +18,19 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
         content_type: "application/json",
     }];
     for role in node::roles(saga) {
-        ops.push(Op::Blob {
-            name: role.blob(&saga.id),
-            content: init_script(saga, env, role).into_bytes(),
-            content_type: "text/x-shellscript",
-        });
+        ops.push(script(saga, env, role));
     }
     ops
+}
+
+/// The staged init script of one role (also what a day-2 `pool add` stages
+/// for its new pool).
+pub fn script(saga: &Saga, env: &Env, role: Role<'_>) -> Op {
+    Op::Blob {
+        name: role.blob(&saga.id),
+        content: init_script(saga, env, role).into_bytes(),
+        content_type: "text/x-shellscript",
+    }
 }
 
 /// The script the nodes of `role` run at boot. It carries references (secret

@@ -5,10 +5,18 @@
 
 use flotilla_azure::blob::{Staging, StagingAuth};
 use flotilla_azure::models::api;
+use flotilla_azure::vault::Vault;
 use flotilla_azure::{ArmClient, AzureConfig, ResourceId};
+use flotilla_core::decide::Policy;
+use flotilla_core::embedded::{BusOptions, Embedded};
+use flotilla_core::engine::{run_worker, Azure, Engine};
+use flotilla_core::names;
+use flotilla_core::saga::Saga;
+use flotilla_core::spec::ClusterSpec;
 use flotilla_core::steps::Env;
 use flotilla_sim::{Sim, SimConfig, SimServer};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub const ACCOUNT: &str = "flotillastaging";
 
@@ -85,10 +93,93 @@ impl Simulated {
         .await;
     }
 
-    async fn put(&self, id: &ResourceId, version: &str, body: serde_json::Value) {
+    /// PUTs a resource as the environment's set-up would, waiting for it.
+    pub async fn put(&self, id: &ResourceId, version: &str, body: serde_json::Value) {
         let setup = ArmClient::for_environment_setup(&self.config).unwrap();
         if let Some(poll) = setup.put(id, version, &body).await.unwrap().poll {
             setup.wait(&poll, Duration::from_secs(10)).await.unwrap();
         }
+    }
+}
+
+/// An engine with two workers on the served simulator, its cluster
+/// resource group created.
+pub struct Flow {
+    pub s: Simulated,
+    pub engine: Arc<Engine>,
+    stop: tokio::sync::watch::Sender<bool>,
+    _embedded: Embedded,
+}
+
+impl Flow {
+    pub async fn start() -> Flow {
+        let s = Simulated::start(Duration::from_millis(100)).await;
+        s.resource_group(&ClusterSpec::example().resource_group)
+            .await;
+        let embedded = Embedded::in_memory(BusOptions::default()).unwrap();
+        let azure = Azure::from_clients(
+            Arc::new(ArmClient::new(&s.config).unwrap()),
+            Vault::new(&s.config).unwrap(),
+            s.staging.clone(),
+            Some(s.server.info.client_secret.clone()),
+        );
+        let policy = Policy {
+            backoff_base: Duration::from_millis(200),
+            join_interval: Duration::from_millis(250),
+            ..Policy::default()
+        };
+        let engine = Arc::new(Engine::new(
+            embedded.store(),
+            embedded.bus(),
+            azure,
+            s.env.clone(),
+            policy,
+        ));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        for _ in 0..2 {
+            tokio::spawn(run_worker(
+                engine.clone(),
+                engine.bus.clone(),
+                10,
+                stop_rx.clone(),
+            ));
+        }
+        Flow {
+            s,
+            engine,
+            stop,
+            _embedded: embedded,
+        }
+    }
+
+    pub async fn until_done(&self, job: &str) -> Saga {
+        let deadline = Instant::now() + Duration::from_secs(150);
+        loop {
+            let saga = self.engine.status(job).await.unwrap().expect("job");
+            if saga.status.is_terminal() && saga.pending.is_none() {
+                return saga;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the job did not finish: {saga:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Everything the simulator holds that is tagged with the job.
+    pub fn tagged(&self, job: &str) -> Vec<String> {
+        self.s
+            .sim
+            .inventory(Some((names::TAG_JOB, job)))
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
     }
 }
