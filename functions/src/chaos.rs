@@ -754,7 +754,7 @@ fn expected_items(saga: &Saga, env: &Env) -> BTreeSet<String> {
     for step in StepName::ALL {
         for op in steps::plan(step, saga, env) {
             match op {
-                Op::Arm { id, .. } | Op::ScaleSet { id, .. } => {
+                Op::Arm { id, .. } | Op::ScaleSet { id, .. } | Op::RoleAssignment { id, .. } => {
                     out.insert(format!("arm:{}", id.to_string().to_lowercase()));
                 }
                 Op::Secret { name, .. } => {
@@ -842,6 +842,8 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
         keyvault_url: env.info().keyvault_url.clone(),
         sp_client_id: Some(env.info().client_id.clone()),
         tenant_id: Some(env.info().tenant_id.clone()),
+        sp_object_id: Some(env.info().client_id.clone()),
+        scaler_role: flotilla_core::steps::rbac::VIRTUAL_MACHINE_CONTRIBUTOR.into(),
     };
     let mut campaign = Campaign {
         tracked: plan

@@ -313,6 +313,8 @@ impl LocalWorld {
             keyvault_url: info.keyvault_url.clone(),
             sp_client_id: Some(info.client_id.clone()),
             tenant_id: Some(info.tenant_id.clone()),
+            sp_object_id: Some(info.client_id.clone()),
+            scaler_role: flotilla_core::steps::rbac::VIRTUAL_MACHINE_CONTRIBUTOR.into(),
         };
         let engine = Arc::new(Engine::new(
             embedded.store(),

@@ -189,6 +189,8 @@ fn unreachable_azure() -> (Azure, Env) {
         keyvault_url: config.keyvault_url.clone(),
         sp_client_id: None,
         tenant_id: None,
+        sp_object_id: None,
+        scaler_role: flotilla_core::steps::rbac::VIRTUAL_MACHINE_CONTRIBUTOR.into(),
     };
     (azure, env)
 }

@@ -289,6 +289,11 @@ pub struct Saga {
     /// (quota short for every pool at `max`, a check it could not make).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preflight: Option<crate::preflight::Preflight>,
+    /// The principal ids of the cluster's identities that hold role
+    /// assignments: by scale set name (its system-assigned identity, read
+    /// from ARM), or `service-principal` (the configured object id).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub principals: BTreeMap<String, String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -357,6 +362,7 @@ impl Saga {
             soft_deleted: vec![],
             verify_attempts: 0,
             preflight: None,
+            principals: BTreeMap::new(),
         }
     }
 
@@ -386,6 +392,21 @@ impl Saga {
         self.resources
             .iter()
             .filter(|r| r.state != ResourceState::Deleted)
+    }
+
+    /// Whether `principal_id` is this job's cluster identity: the master's
+    /// identity that holds the scaler role on the job's worker pools (so it
+    /// may ask for this job's pools to be scaled, and no other job's).
+    pub fn is_cluster_identity(&self, principal_id: &str) -> bool {
+        let principal_id = principal_id.trim();
+        !principal_id.is_empty()
+            && [
+                crate::names::master_vmss(&self.id).as_str(),
+                crate::steps::rbac::SERVICE_PRINCIPAL_KEY,
+            ]
+            .iter()
+            .filter_map(|k| self.principals.get(*k))
+            .any(|p| p.eq_ignore_ascii_case(principal_id))
     }
 
     pub fn to_json(&self) -> serde_json::Value {

@@ -1,6 +1,8 @@
 //! `workers`: takes `step.succeeded{master}`; creates one scale set per
 //! worker pool at the pool's minimum count (instance type, disk, zones) on the
-//! worker subnet. Emits `step.succeeded{workers}`. Undo: delete the scale sets.
+//! worker subnet, then the cluster identity's role assignments on them (see
+//! [`super::rbac`]). Emits `step.succeeded{workers}`. Undo: delete the
+//! assignments, then the scale sets.
 //! Also serves `job.scale-requested` (PATCH `sku.capacity` within min..max).
 
 use super::master::{scale_set, ScaleSetShape};
@@ -10,7 +12,8 @@ use crate::names;
 use crate::saga::Saga;
 
 pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
-    saga.spec
+    let mut ops: Vec<Op> = saga
+        .spec
         .worker_pools
         .iter()
         .map(|p| {
@@ -31,5 +34,7 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
             );
             Op::ScaleSet { id, body }
         })
-        .collect()
+        .collect();
+    ops.extend(super::rbac::plan(saga, env));
+    ops
 }
