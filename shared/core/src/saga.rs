@@ -413,3 +413,44 @@ impl Saga {
         serde_json::to_value(self).expect("sagas serialise")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saga() -> Saga {
+        let spec = ClusterSpec::example();
+        Saga::new("demo-abc123".into(), spec, OffsetDateTime::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn the_cluster_identity_is_the_recorded_master_or_service_principal() {
+        let mut s = saga();
+        assert!(!s.is_cluster_identity("p-master"), "nothing recorded yet");
+        s.principals
+            .insert(crate::names::master_vmss(&s.id), "p-master".into());
+        s.principals
+            .insert(crate::names::pool_vmss(&s.id, "general"), "p-worker".into());
+        assert!(s.is_cluster_identity("p-master"));
+        assert!(s.is_cluster_identity(" P-MASTER "));
+        assert!(
+            !s.is_cluster_identity("p-worker"),
+            "a worker is not the cluster identity"
+        );
+        assert!(!s.is_cluster_identity(""));
+        s.principals.insert(
+            crate::steps::rbac::SERVICE_PRINCIPAL_KEY.into(),
+            "sp-object".into(),
+        );
+        assert!(s.is_cluster_identity("sp-object"));
+    }
+
+    #[test]
+    fn a_saga_without_principals_reads_and_writes_as_before() {
+        let s = saga();
+        let json = s.to_json();
+        assert!(json.get("principals").is_none());
+        let back: Saga = serde_json::from_value(json).unwrap();
+        assert!(back.principals.is_empty());
+    }
+}

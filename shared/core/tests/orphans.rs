@@ -491,14 +491,14 @@ async fn sweep_delete_removes_exactly_the_orphans_dependants_first() {
         assert!(left.contains(r), "{r} was deleted");
     }
     assert!(left.contains(&s.foreign_type));
-    // Besides those, only the lost job's role assignment, which the sweep
-    // does not see (see `scene`).
+    // Besides those, only the lost job's role assignments (on its pool and
+    // its worker subnet), which the sweep does not see (see `scene`).
     let lost_assignments = left
         .iter()
         .filter(|r| r.contains(&s.lost) && r.contains("/roleAssignments/"))
         .count();
-    assert_eq!(lost_assignments, 1, "{left:#?}");
-    assert_eq!(left.len(), s.untouchable.len() + 2, "{left:#?}");
+    assert_eq!(lost_assignments, 2, "{left:#?}");
+    assert_eq!(left.len(), s.untouchable.len() + 3, "{left:#?}");
     assert!(s.w.cloud.secrets().contains(&"unrelated".to_string()));
     let live = s.w.engine.status(&s.live).await.unwrap().unwrap();
     assert_eq!(live.status, JobStatus::Succeeded);

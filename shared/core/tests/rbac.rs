@@ -54,7 +54,7 @@ async fn the_master_identity_gets_the_scaler_role_on_each_worker_scale_set_only(
     assert!(!saga.is_cluster_identity(""));
 
     let found = assignments(&w);
-    assert_eq!(found.len(), spec.worker_pools.len(), "{found:?}");
+    assert_eq!(found.len(), spec.worker_pools.len() + 1, "{found:?}");
     for pool in &spec.worker_pools {
         let scope = format!(
             "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/{}/providers/Microsoft.Compute/virtualMachineScaleSets/{}",
@@ -83,8 +83,24 @@ async fn the_master_identity_gets_the_scaler_role_on_each_worker_scale_set_only(
             }
         );
     }
-    // Nothing on the master, the network, or the group.
-    assert!(found.iter().all(|a| a.contains("-pool-")), "{found:?}");
+    // And the worker subnet, which a scale-out joins; nothing on the master,
+    // the rest of the network, or the group.
+    let subnet = format!(
+        "/virtualNetworks/{}/subnets/{}/providers/",
+        names::vnet(&job),
+        names::WORKER_SUBNET
+    );
+    assert_eq!(
+        found.iter().filter(|a| a.contains(&subnet)).count(),
+        1,
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .all(|a| a.contains("-pool-") || a.contains(&subnet)),
+        "{found:?}"
+    );
 }
 
 #[tokio::test]
@@ -104,7 +120,7 @@ async fn a_principal_not_yet_replicated_is_retried_and_assigned_once() {
     let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
     let saga = w.run(&job, LIMIT).await;
     assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
-    assert_eq!(assignments(&w).len(), 1);
+    assert_eq!(assignments(&w).len(), 2);
     assert_eq!(w.cloud.max_creates(), 1, "every resource created once");
     let workers = saga.step(flotilla_core::saga::StepName::Workers);
     assert!(workers.attempts >= 3, "{workers:?}");
@@ -137,7 +153,7 @@ async fn delete_and_compensation_remove_the_assignments() {
     let w = World::new();
     let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
     w.run(&job, LIMIT).await;
-    assert_eq!(assignments(&w).len(), 1);
+    assert_eq!(assignments(&w).len(), 2);
     w.engine.request_delete(&job).await.unwrap();
     let saga = w.run(&job, LIMIT).await;
     assert_eq!(saga.status, JobStatus::Deleted, "{saga:#?}");
@@ -171,9 +187,11 @@ async fn a_service_principal_cluster_assigns_its_configured_object_id() {
     let saga = w.run(&job, LIMIT).await;
     assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
     let found = assignments(&w);
-    assert_eq!(found.len(), 1);
-    let body = w.cloud.body(&found[0]).unwrap();
-    assert_eq!(body["properties"]["principalId"], "cluster-sp-object");
+    assert_eq!(found.len(), 2);
+    for a in &found {
+        let body = w.cloud.body(a).unwrap();
+        assert_eq!(body["properties"]["principalId"], "cluster-sp-object");
+    }
     assert_eq!(
         saga.principals
             .get(rbac::SERVICE_PRINCIPAL_KEY)

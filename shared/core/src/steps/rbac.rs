@@ -1,7 +1,7 @@
 //! The cluster identity's role assignments, part of `workers` (after the
 //! worker scale sets exist, since they are the scopes): the master's identity
-//! gets the scaler role on each worker scale set of its own job, and nothing
-//! wider. The identity is the master scale set's system-assigned identity
+//! gets the scaler role on each worker scale set of its own job and on the
+//! job's worker subnet, and nothing wider. The identity is the master scale set's system-assigned identity
 //! (`managed-identity`; its principal id is read from ARM once the scale set
 //! exists and recorded in the saga) or the cluster service principal
 //! (`service-principal`; its object id from `CLUSTER_SP_OBJECT_ID`; without
@@ -105,22 +105,47 @@ pub fn cluster_principal(saga: &Saga, env: &Env) -> Option<Principal> {
     }
 }
 
-/// The master identity's scaler role on each of the job's worker scale sets.
+/// The actions of the narrow custom role `flotilla cluster scaler` that
+/// deployments define once (infra/) and name in `CLUSTER_SCALER_ROLE_ID`:
+/// read a scale set and its instances, change its capacity, and join the
+/// worker subnet (ARM's linked access check when a scale-out adds NICs).
+pub const SCALER_ACTIONS: &[&str] = &[
+    "Microsoft.Compute/virtualMachineScaleSets/instanceView/read",
+    "Microsoft.Compute/virtualMachineScaleSets/read",
+    "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/instanceView/read",
+    "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read",
+    "Microsoft.Compute/virtualMachineScaleSets/write",
+    "Microsoft.Network/virtualNetworks/subnets/join/action",
+];
+
+/// The master identity's scaler role on each of the job's worker scale
+/// sets, and on the job's worker subnet (which a scale-out joins).
 pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
     let Some(principal) = cluster_principal(saga, env) else {
         return vec![];
     };
+    let subnet = rg_id(
+        saga,
+        env,
+        "Microsoft.Network",
+        "virtualNetworks",
+        &names::vnet(&saga.id),
+    )
+    .child("subnets", names::WORKER_SUBNET);
     saga.spec
         .worker_pools
         .iter()
         .map(|p| {
-            let scope = rg_id(
+            rg_id(
                 saga,
                 env,
                 "Microsoft.Compute",
                 "virtualMachineScaleSets",
                 &names::pool_vmss(&saga.id, &p.name),
-            );
+            )
+        })
+        .chain([subnet])
+        .map(|scope| {
             let name = assignment_name(&scope, &principal, &env.scaler_role);
             Op::RoleAssignment {
                 id: scope.extension(NAMESPACE, ROLE_ASSIGNMENTS, &name),
