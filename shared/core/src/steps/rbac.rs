@@ -118,6 +118,23 @@ pub const SCALER_ACTIONS: &[&str] = &[
     "Microsoft.Network/virtualNetworks/subnets/join/action",
 ];
 
+/// The name deployments give the custom scaler role.
+pub const SCALER_ROLE_NAME: &str = "flotilla cluster scaler";
+
+/// The PUT body of the custom scaler role, assignable in `scope` (the
+/// subscription or the clusters' resource group).
+pub fn scaler_role_definition(scope: &str) -> Value {
+    json!({
+        "properties": {
+            "roleName": SCALER_ROLE_NAME,
+            "description": "What a flotilla cluster's own identity may do on its job's worker scale sets: read them and their instances, change their capacity, join the worker subnet.",
+            "type": "CustomRole",
+            "permissions": [{"actions": SCALER_ACTIONS, "notActions": []}],
+            "assignableScopes": [scope],
+        }
+    })
+}
+
 /// The master identity's scaler role on each of the job's worker scale
 /// sets, and on the job's worker subnet (which a scale-out joins).
 pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
