@@ -599,6 +599,11 @@ var appSettingsAllPlans = [
     name: 'AZURE_CLIENT_ID'
     value: appIdentity.properties.clientId
   }
+  // The role each cluster's own identity gets on its job's worker scale sets.
+  {
+    name: 'CLUSTER_SCALER_ROLE_ID'
+    value: clusterRg.outputs.scalerRoleGuid
+  }
   // Operations
   {
     name: 'FLOTILLA_LOG_FORMAT'

@@ -86,7 +86,7 @@ pub const SETTINGS: &[Setting] = &[
     s("AZURE_CA_CERT", Flotilla, false, "Extra CA certificate (PEM path) to trust, e.g. the simulator's; never set on Azure."),
     s("CLUSTER_SP_CLIENT_ID", Flotilla, false, "Service-principal identity mode: the cluster principal's client id."),
     s("CLUSTER_SP_OBJECT_ID", Flotilla, false, "Service-principal identity mode: the cluster principal's object id, which gets the scaler role on the job's worker scale sets (without it the cluster cannot scale itself)."),
-    s("CLUSTER_SCALER_ROLE_ID", Flotilla, false, "Role definition GUID the cluster identity gets on each worker scale set of its job (infra/ defines the narrow custom role `flotilla cluster scaler`; default: built-in Virtual Machine Contributor)."),
+    s("CLUSTER_SCALER_ROLE_ID", Flotilla, true, "Role definition GUID the cluster identity gets on each worker scale set of its job and its worker subnet (infra/ defines the narrow custom role `flotilla cluster scaler` and sets its GUID; default when unset: built-in Virtual Machine Contributor)."),
     s("CLUSTER_SP_CLIENT_SECRET", Flotilla, false, "Service-principal identity mode: its secret, as a Key Vault reference; copied into the job's vault secret, never logged."),
     // Operations
     s("FLOTILLA_SWEEP_INTERVAL_S", Flotilla, false, "Seconds between sweeps in `flotilla worker` and the embedded runner (default 30; on Azure the `sweep` timer function runs every minute)."),
