@@ -1,7 +1,10 @@
 //! `events`: Azure resource events from Event Grid (Event Grid schema; the
 //! CloudEvents schema's `type` is read too). A `ResourceDeleteSuccess` for a
 //! resource a finished job created marks that job `Degraded` and lists the
-//! resource in `saga.missing`; everything else is ignored. The webhook
+//! resource in `saga.missing`; a `ResourceWriteSuccess` for a job's worker
+//! pool scale set reconciles the saga's pool count with the scale set's
+//! capacity (the cluster's own identity may change it; a count outside
+//! `min..max` is set back and reported); everything else is ignored. The webhook
 //! validation handshake is answered if it reaches us as an event.
 
 use super::envelope::{trigger_bytes, Invocation, Reply};
@@ -15,11 +18,13 @@ use serde_json::{json, Value};
 pub const BINDING: &str = "eventGridEvent";
 pub const VALIDATION: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
 pub const DELETE_SUCCESS: &str = "Microsoft.Resources.ResourceDeleteSuccess";
+pub const WRITE_SUCCESS: &str = "Microsoft.Resources.ResourceWriteSuccess";
 
 /// What one event led to.
 enum Outcome {
     Validation(String),
     Degraded(Vec<String>),
+    Reconciled(String, u32),
     Ignored,
 }
 
@@ -103,6 +108,12 @@ async fn process(
                     tracing::warn!(%job, resource = %id, "resource deleted outside flotilla; job degraded");
                 }
             }
+            Outcome::Reconciled(job, count) => {
+                let id = resource_of(ev).unwrap_or_default();
+                logs.push(format!(
+                    "events: {id} was resized to {count} outside flotilla; job {job} reconciled"
+                ));
+            }
             Outcome::Degraded(_) | Outcome::Ignored => {
                 let ty = event_type(ev).unwrap_or("(no type)");
                 logs.push(format!("events: {} ignored", super::truncate(ty, 80)));
@@ -133,6 +144,13 @@ async fn one(engine: &Engine, ev: &Value) -> Result<Outcome, EngineError> {
             .unwrap_or(Outcome::Ignored)),
         Some(DELETE_SUCCESS) => match resource_of(ev) {
             Some(id) => Ok(Outcome::Degraded(engine.mark_degraded(&id).await?)),
+            None => Ok(Outcome::Ignored),
+        },
+        Some(WRITE_SUCCESS) => match resource_of(ev) {
+            Some(id) => Ok(match engine.reconcile_capacity(&id).await? {
+                Some((job, count)) => Outcome::Reconciled(job, count),
+                None => Outcome::Ignored,
+            }),
             None => Ok(Outcome::Ignored),
         },
         _ => Ok(Outcome::Ignored),

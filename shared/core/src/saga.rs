@@ -294,6 +294,10 @@ pub struct Saga {
     /// from ARM), or `service-principal` (the configured object id).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub principals: BTreeMap<String, String>,
+    /// What flotilla corrected on its own, for `status`: a pool count set
+    /// outside `min..max` on the scale set and set back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -363,6 +367,7 @@ impl Saga {
             verify_attempts: 0,
             preflight: None,
             principals: BTreeMap::new(),
+            warnings: vec![],
         }
     }
 

@@ -200,3 +200,95 @@ async fn a_service_principal_cluster_assigns_its_configured_object_id() {
     );
     assert!(saga.is_cluster_identity("cluster-sp-object"));
 }
+
+/// The example job's pool scale set, as ARM names it.
+fn pool_id(job: &str) -> flotilla_azure::ResourceId {
+    flotilla_azure::ResourceId::new(
+        "00000000-0000-0000-0000-000000000000",
+        &ClusterSpec::example().resource_group,
+        "Microsoft.Compute",
+        "virtualMachineScaleSets",
+        &names::pool_vmss(job, "general"),
+    )
+}
+
+async fn resize_outside(w: &World, job: &str, count: u32) {
+    use flotilla_core::ports::Arm;
+    w.cloud
+        .patch(
+            &pool_id(job),
+            "2024-11-01",
+            &serde_json::json!({"sku": {"capacity": count}}),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_capacity_changed_on_the_scale_set_is_reconciled_and_set_back_within_bounds() {
+    let w = World::new();
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded);
+    assert_eq!(saga.pools["general"], 2);
+    let id = pool_id(&job).to_string();
+
+    // Within 2..=10: the saga takes the new count, nothing else happens.
+    resize_outside(&w, &job, 4).await;
+    assert_eq!(
+        w.engine.reconcile_capacity(&id).await.unwrap(),
+        Some((job.clone(), 4))
+    );
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.pools["general"], 4);
+    assert!(saga.warnings.is_empty(), "{:?}", saga.warnings);
+    // The same event again changes nothing.
+    assert_eq!(w.engine.reconcile_capacity(&id).await.unwrap(), None);
+
+    // Above max: recorded, reported, and scaled back to max through the scale path.
+    resize_outside(&w, &job, 14).await;
+    assert_eq!(
+        w.engine.reconcile_capacity(&id).await.unwrap(),
+        Some((job.clone(), 14))
+    );
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded);
+    assert_eq!(saga.pools["general"], 10, "{saga:#?}");
+    assert_eq!(w.cloud.body(&id).unwrap()["sku"]["capacity"], 10);
+    assert_eq!(saga.warnings.len(), 1);
+    assert!(
+        saga.warnings[0].contains("set to 14"),
+        "{:?}",
+        saga.warnings
+    );
+    assert!(
+        saga.warnings[0].contains("set back to 10"),
+        "{:?}",
+        saga.warnings
+    );
+    // flotilla's own scale write that followed is the recorded count: no loop.
+    assert_eq!(w.engine.reconcile_capacity(&id).await.unwrap(), None);
+
+    // Below min: back to min.
+    resize_outside(&w, &job, 0).await;
+    w.engine.reconcile_capacity(&id).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.pools["general"], 2);
+    assert_eq!(w.cloud.body(&id).unwrap()["sku"]["capacity"], 2);
+    assert_eq!(saga.warnings.len(), 2);
+
+    // Not a job's worker pool: ignored.
+    let master = pool_id(&job)
+        .to_string()
+        .replace("-pool-general", "-master");
+    assert_eq!(w.engine.reconcile_capacity(&master).await.unwrap(), None);
+    assert_eq!(
+        w.engine
+            .reconcile_capacity(
+                "/subscriptions/x/resourceGroups/y/providers/Microsoft.Network/virtualNetworks/v"
+            )
+            .await
+            .unwrap(),
+        None
+    );
+}
