@@ -40,9 +40,19 @@ fn plan_shows_every_step_then_the_job_creates_those_names() {
     let ops = removal["delete"].as_array().unwrap();
     assert!(ops.len() >= 9, "{removal:#}");
     assert!(ops.iter().all(|o| o["method"] == "DELETE"));
+    // Newest first: the cluster identity's role assignments, then the pool scale set.
+    let target = |o: &serde_json::Value| o["target"].as_str().unwrap().to_string();
     assert!(
-        ops[0]["target"].as_str().unwrap().contains("-pool-"),
+        target(&ops[0]).contains("/roleAssignments/"),
         "the newest resource goes first: {removal:#}"
+    );
+    let last_role = ops
+        .iter()
+        .rposition(|o| target(o).contains("/roleAssignments/"))
+        .unwrap();
+    assert!(
+        target(&ops[last_role + 1]).ends_with("-pool-general"),
+        "the pool's scale set follows its role assignments: {removal:#}"
     );
 }
 
