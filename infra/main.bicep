@@ -613,6 +613,11 @@ var appSettingsAllPlans = [
     name: 'FLOTILLA_EVENTGRID_TOPIC'
     value: '/subscriptions/${subscription().subscriptionId}/resourceGroups/${clusterRgName}'
   }
+  // The role each cluster's own identity gets on its job's worker scale sets.
+  {
+    name: 'CLUSTER_SCALER_ROLE_ID'
+    value: clusterRg.outputs.scalerRoleGuid
+  }
   // Operations
   {
     name: 'FLOTILLA_LOG_FORMAT'

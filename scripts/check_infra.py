@@ -62,6 +62,9 @@ from pathlib import Path
 
 SETTINGS_RS = Path("shared/core/src/settings.rs")
 ACTIONS_RS = Path("shared/azure/src/actions.rs")
+RBAC_RS = Path("shared/core/src/steps/rbac.rs")
+# The seed of the cluster scaler role's name (guid(resourceGroup().id, SEED)) in infra/.
+SCALER_ROLE_SEED = "flotilla-cluster-scaler"
 MAIN_BICEP = Path("infra/main.bicep")
 SCHEMA_TABLE = Path("infra/schema/resource-properties.json")
 AZURE_YAML = Path("azure.yaml")
@@ -325,18 +328,46 @@ def read_dedicated_plan_only(root: Path) -> list[str]:
     return [_unescape_rust(x) for x in re.findall(_RUST_STR, m[1])]
 
 
-def read_role_actions(root: Path) -> tuple[list[str], list[str]]:
-    """Actions of the custom role(s) in infra/, and where they were found."""
+def read_role_actions(root: Path, scaler: bool = False) -> tuple[list[str], list[str]]:
+    """Actions of the custom role(s) in infra/, and where they were found: the
+    flotilla role(s), or with `scaler` the cluster scaler role (the one whose
+    name is derived from SCALER_ROLE_SEED)."""
     actions: list[str] = []
     where: list[str] = []
     for path in bicep_files(root):
         text = strip_bicep_comments(path.read_text(encoding="utf-8"))
         for name, body in resource_blocks(text, "Microsoft.Authorization/roleDefinitions"):
+            if (f"'{SCALER_ROLE_SEED}'" in body) != scaler:
+                continue
             block = bracket_list_after(body, "actions")
             where.append(f"{path.relative_to(root)}:{name}")
             if block:
                 actions += re.findall(r"'([^']*)'", block)
     return actions, where
+
+
+def read_scaler_actions(root: Path) -> list[str]:
+    path = root / RBAC_RS
+    try:
+        text = strip_rust_comments(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CheckError(f"cannot read {RBAC_RS}: {e}") from e
+    m = re.search(r"\bSCALER_ACTIONS\b[^=]*=\s*&?\s*\[(.*?)\]\s*;", text, re.S)
+    if not m:
+        raise CheckError(f"found no `SCALER_ACTIONS: &[&str] = &[...];` in {RBAC_RS}")
+    return [_unescape_rust(x) for x in re.findall(_RUST_STR, m[1])]
+
+
+def check_scaler_role(root: Path) -> list[str]:
+    """The cluster scaler role grants exactly SCALER_ACTIONS, no wildcard."""
+    granted, where = read_role_actions(root, scaler=True)
+    if len(where) != 1:
+        return [f"expected exactly one cluster scaler role (name from '{SCALER_ROLE_SEED}') under infra/, found {len(where)}"]
+    code = {a.lower(): a for a in read_scaler_actions(root)}
+    have = {a.lower(): a for a in granted}
+    problems = [f"the cluster scaler role lacks {a} (SCALER_ACTIONS in {RBAC_RS})" for k, a in sorted(code.items()) if k not in have]
+    problems += [f"the cluster scaler role grants {a}, which SCALER_ACTIONS in {RBAC_RS} does not list" for k, a in sorted(have.items()) if k not in code]
+    return problems
 
 
 # ---------------------------------------------------------------------------
@@ -648,7 +679,7 @@ def check_roles(root: Path) -> list[str]:
             problems.append(f"ARM action {a} is granted by the flotilla custom role but the client never calls it (not in ARM_ACTIONS)")
     for a in sorted({a for a in granted if granted.count(a) > 1}):
         problems.append(f"ARM action {a} is listed twice in the flotilla custom role")
-    return problems + check_grants(root)
+    return problems + check_grants(root) + check_scaler_role(root)
 
 
 # Resource types checkov has no Bicep checks for: a file declaring only these

@@ -175,6 +175,9 @@ impl Backends {
             keyvault_url: config.keyvault_url.clone(),
             sp_client_id: get("CLUSTER_SP_CLIENT_ID"),
             tenant_id: get("AZURE_TENANT_ID"),
+            sp_object_id: get("CLUSTER_SP_OBJECT_ID"),
+            scaler_role: get("CLUSTER_SCALER_ROLE_ID")
+                .unwrap_or_else(|| flotilla_core::steps::rbac::VIRTUAL_MACHINE_CONTRIBUTOR.into()),
         };
         let azure = Azure::from_clients(
             Arc::new(ArmClient::new(&config).map_err(|e| e.to_string())?),

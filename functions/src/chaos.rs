@@ -764,7 +764,9 @@ fn expected_items(saga: &Saga, env: &Env) -> BTreeSet<String> {
                     out.insert(format!("blob:{}", name.to_lowercase()));
                 }
                 // Chaos specs create their own network: nothing to attach.
-                Op::AttachNsg { .. } | Op::AwaitNodes { .. } => {}
+                // Role assignments carry no tags: the tagged inventory this
+                // is compared with does not list them.
+                Op::AttachNsg { .. } | Op::RoleAssignment { .. } | Op::AwaitNodes { .. } => {}
             }
         }
     }
@@ -843,6 +845,8 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
         keyvault_url: env.info().keyvault_url.clone(),
         sp_client_id: Some(env.info().client_id.clone()),
         tenant_id: Some(env.info().tenant_id.clone()),
+        sp_object_id: Some(env.info().client_id.clone()),
+        scaler_role: flotilla_core::steps::rbac::VIRTUAL_MACHINE_CONTRIBUTOR.into(),
     };
     let mut campaign = Campaign {
         tracked: plan

@@ -23,6 +23,9 @@ use std::time::Duration;
 pub const STAGING_RG: &str = "flotilla-staging";
 pub const STAGING_ACCOUNT: &str = "flotillastaging";
 pub const STAGING_CONTAINER: &str = "staging";
+/// The GUID of the custom scaler role the simulated deployment defines (as
+/// infra/ does on Azure): the role the cluster identities get.
+pub const LOCAL_SCALER_ROLE: &str = "3f6c2d4e-5a7b-4c8d-9e0f-1a2b3c4d5e6f";
 
 /// How the local world reaches its simulator.
 pub enum Link {
@@ -338,6 +341,8 @@ impl LocalWorld {
             keyvault_url: info.keyvault_url.clone(),
             sp_client_id: Some(info.client_id.clone()),
             tenant_id: Some(info.tenant_id.clone()),
+            sp_object_id: Some(info.client_id.clone()),
+            scaler_role: LOCAL_SCALER_ROLE.into(),
         };
         let engine = Arc::new(Engine::new(
             embedded.store(),
@@ -405,7 +410,8 @@ impl LocalWorld {
 
 /// Creates what flotilla expects to exist before a job: the cluster's
 /// resource group is created per job spec by `ensure_resource_group`; this
-/// makes the staging account, its container and resource group.
+/// makes the staging account, its container and resource group, and the
+/// custom scaler role.
 async fn prepare_environment(
     config: &AzureConfig,
     staging: &Staging,
@@ -438,6 +444,18 @@ async fn prepare_environment(
         .ensure_container()
         .await
         .map_err(|e| format!("staging container: {e}"))?;
+    let subscription = format!("/subscriptions/{}", config.subscription_id);
+    let role = ResourceId::parse(&format!(
+        "{subscription}/providers/Microsoft.Authorization/roleDefinitions/{LOCAL_SCALER_ROLE}"
+    ))
+    .map_err(|e| format!("scaler role: {e}"))?;
+    put_and_wait(
+        &setup,
+        &role,
+        api::AUTHORIZATION,
+        flotilla_core::steps::rbac::scaler_role_definition(&subscription),
+    )
+    .await?;
     Ok(())
 }
 

@@ -40,14 +40,21 @@ fn plan_shows_every_step_then_the_job_creates_those_names() {
     let ops = removal["delete"].as_array().unwrap();
     assert!(ops.len() >= 9, "{removal:#}");
     assert!(ops.iter().all(|o| o["method"] == "DELETE"));
-    // The newest first: `join`'s outputs secret, then the pool's scale set.
+    // Newest first: `join`'s outputs secret, then the cluster identity's
+    // role assignments, then the pool's scale set.
+    let target = |o: &serde_json::Value| o["target"].as_str().unwrap().to_string();
     assert!(
-        ops[0]["target"].as_str().unwrap().ends_with("-outputs"),
+        target(&ops[0]).ends_with("-outputs"),
         "the newest resource goes first: {removal:#}"
     );
+    assert!(target(&ops[1]).contains("/roleAssignments/"), "{removal:#}");
+    let last_role = ops
+        .iter()
+        .rposition(|o| target(o).contains("/roleAssignments/"))
+        .unwrap();
     assert!(
-        ops[1]["target"].as_str().unwrap().contains("-pool-"),
-        "{removal:#}"
+        target(&ops[last_role + 1]).ends_with("-pool-general"),
+        "the pool's scale set follows its role assignments: {removal:#}"
     );
 }
 

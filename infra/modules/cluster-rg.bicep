@@ -7,7 +7,9 @@
 //
 // No cluster identity lives here: the scale sets flotilla creates carry their
 // own system-assigned identity (one per scale set, so per job), and their
-// grants are per job, made by the steps (docs/deploy.md, "Known limits").
+// grants are per job, made by the `workers` step: the custom role `flotilla
+// cluster scaler` below, on the job's worker scale sets and worker subnet only
+// (docs/deploy.md, "Roles per identity").
 
 targetScope = 'resourceGroup'
 
@@ -70,6 +72,11 @@ resource clusterOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01
           'Microsoft.Network/virtualNetworks/subnets/read'
           'Microsoft.Network/virtualNetworks/subnets/write'
           'Microsoft.Network/virtualNetworks/write'
+          // step `workers`: the cluster identity's scaler role on its job's worker
+          // scale sets and subnet; undo: delete. The assignment below lets flotilla
+          // assign and delete that one role only (a delegation condition).
+          'Microsoft.Authorization/roleAssignments/delete'
+          'Microsoft.Authorization/roleAssignments/write'
           // orphan sweep and `status`: find resources by the job tag
           'Microsoft.Resources/subscriptions/resourceGroups/read'
           'Microsoft.Resources/subscriptions/resourceGroups/resources/read'
@@ -88,13 +95,48 @@ resource clusterOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01
   }
 }
 
-// The app identity gets the custom role on this resource group only (not Contributor).
+// What a cluster's own identity may do, assigned per job by the `workers`
+// step on the job's worker scale sets and worker subnet (SCALER_ACTIONS in
+// shared/core/src/steps/rbac.rs): read them and their instances, change
+// their capacity, join the subnet a scale-out adds NICs to.
+resource clusterScalerRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, 'flotilla-cluster-scaler')
+  properties: {
+    roleName: 'flotilla cluster scaler (${resourceGroup().name}, ${uniqueString(resourceGroup().id)})'
+    description: 'What a flotilla cluster\'s own identity may do on its job\'s worker scale sets: read them and their instances, change their capacity, join the worker subnet.'
+    type: 'customRole'
+    permissions: [
+      {
+        actions: [
+          'Microsoft.Compute/virtualMachineScaleSets/instanceView/read'
+          'Microsoft.Compute/virtualMachineScaleSets/read'
+          'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/instanceView/read'
+          'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read'
+          'Microsoft.Compute/virtualMachineScaleSets/write'
+          'Microsoft.Network/virtualNetworks/subnets/join/action'
+        ]
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
+
+// The app identity gets the custom role on this resource group only (not
+// Contributor). Its role assignment actions are constrained to the scaler
+// role: it cannot assign (or remove) any other role, its own included.
 resource clusterOperatorAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(resourceGroup().id, clusterOperatorRole.id, appPrincipalId)
   properties: {
     roleDefinitionId: clusterOperatorRole.id
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
+    conditionVersion: '2.0'
+    condition: '((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/write\'})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${clusterScalerRole.name}})) AND ((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/delete\'})) OR (@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${clusterScalerRole.name}}))'
   }
 }
 
@@ -115,5 +157,6 @@ resource resourceEventsTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
 }
 
 output roleDefinitionId string = clusterOperatorRole.id
+output scalerRoleGuid string = clusterScalerRole.name
 output resourceEventsTopicName string = resourceEventsTopic.name
 output resourceEventsTopicPrincipalId string = resourceEventsTopic.identity.principalId

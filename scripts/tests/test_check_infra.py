@@ -196,6 +196,22 @@ class SettingsCheck(TreeCase):
 
 
 class RolesCheck(TreeCase):
+    def test_scaler_role_must_match_scaler_actions(self) -> None:
+        text = self.tree.read("infra/modules/cluster-rg.bicep")
+        self.assertEqual(text.count("'Microsoft.Compute/virtualMachineScaleSets/write'"), 2)
+        # The scaler role is the second definition: drop its subnet join.
+        start = text.index("resource clusterScalerRole")
+        head, tail = text[:start], text[start:]
+        self.tree.write("infra/modules/cluster-rg.bicep",
+                        head + tail.replace("          'Microsoft.Network/virtualNetworks/subnets/join/action'\n", "", 1))
+        self.assertProblem(check_infra.check_roles(self.tree.root),
+                           "cluster scaler role lacks Microsoft.Network/virtualNetworks/subnets/join/action")
+        self.tree.write("infra/modules/cluster-rg.bicep",
+                        head + tail.replace("          'Microsoft.Compute/virtualMachineScaleSets/read'\n",
+                                            "          'Microsoft.Compute/virtualMachineScaleSets/read'\n          'Microsoft.Compute/virtualMachineScaleSets/delete'\n", 1))
+        self.assertProblem(check_infra.check_roles(self.tree.root),
+                           "cluster scaler role grants Microsoft.Compute/virtualMachineScaleSets/delete")
+
     def test_action_missing_from_role(self) -> None:
         self.tree.edit("infra/modules/cluster-rg.bicep", "          'Microsoft.Network/loadBalancers/delete'\n", "")
         self.assertProblem(check_infra.check_roles(self.tree.root),

@@ -131,6 +131,8 @@ fn saga_and_env() -> (Saga, Env) {
         keyvault_url: "https://flotilla-kv.vault.azure.net".into(),
         sp_client_id: None,
         tenant_id: None,
+        sp_object_id: None,
+        scaler_role: flotilla_core::steps::rbac::VIRTUAL_MACHINE_CONTRIBUTOR.into(),
     };
     (saga, env)
 }

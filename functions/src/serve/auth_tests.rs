@@ -576,3 +576,51 @@ async fn a_delete_event_is_checked_against_arm_before_a_job_is_degraded() {
     assert_eq!(saga.status, JobStatus::Degraded);
     assert_eq!(saga.missing, vec![vmss]);
 }
+
+#[tokio::test]
+async fn the_cluster_identity_may_scale_its_own_job_and_nothing_else() {
+    let w = World::new();
+    let state = required(&w);
+    let mut jobs = vec![];
+    for n in [1, 2] {
+        let (code, body) = submit_as(&state, As::User(ALICE), n).await;
+        assert_eq!(code, 202, "{body}");
+        let job = body["job"].as_str().unwrap().to_string();
+        assert_eq!(w.run(&job, 600).await.status, JobStatus::Succeeded);
+        jobs.push(job);
+    }
+    let saga = w.engine.status(&jobs[0]).await.unwrap().unwrap();
+    let master = saga
+        .principals
+        .get(&flotilla_core::names::master_vmss(&jobs[0]))
+        .cloned()
+        .expect("the master's identity is recorded");
+    let scale = |job: &str| {
+        call(
+            &state,
+            "scale",
+            "PATCH",
+            json!({"id": job, "pool": "general"}),
+            headers(As::User(&master), &[("Content-Type", "application/json")]),
+            r#"{"count": 3}"#,
+        )
+    };
+    let (code, body) = scale(&jobs[1]).await;
+    assert_eq!(code, 404, "another job's pools: {body}");
+    let (code, body) = call(
+        &state,
+        "status",
+        "GET",
+        id(&jobs[0]),
+        headers(As::User(&master), &[]),
+        "",
+    )
+    .await;
+    assert_eq!(
+        code, 404,
+        "the cluster identity may scale, not read: {body}"
+    );
+    let (code, body) = scale(&jobs[0]).await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(w.run(&jobs[0], 600).await.pools["general"], 3);
+}

@@ -271,10 +271,27 @@ pub fn may_access(policy: &AuthPolicy, caller: Option<&Caller>, saga: &Saga) -> 
     if saga.owner.as_deref().is_some_and(|owner| caller.is(owner)) {
         return true;
     }
-    // CLUSTER IDENTITY RULE (plugs in here): the job's own cluster identity
-    // may act on its job (the master scaling its pools), e.g.
-    // `saga.is_cluster_identity(&caller.principal_id)`.
     false
+}
+
+/// What a request does with a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `status` and the pages.
+    Read,
+    /// `scale`: also allowed to the job's own cluster identity (the
+    /// master's identity scaling its own pools), for that job only.
+    Scale,
+    /// `delete`, `pool-add`, `pool-remove`.
+    Manage,
+}
+
+/// Whether `caller` may do `action` with the job of `saga`: what
+/// [`may_access`] allows, and `scale` for the job's own cluster identity.
+pub fn may(policy: &AuthPolicy, caller: Option<&Caller>, saga: &Saga, action: Action) -> bool {
+    may_access(policy, caller, saga)
+        || (action == Action::Scale
+            && caller.is_some_and(|c| saga.is_cluster_identity(&c.principal_id)))
 }
 
 /// The idempotency key as the job id is derived from it: a caller's key is

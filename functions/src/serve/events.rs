@@ -13,6 +13,10 @@
 //!   checked against ARM: only a resource ARM no longer has marks that job
 //!   `Degraded` (listed in `saga.missing`); one that still exists is logged
 //!   and ignored. Everything else is ignored.
+//! - A `ResourceWriteSuccess` for a job's worker pool scale set reconciles
+//!   the saga's pool count with the scale set's capacity (the cluster's own
+//!   identity may change it; a count outside `min..max` is set back and
+//!   reported).
 
 use super::envelope::{trigger_bytes, Invocation, Reply};
 use super::problem::{Kind, Problem};
@@ -26,6 +30,7 @@ use serde_json::{json, Value};
 pub const BINDING: &str = "eventGridEvent";
 pub const VALIDATION: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
 pub const DELETE_SUCCESS: &str = "Microsoft.Resources.ResourceDeleteSuccess";
+pub const WRITE_SUCCESS: &str = "Microsoft.Resources.ResourceWriteSuccess";
 
 /// What one event led to.
 enum Outcome {
@@ -35,6 +40,7 @@ enum Outcome {
     StillExists(Vec<String>),
     /// ARM could not be asked, for good (e.g. the read was refused).
     Unverified(String),
+    Reconciled(String, u32),
     Ignored,
 }
 
@@ -198,6 +204,12 @@ async fn process(
                 ));
                 tracing::warn!(resource = %id, %why, "delete event not verified; ignored");
             }
+            Outcome::Reconciled(job, count) => {
+                let id = resource_of(ev).unwrap_or_default();
+                logs.push(format!(
+                    "events: {id} was resized to {count} outside flotilla; job {job} reconciled"
+                ));
+            }
             Outcome::Degraded(_) | Outcome::Ignored => {
                 let ty = event_type(ev).unwrap_or("(no type)");
                 logs.push(format!("events: {} ignored", super::truncate(ty, 80)));
@@ -236,6 +248,13 @@ async fn one(engine: &Engine, ev: &Value) -> Result<Outcome, EngineError> {
                 }
                 Err(e) => Err(e),
             },
+            None => Ok(Outcome::Ignored),
+        },
+        Some(WRITE_SUCCESS) => match resource_of(ev) {
+            Some(id) => Ok(match engine.reconcile_capacity(&id).await? {
+                Some((job, count)) => Outcome::Reconciled(job, count),
+                None => Outcome::Ignored,
+            }),
             None => Ok(Outcome::Ignored),
         },
         _ => Ok(Outcome::Ignored),

@@ -1,6 +1,6 @@
 //! A front door for browsers: `GET /api/{route}` answered directly, as the
 //! Functions host would answer it, for the read-only HTTP functions
-//! (`status`, `view`, `view-list`).
+//! (`list`, `status`, `view`, `view-list`).
 //!
 //! On Azure the host never sends these (it POSTs every invocation to
 //! `/{function}`, and `flotilla serve` listens on 127.0.0.1 only); they are
@@ -133,7 +133,8 @@ mod tests {
         // `plan` is a POST; `pools/{pool}` a PATCH: never through here.
         assert_eq!(route_match("clusters/plan").unwrap().0.name, "status");
         assert!(route_match("clusters/j-1/pools/general").is_none());
-        assert!(route_match("clusters").is_none());
+        // `GET api/clusters` is `list` (`submit` is its POST).
+        assert_eq!(route_match("clusters").unwrap().0.name, "list");
         assert!(route_match("clusters//view").is_none());
     }
 }

@@ -9,7 +9,7 @@
 //! reads or changes a job gets it through [`job_for`], the one place that
 //! applies the access rule ([`caller::may_access`]).
 
-use super::caller::{self, Caller};
+use super::caller::{self, Action, Caller};
 use super::envelope::{HttpRequest, HttpResponse, Invocation, Reply};
 use super::problem::{Kind, Problem};
 use super::{AppState, Function, Trigger, MAX_BODY};
@@ -107,11 +107,12 @@ fn job_param(req: &HttpRequest) -> Result<String, Problem> {
 pub(super) async fn job_for(
     state: &AppState,
     req: &HttpRequest,
+    action: Action,
 ) -> Result<(String, Saga), Problem> {
     let who = caller::authenticate(&state.auth, req)?;
     let job = job_param(req)?;
     match state.engine.status(&job).await {
-        Ok(Some(saga)) if caller::may_access(&state.auth, who.as_ref(), &saga) => Ok((job, saga)),
+        Ok(Some(saga)) if caller::may(&state.auth, who.as_ref(), &saga, action) => Ok((job, saga)),
         Ok(Some(_)) => {
             tracing::info!(%job, caller = who.as_ref().map(|c| c.principal_id.as_str()), "job hidden from a caller who is neither its owner nor an admin");
             Err(Problem::new(Kind::NotFound, format!("job {job} not found")))
@@ -321,7 +322,7 @@ async fn list(state: &AppState, who: Option<&Caller>) -> Result<HttpResponse, Pr
 /// `status`: the saga as JSON. The progress pages read every job through
 /// this too, so whatever it refuses they do not show.
 pub(super) async fn status(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, Problem> {
-    let (_, saga) = job_for(state, req).await?;
+    let (_, saga) = job_for(state, req, Action::Read).await?;
     Ok(HttpResponse::json(200, &status_json(&saga)))
 }
 
@@ -346,7 +347,7 @@ async fn delete(
     req: &HttpRequest,
     reply: &mut Reply,
 ) -> Result<HttpResponse, Problem> {
-    let (job, _) = job_for(state, req).await?;
+    let (job, _) = job_for(state, req, Action::Manage).await?;
     state
         .engine
         .request_delete(&job)
@@ -386,7 +387,7 @@ async fn scale(
             .field("count")
         })?;
     // After the body checks, which say the same for every job.
-    let (job, _) = job_for(state, req).await?;
+    let (job, _) = job_for(state, req, Action::Scale).await?;
     state
         .engine
         .request_scale(&job, &pool, count)
@@ -420,17 +421,13 @@ async fn pool_add(
     req: &HttpRequest,
     reply: &mut Reply,
 ) -> Result<HttpResponse, Problem> {
-    let job = job_param(req)?;
+    job_param(req)?;
     let (text, _) = json_body(req)?;
     let invalid = |e: flotilla_core::spec::SpecError| {
         Problem::new(Kind::InvalidRequest, format!("{}: {}", e.field, e.message)).field(e.field)
     };
     let pool = flotilla_core::spec::WorkerPool::from_json(&text).map_err(invalid)?;
-    let saga = match state.engine.status(&job).await {
-        Ok(Some(saga)) => saga,
-        Ok(None) => return Err(Problem::new(Kind::NotFound, format!("job {job} not found"))),
-        Err(e) => return Err(command_problem(CommandError::Engine(e))),
-    };
+    let (job, saga) = job_for(state, req, Action::Manage).await?;
     saga.spec.with_pool(&pool).map_err(invalid)?;
     state
         .engine
@@ -454,7 +451,7 @@ async fn pool_remove(
     req: &HttpRequest,
     reply: &mut Reply,
 ) -> Result<HttpResponse, Problem> {
-    let job = job_param(req)?;
+    job_param(req)?;
     let pool = req.param("pool").unwrap_or_default();
     if pool.is_empty() || pool.len() > 64 {
         return Err(
@@ -462,6 +459,7 @@ async fn pool_remove(
                 .field("pool"),
         );
     }
+    let (job, _) = job_for(state, req, Action::Manage).await?;
     state
         .engine
         .request_remove_pool(&job, &pool)

@@ -9,6 +9,8 @@
 /// Actions the client performs, one per line, sorted.
 pub const ARM_ACTIONS: &[&str] = &[
     "Microsoft.Authorization/permissions/read",
+    "Microsoft.Authorization/roleAssignments/delete",
+    "Microsoft.Authorization/roleAssignments/write",
     "Microsoft.Compute/locations/usages/read",
     "Microsoft.Compute/skus/read",
     "Microsoft.Compute/virtualMachineScaleSets/delete",

@@ -60,6 +60,9 @@ const RETRYABLE_CODES: &[&str] = &[
     "InUseNetworkSecurityGroupCannotBeDeleted",
     "PublicIPAddressInUse",
     "LoadBalancerInUseByVirtualMachineScaleSet",
+    // A role assignment for an identity created moments ago: Entra has not
+    // replicated the new principal to ARM yet.
+    "PrincipalNotFound",
 ];
 
 impl AzureError {

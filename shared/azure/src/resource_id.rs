@@ -53,14 +53,28 @@ impl ResourceId {
         }
     }
 
+    /// An extension resource of this one, such as a role assignment at this
+    /// scope: `{self}/providers/{namespace}/{kind}/{name}`.
+    pub fn extension(&self, namespace: &str, kind: &str, name: &str) -> Self {
+        self.child("providers", namespace).child(kind, name)
+    }
+
     /// `Microsoft.Network/virtualNetworks/subnets`, or
-    /// `Microsoft.Resources/resourceGroups` for a group.
+    /// `Microsoft.Resources/resourceGroups` for a group. An extension
+    /// resource has its own type (`Microsoft.Authorization/roleAssignments`).
     pub fn resource_type(&self) -> String {
         if self.segments.is_empty() {
             return "Microsoft.Resources/resourceGroups".into();
         }
-        let mut t = self.namespace.clone();
-        for (kind, _) in &self.segments {
+        let start = self
+            .segments
+            .iter()
+            .rposition(|(k, _)| k.eq_ignore_ascii_case("providers"));
+        let (mut t, rest) = match start {
+            Some(i) => (self.segments[i].1.clone(), &self.segments[i + 1..]),
+            None => (self.namespace.clone(), &self.segments[..]),
+        };
+        for (kind, _) in rest {
             t.push('/');
             t.push_str(kind);
         }
@@ -157,5 +171,25 @@ mod tests {
         assert_eq!(rg.resource_type(), "Microsoft.Resources/resourceGroups");
         assert!(ResourceId::parse("/subscriptions/s1/resourceGroups/rg/providers/X").is_err());
         assert!(ResourceId::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn an_extension_resource_round_trips_with_its_own_type() {
+        let vmss = ResourceId::new(
+            "s1",
+            "rg",
+            "Microsoft.Compute",
+            "virtualMachineScaleSets",
+            "w",
+        );
+        let ra = vmss.extension("Microsoft.Authorization", "roleAssignments", "g");
+        let s = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/w/providers/Microsoft.Authorization/roleAssignments/g";
+        assert_eq!(ra.to_string(), s);
+        assert_eq!(ResourceId::parse(s).unwrap(), ra);
+        assert_eq!(
+            ra.resource_type(),
+            "Microsoft.Authorization/roleAssignments"
+        );
+        assert_eq!(ra.name(), "g");
     }
 }

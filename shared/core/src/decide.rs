@@ -857,6 +857,41 @@ pub fn request_scale(saga: &mut Saga, pool: &str, count: u32) -> Result<Emit, Re
     })
 }
 
+/// The capacity of pool `pool`'s scale set was changed outside flotilla (the
+/// cluster's own identity using its scaler role): a count within
+/// `min..=max` becomes the saga's count (`Ok(None)`); one outside is recorded,
+/// reported in `warnings`, and set back to the nearest bound by a scale
+/// command (`Ok(Some(emit))`). Refused (nothing to save) when the count is
+/// the recorded one, the job is not `Succeeded`, or an operation is in
+/// flight (flotilla's own scale writes the scale set too).
+pub fn reconcile_capacity(
+    saga: &mut Saga,
+    pool: &str,
+    capacity: u32,
+) -> Result<Option<Emit>, Refusal> {
+    let Some(spec) = saga.spec.worker_pools.iter().find(|p| p.name == pool) else {
+        return Err(Refusal::Invalid(format!("pool '{pool}' does not exist")));
+    };
+    let (min, max) = (spec.min, spec.max);
+    if saga.status != JobStatus::Succeeded || saga.pending.is_some() {
+        return Err(Refusal::Conflict(
+            "only a Succeeded job with nothing in flight is reconciled".into(),
+        ));
+    }
+    if saga.pools.get(pool) == Some(&capacity) {
+        return Err(Refusal::Conflict("the recorded count already".into()));
+    }
+    saga.pools.insert(pool.into(), capacity);
+    if (min..=max).contains(&capacity) {
+        return Ok(None);
+    }
+    let bound = capacity.clamp(min, max);
+    saga.warnings.push(format!(
+        "pool '{pool}' was set to {capacity} on its scale set, outside {min}..={max}; set back to {bound}"
+    ));
+    request_scale(saga, pool, bound).map(Some)
+}
+
 /// A scale finished.
 pub fn finish_scale(saga: &mut Saga, pool: &str, count: u32) -> Emit {
     saga.pending = None;

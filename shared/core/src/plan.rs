@@ -123,6 +123,30 @@ impl Engine {
                     ..arm("PUT", id.to_string(), api::COMPUTE, Some(body))
                 }]
             }
+            Op::RoleAssignment {
+                id,
+                role,
+                principal,
+            } => {
+                let principal_id = match principal {
+                    steps::rbac::Principal::ServicePrincipal(oid) => oid.clone(),
+                    steps::rbac::Principal::ScaleSet(vmss) => saga
+                        .principals
+                        .get(&principal.key())
+                        .cloned()
+                        .unwrap_or_else(|| format!("<identity.principalId of {}>", vmss.name())),
+                };
+                let body = steps::rbac::body(&self.env.subscription_id, role, &principal_id);
+                vec![PlannedOp {
+                    undo: Some(Box::new(arm(
+                        "DELETE",
+                        id.to_string(),
+                        api::AUTHORIZATION,
+                        None,
+                    ))),
+                    ..arm("PUT", id.to_string(), api::AUTHORIZATION, Some(body))
+                }]
+            }
             Op::Secret { name, source } => {
                 let target = self.azure.secrets.secret_id(name);
                 let secret = PlannedOp {

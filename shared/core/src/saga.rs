@@ -390,6 +390,15 @@ pub struct Saga {
     /// authentication configured, a job from the queue).
     #[serde(default)]
     pub owner: Option<String>,
+    /// The principal ids of the cluster's identities that hold role
+    /// assignments: by scale set name (its system-assigned identity, read
+    /// from ARM), or `service-principal` (the configured object id).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub principals: BTreeMap<String, String>,
+    /// What flotilla corrected on its own, for `status`: a pool count set
+    /// outside `min..max` on the scale set and set back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -461,6 +470,8 @@ impl Saga {
             verify_attempts: 0,
             preflight: None,
             owner: None,
+            principals: BTreeMap::new(),
+            warnings: vec![],
         }
     }
 
@@ -558,7 +569,63 @@ impl Saga {
             .map(|r| r.id.as_str())
     }
 
+    /// Whether `principal_id` is this job's cluster identity: the master's
+    /// identity that holds the scaler role on the job's worker pools (so it
+    /// may ask for this job's pools to be scaled, and no other job's).
+    pub fn is_cluster_identity(&self, principal_id: &str) -> bool {
+        let principal_id = principal_id.trim();
+        !principal_id.is_empty()
+            && [
+                crate::names::master_vmss(&self.id).as_str(),
+                crate::steps::rbac::SERVICE_PRINCIPAL_KEY,
+            ]
+            .iter()
+            .filter_map(|k| self.principals.get(*k))
+            .any(|p| p.eq_ignore_ascii_case(principal_id))
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("sagas serialise")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saga() -> Saga {
+        let spec = ClusterSpec::example();
+        Saga::new("demo-abc123".into(), spec, OffsetDateTime::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn the_cluster_identity_is_the_recorded_master_or_service_principal() {
+        let mut s = saga();
+        assert!(!s.is_cluster_identity("p-master"), "nothing recorded yet");
+        s.principals
+            .insert(crate::names::master_vmss(&s.id), "p-master".into());
+        s.principals
+            .insert(crate::names::pool_vmss(&s.id, "general"), "p-worker".into());
+        assert!(s.is_cluster_identity("p-master"));
+        assert!(s.is_cluster_identity(" P-MASTER "));
+        assert!(
+            !s.is_cluster_identity("p-worker"),
+            "a worker is not the cluster identity"
+        );
+        assert!(!s.is_cluster_identity(""));
+        s.principals.insert(
+            crate::steps::rbac::SERVICE_PRINCIPAL_KEY.into(),
+            "sp-object".into(),
+        );
+        assert!(s.is_cluster_identity("sp-object"));
+    }
+
+    #[test]
+    fn a_saga_without_principals_reads_and_writes_as_before() {
+        let s = saga();
+        let json = s.to_json();
+        assert!(json.get("principals").is_none());
+        let back: Saga = serde_json::from_value(json).unwrap();
+        assert!(back.principals.is_empty());
     }
 }

@@ -85,6 +85,8 @@ pub const SETTINGS: &[Setting] = &[
     s("AZURE_AUTHORITY_HOST", Flotilla, false, "Entra authority for `client-secret` (default `https://login.microsoftonline.com`)."),
     s("AZURE_CA_CERT", Flotilla, false, "Extra CA certificate (PEM path) to trust, e.g. the simulator's; never set on Azure."),
     s("CLUSTER_SP_CLIENT_ID", Flotilla, false, "Service-principal identity mode: the cluster principal's client id."),
+    s("CLUSTER_SP_OBJECT_ID", Flotilla, false, "Service-principal identity mode: the cluster principal's object id, which gets the scaler role on the job's worker scale sets (without it the cluster cannot scale itself)."),
+    s("CLUSTER_SCALER_ROLE_ID", Flotilla, true, "Role definition GUID the cluster identity gets on each worker scale set of its job and its worker subnet (infra/ defines the narrow custom role `flotilla cluster scaler` and sets its GUID; default when unset: built-in Virtual Machine Contributor)."),
     s("CLUSTER_SP_CLIENT_SECRET", Flotilla, false, "Service-principal identity mode: its secret, as a Key Vault reference; copied into the job's vault secret, never logged."),
     // Who may call (App Service Authentication in front of the app) and what Event Grid may deliver
     s("FLOTILLA_AUTH", Flotilla, true, "`required` (set by `infra/`, with App Service Authentication in front): an HTTP request that names no caller (`X-MS-CLIENT-PRINCIPAL-ID`) is refused with 401. `off` (default: `flotilla up`, Core Tools, tests): such a request is the local operator and may touch every job. Either way a named caller may touch only the jobs it submitted, unless it holds the admin app role."),

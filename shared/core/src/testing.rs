@@ -19,6 +19,7 @@ use base64::Engine as _;
 use flotilla_azure::arm::{DeleteStart, PollOutcome, PollVia};
 use flotilla_azure::{AzureError, PollState, ResourceId};
 use serde_json::{json, Value};
+use sha2::Digest as _;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -487,6 +488,14 @@ impl FakeCloud {
             .collect()
     }
 
+    /// The stored body of the ARM resource `id`, if it exists.
+    pub fn body(&self, id: &str) -> Option<Value> {
+        lock(&self.state)
+            .resources
+            .get(&id.to_ascii_lowercase())
+            .map(|(_, b)| b.clone())
+    }
+
     pub fn secrets(&self) -> Vec<String> {
         lock(&self.state).secrets.keys().cloned().collect()
     }
@@ -702,6 +711,16 @@ impl FakeCloud {
                 }
                 _ => body.clone(),
             };
+            // A system-assigned identity gets its principal id on create and keeps it.
+            let mut merged = merged;
+            if merged.pointer("/identity/type").and_then(Value::as_str) == Some("SystemAssigned") {
+                let kept = s
+                    .resources
+                    .get(&key)
+                    .and_then(|(_, old)| old.pointer("/identity/principalId").cloned());
+                merged["identity"]["principalId"] =
+                    kept.unwrap_or_else(|| json!(Self::principal_of(&key)));
+            }
             if Self::is_lro(id) && merged.pointer("/tags/flotilla-role") == Some(&json!("master")) {
                 // The first master publishes the admin kubeconfig.
                 if let Some(job) = merged.pointer("/tags/flotilla-job").and_then(Value::as_str) {
@@ -740,6 +759,16 @@ impl FakeCloud {
             s.resources.insert(key, (id.to_string(), merged));
         }
         Ok(self.start(id, false))
+    }
+
+    /// The principal id FakeCloud gives the system-assigned identity of the resource at `key`.
+    pub fn principal_of(key: &str) -> String {
+        let digest = sha2::Sha256::digest(key.to_ascii_lowercase().as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string()
     }
 
     /// The instances of a scale set body: (computer name, instance id).
@@ -1319,6 +1348,8 @@ impl World {
             keyvault_url: "https://fake.vault".into(),
             sp_client_id: Some("cluster-sp".into()),
             tenant_id: Some("cluster-tenant".into()),
+            sp_object_id: Some("cluster-sp-object".into()),
+            scaler_role: crate::steps::rbac::VIRTUAL_MACHINE_CONTRIBUTOR.into(),
         };
         let azure = Azure {
             arm: cloud.clone(),

@@ -173,6 +173,8 @@ fn rendered_scripts_pass_shellcheck() {
         keyvault_url: "https://kv.vault.azure.net".into(),
         sp_client_id: Some("client".into()),
         tenant_id: Some("tenant".into()),
+        sp_object_id: None,
+        scaler_role: flotilla_core::steps::rbac::VIRTUAL_MACHINE_CONTRIBUTOR.into(),
     };
     let mut files = vec![];
     for mode in [
@@ -221,6 +223,8 @@ fn the_rendering_holds_references_not_secrets() {
         keyvault_url: "https://kv.vault.azure.net/".into(),
         sp_client_id: None,
         tenant_id: None,
+        sp_object_id: None,
+        scaler_role: flotilla_core::steps::rbac::VIRTUAL_MACHINE_CONTRIBUTOR.into(),
     };
     let master = node::render(&saga, &env, Role::Master);
     let pool = node::render(&saga, &env, Role::Pool("general"));

@@ -222,6 +222,11 @@ async fn handle_area(sim: &Sim, ctx: &Ctx, target: &Target) -> (Response, Option
                 principal,
             );
         }
+        if target.area == Area::Arm {
+            if let Err(resp) = crate::rbac::authorize(sim, ctx, vm) {
+                return (resp, principal);
+            }
+        }
     }
 
     let can_async = target.area == Area::Arm

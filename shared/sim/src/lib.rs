@@ -26,6 +26,7 @@ mod kube;
 mod kv;
 mod model;
 pub mod node;
+mod rbac;
 mod servicebus;
 mod state;
 mod tls;

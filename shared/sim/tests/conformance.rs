@@ -388,8 +388,18 @@ async fn official_examples_replay() {
         replayed += 1;
     }
 
-    // Microsoft.Authorization.
+    // Microsoft.Authorization. The examples' role is a custom role of their
+    // subscription: defined first.
     h.put_rg("testrg").await;
+    let r = h
+        .arm(
+            Method::PUT,
+            &format!("/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/0b5fe924-9a61-425c-96af-cfe6e287ca2d"),
+            "2022-04-01",
+            Some(&json!({"properties": {"roleName": "example role", "permissions": [{"actions": ["*/read"]}]}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     replay(
         &h,
         &case(

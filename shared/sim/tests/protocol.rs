@@ -402,6 +402,17 @@ async fn official_examples_are_accepted() {
     let ex = fixture("RoleAssignments_CreateForResourceGroup.2022-04-01.json");
     let ex = replace_all(&ex, &[("a925f2f7-5c63-4b7b-8799-25a5f97bc3b2", &sub)]);
     h.put_rg("testrg").await;
+    // The example's role is a custom role of its subscription: defined first.
+    let role = format!("/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/0b5fe924-9a61-425c-96af-cfe6e287ca2d");
+    let r = h
+        .arm(
+            Method::PUT,
+            &role,
+            "2022-04-01",
+            Some(&json!({"properties": {"roleName": "example role", "permissions": [{"actions": ["*/read"]}]}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let path = format!(
         "/{}/providers/Microsoft.Authorization/roleAssignments/{}",
         ex["parameters"]["scope"].as_str().unwrap(),

@@ -1027,3 +1027,70 @@ async fn scale_set_vms_skus_usages_and_permissions() {
     assert_code(&missing, StatusCode::NOT_FOUND, "ResourceGroupNotFound");
     h.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn role_assignments_refuse_bad_names_unknown_roles_and_missing_principals() {
+    let h = start_lro(0).await;
+    h.put_rg("rbac").await;
+    let sub = h.sub().to_string();
+    let scope = h.rg_path("rbac");
+    let role = |guid: &str| {
+        format!("/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{guid}")
+    };
+    let reader = role("acdd72a7-3385-48ef-bd42-f606fba81ae7");
+    let me = h.server.info.client_id.clone();
+    let put = |name: &str, role: &str, principal: &str| {
+        let path = format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
+        let body = json!({"properties": {"roleDefinitionId": role, "principalId": principal, "principalType": "ServicePrincipal"}});
+        let h = &h;
+        async move { h.arm(Method::PUT, &path, "2022-04-01", Some(&body)).await }
+    };
+    let guid = "6f1c7a3e-6b0e-4c8e-9a53-1d6f7c2b9a10";
+    assert_code(
+        &put("not-a-guid", &reader, &me).await,
+        StatusCode::BAD_REQUEST,
+        "InvalidRoleAssignmentId",
+    );
+    assert_code(
+        &put(guid, &role("00000000-1111-2222-3333-444444444444"), &me).await,
+        StatusCode::BAD_REQUEST,
+        "RoleDefinitionDoesNotExist",
+    );
+    assert_code(
+        &put(guid, &reader, "99999999-8888-7777-6666-555555555555").await,
+        StatusCode::BAD_REQUEST,
+        "PrincipalNotFound",
+    );
+    let ok = put(guid, &reader, &me).await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
+    let again = put(guid, &reader, &me).await;
+    assert_eq!(again.status, StatusCode::OK, "the same name is an update");
+    assert_code(
+        &put("0d3b2a1c-0000-4000-8000-000000000001", &reader, &me).await,
+        StatusCode::CONFLICT,
+        "RoleAssignmentExists",
+    );
+
+    // A custom role: refused without a name or permissions, then assignable.
+    let custom = role("5b0c6a55-1f7d-4d1e-8a8e-2f0d9c1e7b33");
+    let r = h
+        .arm(
+            Method::PUT,
+            &custom,
+            "2022-04-01",
+            Some(&json!({"properties": {"roleName": "x"}})),
+        )
+        .await;
+    assert_code(&r, StatusCode::BAD_REQUEST, "InvalidRoleDefinition");
+    let r = h
+        .arm(
+            Method::PUT,
+            &custom,
+            "2022-04-01",
+            Some(&json!({"properties": {"roleName": "scaler", "permissions": [{"actions": ["Microsoft.Compute/virtualMachineScaleSets/read"]}]}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let ok = put("7a6b5c4d-0000-4000-8000-000000000002", &custom, &me).await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
+}

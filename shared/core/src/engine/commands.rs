@@ -210,6 +210,83 @@ impl Engine {
         }
     }
 
+    /// A worker pool's scale set was written outside flotilla: reads its
+    /// capacity and reconciles the owning job's pool count
+    /// ([`decide::reconcile_capacity`]). Returns the job and the count when the
+    /// saga changed; `None` for a resource that is no job's worker scale set.
+    pub async fn reconcile_capacity(
+        &self,
+        resource_id: &str,
+    ) -> Result<Option<(String, u32)>, EngineError> {
+        let Ok(id) = flotilla_azure::ResourceId::parse(resource_id) else {
+            return Ok(None);
+        };
+        if !id
+            .resource_type()
+            .eq_ignore_ascii_case("Microsoft.Compute/virtualMachineScaleSets")
+        {
+            return Ok(None);
+        }
+        for doc in self.store.list().await? {
+            let Ok(saga) = serde_json::from_value::<Saga>(doc.doc) else {
+                continue;
+            };
+            let Some(pool) = saga
+                .spec
+                .worker_pools
+                .iter()
+                .find(|p| {
+                    crate::names::pool_vmss(&saga.id, &p.name).eq_ignore_ascii_case(id.name())
+                })
+                .map(|p| p.name.clone())
+            else {
+                continue;
+            };
+            let owned = saga
+                .resources
+                .iter()
+                .any(|r| r.id.eq_ignore_ascii_case(&id.to_string()));
+            if !owned {
+                continue;
+            }
+            let body = self
+                .azure
+                .arm
+                .get(&id, None, flotilla_azure::models::api::COMPUTE)
+                .await
+                // Unavailable: the event's delivery is retried, as for the store.
+                .map_err(|e| StoreError::Unavailable(format!("reading {id}: {e}")))?;
+            let Some(capacity) = body
+                .as_ref()
+                .and_then(|b| b.pointer("/sku/capacity"))
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|c| u32::try_from(c).ok())
+            else {
+                return Ok(None);
+            };
+            let saved = self
+                .with_saga(
+                    &saga.id,
+                    true,
+                    |saga, out| match decide::reconcile_capacity(saga, &pool, capacity) {
+                        Ok(emit) => {
+                            out.extend(emit);
+                            Ok(true)
+                        }
+                        Err(_) => Ok(false),
+                    },
+                )
+                .await;
+            return match saved {
+                Ok(true) => Ok(Some((saga.id.clone(), capacity))),
+                Ok(false) | Err(CommandError::NotFound(_)) => Ok(None),
+                Err(CommandError::Engine(e)) => Err(e),
+                Err(e) => Err(StoreError::Unavailable(e.to_string()).into()),
+            };
+        }
+        Ok(None)
+    }
+
     /// An Azure resource event says `resource_id` was deleted: if it is a
     /// live resource of finished jobs, ARM is asked first, and only a
     /// resource that is really gone (GET answers 404) marks those jobs

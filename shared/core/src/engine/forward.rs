@@ -233,6 +233,12 @@ impl Engine {
                 self.azure.blobs.blob_url(name),
                 ResourceKind::Blob { name: name.clone() },
             ),
+            Op::RoleAssignment { id, .. } => (
+                id.to_string(),
+                ResourceKind::Arm {
+                    api_version: api::AUTHORIZATION.into(),
+                },
+            ),
             Op::AttachNsg { subnet, .. } => (
                 subnet.to_string(),
                 ResourceKind::SubnetNsg { previous: None },
@@ -309,6 +315,11 @@ impl Engine {
                 return Err(StoreError::PreconditionFailed(txn.saga.id.clone()).into());
             }
             sent = true;
+            if let Op::RoleAssignment { principal, .. } = &op {
+                if let Err(error) = self.resolve_principal(txn, principal).await {
+                    return Ok(Ran::Failed { step, error });
+                }
+            }
             match self.run_op(txn, &op).await {
                 Ok(None) => decide::resource_created(&mut txn.saga, index),
                 Ok(Some(poll)) => {
@@ -353,6 +364,38 @@ impl Engine {
         let emits = decide::fail_step(&mut txn.saga, step, e, &self.policy, self.now());
         txn.outbox.extend(emits);
         self.save(txn).await
+    }
+
+    /// Records the principal id of a role assignment's identity in the saga
+    /// (saved with the step's next write), reading a scale set's
+    /// system-assigned identity from ARM the first time.
+    async fn resolve_principal(
+        &self,
+        txn: &mut Txn,
+        principal: &steps::rbac::Principal,
+    ) -> Result<(), AzureError> {
+        let key = principal.key();
+        if txn.saga.principals.contains_key(&key) {
+            return Ok(());
+        }
+        let principal_id = match principal {
+            steps::rbac::Principal::ServicePrincipal(object_id) => object_id.clone(),
+            steps::rbac::Principal::ScaleSet(id) => {
+                let body = self.azure.arm.get(id, None, api::COMPUTE).await?;
+                body.as_ref()
+                    .and_then(|b| b.pointer("/identity/principalId"))
+                    .and_then(|p| p.as_str())
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        AzureError::terminal(
+                            "IdentityNotFound",
+                            format!("{id} has no system-assigned identity to give a role to"),
+                        )
+                    })?
+            }
+        };
+        txn.saga.principals.insert(key, principal_id);
+        Ok(())
     }
 
     /// Performs one create; `Some(poll)` when Azure is still working on it.
@@ -405,6 +448,23 @@ impl Engine {
                 let mut body = body.clone();
                 steps::node::seal(&mut body, &key, sp_secret.as_deref());
                 Ok(self.azure.arm.put(id, api::COMPUTE, &body).await?)
+            }
+            Op::RoleAssignment {
+                id,
+                role,
+                principal,
+            } => {
+                let principal_id = txn.saga.principals.get(&principal.key()).ok_or_else(|| {
+                    AzureError::terminal("IdentityNotFound", "principal not resolved")
+                })?;
+                let body = steps::rbac::body(&self.env.subscription_id, role, principal_id);
+                match self.azure.arm.put(id, api::AUTHORIZATION, &body).await {
+                    // The same role for the same principal at the same scope
+                    // under another name (given outside flotilla): what this
+                    // step wants holds already.
+                    Err(e) if e.code == "RoleAssignmentExists" => Ok(None),
+                    other => other,
+                }
             }
             Op::Secret { name, source } => {
                 let value = match source {

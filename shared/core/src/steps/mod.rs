@@ -8,6 +8,7 @@ pub mod keys;
 pub mod master;
 pub mod node;
 pub mod prereqs;
+pub mod rbac;
 pub mod stage;
 pub mod workers;
 
@@ -29,6 +30,13 @@ pub struct Env {
     pub sp_client_id: Option<String>,
     /// Tenant of the cluster principal (service-principal nodes ask its token endpoint).
     pub tenant_id: Option<String>,
+    /// Service-principal identity mode: the cluster principal's object id,
+    /// which its role assignments name (without it the cluster gets no role).
+    pub sp_object_id: Option<String>,
+    /// The role definition (GUID) the master's identity gets on the job's
+    /// worker scale sets: deployments define a narrow custom role; the
+    /// default is the built-in [`rbac::VIRTUAL_MACHINE_CONTRIBUTOR`].
+    pub scaler_role: String,
 }
 
 /// Where a secret's value comes from when `keys` writes it.
@@ -76,6 +84,13 @@ pub enum Op {
     /// Put flotilla's NSG on an existing subnet (its other properties as
     /// read just before); undone by putting back the NSG it had.
     AttachNsg { subnet: ResourceId, nsg: ResourceId },
+    /// A role assignment for the cluster's identity (its principal id is
+    /// resolved, and recorded in the saga, just before the PUT).
+    RoleAssignment {
+        id: ResourceId,
+        role: String,
+        principal: rbac::Principal,
+    },
     /// Wait until every node of these scale sets has joined.
     AwaitNodes { scale_sets: Vec<(ResourceId, u32)> },
 }

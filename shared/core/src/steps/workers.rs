@@ -1,6 +1,8 @@
 //! `workers`: takes `step.succeeded{master}`; creates one scale set per
 //! worker pool at the pool's minimum count (instance type, disk, zones) on the
-//! worker subnet. Emits `step.succeeded{workers}`. Undo: delete the scale sets.
+//! worker subnet, then the cluster identity's role assignments on them (see
+//! [`super::rbac`]). Emits `step.succeeded{workers}`. Undo: delete the
+//! assignments, then the scale sets.
 //! Also serves `job.scale-requested` (PATCH `sku.capacity` within min..max),
 //! and day-2 pools (`job.pool-add-requested`, `job.pool-remove-requested`):
 //! [`day2_plan`] is one pool's share of `stage`, `workers` and `join`.
@@ -13,11 +15,14 @@ use crate::saga::{Saga, StepName};
 use crate::spec::WorkerPool;
 
 pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
-    saga.spec
+    let mut ops: Vec<Op> = saga
+        .spec
         .worker_pools
         .iter()
         .flat_map(|p| pool_plan(saga, env, p))
-        .collect()
+        .collect();
+    ops.extend(super::rbac::plan(saga, env));
+    ops
 }
 
 /// What one worker pool needs on top of the cluster: its scale set.

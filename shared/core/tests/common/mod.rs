@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const ACCOUNT: &str = "flotillastaging";
+/// The custom scaler role the simulated deployment defines.
+pub const SCALER_ROLE: &str = "0c9a1e52-7d4b-4f3e-8a61-5b2c7d9e0f14";
 
 /// The simulator, its server, clients for it, the staging container and the
 /// steps' environment pointing at it.
@@ -66,6 +68,8 @@ impl Simulated {
                 keyvault_url: info.keyvault_url.clone(),
                 sp_client_id: Some(info.client_id.clone()),
                 tenant_id: Some(info.tenant_id.clone()),
+                sp_object_id: Some(info.client_id.clone()),
+                scaler_role: SCALER_ROLE.into(),
             },
             sim,
             server,
@@ -79,6 +83,17 @@ impl Simulated {
         )
         .await;
         s.staging.ensure_container().await.unwrap();
+        let subscription = format!("/subscriptions/{}", s.server.info.subscription_id);
+        let role = ResourceId::parse(&format!(
+            "{subscription}/providers/Microsoft.Authorization/roleDefinitions/{SCALER_ROLE}"
+        ))
+        .unwrap();
+        s.put(
+            &role,
+            api::AUTHORIZATION,
+            flotilla_core::steps::rbac::scaler_role_definition(&subscription),
+        )
+        .await;
         s
     }
 

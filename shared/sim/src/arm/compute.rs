@@ -655,7 +655,46 @@ pub(crate) fn vm_instance_view(r: &Resource, index: u64) -> Value {
     })
 }
 
-/// Scale set: unique id, OS profile and NIC defaults.
+/// A system-assigned identity gets its principal id (a new GUID, kept across
+/// updates while the scale set keeps the identity) and the tenant.
+fn set_identity(p: &Prep<'_>, body: &mut Value) {
+    let Some(identity) = body.get_mut("identity").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let system = identity
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.contains("SystemAssigned"));
+    if !system {
+        identity.remove("principalId");
+        identity.remove("tenantId");
+        return;
+    }
+    let kept = p
+        .existing
+        .and_then(|e| e.body.pointer("/identity/principalId").cloned());
+    identity.insert(
+        "principalId".into(),
+        kept.unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string())),
+    );
+    identity.insert("tenantId".into(), json!(crate::TENANT_ID));
+}
+
+/// The principal id of the system-assigned identity of scale set `vmss` (by name).
+pub(crate) fn principal_of_scale_set(st: &State, vmss: &str) -> Option<String> {
+    st.resources
+        .values()
+        .find(|r| {
+            r.rtype
+                .eq_ignore_ascii_case("Microsoft.Compute/virtualMachineScaleSets")
+                && r.name.eq_ignore_ascii_case(vmss)
+        })
+        .and_then(|r| r.body.pointer("/identity/principalId"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// Scale set: unique id, identity, OS profile and NIC defaults.
 pub(crate) fn prepare_vmss(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject> {
     validate_vmss(p, body)?;
     let unique = p.keep("uniqueId");
@@ -672,6 +711,7 @@ pub(crate) fn prepare_vmss(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject>
             "Required parameters 'sku.name' and 'sku.capacity' (a non-negative integer) are missing or invalid.".into(),
         ));
     }
+    set_identity(p, body);
     let p = props(body);
     p.insert("uniqueId".into(), unique);
     p.insert("timeCreated".into(), created);

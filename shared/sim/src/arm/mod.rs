@@ -43,6 +43,7 @@ use serde_json::{json, Value};
 
 pub(crate) const RG_TYPE: &str = "Microsoft.Resources/resourceGroups";
 pub(crate) const RA_TYPE: &str = "Microsoft.Authorization/roleAssignments";
+pub(crate) const RD_TYPE: &str = "Microsoft.Authorization/roleDefinitions";
 
 /// Lowercase state key of a resource group.
 pub(crate) fn rg_key(rg: &str) -> String {
@@ -170,6 +171,10 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx, fault: Option<(u16, String, String)>)
         ArmPath::RoleAssignment { scope, name } => {
             check_version(ctx, model::AUTHORIZATION_VERSIONS, RA_TYPE, None)
                 .and_then(|_| roles::role_assignment(sim, ctx, &scope, &name))
+        }
+        ArmPath::RoleDefinition { scope, name } => {
+            check_version(ctx, model::AUTHORIZATION_VERSIONS, RD_TYPE, None)
+                .and_then(|_| roles::role_definition(sim, ctx, &scope, &name))
         }
         ArmPath::Resource {
             rg,

@@ -1,6 +1,6 @@
 //! Request parsing: which ARM endpoint a path names.
 
-use super::{model, RA_TYPE, RG_TYPE};
+use super::{model, RA_TYPE, RD_TYPE, RG_TYPE};
 use crate::util::{arm_error, Ctx};
 use crate::SUBSCRIPTION_ID;
 use axum::response::Response;
@@ -32,6 +32,11 @@ pub(crate) enum ArmPath {
         results: bool,
     },
     RoleAssignment {
+        scope: String,
+        name: String,
+    },
+    /// A custom role definition (`…/providers/Microsoft.Authorization/roleDefinitions/{guid}`).
+    RoleDefinition {
         scope: String,
         name: String,
     },
@@ -77,6 +82,16 @@ pub(crate) fn parse(ctx: &Ctx) -> Result<ArmPath, Response> {
             && s.len() == i + 4
         {
             return Ok(ArmPath::RoleAssignment {
+                scope: format!("/{}", s[..i].join("/")),
+                name: s[i + 3].clone(),
+            });
+        }
+        if lc(i) == "providers"
+            && lc(i + 1) == "microsoft.authorization"
+            && lc(i + 2) == "roledefinitions"
+            && s.len() == i + 4
+        {
+            return Ok(ArmPath::RoleDefinition {
                 scope: format!("/{}", s[..i].join("/")),
                 name: s[i + 3].clone(),
             });
@@ -158,6 +173,7 @@ pub(crate) fn classify(ctx: &Ctx) -> (String, String) {
         Ok(ArmPath::Resources(_)) => ("Microsoft.Resources/resources".into(), String::new()),
         Ok(ArmPath::Operation { ns, id, .. }) => (format!("{ns}/locations/operations"), id),
         Ok(ArmPath::RoleAssignment { name, .. }) => (RA_TYPE.into(), name),
+        Ok(ArmPath::RoleDefinition { name, .. }) => (RD_TYPE.into(), name),
         Ok(ArmPath::Resource {
             spec, name, sub, ..
         }) => match sub.as_slice() {

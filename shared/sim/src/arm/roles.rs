@@ -1,7 +1,7 @@
 //! Role assignments at any scope, and the permissions the caller has on a resource group.
 
 use super::request::{bad, parse_body};
-use super::{method_not_allowed, rg_key, rg_not_found, RA_TYPE};
+use super::{method_not_allowed, rg_key, rg_not_found, RA_TYPE, RD_TYPE};
 use crate::state::Resource;
 use crate::util::{arm_error, empty, json_response, now_ms, rfc3339, Ctx};
 use crate::{lock, Sim};
@@ -64,6 +64,28 @@ pub(crate) fn role_assignment(
                 return Err(bad(
                     "InvalidRoleDefinitionId",
                     &format!("The role definition ID '{role}' is not valid."),
+                ));
+            }
+            if crate::rbac::role_permissions(&lock(&sim.inner.state), role).is_none() {
+                return Err(bad(
+                    "RoleDefinitionDoesNotExist",
+                    &format!(
+                        "The specified role definition with ID '{}' does not exist.",
+                        role.rsplit('/').next().unwrap_or(role)
+                    ),
+                ));
+            }
+            // The simulator's directory holds service principals only (its
+            // client, the App Service identity, the scale sets' identities):
+            // users and groups are taken on trust.
+            let service_principal = p
+                .get("principalType")
+                .and_then(Value::as_str)
+                .is_none_or(|t| t.eq_ignore_ascii_case("ServicePrincipal"));
+            if service_principal && !crate::rbac::principal_exists(sim, principal) {
+                return Err(bad(
+                    "PrincipalNotFound",
+                    &format!("Principal {} does not exist in the directory {}. Check that you have the correct principal ID. If you are creating this principal and then immediately assigning a role, this error might be related to a replication delay.", principal.replace('-', ""), crate::TENANT_ID),
                 ));
             }
             let segs: Vec<&str> = scope.split('/').filter(|s| !s.is_empty()).collect();
@@ -155,6 +177,101 @@ pub(crate) fn role_assignment(
             drop(st);
             sim.persist_now();
             let status = if existed.is_some() {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok(json_response(status, &out))
+        }
+        _ => Err(method_not_allowed(ctx)),
+    }
+}
+
+/// A custom role definition at `scope`: PUT (GUID name, `roleName` and at
+/// least one permission required), GET, DELETE. Role assignments may name it.
+pub(crate) fn role_definition(
+    sim: &Sim,
+    ctx: &Ctx,
+    scope: &str,
+    name: &str,
+) -> Result<Response, Response> {
+    let id = format!("{scope}/providers/{RD_TYPE}/{name}");
+    let key = id.to_ascii_lowercase();
+    let not_found = || {
+        arm_error(
+            StatusCode::NOT_FOUND,
+            "RoleDefinitionDoesNotExist",
+            &format!("The specified role definition with ID '{name}' does not exist."),
+        )
+    };
+    match ctx.method {
+        Method::GET => {
+            let st = lock(&sim.inner.state);
+            let r = st.resources.get(&key).ok_or_else(not_found)?;
+            Ok(json_response(StatusCode::OK, &r.body))
+        }
+        Method::DELETE => {
+            let removed = lock(&sim.inner.state).resources.remove(&key);
+            match removed {
+                Some(r) => {
+                    sim.persist_now();
+                    Ok(json_response(StatusCode::OK, &r.body))
+                }
+                None => Ok(empty(StatusCode::NO_CONTENT)),
+            }
+        }
+        Method::PUT => {
+            let body = parse_body(ctx)?;
+            if uuid::Uuid::parse_str(name).is_err() {
+                return Err(bad(
+                    "InvalidRoleDefinitionId",
+                    &format!("The role definition ID '{name}' is not valid. The role definition ID must be a GUID."),
+                ));
+            }
+            let p = body.get("properties").cloned().unwrap_or(json!({}));
+            let named = p
+                .get("roleName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            let permitted = p
+                .get("permissions")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
+            if !named || !permitted {
+                return Err(bad(
+                    "InvalidRoleDefinition",
+                    "properties.roleName and properties.permissions are required.",
+                ));
+            }
+            let mut props = p.clone();
+            props["type"] = json!("CustomRole");
+            if props.get("assignableScopes").is_none() {
+                props["assignableScopes"] = json!([scope]);
+            }
+            let out = json!({"id": id, "type": RD_TYPE, "name": name, "properties": props});
+            let existed = {
+                let mut st = lock(&sim.inner.state);
+                st.resources
+                    .insert(
+                        key,
+                        Resource {
+                            id,
+                            rtype: RD_TYPE.into(),
+                            name: name.to_string(),
+                            rg: String::new(),
+                            body: out.clone(),
+                            state: "Succeeded".into(),
+                            op: None,
+                            etag: String::new(),
+                            keys: vec![],
+                            boot: None,
+                            created_ms: now_ms(),
+                        },
+                    )
+                    .is_some()
+            };
+            sim.persist_now();
+            let status = if existed {
                 StatusCode::OK
             } else {
                 StatusCode::CREATED

@@ -1,0 +1,307 @@
+//! Role-based access for the identities the simulator issues VM tokens to
+//! (IMDS, `vm:{scaleSet}_{instance}`): an ARM request of such a token is
+//! allowed only when a role assignment of its scale set's system-assigned
+//! identity, at the request's resource or above, grants the request's action
+//! (refused with 403 `AuthorizationFailed`, in ARM's words). The simulator's
+//! own client (flotilla's deployment identity) is not restricted here; its
+//! permissions are `SimConfig::permissions`.
+
+use crate::arm::{RA_TYPE, RD_TYPE};
+use crate::state::State;
+use crate::util::{arm_error, glob_match, Ctx};
+use crate::{lock, Sim};
+use axum::response::Response;
+use http::{Method, StatusCode};
+use serde_json::Value;
+
+/// A built-in role the simulator knows: its GUID, actions and not-actions.
+pub(crate) struct BuiltInRole {
+    pub id: &'static str,
+    pub actions: &'static [&'static str],
+    pub not_actions: &'static [&'static str],
+}
+
+/// The built-in roles the simulator knows (their control-plane actions as Azure lists them,
+/// limited to the providers the simulator serves).
+pub(crate) const BUILT_IN_ROLES: &[BuiltInRole] = &[
+    // Owner
+    BuiltInRole {
+        id: "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+        actions: &["*"],
+        not_actions: &[],
+    },
+    // Contributor
+    BuiltInRole {
+        id: "b24988ac-6180-42a0-ab88-20f7382dd24c",
+        actions: &["*"],
+        not_actions: &[
+            "Microsoft.Authorization/*/Delete",
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Authorization/elevateAccess/Action",
+        ],
+    },
+    // Reader
+    BuiltInRole {
+        id: "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+        actions: &["*/read"],
+        not_actions: &[],
+    },
+    // Virtual Machine Contributor
+    BuiltInRole {
+        id: "9980e02c-c2be-4d73-94e8-173b1dc7cf3c",
+        actions: &[
+            "Microsoft.Authorization/*/read",
+            "Microsoft.Compute/availabilitySets/*",
+            "Microsoft.Compute/locations/*",
+            "Microsoft.Compute/virtualMachines/*",
+            "Microsoft.Compute/virtualMachineScaleSets/*",
+            "Microsoft.Network/loadBalancers/backendAddressPools/join/action",
+            "Microsoft.Network/loadBalancers/read",
+            "Microsoft.Network/networkInterfaces/*",
+            "Microsoft.Network/networkSecurityGroups/join/action",
+            "Microsoft.Network/networkSecurityGroups/read",
+            "Microsoft.Network/publicIPAddresses/join/action",
+            "Microsoft.Network/publicIPAddresses/read",
+            "Microsoft.Network/virtualNetworks/read",
+            "Microsoft.Network/virtualNetworks/subnets/join/action",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+        ],
+        not_actions: &[],
+    },
+    // Storage Blob Data Reader
+    BuiltInRole {
+        id: "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+        actions: &[
+            "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+            "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
+        ],
+        not_actions: &[],
+    },
+];
+
+/// The built-in role a role definition id (`…/roleDefinitions/{guid}`) names.
+pub(crate) fn built_in(role_definition_id: &str) -> Option<&'static BuiltInRole> {
+    let guid = role_definition_id.rsplit('/').next()?;
+    BUILT_IN_ROLES
+        .iter()
+        .find(|r| r.id.eq_ignore_ascii_case(guid))
+}
+
+/// The authorization action of an ARM request: `{namespace}/{types…}/read|write|delete`,
+/// `…/{sub}/read` for a GET of a sub-path (`instanceView`), `…/{action}/action` for a POST.
+pub(crate) fn action_of(method: &Method, path: &str) -> String {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (ty, sub) = match segs
+        .iter()
+        .rposition(|s| s.eq_ignore_ascii_case("providers"))
+        .filter(|&i| i + 1 < segs.len())
+    {
+        Some(i) => {
+            let rest = &segs[i + 2..];
+            let mut ty = segs[i + 1].to_string();
+            for pair in rest.chunks(2) {
+                ty.push('/');
+                ty.push_str(pair[0]);
+            }
+            // An odd count ends with a sub-path or action name (`instanceView`, `listKeys`).
+            let sub = (rest.len() % 2 == 1).then(|| {
+                ty.truncate(ty.rfind('/').unwrap_or(ty.len()));
+                rest[rest.len() - 1].to_string()
+            });
+            (ty, sub)
+        }
+        None if segs.len() >= 4 => (
+            "Microsoft.Resources/subscriptions/resourceGroups".into(),
+            None,
+        ),
+        None => ("Microsoft.Resources/subscriptions".into(), None),
+    };
+    match (method, sub) {
+        (&Method::POST, Some(action)) => format!("{ty}/{action}/action"),
+        (&Method::GET, Some(sub)) => format!("{ty}/{sub}/read"),
+        (&Method::GET, None) => format!("{ty}/read"),
+        (&Method::DELETE, _) => format!("{ty}/delete"),
+        _ => format!("{ty}/write"),
+    }
+}
+
+/// The actions and not-actions of a role definition id: a built-in role, or
+/// a custom role defined in the simulator (by its GUID, at any scope).
+pub(crate) fn role_permissions(
+    st: &State,
+    role_definition_id: &str,
+) -> Option<(Vec<String>, Vec<String>)> {
+    if let Some(r) = built_in(role_definition_id) {
+        let own = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
+        return Some((own(r.actions), own(r.not_actions)));
+    }
+    let guid = role_definition_id.rsplit('/').next()?;
+    let custom = st
+        .resources
+        .values()
+        .find(|r| r.rtype == RD_TYPE && r.name.eq_ignore_ascii_case(guid))?;
+    let list = |field: &str| -> Vec<String> {
+        custom
+            .body
+            .pointer("/properties/permissions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get(field).and_then(Value::as_array))
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    };
+    Some((list("actions"), list("notActions")))
+}
+
+/// Whether `scope` is `path` or one of its ancestors.
+fn covers(scope: &str, path: &str) -> bool {
+    let scope = scope.trim_end_matches('/').to_ascii_lowercase();
+    let path = path.trim_end_matches('/').to_ascii_lowercase();
+    path == scope || path.starts_with(&format!("{scope}/"))
+}
+
+/// Whether a role assignment's role grants `action`.
+fn grants(st: &State, role_definition_id: &str, action: &str) -> bool {
+    role_permissions(st, role_definition_id).is_some_and(|(actions, not_actions)| {
+        actions.iter().any(|a| glob_match(a, action))
+            && !not_actions.iter().any(|a| glob_match(a, action))
+    })
+}
+
+/// Reading the status of a long-running operation is allowed to whoever
+/// started it; ARM does not check a role for it.
+fn is_operation_status(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.contains("/operations/") || lower.contains("/operationresults/")
+}
+
+/// Checks an ARM request of VM `vm`'s identity against its role assignments.
+#[allow(clippy::result_large_err)]
+pub(crate) fn authorize(sim: &Sim, ctx: &Ctx, vm: &str) -> Result<(), Response> {
+    if is_operation_status(&ctx.path) {
+        return Ok(());
+    }
+    let vmss = vm.rsplit_once('_').map(|(s, _)| s).unwrap_or(vm);
+    let action = action_of(&ctx.method, &ctx.path);
+    let st = lock(&sim.inner.state);
+    let principal = crate::arm::compute::principal_of_scale_set(&st, vmss);
+    let allowed = principal.as_deref().is_some_and(|principal| {
+        st.resources.values().any(|r| {
+            r.rtype == RA_TYPE
+                && r.body
+                    .pointer("/properties/principalId")
+                    .and_then(Value::as_str)
+                    == Some(principal)
+                && r.body
+                    .pointer("/properties/scope")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| covers(s, &ctx.path))
+                && r.body
+                    .pointer("/properties/roleDefinitionId")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| grants(&st, d, &action))
+        })
+    });
+    if allowed {
+        return Ok(());
+    }
+    let who = principal.unwrap_or_else(|| vm.to_string());
+    Err(arm_error(
+        StatusCode::FORBIDDEN,
+        "AuthorizationFailed",
+        &format!(
+            "The client '{who}' with object id '{who}' does not have authorization to perform action '{action}' over scope '{}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+            ctx.path
+        ),
+    ))
+}
+
+/// Whether `principal_id` is a service principal the simulator knows: its
+/// own client, the App Service identity, or a scale set's system-assigned identity.
+pub(crate) fn principal_exists(sim: &Sim, principal_id: &str) -> bool {
+    let st = lock(&sim.inner.state);
+    principal_id.eq_ignore_ascii_case(&st.creds.client_id)
+        || principal_id.eq_ignore_ascii_case(&st.creds.msi_client_id)
+        || st.resources.values().any(|r| {
+            r.body
+                .pointer("/identity/principalId")
+                .and_then(Value::as_str)
+                .is_some_and(|p| p.eq_ignore_ascii_case(principal_id))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VMSS: &str =
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/w";
+
+    #[test]
+    fn actions_are_named_as_arm_names_them() {
+        assert_eq!(
+            action_of(&Method::PATCH, VMSS),
+            "Microsoft.Compute/virtualMachineScaleSets/write"
+        );
+        assert_eq!(
+            action_of(&Method::GET, &format!("{VMSS}/instanceView")),
+            "Microsoft.Compute/virtualMachineScaleSets/instanceView/read"
+        );
+        assert_eq!(
+            action_of(&Method::GET, &format!("{VMSS}/virtualMachines/0")),
+            "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read"
+        );
+        assert_eq!(
+            action_of(&Method::DELETE, VMSS),
+            "Microsoft.Compute/virtualMachineScaleSets/delete"
+        );
+        assert_eq!(
+            action_of(
+                &Method::PUT,
+                &format!("{VMSS}/providers/Microsoft.Authorization/roleAssignments/g")
+            ),
+            "Microsoft.Authorization/roleAssignments/write"
+        );
+        assert_eq!(
+            action_of(&Method::GET, "/subscriptions/s/resourceGroups/rg"),
+            "Microsoft.Resources/subscriptions/resourceGroups/read"
+        );
+    }
+
+    #[test]
+    fn a_scope_covers_itself_and_what_is_below_only() {
+        assert!(covers(VMSS, VMSS));
+        assert!(covers(VMSS, &format!("{VMSS}/instanceView")));
+        assert!(!covers(VMSS, &format!("{VMSS}2")));
+        assert!(covers("/subscriptions/s/resourceGroups/rg", VMSS));
+    }
+
+    #[test]
+    fn roles_grant_their_actions_and_not_others() {
+        let st = State::fresh();
+        let grants = |d: &str, a: &str| grants(&st, d, a);
+        let vmc = "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/9980e02c-c2be-4d73-94e8-173b1dc7cf3c";
+        assert!(grants(
+            vmc,
+            "Microsoft.Compute/virtualMachineScaleSets/write"
+        ));
+        assert!(!grants(vmc, "Microsoft.Network/virtualNetworks/write"));
+        let contributor = "/providers/Microsoft.Authorization/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c";
+        assert!(grants(
+            contributor,
+            "Microsoft.Network/virtualNetworks/write"
+        ));
+        assert!(!grants(
+            contributor,
+            "Microsoft.Authorization/roleAssignments/write"
+        ));
+        assert!(!grants(
+            ".../roleDefinitions/unknown",
+            "Microsoft.Compute/virtualMachineScaleSets/read"
+        ));
+    }
+}
