@@ -12,7 +12,7 @@ use common::Flow;
 use flotilla_azure::kube::KubeClient;
 use flotilla_azure::vault::Vault;
 use flotilla_core::names;
-use flotilla_core::saga::{JobStatus, StepName};
+use flotilla_core::saga::{JobStatus, Saga, StepName};
 use flotilla_core::spec::ClusterSpec;
 use flotilla_sim::FaultRule;
 use std::time::{Duration, Instant};
