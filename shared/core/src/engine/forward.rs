@@ -547,18 +547,23 @@ impl Engine {
             }
             steps::join::Verdict::Waiting(why) => {
                 tracing::debug!(job = %txn.saga.id, checks, %why, "nodes not joined yet");
-                let emit = decide::wait_for(
-                    &mut txn.saga,
-                    PendingPurpose::JoinCheck,
-                    None,
-                    self.policy.join_interval,
-                    self.now(),
-                );
-                txn.outbox.push(emit);
+                self.check_again(txn, PendingPurpose::JoinCheck);
                 self.save(txn).await?;
                 Ok(false)
             }
         }
+    }
+
+    /// Schedules the next node check (`purpose`) after `join_interval`.
+    pub(super) fn check_again(&self, txn: &mut Txn, purpose: PendingPurpose) {
+        let emit = decide::wait_for(
+            &mut txn.saga,
+            purpose,
+            None,
+            self.policy.join_interval,
+            self.now(),
+        );
+        txn.outbox.push(emit);
     }
 
     /// `join` found a scale set `Failed` behind its recorded create: the
@@ -590,14 +595,7 @@ impl Engine {
         match self.run_op(txn, &op).await {
             Ok(None) => {
                 decide::resource_created(&mut txn.saga, index);
-                let emit = decide::wait_for(
-                    &mut txn.saga,
-                    PendingPurpose::JoinCheck,
-                    None,
-                    self.policy.join_interval,
-                    self.now(),
-                );
-                txn.outbox.push(emit);
+                self.check_again(txn, PendingPurpose::JoinCheck);
                 self.save(txn).await
             }
             Ok(Some(poll)) => {
@@ -654,14 +652,7 @@ impl Engine {
             }
             steps::join::Verdict::Waiting(why) => {
                 tracing::debug!(job = %txn.saga.id, pool, checks, %why, "scaled nodes not Ready yet");
-                let emit = decide::wait_for(
-                    &mut txn.saga,
-                    purpose,
-                    None,
-                    self.policy.join_interval,
-                    self.now(),
-                );
-                txn.outbox.push(emit);
+                self.check_again(txn, purpose);
             }
         }
         self.save(txn).await

@@ -196,14 +196,7 @@ impl Engine {
             }
             steps::join::Verdict::Waiting(why) => {
                 tracing::debug!(job = %txn.saga.id, pool, checks, %why, "new pool's nodes not Ready yet");
-                let emit = decide::wait_for(
-                    &mut txn.saga,
-                    purpose,
-                    None,
-                    self.policy.join_interval,
-                    self.now(),
-                );
-                txn.outbox.push(emit);
+                self.check_again(txn, purpose);
                 self.save(txn).await
             }
         }

@@ -141,14 +141,8 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
     let Some(principal) = cluster_principal(saga, env) else {
         return vec![];
     };
-    let subnet = rg_id(
-        saga,
-        env,
-        "Microsoft.Network",
-        "virtualNetworks",
-        &names::vnet(&saga.id),
-    )
-    .child("subnets", names::WORKER_SUBNET);
+    // flotilla's own worker subnet, or the existing network's.
+    let subnet = super::subnet_id(saga, env, names::WORKER_SUBNET);
     saga.spec
         .worker_pools
         .iter()
