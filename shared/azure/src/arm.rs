@@ -550,6 +550,24 @@ impl ArmClient {
         Ok(items.iter().filter_map(listed).collect())
     }
 
+    /// The resources of a resource group whose name contains `fragment`
+    /// (`$filter=substringof('…', name)`, evaluated by ARM), with type, tags
+    /// and creation time.
+    pub async fn list_named(
+        &self,
+        resource_group: &str,
+        fragment: &str,
+    ) -> Result<Vec<Listed>, AzureError> {
+        let rg = ResourceId::resource_group(&self.subscription_id, resource_group);
+        self.check_action(&Method::Get, &rg, Some("resources"))?;
+        let mut url = self.url(&rg, Some("resources"), "2021-04-01")?;
+        url.query_pairs_mut()
+            .append_pair("$expand", "createdTime")
+            .append_pair("$filter", &format!("substringof('{fragment}', name)"));
+        let items = self.list_pages(url).await?;
+        Ok(items.iter().filter_map(listed).collect())
+    }
+
     /// The Compute resource SKUs offered to the subscription in `location`
     /// (`$filter=location eq '…'`), each with its zones and restrictions.
     /// A subscription-scope read (`Microsoft.Compute/skus/read`).

@@ -68,6 +68,14 @@ impl Arm for ArmClient {
         ArmClient::list_resources(self, resource_group, tag).await
     }
 
+    async fn list_named(
+        &self,
+        resource_group: &str,
+        fragment: &str,
+    ) -> Result<Vec<Listed>, AzureError> {
+        ArmClient::list_named(self, resource_group, fragment).await
+    }
+
     async fn list_of_type(
         &self,
         resource_group: &str,

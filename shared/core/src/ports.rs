@@ -205,6 +205,23 @@ pub trait Arm: Send + Sync {
         resource_group: &str,
         tag: Option<(&str, &str)>,
     ) -> Result<Vec<Listed>, AzureError>;
+    /// The resources of a resource group whose name contains `fragment`, as
+    /// [`Arm::list_resources`] lists them (ARM filters them itself).
+    async fn list_named(
+        &self,
+        resource_group: &str,
+        fragment: &str,
+    ) -> Result<Vec<Listed>, AzureError> {
+        let all = self.list_resources(resource_group, None).await?;
+        Ok(all
+            .into_iter()
+            .filter(|l| {
+                l.name
+                    .to_ascii_lowercase()
+                    .contains(&fragment.to_ascii_lowercase())
+            })
+            .collect())
+    }
     /// Every resource of `resource_type` (`Microsoft.Network/virtualNetworks`)
     /// in a resource group, with its full body; a missing group holds nothing.
     async fn list_of_type(

@@ -654,7 +654,8 @@ impl Engine {
                 )
             });
         if let Some(listed) = read(
-            arm.list_resources(&spec.resource_group, None).await,
+            // Every planned name holds the job id: ARM lists only those.
+            arm.list_named(&spec.resource_group, job).await,
             "the names the job will use",
             "resourceGroup",
             &mut out.warnings,

@@ -9,6 +9,17 @@ use axum::response::Response;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
+/// `substringof('s', name)`: the name fragment, lower-cased (ARM compares
+/// names without regard to case).
+fn parse_name_filter(filter: &str) -> Option<String> {
+    let rest = filter.trim().strip_prefix("substringof(")?.trim_start();
+    let rest = rest.strip_prefix('\'')?;
+    let end = rest.find('\'')?;
+    let tail = rest[end + 1..].trim_start().strip_prefix(',')?.trim();
+    (tail.strip_suffix(')')?.trim().eq_ignore_ascii_case("name"))
+        .then(|| rest[..end].to_ascii_lowercase())
+}
+
 pub(crate) fn list(
     sim: &Sim,
     ctx: &Ctx,
@@ -18,12 +29,14 @@ pub(crate) fn list(
     if ctx.method != Method::GET {
         return Err(method_not_allowed(ctx));
     }
+    let name_part = ctx.q("$filter").and_then(parse_name_filter);
     let filter = match ctx.q("$filter") {
         None => None,
+        Some(_) if name_part.is_some() => None,
         Some(f) => Some(parse_tag_filter(f).ok_or_else(|| {
             bad(
                 "InvalidFilterInQueryString",
-                &format!("Invalid $filter '{f}': only \"tagName eq 'k' [and tagValue eq 'v']\" is supported."),
+                &format!("Invalid $filter '{f}': only \"tagName eq 'k' [and tagValue eq 'v']\" or \"substringof('s', name)\" is supported."),
             )
         })?),
     };
@@ -46,6 +59,11 @@ pub(crate) fn list(
         }
         if let Some(want) = &rg_lc {
             if &r.rg != want {
+                continue;
+            }
+        }
+        if let Some(part) = &name_part {
+            if !r.name.to_ascii_lowercase().contains(part) {
                 continue;
             }
         }
@@ -154,4 +172,24 @@ pub(crate) fn usages(sim: &Sim, ctx: &Ctx, location: &str) -> Result<Response, R
         StatusCode::OK,
         &compute::usages(&st, &sim.inner.config, location),
     ))
+}
+
+#[cfg(test)]
+mod name_filter_tests {
+    use super::parse_name_filter;
+
+    #[test]
+    fn substringof_name_is_read_and_anything_else_is_not() {
+        assert_eq!(
+            parse_name_filter("substringof('Demo-x1', name)").as_deref(),
+            Some("demo-x1")
+        );
+        assert_eq!(
+            parse_name_filter(" substringof( 'a' ,name ) ").as_deref(),
+            Some("a")
+        );
+        assert_eq!(parse_name_filter("substringof('a', type)"), None);
+        assert_eq!(parse_name_filter("tagName eq 'a'"), None);
+        assert_eq!(parse_name_filter("substringof('a'"), None);
+    }
 }
