@@ -9,6 +9,29 @@ use axum::response::Response;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
+/// GET (404 from `not_found` when missing) or DELETE (200 with what was
+/// removed, 204 when nothing was there) of an authorization resource.
+fn read_or_remove(
+    sim: &Sim,
+    ctx: &Ctx,
+    key: &str,
+    not_found: impl FnOnce() -> Response,
+) -> Result<Response, Response> {
+    if ctx.method == Method::GET {
+        let st = lock(&sim.inner.state);
+        let r = st.resources.get(key).ok_or_else(not_found)?;
+        return Ok(json_response(StatusCode::OK, &r.body));
+    }
+    let removed = lock(&sim.inner.state).resources.remove(key);
+    match removed {
+        Some(r) => {
+            sim.persist_now();
+            Ok(json_response(StatusCode::OK, &r.body))
+        }
+        None => Ok(empty(StatusCode::NO_CONTENT)),
+    }
+}
+
 pub(crate) fn role_assignment(
     sim: &Sim,
     ctx: &Ctx,
@@ -25,21 +48,7 @@ pub(crate) fn role_assignment(
         )
     };
     match ctx.method {
-        Method::GET => {
-            let st = lock(&sim.inner.state);
-            let r = st.resources.get(&key).ok_or_else(not_found)?;
-            Ok(json_response(StatusCode::OK, &r.body))
-        }
-        Method::DELETE => {
-            let removed = lock(&sim.inner.state).resources.remove(&key);
-            match removed {
-                Some(r) => {
-                    sim.persist_now();
-                    Ok(json_response(StatusCode::OK, &r.body))
-                }
-                None => Ok(empty(StatusCode::NO_CONTENT)),
-            }
-        }
+        Method::GET | Method::DELETE => read_or_remove(sim, ctx, &key, not_found),
         Method::PUT => {
             let body = parse_body(ctx)?;
             if uuid::Uuid::parse_str(name).is_err() {
@@ -205,21 +214,7 @@ pub(crate) fn role_definition(
         )
     };
     match ctx.method {
-        Method::GET => {
-            let st = lock(&sim.inner.state);
-            let r = st.resources.get(&key).ok_or_else(not_found)?;
-            Ok(json_response(StatusCode::OK, &r.body))
-        }
-        Method::DELETE => {
-            let removed = lock(&sim.inner.state).resources.remove(&key);
-            match removed {
-                Some(r) => {
-                    sim.persist_now();
-                    Ok(json_response(StatusCode::OK, &r.body))
-                }
-                None => Ok(empty(StatusCode::NO_CONTENT)),
-            }
-        }
+        Method::GET | Method::DELETE => read_or_remove(sim, ctx, &key, not_found),
         Method::PUT => {
             let body = parse_body(ctx)?;
             if uuid::Uuid::parse_str(name).is_err() {
