@@ -314,7 +314,13 @@ impl LocalWorld {
             "storageAccounts",
             &account,
         );
-        prepare_environment(&config, &staging, &staging_account_id).await?;
+        // The environment stands before any job does (infra/ deploys it on
+        // Azure): its set-up is not simulated work, so its operations finish
+        // at once and `serve` is ready without waiting a simulated LRO.
+        sim.set_lro(std::time::Duration::ZERO);
+        let prepared = prepare_environment(&config, &staging, &staging_account_id).await;
+        sim.set_lro(opts.lro);
+        prepared?;
         let embedded = match &opts.data_dir {
             Some(dir) if opts.read_only => Embedded::open_read_only(&dir.join("flotilla.db")),
             Some(dir) => Embedded::open(&dir.join("flotilla.db"), opts.bus),

@@ -53,6 +53,36 @@ pub fn is_job_id(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
+/// The job ids a resource id may belong to: every prefix of one of its
+/// segments that looks like a job id (a name, `-`, six lowercase letters or
+/// digits) and is followed by `-` or ends the segment. flotilla names each
+/// resource it creates after its job (`{job}-vnet`, `{job}-pool-a`) or
+/// places it under one (a subnet, a role assignment on a scale set), so an
+/// event about one of them leads straight to its job without a scan.
+pub fn jobs_named_in(resource_id: &str) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    for seg in resource_id.split('/') {
+        let seg = seg.to_ascii_lowercase();
+        let ends = seg.match_indices('-').map(|(i, _)| i).chain([seg.len()]);
+        for end in ends {
+            let candidate = &seg[..end];
+            let Some((name, suffix)) = candidate.rsplit_once('-') else {
+                continue;
+            };
+            let looks_like_job = !name.is_empty()
+                && suffix.len() == 6
+                && suffix
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && is_job_id(candidate);
+            if looks_like_job && !out.iter().any(|j| j == candidate) {
+                out.push(candidate.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Tags for a resource of `job`: the user's tags plus flotilla's own.
 pub fn tags(job: &str, spec: &ClusterSpec) -> BTreeMap<String, String> {
     let mut t = spec.tags.clone();
@@ -182,3 +212,36 @@ pub fn node_secrets(job: &str) -> Vec<String> {
 pub const NODE_ROLE_LABEL: &str = "flotilla.io/role";
 /// Node label a worker registers with: its pool's name.
 pub const NODE_POOL_LABEL: &str = "flotilla.io/pool";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resource_id_names_its_job() {
+        let sub = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/flotilla-clusters/providers";
+        assert_eq!(
+            jobs_named_in(&format!(
+                "{sub}/Microsoft.Compute/virtualMachineScaleSets/demo-abc123-pool-gpu"
+            )),
+            ["demo-abc123"]
+        );
+        assert_eq!(
+            jobs_named_in(&format!(
+                "{sub}/Microsoft.Network/virtualNetworks/my-lab-x1y2z3-vnet/subnets/workers"
+            )),
+            ["my-lab-x1y2z3"]
+        );
+        // A role assignment is found through the scale set it is scoped to
+        // (`demo-abc123-master` could be a job id too: a candidate is only
+        // a document to read, and one that is not there costs one read).
+        assert_eq!(
+            jobs_named_in(&format!("{sub}/Microsoft.Compute/virtualMachineScaleSets/demo-abc123-master/providers/Microsoft.Authorization/roleAssignments/6f1c2d3e-0000-4000-8000-000000000000")),
+            ["demo-abc123", "demo-abc123-master"]
+        );
+        assert!(jobs_named_in(&format!(
+            "{sub}/Microsoft.Network/virtualNetworks/corp-net/subnets/apps"
+        ))
+        .is_empty());
+    }
+}

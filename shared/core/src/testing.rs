@@ -60,6 +60,8 @@ pub struct MemoryStore {
     version: AtomicU64,
     /// Replaces left to refuse with `Unavailable` (a store outage).
     pub fail_replaces: AtomicU64,
+    /// How many times every document was listed.
+    pub lists: AtomicU64,
 }
 
 impl MemoryStore {
@@ -122,6 +124,7 @@ impl SagaStore for MemoryStore {
     }
 
     async fn list(&self) -> Result<Vec<StoredDoc>, StoreError> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
         Ok(lock(&self.docs)
             .iter()
             .map(|(id, (v, d))| StoredDoc {

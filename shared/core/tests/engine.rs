@@ -383,6 +383,7 @@ async fn degraded_marking_goes_through_decide_and_the_outbox() {
         .unwrap();
     // While ARM still has it, a delete event changes nothing.
     let sent = w.bus.sent.load(Ordering::SeqCst);
+    let lists = w.store.lists.load(Ordering::SeqCst);
     assert_eq!(
         w.engine.mark_degraded(&vnet).await.unwrap(),
         DeletedOutside::StillExists(vec![job.clone()])
@@ -409,11 +410,21 @@ async fn degraded_marking_goes_through_decide_and_the_outbox() {
         DeletedOutside::NotOurs
     );
     assert_eq!(
+        w.store.lists.load(Ordering::SeqCst),
+        lists,
+        "the job came from the resource's name, not from a scan of every saga"
+    );
+    assert_eq!(
         w.engine
             .mark_degraded("/subscriptions/x/resourceGroups/y/providers/A.B/c/d")
             .await
             .unwrap(),
         DeletedOutside::NotOurs
+    );
+    assert_eq!(
+        w.store.lists.load(Ordering::SeqCst),
+        lists + 1,
+        "an id naming no job is looked for in every saga"
     );
 }
 

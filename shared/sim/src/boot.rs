@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-const VMSS_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets";
+use crate::arm::VMSS_TYPE;
 /// Scripts running at once (each mostly waits on HTTP and the stubs).
 const PARALLEL: usize = 4;
 
@@ -133,8 +133,7 @@ fn sets(sim: &Sim) -> Vec<SetInfo> {
     let st = lock(&sim.inner.state);
     let mut out: Vec<SetInfo> = st
         .resources
-        .iter()
-        .filter(|(_, r)| r.rtype == VMSS_TYPE)
+        .group(&VMSS_TYPE.to_ascii_lowercase())
         .filter_map(|(key, r)| {
             let boot = r.boot.as_ref().filter(|b| now >= b.ready_at_ms)?;
             let ext = r

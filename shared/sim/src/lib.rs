@@ -299,6 +299,9 @@ pub(crate) struct Buckets {
 /// Shared simulator internals.
 pub(crate) struct Inner {
     pub config: SimConfig,
+    /// How long a long-running operation takes now, in ms (`config.lro`
+    /// unless `Sim::set_lro` changed it).
+    pub lro_ms: std::sync::atomic::AtomicU64,
     pub state: Mutex<State>,
     /// Serialises saves of the state (the SQLite database of the data directory).
     pub persist: Mutex<state::Persist>,
@@ -371,6 +374,7 @@ impl Sim {
         let kube = kube::Registry::load(config.data_dir.as_deref());
         let sim = Sim {
             inner: Arc::new(Inner {
+                lro_ms: (config.lro.as_millis() as u64).into(),
                 config,
                 state: Mutex::new(state),
                 persist: Mutex::new(persist),
@@ -497,7 +501,16 @@ impl Sim {
     }
 
     pub(crate) fn lro_ms(&self) -> u64 {
-        self.inner.config.lro.as_millis() as u64
+        self.inner.lro_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Changes how long long-running operations started from now on take
+    /// (and how long instances take to boot); operations already started keep
+    /// their duration.
+    pub fn set_lro(&self, lro: Duration) {
+        self.inner
+            .lro_ms
+            .store(lro.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn data_dir(&self) -> Option<&Path> {

@@ -157,11 +157,27 @@ pub(crate) fn role_permissions(
     Some((list("actions"), list("notActions")))
 }
 
-/// Whether `scope` is `path` or one of its ancestors.
-fn covers(scope: &str, path: &str) -> bool {
-    let scope = scope.trim_end_matches('/').to_ascii_lowercase();
+/// Every scope that covers `path` (lowercase, without a trailing `/`):
+/// the path itself and each of its ancestors, down to `/`.
+fn scopes_covering(path: &str) -> impl Iterator<Item = String> {
     let path = path.trim_end_matches('/').to_ascii_lowercase();
-    path == scope || path.starts_with(&format!("{scope}/"))
+    let mut ends: Vec<usize> = path.match_indices('/').map(|(i, _)| i).collect();
+    ends.push(path.len());
+    ends.into_iter().map(move |i| path[..i].to_string())
+}
+
+/// The role assignments made exactly at `scope` (lowercase), found by
+/// their ids, which extend the scope.
+pub(crate) fn assignments_at<'a>(
+    st: &'a State,
+    scope: &str,
+) -> impl Iterator<Item = &'a crate::state::Resource> + 'a {
+    let prefix = format!(
+        "{}/providers/{}/",
+        scope.trim_end_matches('/').to_ascii_lowercase(),
+        RA_TYPE.to_ascii_lowercase()
+    );
+    st.resources.with_prefix(prefix).map(|(_, r)| r)
 }
 
 /// Whether a role assignment's role grants `action`.
@@ -190,20 +206,17 @@ pub(crate) fn authorize(sim: &Sim, ctx: &Ctx, vm: &str) -> Result<(), Response> 
     let st = lock(&sim.inner.state);
     let principal = crate::arm::compute::principal_of_scale_set(&st, vmss);
     let allowed = principal.as_deref().is_some_and(|principal| {
-        st.resources.values().any(|r| {
-            r.rtype == RA_TYPE
-                && r.body
+        scopes_covering(&ctx.path).any(|scope| {
+            assignments_at(&st, &scope).any(|r| {
+                r.body
                     .pointer("/properties/principalId")
                     .and_then(Value::as_str)
                     == Some(principal)
-                && r.body
-                    .pointer("/properties/scope")
-                    .and_then(Value::as_str)
-                    .is_some_and(|s| covers(s, &ctx.path))
-                && r.body
-                    .pointer("/properties/roleDefinitionId")
-                    .and_then(Value::as_str)
-                    .is_some_and(|d| grants(&st, d, &action))
+                    && r.body
+                        .pointer("/properties/roleDefinitionId")
+                        .and_then(Value::as_str)
+                        .is_some_and(|d| grants(&st, d, &action))
+            })
         })
     });
     if allowed {
@@ -226,17 +239,19 @@ pub(crate) fn principal_exists(sim: &Sim, principal_id: &str) -> bool {
     let st = lock(&sim.inner.state);
     principal_id.eq_ignore_ascii_case(&st.creds.client_id)
         || principal_id.eq_ignore_ascii_case(&st.creds.msi_client_id)
-        || st.resources.values().any(|r| {
-            r.body
-                .pointer("/identity/principalId")
-                .and_then(Value::as_str)
-                .is_some_and(|p| p.eq_ignore_ascii_case(principal_id))
-        })
+        || crate::arm::compute::scale_set_figures(&st)
+            .principals
+            .contains(&principal_id.to_ascii_lowercase())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn covers(scope: &str, path: &str) -> bool {
+        let scope = scope.trim_end_matches('/').to_ascii_lowercase();
+        scopes_covering(path).any(|s| s == scope)
+    }
 
     const VMSS: &str =
         "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/w";

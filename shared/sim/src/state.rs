@@ -10,7 +10,7 @@ use crate::util::{now_ms, random_token};
 use crate::SimError;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
-use std::collections::{btree_map, BTreeMap, BTreeSet};
+use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 /// The older whole-state file, migrated on first start.
@@ -18,12 +18,25 @@ const STATE_FILE: &str = "state.json";
 /// The database the state is saved in.
 pub(crate) const DB_FILE: &str = "state.db";
 
+/// A value that may belong to a group the simulator looks up often (a
+/// resource's type), so `Tracked::group` answers without scanning the map.
+pub(crate) trait Grouped {
+    /// The group's name, lowercase; `None` keeps the value out of every group.
+    fn group(&self) -> Option<String> {
+        None
+    }
+}
+
 /// A map that remembers which keys changed since the last save. Reads go through
-/// `Deref`; every method that can change an entry marks its key.
+/// `Deref`; every method that can change an entry marks its key. Values are also
+/// indexed by [`Grouped::group`], which must not change while a value is stored.
 #[derive(Debug)]
 pub(crate) struct Tracked<V> {
     map: BTreeMap<String, V>,
     dirty: BTreeSet<String>,
+    groups: HashMap<String, BTreeSet<String>>,
+    /// Per group, a count of the changes made to its values (see `group_version`).
+    versions: HashMap<String, u64>,
 }
 
 impl<V: Clone> Clone for Tracked<V> {
@@ -31,6 +44,8 @@ impl<V: Clone> Clone for Tracked<V> {
         Tracked {
             map: self.map.clone(),
             dirty: self.dirty.clone(),
+            groups: self.groups.clone(),
+            versions: self.versions.clone(),
         }
     }
 }
@@ -40,6 +55,8 @@ impl<V> Default for Tracked<V> {
         Tracked {
             map: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            groups: HashMap::new(),
+            versions: HashMap::new(),
         }
     }
 }
@@ -51,10 +68,61 @@ impl<V> std::ops::Deref for Tracked<V> {
     }
 }
 
-impl<V> Tracked<V> {
+impl<V: Grouped> Tracked<V> {
+    /// The entries of group `name` (lowercase), in key order.
+    pub fn group<'a>(&'a self, name: &str) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+        self.groups
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.map.get_key_value(k))
+    }
+    /// Changes when any value of group `name` is inserted, removed or
+    /// borrowed mutably: what was derived from the group at one version
+    /// still holds while the version is the same.
+    pub fn group_version(&self, name: &str) -> u64 {
+        self.versions.get(name).copied().unwrap_or(0)
+    }
+    fn touch(&mut self, group: Option<String>) {
+        if let Some(g) = group {
+            *self.versions.entry(g).or_default() += 1;
+        }
+    }
+    /// The entries whose keys start with `prefix`, in key order.
+    pub fn with_prefix(&self, prefix: String) -> impl Iterator<Item = (&String, &V)> {
+        self.map
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+    }
+    /// Inserts without marking the key changed (loading saved state).
+    fn load(&mut self, key: String, value: V) {
+        self.touch(value.group());
+        if let Some(g) = value.group() {
+            self.groups.entry(g).or_default().insert(key.clone());
+        }
+        if let Some(old) = self.map.insert(key.clone(), value) {
+            self.ungroup(&key, &old);
+        }
+    }
+    fn ungroup(&mut self, key: &str, old: &V) {
+        self.touch(old.group());
+        if let Some(g) = old.group() {
+            if self.map.get(key).and_then(Grouped::group).as_ref() == Some(&g) {
+                return;
+            }
+            if let Some(keys) = self.groups.get_mut(&g) {
+                keys.remove(key);
+            }
+        }
+    }
     /// Mutable access to an entry (marked changed).
     pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
-        if self.map.contains_key(key) {
+        if let Some(v) = self.map.get(key) {
+            let group = v.group();
+            self.touch(group);
             self.dirty.insert(key.to_string());
         }
         self.map.get_mut(key)
@@ -62,28 +130,45 @@ impl<V> Tracked<V> {
     /// Inserts or replaces an entry.
     pub fn insert(&mut self, key: String, value: V) -> Option<V> {
         self.dirty.insert(key.clone());
-        self.map.insert(key, value)
+        self.touch(value.group());
+        if let Some(g) = value.group() {
+            self.groups.entry(g).or_default().insert(key.clone());
+        }
+        let old = self.map.insert(key.clone(), value);
+        if let Some(old) = &old {
+            self.ungroup(&key, old);
+        }
+        old
     }
     /// Removes an entry.
     pub fn remove(&mut self, key: &str) -> Option<V> {
         let v = self.map.remove(key);
-        if v.is_some() {
+        if let Some(v) = &v {
             self.dirty.insert(key.to_string());
+            self.ungroup(key, v);
         }
         v
     }
     /// Keeps the entries `keep` accepts; the others are removed (and marked).
     pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut V) -> bool) {
-        let dirty = &mut self.dirty;
+        let mut gone = vec![];
         self.map.retain(|k, v| {
             let kept = keep(k, v);
             if !kept {
-                dirty.insert(k.clone());
+                gone.push((k.clone(), v.group()));
             }
             kept
         });
+        for (k, g) in gone {
+            self.touch(g.clone());
+            if let Some(keys) = g.and_then(|g| self.groups.get_mut(&g)) {
+                keys.remove(&k);
+            }
+            self.dirty.insert(k);
+        }
     }
-    /// The entry for `key` (marked changed).
+    /// The entry for `key` (marked changed). Only for ungrouped values: an
+    /// insert through the entry would bypass the group index.
     pub fn entry(&mut self, key: String) -> btree_map::Entry<'_, String, V> {
         self.dirty.insert(key.clone());
         self.map.entry(key)
@@ -118,12 +203,13 @@ impl<V: Serialize> Serialize for Tracked<V> {
     }
 }
 
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for Tracked<V> {
+impl<'de, V: Deserialize<'de> + Grouped> Deserialize<'de> for Tracked<V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Tracked {
-            map: BTreeMap::deserialize(d)?,
-            dirty: BTreeSet::new(),
-        })
+        let mut t = Tracked::default();
+        for (k, v) in BTreeMap::<String, V>::deserialize(d)? {
+            t.load(k, v);
+        }
+        Ok(t)
     }
 }
 
@@ -189,6 +275,17 @@ pub(crate) struct Resource {
     #[serde(default)]
     pub created_ms: i64,
 }
+
+impl Grouped for Resource {
+    fn group(&self) -> Option<String> {
+        Some(self.rtype.to_ascii_lowercase())
+    }
+}
+impl Grouped for Operation {}
+impl Grouped for Secret {}
+impl Grouped for Container {}
+impl Grouped for Blob {}
+impl Grouped for TokenInfo {}
 
 /// What an asynchronous operation does when it finishes.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,9 +391,33 @@ pub(crate) struct State {
     /// Names (lowercase) of scale sets deleted since start: their VMs are gone.
     #[serde(skip)]
     pub deleted_scale_sets: std::collections::HashSet<String>,
+    /// What the scale sets add up to, kept while none of them changes
+    /// (`arm::compute::scale_set_figures`).
+    #[serde(skip)]
+    pub scale_set_figures: std::sync::Mutex<ScaleSetFigures>,
+}
+
+/// Totals over every scale set, derived at one version of the scale sets.
+#[derive(Debug, Default)]
+pub(crate) struct ScaleSetFigures {
+    /// The scale sets' group version these figures were derived at, plus one
+    /// (zero: never derived).
+    pub version: u64,
+    /// Per normalized location: quota name (`cores`, a family,
+    /// `virtualMachines`, `virtualMachineScaleSets`) to amount in use.
+    pub usage: HashMap<String, BTreeMap<String, u64>>,
+    /// The system-assigned identities' principal ids, lowercase.
+    pub principals: std::collections::HashSet<String>,
 }
 
 impl State {
+    /// The resources of ARM type `rtype` (any casing), without a scan.
+    pub fn of_type<'a>(&'a self, rtype: &str) -> impl Iterator<Item = &'a Resource> + 'a {
+        self.resources
+            .group(&rtype.to_ascii_lowercase())
+            .map(|(_, r)| r)
+    }
+
     /// A new, empty state with freshly generated credentials.
     pub fn fresh() -> State {
         State {
@@ -315,6 +436,7 @@ impl State {
             purge_protection: false,
             pending: BTreeSet::new(),
             deleted_scale_sets: Default::default(),
+            scale_set_figures: Default::default(),
         }
     }
 
@@ -467,29 +589,23 @@ impl Persist {
             match kind.as_str() {
                 "resource" => {
                     st.resources
-                        .map
-                        .insert(key, serde_json::from_str(&value).map_err(bad)?);
+                        .load(key, serde_json::from_str(&value).map_err(bad)?);
                 }
                 "op" => {
-                    st.ops
-                        .map
-                        .insert(key, serde_json::from_str(&value).map_err(bad)?);
+                    st.ops.load(key, serde_json::from_str(&value).map_err(bad)?);
                 }
                 "secret" => {
                     st.secrets
-                        .map
-                        .insert(key, serde_json::from_str(&value).map_err(bad)?);
+                        .load(key, serde_json::from_str(&value).map_err(bad)?);
                 }
                 "container" => {
                     st.containers
-                        .map
-                        .insert(key, serde_json::from_str(&value).map_err(bad)?);
+                        .load(key, serde_json::from_str(&value).map_err(bad)?);
                 }
                 "blob" => blobs.push((key, value)),
                 "token" => {
                     st.tokens
-                        .map
-                        .insert(key, serde_json::from_str(&value).map_err(bad)?);
+                        .load(key, serde_json::from_str(&value).map_err(bad)?);
                 }
                 "meta" if key == "creds" => {
                     creds = Some(serde_json::from_str(&value).map_err(bad)?)
@@ -507,7 +623,7 @@ impl Persist {
             let blob: Blob = serde_json::from_str(&value)
                 .map_err(|e| db_error(path, format!("blob {ckey}/{name}: {e}")))?;
             if let Some(c) = st.containers.map.get_mut(ckey) {
-                c.blobs.map.insert(name.to_string(), blob);
+                c.blobs.load(name.to_string(), blob);
             }
         }
         let Some(creds) = creds else {
@@ -564,5 +680,81 @@ impl State {
         })?;
         st.after_load();
         Ok(Some(st))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(id: &str, rtype: &str) -> Resource {
+        Resource {
+            id: id.into(),
+            rtype: rtype.into(),
+            name: id.rsplit('/').next().unwrap_or(id).into(),
+            rg: String::new(),
+            body: Value::Null,
+            state: "Succeeded".into(),
+            op: None,
+            etag: String::new(),
+            keys: vec![],
+            boot: None,
+            created_ms: 0,
+        }
+    }
+
+    fn names(t: &Tracked<Resource>, group: &str) -> Vec<String> {
+        t.group(group).map(|(_, r)| r.name.clone()).collect()
+    }
+
+    #[test]
+    fn groups_follow_inserts_removes_retains_and_loads() {
+        const VMSS: &str = "Microsoft.Compute/virtualMachineScaleSets";
+        let vmss = VMSS.to_ascii_lowercase();
+        let mut t = Tracked::<Resource>::default();
+        let v0 = t.group_version(&vmss);
+        t.insert("a".into(), resource("a", VMSS));
+        t.insert(
+            "b".into(),
+            resource("b", "Microsoft.Network/virtualNetworks"),
+        );
+        t.insert("c".into(), resource("c", VMSS));
+        assert_eq!(names(&t, &vmss), ["a", "c"]);
+        let v1 = t.group_version(&vmss);
+        assert!(v1 > v0);
+        // A change to another group leaves this one's figures valid.
+        t.get_mut("b");
+        assert_eq!(t.group_version(&vmss), v1);
+        t.get_mut("a");
+        assert!(t.group_version(&vmss) > v1);
+        // Replacing a value with one of another type moves it.
+        t.insert(
+            "a".into(),
+            resource("a", "Microsoft.Network/virtualNetworks"),
+        );
+        assert_eq!(names(&t, &vmss), ["c"]);
+        t.remove("c");
+        assert!(names(&t, &vmss).is_empty());
+        t.insert("d".into(), resource("d", VMSS));
+        t.retain(|k, _| k != "d");
+        assert!(names(&t, &vmss).is_empty());
+        assert_eq!(names(&t, "microsoft.network/virtualnetworks"), ["a", "b"]);
+        // A saved map loads back with its groups.
+        let json = serde_json::to_string(&t).unwrap();
+        let back: Tracked<Resource> = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            names(&back, "microsoft.network/virtualnetworks"),
+            ["a", "b"]
+        );
+    }
+
+    #[test]
+    fn a_prefix_finds_exactly_the_keys_below_it() {
+        let mut t = Tracked::<Resource>::default();
+        for k in ["/s/a", "/s/a/x", "/s/a/y", "/s/ab", "/s/b"] {
+            t.insert(k.into(), resource(k, "T"));
+        }
+        let keys: Vec<&String> = t.with_prefix("/s/a/".into()).map(|(k, _)| k).collect();
+        assert_eq!(keys, ["/s/a/x", "/s/a/y"]);
     }
 }

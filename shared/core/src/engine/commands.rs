@@ -227,10 +227,7 @@ impl Engine {
         {
             return Ok(None);
         }
-        for doc in self.store.list().await? {
-            let Ok(saga) = serde_json::from_value::<Saga>(doc.doc) else {
-                continue;
-            };
+        for saga in self.sagas_named_in(resource_id).await? {
             let Some(pool) = saga
                 .spec
                 .worker_pools
@@ -287,6 +284,27 @@ impl Engine {
         Ok(None)
     }
 
+    /// The sagas an Azure resource event may be about: the jobs its id names
+    /// ([`names::jobs_named_in`]), each read on its own; only an id naming
+    /// no job (a resource in an existing network, say) costs a read of
+    /// every saga.
+    async fn sagas_named_in(&self, resource_id: &str) -> Result<Vec<Saga>, EngineError> {
+        let jobs = names::jobs_named_in(resource_id);
+        let docs = if jobs.is_empty() {
+            self.store.list().await?
+        } else {
+            let mut docs = vec![];
+            for job in jobs {
+                docs.extend(self.store.get(&job).await?);
+            }
+            docs
+        };
+        Ok(docs
+            .into_iter()
+            .filter_map(|d| serde_json::from_value::<Saga>(d.doc).ok())
+            .collect())
+    }
+
     /// An Azure resource event says `resource_id` was deleted: if it is a
     /// live resource of finished jobs, ARM is asked first, and only a
     /// resource that is really gone (GET answers 404) marks those jobs
@@ -298,10 +316,7 @@ impl Engine {
     /// be read (retryable or not, as the error says); nothing is marked then.
     pub async fn mark_degraded(&self, resource_id: &str) -> Result<DeletedOutside, EngineError> {
         let mut candidates = vec![];
-        for doc in self.store.list().await? {
-            let Ok(saga) = serde_json::from_value::<Saga>(doc.doc) else {
-                continue;
-            };
+        for saga in self.sagas_named_in(resource_id).await? {
             // A cheap filter on the listed copy; the change itself re-checks.
             if decide::mark_degraded(&mut saga.clone(), resource_id).is_ok() {
                 candidates.push(saga);

@@ -5,7 +5,7 @@
 use super::model::{obj_mut, props, set_default, Prep, Reject};
 use super::regions;
 use super::rules::check_zones;
-use crate::state::{Boot, Resource, State};
+use crate::state::{Boot, Resource, ScaleSetFigures, State};
 use crate::util::{now_ms, rfc3339};
 use serde_json::{json, Value};
 
@@ -378,6 +378,71 @@ fn validate_os_profile(os: &Value) -> Result<(), Reject> {
     Ok(())
 }
 
+/// What one scale set adds to its location's usage: (normalized location,
+/// quota name → amount); `None` for a scale set being deleted.
+fn usage_of(r: &Resource) -> Option<(String, Vec<(String, u64)>)> {
+    if r.state == "Deleting" {
+        return None;
+    }
+    let loc = regions::normalize(r.body.get("location").and_then(Value::as_str).unwrap_or(""));
+    let sku = r
+        .body
+        .pointer("/sku/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let n = r
+        .body
+        .pointer("/sku/capacity")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let mut out = vec![
+        ("virtualMachineScaleSets".to_string(), 1),
+        ("virtualMachines".to_string(), n),
+    ];
+    if let Some(s) = vm_size(sku) {
+        out.push((s.family.to_string(), n * u64::from(s.vcpus)));
+        out.push(("cores".to_string(), n * u64::from(s.vcpus)));
+    }
+    Some((loc, out))
+}
+
+/// The totals over every scale set, derived again only when a scale set
+/// changed since they were last derived.
+pub(crate) fn scale_set_figures(st: &State) -> std::sync::MutexGuard<'_, ScaleSetFigures> {
+    let version = st
+        .resources
+        .group_version(&super::VMSS_TYPE.to_ascii_lowercase())
+        + 1;
+    let mut figures = st
+        .scale_set_figures
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if figures.version != version {
+        let mut fresh = ScaleSetFigures {
+            version,
+            ..Default::default()
+        };
+        for r in st.of_type(super::VMSS_TYPE) {
+            if let Some(p) = r
+                .body
+                .pointer("/identity/principalId")
+                .and_then(Value::as_str)
+            {
+                fresh.principals.insert(p.to_ascii_lowercase());
+            }
+            let Some((loc, amounts)) = usage_of(r) else {
+                continue;
+            };
+            let used = fresh.usage.entry(loc).or_default();
+            for (name, n) in amounts {
+                *used.entry(name).or_insert(0) += n;
+            }
+        }
+        *figures = fresh;
+    }
+    figures
+}
+
 /// Cores in use in `location` per quota name (`cores` and each family), counting every
 /// scale set except `except`.
 pub(crate) fn cores_in_use(
@@ -386,36 +451,22 @@ pub(crate) fn cores_in_use(
     except: Option<&str>,
 ) -> std::collections::BTreeMap<String, u64> {
     let loc = regions::normalize(location);
-    let mut used = std::collections::BTreeMap::new();
-    for r in st.resources.values() {
-        if r.rtype != "Microsoft.Compute/virtualMachineScaleSets" || r.state == "Deleting" {
-            continue;
+    let mut used = scale_set_figures(st)
+        .usage
+        .get(&loc)
+        .cloned()
+        .unwrap_or_default();
+    let excepted = except
+        .and_then(|id| st.resources.get(&id.to_ascii_lowercase()))
+        .filter(|r| r.rtype.eq_ignore_ascii_case(super::VMSS_TYPE))
+        .and_then(usage_of)
+        .filter(|(l, _)| *l == loc);
+    if let Some((_, amounts)) = excepted {
+        for (name, n) in amounts {
+            if let Some(u) = used.get_mut(&name) {
+                *u = u.saturating_sub(n);
+            }
         }
-        if except.is_some_and(|e| e.eq_ignore_ascii_case(&r.id)) {
-            continue;
-        }
-        let rloc = r.body.get("location").and_then(Value::as_str).unwrap_or("");
-        if regions::normalize(rloc) != loc {
-            continue;
-        }
-        let sku = r
-            .body
-            .pointer("/sku/name")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let n = r
-            .body
-            .pointer("/sku/capacity")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        if let Some(s) = vm_size(sku) {
-            *used.entry(s.family.to_string()).or_insert(0) += n * u64::from(s.vcpus);
-            *used.entry("cores".to_string()).or_insert(0) += n * u64::from(s.vcpus);
-        }
-        *used
-            .entry("virtualMachineScaleSets".to_string())
-            .or_insert(0) += 1;
-        *used.entry("virtualMachines".to_string()).or_insert(0) += n;
     }
     used
 }
@@ -682,13 +733,8 @@ fn set_identity(p: &Prep<'_>, body: &mut Value) {
 
 /// The principal id of the system-assigned identity of scale set `vmss` (by name).
 pub(crate) fn principal_of_scale_set(st: &State, vmss: &str) -> Option<String> {
-    st.resources
-        .values()
-        .find(|r| {
-            r.rtype
-                .eq_ignore_ascii_case("Microsoft.Compute/virtualMachineScaleSets")
-                && r.name.eq_ignore_ascii_case(vmss)
-        })
+    st.of_type(super::VMSS_TYPE)
+        .find(|r| r.name.eq_ignore_ascii_case(vmss))
         .and_then(|r| r.body.pointer("/identity/principalId"))
         .and_then(Value::as_str)
         .map(str::to_string)

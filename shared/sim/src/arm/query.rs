@@ -20,6 +20,17 @@ fn parse_name_filter(filter: &str) -> Option<String> {
         .then(|| rest[..end].to_ascii_lowercase())
 }
 
+/// Whether `hay` contains `lower` (already lowercase), ignoring ASCII case.
+fn contains_ignoring_case(hay: &str, lower: &str) -> bool {
+    let (hay, lower) = (hay.as_bytes(), lower.as_bytes());
+    lower.is_empty()
+        || hay.windows(lower.len()).any(|w| {
+            w.iter()
+                .zip(lower)
+                .all(|(a, b)| a.to_ascii_lowercase() == *b)
+        })
+}
+
 pub(crate) fn list(
     sim: &Sim,
     ctx: &Ctx,
@@ -63,7 +74,7 @@ pub(crate) fn list(
             }
         }
         if let Some(part) = &name_part {
-            if !r.name.to_ascii_lowercase().contains(part) {
+            if !contains_ignoring_case(&r.name, part) {
                 continue;
             }
         }
@@ -118,9 +129,8 @@ pub(crate) fn list_type(
     let full = spec.full();
     let rg_lc = rg.map(str::to_ascii_lowercase);
     let value: Vec<Value> = st
-        .resources
-        .values()
-        .filter(|r| r.rtype == full && rg_lc.as_ref().is_none_or(|g| &r.rg == g))
+        .of_type(&full)
+        .filter(|r| rg_lc.as_ref().is_none_or(|g| &r.rg == g))
         .map(super::model::render)
         .collect();
     Ok(json_response(StatusCode::OK, &json!({"value": value})))

@@ -81,11 +81,9 @@ pub(crate) fn prepare_account(p: &Prep<'_>, body: &mut Value) -> Result<(), Reje
         .as_ref()
         .and_then(|p| p.get("creationTime").cloned())
         .unwrap_or_else(|| json!(crate::util::rfc3339(crate::util::now_ms())));
-    let taken = st.resources.values().any(|r| {
-        r.rtype.eq_ignore_ascii_case(&full)
-            && r.name.eq_ignore_ascii_case(name)
-            && !r.id.eq_ignore_ascii_case(id)
-    });
+    let taken = st
+        .of_type(&full)
+        .any(|r| r.name.eq_ignore_ascii_case(name) && !r.id.eq_ignore_ascii_case(id));
     if taken {
         return Err((
             "StorageAccountAlreadyTaken",
