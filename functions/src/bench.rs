@@ -75,21 +75,25 @@ pub async fn run(
         spec.network = flotilla_core::spec::NetworkSpec::numbered(i as u32);
         ids.push(world.engine.submit(spec).await.map_err(|e| e.to_string())?);
     }
-    let mut succeeded;
+    // Only jobs not yet settled are read again: reading every saga each
+    // round would make the bench's own polling a load that grows with jobs.
+    let (mut succeeded, mut settled) = (0, 0);
+    let mut open = ids.clone();
     loop {
-        succeeded = 0;
-        let mut settled = 0;
-        for id in &ids {
-            if let Some(s) = world.engine.status(id).await.map_err(|e| e.to_string())? {
-                if s.status.is_terminal() && s.pending.is_none() {
+        let mut still = Vec::with_capacity(open.len());
+        for id in open {
+            match world.engine.status(&id).await.map_err(|e| e.to_string())? {
+                Some(s) if s.status.is_terminal() && s.pending.is_none() => {
                     settled += 1;
                     if s.status == JobStatus::Succeeded {
                         succeeded += 1;
                     }
                 }
+                _ => still.push(id),
             }
         }
-        if settled == jobs {
+        open = still;
+        if open.is_empty() {
             break;
         }
         if started.elapsed() > Duration::from_secs(600) {
@@ -126,4 +130,82 @@ pub async fn run(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `flotilla bench --cold-start`: how long `flotilla serve` (zero-config: the
+/// embedded store and bus and the built-in simulator) takes from exec to its
+/// first readiness answer, `runs` times on a fresh data dir and `runs` times
+/// on the data dir the previous start left.
+pub fn cold_start(runs: usize, json_out: bool) -> Result<ExitCode, crate::error::Error> {
+    if runs == 0 || runs > 1000 {
+        return Err("--runs must be between 1 and 1000".into());
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    let (mut fresh, mut reused) = (vec![], vec![]);
+    for _ in 0..runs {
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        fresh.push(time_to_ready(&exe, dir.path())?);
+        reused.push(time_to_ready(&exe, dir.path())?);
+    }
+    let figures = |ms: &mut Vec<f64>| {
+        ms.sort_by(|a, b| a.total_cmp(b));
+        json!({
+            "min": (ms[0] * 10.0).round() / 10.0,
+            "median": (percentile(ms, 0.5) * 10.0).round() / 10.0,
+            "max": (ms[ms.len() - 1] * 10.0).round() / 10.0,
+        })
+    };
+    let report = json!({
+        "runs": runs,
+        "fresh_data_dir_ms": figures(&mut fresh),
+        "reused_data_dir_ms": figures(&mut reused),
+    });
+    if json_out {
+        println!("{report}");
+    } else {
+        for (k, v) in report.as_object().into_iter().flatten() {
+            println!("{k:<20} {v}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `exe serve` on a free port with `data_dir` and returns the
+/// milliseconds until `GET /` answered 200; the server is then stopped.
+fn time_to_ready(
+    exe: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> Result<f64, crate::error::Error> {
+    use std::io::{Read, Write};
+    let port = flotilla_harness::free_port().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut child = std::process::Command::new(exe)
+        .args(["serve", "--port", &port.to_string()])
+        .env("FLOTILLA_DATA_DIR", data_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting serve: {e}"))?;
+    let ready = loop {
+        if started.elapsed() > Duration::from_secs(30) {
+            break None;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let _ = child.kill();
+            return Err(format!("serve exited before it was ready ({status})").into());
+        }
+        let answered = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut c| {
+            c.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+            let mut head = [0u8; 12];
+            c.read_exact(&mut head)?;
+            Ok(head.starts_with(b"HTTP/1.1 200"))
+        });
+        if matches!(answered, Ok(true)) {
+            break Some(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    ready.ok_or_else(|| "serve was not ready within 30 s".into())
 }

@@ -225,6 +225,13 @@ enum Command {
         jobs: usize,
         #[arg(long, default_value_t = 8)]
         workers: usize,
+        /// Instead of jobs, time `serve` from exec to ready, on fresh and on
+        /// reused data dirs.
+        #[arg(long, conflicts_with_all = ["jobs", "workers"])]
+        cold_start: bool,
+        /// How many starts of each kind --cold-start times.
+        #[arg(long, default_value_t = 10, requires = "cold_start")]
+        runs: usize,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -586,9 +593,16 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             other => Failure::Runtime(other.to_string()),
         }),
         Command::Bench {
+            cold_start: true,
+            runs,
+            output,
+            ..
+        } => crate::bench::cold_start(runs, output == Output::Json),
+        Command::Bench {
             jobs,
             workers,
             output,
+            ..
         } => crate::bench::run(jobs, workers, output == Output::Json).await,
     }
 }

@@ -128,14 +128,27 @@ struct SetInfo {
     settings: Value,
 }
 
-fn sets(sim: &Sim) -> Vec<SetInfo> {
+/// The scale sets whose boot is due: every one's instance target (`live`),
+/// and the details of those with fewer instances than their target (the
+/// only ones a tick has work for, so a tick costs little per settled set).
+fn sets(sim: &Sim) -> (BTreeMap<String, usize>, Vec<SetInfo>) {
     let now = now_ms();
+    let have: BTreeMap<String, usize> = lock(&sim.inner.kube.data)
+        .instances
+        .iter()
+        .map(|(k, v)| (k.clone(), v.len()))
+        .collect();
     let st = lock(&sim.inner.state);
+    let mut live = BTreeMap::new();
     let mut out: Vec<SetInfo> = st
         .resources
-        .group(&VMSS_TYPE.to_ascii_lowercase())
+        .indexed(&crate::state::type_index(VMSS_TYPE))
         .filter_map(|(key, r)| {
             let boot = r.boot.as_ref().filter(|b| now >= b.ready_at_ms)?;
+            live.insert(key.clone(), boot.target as usize);
+            if have.get(key).copied().unwrap_or(0) >= boot.target as usize {
+                return None;
+            }
             let ext = r
                 .body
                 .pointer("/properties/virtualMachineProfile/extensionProfile/extensions/0")
@@ -182,12 +195,11 @@ fn sets(sim: &Sim) -> Vec<SetInfo> {
         .collect();
     // Masters first, so a first master never waits behind its workers.
     out.sort_by_key(|s| s.role != "master");
-    out
+    (live, out)
 }
 
 fn tick(sim: &Sim, permits: &Arc<tokio::sync::Semaphore>) {
-    let sets = sets(sim);
-    let live: BTreeMap<&str, usize> = sets.iter().map(|s| (s.key.as_str(), s.target)).collect();
+    let (live, sets) = sets(sim);
     // Instances that no longer exist leave their cluster.
     let mut gone = vec![];
     {
@@ -296,13 +308,15 @@ fn finish(
         // The scale set's aggregated instance view reports the failure too.
         {
             let mut st = lock(&sim.inner.state);
-            if let Some(boot) = st.resources.get_mut(&set.key).and_then(|r| r.boot.as_mut()) {
-                for ext in boot.extensions.iter_mut().filter(|e| e.0 == set.extension) {
-                    if ext.1.is_none() {
-                        ext.1 = Some(short.clone());
+            if let Some(mut r) = st.resources.edit(&set.key) {
+                if let Some(boot) = r.boot.as_mut() {
+                    for ext in boot.extensions.iter_mut().filter(|e| e.0 == set.extension) {
+                        if ext.1.is_none() {
+                            ext.1 = Some(short.clone());
+                        }
                     }
                 }
-            }
+            };
         }
         sim.persist_now();
     }

@@ -239,9 +239,11 @@ pub(crate) fn principal_exists(sim: &Sim, principal_id: &str) -> bool {
     let st = lock(&sim.inner.state);
     principal_id.eq_ignore_ascii_case(&st.creds.client_id)
         || principal_id.eq_ignore_ascii_case(&st.creds.msi_client_id)
-        || crate::arm::compute::scale_set_figures(&st)
-            .principals
-            .contains(&principal_id.to_ascii_lowercase())
+        || st
+            .resources
+            .indexed(&crate::state::principal_index(principal_id))
+            .next()
+            .is_some()
 }
 
 #[cfg(test)]

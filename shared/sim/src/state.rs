@@ -18,25 +18,29 @@ const STATE_FILE: &str = "state.json";
 /// The database the state is saved in.
 pub(crate) const DB_FILE: &str = "state.db";
 
-/// A value that may belong to a group the simulator looks up often (a
-/// resource's type), so `Tracked::group` answers without scanning the map.
-pub(crate) trait Grouped {
-    /// The group's name, lowercase; `None` keeps the value out of every group.
-    fn group(&self) -> Option<String> {
-        None
+/// What the simulator looks values up by and adds up over them, kept
+/// current as values change so that neither needs a scan of the map.
+pub(crate) trait Indexed {
+    /// The index entries that name this value (e.g. `type:{rtype}`).
+    fn index_keys(&self) -> Vec<String> {
+        vec![]
+    }
+    /// What this value adds to each running total it counts in.
+    fn tally(&self) -> Vec<(String, u64)> {
+        vec![]
     }
 }
 
 /// A map that remembers which keys changed since the last save. Reads go through
-/// `Deref`; every method that can change an entry marks its key. Values are also
-/// indexed by [`Grouped::group`], which must not change while a value is stored.
+/// `Deref`; every method that can change an entry marks its key and keeps the
+/// [`Indexed`] index and totals current (a mutable borrow re-indexes its value
+/// when it ends).
 #[derive(Debug)]
 pub(crate) struct Tracked<V> {
     map: BTreeMap<String, V>,
     dirty: BTreeSet<String>,
-    groups: HashMap<String, BTreeSet<String>>,
-    /// Per group, a count of the changes made to its values (see `group_version`).
-    versions: HashMap<String, u64>,
+    index: HashMap<String, BTreeSet<String>>,
+    totals: HashMap<String, u64>,
 }
 
 impl<V: Clone> Clone for Tracked<V> {
@@ -44,8 +48,8 @@ impl<V: Clone> Clone for Tracked<V> {
         Tracked {
             map: self.map.clone(),
             dirty: self.dirty.clone(),
-            groups: self.groups.clone(),
-            versions: self.versions.clone(),
+            index: self.index.clone(),
+            totals: self.totals.clone(),
         }
     }
 }
@@ -55,8 +59,8 @@ impl<V> Default for Tracked<V> {
         Tracked {
             map: BTreeMap::new(),
             dirty: BTreeSet::new(),
-            groups: HashMap::new(),
-            versions: HashMap::new(),
+            index: HashMap::new(),
+            totals: HashMap::new(),
         }
     }
 }
@@ -68,25 +72,50 @@ impl<V> std::ops::Deref for Tracked<V> {
     }
 }
 
-impl<V: Grouped> Tracked<V> {
-    /// The entries of group `name` (lowercase), in key order.
-    pub fn group<'a>(&'a self, name: &str) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
-        self.groups
+/// A mutable borrow of one entry; the entry is indexed again when it ends.
+pub(crate) struct EntryMut<'a, V: Indexed> {
+    tracked: &'a mut Tracked<V>,
+    key: String,
+}
+
+impl<V: Indexed> std::ops::Deref for EntryMut<'_, V> {
+    type Target = V;
+    fn deref(&self) -> &V {
+        &self.tracked.map[&self.key]
+    }
+}
+
+impl<V: Indexed> std::ops::DerefMut for EntryMut<'_, V> {
+    fn deref_mut(&mut self) -> &mut V {
+        self.tracked
+            .map
+            .get_mut(&self.key)
+            .expect("an EntryMut's key is present while it lives")
+    }
+}
+
+impl<V: Indexed> Drop for EntryMut<'_, V> {
+    fn drop(&mut self) {
+        let (index, tally) = {
+            let v = &self.tracked.map[&self.key];
+            (v.index_keys(), v.tally())
+        };
+        self.tracked.add(&self.key, index, tally);
+    }
+}
+
+impl<V: Indexed> Tracked<V> {
+    /// The entries the index names `name` under, in key order.
+    pub fn indexed<'a>(&'a self, name: &str) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+        self.index
             .get(name)
             .into_iter()
             .flatten()
             .filter_map(|k| self.map.get_key_value(k))
     }
-    /// Changes when any value of group `name` is inserted, removed or
-    /// borrowed mutably: what was derived from the group at one version
-    /// still holds while the version is the same.
-    pub fn group_version(&self, name: &str) -> u64 {
-        self.versions.get(name).copied().unwrap_or(0)
-    }
-    fn touch(&mut self, group: Option<String>) {
-        if let Some(g) = group {
-            *self.versions.entry(g).or_default() += 1;
-        }
+    /// The running total `name` over every value.
+    pub fn total(&self, name: &str) -> u64 {
+        self.totals.get(name).copied().unwrap_or(0)
     }
     /// The entries whose keys start with `prefix`, in key order.
     pub fn with_prefix(&self, prefix: String) -> impl Iterator<Item = (&String, &V)> {
@@ -97,81 +126,75 @@ impl<V: Grouped> Tracked<V> {
             ))
             .take_while(move |(k, _)| k.starts_with(&prefix))
     }
-    /// Inserts without marking the key changed (loading saved state).
-    fn load(&mut self, key: String, value: V) {
-        self.touch(value.group());
-        if let Some(g) = value.group() {
-            self.groups.entry(g).or_default().insert(key.clone());
+    fn add(&mut self, key: &str, index: Vec<String>, tally: Vec<(String, u64)>) {
+        for name in index {
+            self.index.entry(name).or_default().insert(key.to_string());
         }
-        if let Some(old) = self.map.insert(key.clone(), value) {
-            self.ungroup(&key, &old);
+        for (name, n) in tally {
+            *self.totals.entry(name).or_default() += n;
         }
     }
-    fn ungroup(&mut self, key: &str, old: &V) {
-        self.touch(old.group());
-        if let Some(g) = old.group() {
-            if self.map.get(key).and_then(Grouped::group).as_ref() == Some(&g) {
-                return;
-            }
-            if let Some(keys) = self.groups.get_mut(&g) {
+    fn sub(&mut self, key: &str, index: Vec<String>, tally: Vec<(String, u64)>) {
+        for name in index {
+            if let Some(keys) = self.index.get_mut(&name) {
                 keys.remove(key);
+                if keys.is_empty() {
+                    self.index.remove(&name);
+                }
+            }
+        }
+        for (name, n) in tally {
+            if let Some(t) = self.totals.get_mut(&name) {
+                *t = t.saturating_sub(n);
             }
         }
     }
-    /// Mutable access to an entry (marked changed).
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
-        if let Some(v) = self.map.get(key) {
-            let group = v.group();
-            self.touch(group);
-            self.dirty.insert(key.to_string());
+    /// Inserts without marking the key changed (loading saved state).
+    fn load(&mut self, key: String, value: V) -> Option<V> {
+        let old = self.map.remove(&key);
+        if let Some(old) = &old {
+            self.sub(&key, old.index_keys(), old.tally());
         }
-        self.map.get_mut(key)
+        self.add(&key, value.index_keys(), value.tally());
+        self.map.insert(key, value);
+        old
+    }
+    /// Mutable access to an indexed entry (marked changed), re-indexed when
+    /// the borrow ends.
+    pub fn edit(&mut self, key: &str) -> Option<EntryMut<'_, V>> {
+        let (index, tally) = self.map.get(key).map(|v| (v.index_keys(), v.tally()))?;
+        self.sub(key, index, tally);
+        self.dirty.insert(key.to_string());
+        Some(EntryMut {
+            tracked: self,
+            key: key.to_string(),
+        })
     }
     /// Inserts or replaces an entry.
     pub fn insert(&mut self, key: String, value: V) -> Option<V> {
         self.dirty.insert(key.clone());
-        self.touch(value.group());
-        if let Some(g) = value.group() {
-            self.groups.entry(g).or_default().insert(key.clone());
-        }
-        let old = self.map.insert(key.clone(), value);
-        if let Some(old) = &old {
-            self.ungroup(&key, old);
-        }
-        old
+        self.load(key, value)
     }
     /// Removes an entry.
     pub fn remove(&mut self, key: &str) -> Option<V> {
         let v = self.map.remove(key);
         if let Some(v) = &v {
             self.dirty.insert(key.to_string());
-            self.ungroup(key, v);
+            self.sub(key, v.index_keys(), v.tally());
         }
         v
     }
     /// Keeps the entries `keep` accepts; the others are removed (and marked).
-    pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut V) -> bool) {
-        let mut gone = vec![];
-        self.map.retain(|k, v| {
-            let kept = keep(k, v);
-            if !kept {
-                gone.push((k.clone(), v.group()));
-            }
-            kept
-        });
-        for (k, g) in gone {
-            self.touch(g.clone());
-            if let Some(keys) = g.and_then(|g| self.groups.get_mut(&g)) {
-                keys.remove(&k);
-            }
-            self.dirty.insert(k);
+    pub fn retain(&mut self, mut keep: impl FnMut(&String, &V) -> bool) {
+        let gone: Vec<String> = self
+            .map
+            .iter()
+            .filter(|(k, v)| !keep(k, v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            self.remove(&k);
         }
-    }
-    /// The entry for `key` (marked changed). Only for ungrouped values: an
-    /// insert through the entry would bypass the group index.
-    pub fn entry(&mut self, key: String) -> btree_map::Entry<'_, String, V> {
-        self.dirty.insert(key.clone());
-        self.map.entry(key)
     }
     /// Marks every entry changed (the next save writes them all).
     pub fn mark_all(&mut self) {
@@ -189,6 +212,24 @@ impl<V: Grouped> Tracked<V> {
     }
 }
 
+/// Values that are never indexed, so they may be changed in place.
+pub(crate) trait Unindexed: Indexed {}
+
+impl<V: Unindexed> Tracked<V> {
+    /// Mutable access to an entry (marked changed).
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        if self.map.contains_key(key) {
+            self.dirty.insert(key.to_string());
+        }
+        self.map.get_mut(key)
+    }
+    /// The entry for `key` (marked changed).
+    pub fn entry(&mut self, key: String) -> btree_map::Entry<'_, String, V> {
+        self.dirty.insert(key.clone());
+        self.map.entry(key)
+    }
+}
+
 impl<'a, V> IntoIterator for &'a Tracked<V> {
     type Item = (&'a String, &'a V);
     type IntoIter = btree_map::Iter<'a, String, V>;
@@ -203,7 +244,7 @@ impl<V: Serialize> Serialize for Tracked<V> {
     }
 }
 
-impl<'de, V: Deserialize<'de> + Grouped> Deserialize<'de> for Tracked<V> {
+impl<'de, V: Deserialize<'de> + Indexed> Deserialize<'de> for Tracked<V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut t = Tracked::default();
         for (k, v) in BTreeMap::<String, V>::deserialize(d)? {
@@ -276,16 +317,60 @@ pub(crate) struct Resource {
     pub created_ms: i64,
 }
 
-impl Grouped for Resource {
-    fn group(&self) -> Option<String> {
-        Some(self.rtype.to_ascii_lowercase())
+/// The index entry of resources of ARM type `rtype`.
+pub(crate) fn type_index(rtype: &str) -> String {
+    format!("type:{}", rtype.to_ascii_lowercase())
+}
+
+/// The index entry of the resource whose managed identity is `principal_id`.
+pub(crate) fn principal_index(principal_id: &str) -> String {
+    format!("principal:{}", principal_id.to_ascii_lowercase())
+}
+
+/// The running total of usage `name` (`cores`, a VM family,
+/// `virtualMachines`, `virtualMachineScaleSets`) in normalized `location`.
+pub(crate) fn usage_total(location: &str, name: &str) -> String {
+    format!("usage:{location}:{name}")
+}
+
+impl Indexed for Resource {
+    fn index_keys(&self) -> Vec<String> {
+        let mut keys = vec![type_index(&self.rtype)];
+        for pointer in ["/identity/principalId", "/properties/principalId"] {
+            if pointer == "/properties/principalId"
+                && !self
+                    .rtype
+                    .eq_ignore_ascii_case("Microsoft.ManagedIdentity/userAssignedIdentities")
+            {
+                continue;
+            }
+            if let Some(p) = self.body.pointer(pointer).and_then(Value::as_str) {
+                keys.push(principal_index(p));
+            }
+        }
+        keys
+    }
+    fn tally(&self) -> Vec<(String, u64)> {
+        crate::arm::compute::usage_of(self)
+            .map(|(loc, amounts)| {
+                amounts
+                    .into_iter()
+                    .map(|(name, n)| (usage_total(&loc, &name), n))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
-impl Grouped for Operation {}
-impl Grouped for Secret {}
-impl Grouped for Container {}
-impl Grouped for Blob {}
-impl Grouped for TokenInfo {}
+impl Indexed for Operation {}
+impl Indexed for Secret {}
+impl Indexed for Container {}
+impl Indexed for Blob {}
+impl Indexed for TokenInfo {}
+impl Unindexed for Operation {}
+impl Unindexed for Secret {}
+impl Unindexed for Container {}
+impl Unindexed for Blob {}
+impl Unindexed for TokenInfo {}
 
 /// What an asynchronous operation does when it finishes.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -391,31 +476,12 @@ pub(crate) struct State {
     /// Names (lowercase) of scale sets deleted since start: their VMs are gone.
     #[serde(skip)]
     pub deleted_scale_sets: std::collections::HashSet<String>,
-    /// What the scale sets add up to, kept while none of them changes
-    /// (`arm::compute::scale_set_figures`).
-    #[serde(skip)]
-    pub scale_set_figures: std::sync::Mutex<ScaleSetFigures>,
-}
-
-/// Totals over every scale set, derived at one version of the scale sets.
-#[derive(Debug, Default)]
-pub(crate) struct ScaleSetFigures {
-    /// The scale sets' group version these figures were derived at, plus one
-    /// (zero: never derived).
-    pub version: u64,
-    /// Per normalized location: quota name (`cores`, a family,
-    /// `virtualMachines`, `virtualMachineScaleSets`) to amount in use.
-    pub usage: HashMap<String, BTreeMap<String, u64>>,
-    /// The system-assigned identities' principal ids, lowercase.
-    pub principals: std::collections::HashSet<String>,
 }
 
 impl State {
     /// The resources of ARM type `rtype` (any casing), without a scan.
     pub fn of_type<'a>(&'a self, rtype: &str) -> impl Iterator<Item = &'a Resource> + 'a {
-        self.resources
-            .group(&rtype.to_ascii_lowercase())
-            .map(|(_, r)| r)
+        self.resources.indexed(&type_index(rtype)).map(|(_, r)| r)
     }
 
     /// A new, empty state with freshly generated credentials.
@@ -436,7 +502,6 @@ impl State {
             purge_protection: false,
             pending: BTreeSet::new(),
             deleted_scale_sets: Default::default(),
-            scale_set_figures: Default::default(),
         }
     }
 
@@ -703,49 +768,72 @@ mod tests {
         }
     }
 
-    fn names(t: &Tracked<Resource>, group: &str) -> Vec<String> {
-        t.group(group).map(|(_, r)| r.name.clone()).collect()
+    fn names(t: &Tracked<Resource>, rtype: &str) -> Vec<String> {
+        t.indexed(&type_index(rtype))
+            .map(|(_, r)| r.name.clone())
+            .collect()
+    }
+
+    fn vmss(id: &str, capacity: u64) -> Resource {
+        let mut r = resource(id, VMSS);
+        r.body = serde_json::json!({
+            "location": "westeurope",
+            "sku": {"name": "Standard_D2s_v5", "capacity": capacity},
+            "identity": {"principalId": format!("P-{id}")},
+        });
+        r
+    }
+
+    const VMSS: &str = "Microsoft.Compute/virtualMachineScaleSets";
+    const VNET: &str = "Microsoft.Network/virtualNetworks";
+
+    #[test]
+    fn the_index_follows_inserts_borrows_removes_retains_and_loads() {
+        let mut t = Tracked::<Resource>::default();
+        t.insert("a".into(), resource("a", VMSS));
+        t.insert("b".into(), resource("b", VNET));
+        t.insert("c".into(), resource("c", VMSS));
+        assert_eq!(names(&t, VMSS), ["a", "c"]);
+        // Replacing a value with one of another type moves it.
+        let old = t.insert("a".into(), resource("a", VNET));
+        assert_eq!(old.map(|r| r.rtype), Some(VMSS.to_string()));
+        assert_eq!(names(&t, VMSS), ["c"]);
+        // So does a change through a mutable borrow, once the borrow ends.
+        t.edit("b").unwrap().rtype = VMSS.into();
+        assert_eq!(names(&t, VMSS), ["b", "c"]);
+        t.remove("c");
+        assert_eq!(names(&t, VMSS), ["b"]);
+        t.insert("d".into(), resource("d", VMSS));
+        t.retain(|k, _| k != "d");
+        assert_eq!(names(&t, VMSS), ["b"]);
+        assert_eq!(names(&t, VNET), ["a"]);
+        // A saved map loads back with its index.
+        let json = serde_json::to_string(&t).unwrap();
+        let back: Tracked<Resource> = serde_json::from_str(&json).unwrap();
+        assert_eq!(names(&back, VNET), ["a"]);
+        assert_eq!(names(&back, VMSS), ["b"]);
     }
 
     #[test]
-    fn groups_follow_inserts_removes_retains_and_loads() {
-        const VMSS: &str = "Microsoft.Compute/virtualMachineScaleSets";
-        let vmss = VMSS.to_ascii_lowercase();
+    fn usage_totals_and_principals_follow_every_change() {
+        let cores = usage_total("westeurope", "cores");
         let mut t = Tracked::<Resource>::default();
-        let v0 = t.group_version(&vmss);
-        t.insert("a".into(), resource("a", VMSS));
-        t.insert(
-            "b".into(),
-            resource("b", "Microsoft.Network/virtualNetworks"),
-        );
-        t.insert("c".into(), resource("c", VMSS));
-        assert_eq!(names(&t, &vmss), ["a", "c"]);
-        let v1 = t.group_version(&vmss);
-        assert!(v1 > v0);
-        // A change to another group leaves this one's figures valid.
-        t.get_mut("b");
-        assert_eq!(t.group_version(&vmss), v1);
-        t.get_mut("a");
-        assert!(t.group_version(&vmss) > v1);
-        // Replacing a value with one of another type moves it.
-        t.insert(
-            "a".into(),
-            resource("a", "Microsoft.Network/virtualNetworks"),
-        );
-        assert_eq!(names(&t, &vmss), ["c"]);
-        t.remove("c");
-        assert!(names(&t, &vmss).is_empty());
-        t.insert("d".into(), resource("d", VMSS));
-        t.retain(|k, _| k != "d");
-        assert!(names(&t, &vmss).is_empty());
-        assert_eq!(names(&t, "microsoft.network/virtualnetworks"), ["a", "b"]);
-        // A saved map loads back with its groups.
-        let json = serde_json::to_string(&t).unwrap();
-        let back: Tracked<Resource> = serde_json::from_str(&json).unwrap();
+        t.insert("x".into(), vmss("x", 3));
+        t.insert("y".into(), vmss("y", 1));
+        assert_eq!(t.total(&cores), 8, "4 instances of 2 vCPUs");
+        t.edit("x").unwrap().body["sku"]["capacity"] = 1.into();
+        assert_eq!(t.total(&cores), 4);
+        t.edit("y").unwrap().state = "Deleting".into();
         assert_eq!(
-            names(&back, "microsoft.network/virtualnetworks"),
-            ["a", "b"]
+            t.total(&cores),
+            2,
+            "a scale set being deleted counts no more"
         );
+        assert!(t.indexed(&principal_index("p-x")).next().is_some());
+        t.remove("x");
+        assert_eq!(t.total(&cores), 0);
+        assert!(t.indexed(&principal_index("P-x")).next().is_none());
+        assert!(t.indexed(&principal_index("P-y")).next().is_some());
     }
 
     #[test]

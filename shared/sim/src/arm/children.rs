@@ -300,8 +300,8 @@ fn write_child(
         .unwrap_or("")
         .to_string();
     let op = start_op(sim, &mut st, OpKind::Put, key, fault);
-    let out = match st.resources.get_mut(key) {
-        Some(r) => {
+    let out = match st.resources.edit(key) {
+        Some(mut r) => {
             r.body = body;
             r.state = "Updating".into();
             r.etag = uuid::Uuid::new_v4().to_string();

@@ -5,7 +5,7 @@
 use super::model::{obj_mut, props, set_default, Prep, Reject};
 use super::regions;
 use super::rules::check_zones;
-use crate::state::{Boot, Resource, ScaleSetFigures, State};
+use crate::state::{usage_total, Boot, Resource, State};
 use crate::util::{now_ms, rfc3339};
 use serde_json::{json, Value};
 
@@ -379,9 +379,10 @@ fn validate_os_profile(os: &Value) -> Result<(), Reject> {
 }
 
 /// What one scale set adds to its location's usage: (normalized location,
-/// quota name → amount); `None` for a scale set being deleted.
-fn usage_of(r: &Resource) -> Option<(String, Vec<(String, u64)>)> {
-    if r.state == "Deleting" {
+/// quota name → amount); `None` for anything else and for a scale set being
+/// deleted.
+pub(crate) fn usage_of(r: &Resource) -> Option<(String, Vec<(String, u64)>)> {
+    if r.state == "Deleting" || !r.rtype.eq_ignore_ascii_case(super::VMSS_TYPE) {
         return None;
     }
     let loc = regions::normalize(r.body.get("location").and_then(Value::as_str).unwrap_or(""));
@@ -406,69 +407,20 @@ fn usage_of(r: &Resource) -> Option<(String, Vec<(String, u64)>)> {
     Some((loc, out))
 }
 
-/// The totals over every scale set, derived again only when a scale set
-/// changed since they were last derived.
-pub(crate) fn scale_set_figures(st: &State) -> std::sync::MutexGuard<'_, ScaleSetFigures> {
-    let version = st
-        .resources
-        .group_version(&super::VMSS_TYPE.to_ascii_lowercase())
-        + 1;
-    let mut figures = st
-        .scale_set_figures
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if figures.version != version {
-        let mut fresh = ScaleSetFigures {
-            version,
-            ..Default::default()
-        };
-        for r in st.of_type(super::VMSS_TYPE) {
-            if let Some(p) = r
-                .body
-                .pointer("/identity/principalId")
-                .and_then(Value::as_str)
-            {
-                fresh.principals.insert(p.to_ascii_lowercase());
-            }
-            let Some((loc, amounts)) = usage_of(r) else {
-                continue;
-            };
-            let used = fresh.usage.entry(loc).or_default();
-            for (name, n) in amounts {
-                *used.entry(name).or_insert(0) += n;
-            }
-        }
-        *figures = fresh;
-    }
-    figures
-}
-
-/// Cores in use in `location` per quota name (`cores` and each family), counting every
-/// scale set except `except`.
-pub(crate) fn cores_in_use(
-    st: &State,
-    location: &str,
-    except: Option<&str>,
-) -> std::collections::BTreeMap<String, u64> {
+/// How much of usage `name` (`cores`, a VM family, `virtualMachines`,
+/// `virtualMachineScaleSets`) the scale sets in `location` use, not counting
+/// `except`.
+pub(crate) fn in_use(st: &State, location: &str, name: &str, except: Option<&str>) -> u64 {
     let loc = regions::normalize(location);
-    let mut used = scale_set_figures(st)
-        .usage
-        .get(&loc)
-        .cloned()
-        .unwrap_or_default();
+    let total = st.resources.total(&usage_total(&loc, name));
     let excepted = except
         .and_then(|id| st.resources.get(&id.to_ascii_lowercase()))
         .filter(|r| r.rtype.eq_ignore_ascii_case(super::VMSS_TYPE))
         .and_then(usage_of)
-        .filter(|(l, _)| *l == loc);
-    if let Some((_, amounts)) = excepted {
-        for (name, n) in amounts {
-            if let Some(u) = used.get_mut(&name) {
-                *u = u.saturating_sub(n);
-            }
-        }
-    }
-    used
+        .filter(|(l, _)| *l == loc)
+        .and_then(|(_, amounts)| amounts.into_iter().find(|(n, _)| n == name))
+        .map_or(0, |(_, n)| n);
+    total.saturating_sub(excepted)
 }
 
 /// The limit of quota `name` (a family, `cores`, `virtualMachines`, …).
@@ -486,14 +438,13 @@ fn check_quota(p: &Prep<'_>, body: &Value, sku: &str, capacity: u64) -> Result<(
         return Ok(());
     };
     let loc = body.get("location").and_then(Value::as_str).unwrap_or("");
-    let used = cores_in_use(p.st, loc, Some(p.id));
     let need = capacity * u64::from(size.vcpus);
     for (name, label) in [
         (size.family, size.family.to_string()),
         ("cores", "Total Regional Cores".to_string()),
     ] {
         let limit = quota_limit(p.config, name);
-        let current = used.get(name).copied().unwrap_or(0);
+        let current = in_use(p.st, loc, name, Some(p.id));
         if current + need > limit {
             return Err((
                 "OperationNotAllowed",
@@ -569,7 +520,6 @@ pub(crate) fn skus(filter_location: Option<&str>) -> Value {
 /// `GET …/providers/Microsoft.Compute/locations/{loc}/usages`: cores per family and in
 /// total, scale sets and VMs, against the configured quota.
 pub(crate) fn usages(st: &State, config: &crate::SimConfig, location: &str) -> Value {
-    let used = cores_in_use(st, location, None);
     let mut names: Vec<(String, String)> = vec![
         ("cores".into(), "Total Regional vCPUs".into()),
         ("virtualMachines".into(), "Virtual Machines".into()),
@@ -589,7 +539,7 @@ pub(crate) fn usages(st: &State, config: &crate::SimConfig, location: &str) -> V
         .map(|(n, label)| {
             json!({
                 "unit": "Count",
-                "currentValue": used.get(&n).copied().unwrap_or(0),
+                "currentValue": in_use(st, location, &n, None),
                 "limit": quota_limit(config, &n),
                 "name": {"value": n, "localizedValue": label},
             })

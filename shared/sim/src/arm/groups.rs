@@ -135,14 +135,15 @@ pub(crate) fn resource_group(
         Method::PATCH => {
             let patch = parse_body(ctx)?;
             let mut st = lock(&sim.inner.state);
-            let r = st.resources.get_mut(&key).ok_or_else(|| rg_not_found(rg))?;
+            let mut r = st.resources.edit(&key).ok_or_else(|| rg_not_found(rg))?;
             if let Some(tags) = patch.get("tags") {
                 r.body["tags"] = tags.clone();
             }
             if let Some(m) = patch.get("managedBy") {
                 r.body["managedBy"] = m.clone();
             }
-            let out = render_rg(r);
+            let out = render_rg(&r);
+            drop(r);
             drop(st);
             sim.persist_now();
             Ok(json_response(StatusCode::OK, &out))
@@ -159,7 +160,7 @@ pub(crate) fn resource_group(
                 .unwrap_or("global")
                 .to_string();
             let op = start_op(sim, &mut st, OpKind::Delete, &key, fault);
-            if let Some(r) = st.resources.get_mut(&key) {
+            if let Some(mut r) = st.resources.edit(&key) {
                 r.state = "Deleting".into();
             }
             drop(st);

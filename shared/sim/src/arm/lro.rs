@@ -39,7 +39,7 @@ pub(crate) fn settle(st: &mut State, lro_ms: i64) -> bool {
         match (op.kind, &op.fail) {
             (OpKind::Delete, None) => remove_resource(st, &op.resource_key),
             (_, Some(_)) => {
-                if let Some(r) = st.resources.get_mut(&op.resource_key) {
+                if let Some(mut r) = st.resources.edit(&op.resource_key) {
                     r.state = "Failed".into();
                     r.op = None;
                 }
@@ -50,7 +50,7 @@ pub(crate) fn settle(st: &mut State, lro_ms: i64) -> bool {
                     .get(&op.resource_key)
                     .filter(|r| r.rtype == "Microsoft.Compute/virtualMachineScaleSets")
                     .map(|r| compute::compute_boot(st, r, op.end_ms(), lro_ms));
-                if let Some(r) = st.resources.get_mut(&op.resource_key) {
+                if let Some(mut r) = st.resources.edit(&op.resource_key) {
                     r.state = "Succeeded".into();
                     r.op = None;
                     if boot.is_some() {
@@ -88,7 +88,7 @@ pub(crate) fn start_op(
     };
     st.pending.insert((op.end_ms(), id.clone()));
     st.ops.insert(id.clone(), op);
-    if let Some(r) = st.resources.get_mut(key) {
+    if let Some(mut r) = st.resources.edit(key) {
         r.op = Some(id.clone());
     }
     id

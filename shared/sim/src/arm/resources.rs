@@ -103,12 +103,12 @@ fn patch_resource(
         .unwrap_or("")
         .to_string();
     if synchronous(spec) {
-        let out = match st.resources.get_mut(key) {
-            Some(r) => {
+        let out = match st.resources.edit(key) {
+            Some(mut r) => {
                 r.body = body;
                 r.state = "Succeeded".into();
                 r.etag = uuid::Uuid::new_v4().to_string();
-                model::render(r)
+                model::render(&r)
             }
             None => json!({}),
         };
@@ -117,12 +117,12 @@ fn patch_resource(
         return Ok(json_response(StatusCode::OK, &out));
     }
     let op = start_op(sim, &mut st, OpKind::Patch, key, fault);
-    let out = match st.resources.get_mut(key) {
-        Some(r) => {
+    let out = match st.resources.edit(key) {
+        Some(mut r) => {
             r.body = body;
             r.state = "Updating".into();
             r.etag = uuid::Uuid::new_v4().to_string();
-            model::render(r)
+            model::render(&r)
         }
         None => json!({}),
     };
@@ -166,7 +166,7 @@ fn delete_resource(
         .unwrap_or("")
         .to_string();
     let op = start_op(sim, &mut st, OpKind::Delete, key, fault);
-    if let Some(r) = st.resources.get_mut(key) {
+    if let Some(mut r) = st.resources.edit(key) {
         r.state = "Deleting".into();
     }
     drop(st);

@@ -120,24 +120,17 @@ pub(crate) fn role_assignment(
                 .next()
                 .unwrap_or("")
                 .to_string();
-            let duplicate = st
-                .resources
-                .group(&RA_TYPE.to_ascii_lowercase())
-                .any(|(k, r)| {
-                    k != &key
-                        && r.body
-                            .pointer("/properties/scope")
-                            .and_then(Value::as_str)
-                            .is_some_and(|s| s.eq_ignore_ascii_case(scope))
-                        && r.body
-                            .pointer("/properties/principalId")
-                            .and_then(Value::as_str)
-                            == Some(principal)
-                        && r.body
-                            .pointer("/properties/roleDefinitionId")
-                            .and_then(Value::as_str)
-                            .is_some_and(|d| d.to_ascii_lowercase().ends_with(&role_tail))
-                });
+            let duplicate = crate::rbac::assignments_at(&st, scope).any(|r| {
+                r.id.to_ascii_lowercase() != key
+                    && r.body
+                        .pointer("/properties/principalId")
+                        .and_then(Value::as_str)
+                        == Some(principal)
+                    && r.body
+                        .pointer("/properties/roleDefinitionId")
+                        .and_then(Value::as_str)
+                        .is_some_and(|d| d.to_ascii_lowercase().ends_with(&role_tail))
+            });
             if duplicate {
                 return Err(arm_error(
                     StatusCode::CONFLICT,
