@@ -1584,7 +1584,7 @@ fn events_are_cloudevents_without_secrets() {
         );
         assert!(
             [handlers::POLL, handlers::COMPENSATE, handlers::NONE].contains(&e.event.subject())
-                || StepName::parse(&e.event.subject()).is_some(),
+                || StepName::parse(e.event.subject()).is_some(),
             "{}: unknown subject {}",
             e.event.event_type(),
             e.event.subject()
