@@ -264,7 +264,7 @@ async fn a_handler_failure_returns_500_and_the_last_delivery_is_recorded() {
         let (status, reply) = post(
             &fx.state,
             "stage",
-            &json!({"Data": {"message": value}, "Metadata": {"DeliveryCount": 1, "MessageId": event.id}}),
+            &json!({"Data": {"message": value}, "Metadata": {"DeliveryCount": 1, "MessageId": event.id()}}),
         )
         .await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{reply}");
@@ -295,7 +295,7 @@ async fn a_handler_failure_returns_500_and_the_last_delivery_is_recorded() {
     );
     let saga = engine.status(&job).await.unwrap().unwrap();
     assert_eq!(saga.dead_letters.len(), 1, "{:?}", saga.dead_letters);
-    assert!(saga.dead_letters[0].contains(&event.id));
+    assert!(saga.dead_letters[0].contains(event.id()));
 }
 
 #[tokio::test]

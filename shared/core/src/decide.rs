@@ -139,7 +139,7 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
     match kind {
         EventKind::JobRequested => forward_or_not(saga, StepName::Stage),
         EventKind::StepSucceeded => {
-            let Some(done) = event.data.step else {
+            let Some(done) = event.data().step else {
                 return Decision::Ignore("event names no step");
             };
             if saga.step(done).status != StepStatus::Succeeded {
@@ -151,16 +151,16 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
             }
         }
         EventKind::StepRetry => {
-            let Some(step) = event.data.step else {
+            let Some(step) = event.data().step else {
                 return Decision::Ignore("event names no step");
             };
-            if !seq_matches(event.data.seq) {
+            if !seq_matches(event.data().seq) {
                 return Decision::Ignore("stale retry");
             }
             forward_or_not(saga, step)
         }
         EventKind::StepPoll | EventKind::UndoPoll | EventKind::ScalePoll => match &saga.pending {
-            Some(p) if Some(p.seq) == event.data.seq => Decision::Poll,
+            Some(p) if Some(p.seq) == event.data().seq => Decision::Poll,
             Some(_) => Decision::Ignore("stale poll"),
             None => Decision::Ignore("nothing pending"),
         },
@@ -168,7 +168,7 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
             undo_or_not(saga)
         }
         EventKind::UndoRetry => {
-            if !seq_matches(event.data.seq) {
+            if !seq_matches(event.data().seq) {
                 return Decision::Ignore("stale retry");
             }
             undo_or_not(saga)
@@ -180,10 +180,10 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
             if saga.pending.is_some() {
                 return Decision::Ignore("an operation is in flight");
             }
-            let (Some(pool), Some(count)) = (&event.data.pool, event.data.count) else {
+            let (Some(pool), Some(count)) = (&event.data().pool, event.data().count) else {
                 return Decision::Ignore("scale request without pool or count");
             };
-            if !seq_matches(event.data.seq) {
+            if !seq_matches(event.data().seq) {
                 return Decision::Ignore("stale scale request");
             }
             // A message on the bus is not trusted more than a request: the
@@ -197,10 +197,10 @@ pub fn decide(saga: &Saga, event: &CloudEvent) -> Decision {
             }
         }
         EventKind::PoolAddRequested | EventKind::PoolRemoveRequested => {
-            decide_pool_change(saga, kind, &event.data)
+            decide_pool_change(saga, kind, event.data())
         }
         EventKind::PoolPoll => match &saga.pending {
-            Some(p) if Some(p.seq) == event.data.seq => Decision::Poll,
+            Some(p) if Some(p.seq) == event.data().seq => Decision::Poll,
             Some(_) => Decision::Ignore("stale poll"),
             None => Decision::Ignore("nothing pending"),
         },

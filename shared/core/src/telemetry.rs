@@ -208,7 +208,7 @@ pub fn record_wait(event: &CloudEvent, parent: &TraceContext, now: OffsetDateTim
         // No meter or tracer provider: nothing would be recorded.
         return;
     }
-    let waited = (now - event.time).as_seconds_f64().max(0.0);
+    let waited = (now - event.time()).as_seconds_f64().max(0.0);
     let scheduled = matches!(
         event.kind(),
         Some(
@@ -222,20 +222,20 @@ pub fn record_wait(event: &CloudEvent, parent: &TraceContext, now: OffsetDateTim
     metrics().queue_lag.record(
         waited,
         &[
-            KeyValue::new("cloudevents.event_type", event.event_type.clone()),
+            KeyValue::new("cloudevents.event_type", event.event_type().to_string()),
             KeyValue::new("flotilla.scheduled", scheduled),
         ],
     );
     let tracer = opentelemetry::global::tracer(SCOPE);
-    let start = std::time::SystemTime::from(event.time);
+    let start = std::time::SystemTime::from(event.time());
     let mut span = tracer
         .span_builder("flotilla.wait")
         .with_kind(opentelemetry::trace::SpanKind::Internal)
         .with_start_time(start)
         .with_attributes([
-            KeyValue::new("flotilla.job", event.data.job.clone()),
-            KeyValue::new("cloudevents.event_type", event.event_type.clone()),
-            KeyValue::new("cloudevents.event_id", event.id.clone()),
+            KeyValue::new("flotilla.job", event.data().job.clone()),
+            KeyValue::new("cloudevents.event_type", event.event_type().to_string()),
+            KeyValue::new("cloudevents.event_id", event.id().to_string()),
             KeyValue::new("flotilla.scheduled", scheduled),
             KeyValue::new("flotilla.wait.seconds", waited),
         ])
@@ -326,14 +326,14 @@ pub fn record_transition<'a>(saga: &Saga, events: impl IntoIterator<Item = &'a C
             EventKind::StepFailed => "failed",
             _ => continue,
         };
-        let Some(step) = event.data.step else {
+        let Some(step) = event.data().step else {
             continue;
         };
         let Some(state) = saga.steps.iter().find(|s| s.name == step) else {
             continue;
         };
         if let Some(start) = state.started_at {
-            let end = state.finished_at.unwrap_or(event.time);
+            let end = state.finished_at.unwrap_or(event.time());
             m.step_duration.record(
                 (end - start).as_seconds_f64().max(0.0),
                 &[

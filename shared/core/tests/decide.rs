@@ -6,7 +6,7 @@
 use flotilla_azure::arm::PollVia;
 use flotilla_azure::{AzureError, PollState};
 use flotilla_core::decide::{self, decide, Decision, Emit, Policy};
-use flotilla_core::events::{handlers, types, CloudEvent};
+use flotilla_core::events::{handlers, types, CloudEvent, EventData};
 use flotilla_core::saga::{
     ErrorInfo, JobStatus, PendingPurpose, ResourceKind, ResourceRecord, ResourceState, Saga,
     StepName, StepStatus,
@@ -224,7 +224,7 @@ fn forbidden() -> AzureError {
 }
 
 fn kinds(emits: &[Emit]) -> Vec<&str> {
-    emits.iter().map(|e| e.event.event_type.as_str()).collect()
+    emits.iter().map(|e| e.event.event_type()).collect()
 }
 
 fn is_ignore(d: &Decision) -> bool {
@@ -253,7 +253,7 @@ fn first_delivery_forwards_every_step() {
             decide(&saga, &event),
             Decision::Forward(step),
             "{step}: first delivery of {}",
-            event.event_type
+            event.event_type()
         );
 
         // The step has started but nothing is in flight (e.g. a crash before
@@ -302,8 +302,8 @@ fn duplicate_trigger_after_success_reemits_every_step_without_state_change() {
         }
         // What the engine sends for Reemit is the very event finish_step sent.
         let again = decide::step_succeeded_event(&saga, step);
-        assert_eq!(again.event.id, emitted[0].event.id, "{step}");
-        assert_eq!(again.event.event_type, types::STEP_SUCCEEDED);
+        assert_eq!(again.event.id(), emitted[0].event.id(), "{step}");
+        assert_eq!(again.event.event_type(), types::STEP_SUCCEEDED);
         assert_eq!(saga, before, "{step}: re-emitting must not change the saga");
     }
     assert!(
@@ -365,8 +365,10 @@ fn step_succeeded_that_contradicts_the_saga_is_ignored() {
     let event = decide::step_succeeded_event(&done, StepName::Prereqs).event;
     assert!(is_ignore(&decide(&saga, &event)));
 
-    let mut no_step = event.clone();
-    no_step.data.step = None;
+    let no_step = event.clone().with_data(EventData {
+        step: None,
+        ..event.data().clone()
+    });
     assert!(is_ignore(&decide(&done, &no_step)));
 
     // The last step's success is a notification only.
@@ -389,8 +391,8 @@ fn notifications_are_ignored() {
         types::JOB_DEGRADED,
         "io.example.unknown",
     ] {
-        let mut event = decide::job_requested_event(&saga).event;
-        event.event_type = ty.into();
+        let requested = decide::job_requested_event(&saga).event;
+        let event = CloudEvent::new(ty, requested.subject(), "x", requested.data().clone());
         assert!(is_ignore(&decide(&saga, &event)), "{ty}");
     }
 }
@@ -414,15 +416,15 @@ fn retryable_error_schedules_exactly_one_delayed_retry_for_every_step() {
         );
         let retry = &emits[0];
         assert_eq!(
-            retry.event.subject,
+            retry.event.subject(),
             step.as_str(),
             "{step}: the retry goes back to the step's handler"
         );
-        assert_eq!(retry.event.data.step, Some(step));
+        assert_eq!(retry.event.data().step, Some(step));
         assert!(saga.seq > seq_before, "{step}: a retry takes a new seq");
-        assert_eq!(retry.event.data.seq, Some(saga.seq), "{step}");
+        assert_eq!(retry.event.data().seq, Some(saga.seq), "{step}");
         assert_eq!(
-            retry.event.data.error.as_ref().map(|e| e.code.as_str()),
+            retry.event.data().error.as_ref().map(|e| e.code.as_str()),
             Some("TooManyRequests")
         );
         let delay = retry
@@ -465,7 +467,8 @@ fn retryable_error_schedules_exactly_one_delayed_retry_for_every_step() {
         assert_eq!(emits2[0].not_before, Some(policy.backoff(2, None)));
         assert!(emits2[0].not_before >= Some(policy.backoff_base), "{step}");
         assert_ne!(
-            emits2[0].event.id, retry.event.id,
+            emits2[0].event.id(),
+            retry.event.id(),
             "{step}: each retry is its own transition"
         );
         assert!(
@@ -563,9 +566,9 @@ fn retryable_error_after_max_attempts_fails_the_step_with_retries_exhausted() {
                 vec![types::STEP_FAILED, types::COMPENSATION_STARTED],
                 "{step}"
             );
-            assert_eq!(emits[0].event.subject, handlers::COMPENSATE);
+            assert_eq!(emits[0].event.subject(), handlers::COMPENSATE);
             assert_eq!(
-                emits[0].event.data.error.as_ref().unwrap().code,
+                emits[0].event.data().error.as_ref().unwrap().code,
                 "RetriesExhausted"
             );
             assert!(
@@ -608,11 +611,14 @@ fn terminal_error_fails_the_step_and_starts_compensation() {
             "{step}"
         );
         let failed = &emits[0].event;
-        assert_eq!(failed.subject, handlers::COMPENSATE, "{step}");
-        assert_eq!(failed.data.step, Some(step));
-        assert_eq!(failed.data.job, JOB);
-        assert_eq!(failed.data.error.as_ref().unwrap().code, "SkuNotAvailable");
-        assert_eq!(emits[1].event.subject, handlers::NONE);
+        assert_eq!(failed.subject(), handlers::COMPENSATE, "{step}");
+        assert_eq!(failed.data().step, Some(step));
+        assert_eq!(failed.data().job, JOB);
+        assert_eq!(
+            failed.data().error.as_ref().unwrap().code,
+            "SkuNotAvailable"
+        );
+        assert_eq!(emits[1].event.subject(), handlers::NONE);
 
         assert_eq!(decide(&saga, failed), Decision::Undo, "{step}");
         assert!(
@@ -641,10 +647,10 @@ fn pending_operation_is_polled_with_its_own_seq_and_stale_polls_are_ignored() {
         assert_eq!(pending.seq, saga.seq, "{step}");
         assert_eq!(pending.checks, 0, "{step}");
         assert_eq!(pending.since, t(4));
-        assert_eq!(first.event.event_type, types::STEP_POLL, "{step}");
-        assert_eq!(first.event.subject, handlers::POLL, "{step}");
-        assert_eq!(first.event.data.step, Some(step), "{step}");
-        assert_eq!(first.event.data.seq, Some(pending.seq), "{step}");
+        assert_eq!(first.event.event_type(), types::STEP_POLL, "{step}");
+        assert_eq!(first.event.subject(), handlers::POLL, "{step}");
+        assert_eq!(first.event.data().step, Some(step), "{step}");
+        assert_eq!(first.event.data().seq, Some(pending.seq), "{step}");
         assert_eq!(first.not_before, Some(Duration::from_secs(15)), "{step}");
         if step == StepName::Join {
             assert_eq!(pending.purpose, PendingPurpose::JoinCheck);
@@ -667,8 +673,8 @@ fn pending_operation_is_polled_with_its_own_seq_and_stale_polls_are_ignored() {
         let now = saga.pending.clone().unwrap();
         assert!(now.seq > pending.seq, "{step}: new seq");
         assert_eq!(now.checks, 1, "{step}");
-        assert_eq!(second.event.data.seq, Some(now.seq), "{step}");
-        assert_ne!(second.event.id, first.event.id, "{step}");
+        assert_eq!(second.event.data().seq, Some(now.seq), "{step}");
+        assert_ne!(second.event.id(), first.event.id(), "{step}");
         assert_eq!(second.not_before, Some(Duration::from_secs(30)));
         assert!(
             is_ignore(&decide(&saga, &first.event)),
@@ -688,8 +694,11 @@ fn pending_operation_is_polled_with_its_own_seq_and_stale_polls_are_ignored() {
 #[test]
 fn poll_without_seq_is_ignored() {
     let mut saga = running(StepName::Master);
-    let mut poll = in_flight(&mut saga, StepName::Master).event;
-    poll.data.seq = None;
+    let poll = in_flight(&mut saga, StepName::Master).event;
+    let poll = poll.clone().with_data(EventData {
+        seq: None,
+        ..poll.data().clone()
+    });
     assert!(is_ignore(&decide(&saga, &poll)));
 }
 
@@ -715,14 +724,14 @@ fn finishing_a_step_hands_over_to_the_next_one() {
         assert!(saga.pending.is_none(), "{step}");
 
         let done = &emits[0];
-        assert_eq!(done.event.event_type, types::STEP_SUCCEEDED, "{step}");
-        assert_eq!(done.event.data.step, Some(step));
+        assert_eq!(done.event.event_type(), types::STEP_SUCCEEDED, "{step}");
+        assert_eq!(done.event.data().step, Some(step));
         assert!(done.not_before.is_none());
         match step.next() {
             Some(next) => {
                 assert_eq!(kinds(&emits), vec![types::STEP_SUCCEEDED], "{step}");
                 assert_eq!(
-                    done.event.subject,
+                    done.event.subject(),
                     next.as_str(),
                     "{step}: the next step handles it"
                 );
@@ -738,8 +747,8 @@ fn finishing_a_step_hands_over_to_the_next_one() {
                     kinds(&emits),
                     vec![types::STEP_SUCCEEDED, types::JOB_SUCCEEDED]
                 );
-                assert_eq!(done.event.subject, handlers::NONE);
-                assert_eq!(emits[1].event.subject, handlers::NONE);
+                assert_eq!(done.event.subject(), handlers::NONE);
+                assert_eq!(emits[1].event.subject(), handlers::NONE);
                 assert_eq!(saga.status, JobStatus::Succeeded);
                 assert!(saga.status.is_terminal());
                 assert!(is_ignore(&decide(&saga, &done.event)));
@@ -805,7 +814,8 @@ fn undo_deletes_newest_first_and_compensates_each_step_for_every_failed_step() {
             let undone: Vec<&Emit> = emits
                 .iter()
                 .filter(|e| {
-                    e.event.event_type == types::UNDO_SUCCEEDED && e.event.data.step == Some(step)
+                    e.event.event_type() == types::UNDO_SUCCEEDED
+                        && e.event.data().step == Some(step)
                 })
                 .collect();
             let left = saga
@@ -841,7 +851,7 @@ fn undo_deletes_newest_first_and_compensates_each_step_for_every_failed_step() {
                     1,
                     "failed {failed}: one undo.succeeded for {step}"
                 );
-                assert_eq!(undone[0].event.subject, handlers::COMPENSATE);
+                assert_eq!(undone[0].event.subject(), handlers::COMPENSATE);
                 if saga.status == JobStatus::Compensating {
                     assert_eq!(
                         decide(&saga, &undone[0].event),
@@ -871,11 +881,11 @@ fn undo_deletes_newest_first_and_compensates_each_step_for_every_failed_step() {
         assert_eq!(saga.resources.len(), total, "the undo log is kept");
         let last = emitted.last().expect("job.compensated");
         assert_eq!(
-            last.event.event_type,
+            last.event.event_type(),
             types::JOB_COMPENSATED,
             "failed {failed}"
         );
-        assert_eq!(last.event.subject, handlers::NONE);
+        assert_eq!(last.event.subject(), handlers::NONE);
         assert_eq!(
             kinds(&emitted)
                 .iter()
@@ -893,8 +903,8 @@ fn undo_deletes_newest_first_and_compensates_each_step_for_every_failed_step() {
         }
         let undone_steps: Vec<StepName> = emitted
             .iter()
-            .filter(|e| e.event.event_type == types::UNDO_SUCCEEDED)
-            .filter_map(|e| e.event.data.step)
+            .filter(|e| e.event.event_type() == types::UNDO_SUCCEEDED)
+            .filter_map(|e| e.event.data().step)
             .collect();
         let mut expected: Vec<StepName> =
             StepName::ALL.into_iter().filter(|s| *s < failed).collect();
@@ -908,7 +918,7 @@ fn undo_deletes_newest_first_and_compensates_each_step_for_every_failed_step() {
             assert!(
                 is_ignore(&decide(&saga, &e.event)),
                 "failed {failed}: {} after compensation",
-                e.event.event_type
+                e.event.event_type()
             );
         }
     }
@@ -932,7 +942,11 @@ fn resource_already_gone_gives_the_same_outcome() {
             assert_eq!(decide::next_undo(&odd), Some(i), "failed {failed}");
             let a = decide::resource_deleted(&mut plain, i, t(11));
             let b = decide::resource_deleted(&mut odd, i, t(11));
-            let ids = |v: &[Emit]| v.iter().map(|e| e.event.id.clone()).collect::<Vec<_>>();
+            let ids = |v: &[Emit]| {
+                v.iter()
+                    .map(|e| e.event.id().to_string())
+                    .collect::<Vec<_>>()
+            };
             assert_eq!(ids(&a), ids(&b), "failed {failed}");
             assert_eq!(kinds(&a), kinds(&b), "failed {failed}");
         }
@@ -977,7 +991,7 @@ fn all_resources_already_gone_finishes_compensation() {
         let emits = decide::finish_undo(&mut saga, &[], t(13));
         assert_eq!(saga.status, JobStatus::Compensated, "failed {failed}");
         assert_eq!(
-            emits.last().unwrap().event.event_type,
+            emits.last().unwrap().event.event_type(),
             types::JOB_COMPENSATED
         );
         for step in StepName::ALL {
@@ -990,7 +1004,7 @@ fn all_resources_already_gone_finishes_compensation() {
         }
         let undone = emits
             .iter()
-            .filter(|e| e.event.event_type == types::UNDO_SUCCEEDED)
+            .filter(|e| e.event.event_type() == types::UNDO_SUCCEEDED)
             .count();
         assert_eq!(undone, failed.index(), "failed {failed}");
     }
@@ -1008,8 +1022,8 @@ fn deleting_a_succeeded_job_removes_everything_and_ends_deleted() {
     let total = saga.resources.len();
     let request = decide::request_delete(&mut saga).expect("a succeeded job can be deleted");
     assert_eq!(saga.status, JobStatus::Deleting);
-    assert_eq!(request.event.event_type, types::DELETE_REQUESTED);
-    assert_eq!(request.event.subject, handlers::COMPENSATE);
+    assert_eq!(request.event.event_type(), types::DELETE_REQUESTED);
+    assert_eq!(request.event.subject(), handlers::COMPENSATE);
     assert_eq!(decide(&saga, &request.event), Decision::Undo);
 
     let mut emitted = vec![];
@@ -1023,15 +1037,15 @@ fn deleting_a_succeeded_job_removes_everything_and_ends_deleted() {
     assert_eq!(order, (0..total).rev().collect::<Vec<_>>());
     assert_eq!(saga.status, JobStatus::Deleted);
     let last = emitted.last().unwrap();
-    assert_eq!(last.event.event_type, types::JOB_DELETED);
+    assert_eq!(last.event.event_type(), types::JOB_DELETED);
     assert!(!kinds(&emitted).contains(&types::JOB_COMPENSATED));
     for step in StepName::ALL {
         assert_eq!(saga.step(step).status, StepStatus::Compensated, "{step}");
     }
     let undone: HashSet<StepName> = emitted
         .iter()
-        .filter(|e| e.event.event_type == types::UNDO_SUCCEEDED)
-        .filter_map(|e| e.event.data.step)
+        .filter(|e| e.event.event_type() == types::UNDO_SUCCEEDED)
+        .filter_map(|e| e.event.data().step)
         .collect();
     assert_eq!(
         undone.len(),
@@ -1088,10 +1102,10 @@ fn retryable_undo_failure_schedules_an_undo_retry_for_every_undo() {
             let emits = decide::fail_undo(&mut saga, index, &throttled(20), &policy, t(17));
             assert_eq!(kinds(&emits), vec![types::UNDO_RETRY], "{step}");
             let retry = &emits[0];
-            assert_eq!(retry.event.subject, handlers::COMPENSATE);
-            assert_eq!(retry.event.data.step, Some(step));
+            assert_eq!(retry.event.subject(), handlers::COMPENSATE);
+            assert_eq!(retry.event.data().step, Some(step));
             assert!(saga.seq > seq_before);
-            assert_eq!(retry.event.data.seq, Some(saga.seq));
+            assert_eq!(retry.event.data().seq, Some(saga.seq));
             assert!(
                 retry.not_before.unwrap() >= Duration::from_secs(20),
                 "{step}: shorter than Retry-After"
@@ -1108,7 +1122,7 @@ fn retryable_undo_failure_schedules_an_undo_retry_for_every_undo() {
             let emits2 = decide::fail_undo(&mut saga, index, &busy(), &policy, t(18));
             assert_eq!(kinds(&emits2), vec![types::UNDO_RETRY]);
             assert_eq!(saga.step(step).undo_attempts, 2);
-            assert_ne!(emits2[0].event.id, retry.event.id);
+            assert_ne!(emits2[0].event.id(), retry.event.id());
             assert!(
                 is_ignore(&decide(&saga, &retry.event)),
                 "{step}: stale undo retry"
@@ -1140,7 +1154,7 @@ fn assert_compensation_failed(saga: &Saga, index: usize, emits: &[Emit], what: &
     assert_eq!(decide::next_undo(saga), Some(index), "{what}");
     assert_eq!(kinds(emits), vec![types::COMPENSATION_FAILED], "{what}");
     assert_eq!(
-        emits[0].event.data.error.as_ref().unwrap().code,
+        emits[0].event.data().error.as_ref().unwrap().code,
         "CompensationFailed"
     );
     assert!(emits[0].not_before.is_none());
@@ -1252,7 +1266,7 @@ fn request_delete_refuses_unfinished_jobs() {
         assert_eq!(saga.status, JobStatus::Deleting);
         assert_eq!(saga.step(StepName::Master).undo_attempts, 0);
         assert_eq!(saga.seq, seq + 1);
-        assert_eq!(emit.event.event_type, types::DELETE_REQUESTED);
+        assert_eq!(emit.event.event_type(), types::DELETE_REQUESTED);
     }
 }
 
@@ -1300,11 +1314,11 @@ fn request_scale_validates_pool_and_count() {
     for count in [2, 5, 10] {
         let mut saga = saga_after(6);
         let emit = decide::request_scale(&mut saga, "general", count).unwrap();
-        assert_eq!(emit.event.event_type, types::SCALE_REQUESTED);
-        assert_eq!(emit.event.subject, StepName::Workers.as_str());
-        assert_eq!(emit.event.data.pool.as_deref(), Some("general"));
-        assert_eq!(emit.event.data.count, Some(count));
-        assert_eq!(emit.event.data.seq, Some(saga.seq));
+        assert_eq!(emit.event.event_type(), types::SCALE_REQUESTED);
+        assert_eq!(emit.event.subject(), StepName::Workers.as_str());
+        assert_eq!(emit.event.data().pool.as_deref(), Some("general"));
+        assert_eq!(emit.event.data().count, Some(count));
+        assert_eq!(emit.event.data().seq, Some(saga.seq));
         assert_eq!(
             decide(&saga, &emit.event),
             Decision::Scale {
@@ -1334,13 +1348,13 @@ fn request_scale_validates_pool_and_count() {
         };
         let poll = poll_state(&purpose);
         let wait = decide::wait_for(&mut saga, purpose, poll, Duration::from_secs(10), t(22));
-        assert_eq!(wait.event.event_type, types::SCALE_POLL);
+        assert_eq!(wait.event.event_type(), types::SCALE_POLL);
         assert_eq!(decide(&saga, &wait.event), Decision::Poll);
         assert!(is_ignore(&decide(&saga, &newer.event)));
         assert!(decide::request_scale(&mut saga, "general", 4).is_err());
 
         let done = decide::finish_scale(&mut saga, "general", 3);
-        assert_eq!(done.event.event_type, types::JOB_SCALED);
+        assert_eq!(done.event.event_type(), types::JOB_SCALED);
         assert_eq!(saga.pools.get("general"), Some(&3));
         assert!(saga.pending.is_none());
         assert_eq!(saga.status, JobStatus::Succeeded);
@@ -1356,17 +1370,22 @@ fn step_succeeded_ids_are_stable_per_step_and_distinct_across_steps() {
     for step in StepName::ALL {
         let a = decide::step_succeeded_event(&saga, step).event;
         let b = decide::step_succeeded_event(&saga, step).event;
-        assert_eq!(a.id, b.id, "{step}: same transition, same id");
-        assert_eq!(a.source, format!("/flotilla/jobs/{JOB}"));
-        assert!(a.id.starts_with(JOB), "{}", a.id);
-        assert!(seen.insert(a.id), "{step}: id shared with another step");
+        assert_eq!(a.id(), b.id(), "{step}: same transition, same id");
+        assert_eq!(a.source(), format!("/flotilla/jobs/{JOB}"));
+        assert!(a.id().starts_with(JOB), "{}", a.id());
+        assert!(
+            seen.insert(a.id().to_string()),
+            "{step}: id shared with another step"
+        );
     }
     // The id a re-delivery re-emits is the one finish_step emitted.
     let mut saga = running(StepName::Keys);
     let emitted = decide::finish_step(&mut saga, StepName::Keys, t(1));
     assert_eq!(
-        emitted[0].event.id,
-        decide::step_succeeded_event(&saga, StepName::Keys).event.id
+        emitted[0].event.id(),
+        decide::step_succeeded_event(&saga, StepName::Keys)
+            .event
+            .id()
     );
     // And jobs do not share ids.
     let mut other = saga.clone();
@@ -1374,12 +1393,14 @@ fn step_succeeded_ids_are_stable_per_step_and_distinct_across_steps() {
     assert_ne!(
         decide::step_succeeded_event(&other, StepName::Keys)
             .event
-            .id,
-        decide::step_succeeded_event(&saga, StepName::Keys).event.id
+            .id(),
+        decide::step_succeeded_event(&saga, StepName::Keys)
+            .event
+            .id()
     );
     assert_eq!(
-        decide::job_requested_event(&saga).event.id,
-        decide::job_requested_event(&saga).event.id
+        decide::job_requested_event(&saga).event.id(),
+        decide::job_requested_event(&saga).event.id()
     );
 }
 
@@ -1505,10 +1526,10 @@ fn every_transition_of_a_life_has_its_own_event_id() {
         let mut seen = HashSet::new();
         for e in &life {
             assert!(
-                seen.insert(e.event.id.clone()),
+                seen.insert(e.event.id().to_string()),
                 "{name}: id {} ({}) used by two transitions",
-                e.event.id,
-                e.event.event_type
+                e.event.id(),
+                e.event.event_type()
             );
         }
         assert!(
@@ -1551,27 +1572,26 @@ fn events_are_cloudevents_without_secrets() {
         assert!(
             found.is_empty(),
             "{}: secret-looking fields {found:?} in {v}",
-            e.event.event_type
+            e.event.event_type()
         );
         assert_eq!(v["specversion"], "1.0");
         assert_eq!(v["source"], format!("/flotilla/jobs/{JOB}"));
         assert_eq!(v["data"]["job"], JOB);
         assert!(
-            types::ALL.contains(&e.event.event_type.as_str()),
+            types::ALL.contains(&e.event.event_type()),
             "{}",
-            e.event.event_type
+            e.event.event_type()
         );
         assert!(
-            [handlers::POLL, handlers::COMPENSATE, handlers::NONE]
-                .contains(&e.event.subject.as_str())
-                || StepName::parse(&e.event.subject).is_some(),
+            [handlers::POLL, handlers::COMPENSATE, handlers::NONE].contains(&e.event.subject())
+                || StepName::parse(e.event.subject()).is_some(),
             "{}: unknown subject {}",
-            e.event.event_type,
-            e.event.subject
+            e.event.event_type(),
+            e.event.subject()
         );
         let back = CloudEvent::from_json(&bytes).unwrap();
         assert_eq!(back, e.event);
-        seen_types.insert(e.event.event_type.clone());
+        seen_types.insert(e.event.event_type().to_string());
     }
     assert!(seen_types.len() >= 15, "types covered: {seen_types:?}");
 }
@@ -1609,8 +1629,8 @@ fn leftovers_found_after_the_undo_chain_fail_the_job_and_list_them() {
             assert!(err.message.contains(id.as_str()), "{}", err.message);
         }
         let last = emits.last().unwrap();
-        assert_eq!(last.event.event_type, types::COMPENSATION_FAILED);
-        assert_eq!(last.event.data.resources, left);
+        assert_eq!(last.event.event_type(), types::COMPENSATION_FAILED);
+        assert_eq!(last.event.data().resources, left);
         assert!(!kinds(&emits).contains(&types::JOB_COMPENSATED));
         assert!(!kinds(&emits).contains(&types::JOB_DELETED));
         // Every step with nothing left in the log is still marked undone.
@@ -1644,10 +1664,13 @@ fn a_failed_check_is_retried_like_an_undo_then_fails_the_job() {
         assert_eq!(saga.verify_attempts, attempt);
         assert_eq!(emits.len(), 1);
         let e = &emits[0];
-        assert_eq!(e.event.event_type, types::UNDO_RETRY);
-        assert_eq!(e.event.subject, handlers::COMPENSATE);
+        assert_eq!(e.event.event_type(), types::UNDO_RETRY);
+        assert_eq!(e.event.subject(), handlers::COMPENSATE);
         assert_eq!(e.not_before, Some(policy.backoff(attempt, None)));
-        assert!(ids.insert(e.event.id.clone()), "a fresh id per attempt");
+        assert!(
+            ids.insert(e.event.id().to_string()),
+            "a fresh id per attempt"
+        );
         assert_eq!(
             decide(&saga, &e.event),
             Decision::Undo,

@@ -67,18 +67,18 @@ async fn every_event_of_a_job_carries_the_trace_its_submission_started() {
     let trace_of = |job: &str| {
         let traces: std::collections::BTreeSet<String> = events
             .iter()
-            .filter(|e| e.data.job == job)
+            .filter(|e| e.data().job == job)
             .map(|e| {
                 let cx = e
                     .trace_context()
-                    .unwrap_or_else(|| panic!("{} has no traceparent", e.id));
+                    .unwrap_or_else(|| panic!("{} has no traceparent", e.id()));
                 cx.trace_id().to_string()
             })
             .collect();
         assert_eq!(traces.len(), 1, "{job}: {traces:?}");
         traces.into_iter().next().unwrap()
     };
-    assert!(events.iter().filter(|e| e.data.job == first).count() > 6);
+    assert!(events.iter().filter(|e| e.data().job == first).count() > 6);
     assert_ne!(
         trace_of(&first),
         trace_of(&second),
@@ -281,8 +281,8 @@ fn forged(job: &str, event_type: &str, data: EventData) -> OutMessage {
         },
     );
     OutMessage {
-        id: event.id.clone(),
-        event_type: event.event_type.clone(),
+        id: event.id().to_string(),
+        event_type: event.event_type().to_string(),
         body: event.to_json(),
         not_before: None,
     }

@@ -103,9 +103,9 @@ async fn a_succeeded_job_has_its_outputs_in_one_secret_that_delete_removes() {
         let emits = decide::finish_step(&mut again, StepName::Join, saga.updated_at);
         let succeeded = emits
             .iter()
-            .find(|e| e.event.event_type == types::JOB_SUCCEEDED)
+            .find(|e| e.event.event_type() == types::JOB_SUCCEEDED)
             .expect("job.succeeded");
-        assert_eq!(succeeded.event.data.outputs.as_deref(), Some(id.as_str()));
+        assert_eq!(succeeded.event.data().outputs.as_deref(), Some(id.as_str()));
         let wire = String::from_utf8(succeeded.event.to_json()).unwrap();
         assert!(wire.contains(&id) && !wire.contains("kubeconfigSecretId"));
 

@@ -380,7 +380,7 @@ async fn forged_pool_commands_on_the_bus_change_nothing() {
         w.run(&job, LIMIT).await;
     }
     // A valid add with a stale sequence number is ignored too.
-    let mut stale = forged(
+    let stale = forged(
         &before,
         types::POOL_ADD_REQUESTED,
         EventData {
@@ -388,7 +388,10 @@ async fn forged_pool_commands_on_the_bus_change_nothing() {
             ..Default::default()
         },
     );
-    stale.data.seq = Some(before.seq + 5);
+    let stale = stale.clone().with_data(EventData {
+        seq: Some(before.seq + 5),
+        ..stale.data().clone()
+    });
     w.engine.handle(&stale).await.unwrap();
     let saga = w.run(&job, LIMIT).await;
     assert_eq!(saga.spec, before.spec);

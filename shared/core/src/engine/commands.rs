@@ -194,11 +194,11 @@ impl Engine {
         reason: &str,
     ) -> Result<(), EngineError> {
         let result = self
-            .with_saga(&event.data.job, false, |saga, _| {
+            .with_saga(&event.data().job, false, |saga, _| {
                 Ok(decide::record_dead_letter(
                     saga,
-                    &event.id,
-                    &event.event_type,
+                    event.id(),
+                    event.event_type(),
                     reason,
                 ))
             })

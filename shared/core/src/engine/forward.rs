@@ -57,14 +57,14 @@ impl Engine {
     pub async fn handle(&self, event: &CloudEvent) -> Result<(), EngineError> {
         let span = tracing::info_span!(
             "flotilla.handle",
-            otel.name = %event.event_type,
+            otel.name = %event.event_type(),
             otel.kind = "consumer",
-            flotilla.job = %event.data.job,
-            cloudevents.event_id = %event.id,
-            cloudevents.event_type = %event.event_type,
+            flotilla.job = %event.data().job,
+            cloudevents.event_id = %event.id(),
+            cloudevents.event_type = %event.event_type(),
             messaging.system = "servicebus",
             messaging.operation.type = "process",
-            messaging.message.id = %event.id,
+            messaging.message.id = %event.id(),
             trace_id = tracing::field::Empty,
         );
         match event.trace_context() {
@@ -96,15 +96,15 @@ impl Engine {
     }
 
     async fn handle_once(&self, event: &CloudEvent) -> Result<(), EngineError> {
-        let Some(mut txn) = self.load(&event.data.job).await? else {
-            tracing::warn!(job = %event.data.job, id = %event.id, "event for an unknown job ignored");
+        let Some(mut txn) = self.load(&event.data().job).await? else {
+            tracing::warn!(job = %event.data().job, id = %event.id(), "event for an unknown job ignored");
             return Ok(());
         };
         let decision = decide::decide(&txn.saga, event);
-        tracing::debug!(job = %txn.saga.id, event = %event.event_type, ?decision, "decided");
+        tracing::debug!(job = %txn.saga.id, event = %event.event_type(), ?decision, "decided");
         match decision {
             Decision::Ignore(why) => {
-                tracing::debug!(job = %txn.saga.id, id = %event.id, why, "ignored");
+                tracing::debug!(job = %txn.saga.id, id = %event.id(), why, "ignored");
                 Ok(())
             }
             Decision::Reemit(step) => {

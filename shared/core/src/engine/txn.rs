@@ -47,8 +47,8 @@ pub(super) struct Txn {
 
 fn message(entry: &OutboxEntry) -> OutMessage {
     OutMessage {
-        id: entry.event.id.clone(),
-        event_type: entry.event.event_type.clone(),
+        id: entry.event.id().to_string(),
+        event_type: entry.event.event_type().to_string(),
         body: entry.event.to_json(),
         not_before: entry.not_before,
     }

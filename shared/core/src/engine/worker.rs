@@ -82,7 +82,7 @@ pub async fn settle(engine: &Engine, d: Delivered<'_>) -> Settlement {
                     "terminal"
                 });
                 if let Err(err) = engine.record_dead_letter(&event, &reason).await {
-                    tracing::error!(id = %event.id, error = %err, "could not record the dead letter");
+                    tracing::error!(id = %event.id(), error = %err, "could not record the dead letter");
                 }
             }
             if retryable {
