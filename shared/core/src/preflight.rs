@@ -49,7 +49,8 @@ use crate::steps::{self, Op};
 use flotilla_azure::models::api;
 use flotilla_azure::{AzureError, ResourceId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// One finding, naming the spec field it is about (`workerPools[1].instanceType`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -580,7 +581,47 @@ fn read<T>(
     }
 }
 
+/// How long a location's VM-size catalog is reused before it is read again.
+pub const SKU_CATALOG_TTL: time::Duration = time::Duration::minutes(10);
+
+/// The VM-size catalog of each location as last read, with when: the
+/// catalog is large, changes rarely, and every job's pre-flight needs it, so
+/// jobs submitted within [`SKU_CATALOG_TTL`] of each other share one read. A
+/// size withdrawn meanwhile is then refused by the scale set's PUT instead
+/// (`SkuNotAvailable`, a terminal error that compensates).
+#[derive(Default)]
+pub struct SkuCache(
+    std::sync::Mutex<HashMap<String, (time::OffsetDateTime, Arc<Vec<ResourceSku>>)>>,
+);
+
 impl Engine {
+    /// The VM sizes offered in `location`, from the cache while it is fresh.
+    async fn resource_skus(&self, location: &str) -> Result<Arc<Vec<ResourceSku>>, AzureError> {
+        let key = location.to_ascii_lowercase();
+        let now = self.clock.now();
+        let cached = {
+            let cache = self
+                .skus
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            cache
+                .get(&key)
+                .filter(|(read, _)| now - *read < SKU_CATALOG_TTL)
+                .map(|(_, skus)| skus.clone())
+        };
+        if let Some(skus) = cached {
+            return Ok(skus);
+        }
+        let skus = Arc::new(self.azure.arm.resource_skus(location).await?);
+        self.skus
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, (now, skus.clone()));
+        Ok(skus)
+    }
+
     /// Pre-flight of a job `job` for `spec`, reads only (see the module doc).
     ///
     /// # Errors
@@ -591,7 +632,7 @@ impl Engine {
         let warnings = &mut out.warnings;
 
         let skus = read(
-            arm.resource_skus(&spec.location).await,
+            self.resource_skus(&spec.location).await,
             "VM size availability",
             "location",
             warnings,

@@ -422,3 +422,38 @@ async fn a_rejected_job_cannot_be_deleted_and_is_not_resumed() {
     assert!(matches!(err, CommandError::Conflict(_)), "{err}");
     assert!(flotilla_core::orphans::ended(JobStatus::Rejected));
 }
+
+#[tokio::test]
+async fn jobs_share_one_size_catalog_for_ten_minutes() {
+    let w = World::new();
+    let first = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    assert_eq!(w.run(&first, LIMIT).await.status, JobStatus::Succeeded);
+    // Withdrawn after the first job read the catalog: a job submitted soon
+    // after passes pre-flight on the catalog already read.
+    w.cloud.withhold_size("Standard_D8s_v5");
+    let mut spec = ClusterSpec::example();
+    spec.name = "second".into();
+    spec.network = flotilla_core::spec::NetworkSpec::numbered(1);
+    let second = w.engine.submit(spec.clone()).await.unwrap();
+    let saga = w.run(&second, LIMIT).await;
+    assert!(
+        saga.preflight.as_ref().unwrap().problems.is_empty(),
+        "{:?}",
+        saga.preflight
+    );
+    // Ten minutes on, the catalog is read again and the size is refused.
+    w.clock
+        .advance(flotilla_core::preflight::SKU_CATALOG_TTL.unsigned_abs());
+    spec.name = "third".into();
+    spec.network = flotilla_core::spec::NetworkSpec::numbered(2);
+    let third = w.engine.submit(spec).await.unwrap();
+    let saga = w.run(&third, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Rejected);
+    assert_eq!(
+        codes(&saga),
+        vec![(
+            "workerPools[0].instanceType".to_string(),
+            "SizeNotOffered".to_string()
+        )]
+    );
+}

@@ -150,6 +150,8 @@ pub struct Engine {
     pub policy: Policy,
     pub clock: Arc<dyn Clock>,
     pub stats: Stats,
+    /// Pre-flight's VM-size catalogs, kept a while (`preflight::SkuCache`).
+    pub skus: crate::preflight::SkuCache,
 }
 
 impl Engine {
@@ -169,6 +171,7 @@ impl Engine {
             policy,
             clock: Arc::new(SystemClock),
             stats: Stats::default(),
+            skus: Default::default(),
         }
     }
 
