@@ -590,9 +590,10 @@ pub const SKU_CATALOG_TTL: time::Duration = time::Duration::minutes(10);
 /// size withdrawn meanwhile is then refused by the scale set's PUT instead
 /// (`SkuNotAvailable`, a terminal error that compensates).
 #[derive(Default)]
-pub struct SkuCache(
-    std::sync::Mutex<HashMap<String, (time::OffsetDateTime, Arc<Vec<ResourceSku>>)>>,
-);
+pub struct SkuCache(std::sync::Mutex<HashMap<String, CachedSkus>>);
+
+/// A catalog and when it was read.
+type CachedSkus = (time::OffsetDateTime, Arc<Vec<ResourceSku>>);
 
 impl Engine {
     /// The VM sizes offered in `location`, from the cache while it is fresh.
