@@ -19,6 +19,7 @@ pub(crate) struct BuiltInRole {
     pub id: &'static str,
     pub actions: &'static [&'static str],
     pub not_actions: &'static [&'static str],
+    pub data_actions: &'static [&'static str],
 }
 
 /// The built-in roles the simulator knows (their control-plane actions as Azure lists them,
@@ -29,6 +30,7 @@ pub(crate) const BUILT_IN_ROLES: &[BuiltInRole] = &[
         id: "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
         actions: &["*"],
         not_actions: &[],
+        data_actions: &[],
     },
     // Contributor
     BuiltInRole {
@@ -39,12 +41,14 @@ pub(crate) const BUILT_IN_ROLES: &[BuiltInRole] = &[
             "Microsoft.Authorization/*/Write",
             "Microsoft.Authorization/elevateAccess/Action",
         ],
+        data_actions: &[],
     },
     // Reader
     BuiltInRole {
         id: "acdd72a7-3385-48ef-bd42-f606fba81ae7",
         actions: &["*/read"],
         not_actions: &[],
+        data_actions: &[],
     },
     // Virtual Machine Contributor
     BuiltInRole {
@@ -68,6 +72,7 @@ pub(crate) const BUILT_IN_ROLES: &[BuiltInRole] = &[
             "Microsoft.Resources/subscriptions/resourceGroups/read",
         ],
         not_actions: &[],
+        data_actions: &[],
     },
     // Storage Blob Data Reader
     BuiltInRole {
@@ -77,6 +82,7 @@ pub(crate) const BUILT_IN_ROLES: &[BuiltInRole] = &[
             "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
         ],
         not_actions: &[],
+        data_actions: &["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"],
     },
 ];
 
@@ -157,6 +163,90 @@ pub(crate) fn role_permissions(
     Some((list("actions"), list("notActions")))
 }
 
+/// The data actions of a role definition id (a built-in role's, or a custom
+/// role's `dataActions`).
+fn role_data_actions(st: &State, role_definition_id: &str) -> Vec<String> {
+    if let Some(r) = built_in(role_definition_id) {
+        return r.data_actions.iter().map(|s| s.to_string()).collect();
+    }
+    let Some(guid) = role_definition_id.rsplit('/').next() else {
+        return vec![];
+    };
+    st.resources
+        .values()
+        .find(|r| r.rtype == RD_TYPE && r.name.eq_ignore_ascii_case(guid))
+        .into_iter()
+        .filter_map(|r| r.body.pointer("/properties/permissions"))
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|p| p.get("dataActions").and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The blob read action, as role definitions and conditions name it.
+pub(crate) const BLOB_READ: &str =
+    "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read";
+const BLOB_PATH_ATTRIBUTE: &str =
+    "@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path]";
+
+/// What an ABAC condition allows, in the one form the simulator evaluates:
+/// `((!(ActionMatches{'<blob read>'})) OR (@Resource[…blobs:path]
+/// StringStartsWith '<prefix>'))` — a blob read only under `<prefix>`. Any
+/// other condition is not understood (`None`), and grants nothing.
+pub(crate) fn blob_read_prefix(condition: &str) -> Option<String> {
+    let squeezed: String = condition.split_whitespace().collect::<Vec<_>>().join(" ");
+    let rest = squeezed.strip_prefix(&format!(
+        "((!(ActionMatches{{'{BLOB_READ}'}})) OR ({BLOB_PATH_ATTRIBUTE} StringStartsWith '"
+    ))?;
+    let prefix = rest.strip_suffix("'))")?;
+    (!prefix.contains('\'')).then(|| prefix.to_string())
+}
+
+/// Whether `principal` may read blob `blob` of `container` in storage
+/// account `account_id` (an ARM id): a role assignment of it whose scope is
+/// the container or above grants the blob read data action, and its
+/// condition, if any, is one the simulator understands and allows the
+/// blob's path. Returns why not, in Azure Storage's words.
+pub(crate) fn may_read_blob(
+    st: &State,
+    principal: &str,
+    account_id: &str,
+    container: &str,
+    blob: &str,
+) -> Result<(), String> {
+    let path = format!("{account_id}/blobServices/default/containers/{container}/blobs/{blob}");
+    let allowed = st.resources.values().any(|r| {
+        let p = |k: &str| {
+            r.body
+                .pointer(&format!("/properties/{k}"))
+                .and_then(Value::as_str)
+        };
+        r.rtype == RA_TYPE
+            && p("principalId").is_some_and(|id| id.eq_ignore_ascii_case(principal))
+            && p("scope").is_some_and(|s| covers(s, &path))
+            && p("roleDefinitionId").is_some_and(|d| {
+                role_data_actions(st, d)
+                    .iter()
+                    .any(|a| glob_match(a, BLOB_READ))
+            })
+            && match p("condition") {
+                None => true,
+                Some(c) => {
+                    p("conditionVersion") == Some("2.0")
+                        && blob_read_prefix(c).is_some_and(|prefix| blob.starts_with(&prefix))
+                }
+            }
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err("403 AuthorizationPermissionMismatch (This request is not authorized to perform this operation using this permission.)".into())
+    }
+}
+
 /// Whether `scope` is `path` or one of its ancestors.
 fn covers(scope: &str, path: &str) -> bool {
     let scope = scope.trim_end_matches('/').to_ascii_lowercase();
@@ -221,16 +311,21 @@ pub(crate) fn authorize(sim: &Sim, ctx: &Ctx, vm: &str) -> Result<(), Response> 
 }
 
 /// Whether `principal_id` is a service principal the simulator knows: its
-/// own client, the App Service identity, or a scale set's system-assigned identity.
+/// own client, the App Service identity, a scale set's system-assigned
+/// identity or a user-assigned identity.
 pub(crate) fn principal_exists(sim: &Sim, principal_id: &str) -> bool {
     let st = lock(&sim.inner.state);
     principal_id.eq_ignore_ascii_case(&st.creds.client_id)
         || principal_id.eq_ignore_ascii_case(&st.creds.msi_client_id)
         || st.resources.values().any(|r| {
-            r.body
-                .pointer("/identity/principalId")
-                .and_then(Value::as_str)
-                .is_some_and(|p| p.eq_ignore_ascii_case(principal_id))
+            let is = |p: &str| {
+                r.body
+                    .pointer(p)
+                    .and_then(Value::as_str)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(principal_id))
+            };
+            is("/identity/principalId")
+                || (r.rtype == crate::arm::identity::UAI_TYPE && is("/properties/principalId"))
         })
 }
 
