@@ -375,6 +375,87 @@ mod tests {
         assert!(covers("/subscriptions/s/resourceGroups/rg", VMSS));
     }
 
+    const ACCOUNT: &str =
+        "/subscriptions/s/resourceGroups/st/providers/Microsoft.Storage/storageAccounts/acct";
+    const READER: &str = "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/2a2b9908-6ea1-4ae2-8e65-a410df84e7d1";
+
+    /// The condition flotilla's `keys` gives a job's node identity.
+    fn job_condition(prefix: &str) -> String {
+        format!("((!(ActionMatches{{'{BLOB_READ}'}})) OR (@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path] StringStartsWith '{prefix}'))")
+    }
+
+    fn assign(st: &mut State, name: &str, principal: &str, scope: &str, role: &str, condition: Option<(&str, &str)>) {
+        let mut props = serde_json::json!({
+            "principalId": principal, "scope": scope, "roleDefinitionId": role,
+        });
+        if let Some((version, c)) = condition {
+            props["condition"] = serde_json::json!(c);
+            props["conditionVersion"] = serde_json::json!(version);
+        }
+        let id = format!("{scope}/providers/{RA_TYPE}/{name}");
+        st.resources.insert(
+            id.to_ascii_lowercase(),
+            crate::state::Resource {
+                id,
+                rtype: RA_TYPE.into(),
+                name: name.into(),
+                rg: String::new(),
+                body: serde_json::json!({ "properties": props }),
+                state: "Succeeded".into(),
+                op: None,
+                etag: String::new(),
+                keys: vec![],
+                boot: None,
+                created_ms: 0,
+            },
+        );
+    }
+
+    #[test]
+    fn another_jobs_identity_cannot_read_this_jobs_blobs() {
+        let mut st = State::fresh();
+        let container = format!("{ACCOUNT}/blobServices/default/containers/staging");
+        assign(&mut st, "a", "p-a", &container, READER, Some(("2.0", &job_condition("job-a/"))));
+        assign(&mut st, "b", "p-b", &container, READER, Some(("2.0", &job_condition("job-b/"))));
+        let read = |p: &str, blob: &str| may_read_blob(&st, p, ACCOUNT, "staging", blob);
+        assert!(read("p-a", "job-a/init.sh").is_ok());
+        assert!(read("p-a", "job-a/init-general.sh").is_ok());
+        assert!(read("p-b", "job-b/init.sh").is_ok());
+        // Each job's identity reads its own prefix only.
+        let refused = read("p-b", "job-a/init.sh").unwrap_err();
+        assert!(refused.contains("AuthorizationPermissionMismatch"), "{refused}");
+        assert!(read("p-a", "job-b/init.sh").is_err());
+        assert!(read("p-a", "job-a2/init.sh").is_err(), "a prefix ends at its slash");
+        assert!(read("p-a", "other/job-a/init.sh").is_err());
+        // Not in another container or account, nor for an unknown principal.
+        assert!(may_read_blob(&st, "p-a", ACCOUNT, "other", "job-a/init.sh").is_err());
+        let elsewhere = ACCOUNT.replace("/acct", "/acct2");
+        assert!(may_read_blob(&st, "p-a", &elsewhere, "staging", "job-a/init.sh").is_err());
+        assert!(read("p-c", "job-a/init.sh").is_err());
+    }
+
+    #[test]
+    fn only_the_understood_condition_on_a_data_role_grants_a_read() {
+        let container = format!("{ACCOUNT}/blobServices/default/containers/staging");
+        let read = |role: &str, scope: &str, condition: Option<(&str, &str)>| {
+            let mut st = State::fresh();
+            assign(&mut st, "x", "p", scope, role, condition);
+            may_read_blob(&st, "p", ACCOUNT, "staging", "job-a/init.sh").is_ok()
+        };
+        let c = job_condition("job-a/");
+        assert!(read(READER, &container, None), "no condition: the whole container");
+        assert!(read(READER, ACCOUNT, Some(("2.0", &c))), "a scope above the container");
+        assert!(!read(READER, ACCOUNT, Some(("1.0", &c))), "an unknown condition version");
+        let like = c.replace("StringStartsWith", "StringLike");
+        assert!(!read(READER, &container, Some(("2.0", &like))), "another operator");
+        let spaced = c.replace(" OR ", "\n   OR\n   ");
+        assert!(read(READER, &container, Some(("2.0", &spaced))), "whitespace is free");
+        let reader = "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7";
+        assert!(!read(reader, &container, None), "Reader has no data action");
+        assert_eq!(blob_read_prefix(&c).as_deref(), Some("job-a/"));
+        assert_eq!(blob_read_prefix("true"), None);
+    }
+
     #[test]
     fn roles_grant_their_actions_and_not_others() {
         let st = State::fresh();
