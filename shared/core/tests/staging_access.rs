@@ -40,7 +40,7 @@ fn reader_assignment(saga: &Saga) -> ResourceId {
 async fn get(f: &Flow, id: &ResourceId, version: &str) -> Option<serde_json::Value> {
     ArmClient::for_environment_setup(&f.s.config)
         .unwrap()
-        .get(id, None, version)
+        .get(id, version)
         .await
         .unwrap()
 }
@@ -76,10 +76,18 @@ async fn identity_mode_reads_no_account_key_and_access_ends_with_the_job() {
     // The node identity exists, tagged with the job, and is attached to
     // every scale set of the job.
     let uai = node_identity(&f, &saga);
-    let identity = get(&f, &uai, api::MANAGED_IDENTITY).await.expect("node identity");
-    let principal = identity["properties"]["principalId"].as_str().unwrap().to_string();
+    let identity = get(&f, &uai, api::MANAGED_IDENTITY)
+        .await
+        .expect("node identity");
+    let principal = identity["properties"]["principalId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(identity["tags"]["flotilla-job"], job.as_str());
-    assert_eq!(saga.principals.get(&names::node_identity(&job)), Some(&principal));
+    assert_eq!(
+        saga.principals.get(&names::node_identity(&job)),
+        Some(&principal)
+    );
     for vmss in [names::master_vmss(&job), names::pool_vmss(&job, "general")] {
         let id = ResourceId::new(
             &f.s.server.info.subscription_id,
@@ -89,12 +97,17 @@ async fn identity_mode_reads_no_account_key_and_access_ends_with_the_job() {
             &vmss,
         );
         let body = get(&f, &id, api::COMPUTE).await.unwrap();
-        assert_eq!(body["identity"]["type"], "SystemAssigned, UserAssigned", "{vmss}");
+        assert_eq!(
+            body["identity"]["type"], "SystemAssigned, UserAssigned",
+            "{vmss}"
+        );
         let attached = body["identity"]["userAssignedIdentities"]
             .as_object()
             .unwrap();
         assert!(
-            attached.keys().any(|k| k.eq_ignore_ascii_case(&uai.to_string())),
+            attached
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case(&uai.to_string())),
             "{vmss}: {attached:?}"
         );
     }
@@ -201,8 +214,10 @@ async fn account_key_mode_still_reads_the_key_into_key_vault() {
     assert!(get(&f, &node_identity(&f, &saga), api::MANAGED_IDENTITY)
         .await
         .is_none());
-    assert!(!saga.resources.iter().any(|r| r.step == StepName::Keys
-        && r.id.contains("/roleAssignments/")));
+    assert!(!saga
+        .resources
+        .iter()
+        .any(|r| r.step == StepName::Keys && r.id.contains("/roleAssignments/")));
 
     f.engine.request_delete(&job).await.unwrap();
     let saga = f.until_done(&job).await;

@@ -384,7 +384,14 @@ mod tests {
         format!("((!(ActionMatches{{'{BLOB_READ}'}})) OR (@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path] StringStartsWith '{prefix}'))")
     }
 
-    fn assign(st: &mut State, name: &str, principal: &str, scope: &str, role: &str, condition: Option<(&str, &str)>) {
+    fn assign(
+        st: &mut State,
+        name: &str,
+        principal: &str,
+        scope: &str,
+        role: &str,
+        condition: Option<(&str, &str)>,
+    ) {
         let mut props = serde_json::json!({
             "principalId": principal, "scope": scope, "roleDefinitionId": role,
         });
@@ -415,17 +422,37 @@ mod tests {
     fn another_jobs_identity_cannot_read_this_jobs_blobs() {
         let mut st = State::fresh();
         let container = format!("{ACCOUNT}/blobServices/default/containers/staging");
-        assign(&mut st, "a", "p-a", &container, READER, Some(("2.0", &job_condition("job-a/"))));
-        assign(&mut st, "b", "p-b", &container, READER, Some(("2.0", &job_condition("job-b/"))));
+        assign(
+            &mut st,
+            "a",
+            "p-a",
+            &container,
+            READER,
+            Some(("2.0", &job_condition("job-a/"))),
+        );
+        assign(
+            &mut st,
+            "b",
+            "p-b",
+            &container,
+            READER,
+            Some(("2.0", &job_condition("job-b/"))),
+        );
         let read = |p: &str, blob: &str| may_read_blob(&st, p, ACCOUNT, "staging", blob);
         assert!(read("p-a", "job-a/init.sh").is_ok());
         assert!(read("p-a", "job-a/init-general.sh").is_ok());
         assert!(read("p-b", "job-b/init.sh").is_ok());
         // Each job's identity reads its own prefix only.
         let refused = read("p-b", "job-a/init.sh").unwrap_err();
-        assert!(refused.contains("AuthorizationPermissionMismatch"), "{refused}");
+        assert!(
+            refused.contains("AuthorizationPermissionMismatch"),
+            "{refused}"
+        );
         assert!(read("p-a", "job-b/init.sh").is_err());
-        assert!(read("p-a", "job-a2/init.sh").is_err(), "a prefix ends at its slash");
+        assert!(
+            read("p-a", "job-a2/init.sh").is_err(),
+            "a prefix ends at its slash"
+        );
         assert!(read("p-a", "other/job-a/init.sh").is_err());
         // Not in another container or account, nor for an unknown principal.
         assert!(may_read_blob(&st, "p-a", ACCOUNT, "other", "job-a/init.sh").is_err());
@@ -443,13 +470,28 @@ mod tests {
             may_read_blob(&st, "p", ACCOUNT, "staging", "job-a/init.sh").is_ok()
         };
         let c = job_condition("job-a/");
-        assert!(read(READER, &container, None), "no condition: the whole container");
-        assert!(read(READER, ACCOUNT, Some(("2.0", &c))), "a scope above the container");
-        assert!(!read(READER, ACCOUNT, Some(("1.0", &c))), "an unknown condition version");
+        assert!(
+            read(READER, &container, None),
+            "no condition: the whole container"
+        );
+        assert!(
+            read(READER, ACCOUNT, Some(("2.0", &c))),
+            "a scope above the container"
+        );
+        assert!(
+            !read(READER, ACCOUNT, Some(("1.0", &c))),
+            "an unknown condition version"
+        );
         let like = c.replace("StringStartsWith", "StringLike");
-        assert!(!read(READER, &container, Some(("2.0", &like))), "another operator");
+        assert!(
+            !read(READER, &container, Some(("2.0", &like))),
+            "another operator"
+        );
         let spaced = c.replace(" OR ", "\n   OR\n   ");
-        assert!(read(READER, &container, Some(("2.0", &spaced))), "whitespace is free");
+        assert!(
+            read(READER, &container, Some(("2.0", &spaced))),
+            "whitespace is free"
+        );
         let reader = "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7";
         assert!(!read(reader, &container, None), "Reader has no data action");
         assert_eq!(blob_read_prefix(&c).as_deref(), Some("job-a/"));
