@@ -586,6 +586,9 @@ fn check_account_key(
             "Failed to download '{uri}': storage account '{account}' not found."
         ));
     };
+    if res.body.pointer("/properties/allowSharedKeyAccess") == Some(&Value::Bool(false)) {
+        return Err(format!("Failed to download '{uri}': 403 KeyBasedAuthenticationNotPermitted (Key based authentication is not permitted on this storage account.)"));
+    }
     let key = settings
         .get("storageAccountKey")
         .and_then(Value::as_str)
@@ -594,4 +597,61 @@ fn check_account_key(
         return Err(format!("Failed to download '{uri}': 403 AuthenticationFailed (the storage account key was rejected)."));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn account(st: &mut State, shared_keys: Option<bool>) {
+        let id =
+            "/subscriptions/s/resourceGroups/st/providers/Microsoft.Storage/storageAccounts/acct";
+        let mut props = json!({});
+        if let Some(allowed) = shared_keys {
+            props["allowSharedKeyAccess"] = json!(allowed);
+        }
+        st.resources.insert(
+            id.to_ascii_lowercase(),
+            crate::state::Resource {
+                id: id.into(),
+                rtype: STORAGE_TYPE.into(),
+                name: "acct".into(),
+                rg: "st".into(),
+                body: json!({ "properties": props }),
+                state: "Succeeded".into(),
+                op: None,
+                etag: String::new(),
+                keys: vec!["k1".into(), "k2".into()],
+                boot: None,
+                created_ms: 0,
+            },
+        );
+    }
+
+    #[test]
+    fn a_key_opens_nothing_on_an_account_that_refuses_shared_keys() {
+        let uri = "https://127.0.0.1:1/acct/staging/job/init.sh";
+        let settings = json!({"storageAccountName": "acct", "storageAccountKey": "k2"});
+        for (shared_keys, ok) in [(None, true), (Some(true), true), (Some(false), false)] {
+            let mut st = State::fresh();
+            account(&mut st, shared_keys);
+            let got = fetch_for_vm(&st, &Value::Null, &settings, uri);
+            assert_eq!(got.is_ok(), ok, "{shared_keys:?}: {got:?}");
+            if let Err(e) = got {
+                assert!(
+                    e.contains("KeyBasedAuthenticationNotPermitted") && !e.contains("k2"),
+                    "{e}"
+                );
+            }
+        }
+        let mut st = State::fresh();
+        account(&mut st, None);
+        let wrong = json!({"storageAccountName": "acct", "storageAccountKey": "nope"});
+        assert!(fetch_for_vm(&st, &Value::Null, &wrong, uri).is_err());
+        // A managed identity the scale set does not have opens nothing either.
+        let mi = json!({"managedIdentity": {"objectId": "someone"}});
+        let e = fetch_for_vm(&st, &json!({"type": "SystemAssigned"}), &mi, uri).unwrap_err();
+        assert!(e.contains("not assigned to the VM"), "{e}");
+    }
 }
