@@ -145,6 +145,9 @@ var roles = {
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  roleBasedAccessControlAdministrator: 'f58310d9-a9f6-439a-9e8d-f62e7b41a168'
+  // Not granted here: what step `keys` gives each job's node identity, per job.
+  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 }
 // Cosmos DB data-plane role "Cosmos DB Built-in Data Contributor".
 var cosmosDataContributorId = '00000000-0000-0000-0000-000000000002'
@@ -871,13 +874,28 @@ resource vaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-// Cluster nodes get nothing here. Each scale set carries its own system-assigned
-// identity (per job); a grant on the whole vault or the whole `staging`
-// container to one shared node identity would let any node read every job's
-// secrets and scripts. Grants per job (the job's secrets, its blobs) are made by
-// the steps once they exist; until then nodes stop at their identity check
-// (docs/deploy.md, "Known limits"). scripts/check_infra.py refuses a grant on the
-// vault or the staging storage to any principal but the app's.
+// Step `keys` gives each job's node identity Storage Blob Data Reader on the
+// `staging` container, conditioned on the job's blob prefix; undo removes it.
+// The app may assign (and remove) that one role on this container only: a
+// delegation condition, as on the clusters' group.
+resource stagingReaderDelegation 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(stagingContainer.id, appIdentity.id, roles.roleBasedAccessControlAdministrator)
+  scope: stagingContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.roleBasedAccessControlAdministrator)
+    principalId: appIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    conditionVersion: '2.0'
+    condition: '((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/write\'})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${roles.storageBlobDataReader}})) AND ((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/delete\'})) OR (@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${roles.storageBlobDataReader}}))'
+  }
+}
+
+// Cluster nodes get nothing here. A grant on the whole vault or the whole
+// `staging` container to one shared node identity would let any node read
+// every job's secrets and scripts; the steps grant per job once the job's
+// identity exists (its blobs, above; its secrets: docs/deploy.md, "Known
+// limits"). scripts/check_infra.py refuses a data role on the vault or the
+// staging storage to any principal but the app's.
 
 // Telemetry: the host sends with the app identity (Application Insights local auth is off).
 resource appInsightsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {

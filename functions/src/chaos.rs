@@ -42,7 +42,7 @@ use flotilla::emulators::{
 use flotilla_core::embedded::{BusOptions, Embedded};
 use flotilla_core::ports::SagaStore;
 use flotilla_core::saga::{Saga, StepName};
-use flotilla_core::spec::{ClusterSpec, IdentityMode};
+use flotilla_core::spec::{ClusterSpec, IdentityMode, StagingAccess};
 use flotilla_core::steps::{self, Env, Op};
 use flotilla_sim::{FaultRule, FiredFault, InventoryItem, ServiceBusFaults};
 use rand::rngs::StdRng;
@@ -346,14 +346,15 @@ fn terminal_rule(step: StepName, cluster: &str) -> FaultRule {
     let pattern = match step {
         StepName::Stage => format!("{cluster}-*/init.sh"),
         StepName::Prereqs => format!("{cluster}-*-api-lb"),
-        StepName::Keys => format!("{cluster}-*-storage-key"),
+        // Chaos specs read staging with the node identity (the default).
+        StepName::Keys => format!("{cluster}-*-nodes"),
         StepName::Master => format!("{cluster}-*-master"),
         StepName::Workers => format!("{cluster}-*-pool-*"),
         StepName::Join => format!("{cluster}-*"),
     };
     FaultRule {
         name_pattern: Some(pattern),
-        ..fault_for(step)
+        ..fault_for(step, StagingAccess::Identity)
     }
 }
 
@@ -1370,7 +1371,9 @@ fn check(
         let Some(job) = t.job.as_deref() else {
             continue;
         };
-        let terminal_code = jp.terminal.map(|s| fault_for(s).code);
+        let terminal_code = jp
+            .terminal
+            .map(|s| fault_for(s, StagingAccess::Identity).code);
         let terminal_fired = terminal_code.as_ref().is_some_and(|code| {
             faults_of
                 .get(&i)

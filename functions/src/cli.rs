@@ -369,7 +369,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             options.quotas = quotas;
             let world = LocalWorld::start(options).await?;
             if let Some(step) = fail_at {
-                world.sim.add_fault(fault_for(step));
+                world.sim.add_fault(fault_for(step, spec.staging.access));
             }
             local::ensure_resource_group(&world.config, &spec.resource_group, &spec.location)
                 .await?;

@@ -13,6 +13,7 @@ use flotilla_core::decide::Policy;
 use flotilla_core::embedded::{BusOptions, Embedded};
 use flotilla_core::engine::{run_sweeper, run_worker, Azure, Engine, SweepOptions};
 use flotilla_core::saga::StepName;
+use flotilla_core::spec::StagingAccess;
 use flotilla_core::steps::Env;
 use flotilla_sim::{FaultRule, Sim, SimConfig, SimServer};
 use std::path::{Path, PathBuf};
@@ -160,8 +161,10 @@ pub struct LocalWorld {
     _lock: Option<DataDirLock>,
 }
 
-/// The step whose Azure call `--fail-at` makes the simulator refuse, as a fault rule.
-pub fn fault_for(step: StepName) -> FaultRule {
+/// The step whose Azure call `--fail-at` makes the simulator refuse, as a
+/// fault rule, for a job whose nodes read staging with `access` (`keys`
+/// creates the node identity, or writes the storage key secret).
+pub fn fault_for(step: StepName, access: StagingAccess) -> FaultRule {
     let (method, resource_type, name, status, code, message) = match step {
         StepName::Stage => (
             "PUT",
@@ -178,6 +181,14 @@ pub fn fault_for(step: StepName) -> FaultRule {
             400,
             "InvalidParameter",
             "Injected failure: the load balancer definition was refused.",
+        ),
+        StepName::Keys if access == StagingAccess::Identity => (
+            "PUT",
+            "Microsoft.ManagedIdentity/userAssignedIdentities",
+            "*-nodes",
+            403,
+            "AuthorizationFailed",
+            "Injected failure: the client may not create the node identity.",
         ),
         StepName::Keys => (
             "PUT",

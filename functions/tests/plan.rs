@@ -26,6 +26,13 @@ fn plan_shows_every_step_then_the_job_creates_those_names() {
     );
     let text = plan.to_string();
     assert!(text.contains("<redacted>"), "{text}");
+    // The default spec's nodes read staging with the job's node identity:
+    // no account key is listed, the extension names the identity.
+    assert!(!text.contains("listKeys"), "{text}");
+    assert!(!text.contains("storageAccountKey"), "{text}");
+    assert!(text.contains("userAssignedIdentities"), "{text}");
+    assert!(text.contains("\"managedIdentity\""), "{text}");
+    assert!(text.contains("StringStartsWith"), "{text}");
 
     // After a job ran, `plan JOB` lists what delete would remove, newest first.
     let up = flotilla(
@@ -50,11 +57,25 @@ fn plan_shows_every_step_then_the_job_creates_those_names() {
     assert!(target(&ops[1]).contains("/roleAssignments/"), "{removal:#}");
     let last_role = ops
         .iter()
-        .rposition(|o| target(o).contains("/roleAssignments/"))
+        .rposition(|o| {
+            let t = target(o);
+            t.contains("/roleAssignments/") && !t.contains("/blobServices/")
+        })
         .unwrap();
     assert!(
         target(&ops[last_role + 1]).ends_with("-pool-general"),
         "the pool's scale set follows its role assignments: {removal:#}"
+    );
+    // `keys`' node identity goes after the scale sets that attach it, its
+    // reader role on the staging container just before it.
+    let identity = ops
+        .iter()
+        .position(|o| target(o).ends_with(&format!("/userAssignedIdentities/{job}-nodes")))
+        .expect("the node identity is removed");
+    assert!(identity > last_role + 1, "{removal:#}");
+    assert!(
+        target(&ops[identity - 1]).contains("/blobServices/default/containers/staging/providers/Microsoft.Authorization/roleAssignments/"),
+        "{removal:#}"
     );
 }
 

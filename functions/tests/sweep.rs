@@ -419,7 +419,7 @@ fn a_vault_with_purge_protection_keeps_deleted_secrets_and_status_says_until_whe
         kept.iter().any(|s| s["id"]
             .as_str()
             .unwrap()
-            .ends_with(&format!("/secrets/{job}-storage-key"))),
+            .ends_with(&format!("/secrets/{job}-outputs"))),
         "{status:#}"
     );
     for s in kept {
@@ -437,7 +437,7 @@ fn a_vault_with_purge_protection_keeps_deleted_secrets_and_status_says_until_whe
     // And the vault really keeps it.
     let c = Cloud::open(dir);
     let purge =
-        c.rt.block_on(c.vault().purge(&format!("{job}-storage-key")))
+        c.rt.block_on(c.vault().purge(&format!("{job}-outputs")))
             .unwrap();
     assert!(
         matches!(purge, Purge::Retained { until: Some(_) }),

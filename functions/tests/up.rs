@@ -51,6 +51,11 @@ fn up_provisions_every_step_in_order() {
     assert_eq!(count_type(r, "publicIPAddresses"), 1);
     assert_eq!(count_type(r, "loadBalancers"), 1);
     assert_eq!(
+        count_type(r, "userAssignedIdentities"),
+        1,
+        "the job's node identity: {r:#}"
+    );
+    assert_eq!(
         count_type(r, "virtualMachineScaleSets"),
         2,
         "master + one worker pool"
@@ -105,7 +110,12 @@ fn every_event_delivered_twice_gives_the_same_cluster() {
     let (code, out) = up(dir.path(), &["--deliver-twice"]);
     assert_eq!(code, 0, "{out:#}");
     let r = &out["resources"];
-    assert_eq!(r.as_array().unwrap().len(), 7, "{r:#}");
+    assert_eq!(r.as_array().unwrap().len(), 8, "{r:#}");
+    assert_eq!(
+        count_type(r, "userAssignedIdentities"),
+        1,
+        "one node identity"
+    );
     assert_eq!(count_type(r, "virtualMachineScaleSets"), 2);
     assert!(out["steps"]
         .as_array()
@@ -339,4 +349,41 @@ fn bench_runs_jobs_to_success_and_reports_its_figures() {
     ] {
         assert!(report[k].as_f64().unwrap() > 0.0, "{k} in {report}");
     }
+}
+
+#[test]
+fn up_in_account_key_mode_reads_the_key_and_a_failure_at_keys_compensates() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = String::from_utf8(
+        Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .arg("spec")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let from = r#""access": "identity""#;
+    assert!(example.contains(from), "{example}");
+    let spec = dir.path().join("spec.json");
+    std::fs::write(&spec, example.replace(from, r#""access": "account-key""#)).unwrap();
+    let spec = spec.to_str().unwrap();
+
+    let (code, out) = up(&dir.path().join("ok"), &["--spec", spec]);
+    assert_eq!(code, 0, "{out:#}");
+    let r = &out["resources"];
+    assert_eq!(count_type(r, "userAssignedIdentities"), 0, "{r:#}");
+    assert_eq!(count_type(r, "virtualMachineScaleSets"), 2, "{r:#}");
+    assert!(out["leftovers"].as_array().unwrap().is_empty());
+
+    let (code, out) = up(
+        &dir.path().join("fail"),
+        &["--spec", spec, "--fail-at", "keys"],
+    );
+    assert_eq!(code, 1, "{out:#}");
+    assert_eq!(out["status"], "Compensated", "{out:#}");
+    assert_eq!(
+        out["error"]["code"], "Forbidden",
+        "the key secret's write: {out:#}"
+    );
+    assert!(out["leftovers"].as_array().unwrap().is_empty(), "{out:#}");
 }

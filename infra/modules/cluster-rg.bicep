@@ -22,10 +22,9 @@ param appPrincipalId string
 // The ARM operations flotilla's client performs, and nothing else: ARM_ACTIONS,
 // minus the actions scripts/check_infra.py lists in WITHHELD_ACTIONS with the
 // reason (none may be granted that could not work), plus the linked-access
-// actions ARM checks on a resource a request refers to (e.g. `assign/action`
-// on a user-assigned identity a scale set attaches; today the scale sets
-// attach a system-assigned one, which needs none). Assignable (and assigned)
-// only on this resource group.
+// actions ARM checks on a resource a request refers to (`assign/action` on
+// the job's node identity, which every scale set of the job attaches).
+// Assignable (and assigned) only on this resource group.
 resource clusterOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(resourceGroup().id, 'flotilla-cluster-operator')
   properties: {
@@ -49,6 +48,13 @@ resource clusterOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01
           'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/instanceView/read'
           'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read'
           'Microsoft.Compute/virtualMachineScaleSets/write'
+          // step `keys`: the job's node identity (staging.access: identity), read back
+          // for its principal id, attached to the job's scale sets (ARM's linked check
+          // on the identity); undo: delete
+          'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action'
+          'Microsoft.ManagedIdentity/userAssignedIdentities/delete'
+          'Microsoft.ManagedIdentity/userAssignedIdentities/read'
+          'Microsoft.ManagedIdentity/userAssignedIdentities/write'
           // step `prereqs`: API load balancer; `master`: join its backend pool; undo: delete
           'Microsoft.Network/loadBalancers/backendAddressPools/join/action'
           'Microsoft.Network/loadBalancers/delete'
@@ -77,12 +83,14 @@ resource clusterOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01
           // assign and delete that one role only (a delegation condition).
           'Microsoft.Authorization/roleAssignments/delete'
           'Microsoft.Authorization/roleAssignments/write'
+          // the check after undo: a recorded assignment must be gone
+          'Microsoft.Authorization/roleAssignments/read'
           // orphan sweep and `status`: find resources by the job tag
           'Microsoft.Resources/subscriptions/resourceGroups/read'
           'Microsoft.Resources/subscriptions/resourceGroups/resources/read'
-          // Not granted: Microsoft.Storage/storageAccounts/listkeys/action (step `keys`).
-          // The staging account refuses shared keys, so its key would open nothing
-          // (docs/deploy.md, "Known limits").
+          // Not granted: Microsoft.Storage/storageAccounts/listkeys/action (step `keys`,
+          // staging.access: account-key only). The staging account refuses shared keys,
+          // so its key would open nothing (docs/deploy.md, "Known limits").
         ]
         notActions: []
         dataActions: []

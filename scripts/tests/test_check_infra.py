@@ -225,9 +225,9 @@ class RolesCheck(TreeCase):
 
     def test_new_client_action(self) -> None:
         self.tree.edit(str(check_infra.ACTIONS_RS), "pub const ARM_ACTIONS: &[&str] = &[\n",
-                       'pub const ARM_ACTIONS: &[&str] = &[\n    "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",\n')
+                       'pub const ARM_ACTIONS: &[&str] = &[\n    "Microsoft.Compute/virtualMachines/write",\n')
         self.assertProblem(check_infra.check_roles(self.tree.root),
-                           "ARM action Microsoft.ManagedIdentity/userAssignedIdentities/assign/action is called by the client")
+                           "ARM action Microsoft.Compute/virtualMachines/write is called by the client")
 
     def test_listkeys_grant_on_accounts_that_refuse_keys(self) -> None:
         self.tree.edit("infra/modules/cluster-rg.bicep", "          'Microsoft.Network/loadBalancers/delete'\n",
@@ -246,14 +246,20 @@ class RolesCheck(TreeCase):
                            "ARM action Microsoft.Storage/storageAccounts/listkeys/action is called by the client but not granted")
 
     def test_user_assigned_scale_set_identity_needs_assign_action(self) -> None:
-        self.tree.edit("shared/core/src/steps/master.rs", 'kind: "SystemAssigned".into()', 'kind: "UserAssigned".into()')
+        # The scale sets attach the job's node identity: the role must let ARM's linked check pass.
+        self.assertIn('kind: "SystemAssigned, UserAssigned".into()', self.tree.read("shared/core/src/steps/master.rs"))
+        self.tree.edit("infra/modules/cluster-rg.bicep",
+                       "          'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action'\n", "")
         self.assertProblem(check_infra.check_roles(self.tree.root), "userAssignedIdentities/assign/action",
                            "LinkedAuthorizationFailed")
 
     def test_assign_action_without_a_user_assigned_identity(self) -> None:
-        self.tree.edit("infra/modules/cluster-rg.bicep", "          'Microsoft.Network/loadBalancers/delete'\n",
-                       "          'Microsoft.Network/loadBalancers/delete'\n"
-                       "          'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action'\n")
+        # Steps that attach only system-assigned identities, and a client that does not list
+        # the action: granting it anyway is a grant nothing uses.
+        for kind in ('"SystemAssigned, UserAssigned"', '"UserAssigned"'):
+            self.tree.edit("shared/core/src/steps/master.rs", f"kind: {kind}.into()", 'kind: "SystemAssigned".into()')
+        self.tree.edit(str(check_infra.ACTIONS_RS),
+                       '    "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",\n', "")
         self.assertProblem(check_infra.check_roles(self.tree.root), "assign/action", "never calls it")
 
     def test_vault_wide_grant_to_a_shared_node_identity(self) -> None:

@@ -6,10 +6,13 @@
 //! actions on the clusters' resource group; `scripts/check_infra.py` fails when
 //! the two differ.
 
-/// Actions the client performs, one per line, sorted.
+/// Actions the client performs, one per line, sorted. One is not a request
+/// of its own: `userAssignedIdentities/assign/action` is ARM's linked check
+/// on the job's node identity when a scale set write attaches it.
 pub const ARM_ACTIONS: &[&str] = &[
     "Microsoft.Authorization/permissions/read",
     "Microsoft.Authorization/roleAssignments/delete",
+    "Microsoft.Authorization/roleAssignments/read",
     "Microsoft.Authorization/roleAssignments/write",
     "Microsoft.Compute/locations/usages/read",
     "Microsoft.Compute/skus/read",
@@ -19,6 +22,10 @@ pub const ARM_ACTIONS: &[&str] = &[
     "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/instanceView/read",
     "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read",
     "Microsoft.Compute/virtualMachineScaleSets/write",
+    "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
+    "Microsoft.ManagedIdentity/userAssignedIdentities/delete",
+    "Microsoft.ManagedIdentity/userAssignedIdentities/read",
+    "Microsoft.ManagedIdentity/userAssignedIdentities/write",
     "Microsoft.Network/loadBalancers/backendAddressPools/join/action",
     "Microsoft.Network/loadBalancers/delete",
     "Microsoft.Network/loadBalancers/read",

@@ -12,6 +12,8 @@ pub mod api {
     pub const STORAGE: &str = "2023-05-01";
     pub const RESOURCES: &str = "2021-04-01";
     pub const AUTHORIZATION: &str = "2022-04-01";
+    /// `Microsoft.ManagedIdentity/userAssignedIdentities`.
+    pub const MANAGED_IDENTITY: &str = "2023-01-31";
     /// `Microsoft.Compute/skus` (the resource SKUs list).
     pub const SKUS: &str = "2021-07-01";
 }
@@ -65,6 +67,24 @@ pub struct Sku {
 pub struct Identity {
     #[serde(rename = "type")]
     pub kind: String,
+    /// `{"<identity ARM id>": {}}` for `UserAssigned` (and
+    /// `SystemAssigned, UserAssigned`); ARM fills in each one's ids.
+    #[serde(
+        default,
+        rename = "userAssignedIdentities",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub user_assigned_identities: BTreeMap<String, serde_json::Value>,
+}
+
+/// `Microsoft.ManagedIdentity/userAssignedIdentities`: a tracked resource
+/// with nothing to set but its location and tags (ARM computes
+/// `principalId`, `clientId` and `tenantId`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserAssignedIdentity {
+    pub location: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: Tags,
 }
 
 // ---- Network -------------------------------------------------------------

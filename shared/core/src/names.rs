@@ -134,6 +134,11 @@ pub fn computer_prefix(job: &str, role: &str) -> String {
         .collect();
     format!("{suffix}{role}")
 }
+/// The job's node identity (user-assigned): what every node of the job reads
+/// its init script with (`staging.access: identity`).
+pub fn node_identity(job: &str) -> String {
+    format!("{job}-nodes")
+}
 pub fn storage_key_secret(job: &str) -> String {
     format!("{job}-storage-key")
 }

@@ -117,7 +117,23 @@ impl Engine {
                 let mut body = body.clone();
                 let sp = (saga.spec.identity == crate::spec::IdentityMode::ServicePrincipal)
                     .then_some(REDACTED);
-                steps::node::seal(&mut body, REDACTED, sp);
+                let node = names::node_identity(&saga.id);
+                let object_id = saga
+                    .principals
+                    .get(&node)
+                    .cloned()
+                    .unwrap_or_else(|| format!("<properties.principalId of {node}>"));
+                let credential = match saga.spec.staging.access {
+                    crate::spec::StagingAccess::AccountKey => {
+                        steps::node::StagingCredential::AccountKey(REDACTED)
+                    }
+                    crate::spec::StagingAccess::Identity => {
+                        steps::node::StagingCredential::NodeIdentity {
+                            object_id: &object_id,
+                        }
+                    }
+                };
+                steps::node::seal(&mut body, credential, sp);
                 vec![PlannedOp {
                     undo: Some(Box::new(arm("DELETE", id.to_string(), api::COMPUTE, None))),
                     ..arm("PUT", id.to_string(), api::COMPUTE, Some(body))
@@ -127,6 +143,7 @@ impl Engine {
                 id,
                 role,
                 principal,
+                condition,
             } => {
                 let principal_id = match principal {
                     steps::rbac::Principal::ServicePrincipal(oid) => oid.clone(),
@@ -135,8 +152,18 @@ impl Engine {
                         .get(&principal.key())
                         .cloned()
                         .unwrap_or_else(|| format!("<identity.principalId of {}>", vmss.name())),
+                    steps::rbac::Principal::UserAssigned(uai) => saga
+                        .principals
+                        .get(&principal.key())
+                        .cloned()
+                        .unwrap_or_else(|| format!("<properties.principalId of {}>", uai.name())),
                 };
-                let body = steps::rbac::body(&self.env.subscription_id, role, &principal_id);
+                let body = steps::rbac::body(
+                    &self.env.subscription_id,
+                    role,
+                    &principal_id,
+                    condition.as_deref(),
+                );
                 vec![PlannedOp {
                     undo: Some(Box::new(arm(
                         "DELETE",

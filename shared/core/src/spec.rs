@@ -31,6 +31,9 @@ pub struct ClusterSpec {
     pub worker_pools: Vec<WorkerPool>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// How the nodes read their init script from the staging container.
+    #[serde(default)]
+    pub staging: StagingSpec,
 }
 
 fn default_admin() -> String {
@@ -42,6 +45,36 @@ fn default_admin() -> String {
 pub enum IdentityMode {
     ManagedIdentity,
     ServicePrincipal,
+}
+
+/// How the nodes authenticate to the staging container when their init
+/// extension downloads `init.sh` (`staging.access`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StagingSpec {
+    #[serde(default)]
+    pub access: StagingAccess,
+}
+
+/// The credential a node's init extension reads the staged script with.
+///
+/// `identity` (the default): a per-job user-assigned managed identity that
+/// holds `Storage Blob Data Reader` on the staging container only, with an
+/// ABAC condition limiting it to the job's own blob prefix (`{job}/`); it is
+/// created by `keys` before any scale set and attached to every scale set of
+/// the job, and undo deletes the assignment and the identity, so access ends
+/// with the job. No account key is read or stored, and the staging account
+/// can keep shared keys disabled. `account-key`: the seed flow, explicit —
+/// `keys` reads the account key (`listKeys`) into Key Vault and the
+/// extension gets it in its protected settings (a key opens every job's
+/// blobs and outlives the job; it works only while the account allows
+/// shared keys).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StagingAccess {
+    #[default]
+    Identity,
+    AccountKey,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -1115,7 +1148,8 @@ pub const EXAMPLE_SPEC: &str = r#"{
       "zones": ["1", "2", "3"]
     }
   ],
-  "tags": { "env": "demo" }
+  "tags": { "env": "demo" },
+  "staging": { "access": "identity" }
 }
 "#;
 
@@ -1201,6 +1235,28 @@ mod tests {
             s.worker_pools.push(p)
         });
         assert_eq!(dup.unwrap_err().field, "workerPools[1].name");
+    }
+
+    #[test]
+    fn staging_access_defaults_to_identity_and_names_its_field() {
+        let without = EXAMPLE_SPEC.replace(",\n  \"staging\": { \"access\": \"identity\" }", "");
+        assert!(!without.contains("staging"), "{without}");
+        let spec = ClusterSpec::from_json(&without).unwrap();
+        assert_eq!(spec.staging.access, StagingAccess::Identity);
+        let key = EXAMPLE_SPEC.replace("\"access\": \"identity\"", "\"access\": \"account-key\"");
+        assert_eq!(
+            ClusterSpec::from_json(&key).unwrap().staging.access,
+            StagingAccess::AccountKey
+        );
+        let e = ClusterSpec::from_json(
+            &EXAMPLE_SPEC.replace("\"access\": \"identity\"", "\"access\": \"sas\""),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "staging.access", "{e}");
+        assert!(
+            e.message.contains("identity") && e.message.contains("account-key"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -716,13 +716,23 @@ impl FakeCloud {
             };
             // A system-assigned identity gets its principal id on create and keeps it.
             let mut merged = merged;
-            if merged.pointer("/identity/type").and_then(Value::as_str) == Some("SystemAssigned") {
+            if merged
+                .pointer("/identity/type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.contains("SystemAssigned"))
+            {
                 let kept = s
                     .resources
                     .get(&key)
                     .and_then(|(_, old)| old.pointer("/identity/principalId").cloned());
                 merged["identity"]["principalId"] =
                     kept.unwrap_or_else(|| json!(Self::principal_of(&key)));
+            }
+            // A user-assigned identity gets its principal and client ids.
+            if key.contains("/microsoft.managedidentity/userassignedidentities/") {
+                merged["properties"]["principalId"] = json!(Self::principal_of(&key));
+                merged["properties"]["clientId"] =
+                    json!(Self::principal_of(&format!("{key}#client")));
             }
             if Self::is_lro(id) && merged.pointer("/tags/flotilla-role") == Some(&json!("master")) {
                 // The first master publishes the admin kubeconfig.

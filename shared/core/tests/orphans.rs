@@ -215,7 +215,7 @@ async fn secrets_are_purged_unless_the_vault_protects_them() {
     );
     let key = format!(
         "https://fake.vault/secrets/{}",
-        names::storage_key_secret(&job)
+        names::kubeconfig_secret(&job)
     );
     let kept: Vec<&str> = saga.soft_deleted.iter().map(|s| s.id.as_str()).collect();
     assert!(kept.contains(&key.as_str()), "{kept:?}");
@@ -308,7 +308,16 @@ async fn scene() -> Scene {
         .into_iter()
         .filter(|n| n.starts_with(&lost))
         .collect();
-    assert!(lost_secrets.contains(&names::storage_key_secret(&lost)));
+    // What its first master published (its nodes read staging with the
+    // job's node identity, an ARM resource among `lost_resources`).
+    assert!(lost_secrets.contains(&names::kubeconfig_secret(&lost)));
+    assert!(
+        lost_resources.iter().any(|r| r.ends_with(&format!(
+            "/userAssignedIdentities/{}",
+            names::node_identity(&lost)
+        ))),
+        "{lost_resources:?}"
+    );
     for name in lost_secrets {
         orphans.insert(format!("https://fake.vault/secrets/{name}"));
     }
@@ -498,7 +507,17 @@ async fn sweep_delete_removes_exactly_the_orphans_dependants_first() {
         .filter(|r| r.contains(&s.lost) && r.contains("/roleAssignments/"))
         .count();
     assert_eq!(lost_assignments, 2, "{left:#?}");
-    assert_eq!(left.len(), s.untouchable.len() + 3, "{left:#?}");
+    // And its node identity's reader role on the staging container (named
+    // by a GUID; it grants nothing once the sweep deleted the identity).
+    let staging_assignments = left
+        .iter()
+        .filter(|r| r.contains("/blobServices/") && !s.live_resources.contains(r))
+        .count();
+    assert_eq!(staging_assignments, 1, "{left:#?}");
+    assert!(!left
+        .iter()
+        .any(|r| r.contains(&flotilla_core::names::node_identity(&s.lost))));
+    assert_eq!(left.len(), s.untouchable.len() + 4, "{left:#?}");
     assert!(s.w.cloud.secrets().contains(&"unrelated".to_string()));
     let live = s.w.engine.status(&s.live).await.unwrap().unwrap();
     assert_eq!(live.status, JobStatus::Succeeded);
@@ -610,7 +629,10 @@ async fn a_deleted_thing_that_comes_back_is_deleted_again() {
         AzureError::from_service(409, "OperationNotAllowed", "quota", None),
         1,
     );
-    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    // The seed flow: `keys` writes the storage key secret.
+    let mut spec = ClusterSpec::example();
+    spec.staging.access = flotilla_core::spec::StagingAccess::AccountKey;
+    let job = w.engine.submit(spec).await.unwrap();
     let key = names::storage_key_secret(&job);
     w.cloud
         .comes_back_after_purge(&key, &tags(Some(&job), true));

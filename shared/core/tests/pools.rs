@@ -70,7 +70,27 @@ async fn a_pool_is_added_then_removed_and_the_job_still_deletes_cleanly() {
         .cloud
         .blobs()
         .contains(&names::pool_init_blob(&job, "gpu")));
-    assert_eq!(records(&saga, &vmss), 1, "the scale set is in the undo log");
+    assert_eq!(
+        records(&saga, &vmss),
+        2,
+        "the scale set and the master identity's scaler role on it are in the undo log"
+    );
+    // The day-2 pool's scaler role, like a created pool's.
+    let role = w
+        .cloud
+        .resources()
+        .into_iter()
+        .find(|r| {
+            r.contains(&format!(
+                "/{vmss}/providers/Microsoft.Authorization/roleAssignments/"
+            ))
+        })
+        .expect("the new pool's scaler role");
+    let principal = saga.principals.get(&names::master_vmss(&job)).unwrap();
+    assert_eq!(
+        w.cloud.body(&role).unwrap()["properties"]["principalId"],
+        principal.as_str()
+    );
     assert_eq!(
         w.cloud.max_creates(),
         1,
@@ -87,6 +107,11 @@ async fn a_pool_is_added_then_removed_and_the_job_still_deletes_cleanly() {
     assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
     assert!(saga.error.is_none() && saga.pending.is_none(), "{saga:#?}");
     assert!(!has_resource(&w, &vmss), "{:?}", w.cloud.resources());
+    assert!(
+        !has_resource(&w, &role),
+        "the scaler role went with the pool"
+    );
+    assert!(w.cloud.deletes().contains(&role), "{:?}", w.cloud.deletes());
     assert!(!w
         .cloud
         .blobs()

@@ -11,11 +11,14 @@ use flotilla_core::testing::{FakeCloud, World};
 
 const LIMIT: u32 = 600;
 
+/// The cluster identity's assignments (not the node identity's reader role
+/// on the staging container).
 fn assignments(w: &World) -> Vec<String> {
     w.cloud
         .resources()
         .into_iter()
         .filter(|r| r.contains("/providers/Microsoft.Authorization/roleAssignments/"))
+        .filter(|r| !r.contains("/blobServices/"))
         .collect()
 }
 
@@ -47,7 +50,13 @@ async fn the_master_identity_gets_the_scaler_role_on_each_worker_scale_set_only(
         principal,
         &FakeCloud::principal_of(&vmss_key(&saga, &master))
     );
-    assert_eq!(saga.principals.len(), 1, "{:?}", saga.principals);
+    // The master's, and the job's node identity (whose reader role `keys` gave).
+    assert_eq!(saga.principals.len(), 2, "{:?}", saga.principals);
+    let node = saga.principals.get(&names::node_identity(&job)).unwrap();
+    assert!(
+        !saga.is_cluster_identity(node),
+        "the node identity may not scale"
+    );
     assert!(saga.is_cluster_identity(principal));
     assert!(saga.is_cluster_identity(&principal.to_ascii_uppercase()));
     assert!(!saga.is_cluster_identity("someone-else"));
@@ -122,8 +131,9 @@ async fn a_principal_not_yet_replicated_is_retried_and_assigned_once() {
     assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
     assert_eq!(assignments(&w).len(), 2);
     assert_eq!(w.cloud.max_creates(), 1, "every resource created once");
-    let workers = saga.step(flotilla_core::saga::StepName::Workers);
-    assert!(workers.attempts >= 3, "{workers:?}");
+    // The first assignment is the node identity's, in `keys`.
+    let keys = saga.step(flotilla_core::saga::StepName::Keys);
+    assert!(keys.attempts >= 3, "{keys:?}");
 }
 
 #[tokio::test]

@@ -48,9 +48,8 @@ fn new_etag() -> String {
 }
 
 fn account_exists(st: &State, account: &str) -> bool {
-    st.resources
-        .values()
-        .any(|r| r.rtype == STORAGE_TYPE && r.name.eq_ignore_ascii_case(account))
+    st.of_type(STORAGE_TYPE)
+        .any(|r| r.name.eq_ignore_ascii_case(account))
 }
 
 fn common(r: &mut Response, ctx: &Ctx) {
@@ -444,9 +443,20 @@ fn get_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
 }
 
 /// What a VMSS instance does to fetch one CustomScript `fileUris` entry with the
-/// extension's protected settings: the account must exist, the key must be one of its
-/// current keys, and the blob must exist. Errors never contain the key.
-pub(crate) fn fetch_for_vm(st: &State, settings: &Value, uri: &str) -> Result<(), String> {
+/// extension's protected settings, on a scale set with `identity` (its ARM
+/// `identity` block): the account must exist, the blob must exist, and the
+/// credential must open it — with `managedIdentity` (`{}` the system-assigned
+/// identity, `{"objectId"|"clientId": …}` a user-assigned one attached to the
+/// scale set) a role assignment of that identity must grant the blob read
+/// there ([`crate::rbac::may_read_blob`], conditions included); otherwise
+/// `storageAccountKey` must be one of the account's current keys. Errors
+/// never contain the key.
+pub(crate) fn fetch_for_vm(
+    st: &State,
+    identity: &Value,
+    settings: &Value,
+    uri: &str,
+) -> Result<(), String> {
     let url = url::Url::parse(uri)
         .map_err(|_| format!("Failed to download '{uri}': not a valid URL."))?;
     let segs: Vec<String> = url
@@ -454,32 +464,59 @@ pub(crate) fn fetch_for_vm(st: &State, settings: &Value, uri: &str) -> Result<()
         .map(|s| s.map(crate::util::percent_decode).collect())
         .unwrap_or_default();
     let host = url.host_str().unwrap_or("").to_ascii_lowercase();
-    let (url_account, container, blob) =
+    // (account, container, blob, whether the blob lives in a local emulator)
+    let (url_account, container, blob, emulator) =
         if let Some(acct) = host.strip_suffix(".blob.core.windows.net") {
             if segs.len() < 2 {
                 return Err(format!(
                     "Failed to download '{uri}': no container/blob in the URL."
                 ));
             }
-            (acct.to_string(), segs[0].clone(), segs[1..].join("/"))
+            (
+                acct.to_string(),
+                segs[0].clone(),
+                segs[1..].join("/"),
+                false,
+            )
         } else if segs.len() >= 4 && segs[0] == "blob" {
-            (segs[1].clone(), segs[2].clone(), segs[3..].join("/"))
+            (segs[1].clone(), segs[2].clone(), segs[3..].join("/"), false)
         } else if segs.len() >= 3 && matches!(host.as_str(), "127.0.0.1" | "localhost") {
             // Path-style URL of a local emulator (Azurite): the account must be one of
-            // this simulator's storage accounts and the key must match; the blob itself
-            // lives in the emulator, which the simulator does not read.
-            return check_account_key(st, settings, uri, &segs[0]);
+            // this simulator's storage accounts and the credential must open it; the
+            // blob itself lives in the emulator, which the simulator does not read.
+            (segs[0].clone(), segs[1].clone(), segs[2..].join("/"), true)
         } else {
             return Err(format!(
                 "Failed to download '{uri}': not a blob URL of this simulator."
             ));
         };
-    check_account_key(st, settings, uri, &url_account)?;
-    let account = settings
-        .get("storageAccountName")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let ckey = format!("{account}/{container}").to_ascii_lowercase();
+    match settings.get("managedIdentity") {
+        Some(mi) => {
+            if settings.get("storageAccountName").is_some()
+                || settings.get("storageAccountKey").is_some()
+            {
+                return Err(format!("Failed to download '{uri}': managedIdentity cannot be used together with storageAccountName or storageAccountKey."));
+            }
+            let principal = managed_identity_principal(st, identity, mi)
+                .map_err(|e| format!("Failed to download '{uri}': {e}"))?;
+            let Some(account) = st
+                .of_type(STORAGE_TYPE)
+                .find(|r| r.name.eq_ignore_ascii_case(&url_account))
+            else {
+                return Err(format!(
+                    "Failed to download '{uri}': storage account '{url_account}' not found."
+                ));
+            };
+            crate::rbac::may_read_blob(st, &principal, &account.id, &container, &blob).map_err(
+                |e| format!("Failed to download '{uri}' with the managed identity: {e}"),
+            )?;
+        }
+        None => check_account_key(st, settings, uri, &url_account)?,
+    }
+    if emulator {
+        return Ok(());
+    }
+    let ckey = format!("{url_account}/{container}").to_ascii_lowercase();
     let found = st
         .containers
         .get(&ckey)
@@ -488,6 +525,40 @@ pub(crate) fn fetch_for_vm(st: &State, settings: &Value, uri: &str) -> Result<()
         return Err(format!("Failed to download '{uri}': 404 BlobNotFound."));
     }
     Ok(())
+}
+
+/// The principal id the extension's `managedIdentity` setting names on a
+/// scale set with `identity`: `{}` its system-assigned identity, or a
+/// user-assigned identity attached to it, by `objectId` or `clientId`.
+fn managed_identity_principal(st: &State, identity: &Value, mi: &Value) -> Result<String, String> {
+    let wanted = mi
+        .get("objectId")
+        .or_else(|| mi.get("clientId"))
+        .and_then(Value::as_str);
+    let Some(wanted) = wanted else {
+        return identity
+            .get("principalId")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| "the VM has no system-assigned identity (managedIdentity: {}).".into());
+    };
+    let uai = crate::arm::identity::by_principal_or_client(st, wanted)
+        .filter(|u| {
+            identity
+                .get("userAssignedIdentities")
+                .and_then(Value::as_object)
+                .is_some_and(|m| m.keys().any(|k| k.eq_ignore_ascii_case(&u.id)))
+        })
+        .ok_or_else(|| {
+            format!(
+                "the managed identity '{wanted}' is not assigned to the VM (Identity not found)."
+            )
+        })?;
+    uai.body
+        .pointer("/properties/principalId")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| format!("the managed identity '{wanted}' has no principal."))
 }
 
 /// The protected settings name `url_account`, an existing storage account, and
@@ -505,14 +576,16 @@ fn check_account_key(
         return Err(format!("Failed to download '{uri}': storageAccountName '{account}' does not match the URL's account."));
     }
     let Some(res) = st
-        .resources
-        .values()
-        .find(|r| r.rtype == STORAGE_TYPE && r.name.eq_ignore_ascii_case(account))
+        .of_type(STORAGE_TYPE)
+        .find(|r| r.name.eq_ignore_ascii_case(account))
     else {
         return Err(format!(
             "Failed to download '{uri}': storage account '{account}' not found."
         ));
     };
+    if res.body.pointer("/properties/allowSharedKeyAccess") == Some(&Value::Bool(false)) {
+        return Err(format!("Failed to download '{uri}': 403 KeyBasedAuthenticationNotPermitted (Key based authentication is not permitted on this storage account.)"));
+    }
     let key = settings
         .get("storageAccountKey")
         .and_then(Value::as_str)
@@ -521,4 +594,61 @@ fn check_account_key(
         return Err(format!("Failed to download '{uri}': 403 AuthenticationFailed (the storage account key was rejected)."));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn account(st: &mut State, shared_keys: Option<bool>) {
+        let id =
+            "/subscriptions/s/resourceGroups/st/providers/Microsoft.Storage/storageAccounts/acct";
+        let mut props = json!({});
+        if let Some(allowed) = shared_keys {
+            props["allowSharedKeyAccess"] = json!(allowed);
+        }
+        st.resources.insert(
+            id.to_ascii_lowercase(),
+            crate::state::Resource {
+                id: id.into(),
+                rtype: STORAGE_TYPE.into(),
+                name: "acct".into(),
+                rg: "st".into(),
+                body: json!({ "properties": props }),
+                state: "Succeeded".into(),
+                op: None,
+                etag: String::new(),
+                keys: vec!["k1".into(), "k2".into()],
+                boot: None,
+                created_ms: 0,
+            },
+        );
+    }
+
+    #[test]
+    fn a_key_opens_nothing_on_an_account_that_refuses_shared_keys() {
+        let uri = "https://127.0.0.1:1/acct/staging/job/init.sh";
+        let settings = json!({"storageAccountName": "acct", "storageAccountKey": "k2"});
+        for (shared_keys, ok) in [(None, true), (Some(true), true), (Some(false), false)] {
+            let mut st = State::fresh();
+            account(&mut st, shared_keys);
+            let got = fetch_for_vm(&st, &Value::Null, &settings, uri);
+            assert_eq!(got.is_ok(), ok, "{shared_keys:?}: {got:?}");
+            if let Err(e) = got {
+                assert!(
+                    e.contains("KeyBasedAuthenticationNotPermitted") && !e.contains("k2"),
+                    "{e}"
+                );
+            }
+        }
+        let mut st = State::fresh();
+        account(&mut st, None);
+        let wrong = json!({"storageAccountName": "acct", "storageAccountKey": "nope"});
+        assert!(fetch_for_vm(&st, &Value::Null, &wrong, uri).is_err());
+        // A managed identity the scale set does not have opens nothing either.
+        let mi = json!({"managedIdentity": {"objectId": "someone"}});
+        let e = fetch_for_vm(&st, &json!({"type": "SystemAssigned"}), &mi, uri).unwrap_err();
+        assert!(e.contains("not assigned to the VM"), "{e}");
+    }
 }

@@ -126,6 +126,8 @@ struct SetInfo {
     target: usize,
     extension: String,
     settings: Value,
+    /// The scale set's `identity` block (which identities its VMs have).
+    identity: Value,
 }
 
 /// The scale sets whose boot is due: every one's instance target (`live`),
@@ -190,6 +192,7 @@ fn sets(sim: &Sim) -> (BTreeMap<String, usize>, Vec<SetInfo>) {
                     .pointer("/properties/protectedSettings")
                     .cloned()
                     .unwrap_or(Value::Null),
+                identity: r.body.get("identity").cloned().unwrap_or(Value::Null),
             })
         })
         .collect();
@@ -331,13 +334,13 @@ enum Script {
     Text(String),
 }
 
-fn download(sim: &Sim, settings: &Value) -> Script {
+fn download(sim: &Sim, identity: &Value, settings: &Value) -> Script {
     let uri = settings
         .pointer("/fileUris/0")
         .and_then(Value::as_str)
         .unwrap_or("");
     let st = lock(&sim.inner.state);
-    if let Err(e) = crate::blob::fetch_for_vm(&st, settings, uri) {
+    if let Err(e) = crate::blob::fetch_for_vm(&st, identity, settings, uri) {
         return Script::Refused(e);
     }
     let Ok(url) = url::Url::parse(uri) else {
@@ -425,7 +428,7 @@ fn nodes_dir(sim: &Sim) -> Option<PathBuf> {
 
 async fn boot(sim: &Sim, set: &SetInfo, n: usize) {
     let computer = format!("{}{}", set.prefix, kube::base36(n as u64)).to_ascii_lowercase();
-    let script = download(sim, &set.settings);
+    let script = download(sim, &set.identity, &set.settings);
     let script = match script {
         Script::Refused(e) => return finish(sim, set, n, Phase::Failed, e.clone(), Some(e)),
         s => s,

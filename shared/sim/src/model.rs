@@ -19,6 +19,9 @@ pub(crate) enum NameRule {
     Aks,
     /// Resource group: 1–90 alphanumerics, `-_.()`, not ending with `.`.
     ResourceGroup,
+    /// User-assigned identity: 3–128 alphanumerics, `-` and `_`, starting
+    /// with a letter or digit.
+    ManagedIdentity,
 }
 
 /// A resource type the simulator serves under `…/providers/{ns}/{ty}/{name}`.
@@ -294,6 +297,14 @@ pub(crate) static TYPES: &[TypeSpec] = &[
         children: &[],
     },
     TypeSpec {
+        ns: "Microsoft.ManagedIdentity",
+        ty: "userAssignedIdentities",
+        versions: crate::arm::identity::VERSIONS,
+        etag: false,
+        name_rule: NameRule::ManagedIdentity,
+        children: &[],
+    },
+    TypeSpec {
         ns: "Microsoft.ContainerService",
         ty: "managedClusters",
         versions: AKS_VERSIONS,
@@ -381,6 +392,13 @@ pub(crate) fn valid_name(rule: NameRule, name: &str) -> bool {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
                 && chars[0].is_ascii_alphanumeric()
                 && chars[n - 1].is_ascii_alphanumeric()
+        }
+        NameRule::ManagedIdentity => {
+            (3..=128).contains(&n)
+                && chars
+                    .iter()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+                && chars[0].is_ascii_alphanumeric()
         }
         NameRule::ResourceGroup => {
             (1..=90).contains(&n)
@@ -515,6 +533,7 @@ pub(crate) fn prepare(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject> {
         (_, "virtualMachineScaleSets") => crate::arm::compute::prepare_vmss(p, body)?,
         (_, "storageAccounts") => crate::arm::storage::prepare_account(p, body)?,
         (_, "managedClusters") => crate::arm::containerservice::prepare_cluster(p, body)?,
+        (_, "userAssignedIdentities") => crate::arm::identity::prepare(p, body)?,
         _ => {}
     }
     crate::arm::refs::check_refs(p, body)
@@ -597,6 +616,10 @@ mod tests {
         assert!(valid_name(NameRule::Storage, "sto2220"));
         assert!(!valid_name(NameRule::Storage, "Sto2220"));
         assert!(!valid_name(NameRule::ResourceGroup, "rg."));
+        assert!(valid_name(NameRule::ManagedIdentity, "demo-abc123-nodes"));
+        assert!(!valid_name(NameRule::ManagedIdentity, "ab"));
+        assert!(!valid_name(NameRule::ManagedIdentity, "-nodes"));
+        assert!(!valid_name(NameRule::ManagedIdentity, "a.b.c"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub(crate) struct BuiltInRole {
     pub id: &'static str,
     pub actions: &'static [&'static str],
     pub not_actions: &'static [&'static str],
+    pub data_actions: &'static [&'static str],
 }
 
 /// The built-in roles the simulator knows (their control-plane actions as Azure lists them,
@@ -29,6 +30,7 @@ pub(crate) const BUILT_IN_ROLES: &[BuiltInRole] = &[
         id: "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
         actions: &["*"],
         not_actions: &[],
+        data_actions: &[],
     },
     // Contributor
     BuiltInRole {
@@ -39,12 +41,14 @@ pub(crate) const BUILT_IN_ROLES: &[BuiltInRole] = &[
             "Microsoft.Authorization/*/Write",
             "Microsoft.Authorization/elevateAccess/Action",
         ],
+        data_actions: &[],
     },
     // Reader
     BuiltInRole {
         id: "acdd72a7-3385-48ef-bd42-f606fba81ae7",
         actions: &["*/read"],
         not_actions: &[],
+        data_actions: &[],
     },
     // Virtual Machine Contributor
     BuiltInRole {
@@ -68,6 +72,7 @@ pub(crate) const BUILT_IN_ROLES: &[BuiltInRole] = &[
             "Microsoft.Resources/subscriptions/resourceGroups/read",
         ],
         not_actions: &[],
+        data_actions: &[],
     },
     // Storage Blob Data Reader
     BuiltInRole {
@@ -77,6 +82,7 @@ pub(crate) const BUILT_IN_ROLES: &[BuiltInRole] = &[
             "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
         ],
         not_actions: &[],
+        data_actions: &["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"],
     },
 ];
 
@@ -157,6 +163,89 @@ pub(crate) fn role_permissions(
     Some((list("actions"), list("notActions")))
 }
 
+/// The data actions of a role definition id (a built-in role's, or a custom
+/// role's `dataActions`).
+fn role_data_actions(st: &State, role_definition_id: &str) -> Vec<String> {
+    if let Some(r) = built_in(role_definition_id) {
+        return r.data_actions.iter().map(|s| s.to_string()).collect();
+    }
+    let Some(guid) = role_definition_id.rsplit('/').next() else {
+        return vec![];
+    };
+    st.of_type(RD_TYPE)
+        .find(|r| r.name.eq_ignore_ascii_case(guid))
+        .into_iter()
+        .filter_map(|r| r.body.pointer("/properties/permissions"))
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|p| p.get("dataActions").and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The blob read action, as role definitions and conditions name it.
+pub(crate) const BLOB_READ: &str =
+    "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read";
+const BLOB_PATH_ATTRIBUTE: &str =
+    "@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path]";
+
+/// What an ABAC condition allows, in the one form the simulator evaluates:
+/// `((!(ActionMatches{'<blob read>'})) OR (@Resource[…blobs:path]
+/// StringStartsWith '<prefix>'))` — a blob read only under `<prefix>`. Any
+/// other condition is not understood (`None`), and grants nothing.
+pub(crate) fn blob_read_prefix(condition: &str) -> Option<String> {
+    let squeezed: String = condition.split_whitespace().collect::<Vec<_>>().join(" ");
+    let rest = squeezed.strip_prefix(&format!(
+        "((!(ActionMatches{{'{BLOB_READ}'}})) OR ({BLOB_PATH_ATTRIBUTE} StringStartsWith '"
+    ))?;
+    let prefix = rest.strip_suffix("'))")?;
+    (!prefix.contains('\'')).then(|| prefix.to_string())
+}
+
+/// Whether `principal` may read blob `blob` of `container` in storage
+/// account `account_id` (an ARM id): a role assignment of it whose scope is
+/// the container or above grants the blob read data action, and its
+/// condition, if any, is one the simulator understands and allows the
+/// blob's path. Returns why not, in Azure Storage's words.
+pub(crate) fn may_read_blob(
+    st: &State,
+    principal: &str,
+    account_id: &str,
+    container: &str,
+    blob: &str,
+) -> Result<(), String> {
+    let path = format!("{account_id}/blobServices/default/containers/{container}/blobs/{blob}");
+    let allowed = scopes_covering(&path).any(|scope| {
+        assignments_at(st, &scope).any(|r| {
+            let p = |k: &str| {
+                r.body
+                    .pointer(&format!("/properties/{k}"))
+                    .and_then(Value::as_str)
+            };
+            p("principalId").is_some_and(|id| id.eq_ignore_ascii_case(principal))
+                && p("roleDefinitionId").is_some_and(|d| {
+                    role_data_actions(st, d)
+                        .iter()
+                        .any(|a| glob_match(a, BLOB_READ))
+                })
+                && match p("condition") {
+                    None => true,
+                    Some(c) => {
+                        p("conditionVersion") == Some("2.0")
+                            && blob_read_prefix(c).is_some_and(|prefix| blob.starts_with(&prefix))
+                    }
+                }
+        })
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err("403 AuthorizationPermissionMismatch (This request is not authorized to perform this operation using this permission.)".into())
+    }
+}
+
 /// Every scope that covers `path` (lowercase, without a trailing `/`):
 /// the path itself and each of its ancestors, down to `/`.
 fn scopes_covering(path: &str) -> impl Iterator<Item = String> {
@@ -234,7 +323,8 @@ pub(crate) fn authorize(sim: &Sim, ctx: &Ctx, vm: &str) -> Result<(), Response> 
 }
 
 /// Whether `principal_id` is a service principal the simulator knows: its
-/// own client, the App Service identity, or a scale set's system-assigned identity.
+/// own client, the App Service identity, a scale set's system-assigned
+/// identity or a user-assigned identity.
 pub(crate) fn principal_exists(sim: &Sim, principal_id: &str) -> bool {
     let st = lock(&sim.inner.state);
     principal_id.eq_ignore_ascii_case(&st.creds.client_id)
@@ -295,6 +385,129 @@ mod tests {
         assert!(covers(VMSS, &format!("{VMSS}/instanceView")));
         assert!(!covers(VMSS, &format!("{VMSS}2")));
         assert!(covers("/subscriptions/s/resourceGroups/rg", VMSS));
+    }
+
+    const ACCOUNT: &str =
+        "/subscriptions/s/resourceGroups/st/providers/Microsoft.Storage/storageAccounts/acct";
+    const READER: &str = "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/2a2b9908-6ea1-4ae2-8e65-a410df84e7d1";
+
+    /// The condition flotilla's `keys` gives a job's node identity.
+    fn job_condition(prefix: &str) -> String {
+        format!("((!(ActionMatches{{'{BLOB_READ}'}})) OR (@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path] StringStartsWith '{prefix}'))")
+    }
+
+    fn assign(
+        st: &mut State,
+        name: &str,
+        principal: &str,
+        scope: &str,
+        role: &str,
+        condition: Option<(&str, &str)>,
+    ) {
+        let mut props = serde_json::json!({
+            "principalId": principal, "scope": scope, "roleDefinitionId": role,
+        });
+        if let Some((version, c)) = condition {
+            props["condition"] = serde_json::json!(c);
+            props["conditionVersion"] = serde_json::json!(version);
+        }
+        let id = format!("{scope}/providers/{RA_TYPE}/{name}");
+        st.resources.insert(
+            id.to_ascii_lowercase(),
+            crate::state::Resource {
+                id,
+                rtype: RA_TYPE.into(),
+                name: name.into(),
+                rg: String::new(),
+                body: serde_json::json!({ "properties": props }),
+                state: "Succeeded".into(),
+                op: None,
+                etag: String::new(),
+                keys: vec![],
+                boot: None,
+                created_ms: 0,
+            },
+        );
+    }
+
+    #[test]
+    fn another_jobs_identity_cannot_read_this_jobs_blobs() {
+        let mut st = State::fresh();
+        let container = format!("{ACCOUNT}/blobServices/default/containers/staging");
+        assign(
+            &mut st,
+            "a",
+            "p-a",
+            &container,
+            READER,
+            Some(("2.0", &job_condition("job-a/"))),
+        );
+        assign(
+            &mut st,
+            "b",
+            "p-b",
+            &container,
+            READER,
+            Some(("2.0", &job_condition("job-b/"))),
+        );
+        let read = |p: &str, blob: &str| may_read_blob(&st, p, ACCOUNT, "staging", blob);
+        assert!(read("p-a", "job-a/init.sh").is_ok());
+        assert!(read("p-a", "job-a/init-general.sh").is_ok());
+        assert!(read("p-b", "job-b/init.sh").is_ok());
+        // Each job's identity reads its own prefix only.
+        let refused = read("p-b", "job-a/init.sh").unwrap_err();
+        assert!(
+            refused.contains("AuthorizationPermissionMismatch"),
+            "{refused}"
+        );
+        assert!(read("p-a", "job-b/init.sh").is_err());
+        assert!(
+            read("p-a", "job-a2/init.sh").is_err(),
+            "a prefix ends at its slash"
+        );
+        assert!(read("p-a", "other/job-a/init.sh").is_err());
+        // Not in another container or account, nor for an unknown principal.
+        assert!(may_read_blob(&st, "p-a", ACCOUNT, "other", "job-a/init.sh").is_err());
+        let elsewhere = ACCOUNT.replace("/acct", "/acct2");
+        assert!(may_read_blob(&st, "p-a", &elsewhere, "staging", "job-a/init.sh").is_err());
+        assert!(read("p-c", "job-a/init.sh").is_err());
+    }
+
+    #[test]
+    fn only_the_understood_condition_on_a_data_role_grants_a_read() {
+        let container = format!("{ACCOUNT}/blobServices/default/containers/staging");
+        let read = |role: &str, scope: &str, condition: Option<(&str, &str)>| {
+            let mut st = State::fresh();
+            assign(&mut st, "x", "p", scope, role, condition);
+            may_read_blob(&st, "p", ACCOUNT, "staging", "job-a/init.sh").is_ok()
+        };
+        let c = job_condition("job-a/");
+        assert!(
+            read(READER, &container, None),
+            "no condition: the whole container"
+        );
+        assert!(
+            read(READER, ACCOUNT, Some(("2.0", &c))),
+            "a scope above the container"
+        );
+        assert!(
+            !read(READER, ACCOUNT, Some(("1.0", &c))),
+            "an unknown condition version"
+        );
+        let like = c.replace("StringStartsWith", "StringLike");
+        assert!(
+            !read(READER, &container, Some(("2.0", &like))),
+            "another operator"
+        );
+        let spaced = c.replace(" OR ", "\n   OR\n   ");
+        assert!(
+            read(READER, &container, Some(("2.0", &spaced))),
+            "whitespace is free"
+        );
+        let reader = "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7";
+        assert!(!read(reader, &container, None), "Reader has no data action");
+        assert_eq!(blob_read_prefix(&c).as_deref(), Some("job-a/"));
+        assert_eq!(blob_read_prefix("true"), None);
     }
 
     #[test]

@@ -327,6 +327,11 @@ pub(crate) fn principal_index(principal_id: &str) -> String {
     format!("principal:{}", principal_id.to_ascii_lowercase())
 }
 
+/// The index entry of the user-assigned identity whose client id is `client_id`.
+pub(crate) fn client_index(client_id: &str) -> String {
+    format!("client:{}", client_id.to_ascii_lowercase())
+}
+
 /// The running total of usage `name` (`cores`, a VM family,
 /// `virtualMachines`, `virtualMachineScaleSets`) in normalized `location`.
 pub(crate) fn usage_total(location: &str, name: &str) -> String {
@@ -336,17 +341,16 @@ pub(crate) fn usage_total(location: &str, name: &str) -> String {
 impl Indexed for Resource {
     fn index_keys(&self) -> Vec<String> {
         let mut keys = vec![type_index(&self.rtype)];
-        for pointer in ["/identity/principalId", "/properties/principalId"] {
-            if pointer == "/properties/principalId"
-                && !self
-                    .rtype
-                    .eq_ignore_ascii_case("Microsoft.ManagedIdentity/userAssignedIdentities")
-            {
-                continue;
-            }
-            if let Some(p) = self.body.pointer(pointer).and_then(Value::as_str) {
-                keys.push(principal_index(p));
-            }
+        let at = |pointer: &str| self.body.pointer(pointer).and_then(Value::as_str);
+        if let Some(p) = at("/identity/principalId") {
+            keys.push(principal_index(p));
+        }
+        if self
+            .rtype
+            .eq_ignore_ascii_case(crate::arm::identity::UAI_TYPE)
+        {
+            keys.extend(at("/properties/principalId").map(principal_index));
+            keys.extend(at("/properties/clientId").map(client_index));
         }
         keys
     }

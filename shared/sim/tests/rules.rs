@@ -1094,3 +1094,85 @@ async fn role_assignments_refuse_bad_names_unknown_roles_and_missing_principals(
     let ok = put("7a6b5c4d-0000-4000-8000-000000000002", &custom, &me).await;
     assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
 }
+
+#[tokio::test]
+async fn user_assigned_identities_and_the_scale_sets_that_attach_them() {
+    let h = harness_with(config(0)).await;
+    const MI: &str = "2023-01-31";
+    let ty = "Microsoft.ManagedIdentity/userAssignedIdentities";
+    let id = h.id("rg", ty, "job-nodes");
+    // Synchronous create, 201 with the computed ids; an update keeps them.
+    let body = json!({"location": "westeurope", "tags": {"flotilla-job": "job"}});
+    let r = h.arm(Method::PUT, &id, MI, Some(&body)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert!(r.header("azure-asyncoperation").is_none() && r.header("location").is_none());
+    let p = &r.body["properties"];
+    for k in ["principalId", "clientId", "tenantId"] {
+        assert!(
+            p[k].as_str().is_some_and(|v| !v.is_empty()),
+            "{k}: {}",
+            r.text
+        );
+    }
+    assert_eq!(r.body["type"], ty);
+    let again = h.arm(Method::PUT, &id, MI, Some(&body)).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.body["properties"]["principalId"], p["principalId"]);
+    assert_eq!(
+        h.arm(Method::GET, &id, MI, None).await.body["properties"]["clientId"],
+        p["clientId"]
+    );
+    // Names and api-versions as the provider checks them.
+    let bad = h.id("rg", ty, "-x");
+    assert_code(
+        &h.arm(Method::PUT, &bad, MI, Some(&body)).await,
+        StatusCode::BAD_REQUEST,
+        "InvalidResourceName",
+    );
+    let r = h.arm(Method::PUT, &id, "2099-01-01", Some(&body)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+
+    // A scale set may attach it; one naming a missing identity is refused.
+    let subnet = subnet(&h).await;
+    let vmss_id = h.id("rg", "Microsoft.Compute/virtualMachineScaleSets", "w");
+    let missing = h.id("rg", ty, "no-such-identity");
+    let mut b = vmss(&subnet, "Standard_D2s_v5", 1);
+    b["identity"] = json!({"type": "SystemAssigned, UserAssigned",
+        "userAssignedIdentities": {missing.clone(): {}}});
+    let r = h.arm(Method::PUT, &vmss_id, "2024-11-01", Some(&b)).await;
+    assert_code(&r, StatusCode::BAD_REQUEST, "FailedIdentityOperation");
+    assert!(r.text.contains("was not found"), "{}", r.text);
+    b["identity"]["userAssignedIdentities"] = json!({id.clone(): {}});
+    let got = h.put_and_wait(&vmss_id, "2024-11-01", &b).await;
+    let attached = &got["identity"]["userAssignedIdentities"][&id];
+    assert_eq!(attached["principalId"], p["principalId"], "{got:#}");
+    assert_eq!(attached["clientId"], p["clientId"], "{got:#}");
+    assert!(
+        got["identity"]["principalId"].is_string(),
+        "the system-assigned one too"
+    );
+
+    // A role assignment may name it; a synchronous delete, then 204.
+    let ra = format!(
+        "{}/providers/Microsoft.Authorization/roleAssignments/{}",
+        h.rg_path("rg"),
+        uuid::Uuid::new_v4()
+    );
+    let rb = json!({"properties": {
+        "roleDefinitionId": format!("/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/2a2b9908-6ea1-4ae2-8e65-a410df84e7d1", h.sub()),
+        "principalId": p["principalId"], "principalType": "ServicePrincipal"}});
+    let r = h.arm(Method::PUT, &ra, "2022-04-01", Some(&rb)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(
+        h.arm(Method::DELETE, &id, MI, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.arm(Method::DELETE, &id, MI, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        h.arm(Method::GET, &id, MI, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+}

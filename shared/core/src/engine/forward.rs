@@ -11,7 +11,8 @@ use crate::ports::StoreError;
 use crate::saga::{
     ErrorInfo, PendingPurpose, ResourceKind, ResourceRecord, ResourceState, StepName,
 };
-use crate::spec::IdentityMode;
+use crate::spec::{IdentityMode, StagingAccess};
+use crate::steps::node::StagingCredential;
 use crate::steps::{self, Op, SecretSource};
 use crate::telemetry;
 use flotilla_azure::arm::PollOutcome;
@@ -393,6 +394,19 @@ impl Engine {
                         )
                     })?
             }
+            steps::rbac::Principal::UserAssigned(id) => {
+                let body = self.azure.arm.get(id, None, api::MANAGED_IDENTITY).await?;
+                body.as_ref()
+                    .and_then(|b| b.pointer("/properties/principalId"))
+                    .and_then(|p| p.as_str())
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        AzureError::terminal(
+                            "IdentityNotFound",
+                            format!("{id} does not exist or has no principal id"),
+                        )
+                    })?
+            }
         };
         txn.saga.principals.insert(key, principal_id);
         Ok(())
@@ -413,20 +427,38 @@ impl Engine {
                 body,
             } => Ok(self.azure.arm.put(id, api_version, body).await?),
             Op::ScaleSet { id, body } => {
-                let key = self
-                    .azure
-                    .secrets
-                    .get(&names::storage_key_secret(job))
-                    .await?
-                    .ok_or_else(|| {
-                        AzureError::terminal(
-                            "SecretNotFound",
-                            format!(
-                                "{} is missing; was `keys` undone?",
-                                names::storage_key_secret(job)
-                            ),
-                        )
-                    })?;
+                let key;
+                let credential = match txn.saga.spec.staging.access {
+                    StagingAccess::AccountKey => {
+                        key = self
+                            .azure
+                            .secrets
+                            .get(&names::storage_key_secret(job))
+                            .await?
+                            .ok_or_else(|| {
+                                AzureError::terminal(
+                                    "SecretNotFound",
+                                    format!(
+                                        "{} is missing; was `keys` undone?",
+                                        names::storage_key_secret(job)
+                                    ),
+                                )
+                            })?;
+                        StagingCredential::AccountKey(&key)
+                    }
+                    StagingAccess::Identity => {
+                        let node = names::node_identity(job);
+                        let object_id = txn.saga.principals.get(&node).ok_or_else(|| {
+                            AzureError::terminal(
+                                "IdentityNotFound",
+                                format!(
+                                    "the node identity {node} was not created; was `keys` undone?"
+                                ),
+                            )
+                        })?;
+                        StagingCredential::NodeIdentity { object_id }
+                    }
+                };
                 let sp_secret = match txn.saga.spec.identity {
                     IdentityMode::ServicePrincipal => Some(
                         self.azure
@@ -446,18 +478,24 @@ impl Engine {
                     IdentityMode::ManagedIdentity => None,
                 };
                 let mut body = body.clone();
-                steps::node::seal(&mut body, &key, sp_secret.as_deref());
+                steps::node::seal(&mut body, credential, sp_secret.as_deref());
                 Ok(self.azure.arm.put(id, api::COMPUTE, &body).await?)
             }
             Op::RoleAssignment {
                 id,
                 role,
                 principal,
+                condition,
             } => {
                 let principal_id = txn.saga.principals.get(&principal.key()).ok_or_else(|| {
                     AzureError::terminal("IdentityNotFound", "principal not resolved")
                 })?;
-                let body = steps::rbac::body(&self.env.subscription_id, role, principal_id);
+                let body = steps::rbac::body(
+                    &self.env.subscription_id,
+                    role,
+                    principal_id,
+                    condition.as_deref(),
+                );
                 match self.azure.arm.put(id, api::AUTHORIZATION, &body).await {
                     // The same role for the same principal at the same scope
                     // under another name (given outside flotilla): what this

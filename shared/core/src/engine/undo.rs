@@ -106,17 +106,41 @@ impl Engine {
     }
 
     /// Everything still tagged with the job: ARM resources of its resource
-    /// group, Key Vault secrets and its staged blobs (ids, sorted).
+    /// group, Key Vault secrets and its staged blobs; and the role
+    /// assignments its undo log names that still exist (assignments carry no
+    /// tags, and the node identity's is on the staging container, outside the
+    /// job's group). Ids, sorted.
     pub(super) async fn leftovers(&self, saga: &Saga) -> Result<Vec<String>, AzureError> {
         let job = saga.id.as_str();
-        let mut out: Vec<String> = self
-            .azure
-            .arm
-            .list_resources(&saga.spec.resource_group, Some((names::TAG_JOB, job)))
-            .await?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
+        let mut out: Vec<String> = vec![];
+        for r in &saga.resources {
+            let Ok(id) = ResourceId::parse(&r.id) else {
+                continue;
+            };
+            if !id
+                .resource_type()
+                .eq_ignore_ascii_case("Microsoft.Authorization/roleAssignments")
+            {
+                continue;
+            }
+            if self
+                .azure
+                .arm
+                .get(&id, None, api::AUTHORIZATION)
+                .await?
+                .is_some()
+            {
+                out.push(r.id.clone());
+            }
+        }
+        out.extend(
+            self.azure
+                .arm
+                .list_resources(&saga.spec.resource_group, Some((names::TAG_JOB, job)))
+                .await?
+                .into_iter()
+                .map(|r| r.id),
+        );
         out.extend(
             self.azure
                 .secrets

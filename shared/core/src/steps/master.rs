@@ -1,14 +1,17 @@
 //! `master`: takes `step.succeeded{keys}`; creates the control-plane scale
 //! set (1, 3 or 5 nodes) on the control-plane subnet, behind the API load
-//! balancer, with the init extension that fetches the init script using the
-//! storage key (read from Key Vault just before the PUT, sent only to ARM as
-//! protected settings). Emits `step.succeeded{master}`. Undo: delete the scale set.
+//! balancer, with the init extension that fetches the init script with the
+//! job's staging credential: the job's node identity, attached to the scale
+//! set (`staging.access: identity`), or the storage key (`account-key`, read
+//! from Key Vault just before the PUT). Either goes only to ARM, in the
+//! extension's protected settings. Emits `step.succeeded{master}`.
+//! Undo: delete the scale set.
 
 use super::node::{self, Role};
 use super::{rg_id, Env, Op, SecretSource};
 use crate::names;
 use crate::saga::Saga;
-use crate::spec::{DiskSpec, IdentityMode};
+use crate::spec::{DiskSpec, IdentityMode, StagingAccess};
 use flotilla_azure::models::*;
 use flotilla_azure::ResourceId;
 
@@ -26,7 +29,35 @@ pub(crate) struct ScaleSetShape<'a> {
     pub script: Role<'a>,
 }
 
-/// The scale set body without the storage key (the engine adds it).
+/// The identity block of a scale set of this job: the system-assigned
+/// identity in managed-identity mode (the cluster's own identity), plus the
+/// job's node identity when the nodes read staging with it.
+fn scale_set_identity(saga: &Saga, env: &Env) -> Option<Identity> {
+    let node = (saga.spec.staging.access == StagingAccess::Identity).then(|| {
+        std::collections::BTreeMap::from([(
+            super::keys::node_identity_id(saga, env).to_string(),
+            serde_json::json!({}),
+        )])
+    });
+    match (saga.spec.identity, node) {
+        (IdentityMode::ManagedIdentity, None) => Some(Identity {
+            kind: "SystemAssigned".into(),
+            user_assigned_identities: Default::default(),
+        }),
+        (IdentityMode::ManagedIdentity, Some(node)) => Some(Identity {
+            kind: "SystemAssigned, UserAssigned".into(),
+            user_assigned_identities: node,
+        }),
+        (IdentityMode::ServicePrincipal, Some(node)) => Some(Identity {
+            kind: "UserAssigned".into(),
+            user_assigned_identities: node,
+        }),
+        (IdentityMode::ServicePrincipal, None) => None,
+    }
+}
+
+/// The scale set body without its staging credential (the engine adds it
+/// with [`node::seal`]).
 pub(crate) fn scale_set(
     saga: &Saga,
     env: &Env,
@@ -60,9 +91,7 @@ pub(crate) fn scale_set(
             capacity: Some(shape.capacity),
         }),
         zones: shape.zones.to_vec(),
-        identity: (spec.identity == IdentityMode::ManagedIdentity).then(|| Identity {
-            kind: "SystemAssigned".into(),
-        }),
+        identity: scale_set_identity(saga, env),
         properties: VirtualMachineScaleSetProperties {
             overprovision: false,
             upgrade_policy: UpgradePolicy {
@@ -130,11 +159,18 @@ pub(crate) fn scale_set(
                             publisher: "Microsoft.Azure.Extensions".into(),
                             kind: "CustomScript".into(),
                             type_handler_version: "2.1".into(),
-                            protected_settings: Some(serde_json::json!({
-                                "storageAccountName": env.staging_account_id.name(),
-                                "fileUris": [init_url],
-                                "commandToExecute": node::command(shape.script, job),
-                            })),
+                            protected_settings: Some(match spec.staging.access {
+                                StagingAccess::AccountKey => serde_json::json!({
+                                    "storageAccountName": env.staging_account_id.name(),
+                                    "fileUris": [init_url],
+                                    "commandToExecute": node::command(shape.script, job),
+                                }),
+                                // `managedIdentity` is added by the seal.
+                                StagingAccess::Identity => serde_json::json!({
+                                    "fileUris": [init_url],
+                                    "commandToExecute": node::command(shape.script, job),
+                                }),
+                            }),
                         },
                     }],
                 },

@@ -39,6 +39,25 @@ pub struct Env {
     pub scaler_role: String,
 }
 
+impl Env {
+    /// The staging container's name: the last segment of [`Env::staging_url`].
+    pub fn staging_container(&self) -> &str {
+        self.staging_url
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+    }
+
+    /// The staging container as an ARM scope (role assignments on it):
+    /// `{account}/blobServices/default/containers/{container}`.
+    pub fn staging_container_id(&self) -> ResourceId {
+        self.staging_account_id
+            .child("blobServices", "default")
+            .child("containers", self.staging_container())
+    }
+}
+
 /// Where a secret's value comes from when `keys` writes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SecretSource {
@@ -55,7 +74,8 @@ pub enum SecretSource {
 }
 
 /// Where, in a scale set body, the init extension's protected settings are:
-/// the storage key is added there just before the PUT (and never stored).
+/// the staging credential (the storage key, or the node identity's object
+/// id) is added there just before the PUT (and a key is never stored).
 pub const PROTECTED_SETTINGS: &str =
     "/properties/virtualMachineProfile/extensionProfile/extensions/0/properties/protectedSettings";
 
@@ -71,7 +91,9 @@ pub enum Op {
         api_version: &'static str,
         body: Value,
     },
-    /// A scale set whose init extension needs the storage key (read from Key Vault just before the PUT).
+    /// A scale set whose init extension needs its staging credential (the
+    /// storage key read from Key Vault, or the node identity's object id
+    /// recorded in the saga) just before the PUT.
     ScaleSet { id: ResourceId, body: Value },
     /// A Key Vault secret.
     Secret { name: String, source: SecretSource },
@@ -84,12 +106,14 @@ pub enum Op {
     /// Put flotilla's NSG on an existing subnet (its other properties as
     /// read just before); undone by putting back the NSG it had.
     AttachNsg { subnet: ResourceId, nsg: ResourceId },
-    /// A role assignment for the cluster's identity (its principal id is
-    /// resolved, and recorded in the saga, just before the PUT).
+    /// A role assignment for one of the job's identities (its principal id
+    /// is resolved, and recorded in the saga, just before the PUT), with an
+    /// optional ABAC condition (`conditionVersion` 2.0).
     RoleAssignment {
         id: ResourceId,
         role: String,
         principal: rbac::Principal,
+        condition: Option<String>,
     },
     /// Wait until every node of these scale sets has joined.
     AwaitNodes { scale_sets: Vec<(ResourceId, u32)> },
@@ -100,7 +124,7 @@ pub fn plan(step: StepName, saga: &Saga, env: &Env) -> Vec<Op> {
     match step {
         StepName::Stage => stage::plan(saga, env),
         StepName::Prereqs => prereqs::plan(saga, env),
-        StepName::Keys => keys::plan(saga),
+        StepName::Keys => keys::plan(saga, env),
         StepName::Master => master::plan(saga, env),
         StepName::Workers => workers::plan(saga, env),
         StepName::Join => join::plan(saga, env),

@@ -168,11 +168,22 @@ pub fn command(role: Role<'_>, job: &str) -> String {
     format!("bash {}", names::blob_file_name(&role.blob(job)))
 }
 
-/// Completes a scale set body just before its PUT: the staging key the init
-/// extension downloads the script with and, in service-principal mode, the
-/// principal's secret in front of the command. Both go only into
+/// What the init extension downloads the script with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StagingCredential<'a> {
+    /// The staging account's key (`staging.access: account-key`).
+    AccountKey(&'a str),
+    /// The object (principal) id of the job's node identity, attached to
+    /// the scale set (`staging.access: identity`): the CustomScript
+    /// extension's `managedIdentity` setting.
+    NodeIdentity { object_id: &'a str },
+}
+
+/// Completes a scale set body just before its PUT: the staging credential
+/// the init extension downloads the script with and, in service-principal
+/// mode, the principal's secret in front of the command. Both go only into
 /// `protectedSettings` (encrypted by Azure, never returned by a GET).
-pub fn seal(body: &mut Value, storage_key: &str, sp_secret: Option<&str>) {
+pub fn seal(body: &mut Value, credential: StagingCredential<'_>, sp_secret: Option<&str>) {
     let Some(Value::Array(extensions)) =
         body.pointer_mut("/properties/virtualMachineProfile/extensionProfile/extensions")
     else {
@@ -185,7 +196,14 @@ pub fn seal(body: &mut Value, storage_key: &str, sp_secret: Option<&str>) {
         let Some(settings) = ext.pointer_mut("/properties/protectedSettings") else {
             continue;
         };
-        settings["storageAccountKey"] = Value::String(storage_key.to_string());
+        match credential {
+            StagingCredential::AccountKey(key) => {
+                settings["storageAccountKey"] = Value::String(key.to_string());
+            }
+            StagingCredential::NodeIdentity { object_id } => {
+                settings["managedIdentity"] = serde_json::json!({ "objectId": object_id });
+            }
+        }
         if let (Some(secret), Some(cmd)) = (
             sp_secret,
             settings.get("commandToExecute").and_then(Value::as_str),
@@ -228,13 +246,28 @@ mod tests {
         let mut body = serde_json::json!({"properties": {"virtualMachineProfile": {"extensionProfile": {"extensions": [
             {"name": names::INIT_EXTENSION, "properties": {"protectedSettings": {"commandToExecute": command(Role::Master, &saga.id)}}}
         ]}}}});
-        seal(&mut body, "the-key", Some("it's-secret"));
+        seal(
+            &mut body,
+            StagingCredential::AccountKey("the-key"),
+            Some("it's-secret"),
+        );
         let p = &body["properties"]["virtualMachineProfile"]["extensionProfile"]["extensions"][0]
             ["properties"]["protectedSettings"];
         assert_eq!(p["storageAccountKey"], "the-key");
         assert_eq!(
             p["commandToExecute"],
             r"FLOTILLA_SP_SECRET='it'\''s-secret' bash init.sh"
+        );
+        seal(
+            &mut body,
+            StagingCredential::NodeIdentity { object_id: "oid-1" },
+            None,
+        );
+        let p = &body["properties"]["virtualMachineProfile"]["extensionProfile"]["extensions"][0]
+            ["properties"]["protectedSettings"];
+        assert_eq!(
+            p["managedIdentity"],
+            serde_json::json!({"objectId": "oid-1"})
         );
     }
 }

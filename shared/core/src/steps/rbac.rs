@@ -39,13 +39,16 @@ pub enum Principal {
     ScaleSet(ResourceId),
     /// The cluster service principal, by object id.
     ServicePrincipal(String),
+    /// A user-assigned identity (the job's node identity, see
+    /// [`super::keys`]); its principal id is read from ARM once it exists.
+    UserAssigned(ResourceId),
 }
 
 impl Principal {
     /// The key its principal id is recorded under in `Saga::principals`.
     pub fn key(&self) -> String {
         match self {
-            Principal::ScaleSet(id) => id.name().to_string(),
+            Principal::ScaleSet(id) | Principal::UserAssigned(id) => id.name().to_string(),
             Principal::ServicePrincipal(_) => SERVICE_PRINCIPAL_KEY.into(),
         }
     }
@@ -55,6 +58,7 @@ impl Principal {
         match self {
             Principal::ScaleSet(id) => id.to_string().to_ascii_lowercase(),
             Principal::ServicePrincipal(oid) => format!("sp:{}", oid.to_ascii_lowercase()),
+            Principal::UserAssigned(id) => format!("uai:{}", id.to_string().to_ascii_lowercase()),
         }
     }
 }
@@ -80,15 +84,20 @@ pub fn role_definition_id(subscription: &str, role: &str) -> String {
     format!("/subscriptions/{subscription}/providers/{NAMESPACE}/roleDefinitions/{role}")
 }
 
-/// The PUT body of an assignment.
-pub fn body(subscription: &str, role: &str, principal_id: &str) -> Value {
-    json!({
+/// The PUT body of an assignment, with its ABAC condition if it has one.
+pub fn body(subscription: &str, role: &str, principal_id: &str, condition: Option<&str>) -> Value {
+    let mut body = json!({
         "properties": {
             "roleDefinitionId": role_definition_id(subscription, role),
             "principalId": principal_id,
             "principalType": "ServicePrincipal",
         }
-    })
+    });
+    if let Some(condition) = condition {
+        body["properties"]["condition"] = json!(condition);
+        body["properties"]["conditionVersion"] = json!("2.0");
+    }
+    body
 }
 
 /// The identity the cluster acts as, if it has one flotilla can assign roles to.
@@ -156,15 +165,34 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
             )
         })
         .chain([subnet])
-        .map(|scope| {
-            let name = assignment_name(&scope, &principal, &env.scaler_role);
-            Op::RoleAssignment {
-                id: scope.extension(NAMESPACE, ROLE_ASSIGNMENTS, &name),
-                role: env.scaler_role.clone(),
-                principal: principal.clone(),
-            }
-        })
+        .map(|scope| scaler_assignment(scope, &principal, env))
         .collect()
+}
+
+fn scaler_assignment(scope: ResourceId, principal: &Principal, env: &Env) -> Op {
+    let name = assignment_name(&scope, principal, &env.scaler_role);
+    Op::RoleAssignment {
+        id: scope.extension(NAMESPACE, ROLE_ASSIGNMENTS, &name),
+        role: env.scaler_role.clone(),
+        principal: principal.clone(),
+        condition: None,
+    }
+}
+
+/// The master identity's scaler role on one worker pool's scale set: what a
+/// day-2 `pool add` gives its new pool (the same assignment, by the same
+/// name, that creation gives each pool), removed with the pool. The worker
+/// subnet's assignment exists already.
+pub fn pool_plan(saga: &Saga, env: &Env, pool: &str) -> Option<Op> {
+    let principal = cluster_principal(saga, env)?;
+    let scope = rg_id(
+        saga,
+        env,
+        "Microsoft.Compute",
+        "virtualMachineScaleSets",
+        &names::pool_vmss(&saga.id, pool),
+    );
+    Some(scaler_assignment(scope, &principal, env))
 }
 
 #[cfg(test)]
@@ -208,12 +236,16 @@ mod tests {
 
     #[test]
     fn the_body_names_the_role_definition_and_principal() {
-        let b = body("s", VIRTUAL_MACHINE_CONTRIBUTOR, "p-1");
+        let b = body("s", VIRTUAL_MACHINE_CONTRIBUTOR, "p-1", None);
         assert_eq!(
             b["properties"]["roleDefinitionId"],
             format!("/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/{VIRTUAL_MACHINE_CONTRIBUTOR}")
         );
         assert_eq!(b["properties"]["principalId"], "p-1");
         assert_eq!(b["properties"]["principalType"], "ServicePrincipal");
+        assert!(b["properties"].get("condition").is_none());
+        let c = body("s", "r", "p-1", Some("(x)"));
+        assert_eq!(c["properties"]["condition"], "(x)");
+        assert_eq!(c["properties"]["conditionVersion"], "2.0");
     }
 }

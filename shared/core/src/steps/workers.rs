@@ -46,8 +46,9 @@ pub fn pool_plan(saga: &Saga, env: &Env, p: &WorkerPool) -> Vec<Op> {
 }
 
 /// A day-2 pool of a running cluster, with the creation steps' own code:
-/// the pool's init script (`stage`), its scale set (`workers`), then the
-/// wait for its `min` nodes to be Ready (`join`). Each operation with the
+/// the pool's init script (`stage`), its scale set and the master identity's
+/// scaler role on it (`workers`), then the wait for its `min` nodes to be
+/// Ready (`join`). Each operation with the
 /// step whose resource it records. Removing the pool deletes what the
 /// operations before the wait record, newest first.
 pub fn day2_plan(saga: &Saga, env: &Env, p: &WorkerPool) -> Vec<(StepName, Op)> {
@@ -58,6 +59,7 @@ pub fn day2_plan(saga: &Saga, env: &Env, p: &WorkerPool) -> Vec<(StepName, Op)> 
     ops.extend(
         pool_plan(saga, env, p)
             .into_iter()
+            .chain(super::rbac::pool_plan(saga, env, &p.name))
             .map(|op| (StepName::Workers, op)),
     );
     let vmss = super::rg_id(

@@ -657,10 +657,14 @@ pub(crate) fn vm_instance_view(r: &Resource, index: u64) -> Value {
 }
 
 /// A system-assigned identity gets its principal id (a new GUID, kept across
-/// updates while the scale set keeps the identity) and the tenant.
-fn set_identity(p: &Prep<'_>, body: &mut Value) {
+/// updates while the scale set keeps the identity) and the tenant; each
+/// user-assigned identity must exist and gets its ids.
+fn set_identity(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject> {
+    if let Some(identity) = body.get_mut("identity") {
+        super::identity::attach(p.st, p.id, identity)?;
+    }
     let Some(identity) = body.get_mut("identity").and_then(Value::as_object_mut) else {
-        return;
+        return Ok(());
     };
     let system = identity
         .get("type")
@@ -669,7 +673,7 @@ fn set_identity(p: &Prep<'_>, body: &mut Value) {
     if !system {
         identity.remove("principalId");
         identity.remove("tenantId");
-        return;
+        return Ok(());
     }
     let kept = p
         .existing
@@ -679,6 +683,7 @@ fn set_identity(p: &Prep<'_>, body: &mut Value) {
         kept.unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string())),
     );
     identity.insert("tenantId".into(), json!(crate::TENANT_ID));
+    Ok(())
 }
 
 /// The principal id of the system-assigned identity of scale set `vmss` (by name).
@@ -707,7 +712,7 @@ pub(crate) fn prepare_vmss(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject>
             "Required parameters 'sku.name' and 'sku.capacity' (a non-negative integer) are missing or invalid.".into(),
         ));
     }
-    set_identity(p, body);
+    set_identity(p, body)?;
     let p = props(body);
     p.insert("uniqueId".into(), unique);
     p.insert("timeCreated".into(), created);
@@ -762,7 +767,8 @@ pub(crate) fn prepare_vmss(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject>
 }
 
 /// Decides how the instances of a VMSS boot after its operation completed at `done_ms`:
-/// each extension's script URLs are fetched from the blob store with the given key.
+/// each extension's script URLs are fetched from the blob store with the given
+/// credential (the account key, or a managed identity and its role assignments).
 pub(crate) fn compute_boot(st: &State, r: &Resource, done_ms: i64, lro_ms: i64) -> Boot {
     let target = r
         .body
@@ -802,7 +808,8 @@ pub(crate) fn compute_boot(st: &State, r: &Resource, done_ms: i64, lro_ms: i64) 
                 .unwrap_or_default();
             for u in uris {
                 let u = u.as_str().unwrap_or("");
-                if let Err(e) = crate::blob::fetch_for_vm(st, prot, u) {
+                let identity = r.body.get("identity").unwrap_or(&Value::Null);
+                if let Err(e) = crate::blob::fetch_for_vm(st, identity, prot, u) {
                     error = Some(e);
                     break;
                 }

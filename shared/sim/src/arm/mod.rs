@@ -17,6 +17,7 @@ mod children;
 pub(crate) mod compute;
 pub(crate) mod containerservice;
 mod groups;
+pub(crate) mod identity;
 mod lro;
 pub(crate) use crate::model;
 pub(crate) mod network;

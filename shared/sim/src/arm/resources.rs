@@ -17,9 +17,16 @@ use serde_json::{json, Value};
 /// An injected asynchronous fault: (status, code, message).
 pub(crate) type Fault = Option<(u16, String, String)>;
 
-/// Whether the type's provider answers writes synchronously (Storage).
+/// Whether the type's provider answers updates and deletes synchronously
+/// (Storage; Managed Identity, which answers creates synchronously too).
 fn synchronous(spec: &TypeSpec) -> bool {
-    spec.ty == "storageAccounts"
+    spec.ty == "storageAccounts" || fully_synchronous(spec)
+}
+
+/// Whether the provider answers a create synchronously, with the resource
+/// (Managed Identity: 201 with its computed ids, no operation to poll).
+fn fully_synchronous(spec: &TypeSpec) -> bool {
+    spec.ty == "userAssignedIdentities"
 }
 
 /// Serves `…/providers/{ns}/{type}/{name}[/…]`.
@@ -300,7 +307,13 @@ fn put_resource(
         _ if spec.ty == "storageAccounts" => super::storage::new_keys(),
         _ => vec![],
     };
-    let sync_update = synchronous(spec) && existing.is_some();
+    let sync_update = synchronous(spec) && (existing.is_some() || fully_synchronous(spec));
+    if fully_synchronous(spec) {
+        if let Some((status, code, message)) = fault {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT);
+            return Err(arm_error(status, &code, &message));
+        }
+    }
     let res = Resource {
         id: canonical_id,
         rtype: spec.full(),
@@ -328,7 +341,12 @@ fn put_resource(
             .unwrap_or_default();
         drop(st);
         sim.persist_now();
-        return Ok(json_response(StatusCode::OK, &out));
+        let status = if existing.is_none() {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        return Ok(json_response(status, &out));
     }
     let op = start_op(sim, &mut st, OpKind::Put, &key, fault);
     let out = st
