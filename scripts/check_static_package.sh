@@ -33,6 +33,7 @@ if readelf -lW "$exe" | grep -q INTERP || readelf -dW "$exe" | grep -q NEEDED; t
 fi
 echo "readelf: no PT_INTERP, no DT_NEEDED"
 
+CHROOT=$(command -v chroot)
 root=$(mktemp -d /tmp/flotilla-chroot.XXXXXX)
 pid=""
 cleanup() {
@@ -57,12 +58,12 @@ echo "== the chroot ($root): every file in it"
 
 app=/home/site/wwwroot/flotilla
 echo "== chroot: flotilla --version"
-env -i chroot "$root" "$app" --version
+env -i "$CHROOT" "$root" "$app" --version
 
 echo "== chroot: flotilla serve, readiness GET / from outside"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 env -i FUNCTIONS_CUSTOMHANDLER_PORT="$port" FLOTILLA_DATA_DIR=/home/data RUST_LOG=warn \
-  chroot "$root" "$app" serve >"$root/serve.log" 2>&1 &
+  "$CHROOT" "$root" "$app" serve >"$root/serve.log" 2>&1 &
 pid=$!
 ok=""
 for _ in $(seq 1 100); do
@@ -82,7 +83,7 @@ fi
 echo "GET / -> $code $(head -c 200 "$root/ready.body")"
 # A job submitted as the host would (the HTTP trigger's envelope): the engine
 # writes it to SQLite in the data folder, inside the chroot.
-env -i chroot "$root" "$app" spec >"$root/spec.json"
+env -i "$CHROOT" "$root" "$app" spec >"$root/spec.json"
 python3 - "$port" "$root/spec.json" <<'EOF'
 import json, sys, urllib.request
 port, spec = sys.argv[1], open(sys.argv[2]).read()
@@ -98,7 +99,7 @@ def invoke(function, method, params, body, content_type=None):
 status, body = invoke("submit", "POST", {}, spec, "application/json")
 print(f"POST /submit (the `flotilla spec` example job) -> {status} {json.dumps(body)[:160]}")
 assert str(status).startswith("2"), body
-job = body.get("id") or body.get("jobId")
+job = body["job"]
 status, body = invoke("status", "GET", {"id": job}, "")
 print(f"POST /status (job {job}) -> {status} {json.dumps(body)[:160]}")
 assert str(status) == "200", body
