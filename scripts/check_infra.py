@@ -1176,12 +1176,14 @@ def check_deploy(root: Path) -> list[str]:
                             "(e.g. dist/functionapp.zip): azd re-zips a folder, and azd before 1.26 drops the "
                             "binary's execute bit doing so")
 
-    # 2b. The package azd deploys is checked against the Functions image's glibc.
+    # 2b. The package azd deploys is checked: static (needs nothing from the Functions image), or at
+    #     least against the image's glibc.
     if re.search(r"^\s*host:\s*function\s*$", yaml_code, re.M):
         commands = _yaml_hook_commands(root, yaml_code)
-        if not any(re.search(r"\bpackage\b[^\n]*--max-glibc", c) for _, c in commands):
-            problems.append(f"{AZURE_YAML}: no hook runs `flotilla package ... --max-glibc`: a binary linked "
-                            "against a newer glibc than the Functions Linux image's would deploy and never start")
+        if not any(re.search(r"\bpackage\b[^\n]*(--require-static|--max-glibc)", c) for _, c in commands):
+            problems.append(f"{AZURE_YAML}: no hook runs `flotilla package ... --require-static` (or "
+                            "`--max-glibc`): a binary that needs the build machine's libraries or a newer glibc "
+                            "than the Functions Linux image's would deploy and never start")
 
     # 3. No hook nests azd (a second provision from a hook, with state set before it succeeds).
     for where, command in _yaml_hook_commands(root, yaml_code):

@@ -215,6 +215,9 @@ enum Command {
         /// Refuse an executable that needs a newer glibc (e.g. 2.31, the Functions Linux images).
         #[arg(long)]
         max_glibc: Option<String>,
+        /// Refuse a dynamically linked executable (one with a loader or a shared library).
+        #[arg(long)]
+        require_static: bool,
     },
     /// Run N jobs through the whole engine while injecting faults and killing
     /// processes, then check every job and what is left in the simulator.
@@ -574,16 +577,21 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Worker => crate::worker::run().await.map(|_| ExitCode::SUCCESS),
         Command::Serve { port } => crate::serve::run(port).await.map(|()| ExitCode::SUCCESS),
-        Command::Package { out, max_glibc } => {
+        Command::Package {
+            out,
+            max_glibc,
+            require_static,
+        } => {
             let max = match max_glibc.as_deref().map(crate::package::parse_version) {
                 Some(Err(e)) => return Err(e),
                 Some(Ok(v)) => Some(v),
                 None => None,
             };
-            let p = crate::package::run(&out, max.as_deref())?;
+            let p = crate::package::run(&out, max.as_deref(), require_static)?;
             println!(
                 "{}",
                 json!({"dir": p.dir.display().to_string(), "zip": p.zip.display().to_string(), "entries": p.entries,
+                       "linkage": p.needs.linkage(), "interpreter": p.needs.interpreter,
                        "glibc": p.needs.glibc_text(), "libraries": p.needs.libraries})
             );
             Ok(ExitCode::SUCCESS)

@@ -3,11 +3,14 @@
 //! this executable as `flotilla`) and zips it to `DIR.zip` for zip deploy
 //! (the executable's entry keeps mode 0755, so the host can start it).
 //!
-//! It also reads the executable's ELF dynamic section: the shared libraries it
-//! needs and the newest glibc symbol version it uses. Both are reported, and
-//! with `--max-glibc` a binary that would not start on a host with that glibc
-//! (the Functions Linux images) or that needs a library beyond glibc's own is
-//! refused.
+//! It also reads the executable's ELF program headers and dynamic section:
+//! whether it asks for a dynamic loader (PT_INTERP), the shared libraries it
+//! needs and the newest glibc symbol version it uses. All are reported, with
+//! its linkage (`static`: no loader and no shared library, so nothing from the
+//! host's /lib is needed). With `--require-static` a dynamically linked binary
+//! is refused; with `--max-glibc` a binary that would not start on a host with
+//! that glibc (the Functions Linux images) or that needs a library beyond
+//! glibc's own is refused.
 
 use crate::serve::{FUNCTIONS, HOST_JSON, LOCAL_SETTINGS_EXAMPLE};
 use std::io::Write;
@@ -40,9 +43,12 @@ pub const BASE_LIBRARIES: &[&str] = &[
     "librt.so.1",
 ];
 
-/// What a dynamically linked ELF executable needs at run time.
+/// What an ELF executable needs from the machine that runs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ElfNeeds {
+    /// PT_INTERP: the dynamic loader the kernel starts first (None: a static
+    /// executable, static-pie included, which the kernel starts itself).
+    pub interpreter: Option<String>,
     /// DT_NEEDED entries, in file order (empty for a static executable).
     pub libraries: Vec<String>,
     /// Newest `GLIBC_x.y[.z]` symbol version it references (None: no glibc symbols).
@@ -50,6 +56,44 @@ pub struct ElfNeeds {
 }
 
 impl ElfNeeds {
+    /// No loader and no shared library: runs on a machine with no /lib at all.
+    pub fn is_static(&self) -> bool {
+        self.interpreter.is_none() && self.libraries.is_empty()
+    }
+
+    /// `static` or `dynamic` (the report's `linkage`).
+    pub fn linkage(&self) -> &'static str {
+        if self.is_static() {
+            "static"
+        } else {
+            "dynamic"
+        }
+    }
+
+    /// Problems that keep the executable from being deployed: with
+    /// `require_static`, any dynamic linkage; with `max_glibc`, see [`Self::problems`].
+    pub fn check(&self, max_glibc: Option<&[u32]>, require_static: bool) -> Vec<String> {
+        let mut out = vec![];
+        if require_static && !self.is_static() {
+            let mut what = vec![];
+            if let Some(interp) = &self.interpreter {
+                what.push(format!("loader {interp}"));
+            }
+            if !self.libraries.is_empty() {
+                what.push(format!("libraries {}", self.libraries.join(", ")));
+            }
+            out.push(format!(
+                "the executable is dynamically linked ({}) but --require-static wants a static one: \
+                 build it with infra/hooks/package.sh (musl, statically linked)",
+                what.join("; ")
+            ));
+        }
+        if let Some(max) = max_glibc {
+            out.extend(self.problems(max));
+        }
+        out
+    }
+
     /// `2.34` style text of the glibc it needs, or `none`.
     pub fn glibc_text(&self) -> String {
         match &self.glibc {
@@ -68,8 +112,9 @@ impl ElfNeeds {
         if let Some(v) = &self.glibc {
             if v.as_slice() > max {
                 out.push(format!(
-                    "the executable needs glibc {} but the target has {}: build it against an older glibc \
-                     (infra/hooks/package.sh uses cargo-zigbuild with x86_64-unknown-linux-gnu.2.31)",
+                    "the executable needs glibc {} but the target has {}: build it statically \
+                     (infra/hooks/package.sh) or against an older glibc (cargo-zigbuild's \
+                     x86_64-unknown-linux-gnu.2.31)",
                     self.glibc_text(),
                     version_text(max)
                 ));
@@ -104,8 +149,10 @@ pub fn parse_version(text: &str) -> Result<Vec<u32>, crate::error::Error> {
     }
 }
 
-/// Reads DT_NEEDED and the GLIBC_* version needs of a 64-bit little-endian ELF file.
+/// Reads PT_INTERP, DT_NEEDED and the GLIBC_* version needs of a 64-bit
+/// little-endian ELF file.
 pub fn inspect_elf(bytes: &[u8]) -> Result<ElfNeeds, crate::error::Error> {
+    const PT_INTERP: u32 = 3;
     const SHT_DYNAMIC: u32 = 6;
     const SHT_GNU_VERNEED: u32 = 0x6fff_fffe;
     const DT_NEEDED: u64 = 1;
@@ -133,13 +180,32 @@ pub fn inspect_elf(bytes: &[u8]) -> Result<ElfNeeds, crate::error::Error> {
     if bytes.get(0..4) != Some(b"\x7fELF".as_slice()) {
         return Err(bad("no ELF magic"));
     }
-    if bytes[4] != 2 || bytes[5] != 1 {
+    if bytes.get(4..6) != Some([2u8, 1].as_slice()) {
         return Err(bad("not ELF64 little-endian"));
+    }
+    let mut needs = ElfNeeds::default();
+    let phoff = u64_at(0x20)? as usize;
+    let phentsize = u16_at(0x36)? as usize;
+    let phnum = u16_at(0x38)? as usize;
+    if phnum > 0 && phentsize < 56 {
+        return Err(bad("program header size"));
+    }
+    for i in 0..phnum {
+        let h = phoff + i * phentsize;
+        if u32_at(h)? == PT_INTERP {
+            let start = u64_at(h + 8)? as usize;
+            let size = u64_at(h + 32)? as usize;
+            let path = bytes
+                .get(start..start.saturating_add(size))
+                .ok_or_else(|| bad("interpreter"))?;
+            let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+            needs.interpreter = Some(String::from_utf8_lossy(&path[..end]).into_owned());
+        }
     }
     let shoff = u64_at(0x28)? as usize;
     let shentsize = u16_at(0x3a)? as usize;
     let shnum = u16_at(0x3c)? as usize;
-    if shentsize < 64 {
+    if shnum > 0 && shentsize < 64 {
         return Err(bad("section header size"));
     }
     // (type, offset, size, link) of every section.
@@ -162,7 +228,6 @@ pub fn inspect_elf(bytes: &[u8]) -> Result<ElfNeeds, crate::error::Error> {
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
     };
-    let mut needs = ElfNeeds::default();
     for &(kind, off, size, link) in &sections {
         if kind == SHT_DYNAMIC {
             for e in (off..off + size).step_by(16) {
@@ -236,16 +301,19 @@ fn files(executable: Vec<u8>) -> Vec<(String, Vec<u8>, u32)> {
 }
 
 /// Writes the package for this executable; with `max_glibc`, refuses (before
-/// writing anything) an executable that would not start on such a host.
-pub fn run(out: &Path, max_glibc: Option<&[u32]>) -> Result<Packaged, crate::error::Error> {
+/// writing anything) an executable that would not start on such a host, and
+/// with `require_static` one that is dynamically linked.
+pub fn run(
+    out: &Path,
+    max_glibc: Option<&[u32]>,
+    require_static: bool,
+) -> Result<Packaged, crate::error::Error> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     let binary = std::fs::read(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
     let needs = inspect_elf(&binary).map_err(|e| format!("{}: {e}", exe.display()))?;
-    if let Some(max) = max_glibc {
-        let problems = needs.problems(max);
-        if !problems.is_empty() {
-            return Err(problems.join("; ").into());
-        }
+    let problems = needs.check(max_glibc, require_static);
+    if !problems.is_empty() {
+        return Err(problems.join("; ").into());
     }
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let files = files(binary);
@@ -316,6 +384,8 @@ mod tests {
             needs.libraries.iter().any(|l| l == "libc.so.6"),
             "{needs:?}"
         );
+        assert_eq!(needs.linkage(), "dynamic");
+        assert!(needs.interpreter.is_some(), "{needs:?}");
         let glibc = needs
             .glibc
             .clone()
@@ -328,6 +398,7 @@ mod tests {
     #[test]
     fn refuses_foreign_libraries_and_newer_glibc() {
         let needs = ElfNeeds {
+            interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
             libraries: vec!["libc.so.6".into(), "libssl.so.3".into()],
             glibc: Some(vec![2, 34]),
         };
@@ -341,10 +412,182 @@ mod tests {
         assert!(needs.problems(&[2, 34]).len() == 1);
     }
 
+    /// A minimal ELF64 executable: an optional PT_INTERP program header and,
+    /// when `dynamic`, a .dynstr/.dynamic pair listing `needed` (a static-pie
+    /// has a dynamic section without DT_NEEDED and no PT_INTERP).
+    fn synthetic_elf(interp: Option<&str>, dynamic: bool, needed: &[&str]) -> Vec<u8> {
+        let mut data = vec![];
+        let interp_at = 64 + 56 * 2;
+        data.resize(interp_at, 0);
+        if let Some(i) = interp {
+            data.extend_from_slice(i.as_bytes());
+            data.push(0);
+        }
+        let interp_size = data.len() - interp_at;
+        // .dynstr: a leading NUL, then the library names.
+        let dynstr_at = data.len();
+        data.push(0);
+        let mut name_offsets = vec![];
+        for n in needed {
+            name_offsets.push((data.len() - dynstr_at) as u64);
+            data.extend_from_slice(n.as_bytes());
+            data.push(0);
+        }
+        let dynstr_size = data.len() - dynstr_at;
+        while data.len() % 8 != 0 {
+            data.push(0);
+        }
+        let dynamic_at = data.len();
+        for off in &name_offsets {
+            data.extend_from_slice(&1u64.to_le_bytes()); // DT_NEEDED
+            data.extend_from_slice(&off.to_le_bytes());
+        }
+        data.extend_from_slice(&[0; 16]); // DT_NULL
+        let dynamic_size = data.len() - dynamic_at;
+        let shoff = data.len();
+        let section = |kind: u32, off: usize, size: usize, link: u32| {
+            let mut h = vec![0u8; 64];
+            h[4..8].copy_from_slice(&kind.to_le_bytes());
+            h[24..32].copy_from_slice(&(off as u64).to_le_bytes());
+            h[32..40].copy_from_slice(&(size as u64).to_le_bytes());
+            h[40..44].copy_from_slice(&link.to_le_bytes());
+            h
+        };
+        let mut sections = vec![section(0, 0, 0, 0)];
+        if dynamic {
+            sections.push(section(3, dynstr_at, dynstr_size, 0)); // SHT_STRTAB
+            sections.push(section(6, dynamic_at, dynamic_size, 1)); // SHT_DYNAMIC -> .dynstr
+        }
+        for h in &sections {
+            data.extend_from_slice(h);
+        }
+        // ELF header.
+        data[0..4].copy_from_slice(b"\x7fELF");
+        data[4] = 2; // ELFCLASS64
+        data[5] = 1; // little-endian
+        data[6] = 1;
+        data[0x10..0x12].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        data[0x12..0x14].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+        data[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        data[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
+        data[0x34..0x36].copy_from_slice(&64u16.to_le_bytes());
+        data[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        // Program headers: PT_LOAD, then PT_INTERP when there is a loader.
+        let mut ph = 64;
+        data[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes());
+        ph += 56;
+        let mut phnum = 1u16;
+        if interp.is_some() {
+            data[ph..ph + 4].copy_from_slice(&3u32.to_le_bytes());
+            data[ph + 8..ph + 16].copy_from_slice(&(interp_at as u64).to_le_bytes());
+            data[ph + 32..ph + 40].copy_from_slice(&(interp_size as u64).to_le_bytes());
+            phnum += 1;
+        }
+        data[0x38..0x3a].copy_from_slice(&phnum.to_le_bytes());
+        data[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+        data[0x3c..0x3e].copy_from_slice(&(sections.len() as u16).to_le_bytes());
+        data
+    }
+
+    #[test]
+    fn tells_static_from_dynamic_executables() {
+        let dynamic = inspect_elf(&synthetic_elf(
+            Some("/lib64/ld-linux-x86-64.so.2"),
+            true,
+            &["libc.so.6", "libm.so.6"],
+        ))
+        .unwrap();
+        assert_eq!(
+            dynamic,
+            ElfNeeds {
+                interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
+                libraries: vec!["libc.so.6".into(), "libm.so.6".into()],
+                glibc: None,
+            }
+        );
+        assert_eq!(dynamic.linkage(), "dynamic");
+        let p = dynamic.check(None, true);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("dynamically linked (loader /lib64/ld-linux-x86-64.so.2; libraries libc.so.6, libm.so.6)"),
+            "{p:?}"
+        );
+        assert!(dynamic.check(None, false).is_empty());
+        assert!(dynamic.check(Some(&[2, 31]), false).is_empty());
+
+        // Static (musl, or glibc -static): no loader, no dynamic section.
+        let plain = inspect_elf(&synthetic_elf(None, false, &[])).unwrap();
+        // Static-pie: a dynamic section (for its own relocations) but no DT_NEEDED, no loader.
+        let pie = inspect_elf(&synthetic_elf(None, true, &[])).unwrap();
+        for s in [&plain, &pie] {
+            assert_eq!(s, &ElfNeeds::default());
+            assert_eq!(s.linkage(), "static");
+            assert!(s.check(Some(&[2, 17]), true).is_empty(), "{s:?}");
+        }
+        // A loader alone, or a library alone, is dynamic.
+        let loader_only =
+            inspect_elf(&synthetic_elf(Some("/lib/ld-musl-x86_64.so.1"), false, &[])).unwrap();
+        assert_eq!(loader_only.linkage(), "dynamic");
+        assert_eq!(loader_only.check(None, true).len(), 1);
+        let library_only = inspect_elf(&synthetic_elf(None, true, &["libssl.so.3"])).unwrap();
+        assert_eq!(library_only.linkage(), "dynamic");
+        let p = library_only.check(Some(&[2, 31]), true);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("(libraries libssl.so.3)"), "{p:?}");
+        assert!(p[1].contains("libssl.so.3"), "{p:?}");
+    }
+
+    /// The same on real executables: the C compiler every Rust build on Linux
+    /// links with, and glibc's static libc.a (libc6-dev, which that linking
+    /// needs anyway) for the static ones.
+    #[test]
+    fn reads_real_static_and_dynamic_executables() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = tmp.path().join("main.c");
+        std::fs::write(&c, "int main(void) { return 0; }\n").unwrap();
+        let build = |name: &str, flag: Option<&str>| -> ElfNeeds {
+            let exe = tmp.path().join(name);
+            let mut cc = std::process::Command::new("cc");
+            cc.arg("-o").arg(&exe).arg(&c);
+            if let Some(f) = flag {
+                cc.arg(f);
+            }
+            let out = cc.output().expect("a C compiler (cc)");
+            assert!(
+                out.status.success(),
+                "cc {flag:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            inspect_elf(&std::fs::read(&exe).unwrap()).unwrap()
+        };
+        let dynamic = build("dynamic", None);
+        assert_eq!(dynamic.linkage(), "dynamic", "{dynamic:?}");
+        assert!(
+            dynamic
+                .interpreter
+                .as_deref()
+                .is_some_and(|i| i.contains("ld-")),
+            "{dynamic:?}"
+        );
+        assert!(
+            dynamic.libraries.iter().any(|l| l == "libc.so.6"),
+            "{dynamic:?}"
+        );
+        assert_eq!(dynamic.check(None, true).len(), 1);
+        for flag in ["-static", "-static-pie"] {
+            let s = build(&format!("static{flag}"), Some(flag));
+            assert_eq!(s.linkage(), "static", "{flag}: {s:?}");
+            assert_eq!(s, ElfNeeds::default(), "{flag}");
+            assert!(s.check(Some(&[2, 31]), true).is_empty());
+        }
+    }
+
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
         assert!(inspect_elf(b"").is_err());
         assert!(inspect_elf(b"#!/bin/sh\necho hi\n").is_err());
+        assert!(inspect_elf(b"\x7fELF").is_err());
+        assert!(inspect_elf(b"\x7fELF\x02").is_err());
         let mut truncated = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         truncated.truncate(100);
         assert!(inspect_elf(&truncated).is_err());

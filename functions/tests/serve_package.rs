@@ -103,6 +103,15 @@ fn packaged_binary_runs_from_the_zip_and_reports_what_it_needs() {
         String::from_utf8_lossy(&run.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    // The test build is an ordinary (dynamic) glibc one; the deployed package is
+    // static (infra/hooks/package.sh, `--require-static`).
+    assert_eq!(report["linkage"], "dynamic", "{report}");
+    assert!(
+        report["interpreter"]
+            .as_str()
+            .is_some_and(|i| i.contains("ld-linux")),
+        "{report}"
+    );
     let glibc = report["glibc"].as_str().unwrap();
     assert!(glibc.starts_with("2."), "{report}");
     let libraries: Vec<&str> = report["libraries"]
@@ -188,6 +197,20 @@ fn packaged_binary_runs_from_the_zip_and_reports_what_it_needs() {
         "{}",
         String::from_utf8_lossy(&accepted.stderr)
     );
+    // `--require-static` refuses this dynamically linked binary, nothing written.
+    let dynamic_dir = tmp.path().join("dynamic");
+    let refused = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["package", "--require-static", "--out"])
+        .arg(&dynamic_dir)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("dynamically linked") && err.contains("--require-static"),
+        "{err}"
+    );
+    assert!(!dynamic_dir.exists() && !tmp.path().join("dynamic.zip").exists());
     // A malformed version is a usage error naming the flag.
     let bad = Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .args(["package", "--max-glibc", "two", "--out"])

@@ -357,9 +357,12 @@ class DeployCheck(TreeCase):
         self.tree.edit("azure.yaml", "dist: dist/functionapp.zip", "dist: dist/functionapp")
         self.assertProblem(check_infra.check_deploy(self.tree.root), "dist must be the zip", "execute bit")
 
-    def test_package_hook_checks_glibc(self) -> None:
-        self.tree.edit("infra/hooks/package.sh", '--max-glibc "$GLIBC"', "")
-        self.assertProblem(check_infra.check_deploy(self.tree.root), "--max-glibc", "never start")
+    def test_package_hook_checks_linkage(self) -> None:
+        self.tree.edit("infra/hooks/package.sh", "--require-static", "", count=-1)
+        self.assertProblem(check_infra.check_deploy(self.tree.root), "--require-static", "never start")
+        # The glibc-version check alone is accepted too.
+        self.tree.edit("infra/hooks/package.sh", '--out "$OUT"', '--out "$OUT" --max-glibc 2.31')
+        self.assertEqual([p for p in check_infra.check_deploy(self.tree.root) if "never start" in p], [])
 
     def test_no_nested_azd_in_hooks(self) -> None:
         self.tree.write("infra/hooks/resource-events.sh",
