@@ -20,6 +20,15 @@ fn up(dir: &Path, extra: &[&str]) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), json_of(&out))
 }
 
+/// The built-in example spec, as `flotilla spec` prints it.
+fn example_spec() -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .arg("spec")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn count_type(resources: &Value, ty: &str) -> usize {
     resources
         .as_array()
@@ -134,14 +143,7 @@ fn a_bad_spec_exits_2_names_the_field_and_creates_nothing() {
         (r#""min": 2"#, r#""min": 20"#, "workerPools[0].min"),
         (r#""name": "demo""#, r#""name": "Demo_Cluster""#, "name"),
     ];
-    let example = String::from_utf8(
-        Command::new(env!("CARGO_BIN_EXE_flotilla"))
-            .arg("spec")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let example = example_spec();
     for (from, to, field) in cases {
         assert!(example.contains(from));
         std::fs::write(&spec, example.replacen(from, to, 1)).unwrap();
@@ -162,14 +164,7 @@ fn a_spec_azure_would_refuse_exits_2_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let spec = dir.path().join("spec.json");
-    let example: Value = serde_json::from_slice(
-        &Command::new(env!("CARGO_BIN_EXE_flotilla"))
-            .arg("spec")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let example: Value = serde_json::from_str(&example_spec()).unwrap();
     let tags: serde_json::Map<String, Value> = (0..10_000)
         .map(|i| (format!("t{i}"), Value::from("v")))
         .collect();
@@ -354,14 +349,7 @@ fn bench_runs_jobs_to_success_and_reports_its_figures() {
 #[test]
 fn up_in_account_key_mode_reads_the_key_and_a_failure_at_keys_compensates() {
     let dir = tempfile::tempdir().unwrap();
-    let example = String::from_utf8(
-        Command::new(env!("CARGO_BIN_EXE_flotilla"))
-            .arg("spec")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let example = example_spec();
     let from = r#""access": "identity""#;
     assert!(example.contains(from), "{example}");
     let spec = dir.path().join("spec.json");

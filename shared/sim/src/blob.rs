@@ -611,17 +611,9 @@ mod tests {
         st.resources.insert(
             id.to_ascii_lowercase(),
             crate::state::Resource {
-                id: id.into(),
-                rtype: STORAGE_TYPE.into(),
-                name: "acct".into(),
                 rg: "st".into(),
-                body: json!({ "properties": props }),
-                state: "Succeeded".into(),
-                op: None,
-                etag: String::new(),
                 keys: vec!["k1".into(), "k2".into()],
-                boot: None,
-                created_ms: 0,
+                ..crate::state::Resource::settled(id, STORAGE_TYPE, json!({ "properties": props }))
             },
         );
     }

@@ -414,19 +414,11 @@ mod tests {
         let id = format!("{scope}/providers/{RA_TYPE}/{name}");
         st.resources.insert(
             id.to_ascii_lowercase(),
-            crate::state::Resource {
-                id,
-                rtype: RA_TYPE.into(),
-                name: name.into(),
-                rg: String::new(),
-                body: serde_json::json!({ "properties": props }),
-                state: "Succeeded".into(),
-                op: None,
-                etag: String::new(),
-                keys: vec![],
-                boot: None,
-                created_ms: 0,
-            },
+            crate::state::Resource::settled(
+                &id,
+                RA_TYPE,
+                serde_json::json!({ "properties": props }),
+            ),
         );
     }
 

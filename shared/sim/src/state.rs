@@ -151,12 +151,12 @@ impl<V: Indexed> Tracked<V> {
     }
     /// Inserts without marking the key changed (loading saved state).
     fn load(&mut self, key: String, value: V) -> Option<V> {
-        let old = self.map.remove(&key);
+        let (index, tally) = (value.index_keys(), value.tally());
+        let old = self.map.insert(key.clone(), value);
         if let Some(old) = &old {
             self.sub(&key, old.index_keys(), old.tally());
         }
-        self.add(&key, value.index_keys(), value.tally());
-        self.map.insert(key, value);
+        self.add(&key, index, tally);
         old
     }
     /// Mutable access to an indexed entry (marked changed), re-indexed when
@@ -336,6 +336,27 @@ pub(crate) fn client_index(client_id: &str) -> String {
 /// `virtualMachines`, `virtualMachineScaleSets`) in normalized `location`.
 pub(crate) fn usage_total(location: &str, name: &str) -> String {
     format!("usage:{location}:{name}")
+}
+
+#[cfg(test)]
+impl Resource {
+    /// A resource that exists and is settled, named by its id's last
+    /// segment (unit tests).
+    pub fn settled(id: &str, rtype: &str, body: Value) -> Resource {
+        Resource {
+            id: id.into(),
+            rtype: rtype.into(),
+            name: id.rsplit('/').next().unwrap_or(id).into(),
+            rg: String::new(),
+            body,
+            state: "Succeeded".into(),
+            op: None,
+            etag: String::new(),
+            keys: vec![],
+            boot: None,
+            created_ms: 0,
+        }
+    }
 }
 
 impl Indexed for Resource {
@@ -757,19 +778,7 @@ mod tests {
     use super::*;
 
     fn resource(id: &str, rtype: &str) -> Resource {
-        Resource {
-            id: id.into(),
-            rtype: rtype.into(),
-            name: id.rsplit('/').next().unwrap_or(id).into(),
-            rg: String::new(),
-            body: Value::Null,
-            state: "Succeeded".into(),
-            op: None,
-            etag: String::new(),
-            keys: vec![],
-            boot: None,
-            created_ms: 0,
-        }
+        Resource::settled(id, rtype, Value::Null)
     }
 
     fn names(t: &Tracked<Resource>, rtype: &str) -> Vec<String> {

@@ -379,35 +379,31 @@ impl Engine {
         if txn.saga.principals.contains_key(&key) {
             return Ok(());
         }
-        let principal_id = match principal {
-            steps::rbac::Principal::ServicePrincipal(object_id) => object_id.clone(),
-            steps::rbac::Principal::ScaleSet(id) => {
-                let body = self.azure.arm.get(id, None, api::COMPUTE).await?;
-                body.as_ref()
-                    .and_then(|b| b.pointer("/identity/principalId"))
-                    .and_then(|p| p.as_str())
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        AzureError::terminal(
-                            "IdentityNotFound",
-                            format!("{id} has no system-assigned identity to give a role to"),
-                        )
-                    })?
+        let (id, api_version, pointer, missing) = match principal {
+            steps::rbac::Principal::ServicePrincipal(object_id) => {
+                txn.saga.principals.insert(key, object_id.clone());
+                return Ok(());
             }
-            steps::rbac::Principal::UserAssigned(id) => {
-                let body = self.azure.arm.get(id, None, api::MANAGED_IDENTITY).await?;
-                body.as_ref()
-                    .and_then(|b| b.pointer("/properties/principalId"))
-                    .and_then(|p| p.as_str())
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        AzureError::terminal(
-                            "IdentityNotFound",
-                            format!("{id} does not exist or has no principal id"),
-                        )
-                    })?
-            }
+            steps::rbac::Principal::ScaleSet(id) => (
+                id,
+                api::COMPUTE,
+                "/identity/principalId",
+                "has no system-assigned identity to give a role to",
+            ),
+            steps::rbac::Principal::UserAssigned(id) => (
+                id,
+                api::MANAGED_IDENTITY,
+                "/properties/principalId",
+                "does not exist or has no principal id",
+            ),
         };
+        let body = self.azure.arm.get(id, None, api_version).await?;
+        let principal_id = body
+            .as_ref()
+            .and_then(|b| b.pointer(pointer))
+            .and_then(|p| p.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| AzureError::terminal("IdentityNotFound", format!("{id} {missing}")))?;
         txn.saga.principals.insert(key, principal_id);
         Ok(())
     }
