@@ -600,6 +600,10 @@ var appSettingsAllPlans = [
     value: 'https://${keyVault.name}${environment().suffixes.keyvaultDns}'
   }
   {
+    name: 'KEYVAULT_ID'
+    value: keyVault.id
+  }
+  {
     name: 'AZURE_CREDENTIAL'
     value: 'managed-identity'
   }
@@ -890,12 +894,27 @@ resource stagingReaderDelegation 'Microsoft.Authorization/roleAssignments@2022-0
   }
 }
 
+// Step `keys` gives each job's node principal Key Vault Secrets Officer on
+// exactly the job's join secrets (a role assignment per secret); undo removes
+// them. The app may assign (and remove) that one role in this vault only.
+resource vaultOfficerDelegation 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, appIdentity.id, roles.roleBasedAccessControlAdministrator)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.roleBasedAccessControlAdministrator)
+    principalId: appIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    conditionVersion: '2.0'
+    condition: '((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/write\'})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${roles.keyVaultSecretsOfficer}})) AND ((!(ActionMatches{\'Microsoft.Authorization/roleAssignments/delete\'})) OR (@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${roles.keyVaultSecretsOfficer}}))'
+  }
+}
+
 // Cluster nodes get nothing here. A grant on the whole vault or the whole
 // `staging` container to one shared node identity would let any node read
 // every job's secrets and scripts; the steps grant per job once the job's
-// identity exists (its blobs, above; its secrets: docs/deploy.md, "Known
-// limits"). scripts/check_infra.py refuses a data role on the vault or the
-// staging storage to any principal but the app's.
+// identity exists (its blobs and its join secrets, above).
+// scripts/check_infra.py refuses a data role on the vault or the staging
+// storage to any principal but the app's.
 
 // Telemetry: the host sends with the app identity (Application Insights local auth is off).
 resource appInsightsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {

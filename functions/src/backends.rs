@@ -173,6 +173,8 @@ impl Backends {
             staging_account_id,
             staging_url: format!("{}/{container}/", endpoint.trim_end_matches('/')),
             keyvault_url: config.keyvault_url.clone(),
+            keyvault_id: ResourceId::parse(&required("KEYVAULT_ID")?)
+                .map_err(|e| format!("KEYVAULT_ID: {e}"))?,
             sp_client_id: get("CLUSTER_SP_CLIENT_ID"),
             tenant_id: get("AZURE_TENANT_ID"),
             sp_object_id: get("CLUSTER_SP_OBJECT_ID"),

@@ -371,6 +371,7 @@ fn retryable(resource_type: &str, status: u16, code: &str, p: f64) -> FaultRule 
         probability: Some(p.clamp(0.0, 1.0)),
         latency_ms: None,
         asynchronous: false,
+        principal: None,
     }
 }
 
@@ -404,6 +405,7 @@ fn retryable_rules(rate: f64) -> Vec<FaultRule> {
         });
         rules.push(FaultRule {
             asynchronous: true,
+            principal: None,
             ..retryable(t, 500, "InternalServerError", rate * 0.2)
         });
     }
@@ -844,6 +846,8 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
             env.blob_endpoint(STAGING_ACCOUNT)
         ),
         keyvault_url: env.info().keyvault_url.clone(),
+        keyvault_id: flotilla_azure::ResourceId::parse(&env.info().keyvault_id)
+            .map_err(|e| ChaosError::Run(format!("simulator vault: {e}")))?,
         sp_client_id: Some(env.info().client_id.clone()),
         tenant_id: Some(env.info().tenant_id.clone()),
         sp_object_id: Some(env.info().client_id.clone()),
@@ -1658,6 +1662,7 @@ mod tests {
             status: 500,
             code: "InternalServerError".into(),
             asynchronous: false,
+            principal: None,
         };
         assert_eq!(fault_owner(&f("chaos-00012-ab12cd-vnet")), Some(12));
         assert_eq!(fault_owner(&f("chaos-00003-ab12cd/init.sh")), Some(3));

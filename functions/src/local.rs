@@ -234,6 +234,7 @@ pub fn fault_for(step: StepName, access: StagingAccess) -> FaultRule {
         probability: None,
         latency_ms: None,
         asynchronous: false,
+        principal: None,
     }
 }
 
@@ -356,6 +357,8 @@ impl LocalWorld {
             staging_account_id,
             staging_url: format!("{account_endpoint}/{STAGING_CONTAINER}/"),
             keyvault_url: info.keyvault_url.clone(),
+            keyvault_id: ResourceId::parse(&info.keyvault_id)
+                .map_err(|e| format!("simulator vault: {e}"))?,
             sp_client_id: Some(info.client_id.clone()),
             tenant_id: Some(info.tenant_id.clone()),
             sp_object_id: Some(info.client_id.clone()),

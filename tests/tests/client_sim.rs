@@ -285,6 +285,7 @@ fn fault(status: u16, code: &str) -> FaultRule {
         probability: None,
         latency_ms: None,
         asynchronous: false,
+        principal: None,
     }
 }
 
@@ -438,6 +439,7 @@ async fn asynchronous_fault_ends_the_operation_failed() {
         method: Some("PUT".into()),
         resource_type: Some("Microsoft.Network/networkSecurityGroups".into()),
         asynchronous: true,
+        principal: None,
         ..fault(200, "AllocationFailed")
     });
     let arm = h.arm();

@@ -129,6 +129,13 @@ fn saga_and_env() -> (Saga, Env) {
         ),
         staging_url: "https://flotillastage.blob.core.windows.net/staging/".into(),
         keyvault_url: "https://flotilla-kv.vault.azure.net".into(),
+        keyvault_id: ResourceId::new(
+            sub,
+            "flotilla-env",
+            "Microsoft.KeyVault",
+            "vaults",
+            "flotilla-kv",
+        ),
         sp_client_id: None,
         tenant_id: None,
         sp_object_id: None,

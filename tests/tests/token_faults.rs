@@ -25,6 +25,7 @@ fn token_fault(status: u16, code: &str) -> FaultRule {
         probability: None,
         latency_ms: None,
         asynchronous: false,
+        principal: None,
     }
 }
 

@@ -23,6 +23,7 @@ fn token_fault(status: u16, code: &str, times: Option<u32>) -> FaultRule {
         probability: None,
         latency_ms: None,
         asynchronous: false,
+        principal: None,
     }
 }
 

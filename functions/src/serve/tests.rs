@@ -187,6 +187,13 @@ fn unreachable_azure() -> (Azure, Env) {
         ),
         staging_url: "https://127.0.0.1:9/acct/staging/".into(),
         keyvault_url: config.keyvault_url.clone(),
+        keyvault_id: ResourceId::new(
+            &config.subscription_id,
+            "rg",
+            "Microsoft.KeyVault",
+            "vaults",
+            "kv",
+        ),
         sp_client_id: None,
         tenant_id: None,
         sp_object_id: None,

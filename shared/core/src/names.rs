@@ -203,7 +203,10 @@ pub fn kubeconfig_secret(job: &str) -> String {
 pub fn outputs_secret(job: &str) -> String {
     format!("{job}-outputs")
 }
-/// Every secret the nodes write, in the order `master` records them.
+/// The value of a join secret before the first master has written it:
+/// nodes that read it keep waiting (see `keys`).
+pub const PENDING_SECRET: &str = "pending";
+/// Every secret the nodes write, in the order `keys` creates them.
 pub fn node_secrets(job: &str) -> Vec<String> {
     vec![
         join_token_secret(job),

@@ -26,8 +26,7 @@ fn nsg_body(nsg: Option<&str>) -> Value {
 pub struct PlannedOp {
     /// `arm`, `secret`, `blob` or `check` (a read `join` repeats).
     pub kind: &'static str,
-    /// The HTTP method, or `RECORD` for a secret the nodes write (recorded
-    /// only, so that undo deletes it).
+    /// The HTTP method.
     pub method: &'static str,
     /// ARM id (with a sub-path for actions and checks), secret id or blob URL.
     pub target: String,
@@ -205,10 +204,12 @@ impl Engine {
                         secret,
                     ],
                     SecretSource::ServicePrincipal | SecretSource::Outputs => vec![secret],
-                    // Written by the first master with its own identity.
+                    // A placeholder the first master overwrites.
                     SecretSource::Node => vec![PlannedOp {
-                        method: "RECORD",
-                        body: None,
+                        body: Some(serde_json::json!({
+                            "value": names::PENDING_SECRET,
+                            "tags": names::tags(&saga.id, &saga.spec),
+                        })),
                         ..secret
                     }],
                 }

@@ -1359,6 +1359,7 @@ impl World {
             ),
             staging_url: "https://fake.blob/staging/".into(),
             keyvault_url: "https://fake.vault".into(),
+            keyvault_id: ResourceId::parse("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/staging-rg/providers/Microsoft.KeyVault/vaults/fake").unwrap(),
             sp_client_id: Some("cluster-sp".into()),
             tenant_id: Some("cluster-tenant".into()),
             sp_object_id: Some("cluster-sp-object".into()),

@@ -29,6 +29,7 @@ const ADMIN_TOKEN: &str = "stub-admin-credential-7f3a";
 /// A simulator with a staging account and a job whose spec is staged.
 struct World {
     sim: Sim,
+    config: flotilla_azure::AzureConfig,
     server: SimServer,
     vault: Vault,
     saga: Saga,
@@ -51,8 +52,12 @@ impl World {
             )
             .await
             .unwrap();
+        // What `keys` grants the job's nodes, before any of them runs.
+        s.resource_group(&saga.spec.resource_group).await;
+        s.keys(&saga).await;
         World {
             vault: Vault::new(&s.config).unwrap(),
+            config: s.config,
             sim: s.sim,
             server: s.server,
             saga,
@@ -171,6 +176,7 @@ fn rendered_scripts_pass_shellcheck() {
         ),
         staging_url: "https://st.blob.core.windows.net/staging/".into(),
         keyvault_url: "https://kv.vault.azure.net".into(),
+        keyvault_id: ResourceId::new(sub, "rg", "Microsoft.KeyVault", "vaults", "kv"),
         sp_client_id: Some("client".into()),
         tenant_id: Some("tenant".into()),
         sp_object_id: None,
@@ -221,6 +227,7 @@ fn the_rendering_holds_references_not_secrets() {
         ),
         staging_url: "https://st.blob.core.windows.net/staging/".into(),
         keyvault_url: "https://kv.vault.azure.net/".into(),
+        keyvault_id: ResourceId::new(sub, "rg", "Microsoft.KeyVault", "vaults", "kv"),
         sp_client_id: None,
         tenant_id: None,
         sp_object_id: None,
@@ -259,9 +266,9 @@ async fn managed_identity_nodes_form_a_cluster_and_a_rerun_changes_nothing() {
     assert_ok(&out);
     logs.push(out.log());
     assert_eq!(phases(&out), ["identity", "install", "activate"]);
-    assert!(out.stdout.contains(
-        "identity: managed-identity tokens for Key Vault and Storage obtained and validated"
-    ));
+    assert!(out
+        .stdout
+        .contains("identity: managed-identity tokens obtained and validated"));
     assert!(out.stdout.contains("activate: first master"));
 
     // Install: kernel, containerd with systemd cgroups, the pinned repository.
@@ -637,12 +644,54 @@ async fn every_failure_has_its_exit_code_and_message() {
         &out,
         24,
         "identity",
-        "refused this node's managed-identity token (HTTP 404)",
+        "refused this node's managed-identity token reading demo-boot01-join-token (HTTP 404)",
     );
 
+    // A job whose node identity exists but holds no grant on its secrets.
+    let n = w.node("no-grant");
+    let mut other = w.saga.clone();
+    other.id = "demo-nogrant".into();
+    let identity = flotilla_core::steps::keys::node_identity_id(&other, &w.env);
+    common::put(
+        &w.config,
+        &identity,
+        flotilla_azure::models::api::MANAGED_IDENTITY,
+        serde_json::json!({"location": "westeurope"}),
+    )
+    .await;
+    let script = node::render(&other, &w.env, Role::Master);
+    let out = n.run(&script, &[], &w.run_env(&vm0)).await.unwrap();
+    assert_failed(
+        &out,
+        24,
+        "identity",
+        "refused this node's managed-identity token reading demo-nogrant-join-token (HTTP 403)",
+    );
+
+    // Nor can it read this job's secrets with its own identity (as a node
+    // of another job would try).
+    let n = w.node("other-job");
+    let mut script = node::render(&w.saga, &w.env, Role::Master);
+    script = script.replace(
+        &format!(
+            "NODE_IDENTITY_ID='{}'",
+            flotilla_core::steps::keys::node_identity_id(&w.saga, &w.env)
+        ),
+        &format!("NODE_IDENTITY_ID='{identity}'"),
+    );
+    let out = n.run(&script, &[], &w.run_env(&vm0)).await.unwrap();
+    assert_failed(
+        &out,
+        24,
+        "identity",
+        "reading demo-boot01-join-token (HTTP 403)",
+    );
+
+    // Granted, but its spec was never staged.
     let n = w.node("no-spec");
     let mut other = w.saga.clone();
     other.id = "demo-nospec".into();
+    common::keys(&w.config, &w.env, &other).await;
     let script = node::render(&other, &w.env, Role::Master);
     let out = n.run(&script, &[], &w.run_env(&vm0)).await.unwrap();
     assert_failed(&out, 25, "identity", "cannot read the staged spec");
@@ -741,6 +790,7 @@ async fn every_failure_has_its_exit_code_and_message() {
         probability: None,
         latency_ms: None,
         asynchronous: false,
+        principal: None,
     });
     let out = w.run(&n, Role::Master, &vm0).await;
     assert_failed(

@@ -27,10 +27,10 @@ fn sweep_opts() -> SweepOptions {
 /// VNet, 2 NSGs, public IP, LB, master, per pool a scale set and the
 /// master identity's role assignment on it, and its assignment on the worker subnet.
 fn expected_arm(spec: &ClusterSpec) -> usize {
-    // NSGs, VNet, IP, LB, the node identity and its reader role, the master's
-    // scale set and the worker subnet's scaler role; per pool a scale set and
-    // its scaler role.
-    9 + 2 * spec.worker_pools.len()
+    // NSGs, VNet, IP, LB, the node identity, its reader role and its roles on
+    // the four join secrets, the master's scale set and the worker subnet's
+    // scaler role; per pool a scale set and its scaler role.
+    13 + 2 * spec.worker_pools.len()
 }
 
 fn nothing_left(w: &World) {
@@ -453,8 +453,7 @@ async fn plan_lists_exactly_what_the_job_then_creates_and_sends_nothing() {
         .map(|o| o.target.to_ascii_lowercase())
         .collect();
     for op in plan.steps.iter().flat_map(|s| &s.operations) {
-        // RECORD: a secret the first master writes, recorded so undo deletes it.
-        let writes = op.method == "PUT" || op.method == "RECORD";
+        let writes = op.method == "PUT";
         assert_eq!(
             op.undo.is_some(),
             writes,

@@ -39,13 +39,13 @@ async fn join_succeeds_when_the_api_server_lists_every_node_ready() {
     let saga = w.run(&job, LIMIT).await;
     assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
     assert_eq!(join_step(&saga).status, StepStatus::Succeeded);
-    // The master recorded the secrets its first node writes, so undo finds them.
+    // `keys` created the secrets the first master writes, so undo finds them.
     for s in names::node_secrets(&job) {
         let id = format!("https://fake.vault/secrets/{s}");
         assert!(
             saga.resources
                 .iter()
-                .any(|r| r.id == id && r.step == StepName::Master),
+                .any(|r| r.id == id && r.step == StepName::Keys),
             "{s} is not in the undo log"
         );
     }

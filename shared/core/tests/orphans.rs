@@ -500,13 +500,14 @@ async fn sweep_delete_removes_exactly_the_orphans_dependants_first() {
         assert!(left.contains(r), "{r} was deleted");
     }
     assert!(left.contains(&s.foreign_type));
-    // Besides those, only the lost job's role assignments (on its pool and
-    // its worker subnet), which the sweep does not see (see `scene`).
+    // Besides those, only the lost job's role assignments (on its pool, its
+    // worker subnet and its four join secrets), which the sweep does not see
+    // (see `scene`); they grant nothing once their scopes are gone.
     let lost_assignments = left
         .iter()
         .filter(|r| r.contains(&s.lost) && r.contains("/roleAssignments/"))
         .count();
-    assert_eq!(lost_assignments, 2, "{left:#?}");
+    assert_eq!(lost_assignments, 6, "{left:#?}");
     // And its node identity's reader role on the staging container (named
     // by a GUID; it grants nothing once the sweep deleted the identity).
     let staging_assignments = left
@@ -517,7 +518,7 @@ async fn sweep_delete_removes_exactly_the_orphans_dependants_first() {
     assert!(!left
         .iter()
         .any(|r| r.contains(&flotilla_core::names::node_identity(&s.lost))));
-    assert_eq!(left.len(), s.untouchable.len() + 4, "{left:#?}");
+    assert_eq!(left.len(), s.untouchable.len() + 8, "{left:#?}");
     assert!(s.w.cloud.secrets().contains(&"unrelated".to_string()));
     let live = s.w.engine.status(&s.live).await.unwrap().unwrap();
     assert_eq!(live.status, JobStatus::Succeeded);

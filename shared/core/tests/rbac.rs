@@ -13,12 +13,14 @@ const LIMIT: u32 = 600;
 
 /// The cluster identity's assignments (not the node identity's reader role
 /// on the staging container).
+/// The cluster identity's (scaler) assignments: not the node principal's
+/// on the staging container and the vault.
 fn assignments(w: &World) -> Vec<String> {
     w.cloud
         .resources()
         .into_iter()
         .filter(|r| r.contains("/providers/Microsoft.Authorization/roleAssignments/"))
-        .filter(|r| !r.contains("/blobServices/"))
+        .filter(|r| !r.contains("/blobServices/") && !r.contains("/Microsoft.KeyVault/vaults/"))
         .collect()
 }
 
@@ -301,4 +303,55 @@ async fn a_capacity_changed_on_the_scale_set_is_reconciled_and_set_back_within_b
             .unwrap(),
         None
     );
+}
+
+#[tokio::test]
+async fn the_node_identity_gets_a_role_on_each_of_its_join_secrets_and_nothing_wider() {
+    let w = World::new();
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    let node = saga.principals.get(&names::node_identity(&job)).unwrap();
+    let vault = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/staging-rg/providers/Microsoft.KeyVault/vaults/fake";
+    let mut scopes: Vec<String> = w
+        .cloud
+        .resources()
+        .into_iter()
+        .filter(|r| r.contains("/Microsoft.KeyVault/vaults/"))
+        .map(|r| {
+            let body = w.cloud.body(&r).unwrap();
+            assert_eq!(body["properties"]["principalId"], node.as_str());
+            assert!(body["properties"]["roleDefinitionId"]
+                .as_str()
+                .unwrap()
+                .ends_with(flotilla_core::steps::keys::KEY_VAULT_SECRETS_OFFICER));
+            r.split("/providers/Microsoft.Authorization/")
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    scopes.sort();
+    let mut wanted: Vec<String> = names::node_secrets(&job)
+        .iter()
+        .map(|s| format!("{vault}/secrets/{s}"))
+        .collect();
+    wanted.sort();
+    assert_eq!(
+        scopes, wanted,
+        "one grant per join secret, none on the vault"
+    );
+    // The join secrets exist (`keys` created them, the master wrote them).
+    for s in names::node_secrets(&job) {
+        assert!(w.cloud.secrets().iter().any(|k| k.ends_with(&s)), "{s}");
+    }
+
+    w.engine.request_delete(&job).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Deleted, "{saga:#?}");
+    assert!(!w
+        .cloud
+        .resources()
+        .iter()
+        .any(|r| r.contains("/Microsoft.KeyVault/vaults/")));
 }

@@ -82,7 +82,8 @@ async fn simulated_nodes_run_their_scripts_and_join_is_answered_by_their_api_ser
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_master_whose_script_fails_fails_join_with_its_own_words() {
     let f = Flow::start().await;
-    // The first master may not write its join token.
+    // The first master may not write its join token (flotilla's own
+    // placeholder write in `keys` goes through).
     f.s.sim.add_fault(FaultRule {
         method: Some("PUT".into()),
         resource_type: Some("Microsoft.KeyVault/vaults/secrets".into()),
@@ -94,6 +95,7 @@ async fn a_first_master_whose_script_fails_fails_join_with_its_own_words() {
         probability: None,
         latency_ms: None,
         asynchronous: false,
+        principal: Some("vm:*".into()),
     });
     let job = f.engine.submit(ClusterSpec::example()).await.unwrap();
     let saga = f.until_done(&job).await;

@@ -470,6 +470,13 @@ fn env() -> Env {
         ),
         staging_url: "https://flotillastaging.blob.core.windows.net/staging/".into(),
         keyvault_url: "https://flotilla-kv.vault.azure.net".into(),
+        keyvault_id: ResourceId::new(
+            sub,
+            "flotilla-ops",
+            "Microsoft.KeyVault",
+            "vaults",
+            "flotilla-kv",
+        ),
         sp_client_id: None,
         tenant_id: None,
         sp_object_id: None,

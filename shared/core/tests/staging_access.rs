@@ -161,6 +161,7 @@ async fn a_node_identity_without_its_role_fails_to_boot_and_compensates() {
         probability: None,
         latency_ms: Some(1500),
         asynchronous: false,
+        principal: None,
     });
     let job = f.engine.submit(ClusterSpec::example()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -210,14 +211,25 @@ async fn account_key_mode_still_reads_the_key_into_key_vault() {
         .await
         .unwrap()
         .is_some());
-    // No node identity, and the scale sets have only their own.
+    // The node identity (what the nodes reach Key Vault with) holds no
+    // grant on the staging container: the key opened the script.
     assert!(get(&f, &node_identity(&f, &saga), api::MANAGED_IDENTITY)
         .await
-        .is_none());
-    assert!(!saga
+        .is_some());
+    let keys_grants: Vec<&str> = saga
         .resources
         .iter()
-        .any(|r| r.step == StepName::Keys && r.id.contains("/roleAssignments/")));
+        .filter(|r| r.step == StepName::Keys && r.id.contains("/roleAssignments/"))
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(
+        keys_grants.len(),
+        names::node_secrets(&job).len(),
+        "{keys_grants:?}"
+    );
+    assert!(keys_grants
+        .iter()
+        .all(|id| id.contains("/Microsoft.KeyVault/vaults/")));
 
     f.engine.request_delete(&job).await.unwrap();
     let saga = f.until_done(&job).await;

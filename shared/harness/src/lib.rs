@@ -481,6 +481,7 @@ pub fn sim_app_settings(info: &SimInfo) -> AppSettings {
         .set("AZURE_SUBSCRIPTION_ID", &info.subscription_id)
         .set("AZURE_TENANT_ID", &info.tenant_id)
         .set("KEYVAULT_URL", &info.keyvault_url)
+        .set("KEYVAULT_ID", &info.keyvault_id)
         .set("AZURE_CREDENTIAL", "managed-identity")
         .set("IDENTITY_ENDPOINT", &info.managed_identity_endpoint)
         .set("IDENTITY_HEADER", &info.identity_header)

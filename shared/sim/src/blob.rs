@@ -66,6 +66,39 @@ fn common(r: &mut Response, ctx: &Ctx) {
 }
 
 /// Handles `/blob/{account}[/{container}[/{blob}]]`.
+/// Checks a request of a VM's identity (see [`crate::rbac`]): a VM may only
+/// read blobs, and only those a role assignment of its identity grants it
+/// (a node reads its job's staged spec; it never writes).
+#[allow(clippy::result_large_err)]
+pub(crate) fn authorize(
+    sim: &Sim,
+    ctx: &Ctx,
+    caller: &crate::imds::VmCaller<'_>,
+) -> Result<(), Response> {
+    let refused = || {
+        xml_error(
+            StatusCode::FORBIDDEN,
+            "AuthorizationPermissionMismatch",
+            "This request is not authorized to perform this operation using this permission.",
+        )
+    };
+    if !matches!(ctx.method, Method::GET | Method::HEAD) || ctx.segs.len() < 4 {
+        return Err(refused());
+    }
+    let st = lock(&sim.inner.state);
+    let Some(account) = st
+        .of_type(STORAGE_TYPE)
+        .find(|r| r.name.eq_ignore_ascii_case(&ctx.segs[1]))
+    else {
+        // No such account: the handler answers that.
+        return Ok(());
+    };
+    let principal = crate::rbac::principal_of(&st, caller).unwrap_or_default();
+    let blob = ctx.segs[3..].join("/");
+    crate::rbac::may_read_blob(&st, &principal, &account.id, &ctx.segs[2], &blob)
+        .map_err(|_| refused())
+}
+
 pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
     let mut r = route(sim, ctx);
     common(&mut r, ctx);

@@ -214,25 +214,32 @@ async fn handle_area(sim: &Sim, ctx: &Ctx, target: &Target) -> (Response, Option
     // A deleted VM sends nothing: a node script still finishing after its
     // scale set's delete completed (the boot agent stops it on its next
     // tick) must not leave secrets or blobs behind that undo already removed.
-    if let Some(vm) = principal.as_deref().and_then(|p| p.strip_prefix("vm:")) {
-        if crate::imds::vm_gone(sim, vm) {
-            let message = format!("The identity of VM {vm} no longer exists: the VM was deleted.");
+    if let Some(caller) = principal.as_deref().and_then(crate::imds::VmCaller::of) {
+        if crate::imds::vm_gone(sim, caller.vm) {
+            let message = format!(
+                "The identity of VM {} no longer exists: the VM was deleted.",
+                caller.vm
+            );
             return (
                 arm_error(StatusCode::FORBIDDEN, "Forbidden", &message),
                 principal,
             );
         }
-        if target.area == Area::Arm {
-            if let Err(resp) = crate::rbac::authorize(sim, ctx, vm) {
-                return (resp, principal);
-            }
+        let checked = match target.area {
+            Area::Arm => crate::rbac::authorize(sim, ctx, &caller),
+            Area::KeyVault => crate::kv::authorize(sim, ctx, &caller),
+            Area::Blob => crate::blob::authorize(sim, ctx, &caller),
+            _ => Ok(()),
+        };
+        if let Err(resp) = checked {
+            return (resp, principal);
         }
     }
 
     let can_async = target.area == Area::Arm
         && matches!(ctx.method, Method::PUT | Method::PATCH | Method::DELETE);
     let mut async_fault = None;
-    if let Some(rule) = take_fault(sim, &ctx.method, target, can_async) {
+    if let Some(rule) = take_fault(sim, &ctx.method, target, can_async, principal.as_deref()) {
         if let Some(ms) = rule.latency_ms {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
@@ -306,11 +313,22 @@ async fn handle_area(sim: &Sim, ctx: &Ctx, target: &Target) -> (Response, Option
 }
 
 /// Finds the first rule matching the request and consumes one use of it.
-fn take_fault(sim: &Sim, method: &Method, target: &Target, can_async: bool) -> Option<FaultRule> {
+fn take_fault(
+    sim: &Sim,
+    method: &Method,
+    target: &Target,
+    can_async: bool,
+    principal: Option<&str>,
+) -> Option<FaultRule> {
     let mut rules = lock(&sim.inner.faults);
     let idx = rules.iter().position(|r| {
         if r.asynchronous && !can_async {
             return false;
+        }
+        if let Some(p) = &r.principal {
+            if !principal.is_some_and(|who| crate::util::glob_match(p, who)) {
+                return false;
+            }
         }
         if let Some(m) = &r.method {
             if !m.eq_ignore_ascii_case(method.as_str()) {

@@ -4,9 +4,13 @@
 //! set instance `{scaleSet}_{instanceId}`.
 //!
 //! - `GET /imds/{vm}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=…`
-//!   with `Metadata: true`: a managed-identity token for the VM's
-//!   system-assigned identity (400 `invalid_request` "Identity not found" when
-//!   its scale set has none);
+//!   with `Metadata: true`: a managed-identity token. Without `client_id`,
+//!   `object_id` or `msi_res_id` it is for the scale set's system-assigned
+//!   identity, or its only user-assigned one; with one of them, for that
+//!   user-assigned identity, which must be attached to the scale set (400
+//!   `invalid_request` "Identity not found" otherwise, as for a scale set
+//!   without identity). A VM whose scale set the simulator does not know (as
+//!   node tests address them) may name any identity that exists;
 //! - `GET /imds/{vm}/metadata/instance/compute/name?api-version=…&format=text`:
 //!   the VM's name.
 
@@ -14,7 +18,7 @@ use crate::util::{json_response, Ctx};
 use crate::{lock, Sim};
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn error(status: StatusCode, error: &str, description: &str) -> Response {
     json_response(
@@ -23,25 +27,106 @@ fn error(status: StatusCode, error: &str, description: &str) -> Response {
     )
 }
 
-/// Whether the scale set of `vm` (if the simulator knows it) has no identity.
-fn identity_missing(sim: &Sim, vm: &str) -> bool {
-    let Some((vmss, _)) = vm.rsplit_once('_') else {
-        return false;
-    };
+/// Who a VM token was issued to: principal `vm:{vm}` is the VM's scale set's
+/// system-assigned identity, `vm:{vm}#{principalId}` a user-assigned identity
+/// attached to it.
+pub(crate) struct VmCaller<'a> {
+    /// `{scaleSet}_{instanceId}`.
+    pub vm: &'a str,
+    /// The principal id of the user-assigned identity, if the token is for one.
+    pub identity: Option<&'a str>,
+}
+
+impl VmCaller<'_> {
+    /// The caller of a token principal, if it is a VM's.
+    pub(crate) fn of(principal: &str) -> Option<VmCaller<'_>> {
+        let rest = principal.strip_prefix("vm:")?;
+        Some(match rest.split_once('#') {
+            Some((vm, id)) => VmCaller {
+                vm,
+                identity: Some(id),
+            },
+            None => VmCaller {
+                vm: rest,
+                identity: None,
+            },
+        })
+    }
+
+    /// The VM's scale set name.
+    pub(crate) fn scale_set(&self) -> &str {
+        self.vm.rsplit_once('_').map(|(s, _)| s).unwrap_or(self.vm)
+    }
+}
+
+/// The identity of VM `vm` a token request names (by `client_id`,
+/// `object_id` or `msi_res_id`/`mi_res_id`): `Ok(None)` its scale set's
+/// system-assigned identity, `Ok(Some(principal id))` a user-assigned one,
+/// `Err` when the VM has no such identity (IMDS's "Identity not found").
+fn requested_identity(sim: &Sim, vm: &str, ctx: &Ctx) -> Result<Option<String>, &'static str> {
+    let wanted = ["client_id", "object_id", "msi_res_id", "mi_res_id"]
+        .iter()
+        .find_map(|k| {
+            ctx.q(k)
+                .map(|v| v.trim_end_matches('/').to_ascii_lowercase())
+        });
     let st = lock(&sim.inner.state);
-    st.resources
-        .values()
-        .find(|r| {
-            r.rtype
-                .eq_ignore_ascii_case("Microsoft.Compute/virtualMachineScaleSets")
-                && r.name.eq_ignore_ascii_case(vmss)
-        })
-        .is_some_and(|r| {
-            r.body
-                .pointer("/identity/type")
-                .and_then(|t| t.as_str())
-                .is_none_or(|t| !t.contains("SystemAssigned"))
-        })
+    let vmss = vm.rsplit_once('_').map(|(s, _)| s);
+    let set = vmss.and_then(|vmss| {
+        st.of_type(crate::arm::VMSS_TYPE)
+            .find(|r| r.name.eq_ignore_ascii_case(vmss))
+    });
+    let Some(set) = set else {
+        // A VM the simulator never created: any existing identity it names.
+        return match wanted {
+            None => Ok(None),
+            Some(w) => crate::arm::identity::find(&st, &w)
+                .or_else(|| crate::arm::identity::by_principal_or_client(&st, &w))
+                .and_then(|r| r.body.pointer("/properties/principalId"))
+                .and_then(Value::as_str)
+                .map(|p| Some(p.to_string()))
+                .ok_or("Identity not found"),
+        };
+    };
+    let kind = set
+        .body
+        .pointer("/identity/type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let attached: Vec<(String, &Value)> = set
+        .body
+        .pointer("/identity/userAssignedIdentities")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(id, v)| (id.to_ascii_lowercase(), v))
+        .collect();
+    let principal = |v: &Value| {
+        v.get("principalId")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    match wanted {
+        Some(w) => attached
+            .iter()
+            .find(|(id, v)| {
+                *id == w
+                    || [v.get("clientId"), v.get("principalId")]
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .any(|x| x.eq_ignore_ascii_case(&w))
+            })
+            .and_then(|(_, v)| principal(v))
+            .map(Some)
+            .ok_or("Identity not found"),
+        None if kind.contains("SystemAssigned") => Ok(None),
+        None if attached.len() == 1 => principal(attached[0].1)
+            .map(Some)
+            .ok_or("Identity not found"),
+        None if attached.is_empty() => Err("Identity not found"),
+        None => Err("Multiple user assigned identities exist, please specify the clientId / resourceId of the identity in the token request"),
+    }
 }
 
 /// Whether VM `{scaleSet}_{instanceId}` is gone: a scale-in or a delete
@@ -121,14 +206,11 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
                     ),
                 );
             };
-            if identity_missing(sim, &vm) {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "Identity not found",
-                );
-            }
-            let principal = format!("vm:{vm}");
+            let principal = match requested_identity(sim, &vm, ctx) {
+                Ok(None) => format!("vm:{vm}"),
+                Ok(Some(id)) => format!("vm:{vm}#{id}"),
+                Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_request", why),
+            };
             let (token, expires) = crate::auth::issue(sim, audience, &principal);
             json_response(
                 StatusCode::OK,

@@ -72,6 +72,78 @@ fn deleted_bundle(
     out
 }
 
+/// The resource group and name of the simulator's one vault, as ARM names
+/// it: the scope of Key Vault role assignments (the data plane is served at
+/// the simulator's base URL, whatever the name).
+pub(crate) const VAULT_RESOURCE_GROUP: &str = "flotilla-sim";
+pub(crate) const VAULT_NAME: &str = "flotilla-sim-kv";
+
+/// The ARM id of the simulator's vault.
+pub fn keyvault_id() -> String {
+    format!(
+        "/subscriptions/{}/resourceGroups/{VAULT_RESOURCE_GROUP}/providers/Microsoft.KeyVault/vaults/{VAULT_NAME}",
+        crate::SUBSCRIPTION_ID
+    )
+}
+
+/// Whether `scope` is the simulator's vault or below it (a secret).
+pub(crate) fn is_vault_scope(scope: &str) -> bool {
+    let vault = keyvault_id().to_ascii_lowercase();
+    let scope = scope.trim_end_matches('/').to_ascii_lowercase();
+    scope == vault || scope.starts_with(&format!("{vault}/"))
+}
+
+/// Whether the vault holds secret `name` (not deleted).
+pub(crate) fn secret_exists(st: &crate::state::State, name: &str) -> bool {
+    st.secrets
+        .get(&name.to_ascii_lowercase())
+        .is_some_and(|s| s.deleted.is_none())
+}
+
+/// Checks a request of a VM's identity (see [`crate::rbac`]) against the
+/// Key Vault data actions its role assignments grant on the vault or on the
+/// secret: refused with 403 `Forbidden` (`ForbiddenByRbac`), as a vault with
+/// Azure RBAC refuses it.
+#[allow(clippy::result_large_err)]
+pub(crate) fn authorize(
+    sim: &Sim,
+    ctx: &Ctx,
+    caller: &crate::imds::VmCaller<'_>,
+) -> Result<(), Response> {
+    const SECRETS: &str = "Microsoft.KeyVault/vaults/secrets";
+    let vault = keyvault_id();
+    let deleted = ctx.seg_lc(0) == "deletedsecrets";
+    let (action, resource) = match ctx.segs.get(1) {
+        None => (format!("{SECRETS}/readMetadata/action"), vault.clone()),
+        Some(name) => {
+            let versions = ctx.seg_lc(2) == "versions";
+            let verb = match (&ctx.method, deleted) {
+                (&Method::GET, true) => "readMetadata/action",
+                (&Method::DELETE, true) => "purge/action",
+                (&Method::GET, false) if versions => "readMetadata/action",
+                (&Method::GET, false) => "getSecret/action",
+                (&Method::PUT, false) => "setSecret/action",
+                (&Method::DELETE, false) => "delete",
+                _ => "update/action",
+            };
+            (
+                format!("{SECRETS}/{verb}"),
+                format!("{vault}/secrets/{name}"),
+            )
+        }
+    };
+    let st = lock(&sim.inner.state);
+    let principal = crate::rbac::principal_of(&st, caller).unwrap_or_default();
+    if crate::rbac::holds_data_action(&st, &principal, &resource, &action, |_| false) {
+        return Ok(());
+    }
+    Err(arm_error(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        &format!("Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: oid={principal}\r\nAction: '{action}'\r\nResource: '{}'\r\nAssignment: (not found)\r\nVault: {VAULT_NAME};location=westeurope\r\n", resource.to_ascii_lowercase()),
+    ))
+}
+
 /// Handles `/secrets/...` and `/deletedsecrets/...`.
 pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
     match ctx.q("api-version") {

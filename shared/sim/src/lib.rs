@@ -172,6 +172,9 @@ pub struct SimInfo {
     pub subscription_id: String,
     /// Key Vault URL (the base URL; paths `/secrets/...`).
     pub keyvault_url: String,
+    /// The vault's ARM id: the scope of Key Vault role assignments.
+    #[serde(default = "kv::keyvault_id")]
+    pub keyvault_id: String,
     /// Blob service endpoint prefix: `{base}/blob` — an account is `{base}/blob/{account}`.
     pub blob_endpoint: String,
     /// App Service managed identity endpoint (`IDENTITY_ENDPOINT`): `{base}/msi/token`.
@@ -220,6 +223,10 @@ pub struct FaultRule {
     /// this code and message.
     #[serde(default)]
     pub asynchronous: bool,
+    /// Glob matched against the caller's token principal (a VM's is
+    /// `vm:{scaleSet}_{instance}`, see the IMDS); `None` matches any caller.
+    #[serde(default)]
+    pub principal: Option<String>,
 }
 
 /// One injected fault: which rule fired on which request (see [`Sim::fired_faults`]).
@@ -442,6 +449,7 @@ impl Sim {
             client_secret: creds.client_secret,
             subscription_id: SUBSCRIPTION_ID.to_string(),
             keyvault_url: base.to_string(),
+            keyvault_id: kv::keyvault_id(),
             blob_endpoint: format!("{base}/blob"),
             managed_identity_endpoint: format!("{base}/msi/token"),
             servicebus_endpoint: format!("{base}/servicebus"),

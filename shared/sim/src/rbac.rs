@@ -1,10 +1,13 @@
 //! Role-based access for the identities the simulator issues VM tokens to
-//! (IMDS, `vm:{scaleSet}_{instance}`): an ARM request of such a token is
-//! allowed only when a role assignment of its scale set's system-assigned
-//! identity, at the request's resource or above, grants the request's action
-//! (refused with 403 `AuthorizationFailed`, in ARM's words). The simulator's
-//! own client (flotilla's deployment identity) is not restricted here; its
-//! permissions are `SimConfig::permissions`.
+//! (IMDS, see [`crate::imds::VmCaller`]): a request of such a token is
+//! allowed only when a role assignment of the identity it was issued for (its
+//! scale set's system-assigned identity, or the attached user-assigned
+//! identity it named), at the request's resource or above, grants the
+//! request's action — ARM actions (refused with 403 `AuthorizationFailed`),
+//! and the data actions of Key Vault secrets and of blob reads (refused in
+//! each service's words). The simulator's own client (flotilla's deployment
+//! identity) is not restricted here; its permissions are
+//! `SimConfig::permissions`.
 
 use crate::arm::{RA_TYPE, RD_TYPE};
 use crate::state::State;
@@ -73,6 +76,32 @@ pub(crate) const BUILT_IN_ROLES: &[BuiltInRole] = &[
         ],
         not_actions: &[],
         data_actions: &[],
+    },
+    // Key Vault Secrets User
+    BuiltInRole {
+        id: "4633458b-17de-408a-b874-0445c86b69e6",
+        actions: &[],
+        not_actions: &[],
+        data_actions: &[
+            "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+            "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
+        ],
+    },
+    // Key Vault Secrets Officer
+    BuiltInRole {
+        id: "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+        actions: &[
+            "Microsoft.Authorization/*/read",
+            "Microsoft.KeyVault/checkNameAvailability/read",
+            "Microsoft.KeyVault/deletedVaults/read",
+            "Microsoft.KeyVault/locations/*/read",
+            "Microsoft.KeyVault/vaults/*/read",
+            "Microsoft.KeyVault/operations/read",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+        ],
+        not_actions: &[],
+        data_actions: &["Microsoft.KeyVault/vaults/secrets/*"],
     },
     // Storage Blob Data Reader
     BuiltInRole {
@@ -217,7 +246,27 @@ pub(crate) fn may_read_blob(
     blob: &str,
 ) -> Result<(), String> {
     let path = format!("{account_id}/blobServices/default/containers/{container}/blobs/{blob}");
-    let allowed = scopes_covering(&path).any(|scope| {
+    let allowed = holds_data_action(st, principal, &path, BLOB_READ, |condition| {
+        blob_read_prefix(condition).is_some_and(|prefix| blob.starts_with(&prefix))
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err("403 AuthorizationPermissionMismatch (This request is not authorized to perform this operation using this permission.)".into())
+    }
+}
+
+/// Whether `principal` holds a role assignment at `path` or above whose role
+/// grants data action `action` and whose condition, if it has one, is a
+/// version 2.0 condition that `condition_allows`.
+pub(crate) fn holds_data_action(
+    st: &State,
+    principal: &str,
+    path: &str,
+    action: &str,
+    condition_allows: impl Fn(&str) -> bool,
+) -> bool {
+    scopes_covering(path).any(|scope| {
         assignments_at(st, &scope).any(|r| {
             let p = |k: &str| {
                 r.body
@@ -228,21 +277,22 @@ pub(crate) fn may_read_blob(
                 && p("roleDefinitionId").is_some_and(|d| {
                     role_data_actions(st, d)
                         .iter()
-                        .any(|a| glob_match(a, BLOB_READ))
+                        .any(|a| glob_match(a, action))
                 })
                 && match p("condition") {
                     None => true,
-                    Some(c) => {
-                        p("conditionVersion") == Some("2.0")
-                            && blob_read_prefix(c).is_some_and(|prefix| blob.starts_with(&prefix))
-                    }
+                    Some(c) => p("conditionVersion") == Some("2.0") && condition_allows(c),
                 }
         })
-    });
-    if allowed {
-        Ok(())
-    } else {
-        Err("403 AuthorizationPermissionMismatch (This request is not authorized to perform this operation using this permission.)".into())
+    })
+}
+
+/// The principal id a VM's token stands for: the user-assigned identity it
+/// was issued for, or its scale set's system-assigned identity.
+pub(crate) fn principal_of(st: &State, caller: &crate::imds::VmCaller<'_>) -> Option<String> {
+    match caller.identity {
+        Some(id) => Some(id.to_string()),
+        None => crate::arm::compute::principal_of_scale_set(st, caller.scale_set()),
     }
 }
 
@@ -284,16 +334,19 @@ fn is_operation_status(path: &str) -> bool {
     lower.contains("/operations/") || lower.contains("/operationresults/")
 }
 
-/// Checks an ARM request of VM `vm`'s identity against its role assignments.
+/// Checks an ARM request of a VM's identity against its role assignments.
 #[allow(clippy::result_large_err)]
-pub(crate) fn authorize(sim: &Sim, ctx: &Ctx, vm: &str) -> Result<(), Response> {
+pub(crate) fn authorize(
+    sim: &Sim,
+    ctx: &Ctx,
+    caller: &crate::imds::VmCaller<'_>,
+) -> Result<(), Response> {
     if is_operation_status(&ctx.path) {
         return Ok(());
     }
-    let vmss = vm.rsplit_once('_').map(|(s, _)| s).unwrap_or(vm);
     let action = action_of(&ctx.method, &ctx.path);
     let st = lock(&sim.inner.state);
-    let principal = crate::arm::compute::principal_of_scale_set(&st, vmss);
+    let principal = principal_of(&st, caller);
     let allowed = principal.as_deref().is_some_and(|principal| {
         scopes_covering(&ctx.path).any(|scope| {
             assignments_at(&st, &scope).any(|r| {
@@ -311,7 +364,7 @@ pub(crate) fn authorize(sim: &Sim, ctx: &Ctx, vm: &str) -> Result<(), Response> 
     if allowed {
         return Ok(());
     }
-    let who = principal.unwrap_or_else(|| vm.to_string());
+    let who = principal.unwrap_or_else(|| caller.vm.to_string());
     Err(arm_error(
         StatusCode::FORBIDDEN,
         "AuthorizationFailed",

@@ -50,6 +50,7 @@ fn rule(resource_type: &str, status: u16, code: &str) -> FaultRule {
         probability: None,
         latency_ms: None,
         asynchronous: false,
+        principal: None,
     }
 }
 

@@ -21,6 +21,7 @@ fn fault(status: u16, code: &str) -> FaultRule {
         probability: None,
         latency_ms: None,
         asynchronous: false,
+        principal: None,
     }
 }
 
@@ -563,6 +564,7 @@ async fn operation_status_matches_reference_shapes() {
     );
     h.sim.add_fault(FaultRule {
         asynchronous: true,
+        principal: None,
         name_pattern: Some("bad".into()),
         ..fault(400, "BadArgument")
     });
@@ -763,6 +765,7 @@ async fn fault_rules() {
         resource_type: Some("Microsoft.Compute/virtualMachineScaleSets".into()),
         message: Some("The requested size is not available.".into()),
         asynchronous: true,
+        principal: None,
         times: Some(1),
         ..fault(409, "SkuNotAvailable")
     });
@@ -1575,10 +1578,26 @@ async fn blobs_are_saved_one_row_each_and_go_with_their_account() {
 
 /// A managed-identity token of VM `{scaleSet}_{n}` from its metadata endpoint.
 async fn vm_token(h: &Harness, vm: &str) -> Value {
-    let url = format!(
-        "{}/imds/{vm}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net",
+    let (status, body) = vm_token_for(h, vm, "https://vault.azure.net", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// Asks VM `vm`'s metadata endpoint for a token for `resource`, with extra
+/// query parameters (which identity).
+async fn vm_token_for(
+    h: &Harness,
+    vm: &str,
+    resource: &str,
+    query: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut url = format!(
+        "{}/imds/{vm}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}",
         h.base()
     );
+    for (k, v) in query {
+        url.push_str(&format!("&{k}={v}"));
+    }
     let r = h
         .client
         .get(url)
@@ -1587,10 +1606,25 @@ async fn vm_token(h: &Harness, vm: &str) -> Value {
         .await
         .unwrap();
     let status = r.status();
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
+    (status, r.json().await.unwrap())
 }
+
+/// Gives `principal` role `role` (a built-in GUID) at `scope`.
+async fn assign(h: &Harness, scope: &str, principal: &str, role: &str) -> reqwest::StatusCode {
+    let id = format!(
+        "{scope}/providers/Microsoft.Authorization/roleAssignments/{}",
+        uuid::Uuid::new_v4()
+    );
+    let body = json!({"properties": {
+        "roleDefinitionId": format!("/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{role}", h.sub()),
+        "principalId": principal,
+        "principalType": "ServicePrincipal"}});
+    h.arm(Method::PUT, &id, "2022-04-01", Some(&body))
+        .await
+        .status
+}
+
+const SECRETS_OFFICER: &str = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7";
 
 async fn put_secret_as(h: &Harness, token: &str, name: &str) -> StatusCode {
     let url = format!(
@@ -1616,7 +1650,13 @@ async fn a_deleted_vm_writes_nothing_with_its_identity() {
     let mut body = vmss_with_script(&format!("{vnet}/subnets/default"), 2, &key1, &url);
     body["identity"] = json!({"type": "SystemAssigned"});
     let set = h.id("rg", "Microsoft.Compute/virtualMachineScaleSets", "nodes");
-    h.put_and_wait(&set, COMPUTE, &body).await;
+    let created = h.put_and_wait(&set, COMPUTE, &body).await;
+    // Its identity may write the vault's secrets.
+    let principal = created["identity"]["principalId"].as_str().unwrap();
+    let vault = h.server.info.keyvault_id.clone();
+    assert!(assign(&h, &vault, principal, SECRETS_OFFICER)
+        .await
+        .is_success());
     // Its instances boot (for another `lro`) and run their init extension.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -1667,4 +1707,200 @@ async fn a_deleted_vm_writes_nothing_with_its_identity() {
         put_secret_as(&h, &t0, "from-node-0").await,
         StatusCode::FORBIDDEN
     );
+}
+
+/// Key Vault with Azure RBAC, for the identities of VMs: a node's token is
+/// for the user-assigned identity it names (attached to its scale set) or
+/// its system-assigned one, and opens exactly the secrets that identity was
+/// given a role on; the vault's list and other secrets stay closed.
+#[tokio::test]
+async fn a_vm_identity_reaches_only_the_secrets_it_was_granted() {
+    let h = start_lro(0).await;
+    h.put_rg("rg").await;
+    let (key1, url) = stage_script(&h).await;
+    let vnet = h.vnet("rg", "vnet", None).await;
+    let uai = |name: &str| {
+        h.id(
+            "rg",
+            "Microsoft.ManagedIdentity/userAssignedIdentities",
+            name,
+        )
+    };
+    let (a, b) = (uai("job-a-nodes"), uai("job-b-nodes"));
+    let mut principals = vec![];
+    for id in [&a, &b] {
+        let r = h
+            .arm(
+                Method::PUT,
+                id,
+                "2023-01-31",
+                Some(&json!({"location": "westeurope"})),
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.text);
+        principals.push(
+            r.body["properties"]["principalId"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let mut body = vmss_with_script(&format!("{vnet}/subnets/default"), 1, &key1, &url);
+    body["identity"] =
+        json!({"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {a.clone(): {}}});
+    let set = h.id("rg", "Microsoft.Compute/virtualMachineScaleSets", "job-a-w");
+    h.put_and_wait(&set, COMPUTE, &body).await;
+
+    let vault = h.server.info.keyvault_id.clone();
+    // A role on a secret that does not exist has no scope.
+    assert_eq!(
+        assign(
+            &h,
+            &format!("{vault}/secrets/job-a-join-token"),
+            &principals[0],
+            SECRETS_OFFICER
+        )
+        .await,
+        StatusCode::NOT_FOUND
+    );
+    let kv = |name: &str| {
+        format!(
+            "{}/secrets/{name}?api-version=7.5",
+            h.server.info.keyvault_url
+        )
+    };
+    let own = token(
+        &h.client,
+        &h.server.info,
+        "https://vault.azure.net/.default",
+    )
+    .await;
+    for name in ["job-a-join-token", "job-b-join-token"] {
+        let r = h
+            .client
+            .put(kv(name))
+            .bearer_auth(&own)
+            .json(&json!({"value": "pending"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert!(assign(
+        &h,
+        &format!("{vault}/secrets/job-a-join-token"),
+        &principals[0],
+        SECRETS_OFFICER
+    )
+    .await
+    .is_success());
+    assert!(assign(
+        &h,
+        &format!("{vault}/secrets/job-b-join-token"),
+        &principals[1],
+        SECRETS_OFFICER
+    )
+    .await
+    .is_success());
+
+    let (status, t) = vm_token_for(
+        &h,
+        "job-a-w_0",
+        "https://vault.azure.net",
+        &[("msi_res_id", &a)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    let node_a = t["access_token"].as_str().unwrap().to_string();
+    let get = |token: String, name: &'static str| {
+        let c = h.client.clone();
+        let u = kv(name);
+        async move { c.get(u).bearer_auth(token).send().await.unwrap() }
+    };
+    assert_eq!(
+        get(node_a.clone(), "job-a-join-token").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        put_secret_as(&h, &node_a, "job-a-join-token").await,
+        StatusCode::OK
+    );
+    let refused = get(node_a.clone(), "job-b-join-token").await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let text = refused.text().await.unwrap();
+    assert!(
+        text.contains("Microsoft.KeyVault/vaults/secrets/getSecret/action"),
+        "{text}"
+    );
+    assert_eq!(
+        put_secret_as(&h, &node_a, "job-b-join-token").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        put_secret_as(&h, &node_a, "something-new").await,
+        StatusCode::FORBIDDEN
+    );
+    let list = h
+        .client
+        .get(format!(
+            "{}/secrets?api-version=7.5",
+            h.server.info.keyvault_url
+        ))
+        .bearer_auth(&node_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), StatusCode::FORBIDDEN);
+
+    // Another job's identity is not attached to this scale set.
+    let (status, t) = vm_token_for(
+        &h,
+        "job-a-w_0",
+        "https://vault.azure.net",
+        &[("msi_res_id", &b)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{t}");
+    assert_eq!(t["error_description"], "Identity not found");
+    // Its client id names the same identity as its resource id.
+    let client = h.arm(Method::GET, &a, "2023-01-31", None).await.body["properties"]["clientId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = vm_token_for(
+        &h,
+        "job-a-w_0",
+        "https://vault.azure.net",
+        &[("client_id", &client)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // The system-assigned identity holds no grant.
+    let system = vm_token(&h, "job-a-w_0").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        get(system, "job-a-join-token").await.status(),
+        StatusCode::FORBIDDEN
+    );
+
+    // A blob needs its own grant: the node identity reads no staged blob.
+    let (_, st) = vm_token_for(
+        &h,
+        "job-a-w_0",
+        "https://storage.azure.com/",
+        &[("msi_res_id", &a)],
+    )
+    .await;
+    let r = h
+        .client
+        .get(&url)
+        .bearer_auth(st["access_token"].as_str().unwrap())
+        .header("x-ms-version", "2025-01-05")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    h.server.shutdown().await;
 }

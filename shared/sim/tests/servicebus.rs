@@ -475,6 +475,7 @@ async fn fault_rules_apply() {
         probability: None,
         latency_ms: None,
         asynchronous: false,
+        principal: None,
     });
     let r = sb.send(&q, "{}", json!({}), &[]).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);

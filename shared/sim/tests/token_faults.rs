@@ -21,6 +21,7 @@ fn token_rule(resource_type: &str, status: u16, code: &str) -> FaultRule {
         probability: None,
         latency_ms: None,
         asynchronous: false,
+        principal: None,
     }
 }
 

@@ -502,8 +502,9 @@ impl Engine {
             }
             Op::Secret { name, source } => {
                 let value = match source {
-                    // Written by the nodes; only recorded for undo.
-                    SecretSource::Node => return Ok(None),
+                    // Written by the nodes (whose scale sets `keys` precedes);
+                    // a placeholder until then.
+                    SecretSource::Node => names::PENDING_SECRET.to_string(),
                     SecretSource::StorageKey => {
                         let keys = self.azure.arm.action(&self.env.staging_account_id, "listKeys", api::STORAGE).await?;
                         let keys: StorageKeys = serde_json::from_value(keys)

@@ -369,7 +369,11 @@ pub async fn check(
     let secret = names::kubeconfig_secret(&saga.id);
     let nodes = match ports.secrets.get(&secret).await {
         Err(e) => return Verdict::Failed(e),
+        // `keys` created it with a placeholder the first master overwrites.
         Ok(None) => Err(format!(
+            "the first master has not published {secret} (the admin kubeconfig) yet"
+        )),
+        Ok(Some(v)) if v == names::PENDING_SECRET => Err(format!(
             "the first master has not published {secret} (the admin kubeconfig) yet"
         )),
         Ok(Some(encoded)) => {

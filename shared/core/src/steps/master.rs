@@ -8,7 +8,7 @@
 //! Undo: delete the scale set.
 
 use super::node::{self, Role};
-use super::{rg_id, Env, Op, SecretSource};
+use super::{rg_id, Env, Op};
 use crate::names;
 use crate::saga::Saga;
 use crate::spec::{DiskSpec, IdentityMode, StagingAccess};
@@ -30,10 +30,11 @@ pub(crate) struct ScaleSetShape<'a> {
 }
 
 /// The identity block of a scale set of this job: the system-assigned
-/// identity in managed-identity mode (the cluster's own identity), plus the
-/// job's node identity when the nodes read staging with it.
+/// identity in managed-identity mode (the cluster's own identity, which
+/// scales the pools), plus the job's node identity when it has one (what
+/// the nodes read staging and Key Vault with).
 fn scale_set_identity(saga: &Saga, env: &Env) -> Option<Identity> {
-    let node = (saga.spec.staging.access == StagingAccess::Identity).then(|| {
+    let node = super::keys::has_node_identity(saga).then(|| {
         std::collections::BTreeMap::from([(
             super::keys::node_identity_id(saga, env).to_string(),
             serde_json::json!({}),
@@ -197,15 +198,5 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
             script: Role::Master,
         },
     );
-    // The first master writes these with its own identity; recording them
-    // before the scale set exists lets undo delete them.
-    let mut ops: Vec<Op> = names::node_secrets(&saga.id)
-        .into_iter()
-        .map(|name| Op::Secret {
-            name,
-            source: SecretSource::Node,
-        })
-        .collect();
-    ops.push(Op::ScaleSet { id, body });
-    ops
+    vec![Op::ScaleSet { id, body }]
 }

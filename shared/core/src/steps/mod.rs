@@ -26,6 +26,9 @@ pub struct Env {
     pub staging_url: String,
     /// Key Vault URL, for secret references in the init script.
     pub keyvault_url: String,
+    /// ARM id of that vault: the scope above the per-secret role assignments
+    /// `keys` gives the job's nodes.
+    pub keyvault_id: ResourceId,
     /// Service-principal identity mode: the cluster principal's client id.
     pub sp_client_id: Option<String>,
     /// Tenant of the cluster principal (service-principal nodes ask its token endpoint).
@@ -66,7 +69,9 @@ pub enum SecretSource {
     /// The configured service-principal secret.
     ServicePrincipal,
     /// Written by the nodes themselves (the first master's join information
-    /// and kubeconfig): nothing to write now, only recorded so undo deletes it.
+    /// and kubeconfig): created now with the placeholder
+    /// [`crate::names::PENDING_SECRET`], so that the nodes can be granted
+    /// exactly these secrets, and deleted by undo.
     Node,
     /// The job's outputs, composed by `join` once the cluster is up
     /// ([`join::outputs`]): endpoints, identities, resource ids.

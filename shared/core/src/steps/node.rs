@@ -12,7 +12,7 @@
 use super::Env;
 use crate::names;
 use crate::saga::Saga;
-use crate::spec::IdentityMode;
+use crate::spec::{IdentityMode, StagingAccess};
 use serde_json::Value;
 
 /// The bootstrap template; see its header for the phases and exit codes.
@@ -122,6 +122,24 @@ pub fn render(saga: &Saga, env: &Env, role: Role<'_>) -> String {
         ("FLOTILLA_ROLE", role_name.into()),
         ("FLOTILLA_POOL", pool.into()),
         ("IDENTITY_MODE", identity.into()),
+        // What the node asks the metadata endpoint for tokens of: the job's
+        // node identity (empty: the scale set's system-assigned identity).
+        (
+            "NODE_IDENTITY_ID",
+            if spec.identity == IdentityMode::ManagedIdentity {
+                super::keys::node_identity_id(saga, env).to_string()
+            } else {
+                String::new()
+            },
+        ),
+        (
+            "STAGING_ACCESS",
+            match spec.staging.access {
+                StagingAccess::Identity => "identity",
+                StagingAccess::AccountKey => "account-key",
+            }
+            .into(),
+        ),
         ("SP_CLIENT_ID", env.sp_client_id.clone().unwrap_or_default()),
         ("TENANT_ID", env.tenant_id.clone().unwrap_or_default()),
         ("SUBSCRIPTION_ID", env.subscription_id.clone()),
@@ -147,6 +165,7 @@ pub fn render(saga: &Saga, env: &Env, role: Role<'_>) -> String {
         ("SECRET_CA_HASH", names::ca_hash_secret(job)),
         ("SECRET_CERT_KEY", names::cert_key_secret(job)),
         ("SECRET_KUBECONFIG", names::kubeconfig_secret(job)),
+        ("PENDING_SECRET", names::PENDING_SECRET.into()),
     ];
     let mut out = format!(
         "#!/usr/bin/env bash\n# flotilla node bootstrap, rendered for job {job}, role {}.\n",

@@ -66,6 +66,7 @@ impl Simulated {
                 staging_account_id: account.clone(),
                 staging_url: format!("{}/{ACCOUNT}/staging/", info.blob_endpoint),
                 keyvault_url: info.keyvault_url.clone(),
+                keyvault_id: ResourceId::parse(&info.keyvault_id).unwrap(),
                 sp_client_id: Some(info.client_id.clone()),
                 tenant_id: Some(info.tenant_id.clone()),
                 sp_object_id: Some(info.client_id.clone()),
@@ -97,6 +98,13 @@ impl Simulated {
         s
     }
 
+    /// Does what step `keys` does for `saga` (its own plan, performed here
+    /// without the engine): the node identity, the staging grant, the
+    /// placeholder join secrets and the node principal's grants on them.
+    pub async fn keys(&self, saga: &Saga) {
+        keys(&self.config, &self.env, saga).await
+    }
+
     /// Creates a resource group in `westeurope`.
     pub async fn resource_group(&self, name: &str) {
         let rg = ResourceId::resource_group(&self.server.info.subscription_id, name);
@@ -110,9 +118,68 @@ impl Simulated {
 
     /// PUTs a resource as the environment's set-up would, waiting for it.
     pub async fn put(&self, id: &ResourceId, version: &str, body: serde_json::Value) {
-        let setup = ArmClient::for_environment_setup(&self.config).unwrap();
-        if let Some(poll) = setup.put(id, version, &body).await.unwrap().poll {
-            setup.wait(&poll, Duration::from_secs(10)).await.unwrap();
+        put(&self.config, id, version, body).await
+    }
+}
+
+/// PUTs a resource as the environment's set-up would, waiting for it.
+pub async fn put(config: &AzureConfig, id: &ResourceId, version: &str, body: serde_json::Value) {
+    let setup = ArmClient::for_environment_setup(config).unwrap();
+    if let Some(poll) = setup.put(id, version, &body).await.unwrap().poll {
+        setup.wait(&poll, Duration::from_secs(10)).await.unwrap();
+    }
+}
+
+/// [`Simulated::keys`] with the simulator's clients and the steps' environment.
+pub async fn keys(config: &AzureConfig, env: &Env, saga: &Saga) {
+    use flotilla_core::steps::{keys, rbac, Op, SecretSource};
+    let arm = ArmClient::new(config).unwrap();
+    let vault = Vault::new(config).unwrap();
+    for op in keys::plan(saga, env) {
+        match op {
+            Op::Arm {
+                id,
+                api_version,
+                body,
+            } => put(config, &id, api_version, body).await,
+            Op::Secret {
+                name,
+                source: SecretSource::Node,
+            } => {
+                vault
+                    .set(&name, names::PENDING_SECRET, &Default::default())
+                    .await
+                    .unwrap();
+            }
+            Op::Secret { .. } => {}
+            Op::RoleAssignment {
+                id,
+                role,
+                principal,
+                condition,
+            } => {
+                let principal_id = match &principal {
+                    rbac::Principal::UserAssigned(uai) => arm
+                        .get(uai, api::MANAGED_IDENTITY)
+                        .await
+                        .unwrap()
+                        .expect("the node identity exists")
+                        .pointer("/properties/principalId")
+                        .and_then(|v| v.as_str())
+                        .unwrap()
+                        .to_string(),
+                    rbac::Principal::ServicePrincipal(oid) => oid.clone(),
+                    rbac::Principal::ScaleSet(_) => unreachable!("keys grants no scale set"),
+                };
+                let body = rbac::body(
+                    &env.subscription_id,
+                    &role,
+                    &principal_id,
+                    condition.as_deref(),
+                );
+                put(config, &id, api::AUTHORIZATION, body).await;
+            }
+            other => panic!("keys planned {other:?}"),
         }
     }
 }

@@ -99,7 +99,20 @@ pub(crate) fn role_assignment(
             }
             let segs: Vec<&str> = scope.split('/').filter(|s| !s.is_empty()).collect();
             let mut st = lock(&sim.inner.state);
-            if segs.len() >= 4 && segs[2].eq_ignore_ascii_case("resourceGroups") {
+            if crate::kv::is_vault_scope(scope) {
+                // The simulator's vault exists; a secret scope must name a secret.
+                let secret =
+                    (segs.len() == 10 && segs[8].eq_ignore_ascii_case("secrets")).then(|| segs[9]);
+                let valid = segs.len() == 8
+                    || secret.is_some_and(|name| crate::kv::secret_exists(&st, name));
+                if !valid {
+                    return Err(arm_error(
+                        StatusCode::NOT_FOUND,
+                        "ResourceNotFound",
+                        &format!("The scope '{scope}' does not exist."),
+                    ));
+                }
+            } else if segs.len() >= 4 && segs[2].eq_ignore_ascii_case("resourceGroups") {
                 if !st.resources.contains_key(&rg_key(segs[3])) {
                     return Err(rg_not_found(segs[3]));
                 }

@@ -131,10 +131,14 @@ valid_key() { [[ $1 =~ ^[0-9a-f]{64}$ ]]; }
 
 # ---- identity ---------------------------------------------------------------
 
-# imds_token RESOURCE VAR: a managed-identity token from the instance metadata endpoint.
+# imds_token RESOURCE VAR: a managed-identity token from the instance metadata
+# endpoint, for the job's node identity (NODE_IDENTITY_ID, which holds the
+# node's grants) or, without one, the scale set's system-assigned identity.
 imds_token() {
+  local which=()
+  [ -z "$NODE_IDENTITY_ID" ] || which=(--data-urlencode "msi_res_id=$NODE_IDENTITY_ID")
   http GET "$IMDS_URL/metadata/identity/oauth2/token" -G -H 'Metadata: true' \
-    --data-urlencode 'api-version=2018-02-01' --data-urlencode "resource=$1"
+    --data-urlencode 'api-version=2018-02-01' --data-urlencode "resource=$1" "${which[@]}"
   [ "$HTTP_CODE" = 200 ] || return 1
   json_str access_token "$WORK/resp"
   rm -f "$WORK/resp"
@@ -181,26 +185,38 @@ identity() {
   case "$IDENTITY_MODE" in
     managed-identity)
       imds_token https://vault.azure.net KV_TOKEN ||
-        fail 21 "no Key Vault token from the instance metadata endpoint (HTTP $HTTP_CODE); has the scale set its system-assigned identity?"
-      imds_token https://storage.azure.com/ STORAGE_TOKEN ||
-        fail 22 "no Storage token from the instance metadata endpoint (HTTP $HTTP_CODE)"
+        fail 21 "no Key Vault token from the instance metadata endpoint (HTTP $HTTP_CODE); is the job's node identity ${NODE_IDENTITY_ID:-(none)} attached to the scale set?"
+      if [ "$STAGING_ACCESS" = identity ]; then
+        imds_token https://storage.azure.com/ STORAGE_TOKEN ||
+          fail 22 "no Storage token from the instance metadata endpoint (HTTP $HTTP_CODE)"
+      fi
       ;;
     service-principal)
       load_sp_secret
       sp_token https://vault.azure.net/.default KV_TOKEN ||
         fail 23 "the token endpoint refused service principal $SP_CLIENT_ID: $TOKEN_ERROR"
-      sp_token https://storage.azure.com/.default STORAGE_TOKEN ||
-        fail 22 "no Storage token for service principal $SP_CLIENT_ID: $TOKEN_ERROR"
+      if [ "$STAGING_ACCESS" = identity ]; then
+        sp_token https://storage.azure.com/.default STORAGE_TOKEN ||
+          fail 22 "no Storage token for service principal $SP_CLIENT_ID: $TOKEN_ERROR"
+      fi
       ;;
     *) fail 10 "unknown identity mode '$IDENTITY_MODE'" ;;
   esac
   bearer_file kv "$KV_TOKEN"
-  bearer_file storage "$STORAGE_TOKEN"
-  http GET "$KEYVAULT_URL/secrets?api-version=7.4&maxresults=1" -H "@$WORK/kv.h"
-  [ "$HTTP_CODE" = 200 ] || fail 24 "Key Vault $KEYVAULT_URL refused this node's $IDENTITY_MODE token (HTTP $HTTP_CODE)"
-  http GET "$STAGING_URL$SPEC_BLOB" -H "@$WORK/storage.h" -H 'x-ms-version: 2023-11-03'
-  if [ "$HTTP_CODE" != 200 ] || ! grep -q '"name"' "$WORK/resp"; then
-    fail 25 "cannot read the staged spec $STAGING_URL$SPEC_BLOB with this node's Storage token (HTTP $HTTP_CODE)"
+  # The node's grants are on its job's join secrets only (no vault-wide
+  # list): reading one (a placeholder until the first master writes it)
+  # proves the token and the grant.
+  http GET "$KEYVAULT_URL/secrets/$SECRET_JOIN_TOKEN?api-version=7.4" -H "@$WORK/kv.h"
+  rm -f "$WORK/resp"
+  [ "$HTTP_CODE" = 200 ] || fail 24 "Key Vault $KEYVAULT_URL refused this node's $IDENTITY_MODE token reading $SECRET_JOIN_TOKEN (HTTP $HTTP_CODE)"
+  # With the account key (STAGING_ACCESS=account-key) the node holds no
+  # Storage grant: the extension downloaded the script, nothing else reads.
+  if [ "$STAGING_ACCESS" = identity ]; then
+    bearer_file storage "$STORAGE_TOKEN"
+    http GET "$STAGING_URL$SPEC_BLOB" -H "@$WORK/storage.h" -H 'x-ms-version: 2023-11-03'
+    if [ "$HTTP_CODE" != 200 ] || ! grep -q '"name"' "$WORK/resp"; then
+      fail 25 "cannot read the staged spec $STAGING_URL$SPEC_BLOB with this node's Storage token (HTTP $HTTP_CODE)"
+    fi
   fi
   http GET "$IMDS_URL/metadata/instance/compute/name" -G -H 'Metadata: true' \
     --data-urlencode 'api-version=2021-02-01' --data-urlencode 'format=text'
@@ -208,7 +224,7 @@ identity() {
     fail 26 "the instance metadata endpoint did not give this VM's name (HTTP $HTTP_CODE)"
   fi
   VM_NAME=$(head -n 1 "$WORK/resp")
-  log "identity: $IDENTITY_MODE tokens for Key Vault and Storage obtained and validated (VM $VM_NAME)"
+  log "identity: $IDENTITY_MODE tokens obtained and validated (VM $VM_NAME)"
 }
 
 # ---- install ----------------------------------------------------------------
@@ -425,13 +441,15 @@ EOF
   [ "$HTTP_CODE" = 200 ] || fail 43 "Key Vault refused writing secret $1 with this node's identity (HTTP $HTTP_CODE)"
 }
 
-# kv_get NAME VAR: 0 with VAR set when the secret exists, 1 while it does not.
+# kv_get NAME VAR: 0 with VAR set when the secret has been written, 1 while
+# it does not exist or still holds flotilla's placeholder.
 kv_get() {
   http GET "$KEYVAULT_URL/secrets/$1?api-version=7.4" -H "@$WORK/kv.h"
   case "$HTTP_CODE" in
     200)
       json_str value "$WORK/resp"
       rm -f "$WORK/resp"
+      [ "$JSON_VALUE" != "$PENDING_SECRET" ] || return 1
       printf -v "$2" '%s' "$JSON_VALUE"
       ;;
     404) return 1 ;;
