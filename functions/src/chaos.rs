@@ -1662,7 +1662,6 @@ mod tests {
             status: 500,
             code: "InternalServerError".into(),
             asynchronous: false,
-            principal: None,
         };
         assert_eq!(fault_owner(&f("chaos-00012-ab12cd-vnet")), Some(12));
         assert_eq!(fault_owner(&f("chaos-00003-ab12cd/init.sh")), Some(3));

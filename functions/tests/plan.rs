@@ -59,20 +59,39 @@ fn plan_shows_every_step_then_the_job_creates_those_names() {
         .iter()
         .rposition(|o| {
             let t = target(o);
-            t.contains("/roleAssignments/") && !t.contains("/blobServices/")
+            t.contains("/roleAssignments/")
+                && !t.contains("/blobServices/")
+                && !t.contains("/Microsoft.KeyVault/")
         })
         .unwrap();
     assert!(
         target(&ops[last_role + 1]).ends_with("-pool-general"),
         "the pool's scale set follows its role assignments: {removal:#}"
     );
-    // `keys`' node identity goes after the scale sets that attach it, its
-    // reader role on the staging container just before it.
+    // `keys`' node identity goes after the scale sets that attach it, after
+    // its roles on the job's join secrets, and its reader role on the
+    // staging container just before it.
     let identity = ops
         .iter()
         .position(|o| target(o).ends_with(&format!("/userAssignedIdentities/{job}-nodes")))
         .expect("the node identity is removed");
     assert!(identity > last_role + 1, "{removal:#}");
+    let secret_roles: Vec<usize> = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| {
+            let t = target(o);
+            t.contains("/Microsoft.KeyVault/vaults/") && t.contains("/roleAssignments/")
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(secret_roles.len(), 4, "{removal:#}");
+    assert!(
+        secret_roles
+            .iter()
+            .all(|&i| i > last_role + 1 && i < identity),
+        "{removal:#}"
+    );
     assert!(
         target(&ops[identity - 1]).contains("/blobServices/default/containers/staging/providers/Microsoft.Authorization/roleAssignments/"),
         "{removal:#}"
