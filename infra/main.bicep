@@ -916,7 +916,7 @@ resource vaultOfficerDelegation 'Microsoft.Authorization/roleAssignments@2022-04
 // scripts/check_infra.py refuses a data role on the vault or the staging
 // storage to any principal but the app's.
 
-// Telemetry: the host sends with the app identity (Application Insights local auth is off).
+// Telemetry: the host sends its logs, and flotilla its traces and metrics, with the app identity (Application Insights local auth is off).
 resource appInsightsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(appInsights.id, appIdentity.id, roles.monitoringMetricsPublisher)
   scope: appInsights

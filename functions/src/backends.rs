@@ -45,13 +45,19 @@ fn required(name: &str) -> Result<String, crate::error::Error> {
     })
 }
 
-/// The Azure configuration from app settings.
-pub fn azure_config() -> Result<AzureConfig, crate::error::Error> {
-    let arm = get("ARM_ENDPOINT").unwrap_or_else(|| "https://management.azure.com".into());
+/// The HTTPS client every Azure call goes through: the platform's roots plus
+/// `AZURE_CA_CERT` when set.
+pub fn azure_http() -> Result<Arc<dyn azure_core::http::HttpClient>, crate::error::Error> {
     let ca = match get("AZURE_CA_CERT") {
         Some(path) => Some(std::fs::read(&path).map_err(|e| format!("AZURE_CA_CERT {path}: {e}"))?),
         None => None,
     };
+    Ok(https_client(ca.as_deref())?)
+}
+
+/// The Azure configuration from app settings.
+pub fn azure_config() -> Result<AzureConfig, crate::error::Error> {
+    let arm = get("ARM_ENDPOINT").unwrap_or_else(|| "https://management.azure.com".into());
     let credential = match get("AZURE_CREDENTIAL")
         .as_deref()
         .unwrap_or("managed-identity")
@@ -79,7 +85,7 @@ pub fn azure_config() -> Result<AzureConfig, crate::error::Error> {
         keyvault_url: required("KEYVAULT_URL")?,
         credential,
         retry: RetryPolicy::default(),
-        http: https_client(ca.as_deref())?,
+        http: azure_http()?,
     })
 }
 

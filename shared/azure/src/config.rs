@@ -160,39 +160,59 @@ impl AzureConfig {
     /// Client options with flotilla's transport and azure_core's own retries
     /// switched off (retries are flotilla's decision, see [`RetryPolicy`]).
     pub fn client_options(&self) -> ClientOptions {
-        ClientOptions {
-            transport: Some(Transport::new(crate::telemetry::TracedHttpClient::new(
-                self.http.clone(),
-            ))),
-            retry: RetryOptions::none(),
-            ..Default::default()
-        }
+        client_options(&self.http)
     }
 
-    /// Builds the configured credential on flotilla's transport.
+    /// Builds the configured credential on flotilla's transport
+    /// ([`CredentialConfig::token_credential`]).
+    pub fn token_credential(&self) -> Result<Arc<dyn TokenCredential>, AzureError> {
+        self.credential
+            .token_credential(&self.http, self.retry.token_timeout)
+    }
+}
+
+/// Client options that send through `http` (each request inside a job's work
+/// traced) with azure_core's own retries switched off.
+pub fn client_options(http: &Arc<dyn HttpClient>) -> ClientOptions {
+    ClientOptions {
+        transport: Some(Transport::new(crate::telemetry::TracedHttpClient::new(
+            http.clone(),
+        ))),
+        retry: RetryOptions::none(),
+        ..Default::default()
+    }
+}
+
+impl CredentialConfig {
+    /// Builds this credential on the transport `http`.
     ///
     /// Its failures are classified once ([`CredentialFailure`]: retryable
     /// `CredentialUnavailable` vs terminal `CredentialRefused`), and it never
     /// holds a caller for long:
-    /// - its pipeline has no retry policy (`client_options`), so the client
+    /// - its pipeline has no retry policy ([`client_options`]), so the client
     ///   secret and App Service managed-identity credentials send one request
     ///   per token; the IMDS credential (no `IDENTITY_ENDPOINT`) keeps
     ///   azure_identity's own retries (up to 72 s), which cannot be switched off;
-    /// - every `get_token` is cut off after `retry.token_timeout` (10 s by
-    ///   default). The timeout carries itself as `Retry-After`, which is longer
-    ///   than the client's inline wait, so the call is handed back at once and
-    ///   the step retries through a scheduled message;
+    /// - every `get_token` is cut off after `token_timeout` (10 s by default,
+    ///   [`RetryPolicy::token_timeout`]). The timeout carries itself as
+    ///   `Retry-After`, which is longer than the client's inline wait, so the
+    ///   call is handed back at once and the step retries through a scheduled
+    ///   message;
     /// - for `token_timeout` after a timeout, other callers get that failure at
     ///   once instead of queueing behind the same slow endpoint one by one.
-    pub fn token_credential(&self) -> Result<Arc<dyn TokenCredential>, AzureError> {
+    pub fn token_credential(
+        &self,
+        http: &Arc<dyn HttpClient>,
+        token_timeout: Duration,
+    ) -> Result<Arc<dyn TokenCredential>, AzureError> {
         let bad = |e: azure_core::Error| {
             AzureError::terminal("InvalidCredentialConfiguration", e.to_string())
         };
-        let (inner, source): (Arc<dyn TokenCredential>, TokenSource) = match &self.credential {
+        let (inner, source): (Arc<dyn TokenCredential>, TokenSource) = match self {
             CredentialConfig::ManagedIdentity { client_id } => {
                 let options = ManagedIdentityCredentialOptions {
                     user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
-                    client_options: self.client_options(),
+                    client_options: client_options(http),
                 };
                 (
                     ManagedIdentityCredential::new(Some(options)).map_err(bad)?,
@@ -205,7 +225,7 @@ impl AzureConfig {
                 secret,
                 authority_host,
             } => {
-                let mut client_options = self.client_options();
+                let mut client_options = client_options(http);
                 if let Some(host) = authority_host {
                     let mut custom = CustomConfiguration::default();
                     custom.authority_host = host.clone();
@@ -229,7 +249,7 @@ impl AzureConfig {
         Ok(Arc::new(ClassifiedCredential::new(
             inner,
             source,
-            self.retry.token_timeout,
+            token_timeout,
         )))
     }
 }

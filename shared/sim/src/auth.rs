@@ -1,7 +1,9 @@
 //! Token issuance (client credentials, App Service managed identity) and bearer-token
 //! checks for ARM, Key Vault and Blob.
 
-use crate::dispatch::{Area, ARM_AUDIENCE, SERVICEBUS_AUDIENCE, STORAGE_AUDIENCE, VAULT_AUDIENCE};
+use crate::dispatch::{
+    Area, ARM_AUDIENCE, MONITOR_AUDIENCE, SERVICEBUS_AUDIENCE, STORAGE_AUDIENCE, VAULT_AUDIENCE,
+};
 use crate::state::TokenInfo;
 use crate::util::{arm_error, json_response, now_ms, random_token, set_header, Ctx};
 use crate::{lock, Sim, TENANT_ID};
@@ -22,6 +24,7 @@ pub(crate) fn audience_of(scope_or_resource: &str) -> Option<&'static str> {
         VAULT_AUDIENCE,
         STORAGE_AUDIENCE,
         SERVICEBUS_AUDIENCE,
+        MONITOR_AUDIENCE,
     ]
     .into_iter()
     .find(|a| a.eq_ignore_ascii_case(s))

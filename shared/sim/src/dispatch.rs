@@ -28,6 +28,9 @@ pub(crate) const ARM_AUDIENCE: &str = "https://management.azure.com";
 pub(crate) const VAULT_AUDIENCE: &str = "https://vault.azure.net";
 pub(crate) const STORAGE_AUDIENCE: &str = "https://storage.azure.com";
 pub(crate) const SERVICEBUS_AUDIENCE: &str = "https://servicebus.azure.net";
+/// Azure Monitor ingestion (Application Insights with Entra authentication);
+/// the simulator issues such tokens but serves no ingestion endpoint.
+pub(crate) const MONITOR_AUDIENCE: &str = "https://monitor.azure.com";
 
 /// What a request targets, for routing and fault matching.
 pub(crate) struct Target {

@@ -498,6 +498,19 @@ impl Sim {
         lock(&self.inner.requests).iter().cloned().collect()
     }
 
+    /// Whom the simulator issued `token` to, and for which audience
+    /// (`(principal, audience)`, the audience without a trailing slash), while
+    /// it is valid; `None` for a token it never issued. Lets a test stand in
+    /// for a service the simulator does not serve and still check its callers'
+    /// tokens.
+    pub fn token_holder(&self, token: &str) -> Option<(String, String)> {
+        let st = lock(&self.inner.state);
+        st.tokens
+            .get(token)
+            .filter(|t| t.expires > util::now_ms() / 1000)
+            .map(|t| (t.principal.clone(), t.audience.clone()))
+    }
+
     /// The CA certificate (PEM) that signed the server certificate.
     pub fn ca_cert_pem(&self) -> String {
         self.inner.tls.ca_cert_pem.clone()
