@@ -29,19 +29,12 @@ fn identity_missing(sim: &Sim, vm: &str) -> bool {
         return false;
     };
     let st = lock(&sim.inner.state);
-    st.resources
-        .values()
-        .find(|r| {
-            r.rtype
-                .eq_ignore_ascii_case("Microsoft.Compute/virtualMachineScaleSets")
-                && r.name.eq_ignore_ascii_case(vmss)
-        })
-        .is_some_and(|r| {
-            r.body
-                .pointer("/identity/type")
-                .and_then(|t| t.as_str())
-                .is_none_or(|t| !t.contains("SystemAssigned"))
-        })
+    st.scale_set(vmss).is_some_and(|r| {
+        r.body
+            .pointer("/identity/type")
+            .and_then(|t| t.as_str())
+            .is_none_or(|t| !t.contains("SystemAssigned"))
+    })
 }
 
 /// Whether VM `{scaleSet}_{instanceId}` is gone: a scale-in or a delete
@@ -54,18 +47,10 @@ pub(crate) fn vm_gone(sim: &Sim, vm: &str) -> bool {
     let (live, deleted) = {
         let st = lock(&sim.inner.state);
         let deleted = st.deleted_scale_sets.contains(&vmss.to_ascii_lowercase());
-        let live = st
-            .resources
-            .values()
-            .find(|r| {
-                r.rtype
-                    .eq_ignore_ascii_case("Microsoft.Compute/virtualMachineScaleSets")
-                    && r.name.eq_ignore_ascii_case(vmss)
-            })
-            .map(|r| {
-                let capacity = r.body.pointer("/sku/capacity").and_then(|c| c.as_u64());
-                (r.state == "Deleting", capacity)
-            });
+        let live = st.scale_set(vmss).map(|r| {
+            let capacity = r.body.pointer("/sku/capacity").and_then(|c| c.as_u64());
+            (r.state == "Deleting", capacity)
+        });
         (live, deleted)
     };
     match live {
