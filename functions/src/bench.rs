@@ -33,6 +33,22 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Simulated quotas that hold `jobs` live example clusters (28 vCPUs and 5
+/// VMs in two scale sets each): the simulator's default of 100,000 of each
+/// usage holds ~3,500, and jobs past it fail at `master` and compensate.
+fn room_for(jobs: usize) -> std::collections::BTreeMap<String, u64> {
+    let room = (jobs as u64).saturating_mul(100).max(100_000);
+    [
+        "cores",
+        "standardDSv5Family",
+        "virtualMachines",
+        "virtualMachineScaleSets",
+    ]
+    .into_iter()
+    .map(|name| (name.to_string(), room))
+    .collect()
+}
+
 pub async fn run(
     jobs: usize,
     workers: usize,
@@ -57,7 +73,7 @@ pub async fn run(
             ..Policy::default()
         },
         sweep: crate::local::local_sweep(Duration::ZERO),
-        quotas: Default::default(),
+        quotas: room_for(jobs),
         permissions: None,
         read_only: false,
     })

@@ -270,6 +270,13 @@ impl ArmClient {
             .inline(&resource_type, || async {
                 let mut req = Request::new(url.clone(), method);
                 req.insert_header("accept", "application/json");
+                // Named here, the pipeline's request-id policy finds it set;
+                // looking for it absent builds an error (and, with
+                // RUST_BACKTRACE set, a backtrace) on every request.
+                req.insert_header(
+                    "x-ms-client-request-id",
+                    azure_core::Uuid::new_v4().to_string(),
+                );
                 if let Some(p) = &payload {
                     req.insert_header("content-type", "application/json");
                     req.set_body(p.clone());

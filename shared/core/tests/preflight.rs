@@ -457,3 +457,84 @@ async fn jobs_share_one_size_catalog_for_ten_minutes() {
         )]
     );
 }
+
+#[tokio::test]
+async fn pre_flights_share_a_vnet_listing_and_refuse_only_on_a_fresh_one() {
+    use flotilla_core::preflight::{Preflight, VNET_LISTING_TTL};
+    use flotilla_core::spec::NetworkSpec;
+    let w = World::new();
+    let rg = ClusterSpec::example().resource_group;
+    let spec = |n: u32| {
+        let mut spec = ClusterSpec::example();
+        spec.network = NetworkSpec::numbered(n);
+        spec
+    };
+    let vnet_id =
+        |name: &str| ResourceId::new(SUB, &rg, "Microsoft.Network", "virtualNetworks", name);
+    let put_vnet = |name: &str, cidr: String| {
+        let (id, cloud) = (vnet_id(name), w.cloud.clone());
+        async move {
+            let body = json!({"location": "westeurope", "properties": {"addressSpace": {"addressPrefixes": [cidr]}}});
+            cloud.put(&id, api::NETWORK, &body).await.unwrap();
+        }
+    };
+    let problems = |p: &Preflight| -> Vec<(String, String)> {
+        p.problems
+            .iter()
+            .map(|p| (p.field.clone(), p.code.clone()))
+            .collect()
+    };
+    let overlap = vec![(
+        "network.vnetCidr".to_string(),
+        "AddressSpaceOverlap".to_string(),
+    )];
+    let preflight = |n: u32, job: &'static str| {
+        let (engine, spec) = (w.engine.clone(), spec(n));
+        async move { engine.preflight(&spec, job).await.unwrap() }
+    };
+    let counted = |n: u32, job: &'static str| {
+        let cloud = w.cloud.clone();
+        let run = preflight(n, job);
+        async move {
+            let before = cloud.calls();
+            let verdict = run.await;
+            (verdict, cloud.calls() - before)
+        }
+    };
+
+    // The first pre-flight lists the group (old-vnet is over job 5's range).
+    put_vnet("old-vnet", spec(5).network.vnet_cidr).await;
+    assert!(preflight(1, "one-aaaaaa").await.passed());
+    // A VNet made outside flotilla over the ranges of jobs 2 and 3: a
+    // pre-flight within the listing's time shares it (no read of its own)
+    // and does not see it…
+    assert_eq!(spec(2).network.vnet_cidr, "10.0.0.128/26");
+    assert_eq!(spec(3).network.vnet_cidr, "10.0.0.192/26");
+    put_vnet("outside-vnet", "10.0.0.128/25".into()).await;
+    let (verdict, shared_reads) = counted(2, "two-aaaaaa").await;
+    assert!(verdict.passed(), "{verdict:?}");
+    // …one after it lists the group again (one read more) and is refused.
+    w.clock.advance(VNET_LISTING_TTL.unsigned_abs());
+    let (verdict, reads) = counted(3, "three-aaaaaa").await;
+    assert_eq!(problems(&verdict), overlap);
+    assert_eq!(reads, shared_reads + 1, "one listing of the group");
+
+    // A VNet deleted since the listing refuses nothing: the shared listing
+    // shows it, so the group is listed again before judging.
+    w.cloud.remove(&vnet_id("old-vnet").to_string());
+    let (verdict, reads) = counted(5, "five-aaaaaa").await;
+    assert!(verdict.passed(), "{verdict:?}");
+    assert_eq!(reads, shared_reads + 1);
+
+    // A job that passed here counts at once, whatever listing is shared: a
+    // job over its range is judged on a listing of its own, which refuses
+    // it once the first job's VNet exists.
+    let (verdict, reads) = counted(1, "six-aaaaaa").await;
+    assert!(
+        verdict.passed(),
+        "one's VNet does not exist yet: {verdict:?}"
+    );
+    assert_eq!(reads, shared_reads + 1);
+    put_vnet(&names::vnet("one-aaaaaa"), spec(1).network.vnet_cidr).await;
+    assert_eq!(problems(&preflight(1, "six-bbbbbb").await), overlap);
+}

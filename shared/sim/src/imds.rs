@@ -71,11 +71,7 @@ fn requested_identity(sim: &Sim, vm: &str, ctx: &Ctx) -> Result<Option<String>, 
                 .map(|v| v.trim_end_matches('/').to_ascii_lowercase())
         });
     let st = lock(&sim.inner.state);
-    let vmss = vm.rsplit_once('_').map(|(s, _)| s);
-    let set = vmss.and_then(|vmss| {
-        st.of_type(crate::arm::VMSS_TYPE)
-            .find(|r| r.name.eq_ignore_ascii_case(vmss))
-    });
+    let set = vm.rsplit_once('_').and_then(|(vmss, _)| st.scale_set(vmss));
     let Some(set) = set else {
         // A VM the simulator never created: any existing identity it names.
         return match wanted {
@@ -139,18 +135,10 @@ pub(crate) fn vm_gone(sim: &Sim, vm: &str) -> bool {
     let (live, deleted) = {
         let st = lock(&sim.inner.state);
         let deleted = st.deleted_scale_sets.contains(&vmss.to_ascii_lowercase());
-        let live = st
-            .resources
-            .values()
-            .find(|r| {
-                r.rtype
-                    .eq_ignore_ascii_case("Microsoft.Compute/virtualMachineScaleSets")
-                    && r.name.eq_ignore_ascii_case(vmss)
-            })
-            .map(|r| {
-                let capacity = r.body.pointer("/sku/capacity").and_then(|c| c.as_u64());
-                (r.state == "Deleting", capacity)
-            });
+        let live = st.scale_set(vmss).map(|r| {
+            let capacity = r.body.pointer("/sku/capacity").and_then(|c| c.as_u64());
+            (r.state == "Deleting", capacity)
+        });
         (live, deleted)
     };
     match live {

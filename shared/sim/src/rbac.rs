@@ -173,9 +173,8 @@ pub(crate) fn role_permissions(
     }
     let guid = role_definition_id.rsplit('/').next()?;
     let custom = st
-        .resources
-        .values()
-        .find(|r| r.rtype == RD_TYPE && r.name.eq_ignore_ascii_case(guid))?;
+        .of_type(RD_TYPE)
+        .find(|r| r.name.eq_ignore_ascii_case(guid))?;
     let list = |field: &str| -> Vec<String> {
         custom
             .body
@@ -266,24 +265,22 @@ pub(crate) fn holds_data_action(
     action: &str,
     condition_allows: impl Fn(&str) -> bool,
 ) -> bool {
-    scopes_covering(path).any(|scope| {
-        assignments_at(st, &scope).any(|r| {
-            let p = |k: &str| {
-                r.body
-                    .pointer(&format!("/properties/{k}"))
-                    .and_then(Value::as_str)
-            };
-            p("principalId").is_some_and(|id| id.eq_ignore_ascii_case(principal))
-                && p("roleDefinitionId").is_some_and(|d| {
-                    role_data_actions(st, d)
-                        .iter()
-                        .any(|a| glob_match(a, action))
-                })
-                && match p("condition") {
-                    None => true,
-                    Some(c) => p("conditionVersion") == Some("2.0") && condition_allows(c),
-                }
-        })
+    assignments_covering(st, principal, path).any(|r| {
+        let p = |k: &str| {
+            r.body
+                .pointer(&format!("/properties/{k}"))
+                .and_then(Value::as_str)
+        };
+        p("principalId").is_some_and(|id| id.eq_ignore_ascii_case(principal))
+            && p("roleDefinitionId").is_some_and(|d| {
+                role_data_actions(st, d)
+                    .iter()
+                    .any(|a| glob_match(a, action))
+            })
+            && match p("condition") {
+                None => true,
+                Some(c) => p("conditionVersion") == Some("2.0") && condition_allows(c),
+            }
     })
 }
 
@@ -296,27 +293,38 @@ pub(crate) fn principal_of(st: &State, caller: &crate::imds::VmCaller<'_>) -> Op
     }
 }
 
-/// Every scope that covers `path` (lowercase, without a trailing `/`):
-/// the path itself and each of its ancestors, down to `/`.
-fn scopes_covering(path: &str) -> impl Iterator<Item = String> {
-    let path = path.trim_end_matches('/').to_ascii_lowercase();
-    let mut ends: Vec<usize> = path.match_indices('/').map(|(i, _)| i).collect();
-    ends.push(path.len());
-    ends.into_iter().map(move |i| path[..i].to_string())
+/// Whether `scope` (lowercase, without a trailing `/`; `""` is the root)
+/// is `path` or one of its ancestors.
+fn covers(scope: &str, path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    path.len() >= scope.len()
+        && path.as_bytes()[..scope.len()].eq_ignore_ascii_case(scope.as_bytes())
+        && (path.len() == scope.len() || path.as_bytes()[scope.len()] == b'/')
 }
 
-/// The role assignments made exactly at `scope` (lowercase), found by
-/// their ids, which extend the scope.
-pub(crate) fn assignments_at<'a>(
+/// The role assignments made to `principal` (any casing), each with its
+/// scope (lowercase: the part of its key before the assignment's own
+/// segments), found by the principal's index entry rather than by scope,
+/// where every job's assignment on a shared container would be.
+pub(crate) fn assignments_to<'a>(
     st: &'a State,
-    scope: &str,
+    principal: &str,
+) -> impl Iterator<Item = (&'a str, &'a crate::state::Resource)> + 'a {
+    let marker = format!("/providers/{}/", RA_TYPE.to_ascii_lowercase());
+    st.resources
+        .indexed(&crate::state::assignee_index(principal))
+        .filter_map(move |(key, r)| Some((&key[..key.rfind(&marker)?], r)))
+}
+
+/// The role assignments made to `principal` at `path` or above.
+fn assignments_covering<'a>(
+    st: &'a State,
+    principal: &str,
+    path: &'a str,
 ) -> impl Iterator<Item = &'a crate::state::Resource> + 'a {
-    let prefix = format!(
-        "{}/providers/{}/",
-        scope.trim_end_matches('/').to_ascii_lowercase(),
-        RA_TYPE.to_ascii_lowercase()
-    );
-    st.resources.with_prefix(prefix).map(|(_, r)| r)
+    assignments_to(st, principal)
+        .filter(move |(scope, _)| covers(scope, path))
+        .map(|(_, r)| r)
 }
 
 /// Whether a role assignment's role grants `action`.
@@ -348,17 +356,15 @@ pub(crate) fn authorize(
     let st = lock(&sim.inner.state);
     let principal = principal_of(&st, caller);
     let allowed = principal.as_deref().is_some_and(|principal| {
-        scopes_covering(&ctx.path).any(|scope| {
-            assignments_at(&st, &scope).any(|r| {
-                r.body
-                    .pointer("/properties/principalId")
+        assignments_covering(&st, principal, &ctx.path).any(|r| {
+            r.body
+                .pointer("/properties/principalId")
+                .and_then(Value::as_str)
+                == Some(principal)
+                && r.body
+                    .pointer("/properties/roleDefinitionId")
                     .and_then(Value::as_str)
-                    == Some(principal)
-                    && r.body
-                        .pointer("/properties/roleDefinitionId")
-                        .and_then(Value::as_str)
-                        .is_some_and(|d| grants(&st, d, &action))
-            })
+                    .is_some_and(|d| grants(&st, d, &action))
         })
     });
     if allowed {
@@ -392,11 +398,6 @@ pub(crate) fn principal_exists(sim: &Sim, principal_id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn covers(scope: &str, path: &str) -> bool {
-        let scope = scope.trim_end_matches('/').to_ascii_lowercase();
-        scopes_covering(path).any(|s| s == scope)
-    }
 
     const VMSS: &str =
         "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/w";
@@ -438,6 +439,12 @@ mod tests {
         assert!(covers(VMSS, &format!("{VMSS}/instanceView")));
         assert!(!covers(VMSS, &format!("{VMSS}2")));
         assert!(covers("/subscriptions/s/resourceGroups/rg", VMSS));
+        assert!(covers(
+            "/subscriptions/s/resourcegroups/rg",
+            &format!("{VMSS}/")
+        ));
+        assert!(!covers("/subscriptions/s/resourcegroups/r", VMSS));
+        assert!(covers("", VMSS), "the root scope covers everything");
     }
 
     const ACCOUNT: &str =
@@ -473,6 +480,22 @@ mod tests {
                 serde_json::json!({ "properties": props }),
             ),
         );
+    }
+
+    #[test]
+    fn a_principals_assignments_are_found_at_any_scope_above_until_removed() {
+        let mut st = State::fresh();
+        assign(&mut st, "a", "P-A", ACCOUNT, READER, None);
+        let scopes: Vec<&str> = assignments_to(&st, "p-A").map(|(s, _)| s).collect();
+        assert_eq!(scopes, [ACCOUNT.to_ascii_lowercase()]);
+        assert!(
+            may_read_blob(&st, "p-a", ACCOUNT, "any", "x/init.sh").is_ok(),
+            "the account's scope covers its containers, whatever the principal's casing"
+        );
+        st.resources
+            .remove(&format!("{ACCOUNT}/providers/{RA_TYPE}/a").to_ascii_lowercase());
+        assert!(assignments_to(&st, "p-a").next().is_none());
+        assert!(may_read_blob(&st, "p-a", ACCOUNT, "any", "x/init.sh").is_err());
     }
 
     #[test]

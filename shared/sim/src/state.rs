@@ -327,9 +327,20 @@ pub(crate) fn principal_index(principal_id: &str) -> String {
     format!("principal:{}", principal_id.to_ascii_lowercase())
 }
 
+/// The index entry of the role assignments made to `principal_id`.
+pub(crate) fn assignee_index(principal_id: &str) -> String {
+    format!("assignee:{}", principal_id.to_ascii_lowercase())
+}
+
 /// The index entry of the user-assigned identity whose client id is `client_id`.
 pub(crate) fn client_index(client_id: &str) -> String {
     format!("client:{}", client_id.to_ascii_lowercase())
+}
+
+/// The index entry of the scale sets named `name` (any casing; VM
+/// identities name their scale set, not its id).
+pub(crate) fn scale_set_index(name: &str) -> String {
+    format!("scaleset:{}", name.to_ascii_lowercase())
 }
 
 /// The running total of usage `name` (`cores`, a VM family,
@@ -365,6 +376,12 @@ impl Indexed for Resource {
         let at = |pointer: &str| self.body.pointer(pointer).and_then(Value::as_str);
         if let Some(p) = at("/identity/principalId") {
             keys.push(principal_index(p));
+        }
+        if self.rtype.eq_ignore_ascii_case(crate::arm::RA_TYPE) {
+            keys.extend(at("/properties/principalId").map(assignee_index));
+        }
+        if self.rtype.eq_ignore_ascii_case(crate::arm::VMSS_TYPE) {
+            keys.push(scale_set_index(&self.name));
         }
         if self
             .rtype
@@ -507,6 +524,15 @@ impl State {
     /// The resources of ARM type `rtype` (any casing), without a scan.
     pub fn of_type<'a>(&'a self, rtype: &str) -> impl Iterator<Item = &'a Resource> + 'a {
         self.resources.indexed(&type_index(rtype)).map(|(_, r)| r)
+    }
+
+    /// The scale set named `name` (any casing; the first by id when groups
+    /// hold one each), without a scan.
+    pub fn scale_set(&self, name: &str) -> Option<&Resource> {
+        self.resources
+            .indexed(&scale_set_index(name))
+            .map(|(_, r)| r)
+            .next()
     }
 
     /// A new, empty state with freshly generated credentials.
@@ -847,6 +873,22 @@ mod tests {
         assert_eq!(t.total(&cores), 0);
         assert!(t.indexed(&principal_index("P-x")).next().is_none());
         assert!(t.indexed(&principal_index("P-y")).next().is_some());
+    }
+
+    #[test]
+    fn scale_sets_are_found_by_name_until_removed() {
+        let mut st = State::fresh();
+        let id = "/s/rg/providers/Microsoft.Compute/virtualMachineScaleSets/Pool-A";
+        st.resources.insert(id.to_ascii_lowercase(), vmss(id, 1));
+        st.resources
+            .insert("/s/rg/v".into(), resource("/s/rg/pool-a", VNET));
+        assert_eq!(st.scale_set("pool-a").map(|r| r.id.as_str()), Some(id));
+        assert!(st.scale_set("pool").is_none());
+        st.resources.remove(&id.to_ascii_lowercase());
+        assert!(
+            st.scale_set("pool-a").is_none(),
+            "a VNet of that name is not one"
+        );
     }
 
     #[test]

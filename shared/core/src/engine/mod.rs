@@ -152,6 +152,8 @@ pub struct Engine {
     pub stats: Stats,
     /// Pre-flight's VM-size catalogs, kept a while (`preflight::SkuCache`).
     pub skus: crate::preflight::SkuCache,
+    /// Pre-flight's VNet listings, shared a while (`preflight::VnetCache`).
+    pub vnets: crate::preflight::VnetCache,
 }
 
 impl Engine {
@@ -172,6 +174,7 @@ impl Engine {
             clock: Arc::new(SystemClock),
             stats: Stats::default(),
             skus: Default::default(),
+            vnets: Default::default(),
         }
     }
 

@@ -688,8 +688,7 @@ fn set_identity(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject> {
 
 /// The principal id of the system-assigned identity of scale set `vmss` (by name).
 pub(crate) fn principal_of_scale_set(st: &State, vmss: &str) -> Option<String> {
-    st.of_type(super::VMSS_TYPE)
-        .find(|r| r.name.eq_ignore_ascii_case(vmss))
+    st.scale_set(vmss)
         .and_then(|r| r.body.pointer("/identity/principalId"))
         .and_then(Value::as_str)
         .map(str::to_string)

@@ -62,8 +62,19 @@ pub(crate) fn list(
         }
     }
     let rg_lc = rg.as_ref().map(|r| r.to_ascii_lowercase());
+    // A group's resources sit below its key, groups in their type's index:
+    // a listing reads those, not every resource of every group.
+    let candidates: Box<dyn Iterator<Item = &crate::state::Resource>> = match &rg {
+        _ if groups => Box::new(st.of_type(RG_TYPE)),
+        Some(rg) => Box::new(
+            st.resources
+                .with_prefix(format!("{}/", rg_key(rg)))
+                .map(|(_, r)| r),
+        ),
+        None => Box::new(st.resources.values()),
+    };
     let mut value = Vec::new();
-    for r in st.resources.values() {
+    for r in candidates {
         let is_rg = r.rtype == RG_TYPE;
         if groups != is_rg || r.rtype == RA_TYPE {
             continue;

@@ -133,8 +133,10 @@ pub(crate) fn role_assignment(
                 .next()
                 .unwrap_or("")
                 .to_string();
-            let duplicate = crate::rbac::assignments_at(&st, scope).any(|r| {
-                r.id.to_ascii_lowercase() != key
+            let at = scope.trim_end_matches('/').to_ascii_lowercase();
+            let duplicate = crate::rbac::assignments_to(&st, principal).any(|(scope, r)| {
+                scope == at
+                    && r.id.to_ascii_lowercase() != key
                     && r.body
                         .pointer("/properties/principalId")
                         .and_then(Value::as_str)

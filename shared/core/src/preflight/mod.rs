@@ -3,10 +3,12 @@
 //! once.
 //!
 //! # Expected flow
-//! [`Engine::preflight`] makes six reads, whatever the spec or the group
-//! holds: the resource SKUs list and the Compute usages of the spec's region,
-//! the resource group, its resources, its VNets (with their address spaces)
-//! and the caller's permissions on the group; then it hands what it read to
+//! [`Engine::preflight`] makes four reads of its own, whatever the spec or
+//! the group holds: the Compute usages of the spec's region, the resource
+//! group, the group's resources named after the job and the caller's
+//! permissions on the group; and two reads that jobs following each other
+//! closely share (the `cache` module): the region's resource SKUs list and
+//! the group's VNets with their address spaces. It hands what it read to
 //! the pure rules below:
 //! - [`check_sizes`]: each VM size is offered in the region and in every
 //!   zone its pool asks for (the SKU list and its `Location`/`Zone` restrictions);
@@ -31,7 +33,9 @@
 //! # Guarantees
 //! Reads only: nothing is written to Azure, and at the edge nothing is
 //! stored. Every problem found is reported, not only the first. The rules
-//! are pure, so the same reads always give the same verdict.
+//! are pure, so the same reads always give the same verdict. A shared read
+//! may be a few seconds old (see the `cache` module for what that can let
+//! pass); a VNet overlap refuses a job only on a listing made for it.
 //!
 //! # Errors
 //! A retryable read error (429, 5xx, timeout) is returned as is: the edge
@@ -39,6 +43,10 @@
 //! job is never rejected on a transient error. A terminal read error (say a
 //! role without the subscription-scope `Microsoft.Compute/skus/read`) does
 //! not refuse the job either: that check becomes a `NotChecked` warning.
+
+mod cache;
+
+pub use cache::{SkuCache, VnetCache, PASSED_VNET_TTL, SKU_CATALOG_TTL, VNET_LISTING_TTL};
 
 use crate::engine::Engine;
 use crate::names;
@@ -49,8 +57,7 @@ use crate::steps::{self, Op};
 use flotilla_azure::models::api;
 use flotilla_azure::{AzureError, ResourceId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 /// One finding, naming the spec field it is about (`workerPools[1].instanceType`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -581,48 +588,7 @@ fn read<T>(
     }
 }
 
-/// How long a location's VM-size catalog is reused before it is read again.
-pub const SKU_CATALOG_TTL: time::Duration = time::Duration::minutes(10);
-
-/// The VM-size catalog of each location as last read, with when: the
-/// catalog is large, changes rarely, and every job's pre-flight needs it, so
-/// jobs submitted within [`SKU_CATALOG_TTL`] of each other share one read. A
-/// size withdrawn meanwhile is then refused by the scale set's PUT instead
-/// (`SkuNotAvailable`, a terminal error that compensates).
-#[derive(Default)]
-pub struct SkuCache(std::sync::Mutex<HashMap<String, CachedSkus>>);
-
-/// A catalog and when it was read.
-type CachedSkus = (time::OffsetDateTime, Arc<Vec<ResourceSku>>);
-
 impl Engine {
-    /// The VM sizes offered in `location`, from the cache while it is fresh.
-    async fn resource_skus(&self, location: &str) -> Result<Arc<Vec<ResourceSku>>, AzureError> {
-        let key = location.to_ascii_lowercase();
-        let now = self.clock.now();
-        let cached = {
-            let cache = self
-                .skus
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            cache
-                .get(&key)
-                .filter(|(read, _)| now - *read < SKU_CATALOG_TTL)
-                .map(|(_, skus)| skus.clone())
-        };
-        if let Some(skus) = cached {
-            return Ok(skus);
-        }
-        let skus = Arc::new(self.azure.arm.resource_skus(location).await?);
-        self.skus
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, (now, skus.clone()));
-        Ok(skus)
-    }
-
     /// Pre-flight of a job `job` for `spec`, reads only (see the module doc).
     ///
     /// # Errors
@@ -720,40 +686,16 @@ impl Engine {
                     .extend(check_existing_network(spec, found.as_ref()));
             }
         }
-        // One listing with the bodies, whatever the number of VNets (a
-        // VNet flotilla does not create cannot overlap its own).
-        let vnets = match spec.network.existing {
-            Some(_) => None,
-            None => read(
-                arm.list_of_type(
-                    &spec.resource_group,
-                    "Microsoft.Network/virtualNetworks",
-                    api::NETWORK,
-                )
-                .await,
+        // A VNet flotilla does not create cannot overlap its own.
+        if spec.network.existing.is_none() {
+            if let Some(problems) = read(
+                self.vnet_problems(spec, &own_vnet).await,
                 "VNet address spaces",
                 "network.vnetCidr",
                 &mut out.warnings,
-            )?,
-        };
-        if let Some(vnets) = vnets {
-            let vnets: Vec<(String, Vec<String>)> = vnets
-                .iter()
-                .filter_map(|v| {
-                    let id = v.get("id")?.as_str()?.to_string();
-                    let prefixes = v
-                        .pointer("/properties/addressSpace/addressPrefixes")
-                        .and_then(|p| p.as_array())
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|p| p.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    Some((id, prefixes))
-                })
-                .collect();
-            out.problems.extend(check_vnets(spec, &own_vnet, &vnets));
+            )? {
+                out.problems.extend(problems);
+            }
         }
 
         if let Some(perms) = read(
@@ -775,6 +717,9 @@ impl Engine {
                     ),
                 ));
             }
+        }
+        if out.passed() && spec.network.existing.is_none() {
+            self.vnet_passed(spec, &own_vnet);
         }
         Ok(out)
     }

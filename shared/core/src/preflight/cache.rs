@@ -1,0 +1,198 @@
+//! The reads pre-flights share. A location's VM-size catalog and a resource
+//! group's VNets are as large as what the subscription or the group holds,
+//! so reading them for every job made each job's pre-flight cost grow with
+//! the jobs already there; jobs that follow each other closely share one
+//! read instead.
+//!
+//! # Guarantees
+//! - A job is refused for a VNet overlap only on a listing made for it: a
+//!   shared listing can let a job pass, never refuse it, so a VNet deleted
+//!   since it was read refuses nothing.
+//! - The VNet of a job that passed pre-flight here counts from that moment
+//!   (for [`PASSED_VNET_TTL`]), before it exists and whatever listing is
+//!   shared: jobs this process admits see each other as soon as their VNets
+//!   exist, as they did with a listing per job.
+//!
+//! # Caveats
+//! A VNet created by anything else (the portal, another instance of the
+//! app) is seen once the shared listing is older than [`VNET_LISTING_TTL`];
+//! a job pre-flighted in between passes although it overlaps it (Azure
+//! accepts overlapping VNets that are not peered). A VM size withdrawn
+//! within [`SKU_CATALOG_TTL`] is refused by the scale set's PUT instead
+//! (`SkuNotAvailable`, a terminal error that compensates).
+
+use super::{check_vnets, cidr_range, Problem};
+use crate::engine::Engine;
+use crate::ports::ResourceSku;
+use crate::spec::ClusterSpec;
+use flotilla_azure::models::api;
+use flotilla_azure::{AzureError, ResourceId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use time::{Duration, OffsetDateTime};
+
+/// How long a location's VM-size catalog is reused before it is read again.
+pub const SKU_CATALOG_TTL: Duration = Duration::minutes(10);
+
+/// How long a resource group's VNet listing is shared by the pre-flights
+/// that follow it.
+pub const VNET_LISTING_TTL: Duration = Duration::seconds(10);
+
+/// How long the VNet of a job that passed pre-flight counts without being
+/// listed (its job creates it in `prereqs`, normally well within this).
+pub const PASSED_VNET_TTL: Duration = Duration::minutes(10);
+
+/// The VM-size catalog of each location as last read, with when.
+#[derive(Default)]
+pub struct SkuCache(Mutex<HashMap<String, CachedSkus>>);
+
+/// A catalog and when it was read.
+type CachedSkus = (OffsetDateTime, Arc<Vec<ResourceSku>>);
+
+/// The VNets of each resource group (lowercase name) as pre-flight knows them.
+#[derive(Default)]
+pub struct VnetCache(Mutex<HashMap<String, GroupVnets>>);
+
+/// One VNet: lowercase id and the address ranges of its readable prefixes.
+type VnetRanges = (String, Vec<(u32, u32)>);
+
+/// What pre-flight knows of one group's VNets.
+#[derive(Default)]
+struct GroupVnets {
+    /// The last listing and when it was made.
+    listed: Option<(OffsetDateTime, Vec<VnetRanges>)>,
+    /// VNets of jobs that passed pre-flight, with when they passed.
+    passed: Vec<(OffsetDateTime, VnetRanges)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether two address ranges share an address.
+fn overlap(a: (u32, u32), b: (u32, u32)) -> bool {
+    a.0 <= b.1 && b.0 <= a.1
+}
+
+impl VnetCache {
+    /// Whether a fresh shared listing of group `key`, with the VNets of the
+    /// jobs passed since, shows no VNet but `own` overlapping `range`.
+    /// `false` when there is no fresh listing.
+    fn clear(&self, key: &str, now: OffsetDateTime, range: (u32, u32), own: &str) -> bool {
+        let mut groups = lock(&self.0);
+        let Some(group) = groups.get_mut(key) else {
+            return false;
+        };
+        group.passed.retain(|(at, _)| now - *at < PASSED_VNET_TTL);
+        let Some((read, listed)) = &group.listed else {
+            return false;
+        };
+        if now - *read >= VNET_LISTING_TTL {
+            return false;
+        }
+        let hits =
+            |(id, ranges): &VnetRanges| ranges.iter().any(|r| overlap(*r, range)) && id != own;
+        !listed.iter().any(hits) && !group.passed.iter().any(|(_, v)| hits(v))
+    }
+
+    /// Keeps `vnets` as group `key`'s listing made at `now`.
+    fn store(&self, key: String, now: OffsetDateTime, vnets: Vec<VnetRanges>) {
+        lock(&self.0).entry(key).or_default().listed = Some((now, vnets));
+    }
+
+    /// Counts `vnet` in group `key` from `now` on.
+    fn pass(&self, key: String, now: OffsetDateTime, vnet: VnetRanges) {
+        lock(&self.0)
+            .entry(key)
+            .or_default()
+            .passed
+            .push((now, vnet));
+    }
+}
+
+impl Engine {
+    /// The VM sizes offered in `location`, from the cache while it is fresh.
+    pub(super) async fn resource_skus(
+        &self,
+        location: &str,
+    ) -> Result<Arc<Vec<ResourceSku>>, AzureError> {
+        let key = location.to_ascii_lowercase();
+        let now = self.clock.now();
+        let cached = lock(&self.skus.0)
+            .get(&key)
+            .filter(|(read, _)| now - *read < SKU_CATALOG_TTL)
+            .map(|(_, skus)| skus.clone());
+        if let Some(skus) = cached {
+            return Ok(skus);
+        }
+        let skus = Arc::new(self.azure.arm.resource_skus(location).await?);
+        lock(&self.skus.0).insert(key, (now, skus.clone()));
+        Ok(skus)
+    }
+
+    /// [`check_vnets`]' problems for `spec` whose VNet is `own`: none when
+    /// the shared listing shows nothing in the way; otherwise (or with no
+    /// fresh listing) the group is listed again and judged on that.
+    pub(super) async fn vnet_problems(
+        &self,
+        spec: &ClusterSpec,
+        own: &ResourceId,
+    ) -> Result<Vec<Problem>, AzureError> {
+        let Some(range) = cidr_range(&spec.network.vnet_cidr) else {
+            // An unreadable range overlaps nothing (validation refuses it first).
+            return Ok(vec![]);
+        };
+        let key = spec.resource_group.to_ascii_lowercase();
+        let own_lc = own.to_string().to_ascii_lowercase();
+        let now = self.clock.now();
+        if self.vnets.clear(&key, now, range, &own_lc) {
+            return Ok(vec![]);
+        }
+        let listed = self
+            .azure
+            .arm
+            .list_of_type(
+                &spec.resource_group,
+                "Microsoft.Network/virtualNetworks",
+                api::NETWORK,
+            )
+            .await?;
+        let vnets: Vec<(String, Vec<String>)> = listed
+            .iter()
+            .filter_map(|v| {
+                let id = v.get("id")?.as_str()?.to_string();
+                let prefixes = v
+                    .pointer("/properties/addressSpace/addressPrefixes")
+                    .and_then(|p| p.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|p| p.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Some((id, prefixes))
+            })
+            .collect();
+        let problems = check_vnets(spec, own, &vnets);
+        let ranges = vnets
+            .into_iter()
+            .map(|(id, prefixes)| {
+                let ranges = prefixes.iter().filter_map(|p| cidr_range(p)).collect();
+                (id.to_ascii_lowercase(), ranges)
+            })
+            .collect();
+        self.vnets.store(key, now, ranges);
+        Ok(problems)
+    }
+
+    /// Counts the VNet `own` of a job that passed pre-flight from now on.
+    pub(super) fn vnet_passed(&self, spec: &ClusterSpec, own: &ResourceId) {
+        if let Some(range) = cidr_range(&spec.network.vnet_cidr) {
+            self.vnets.pass(
+                spec.resource_group.to_ascii_lowercase(),
+                self.clock.now(),
+                (own.to_string().to_ascii_lowercase(), vec![range]),
+            );
+        }
+    }
+}
