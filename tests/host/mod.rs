@@ -341,9 +341,27 @@ impl Pump {
         limit: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.until_across(&[handler], job, limit, done).await
+    }
+
+    /// [`Pump::until`], handing each batch of messages to the next of
+    /// `handlers` in turn (as the host spreads deliveries over instances);
+    /// the first one answers `status`.
+    pub async fn until_across(
+        &mut self,
+        handlers: &[&Handler],
+        job: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let handler = handlers[0];
         let deadline = Instant::now() + limit;
+        let mut turn = 0usize;
         loop {
-            let n = self.round(handler).await;
+            let n = self.round(handlers[turn % handlers.len()]).await;
+            if n > 0 {
+                turn += 1;
+            }
             let status = handler.status(job).await;
             if done(&status) {
                 eprintln!(

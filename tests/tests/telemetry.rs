@@ -223,27 +223,9 @@ async fn a_job_is_one_trace_across_two_processes_with_its_metrics() {
     let job = body["job"].as_str().unwrap().to_string();
 
     // The host hands each batch of messages to the other process.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut turn = 0usize;
-    let status = loop {
-        let handler = if turn.is_multiple_of(2) { &a } else { &b };
-        let n = pump.round(handler).await;
-        if n > 0 {
-            turn += 1;
-        }
-        let s = a.status(&job).await;
-        if settled(&s) {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {job} did not finish: {s:#}\n{}",
-            a.log()
-        );
-        if n == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let status = pump
+        .until_across(&[&a, &b], &job, Duration::from_secs(120), settled)
+        .await;
     assert_eq!(status["status"], "Succeeded", "{status:#}");
 
     // Wait for the exports: every step's span and the job's final count.

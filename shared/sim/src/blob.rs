@@ -47,9 +47,10 @@ fn new_etag() -> String {
     )
 }
 
-fn account_exists(st: &State, account: &str) -> bool {
+/// The storage account named `name` (any casing).
+fn storage_account<'a>(st: &'a State, name: &str) -> Option<&'a crate::state::Resource> {
     st.of_type(STORAGE_TYPE)
-        .any(|r| r.name.eq_ignore_ascii_case(account))
+        .find(|r| r.name.eq_ignore_ascii_case(name))
 }
 
 fn common(r: &mut Response, ctx: &Ctx) {
@@ -65,7 +66,6 @@ fn common(r: &mut Response, ctx: &Ctx) {
     }
 }
 
-/// Handles `/blob/{account}[/{container}[/{blob}]]`.
 /// Checks a request of a VM's identity (see [`crate::rbac`]): a VM may only
 /// read blobs, and only those a role assignment of its identity grants it
 /// (a node reads its job's staged spec; it never writes).
@@ -86,10 +86,7 @@ pub(crate) fn authorize(
         return Err(refused());
     }
     let st = lock(&sim.inner.state);
-    let Some(account) = st
-        .of_type(STORAGE_TYPE)
-        .find(|r| r.name.eq_ignore_ascii_case(&ctx.segs[1]))
-    else {
+    let Some(account) = storage_account(&st, &ctx.segs[1]) else {
         // No such account: the handler answers that.
         return Ok(());
     };
@@ -99,6 +96,7 @@ pub(crate) fn authorize(
         .map_err(|_| refused())
 }
 
+/// Handles `/blob/{account}[/{container}[/{blob}]]`.
 pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
     let mut r = route(sim, ctx);
     common(&mut r, ctx);
@@ -113,7 +111,7 @@ fn route(sim: &Sim, ctx: &Ctx) -> Response {
             "An account name is required.",
         );
     };
-    if !account_exists(&lock(&sim.inner.state), &account) {
+    if storage_account(&lock(&sim.inner.state), &account).is_none() {
         return xml_error(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
@@ -532,10 +530,7 @@ pub(crate) fn fetch_for_vm(
             }
             let principal = managed_identity_principal(st, identity, mi)
                 .map_err(|e| format!("Failed to download '{uri}': {e}"))?;
-            let Some(account) = st
-                .of_type(STORAGE_TYPE)
-                .find(|r| r.name.eq_ignore_ascii_case(&url_account))
-            else {
+            let Some(account) = storage_account(st, &url_account) else {
                 return Err(format!(
                     "Failed to download '{uri}': storage account '{url_account}' not found."
                 ));
@@ -608,10 +603,7 @@ fn check_account_key(
     if !account.eq_ignore_ascii_case(url_account) {
         return Err(format!("Failed to download '{uri}': storageAccountName '{account}' does not match the URL's account."));
     }
-    let Some(res) = st
-        .of_type(STORAGE_TYPE)
-        .find(|r| r.name.eq_ignore_ascii_case(account))
-    else {
+    let Some(res) = storage_account(st, account) else {
         return Err(format!(
             "Failed to download '{uri}': storage account '{account}' not found."
         ));

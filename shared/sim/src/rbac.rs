@@ -265,22 +265,21 @@ pub(crate) fn holds_data_action(
     action: &str,
     condition_allows: impl Fn(&str) -> bool,
 ) -> bool {
+    // The principal's index entry already matched its id (any casing).
     assignments_covering(st, principal, path).any(|r| {
         let p = |k: &str| {
             r.body
                 .pointer(&format!("/properties/{k}"))
                 .and_then(Value::as_str)
         };
-        p("principalId").is_some_and(|id| id.eq_ignore_ascii_case(principal))
-            && p("roleDefinitionId").is_some_and(|d| {
-                role_data_actions(st, d)
-                    .iter()
-                    .any(|a| glob_match(a, action))
-            })
-            && match p("condition") {
-                None => true,
-                Some(c) => p("conditionVersion") == Some("2.0") && condition_allows(c),
-            }
+        p("roleDefinitionId").is_some_and(|d| {
+            role_data_actions(st, d)
+                .iter()
+                .any(|a| glob_match(a, action))
+        }) && match p("condition") {
+            None => true,
+            Some(c) => p("conditionVersion") == Some("2.0") && condition_allows(c),
+        }
     })
 }
 

@@ -367,6 +367,16 @@ impl Engine {
         self.save(txn).await
     }
 
+    /// The value of a secret step `keys` wrote; its absence is terminal.
+    async fn secret_from_keys(&self, name: &str) -> Result<String, AzureError> {
+        self.azure.secrets.get(name).await?.ok_or_else(|| {
+            AzureError::terminal(
+                "SecretNotFound",
+                format!("{name} is missing; was `keys` undone?"),
+            )
+        })
+    }
+
     /// Records the principal id of a role assignment's identity in the saga
     /// (saved with the step's next write), reading a scale set's
     /// system-assigned identity from ARM the first time.
@@ -427,19 +437,8 @@ impl Engine {
                 let credential = match txn.saga.spec.staging.access {
                     StagingAccess::AccountKey => {
                         key = self
-                            .azure
-                            .secrets
-                            .get(&names::storage_key_secret(job))
-                            .await?
-                            .ok_or_else(|| {
-                                AzureError::terminal(
-                                    "SecretNotFound",
-                                    format!(
-                                        "{} is missing; was `keys` undone?",
-                                        names::storage_key_secret(job)
-                                    ),
-                                )
-                            })?;
+                            .secret_from_keys(&names::storage_key_secret(job))
+                            .await?;
                         StagingCredential::AccountKey(&key)
                     }
                     StagingAccess::Identity => {
@@ -456,21 +455,9 @@ impl Engine {
                     }
                 };
                 let sp_secret = match txn.saga.spec.identity {
-                    IdentityMode::ServicePrincipal => Some(
-                        self.azure
-                            .secrets
-                            .get(&names::sp_secret(job))
-                            .await?
-                            .ok_or_else(|| {
-                                AzureError::terminal(
-                                    "SecretNotFound",
-                                    format!(
-                                        "{} is missing; was `keys` undone?",
-                                        names::sp_secret(job)
-                                    ),
-                                )
-                            })?,
-                    ),
+                    IdentityMode::ServicePrincipal => {
+                        Some(self.secret_from_keys(&names::sp_secret(job)).await?)
+                    }
                     IdentityMode::ManagedIdentity => None,
                 };
                 let mut body = body.clone();

@@ -367,13 +367,15 @@ pub async fn check(
 
     // 2. The cluster's own view, with the kubeconfig the first master published.
     let secret = names::kubeconfig_secret(&saga.id);
-    let nodes = match ports.secrets.get(&secret).await {
+    // `keys` created it with a placeholder the first master overwrites.
+    let published = ports
+        .secrets
+        .get(&secret)
+        .await
+        .map(|v| v.filter(|v| v != names::PENDING_SECRET));
+    let nodes = match published {
         Err(e) => return Verdict::Failed(e),
-        // `keys` created it with a placeholder the first master overwrites.
         Ok(None) => Err(format!(
-            "the first master has not published {secret} (the admin kubeconfig) yet"
-        )),
-        Ok(Some(v)) if v == names::PENDING_SECRET => Err(format!(
             "the first master has not published {secret} (the admin kubeconfig) yet"
         )),
         Ok(Some(encoded)) => {
