@@ -376,3 +376,23 @@ fn up_in_account_key_mode_reads_the_key_and_a_failure_at_keys_compensates() {
     );
     assert!(out["leftovers"].as_array().unwrap().is_empty(), "{out:#}");
 }
+
+/// The README's first command: `up` with its default data dir, the relative
+/// `./.flotilla` in the working directory. The simulated nodes run their
+/// scripts in directories of their own, where a relative path would not
+/// resolve.
+#[test]
+fn up_with_the_default_data_dir_in_the_working_directory_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["up", "--output", "json", "--lro-seconds", "0.2"])
+        .current_dir(dir.path())
+        .env_remove("FLOTILLA_DATA_DIR")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["status"], "Succeeded", "{report:#}");
+    assert!(dir.path().join(".flotilla").join("sim").is_dir());
+}

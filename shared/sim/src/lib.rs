@@ -361,7 +361,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Sim {
     /// Creates a simulator, loading persisted state and certificates from
     /// `config.data_dir` when present, generating them otherwise.
-    pub fn new(config: SimConfig) -> Result<Sim, SimError> {
+    pub fn new(mut config: SimConfig) -> Result<Sim, SimError> {
+        // Node scripts run in their own working directory and are handed
+        // paths under the data directory (their tools, the CA certificate):
+        // a relative one (`up`'s default `.flotilla`) would not resolve there.
+        if let Some(dir) = config.data_dir.take() {
+            config.data_dir = Some(std::path::absolute(dir)?);
+        }
         let (cert_dir, temp) = match &config.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
