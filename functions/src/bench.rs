@@ -151,17 +151,20 @@ pub async fn run(
 /// `flotilla bench --cold-start`: how long `flotilla serve` (zero-config: the
 /// embedded store and bus and the built-in simulator) takes from exec to its
 /// first readiness answer, `runs` times on a fresh data dir and `runs` times
-/// on the data dir the previous start left.
+/// on the data dir the previous start left; and how long `flotilla up` takes
+/// from exec to its first step running, `runs` times on a fresh data dir.
 pub fn cold_start(runs: usize, json_out: bool) -> Result<ExitCode, crate::error::Error> {
     if runs == 0 || runs > 1000 {
         return Err("--runs must be between 1 and 1000".into());
     }
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-    let (mut fresh, mut reused) = (vec![], vec![]);
+    let (mut fresh, mut reused, mut up) = (vec![], vec![], vec![]);
     for _ in 0..runs {
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         fresh.push(time_to_ready(&exe, dir.path())?);
         reused.push(time_to_ready(&exe, dir.path())?);
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        up.push(time_to_first_step(&exe, dir.path())?);
     }
     let figures = |ms: &mut Vec<f64>| {
         ms.sort_by(|a, b| a.total_cmp(b));
@@ -175,6 +178,7 @@ pub fn cold_start(runs: usize, json_out: bool) -> Result<ExitCode, crate::error:
         "runs": runs,
         "fresh_data_dir_ms": figures(&mut fresh),
         "reused_data_dir_ms": figures(&mut reused),
+        "up_first_step_ms": figures(&mut up),
     });
     if json_out {
         println!("{report}");
@@ -184,6 +188,35 @@ pub fn cold_start(runs: usize, json_out: bool) -> Result<ExitCode, crate::error:
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `exe up` (the example job) on a fresh `data_dir` and returns the
+/// milliseconds until its progress shows the first step running or done;
+/// the run is then stopped.
+fn time_to_first_step(
+    exe: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> Result<f64, crate::error::Error> {
+    use std::io::BufRead;
+    let started = Instant::now();
+    let mut child = std::process::Command::new(exe)
+        .arg("up")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting up: {e}"))?;
+    let stderr = child.stderr.take().ok_or("up has no stderr")?;
+    // Progress lines read `job <id> step <step> <status>`.
+    let first = std::io::BufReader::new(stderr).lines().find_map(|line| {
+        let line = line.ok()?;
+        let status = line.split(" step ").nth(1)?.split_whitespace().nth(1)?;
+        (status != "Pending").then(|| started.elapsed().as_secs_f64() * 1000.0)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    first.ok_or_else(|| "up ended without a step starting".into())
 }
 
 /// Starts `exe serve` on a free port with `data_dir` and returns the

@@ -229,7 +229,7 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         workers: usize,
         /// Instead of jobs, time `serve` from exec to ready, on fresh and on
-        /// reused data dirs.
+        /// reused data dirs, and `up` from exec to its first step running.
         #[arg(long, conflicts_with_all = ["jobs", "workers"])]
         cold_start: bool,
         /// How many starts of each kind --cold-start times.
@@ -1092,7 +1092,9 @@ async fn run_until(
                 "jobs did not finish within an hour".into(),
             ));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Short enough that a step's change shows within a few
+        // milliseconds; one indexed read per job, so cheap for a handful of jobs.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::data_dir::DataDirLock;
 use flotilla_azure::blob::{Staging, StagingAuth, DEV_STORAGE_ACCOUNT, DEV_STORAGE_KEY};
 use flotilla_azure::models::api;
-use flotilla_azure::transport::{https_client, RouterTransport};
+use flotilla_azure::transport::{https_client_trusting_only, RouterTransport};
 use flotilla_azure::vault::Vault;
 use flotilla_azure::{ArmClient, AzureConfig, ResourceId};
 use flotilla_core::decide::Policy;
@@ -286,7 +286,9 @@ impl LocalWorld {
                 ) {
                     let _ = std::fs::write(f, port.to_string());
                 }
-                let http = https_client(Some(sim.ca_cert_pem().as_bytes()))?;
+                // Every HTTPS endpoint of this world is the simulator (Azurite
+                // staging is plain http): its CA is the only one to trust.
+                let http = https_client_trusting_only(sim.ca_cert_pem().as_bytes())?;
                 (server.info.clone(), Some(server), http)
             }
             Link::InProcess => {

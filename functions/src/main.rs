@@ -23,5 +23,6 @@ mod worker;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    flotilla_azure::transport::use_ring_for_tls();
     cli::main()
 }

@@ -347,6 +347,30 @@ fn bench_runs_jobs_to_success_and_reports_its_figures() {
 }
 
 #[test]
+fn bench_cold_start_times_serve_and_the_first_step_of_up() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["bench", "--cold-start", "--runs", "1", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json_of(&out);
+    assert_eq!(report["runs"], 1);
+    for k in [
+        "fresh_data_dir_ms",
+        "reused_data_dir_ms",
+        "up_first_step_ms",
+    ] {
+        let median = report[k]["median"].as_f64().unwrap_or(0.0);
+        assert!(median > 0.0 && median < 30_000.0, "{k} in {report}");
+    }
+}
+
+#[test]
 fn up_in_account_key_mode_reads_the_key_and_a_failure_at_keys_compensates() {
     let dir = tempfile::tempdir().unwrap();
     let example = example_spec();

@@ -101,6 +101,7 @@ impl Ingestion {
         )
         .unwrap();
 
+        flotilla_azure::transport::use_ring_for_tls();
         let config = axum_server::tls_rustls::RustlsConfig::from_pem(
             cert.pem().into_bytes(),
             key.serialize_pem().into_bytes(),

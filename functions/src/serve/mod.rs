@@ -419,7 +419,11 @@ pub async fn serve(
         };
         let stream = tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    // Answers leave at once rather than behind the client's delayed ACK.
+                    let _ = stream.set_nodelay(true);
+                    stream
+                }
                 Err(e) => {
                     accept_error(e).await;
                     continue;

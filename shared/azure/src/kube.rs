@@ -298,6 +298,7 @@ impl KubeClient {
 
     /// One GET over TLS, trusting only the kubeconfig's CA.
     async fn send(t: &Target, url: &str, host: &str) -> Result<(u16, Vec<u8>), AzureError> {
+        crate::transport::use_ring_for_tls();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15));

@@ -7,21 +7,49 @@ use azure_core::http::{headers::Headers, AsyncRawResponse, HttpClient, Request, 
 use std::sync::Arc;
 use tower::ServiceExt;
 
+/// Makes ring the process's TLS crypto provider; later calls change nothing.
+///
+/// reqwest would otherwise pick aws-lc-rs, whose random-number generator
+/// seeds itself from CPU timing jitter on first use: 35–55 ms of CPU before
+/// a process's first TLS handshake, most of `flotilla serve`'s start-up.
+/// ring takes its entropy from the OS. Both providers are compiled in
+/// (reqwest enables aws-lc-rs), so a TLS config built without an explicit
+/// provider needs this process default.
+pub fn use_ring_for_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A reqwest client for Azure calls. `extra_ca_pem`, when given, is trusted in
 /// addition to the platform roots; certificate checks are never switched off.
 pub fn https_client(extra_ca_pem: Option<&[u8]>) -> Result<Arc<dyn HttpClient>, String> {
+    build_https(extra_ca_pem, false)
+}
+
+/// A reqwest client that trusts only the CA certificates in `ca_pem`: for a
+/// world whose every HTTPS endpoint is the simulator. It skips reading the
+/// platform's roots (hundreds of files, a third of a warm `serve` start).
+pub fn https_client_trusting_only(ca_pem: &[u8]) -> Result<Arc<dyn HttpClient>, String> {
+    build_https(Some(ca_pem), true)
+}
+
+fn build_https(ca_pem: Option<&[u8]>, only: bool) -> Result<Arc<dyn HttpClient>, String> {
+    use_ring_for_tls();
     let mut builder = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .connect_timeout(std::time::Duration::from_secs(10))
         .timeout(std::time::Duration::from_secs(60));
-    if let Some(pem) = extra_ca_pem {
+    if let Some(pem) = ca_pem {
         // One or more PEM certificates (e.g. the simulator's CA and an emulator's cert).
         let certs = reqwest::Certificate::from_pem_bundle(pem)
             .map_err(|e| format!("bad CA certificate: {e}"))?;
         if certs.is_empty() {
             return Err("the CA file holds no PEM certificate".into());
         }
-        builder = builder.tls_certs_merge(certs);
+        builder = if only {
+            builder.tls_certs_only(certs)
+        } else {
+            builder.tls_certs_merge(certs)
+        };
     }
     let client = builder
         .build()

@@ -414,17 +414,21 @@ impl Sim {
 
     /// Serves HTTPS on `127.0.0.1:port` (0 picks a free port) until shut down.
     pub async fn serve(&self, port: u16) -> Result<SimServer, SimError> {
-        let config = axum_server::tls_rustls::RustlsConfig::from_pem(
-            self.inner.tls.server_cert_pem.clone().into_bytes(),
-            self.inner.tls.server_key_pem.clone().into_bytes(),
-        )
-        .await
-        .map_err(|e| SimError::Tls(e.to_string()))?;
+        let config = axum_server::tls_rustls::RustlsConfig::from_config(server_tls(
+            &self.inner.tls.server_cert_pem,
+            &self.inner.tls.server_key_pem,
+        )?);
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let handle = axum_server::Handle::new();
-        let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle.clone());
+        // TCP_NODELAY: a response written in two parts would otherwise wait
+        // for the client's delayed ACK (40 ms) before its second part left.
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+            .acceptor(axum_server::accept::NoDelayAcceptor::new());
+        let server = axum_server::from_tcp(listener)?
+            .acceptor(acceptor)
+            .handle(handle.clone());
         let app = self.router();
         let task = tokio::spawn(async move {
             if let Err(e) = server.serve(app.into_make_service()).await {
@@ -561,4 +565,27 @@ impl Sim {
             tracing::error!(error = %e, "cannot save simulator state");
         }
     }
+}
+
+/// The simulator's TLS server settings: its certificate, HTTP/2 and 1.1, on
+/// ring (named here: the process may hold no default provider, and with
+/// two compiled in, rustls would not pick one).
+fn server_tls(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerConfig>, SimError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| SimError::Tls(format!("{what}: {e}"));
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("server certificate", &e))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| bad("server key", &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad("TLS versions", &e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| bad("server certificate", &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
