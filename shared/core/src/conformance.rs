@@ -136,10 +136,35 @@ async fn store_round_trip(store: &dyn SagaStore) {
         .collect();
     assert_eq!(
         listed.get(&a),
-        Some(&(doc2, e2)),
+        Some(&(doc2, e2.clone())),
         "list holds a's current state"
     );
-    assert_eq!(listed.get(&b), Some(&(doc_b, eb)), "list holds b");
+    assert_eq!(listed.get(&b), Some(&(doc_b, eb.clone())), "list holds b");
+
+    // A scan one page at a time meets every document once, in its current state.
+    let mut paged: HashMap<String, ETag> = HashMap::new();
+    let mut after: Option<String> = None;
+    for _ in 0..100_000 {
+        let page = store
+            .list_after(after.as_deref(), 1)
+            .await
+            .expect("list_after");
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        for d in page {
+            let id = d.id.clone();
+            assert!(
+                paged.insert(d.id, d.etag).is_none(),
+                "paged scan met {id} twice"
+            );
+        }
+    }
+    assert_eq!(
+        paged.get(&a),
+        Some(&e2),
+        "paged scan holds a's current state"
+    );
+    assert_eq!(paged.get(&b), Some(&eb), "paged scan holds b");
 
     let missing = unique("store-missing");
     assert!(

@@ -129,6 +129,21 @@ pub trait SagaStore: Send + Sync {
     }
     /// Every document, in no particular order.
     async fn list(&self) -> Result<Vec<StoredDoc>, StoreError>;
+    /// A page of documents for a scan that holds one page at a time: up to
+    /// about `limit` documents whose ids sort after `after` (from the first
+    /// with `None`), in id order; an empty page ends the scan. A store that
+    /// cannot read by id range returns every document in the first page.
+    async fn list_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredDoc>, StoreError> {
+        let _ = limit;
+        match after {
+            None => self.list().await,
+            Some(_) => Ok(vec![]),
+        }
+    }
     /// True when `outbox` messages are committed in the same transaction as the
     /// document (the embedded store); false when the store cannot publish
     /// (Cosmos DB): the engine then keeps the messages inside the document

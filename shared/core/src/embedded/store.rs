@@ -186,6 +186,37 @@ impl SagaStore for EmbeddedStore {
             .collect()
     }
 
+    async fn list_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredDoc>, StoreError> {
+        let rows = {
+            let conn = self.inner.conn();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, version, doc FROM sagas WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(store_err)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt
+                .query_map(params![after.unwrap_or(""), limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(store_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(store_err)?;
+            rows
+        };
+        rows.into_iter()
+            .map(|(id, version, text)| parse_doc(id, version, &text))
+            .collect()
+    }
+
     fn delivers_outbox(&self) -> bool {
         true
     }

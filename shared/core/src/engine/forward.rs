@@ -159,8 +159,10 @@ impl Engine {
         {
             match self.preflight(&txn.saga.spec, &txn.saga.id).await {
                 Ok(verdict) if verdict.passed() => {
+                    // Saved with the step's intents, the next write: both
+                    // precede any side effect, and a crash in between only
+                    // runs pre-flight again.
                     decide::preflight_passed(&mut txn.saga, verdict);
-                    self.save(txn).await?;
                 }
                 Ok(verdict) => {
                     tracing::warn!(job = %txn.saga.id, problems = %verdict.summary(), "pre-flight rejected the job");

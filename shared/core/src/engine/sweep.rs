@@ -34,6 +34,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
+/// How many sagas a sweep reads at once.
+const SWEEP_PAGE: usize = 100;
+
 /// When the sweeper acts.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SweepOptions {
@@ -160,53 +163,70 @@ impl Engine {
             .flatten()
             .unwrap_or_default();
         let grace = opts.grace + lag;
-        let docs = self.store.list().await?;
-        report.scanned = docs.len();
-        for doc in docs {
-            let Ok(saga) = serde_json::from_value::<Saga>(doc.doc) else {
-                report.corrupt.push(doc.id);
-                continue;
-            };
-            let now = self.now();
-            if !saga.outbox.is_empty() {
-                match self.load(&saga.id).await {
-                    Ok(_) => report.sent.push(saga.id.clone()),
-                    Err(e) => report.errors.push(format!("{}: {e}", saga.id)),
-                }
-            }
-            if overdue(&saga, now, grace) {
-                let rearmed = self
-                    .with_saga(&saga.id, false, |s, out| {
-                        if !overdue(s, now, grace) {
-                            return Ok(false);
-                        }
-                        match decide::rearm(s, now) {
-                            Some(emit) => {
-                                out.push(emit);
-                                Ok(true)
-                            }
-                            None => Ok(false),
-                        }
-                    })
-                    .await;
-                match rearmed {
-                    Ok(true) => {
-                        tracing::warn!(job = %saga.id, "overdue job re-armed by the sweeper");
-                        report.rearmed.push(saga.id.clone());
-                    }
-                    Ok(false) | Err(CommandError::NotFound(_)) => {}
-                    Err(e) => report.errors.push(format!("{}: {e}", saga.id)),
-                }
-            }
-            if let Some(why) = stalled_reason(&saga, now, opts.stall_after) {
-                tracing::warn!(job = %saga.id, %why, "job stalled");
-                report.stalled.push(Stalled {
-                    job: saga.id.clone(),
-                    why,
-                });
+        // A page at a time: a sweep holds SWEEP_PAGE sagas, not every one.
+        let mut after: Option<String> = None;
+        loop {
+            let docs = self.store.list_after(after.as_deref(), SWEEP_PAGE).await?;
+            let Some(last) = docs.last() else { break };
+            after = Some(last.id.clone());
+            report.scanned += docs.len();
+            for doc in docs {
+                self.sweep_one(doc, opts, grace, &mut report).await;
             }
         }
         Ok(report)
+    }
+
+    /// Sweeps one stored saga (see the module doc), noting what it did in `report`.
+    async fn sweep_one(
+        &self,
+        doc: crate::ports::StoredDoc,
+        opts: &SweepOptions,
+        grace: Duration,
+        report: &mut SweepReport,
+    ) {
+        let Ok(saga) = serde_json::from_value::<Saga>(doc.doc) else {
+            report.corrupt.push(doc.id);
+            return;
+        };
+        let now = self.now();
+        if !saga.outbox.is_empty() {
+            match self.load(&saga.id).await {
+                Ok(_) => report.sent.push(saga.id.clone()),
+                Err(e) => report.errors.push(format!("{}: {e}", saga.id)),
+            }
+        }
+        if overdue(&saga, now, grace) {
+            let rearmed = self
+                .with_saga(&saga.id, false, |s, out| {
+                    if !overdue(s, now, grace) {
+                        return Ok(false);
+                    }
+                    match decide::rearm(s, now) {
+                        Some(emit) => {
+                            out.push(emit);
+                            Ok(true)
+                        }
+                        None => Ok(false),
+                    }
+                })
+                .await;
+            match rearmed {
+                Ok(true) => {
+                    tracing::warn!(job = %saga.id, "overdue job re-armed by the sweeper");
+                    report.rearmed.push(saga.id.clone());
+                }
+                Ok(false) | Err(CommandError::NotFound(_)) => {}
+                Err(e) => report.errors.push(format!("{}: {e}", saga.id)),
+            }
+        }
+        if let Some(why) = stalled_reason(&saga, now, opts.stall_after) {
+            tracing::warn!(job = %saga.id, %why, "job stalled");
+            report.stalled.push(Stalled {
+                job: saga.id.clone(),
+                why,
+            });
+        }
     }
 }
 
