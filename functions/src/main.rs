@@ -19,6 +19,7 @@ mod worker;
 /// mimalloc rather than the system allocator: with glibc's, allocation and
 /// free were about a fifth of the CPU of `flotilla bench` (many small,
 /// short-lived allocations on several threads); on musl the gap is larger.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
