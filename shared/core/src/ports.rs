@@ -100,6 +100,12 @@ pub enum BusError {
     LockLost(String),
 }
 
+/// A document's JSON text as a value, for stores that hold values.
+fn from_text(id: &str, text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Unavailable(format!("document {id} is not JSON: {e}")))
+}
+
 /// Saga documents keyed by job id, with optimistic concurrency.
 #[async_trait]
 pub trait SagaStore: Send + Sync {
@@ -122,6 +128,31 @@ pub trait SagaStore: Send + Sync {
         if_match: &ETag,
         outbox: &[OutMessage],
     ) -> Result<ETag, StoreError>;
+    /// [`SagaStore::create`] with the document as JSON text, as the engine
+    /// renders it; a store that keeps text takes it as it is.
+    async fn create_text(
+        &self,
+        id: &str,
+        text: &str,
+        outbox: &[OutMessage],
+    ) -> Result<ETag, StoreError> {
+        self.create(id, &from_text(id, text)?, outbox).await
+    }
+    /// [`SagaStore::replace`] with the document as JSON text.
+    async fn replace_text(
+        &self,
+        id: &str,
+        text: &str,
+        if_match: &ETag,
+        outbox: &[OutMessage],
+    ) -> Result<ETag, StoreError> {
+        self.replace(id, &from_text(id, text)?, if_match, outbox)
+            .await
+    }
+    /// [`SagaStore::get`] with the document as JSON text and its ETag.
+    async fn get_text(&self, id: &str) -> Result<Option<(String, ETag)>, StoreError> {
+        Ok(self.get(id).await?.map(|d| (d.doc.to_string(), d.etag)))
+    }
     /// The current ETag of a document, or `None`: a cheap way to see whether
     /// it changed since it was read.
     async fn etag(&self, id: &str) -> Result<Option<ETag>, StoreError> {

@@ -587,6 +587,11 @@ impl Saga {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("sagas serialise")
     }
+
+    /// The saga's JSON text, as stores keep it.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).expect("sagas serialise")
+    }
 }
 
 #[cfg(test)]

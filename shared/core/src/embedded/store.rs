@@ -66,8 +66,15 @@ impl SagaStore for EmbeddedStore {
         doc: &Value,
         outbox: &[OutMessage],
     ) -> Result<ETag, StoreError> {
-        let text = serde_json::to_string(doc)
-            .map_err(|e| StoreError::Unavailable(format!("cannot serialize {id}: {e}")))?;
+        self.create_text(id, &doc.to_string(), outbox).await
+    }
+
+    async fn create_text(
+        &self,
+        id: &str,
+        text: &str,
+        outbox: &[OutMessage],
+    ) -> Result<ETag, StoreError> {
         let wake = {
             let mut conn = self.inner.conn();
             let tx = conn
@@ -92,17 +99,21 @@ impl SagaStore for EmbeddedStore {
     }
 
     async fn get(&self, id: &str) -> Result<Option<StoredDoc>, StoreError> {
-        let row = {
-            let conn = self.inner.conn();
-            let mut stmt = conn
-                .prepare_cached("SELECT version, doc FROM sagas WHERE id = ?1")
-                .map_err(store_err)?;
-            stmt.query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-                .optional()
-                .map_err(store_err)?
-        };
-        row.map(|(version, text)| parse_doc(id.to_string(), version, &text))
+        let row = self.get_text(id).await?;
+        row.map(|(text, tag)| parse_doc(id.to_string(), version_of(&tag).unwrap_or(0), &text))
             .transpose()
+    }
+
+    async fn get_text(&self, id: &str) -> Result<Option<(String, ETag)>, StoreError> {
+        let conn = self.inner.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT version, doc FROM sagas WHERE id = ?1")
+            .map_err(store_err)?;
+        let row = stmt
+            .query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .optional()
+            .map_err(store_err)?;
+        Ok(row.map(|(version, text)| (text, etag(version))))
     }
 
     async fn etag(&self, id: &str) -> Result<Option<ETag>, StoreError> {
@@ -124,8 +135,17 @@ impl SagaStore for EmbeddedStore {
         if_match: &ETag,
         outbox: &[OutMessage],
     ) -> Result<ETag, StoreError> {
-        let text = serde_json::to_string(doc)
-            .map_err(|e| StoreError::Unavailable(format!("cannot serialize {id}: {e}")))?;
+        self.replace_text(id, &doc.to_string(), if_match, outbox)
+            .await
+    }
+
+    async fn replace_text(
+        &self,
+        id: &str,
+        text: &str,
+        if_match: &ETag,
+        outbox: &[OutMessage],
+    ) -> Result<ETag, StoreError> {
         let expected = version_of(if_match);
         let (version, wake) = {
             let mut conn = self.inner.conn();

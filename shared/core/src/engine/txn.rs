@@ -67,20 +67,20 @@ fn entry(e: &Emit, now: OffsetDateTime) -> OutboxEntry {
 const LOAD_ATTEMPTS: usize = 5;
 
 impl Engine {
-    fn parse(&self, job: &str, doc: serde_json::Value) -> Result<Saga, EngineError> {
-        serde_json::from_value(doc)
+    fn parse(&self, job: &str, text: &str) -> Result<Saga, EngineError> {
+        serde_json::from_str(text)
             .map_err(|e| EngineError::Store(StoreError::Corrupt(format!("{job}: {e}"))))
     }
 
     /// The saga of `job`, with any events still waiting in its document sent.
     pub(super) async fn load(&self, job: &str) -> Result<Option<Txn>, EngineError> {
         for _ in 0..LOAD_ATTEMPTS {
-            let Some(doc) = self.store.get(job).await? else {
+            let Some((text, etag)) = self.store.get_text(job).await? else {
                 return Ok(None);
             };
             let mut txn = Txn {
-                saga: self.parse(job, doc.doc)?,
-                etag: doc.etag,
+                saga: self.parse(job, &text)?,
+                etag,
                 outbox: vec![],
                 progress: true,
             };
@@ -108,7 +108,7 @@ impl Engine {
             let messages: Vec<OutMessage> = entries.iter().map(message).collect();
             txn.etag = self
                 .store
-                .replace(&txn.saga.id, &txn.saga.to_json(), &txn.etag, &messages)
+                .replace_text(&txn.saga.id, &txn.saga.to_text(), &txn.etag, &messages)
                 .await?;
             self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
             telemetry::record_transition(&txn.saga, entries.iter().map(|e| &e.event));
@@ -117,7 +117,7 @@ impl Engine {
             txn.saga.outbox.extend(entries);
             txn.etag = self
                 .store
-                .replace(&txn.saga.id, &txn.saga.to_json(), &txn.etag, &[])
+                .replace_text(&txn.saga.id, &txn.saga.to_text(), &txn.etag, &[])
                 .await?;
             self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
             let first = txn.saga.outbox.len() - written;
@@ -139,11 +139,13 @@ impl Engine {
         saga.wake_at = Some(first.not_before.unwrap_or(now));
         let etag = if self.store.delivers_outbox() {
             self.store
-                .create(&saga.id, &saga.to_json(), &[message(&first)])
+                .create_text(&saga.id, &saga.to_text(), &[message(&first)])
                 .await?
         } else {
             saga.outbox.push(first);
-            self.store.create(&saga.id, &saga.to_json(), &[]).await?
+            self.store
+                .create_text(&saga.id, &saga.to_text(), &[])
+                .await?
         };
         self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
         let mut txn = Txn {
@@ -173,7 +175,7 @@ impl Engine {
         txn.saga.outbox.clear();
         txn.etag = self
             .store
-            .replace(&txn.saga.id, &txn.saga.to_json(), &txn.etag, &[])
+            .replace_text(&txn.saga.id, &txn.saga.to_text(), &txn.etag, &[])
             .await?;
         self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
