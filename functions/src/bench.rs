@@ -220,19 +220,37 @@ fn time_to_first_step(
 }
 
 /// Starts `exe serve` on a free port with `data_dir` and returns the
-/// milliseconds until `GET /` answered 200; the server is then stopped.
+/// milliseconds until `GET /` answered 200; the server is then stopped. A
+/// start that lost its port to another process between the pick and the
+/// bind is not a cold start: it is tried again once, on another port.
 fn time_to_ready(
     exe: &std::path::Path,
     data_dir: &std::path::Path,
 ) -> Result<f64, crate::error::Error> {
+    match start_serve(exe, data_dir)? {
+        Ok(ms) => Ok(ms),
+        Err(why) if why.contains("cannot listen") => start_serve(exe, data_dir)?
+            .map_err(|why| format!("serve exited before it was ready: {why}").into()),
+        Err(why) => Err(format!("serve exited before it was ready: {why}").into()),
+    }
+}
+
+/// One timed start of `serve`: `Ok(Ok(ms))` when it answered, `Ok(Err(why))`
+/// when it exited first (`why` ends with its last line of stderr).
+fn start_serve(
+    exe: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> Result<Result<f64, String>, crate::error::Error> {
     use std::io::{Read, Write};
     let port = flotilla_harness::free_port().map_err(|e| e.to_string())?;
+    let log = tempfile::NamedTempFile::new().map_err(|e| format!("temp file: {e}"))?;
+    let stderr = log.reopen().map_err(|e| format!("temp file: {e}"))?;
     let started = Instant::now();
     let mut child = std::process::Command::new(exe)
         .args(["serve", "--port", &port.to_string()])
         .env("FLOTILLA_DATA_DIR", data_dir)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .map_err(|e| format!("starting serve: {e}"))?;
     let ready = loop {
@@ -240,8 +258,9 @@ fn time_to_ready(
             break None;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let _ = child.kill();
-            return Err(format!("serve exited before it was ready ({status})").into());
+            let said = std::fs::read_to_string(log.path()).unwrap_or_default();
+            let last = said.lines().last().unwrap_or("").to_string();
+            return Ok(Err(format!("{status}: {last}")));
         }
         let answered = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut c| {
             c.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
@@ -256,5 +275,8 @@ fn time_to_ready(
     };
     let _ = child.kill();
     let _ = child.wait();
-    ready.ok_or_else(|| "serve was not ready within 30 s".into())
+    match ready {
+        Some(ms) => Ok(Ok(ms)),
+        None => Err("serve was not ready within 30 s".into()),
+    }
 }
