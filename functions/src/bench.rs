@@ -227,12 +227,11 @@ fn time_to_ready(
     exe: &std::path::Path,
     data_dir: &std::path::Path,
 ) -> Result<f64, crate::error::Error> {
-    match start_serve(exe, data_dir)? {
-        Ok(ms) => Ok(ms),
-        Err(why) if why.contains("cannot listen") => start_serve(exe, data_dir)?
-            .map_err(|why| format!("serve exited before it was ready: {why}").into()),
-        Err(why) => Err(format!("serve exited before it was ready: {why}").into()),
+    let mut started = start_serve(exe, data_dir)?;
+    if matches!(&started, Err(why) if why.contains("cannot listen")) {
+        started = start_serve(exe, data_dir)?;
     }
+    started.map_err(|why| format!("serve exited before it was ready: {why}").into())
 }
 
 /// One timed start of `serve`: `Ok(Ok(ms))` when it answered, `Ok(Err(why))`

@@ -20,6 +20,23 @@ fn up(dir: &Path, extra: &[&str]) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), json_of(&out))
 }
 
+/// `flotilla bench ARGS --output json`, which must exit 0; its report.
+fn bench(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .arg("bench")
+        .args(args)
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_of(&out)
+}
+
 /// The built-in example spec, as `flotilla spec` prints it.
 fn example_spec() -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
@@ -321,17 +338,7 @@ fn delete_scale_status_and_list_on_a_finished_job() {
 
 #[test]
 fn bench_runs_jobs_to_success_and_reports_its_figures() {
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["bench", "--jobs", "20", "--output", "json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = json_of(&out);
+    let report = bench(&["--jobs", "20"]);
     assert_eq!(report["jobs"], 20);
     assert_eq!(report["succeeded"], 20);
     for k in [
@@ -348,17 +355,7 @@ fn bench_runs_jobs_to_success_and_reports_its_figures() {
 
 #[test]
 fn bench_cold_start_times_serve_and_the_first_step_of_up() {
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["bench", "--cold-start", "--runs", "1", "--output", "json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = json_of(&out);
+    let report = bench(&["--cold-start", "--runs", "1"]);
     assert_eq!(report["runs"], 1);
     for k in [
         "fresh_data_dir_ms",

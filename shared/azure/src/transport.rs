@@ -16,7 +16,10 @@ use tower::ServiceExt;
 /// (reqwest enables aws-lc-rs), so a TLS config built without an explicit
 /// provider needs this process default.
 pub fn use_ring_for_tls() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: that one is ring too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
 }
 
 /// A reqwest client for Azure calls. `extra_ca_pem`, when given, is trusted in

@@ -40,17 +40,41 @@ fn store_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn parse_doc(id: String, version: i64, text: &str) -> Result<StoredDoc, StoreError> {
+fn parse_doc(id: String, etag: ETag, text: &str) -> Result<StoredDoc, StoreError> {
     let doc = serde_json::from_str(text)
         .map_err(|e| StoreError::Corrupt(format!("document {id} is not valid JSON: {e}")))?;
-    Ok(StoredDoc {
-        id,
-        etag: etag(version),
-        doc,
-    })
+    Ok(StoredDoc { id, etag, doc })
 }
 
 impl EmbeddedStore {
+    /// The documents a `SELECT id, version, doc` query returns, parsed after
+    /// the connection is given back.
+    fn read_docs(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<StoredDoc>, StoreError> {
+        let rows = {
+            let conn = self.inner.conn();
+            let mut stmt = conn.prepare_cached(sql).map_err(store_err)?;
+            let rows = stmt
+                .query_map(args, |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(store_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(store_err)?;
+            rows
+        };
+        rows.into_iter()
+            .map(|(id, version, text)| parse_doc(id, etag(version), &text))
+            .collect()
+    }
+
     /// Wakes receivers for the messages an outbox write made available.
     fn published(&self, wake: super::bus::Wake) {
         self.inner.writes.fetch_add(1, Ordering::Relaxed);
@@ -100,7 +124,7 @@ impl SagaStore for EmbeddedStore {
 
     async fn get(&self, id: &str) -> Result<Option<StoredDoc>, StoreError> {
         let row = self.get_text(id).await?;
-        row.map(|(text, tag)| parse_doc(id.to_string(), version_of(&tag).unwrap_or(0), &text))
+        row.map(|(text, tag)| parse_doc(id.to_string(), tag, &text))
             .transpose()
     }
 
@@ -183,27 +207,7 @@ impl SagaStore for EmbeddedStore {
     }
 
     async fn list(&self) -> Result<Vec<StoredDoc>, StoreError> {
-        let rows = {
-            let conn = self.inner.conn();
-            let mut stmt = conn
-                .prepare_cached("SELECT id, version, doc FROM sagas ORDER BY id")
-                .map_err(store_err)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                })
-                .map_err(store_err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(store_err)?;
-            rows
-        };
-        rows.into_iter()
-            .map(|(id, version, text)| parse_doc(id, version, &text))
-            .collect()
+        self.read_docs("SELECT id, version, doc FROM sagas ORDER BY id", [])
     }
 
     async fn list_after(
@@ -211,30 +215,11 @@ impl SagaStore for EmbeddedStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredDoc>, StoreError> {
-        let rows = {
-            let conn = self.inner.conn();
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, version, doc FROM sagas WHERE id > ?1 ORDER BY id LIMIT ?2",
-                )
-                .map_err(store_err)?;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = stmt
-                .query_map(params![after.unwrap_or(""), limit], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                })
-                .map_err(store_err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(store_err)?;
-            rows
-        };
-        rows.into_iter()
-            .map(|(id, version, text)| parse_doc(id, version, &text))
-            .collect()
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read_docs(
+            "SELECT id, version, doc FROM sagas WHERE id > ?1 ORDER BY id LIMIT ?2",
+            params![after.unwrap_or(""), limit],
+        )
     }
 
     fn delivers_outbox(&self) -> bool {
