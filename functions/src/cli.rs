@@ -418,7 +418,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             let jobs: Vec<String> = list_sagas(&world)
                 .await?
                 .into_iter()
-                .filter(|s| !settled(s))
+                .filter(|s| !s.is_settled())
                 .map(|s| s.id)
                 .collect();
             if output == Output::Text {
@@ -987,7 +987,7 @@ async fn status_watch(dir: &std::path::Path, job: &str) -> Result<ExitCode, Fail
         watcher
             .show(&mut stdout.lock(), &rows, now)
             .map_err(|e| format!("stdout: {e}"))?;
-        if crate::watch::ended(&saga) {
+        if saga.is_settled() {
             println!("{}", crate::watch::outcome(&saga));
             return Ok(ExitCode::SUCCESS);
         }
@@ -1049,18 +1049,13 @@ async fn list_sagas(world: &LocalWorld) -> Result<Vec<Saga>, Failure> {
         .collect())
 }
 
-/// Nothing more will happen to this job without a new command.
-fn settled(s: &Saga) -> bool {
-    s.status.is_terminal() && s.pending.is_none()
-}
-
 /// Waits, showing progress, until every job is settled.
 async fn run_until_settled(
     world: &LocalWorld,
     jobs: &[String],
     output: Output,
 ) -> Result<Vec<Saga>, Failure> {
-    run_until(world, jobs, output, settled).await
+    run_until(world, jobs, output, Saga::is_settled).await
 }
 
 /// Waits, showing progress, until `done` holds for every job.

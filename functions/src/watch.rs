@@ -56,7 +56,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 /// The timeline of `saga` at `now`.
 pub fn rows(saga: &Saga, now: OffsetDateTime) -> Vec<Row> {
-    let ended = saga.status.is_terminal() && saga.pending.is_none();
+    let ended = saga.is_settled();
     let head = format!("job {}  {:?}", saga.id, saga.status);
     let mut out = vec![Row {
         key: "job".into(),
@@ -195,11 +195,6 @@ impl Watcher {
         }
         out.flush()
     }
-}
-
-/// Nothing more will happen to this job without a new command.
-pub fn ended(saga: &Saga) -> bool {
-    saga.status.is_terminal() && saga.pending.is_none()
 }
 
 /// The job's final line for a non-terminal watcher.

@@ -496,6 +496,12 @@ impl Saga {
             .position(|r| r.id.eq_ignore_ascii_case(id))
     }
 
+    /// Nothing more will happen to this job without a new command: its
+    /// status is terminal and no operation is in flight.
+    pub fn is_settled(&self) -> bool {
+        self.status.is_terminal() && self.pending.is_none()
+    }
+
     /// Resources that may exist (not known to be deleted).
     pub fn live_resources(&self) -> impl Iterator<Item = &ResourceRecord> {
         self.resources
@@ -507,7 +513,7 @@ impl Saga {
     /// the retry of a step (its forward run, or its undo) after a retryable
     /// error.
     pub fn wait(&self) -> Option<Wait> {
-        if self.status.is_terminal() && self.pending.is_none() {
+        if self.is_settled() {
             return None;
         }
         if let Some(p) = &self.pending {

@@ -1425,7 +1425,7 @@ impl World {
         for _ in 0..limit {
             self.pump().await;
             let saga = self.engine.status(job).await.expect("status").expect("job");
-            if saga.status.is_terminal() && saga.pending.is_none() && self.bus.pending() == 0 {
+            if saga.is_settled() && self.bus.pending() == 0 {
                 return saga;
             }
             self.clock.advance(Duration::from_secs(1));

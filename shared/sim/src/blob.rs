@@ -6,7 +6,6 @@ use crate::util::{empty, http_date, now_ms, set_header, Ctx};
 use crate::{lock, Sim};
 use axum::body::Body;
 use axum::response::Response;
-use base64::Engine;
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -255,10 +254,7 @@ fn container_op(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
                 xml_escape(&c.name)
             );
             for b in c.blobs.values().filter(|b| b.name.starts_with(prefix)) {
-                let len = base64::engine::general_purpose::STANDARD
-                    .decode(&b.data)
-                    .map(|d| d.len())
-                    .unwrap_or(0);
+                let len = b.data.len();
                 xml.push_str(&format!(
                     "<Blob><Name>{}</Name><Properties><Last-Modified>{}</Last-Modified><Etag>{}</Etag><Content-Length>{}</Content-Length><Content-Type>{}</Content-Type><BlobType>BlockBlob</BlobType></Properties>",
                     xml_escape(&b.name),
@@ -367,7 +363,7 @@ fn put_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
         }
         let b = Blob {
             name: name.to_string(),
-            data: base64::engine::general_purpose::STANDARD.encode(&ctx.body),
+            data: ctx.body.clone(),
             content_type,
             metadata,
             etag: new_etag(),
@@ -410,9 +406,7 @@ fn get_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
             None => return blob_not_found(),
         }
     };
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(&blob.data)
-        .unwrap_or_default();
+    let data = blob.data;
     let total = data.len();
     let range = ctx
         .header("x-ms-range")
@@ -432,7 +426,7 @@ fn get_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
             let end = end.unwrap_or(total - 1).min(total - 1);
             (
                 StatusCode::PARTIAL_CONTENT,
-                data[start..=end].to_vec(),
+                data.slice(start..=end),
                 Some(format!("bytes {start}-{end}/{total}")),
             )
         }

@@ -30,7 +30,7 @@ use crate::util::{now_ms, random_hex32};
 use crate::{lock, Inner, Sim};
 use base64::Engine as _;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -54,6 +54,13 @@ pub(crate) struct Agent {
     temp: Mutex<Option<tempfile::TempDir>>,
     /// VMs (`{scaleSet}_{instance}`, lowercase) a scale-in or a delete removed.
     removed: Mutex<std::collections::HashSet<String>>,
+    /// Scale sets (lowercase ids) a tick has to look at: changed since they
+    /// were last settled, or waiting for their boot time. A tick costs what
+    /// changed, not the number of scale sets.
+    pending: Mutex<BTreeSet<String>>,
+    /// Whether the first tick looked at every scale set and every
+    /// instance record (what was there before the agent started).
+    scanned: AtomicBool,
 }
 
 /// Whether VM `{scaleSet}_{instance}` booted here once and has been removed
@@ -130,87 +137,101 @@ struct SetInfo {
     identity: Value,
 }
 
-/// The scale sets whose boot is due: every one's instance target (`live`),
-/// and the details of those with fewer instances than their target (the
-/// only ones a tick has work for, so a tick costs little per settled set).
-fn sets(sim: &Sim) -> (BTreeMap<String, usize>, Vec<SetInfo>) {
+/// The scale sets a tick has to act on, each with its instance target
+/// (`None` for a set that is gone or whose boot time has not come: it has no
+/// instances), and the details of those with fewer instances than their
+/// target. A set leaves the pending list once a tick settles it; one whose
+/// boot time has not come stays on it.
+fn sets(sim: &Sim) -> (BTreeMap<String, Option<usize>>, Vec<SetInfo>) {
     let now = now_ms();
-    let have: BTreeMap<String, usize> = lock(&sim.inner.kube.data)
-        .instances
-        .iter()
-        .map(|(k, v)| (k.clone(), v.len()))
-        .collect();
+    let agent = &sim.inner.boot;
+    let mut pending = lock(&agent.pending);
+    // The first tick looks at everything that was there before it.
+    let first = !agent.scanned.swap(true, Ordering::SeqCst);
+    {
+        let mut st = lock(&sim.inner.state);
+        pending.extend(st.resources.take_watched());
+        if first {
+            let index = crate::state::type_index(VMSS_TYPE);
+            pending.extend(st.resources.indexed(&index).map(|(k, _)| k.clone()));
+        }
+    }
+    let have: BTreeMap<String, usize> = {
+        let data = lock(&sim.inner.kube.data);
+        if first {
+            // Instances of sets gone while the agent was not running leave too.
+            pending.extend(data.instances.keys().cloned());
+        }
+        pending
+            .iter()
+            .filter_map(|k| data.instances.get(k).map(|l| (k.clone(), l.len())))
+            .collect()
+    };
+    let mut targets = BTreeMap::new();
+    let mut out = vec![];
     let st = lock(&sim.inner.state);
-    let mut live = BTreeMap::new();
-    let mut out: Vec<SetInfo> = st
-        .resources
-        .indexed(&crate::state::type_index(VMSS_TYPE))
-        .filter_map(|(key, r)| {
-            let boot = r.boot.as_ref().filter(|b| now >= b.ready_at_ms)?;
-            live.insert(key.clone(), boot.target as usize);
-            if have.get(key).copied().unwrap_or(0) >= boot.target as usize {
-                return None;
+    pending.retain(|key| {
+        let boot = st
+            .resources
+            .get(key)
+            .and_then(|r| Some((r, r.boot.as_ref()?)));
+        let waiting = boot.is_some_and(|(_, b)| now < b.ready_at_ms);
+        let target = boot
+            .filter(|_| !waiting)
+            .map(|(_, b)| b.target as usize);
+        targets.insert(key.clone(), target);
+        if let (Some((r, _)), Some(target)) = (boot, target) {
+            if have.get(key).copied().unwrap_or(0) < target {
+                out.push(set_info(key, r, target));
             }
-            let ext = r
-                .body
-                .pointer("/properties/virtualMachineProfile/extensionProfile/extensions/0")
-                .cloned()
-                .unwrap_or(Value::Null);
-            Some(SetInfo {
-                key: key.clone(),
-                name: r.name.clone(),
-                job: r
-                    .body
-                    .pointer("/tags/flotilla-job")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                role: r
-                    .body
-                    .pointer("/tags/flotilla-role")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                location: r
-                    .body
-                    .get("location")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                prefix: r
-                    .body
-                    .pointer("/properties/virtualMachineProfile/osProfile/computerNamePrefix")
-                    .and_then(Value::as_str)
-                    .unwrap_or("vm")
-                    .to_string(),
-                target: boot.target as usize,
-                extension: ext
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("extension")
-                    .to_string(),
-                settings: ext
-                    .pointer("/properties/protectedSettings")
-                    .cloned()
-                    .unwrap_or(Value::Null),
-                identity: r.body.get("identity").cloned().unwrap_or(Value::Null),
-            })
-        })
-        .collect();
+        }
+        waiting
+    });
     // Masters first, so a first master never waits behind its workers.
     out.sort_by_key(|s| s.role != "master");
-    (live, out)
+    (targets, out)
+}
+
+/// What booting the instances of scale set `r` takes.
+fn set_info(key: &str, r: &crate::state::Resource, target: usize) -> SetInfo {
+    let text = |pointer: &str| r.body.pointer(pointer).and_then(Value::as_str);
+    let ext = r
+        .body
+        .pointer("/properties/virtualMachineProfile/extensionProfile/extensions/0")
+        .cloned()
+        .unwrap_or(Value::Null);
+    SetInfo {
+        key: key.to_string(),
+        name: r.name.clone(),
+        job: text("/tags/flotilla-job").map(str::to_string),
+        role: text("/tags/flotilla-role").unwrap_or("").to_string(),
+        location: text("/location").unwrap_or("").to_string(),
+        prefix: text("/properties/virtualMachineProfile/osProfile/computerNamePrefix")
+            .unwrap_or("vm")
+            .to_string(),
+        target,
+        extension: ext
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("extension")
+            .to_string(),
+        settings: ext
+            .pointer("/properties/protectedSettings")
+            .cloned()
+            .unwrap_or(Value::Null),
+        identity: r.body.get("identity").cloned().unwrap_or(Value::Null),
+    }
 }
 
 fn tick(sim: &Sim, permits: &Arc<tokio::sync::Semaphore>) {
-    let (live, sets) = sets(sim);
+    let (targets, sets) = sets(sim);
     // Instances that no longer exist leave their cluster.
     let mut gone = vec![];
     {
         let mut data = lock(&sim.inner.kube.data);
-        let keys: Vec<String> = data.instances.keys().cloned().collect();
-        for key in keys {
-            let keep = live.get(key.as_str()).copied().unwrap_or(0);
-            let Some(list) = data.instances.get_mut(&key) else {
+        for (key, target) in &targets {
+            let keep = target.unwrap_or(0);
+            let Some(list) = data.instances.get_mut(key) else {
                 continue;
             };
             while list.len() > keep {
@@ -225,8 +246,8 @@ fn tick(sim: &Sim, permits: &Arc<tokio::sync::Semaphore>) {
                     gone.push((key.clone(), n, inst));
                 }
             }
-            if list.is_empty() && !live.contains_key(key.as_str()) {
-                data.instances.remove(&key);
+            if list.is_empty() && target.is_none() {
+                data.instances.remove(key);
             }
         }
         for (_, _, inst) in &gone {
@@ -331,7 +352,8 @@ enum Script {
     Refused(String),
     /// Staged somewhere the simulator cannot read (Azurite).
     Elsewhere,
-    Text(String),
+    /// The script's bytes (shared with the blob store, not copied).
+    Text(bytes::Bytes),
 }
 
 fn download(sim: &Sim, identity: &Value, settings: &Value) -> Script {
@@ -361,17 +383,15 @@ fn download(sim: &Sim, identity: &Value, settings: &Value) -> Script {
     else {
         return Script::Elsewhere;
     };
-    match base64::engine::general_purpose::STANDARD.decode(&blob.data) {
-        Ok(bytes) => Script::Text(String::from_utf8_lossy(&bytes).into_owned()),
-        Err(_) => Script::Elsewhere,
-    }
+    Script::Text(blob.data.clone())
 }
 
 /// A rendered variable of a flotilla init script (`NAME='value'`).
 fn rendered(script: &str, name: &str) -> Option<String> {
+    let prefix = format!("{name}='");
     script
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}='")))
+        .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.strip_suffix('\''))
         .map(str::to_string)
 }
@@ -443,11 +463,11 @@ async fn boot(sim: &Sim, set: &SetInfo, n: usize) {
             None,
         );
     };
-    let host = match &script {
-        Script::Text(t) => rendered(t, "API_ENDPOINT"),
-        _ => None,
-    }
-    .unwrap_or_else(|| {
+    let text = match &script {
+        Script::Text(t) => String::from_utf8_lossy(t),
+        _ => std::borrow::Cow::Borrowed(""),
+    };
+    let host = rendered(&text, "API_ENDPOINT").unwrap_or_else(|| {
         format!(
             "{job}.{}.cloudapp.azure.com",
             set.location.to_ascii_lowercase()
@@ -455,13 +475,10 @@ async fn boot(sim: &Sim, set: &SetInfo, n: usize) {
     });
     let token = kube::ensure_cluster(sim, &host);
     let served = lock(&sim.inner.boot.served).clone();
-    let flotilla_script = match &script {
-        Script::Text(t) if t.contains("\nAPI_ENDPOINT='") => Some(t.clone()),
-        _ => None,
-    };
-    match (served, flotilla_script, nodes_dir(sim)) {
-        (Some(base), Some(text), Some(dir))
-            if sim.inner.config.node_scripts && crate::node::available() =>
+    let flotilla_script = text.contains("\nAPI_ENDPOINT='");
+    match (served, nodes_dir(sim)) {
+        (Some(base), Some(dir))
+            if flotilla_script && sim.inner.config.node_scripts && crate::node::available() =>
         {
             scripted(sim, set, n, &computer, &base, &host, &token, &text, &dir).await
         }

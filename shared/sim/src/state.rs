@@ -29,6 +29,11 @@ pub(crate) trait Indexed {
     fn tally(&self) -> Vec<(String, u64)> {
         vec![]
     }
+    /// Whether a change to this value is announced to watchers
+    /// ([`Tracked::take_watched`]).
+    fn watched(&self) -> bool {
+        false
+    }
 }
 
 /// A map that remembers which keys changed since the last save. Reads go through
@@ -41,6 +46,8 @@ pub(crate) struct Tracked<V> {
     dirty: BTreeSet<String>,
     index: HashMap<String, BTreeSet<String>>,
     totals: HashMap<String, u64>,
+    /// Keys of watched values changed since the last `take_watched`.
+    watched: BTreeSet<String>,
 }
 
 impl<V: Clone> Clone for Tracked<V> {
@@ -50,6 +57,7 @@ impl<V: Clone> Clone for Tracked<V> {
             dirty: self.dirty.clone(),
             index: self.index.clone(),
             totals: self.totals.clone(),
+            watched: self.watched.clone(),
         }
     }
 }
@@ -61,6 +69,7 @@ impl<V> Default for Tracked<V> {
             dirty: BTreeSet::new(),
             index: HashMap::new(),
             totals: HashMap::new(),
+            watched: BTreeSet::new(),
         }
     }
 }
@@ -126,6 +135,11 @@ impl<V: Indexed> Tracked<V> {
             ))
             .take_while(move |(k, _)| k.starts_with(&prefix))
     }
+    /// The keys of watched values (see [`Indexed::watched`]) inserted,
+    /// changed or removed since the last call.
+    pub fn take_watched(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.watched)
+    }
     fn add(&mut self, key: &str, index: Vec<String>, tally: Vec<(String, u64)>) {
         for name in index {
             self.index.entry(name).or_default().insert(key.to_string());
@@ -162,9 +176,15 @@ impl<V: Indexed> Tracked<V> {
     /// Mutable access to an indexed entry (marked changed), re-indexed when
     /// the borrow ends.
     pub fn edit(&mut self, key: &str) -> Option<EntryMut<'_, V>> {
-        let (index, tally) = self.map.get(key).map(|v| (v.index_keys(), v.tally()))?;
+        let (index, tally, watched) = self
+            .map
+            .get(key)
+            .map(|v| (v.index_keys(), v.tally(), v.watched()))?;
         self.sub(key, index, tally);
         self.dirty.insert(key.to_string());
+        if watched {
+            self.watched.insert(key.to_string());
+        }
         Some(EntryMut {
             tracked: self,
             key: key.to_string(),
@@ -173,6 +193,10 @@ impl<V: Indexed> Tracked<V> {
     /// Inserts or replaces an entry.
     pub fn insert(&mut self, key: String, value: V) -> Option<V> {
         self.dirty.insert(key.clone());
+        let watched = value.watched() || self.map.get(&key).is_some_and(V::watched);
+        if watched {
+            self.watched.insert(key.clone());
+        }
         self.load(key, value)
     }
     /// Removes an entry.
@@ -180,6 +204,9 @@ impl<V: Indexed> Tracked<V> {
         let v = self.map.remove(key);
         if let Some(v) = &v {
             self.dirty.insert(key.to_string());
+            if v.watched() {
+                self.watched.insert(key.to_string());
+            }
             self.sub(key, v.index_keys(), v.tally());
         }
         v
@@ -392,6 +419,10 @@ impl Indexed for Resource {
         }
         keys
     }
+    /// Scale sets: the boot agent acts on their changes.
+    fn watched(&self) -> bool {
+        self.rtype.eq_ignore_ascii_case(crate::arm::VMSS_TYPE)
+    }
     fn tally(&self) -> Vec<(String, u64)> {
         crate::arm::compute::usage_of(self)
             .map(|(loc, amounts)| {
@@ -473,14 +504,33 @@ pub(crate) struct Secret {
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub(crate) struct Blob {
     pub name: String,
-    /// Base64 of the content.
-    pub data: String,
+    /// The content (saved as base64, as older simulators saved it).
+    #[serde(with = "base64_bytes")]
+    pub data: bytes::Bytes,
     pub content_type: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub etag: String,
     pub modified_ms: i64,
     /// Base URL the blob was written through (for ids in the inventory).
     pub base: String,
+}
+
+/// Bytes saved as a base64 string.
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(data))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bytes::Bytes, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(bytes::Bytes::from)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// A blob container.

@@ -131,6 +131,8 @@ pub struct Stats {
     pub store_writes: AtomicU64,
     pub handled: AtomicU64,
     timings_ms: Mutex<Vec<f64>>,
+    /// Where saves announce the jobs they settled, once someone watches.
+    settled: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl Stats {
@@ -139,6 +141,24 @@ impl Stats {
             .lock()
             .map(|t| t.clone())
             .unwrap_or_default()
+    }
+
+    /// The ids of the jobs this engine's saves settle (see
+    /// [`crate::saga::Saga::is_settled`]), from now on; a job can be named
+    /// more than once. One watcher per engine: later calls get `None`.
+    /// For waiting on many jobs without reading each again and again.
+    pub fn watch_settled(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.settled.set(tx).ok().map(|()| rx)
+    }
+
+    /// Announces that a save left `saga` settled, if anyone watches.
+    pub(super) fn saved(&self, saga: &crate::saga::Saga) {
+        if saga.is_settled() {
+            if let Some(tx) = self.settled.get() {
+                let _ = tx.send(saga.id.clone());
+            }
+        }
     }
 }
 

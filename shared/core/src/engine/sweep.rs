@@ -105,19 +105,14 @@ pub struct Stalled {
     pub why: String,
 }
 
-/// Waiting for an event: still running, or an operation in flight.
-fn waiting(saga: &Saga) -> bool {
-    !saga.status.is_terminal() || saga.pending.is_some()
-}
-
 fn overdue(saga: &Saga, now: OffsetDateTime, grace: Duration) -> bool {
     let due = saga.wake_at.unwrap_or(saga.updated_at).max(saga.updated_at);
-    waiting(saga) && now > due + grace
+    !saga.is_settled() && now > due + grace
 }
 
 /// Why the job counts as stalled at `now`, or `None` while it makes progress.
 pub fn stalled_reason(saga: &Saga, now: OffsetDateTime, stall_after: Duration) -> Option<String> {
-    if !waiting(saga) || now - saga.updated_at <= stall_after {
+    if saga.is_settled() || now - saga.updated_at <= stall_after {
         return None;
     }
     let since = saga

@@ -128,6 +128,7 @@ impl Engine {
             self.send_stored(txn).await?;
         }
         txn.outbox.clear();
+        self.stats.saved(&txn.saga);
         Ok(())
     }
 

@@ -238,7 +238,7 @@ impl Flow {
         let deadline = Instant::now() + Duration::from_secs(150);
         loop {
             let saga = self.engine.status(job).await.unwrap().expect("job");
-            if saga.status.is_terminal() && saga.pending.is_none() {
+            if saga.is_settled() {
                 return saga;
             }
             assert!(
