@@ -176,9 +176,7 @@ fn sets(sim: &Sim) -> (BTreeMap<String, Option<usize>>, Vec<SetInfo>) {
             .get(key)
             .and_then(|r| Some((r, r.boot.as_ref()?)));
         let waiting = boot.is_some_and(|(_, b)| now < b.ready_at_ms);
-        let target = boot
-            .filter(|_| !waiting)
-            .map(|(_, b)| b.target as usize);
+        let target = boot.filter(|_| !waiting).map(|(_, b)| b.target as usize);
         targets.insert(key.clone(), target);
         if let (Some((r, _)), Some(target)) = (boot, target) {
             if have.get(key).copied().unwrap_or(0) < target {
@@ -663,6 +661,93 @@ fn put_secret(sim: &Sim, vault: &str, name: &str, value: &str, job: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{Boot, Resource};
+
+    fn scale_set(name: &str, target: u32, ready_at_ms: i64) -> Resource {
+        let id = format!("/subscriptions/s/resourceGroups/rg/providers/{VMSS_TYPE}/{name}");
+        let mut r = Resource::settled(
+            &id,
+            VMSS_TYPE,
+            serde_json::json!({"location": "westeurope"}),
+        );
+        r.boot = Some(Boot {
+            target,
+            ready_at_ms,
+            ..Boot::default()
+        });
+        r
+    }
+
+    fn instances(sim: &Sim) -> BTreeMap<String, usize> {
+        lock(&sim.inner.kube.data)
+            .instances
+            .iter()
+            .map(|(k, l)| (k.rsplit('/').next().unwrap_or("").to_string(), l.len()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn ticks_boot_what_changed_and_remove_what_went() {
+        let sim = Sim::new(crate::SimConfig::default()).unwrap();
+        let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+        let put = |r: Resource| {
+            let key = r.id.to_ascii_lowercase();
+            lock(&sim.inner.state).resources.insert(key.clone(), r);
+            key
+        };
+        let a = put(scale_set("a", 2, 0));
+        let later = put(scale_set("later", 1, now_ms() + 60_000));
+        tick(&sim, &permits);
+        let expect = |pairs: &[(&str, usize)]| {
+            pairs
+                .iter()
+                .map(|(k, n)| (k.to_string(), *n))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            instances(&sim),
+            expect(&[("a", 2)]),
+            "`later` has not booted yet"
+        );
+        assert!(
+            lock(&sim.inner.boot.pending).contains(&later),
+            "and is looked at again"
+        );
+        assert!(
+            !lock(&sim.inner.boot.pending).contains(&a),
+            "`a` is settled"
+        );
+
+        // Its boot time comes; `a` scales in to one instance.
+        lock(&sim.inner.state)
+            .resources
+            .edit(&later)
+            .unwrap()
+            .boot
+            .as_mut()
+            .unwrap()
+            .ready_at_ms = 0;
+        lock(&sim.inner.state)
+            .resources
+            .edit(&a)
+            .unwrap()
+            .boot
+            .as_mut()
+            .unwrap()
+            .target = 1;
+        tick(&sim, &permits);
+        assert_eq!(instances(&sim), expect(&[("a", 1), ("later", 1)]));
+        assert!(
+            lock(&sim.inner.boot.removed).contains("a_1"),
+            "the instance that left is known as removed"
+        );
+
+        // Deleted, `a`'s instances leave; `later`, untouched, keeps its own.
+        lock(&sim.inner.state).resources.remove(&a);
+        tick(&sim, &permits);
+        assert_eq!(instances(&sim), expect(&[("later", 1)]));
+        assert!(lock(&sim.inner.boot.pending).is_empty());
+    }
 
     #[test]
     fn the_command_gives_the_secret_and_the_arguments() {

@@ -904,6 +904,31 @@ mod tests {
     }
 
     #[test]
+    fn watchers_hear_of_every_change_to_a_scale_set_and_of_nothing_else() {
+        let mut t = Tracked::<Resource>::default();
+        t.insert("a".into(), resource("a", VMSS));
+        t.insert("b".into(), resource("b", VNET));
+        assert_eq!(t.take_watched().into_iter().collect::<Vec<_>>(), ["a"]);
+        assert!(t.take_watched().is_empty(), "each change is told once");
+        t.edit("b").unwrap().state = "Updating".into();
+        assert!(t.take_watched().is_empty(), "a VNet is not watched");
+        t.edit("a").unwrap().state = "Updating".into();
+        // A VNet replaced by a scale set, and a scale set replaced by a VNet.
+        t.insert("b".into(), resource("b", VMSS));
+        t.insert("c".into(), resource("c", VMSS));
+        t.take_watched();
+        t.insert("c".into(), resource("c", VNET));
+        assert_eq!(t.take_watched().into_iter().collect::<Vec<_>>(), ["c"]);
+        t.remove("a");
+        t.remove("c");
+        assert_eq!(t.take_watched().into_iter().collect::<Vec<_>>(), ["a"]);
+        // Loading saved state announces nothing: the agent's first tick looks at everything.
+        let back: Tracked<Resource> =
+            serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert!(back.clone().take_watched().is_empty());
+    }
+
+    #[test]
     fn usage_totals_and_principals_follow_every_change() {
         let cores = usage_total("westeurope", "cores");
         let mut t = Tracked::<Resource>::default();
