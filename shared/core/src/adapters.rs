@@ -21,8 +21,8 @@ impl Arm for ArmClient {
         id: &ResourceId,
         api_version: &str,
         body: &Value,
-    ) -> Result<Option<PollState>, AzureError> {
-        Ok(ArmClient::put(self, id, api_version, body).await?.poll)
+    ) -> Result<flotilla_azure::PutStart, AzureError> {
+        ArmClient::put(self, id, api_version, body).await
     }
 
     async fn patch(

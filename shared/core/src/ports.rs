@@ -211,13 +211,14 @@ pub trait EventBus: Send + Sync {
 /// ARM as a step sees it: create-or-update, patch, delete, poll, read.
 #[async_trait]
 pub trait Arm: Send + Sync {
-    /// Create-or-update; `Some(poll)` while Azure is still working on it.
+    /// Create-or-update: the resource as the PUT answered it, and `Some(poll)`
+    /// while Azure is still working on it.
     async fn put(
         &self,
         id: &ResourceId,
         api_version: &str,
         body: &Value,
-    ) -> Result<Option<PollState>, AzureError>;
+    ) -> Result<flotilla_azure::PutStart, AzureError>;
     /// Partial update; `Some(poll)` while Azure is still working on it.
     async fn patch(
         &self,

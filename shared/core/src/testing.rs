@@ -826,8 +826,13 @@ impl Arm for FakeCloud {
         id: &ResourceId,
         _api: &str,
         body: &Value,
-    ) -> Result<Option<PollState>, AzureError> {
-        self.write("put", id, body)
+    ) -> Result<flotilla_azure::PutStart, AzureError> {
+        // The fake answers with what was sent (no server-computed fields).
+        let poll = self.write("put", id, body)?;
+        Ok(flotilla_azure::PutStart {
+            body: body.clone(),
+            poll,
+        })
     }
 
     async fn patch(

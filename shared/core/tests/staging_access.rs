@@ -66,6 +66,19 @@ async fn identity_mode_reads_no_account_key_and_access_ends_with_the_job() {
 
     // No account key was read, none is in Key Vault.
     assert_eq!(list_keys_requests(&f), 0, "no listKeys in identity mode");
+    // The node identity's principal id came with its create's answer: the
+    // identity was not read back before its role assignments.
+    let identity = format!(
+        "/userassignedidentities/{}",
+        names::node_identity(&job).to_ascii_lowercase()
+    );
+    let read_back =
+        f.s.sim
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.to_ascii_lowercase().ends_with(&identity))
+            .count();
+    assert_eq!(read_back, 0, "the node identity was read back");
     let vault = Vault::new(&f.s.config).unwrap();
     assert!(vault
         .get(&names::storage_key_secret(&job))

@@ -33,6 +33,27 @@ fn step_span(job: &str, step: StepName) -> tracing::Span {
     )
 }
 
+/// Records the principal id a create answered with (a scale set's
+/// system-assigned identity, a user-assigned identity's own), so that
+/// neither a role assignment nor the job's outputs read the resource again.
+fn record_principal(saga: &mut crate::saga::Saga, id: &ResourceId, answered: &serde_json::Value) {
+    let own = id
+        .resource_type()
+        .eq_ignore_ascii_case("Microsoft.ManagedIdentity/userAssignedIdentities");
+    let pointer = if own {
+        "/properties/principalId"
+    } else {
+        "/identity/principalId"
+    };
+    let principal = answered
+        .pointer(pointer)
+        .and_then(serde_json::Value::as_str);
+    if let Some(principal) = principal {
+        saga.principals
+            .insert(id.name().to_string(), principal.to_string());
+    }
+}
+
 /// How far [`Engine::run_ops`] got.
 pub(super) enum Ran {
     /// Every operation's resource exists.
@@ -423,17 +444,21 @@ impl Engine {
     /// Performs one create; `Some(poll)` when Azure is still working on it.
     async fn run_op(
         &self,
-        txn: &Txn,
+        txn: &mut Txn,
         op: &Op,
     ) -> Result<Option<flotilla_azure::PollState>, AzureError> {
-        let job = &txn.saga.id;
+        let job = &txn.saga.id.clone();
         let tags = names::tags(job, &txn.saga.spec);
         match op {
             Op::Arm {
                 id,
                 api_version,
                 body,
-            } => Ok(self.azure.arm.put(id, api_version, body).await?),
+            } => {
+                let started = self.azure.arm.put(id, api_version, body).await?;
+                record_principal(&mut txn.saga, id, &started.body);
+                Ok(started.poll)
+            }
             Op::ScaleSet { id, body } => {
                 let key;
                 let credential = match txn.saga.spec.staging.access {
@@ -464,7 +489,9 @@ impl Engine {
                 };
                 let mut body = body.clone();
                 steps::node::seal(&mut body, credential, sp_secret.as_deref());
-                Ok(self.azure.arm.put(id, api::COMPUTE, &body).await?)
+                let started = self.azure.arm.put(id, api::COMPUTE, &body).await?;
+                record_principal(&mut txn.saga, id, &started.body);
+                Ok(started.poll)
             }
             Op::RoleAssignment {
                 id,
@@ -486,7 +513,7 @@ impl Engine {
                     // under another name (given outside flotilla): what this
                     // step wants holds already.
                     Err(e) if e.code == "RoleAssignmentExists" => Ok(None),
-                    other => other,
+                    other => Ok(other?.poll),
                 }
             }
             Op::Secret { name, source } => {

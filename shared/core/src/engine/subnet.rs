@@ -64,5 +64,6 @@ impl Engine {
             .arm
             .put(subnet, api::NETWORK, &json!({ "properties": properties }))
             .await
+            .map(|started| started.poll)
     }
 }

@@ -91,12 +91,16 @@ pub async fn outputs(saga: &Saga, env: &Env, ports: &Ports<'_>) -> Result<Value,
                     .map(|p| vmss(names::pool_vmss(job, &p.name))),
             );
             for id in ids {
-                let principal = ports
-                    .arm
-                    .get(&id, None, api::COMPUTE)
-                    .await?
-                    .and_then(|v| v.pointer("/identity/principalId").cloned())
-                    .unwrap_or(Value::Null);
+                // Recorded from the create's answer; read when it was not.
+                let principal = match saga.principals.get(id.name()) {
+                    Some(p) => Value::from(p.as_str()),
+                    None => ports
+                        .arm
+                        .get(&id, None, api::COMPUTE)
+                        .await?
+                        .and_then(|v| v.pointer("/identity/principalId").cloned())
+                        .unwrap_or(Value::Null),
+                };
                 sets.push(serde_json::json!({"id": id.to_string(), "principalId": principal}));
             }
             serde_json::json!({"mode": "managed-identity", "scaleSets": sets})
