@@ -363,7 +363,8 @@ fn put_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
         }
         let b = Blob {
             name: name.to_string(),
-            data: ctx.body.clone(),
+            // Its own copy: the request's buffer belongs to the caller (in process, the engine's).
+            data: bytes::Bytes::copy_from_slice(&ctx.body),
             content_type,
             metadata,
             etag: new_etag(),

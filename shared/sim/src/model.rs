@@ -574,6 +574,11 @@ pub(crate) fn render(res: &Resource) -> Value {
         out["etag"] = json!(format!("W/\"{}\"", res.etag));
     }
     props(&mut out).insert("provisioningState".into(), json!(res.state));
+    if res.rtype.eq_ignore_ascii_case(crate::arm::NSG_TYPE) {
+        let rules =
+            crate::arm::network::default_security_rules(&res.id, &format!("W/\"{}\"", res.etag));
+        props(&mut out).insert("defaultSecurityRules".into(), rules);
+    }
     strip_secrets(&mut out);
     out
 }

@@ -46,6 +46,7 @@ pub(crate) const RG_TYPE: &str = "Microsoft.Resources/resourceGroups";
 pub(crate) const RA_TYPE: &str = "Microsoft.Authorization/roleAssignments";
 /// Virtual machine scale sets.
 pub(crate) const VMSS_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets";
+pub(crate) const NSG_TYPE: &str = "Microsoft.Network/networkSecurityGroups";
 pub(crate) const RD_TYPE: &str = "Microsoft.Authorization/roleDefinitions";
 
 /// Lowercase state key of a resource group.

@@ -2,7 +2,7 @@
 //! rules, public IPs and load balancers — the rules the Network provider applies to each
 //! and the fields it computes.
 
-use super::model::{fill_children, obj_mut, props, set_default, weak_etag, NameRule, Prep, Reject};
+use super::model::{fill_children, obj_mut, props, set_default, NameRule, Prep, Reject};
 use super::refs::lookup;
 use super::rules::check_zones;
 use serde_json::{json, Value};
@@ -478,14 +478,23 @@ pub(crate) fn prepare_nsg(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject> 
         true,
         Some(NameRule::Network80),
     )?;
-    let defaults: Vec<Value> = DEFAULT_RULES
+    // Rendered on every read instead (`default_security_rules`): the same
+    // six rules for every NSG were most of an NSG's stored bytes.
+    p.remove("defaultSecurityRules");
+    Ok(())
+}
+
+/// The default rules Azure gives every NSG (`id`), as its
+/// `defaultSecurityRules`; they share the NSG's `etag`.
+pub(crate) fn default_security_rules(id: &str, etag: &str) -> Value {
+    let rules = DEFAULT_RULES
         .iter()
         .map(|(n, d, src, dst, access, prio, dir)| {
             json!({
                 "name": n,
                 "id": format!("{id}/defaultSecurityRules/{n}"),
-                "type": format!("{full}/defaultSecurityRules"),
-                "etag": weak_etag(),
+                "type": format!("{}/defaultSecurityRules", super::NSG_TYPE),
+                "etag": etag,
                 "properties": {
                     "provisioningState": "Succeeded",
                     "description": d,
@@ -505,8 +514,7 @@ pub(crate) fn prepare_nsg(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject> 
             })
         })
         .collect();
-    p.insert("defaultSecurityRules".into(), Value::Array(defaults));
-    Ok(())
+    Value::Array(rules)
 }
 
 /// Virtual network: subnet ids.
