@@ -107,9 +107,13 @@ pub async fn run(
             Ok(Some(id)) => {
                 open.remove(&id);
             }
-            // Quiet for a second (or no sender left): read what is still
-            // open, in case a job settled without a save announcing it.
-            Ok(None) | Err(_) => {
+            // Quiet for a second (or no sender left, then every 100 ms):
+            // read what is still open, in case a job settled without a save
+            // announcing it.
+            quiet => {
+                if quiet.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 for id in open.clone() {
                     let saga = world.engine.status(&id).await.map_err(|e| e.to_string())?;
                     if saga.is_some_and(|s| s.is_settled()) {

@@ -54,6 +54,26 @@ async fn a_job_succeeds_on_a_store_without_a_transactional_outbox() {
 }
 
 #[tokio::test]
+async fn the_save_that_settles_a_job_announces_it_to_the_one_watcher() {
+    let w = World::new();
+    let mut settled = w.engine.stats.watch_settled().expect("the first watcher");
+    assert!(
+        w.engine.stats.watch_settled().is_none(),
+        "one watcher per engine"
+    );
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    assert!(settled.try_recv().is_err(), "nothing settled yet");
+    let saga = w.run(&job, LIMIT).await;
+    assert!(saga.is_settled(), "{saga:#?}");
+    let mut heard = vec![];
+    while let Ok(id) = settled.try_recv() {
+        heard.push(id);
+    }
+    assert!(heard.contains(&job), "{heard:?}");
+    assert!(heard.iter().all(|id| id == &job), "{heard:?}");
+}
+
+#[tokio::test]
 async fn every_event_of_a_job_carries_the_trace_its_submission_started() {
     // No OpenTelemetry layer here: the consumed context is handed on.
     let w = World::new();
