@@ -586,7 +586,7 @@ impl ArmClient {
         let mut url = self.subscription_url("providers/Microsoft.Compute/skus", api::SKUS)?;
         url.query_pairs_mut()
             .append_pair("$filter", &format!("location eq '{location}'"));
-        typed_items(self.list_pages(url).await?)
+        self.list_pages(url).await
     }
 
     /// Compute usages and limits in `location`: `cores` and one entry per VM
@@ -600,7 +600,7 @@ impl ArmClient {
             &format!("providers/Microsoft.Compute/locations/{location}/usages"),
             api::COMPUTE,
         )?;
-        typed_items(self.list_pages(url).await?)
+        self.list_pages(url).await
     }
 
     /// The caller's own permissions on a resource group
@@ -629,21 +629,17 @@ impl ArmClient {
         typed_items(items).map(Some)
     }
 
-    /// Every resource of one type in a resource group, with its full body
-    /// (`GET …/resourceGroups/{rg}/providers/{type}`, e.g.
-    /// `Microsoft.Network/virtualNetworks`); a missing group holds nothing.
-    pub async fn list_of_type(
-        &self,
-        resource_group: &str,
-        resource_type: &str,
-        api_version: &str,
-    ) -> Result<Vec<Value>, AzureError> {
-        self.check_action_name(&format!("{resource_type}/read"))?;
+    /// The VNets of a resource group, each as its id and address prefixes
+    /// (`GET …/resourceGroups/{rg}/providers/Microsoft.Network/virtualNetworks`,
+    /// read straight into these two fields: a group's listing holds every
+    /// VNet's whole body). A missing group holds none.
+    pub async fn list_vnets(&self, resource_group: &str) -> Result<Vec<VnetPrefixes>, AzureError> {
+        self.check_action_name("Microsoft.Network/virtualNetworks/read")?;
         let rg = ResourceId::resource_group(&self.subscription_id, resource_group);
         let url = self.url(
             &rg,
-            Some(&format!("providers/{resource_type}")),
-            api_version,
+            Some("providers/Microsoft.Network/virtualNetworks"),
+            api::NETWORK,
         )?;
         self.list_pages(url).await
     }
@@ -676,25 +672,78 @@ impl ArmClient {
         Ok(())
     }
 
-    /// GETs a list and its `nextLink` pages; a 404 (no such resource group) is an empty list.
-    async fn list_pages(&self, url: Url) -> Result<Vec<Value>, AzureError> {
+    /// GETs a list and its `nextLink` pages, each item read as a `T`; a 404
+    /// (no such resource group) is an empty list. An answer that is not JSON
+    /// is a transport error (retryable); an item of another shape is an
+    /// unreadable answer (terminal: retrying gets the same answer).
+    async fn list_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        url: Url,
+    ) -> Result<Vec<T>, AzureError> {
+        #[derive(serde::Deserialize)]
+        struct Page<T> {
+            #[serde(default = "Vec::new")]
+            value: Vec<T>,
+            #[serde(default, rename = "nextLink")]
+            next_link: Option<String>,
+        }
         let mut out = Vec::new();
         let mut next = Some(url);
         while let Some(u) = next.take() {
             let resp = self.send(Method::Get, u, None).await?;
-            if u16::from(resp.status()) == 404 {
+            let status = u16::from(resp.status());
+            if status == 404 {
                 return Ok(out);
             }
-            let body = parse_json(&resp)?;
-            if let Some(items) = body.get("value").and_then(Value::as_array) {
-                out.extend(items.iter().cloned());
-            }
-            next = body
-                .get("nextLink")
-                .and_then(Value::as_str)
-                .and_then(|s| Url::parse(s).ok());
+            let page: Page<T> = serde_json::from_slice(resp.body().as_ref()).map_err(|e| {
+                if e.classify() == serde_json::error::Category::Data {
+                    AzureError::terminal("UnexpectedResponse", e.to_string())
+                } else {
+                    AzureError::transport(format!("unreadable answer ({status}): {e}"))
+                }
+            })?;
+            out.extend(page.value);
+            next = page.next_link.and_then(|s| Url::parse(&s).ok());
         }
         Ok(out)
+    }
+}
+
+/// A VNet as pre-flight reads it: its id and address prefixes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(from = "VnetItem")]
+pub struct VnetPrefixes {
+    pub id: String,
+    pub prefixes: Vec<String>,
+}
+
+/// The two fields of a listed VNet that [`VnetPrefixes`] keeps.
+#[derive(serde::Deserialize)]
+struct VnetItem {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    properties: VnetProperties,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct VnetProperties {
+    #[serde(default, rename = "addressSpace")]
+    address_space: AddressSpace,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct AddressSpace {
+    #[serde(default, rename = "addressPrefixes")]
+    address_prefixes: Vec<String>,
+}
+
+impl From<VnetItem> for VnetPrefixes {
+    fn from(v: VnetItem) -> Self {
+        VnetPrefixes {
+            id: v.id,
+            prefixes: v.properties.address_space.address_prefixes,
+        }
     }
 }
 
@@ -747,6 +796,30 @@ fn parse_json(resp: &RawResponse) -> Result<Value, AzureError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listed_vnet_keeps_its_id_and_prefixes_only() {
+        let listed: Vec<VnetPrefixes> = serde_json::from_value(serde_json::json!([
+            {"id": "/s/vnet1", "name": "vnet1", "location": "westeurope",
+             "properties": {"addressSpace": {"addressPrefixes": ["10.0.0.0/16", "10.1.0.0/16"]},
+                            "subnets": [{"name": "a", "properties": {"addressPrefix": "10.0.0.0/24"}}]}},
+            {"id": "/s/vnet2", "properties": {"provisioningState": "Updating"}},
+        ]))
+        .unwrap();
+        assert_eq!(
+            listed,
+            [
+                VnetPrefixes {
+                    id: "/s/vnet1".into(),
+                    prefixes: vec!["10.0.0.0/16".into(), "10.1.0.0/16".into()],
+                },
+                VnetPrefixes {
+                    id: "/s/vnet2".into(),
+                    prefixes: vec![],
+                },
+            ]
+        );
+    }
 
     #[test]
     fn actions_for_requests_are_granted() {

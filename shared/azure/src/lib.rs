@@ -17,7 +17,7 @@ pub mod telemetry;
 pub mod transport;
 pub mod vault;
 
-pub use arm::{ArmClient, DeleteStart, PollOutcome, PollState, PutStart};
+pub use arm::{ArmClient, DeleteStart, PollOutcome, PollState, PutStart, VnetPrefixes};
 pub use config::{AzureConfig, CredentialConfig, RetryPolicy};
 pub use error::{AzureError, Retry};
 pub use inventory::{Listed, Purge};

@@ -76,13 +76,11 @@ impl Arm for ArmClient {
         ArmClient::list_named(self, resource_group, fragment).await
     }
 
-    async fn list_of_type(
+    async fn list_vnets(
         &self,
         resource_group: &str,
-        resource_type: &str,
-        api_version: &str,
-    ) -> Result<Vec<Value>, AzureError> {
-        ArmClient::list_of_type(self, resource_group, resource_type, api_version).await
+    ) -> Result<Vec<flotilla_azure::VnetPrefixes>, AzureError> {
+        ArmClient::list_vnets(self, resource_group).await
     }
 
     async fn resource_skus(&self, location: &str) -> Result<Vec<ResourceSku>, AzureError> {

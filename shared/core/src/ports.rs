@@ -269,14 +269,12 @@ pub trait Arm: Send + Sync {
             })
             .collect())
     }
-    /// Every resource of `resource_type` (`Microsoft.Network/virtualNetworks`)
-    /// in a resource group, with its full body; a missing group holds nothing.
-    async fn list_of_type(
+    /// Pre-flight: the VNets of a resource group, each as its id and address
+    /// prefixes; a missing group holds none.
+    async fn list_vnets(
         &self,
         resource_group: &str,
-        resource_type: &str,
-        api_version: &str,
-    ) -> Result<Vec<Value>, AzureError>;
+    ) -> Result<Vec<flotilla_azure::VnetPrefixes>, AzureError>;
     /// Pre-flight: the VM sizes offered to the subscription in `location`,
     /// with their zones, vCPUs, quota family and restrictions.
     async fn resource_skus(&self, location: &str) -> Result<Vec<ResourceSku>, AzureError>;

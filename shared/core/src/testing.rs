@@ -1014,25 +1014,33 @@ impl Arm for FakeCloud {
             .collect())
     }
 
-    async fn list_of_type(
+    async fn list_vnets(
         &self,
         resource_group: &str,
-        resource_type: &str,
-        _api: &str,
-    ) -> Result<Vec<Value>, AzureError> {
+    ) -> Result<Vec<flotilla_azure::VnetPrefixes>, AzureError> {
         self.check("list", resource_group)?;
         let s = lock(&self.state);
         Ok(s.resources
             .values()
             .filter(|(id, _)| in_group(id, resource_group))
             .filter(|(id, _)| {
-                ResourceId::parse(id)
-                    .is_ok_and(|r| r.resource_type().eq_ignore_ascii_case(resource_type))
+                ResourceId::parse(id).is_ok_and(|r| {
+                    r.resource_type()
+                        .eq_ignore_ascii_case("Microsoft.Network/virtualNetworks")
+                })
             })
-            .map(|(id, body)| {
-                let mut item = body.clone();
-                item["id"] = json!(id);
-                item
+            .map(|(id, body)| flotilla_azure::VnetPrefixes {
+                id: id.clone(),
+                prefixes: body
+                    .pointer("/properties/addressSpace/addressPrefixes")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             })
             .collect())
     }

@@ -25,7 +25,6 @@ use super::{check_vnets, cidr_range, Problem};
 use crate::engine::Engine;
 use crate::ports::ResourceSku;
 use crate::spec::ClusterSpec;
-use flotilla_azure::models::api;
 use flotilla_azure::{AzureError, ResourceId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -148,30 +147,14 @@ impl Engine {
         if self.vnets.clear(&key, now, range, &own_lc) {
             return Ok(vec![]);
         }
-        let listed = self
+        let vnets: Vec<(String, Vec<String>)> = self
             .azure
             .arm
-            .list_of_type(
-                &spec.resource_group,
-                "Microsoft.Network/virtualNetworks",
-                api::NETWORK,
-            )
-            .await?;
-        let vnets: Vec<(String, Vec<String>)> = listed
-            .iter()
-            .filter_map(|v| {
-                let id = v.get("id")?.as_str()?.to_string();
-                let prefixes = v
-                    .pointer("/properties/addressSpace/addressPrefixes")
-                    .and_then(|p| p.as_array())
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|p| p.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Some((id, prefixes))
-            })
+            .list_vnets(&spec.resource_group)
+            .await?
+            .into_iter()
+            .filter(|v| !v.id.is_empty())
+            .map(|v| (v.id, v.prefixes))
             .collect();
         let problems = check_vnets(spec, own, &vnets);
         let ranges = vnets
