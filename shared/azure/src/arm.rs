@@ -620,13 +620,7 @@ impl ArmClient {
         if u16::from(resp.status()) == 404 {
             return Ok(None);
         }
-        let body = parse_json(&resp)?;
-        let items = body
-            .get("value")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        typed_items(items).map(Some)
+        Ok(Some(page_of(&resp)?.value))
     }
 
     /// The VNets of a resource group, each as its id and address prefixes
@@ -672,36 +666,20 @@ impl ArmClient {
         Ok(())
     }
 
-    /// GETs a list and its `nextLink` pages, each item read as a `T`; a 404
-    /// (no such resource group) is an empty list. An answer that is not JSON
-    /// is a transport error (retryable); an item of another shape is an
-    /// unreadable answer (terminal: retrying gets the same answer).
+    /// GETs a list and its `nextLink` pages, each item read as a `T` (see
+    /// [`page_of`]); a 404 (no such resource group) is an empty list.
     async fn list_pages<T: serde::de::DeserializeOwned>(
         &self,
         url: Url,
     ) -> Result<Vec<T>, AzureError> {
-        #[derive(serde::Deserialize)]
-        struct Page<T> {
-            #[serde(default = "Vec::new")]
-            value: Vec<T>,
-            #[serde(default, rename = "nextLink")]
-            next_link: Option<String>,
-        }
         let mut out = Vec::new();
         let mut next = Some(url);
         while let Some(u) = next.take() {
             let resp = self.send(Method::Get, u, None).await?;
-            let status = u16::from(resp.status());
-            if status == 404 {
+            if u16::from(resp.status()) == 404 {
                 return Ok(out);
             }
-            let page: Page<T> = serde_json::from_slice(resp.body().as_ref()).map_err(|e| {
-                if e.classify() == serde_json::error::Category::Data {
-                    AzureError::terminal("UnexpectedResponse", e.to_string())
-                } else {
-                    AzureError::transport(format!("unreadable answer ({status}): {e}"))
-                }
-            })?;
+            let page = page_of::<T>(&resp)?;
             out.extend(page.value);
             next = page.next_link.and_then(|s| Url::parse(&s).ok());
         }
@@ -747,16 +725,29 @@ impl From<VnetItem> for VnetPrefixes {
     }
 }
 
-/// The items of a list as typed values; an item of another shape is an
-/// unreadable answer (terminal: retrying gets the same answer).
-fn typed_items<T: serde::de::DeserializeOwned>(items: Vec<Value>) -> Result<Vec<T>, AzureError> {
-    items
-        .into_iter()
-        .map(|v| {
-            serde_json::from_value(v)
-                .map_err(|e| AzureError::terminal("UnexpectedResponse", e.to_string()))
-        })
-        .collect()
+/// One page of an ARM list.
+#[derive(serde::Deserialize)]
+struct Page<T> {
+    #[serde(default = "Vec::new")]
+    value: Vec<T>,
+    #[serde(default, rename = "nextLink")]
+    next_link: Option<String>,
+}
+
+/// A list answer read as a page of `T`s: an answer that is not JSON is a
+/// transport error (retryable); an item of another shape is an unreadable
+/// answer (terminal: retrying gets the same answer).
+fn page_of<T: serde::de::DeserializeOwned>(resp: &RawResponse) -> Result<Page<T>, AzureError> {
+    serde_json::from_slice(resp.body().as_ref()).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            AzureError::terminal("UnexpectedResponse", e.to_string())
+        } else {
+            AzureError::transport(format!(
+                "unreadable answer ({}): {e}",
+                u16::from(resp.status())
+            ))
+        }
+    })
 }
 
 /// One item of a resources list; `None` for an item without an id.

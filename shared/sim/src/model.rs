@@ -575,8 +575,8 @@ pub(crate) fn render(res: &Resource) -> Value {
     }
     props(&mut out).insert("provisioningState".into(), json!(res.state));
     if res.rtype.eq_ignore_ascii_case(crate::arm::NSG_TYPE) {
-        let rules =
-            crate::arm::network::default_security_rules(&res.id, &format!("W/\"{}\"", res.etag));
+        let etag = out["etag"].as_str().unwrap_or_default().to_string();
+        let rules = crate::arm::network::default_security_rules(&res.id, &etag);
         props(&mut out).insert("defaultSecurityRules".into(), rules);
     }
     strip_secrets(&mut out);

@@ -447,8 +447,8 @@ impl Engine {
         txn: &mut Txn,
         op: &Op,
     ) -> Result<Option<flotilla_azure::PollState>, AzureError> {
-        let job = &txn.saga.id.clone();
-        let tags = names::tags(job, &txn.saga.spec);
+        let job = txn.saga.id.clone();
+        let tags = names::tags(&job, &txn.saga.spec);
         match op {
             Op::Arm {
                 id,
@@ -464,12 +464,12 @@ impl Engine {
                 let credential = match txn.saga.spec.staging.access {
                     StagingAccess::AccountKey => {
                         key = self
-                            .secret_from_keys(&names::storage_key_secret(job))
+                            .secret_from_keys(&names::storage_key_secret(&job))
                             .await?;
                         StagingCredential::AccountKey(&key)
                     }
                     StagingAccess::Identity => {
-                        let node = names::node_identity(job);
+                        let node = names::node_identity(&job);
                         let object_id = txn.saga.principals.get(&node).ok_or_else(|| {
                             AzureError::terminal(
                                 "IdentityNotFound",
@@ -483,7 +483,7 @@ impl Engine {
                 };
                 let sp_secret = match txn.saga.spec.identity {
                     IdentityMode::ServicePrincipal => {
-                        Some(self.secret_from_keys(&names::sp_secret(job)).await?)
+                        Some(self.secret_from_keys(&names::sp_secret(&job)).await?)
                     }
                     IdentityMode::ManagedIdentity => None,
                 };

@@ -164,17 +164,13 @@ fn list_children(sim: &Sim, ctx: &Ctx, key: &str, coll: &str) -> Result<Response
     let Some(r) = st.resources.get(key) else {
         return Err(empty(StatusCode::NOT_FOUND));
     };
-    let rendered;
-    let body = if coll == "defaultSecurityRules" {
-        rendered = crate::model::render(r);
-        &rendered
-    } else {
-        &r.body
-    };
     let value: Vec<Value> = if coll == "virtualMachines" {
         compute::vms(r)
     } else {
-        body.pointer(&format!("/properties/{coll}"))
+        // As the parent reads: children the simulator renders (an NSG's
+        // default rules) are there too.
+        crate::model::render(r)
+            .pointer(&format!("/properties/{coll}"))
             .and_then(Value::as_array)
             .map(|a| a.iter().map(|i| child_view(i, &r.state)).collect())
             .unwrap_or_default()
@@ -194,11 +190,7 @@ fn get_child(sim: &Sim, key: &str, coll: &str, child: &str) -> Result<Response, 
             .map(|v| json_response(StatusCode::OK, &v))
             .ok_or_else(|| child_not_found(&r.id, coll, child));
     }
-    let body = if coll == "defaultSecurityRules" {
-        crate::model::render(r)
-    } else {
-        r.body.clone()
-    };
+    let body = crate::model::render(r);
     let props = body.get("properties").cloned().unwrap_or(json!({}));
     let item = child_in(&props, coll, child).ok_or_else(|| child_not_found(&r.id, coll, child))?;
     Ok(json_response(StatusCode::OK, &child_view(item, &r.state)))
