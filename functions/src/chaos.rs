@@ -1202,6 +1202,12 @@ impl Campaign {
             &fired,
             steps_env,
         );
+        // What the children logged about each job with a problem, to tell why.
+        let logs: Vec<String> = std::iter::once(&self.procs.serve)
+            .chain(&self.procs.workers)
+            .map(FlotillaProcess::log)
+            .collect();
+        attach_log_lines(&mut report, &logs);
         report.set(
             "faults_injected",
             json!(sim.faults_fired() + sb_fired.total()),
@@ -1336,6 +1342,44 @@ fn fault_breakdown(fired: &[FiredFault]) -> Value {
             .or_default() += 1;
     }
     json!(by)
+}
+
+/// Lines of the children's logs that name a job with a problem (its last
+/// few), attached to that problem as `log`.
+fn attach_log_lines(report: &mut Report, logs: &[String]) {
+    const LINES: usize = 20;
+    let Some(Value::Array(problems)) = report.detail.get_mut("problems") else {
+        return;
+    };
+    for p in problems {
+        let Some(job) = p["job"].as_str().map(str::to_string) else {
+            continue;
+        };
+        let mut lines: Vec<&str> = logs
+            .iter()
+            .flat_map(|l| l.lines())
+            .filter(|l| l.contains(&job))
+            .collect();
+        let skip = lines.len().saturating_sub(LINES);
+        lines.drain(..skip);
+        p["log"] = json!(lines.into_iter().map(without_colours).collect::<Vec<_>>());
+    }
+}
+
+/// `line` without its terminal colour codes (`ESC [ … m`).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find('\u{1b}') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        rest = match rest.find('m') {
+            Some(end) => &rest[end + 1..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Checks every job and the inventory against what the campaign planned.
@@ -1576,6 +1620,36 @@ mod tests {
         let mut v = vec!["chaos"];
         v.extend_from_slice(extra);
         <P as clap::Parser>::try_parse_from(v).unwrap().a
+    }
+
+    #[test]
+    fn a_problem_carries_the_last_log_lines_naming_its_job() {
+        let mut report = Report {
+            figures: vec![],
+            detail: serde_json::Map::new(),
+        };
+        report.detail.insert(
+            "problems".into(),
+            json!([{"job": "chaos-00005-abc", "problem": "stalled"}, {"problem": "not submitted"}]),
+        );
+        let mut serve: Vec<String> = (0..30)
+            .map(|i| format!("\u{1b}[33m WARN\u{1b}[0m step error job=chaos-00005-abc n={i}"))
+            .collect();
+        serve.push("step error job=chaos-00006-def".into());
+        let worker = "sweep job=chaos-00005-abc re-armed".to_string();
+        attach_log_lines(&mut report, &[serve.join("\n"), worker]);
+        let problems = report.detail["problems"].as_array().unwrap();
+        let log: Vec<&str> = problems[0]["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        assert_eq!(log.len(), 20);
+        assert_eq!(log[0], " WARN step error job=chaos-00005-abc n=11");
+        assert_eq!(log[19], "sweep job=chaos-00005-abc re-armed");
+        assert!(log.iter().all(|l| !l.contains("00006")));
+        assert!(problems[1].get("log").is_none());
     }
 
     #[test]

@@ -37,8 +37,23 @@ fn assert_campaign_passed(code: i32, r: &Value, stderr: &str) {
         .take(10)
         .map(|p| {
             format!(
-                "{} {}: {} (status {}, error {})",
-                p["cluster"], p["job"], p["problem"], p["status"], p["error"]
+                "{} {}: {} (status {}, error {}, why {})\n  pending: {}\n  steps: {}\n  log:\n    {}",
+                p["cluster"],
+                p["job"],
+                p["problem"],
+                p["status"],
+                p["error"],
+                p["why"],
+                p["pending"],
+                p["steps"],
+                p["log"]
+                    .as_array()
+                    .map(|l| l
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("\n    "))
+                    .unwrap_or_default()
             )
         })
         .collect();
@@ -75,7 +90,11 @@ fn assert_campaign_passed(code: i32, r: &Value, stderr: &str) {
     assert!(r["seconds"].as_f64().is_some_and(|s| s > 0.0));
 }
 
-const SMALL: [&str; 10] = [
+/// The children log what the engine decided (debug), so that a failure's
+/// report shows the last lines naming each job with a problem.
+const SMALL: [&str; 12] = [
+    "--child-log",
+    "info,flotilla_core=debug",
     "--jobs",
     "30",
     "--fault-rate",
