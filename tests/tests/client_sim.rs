@@ -585,6 +585,76 @@ async fn fault_rule_fields_reach_the_client() {
     h.shutdown().await;
 }
 
+/// A placeholder (`create_if_absent`) whose write failed and is retried
+/// inline after someone else wrote the secret leaves that value: each
+/// attempt reads first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placeholder_retried_after_another_write_leaves_that_write() {
+    let h = Harness::start(None).await;
+    let vault = Vault::new(&h.config).expect("vault");
+    h.sim.add_fault(FaultRule {
+        method: Some("put".into()),
+        name_pattern: Some("j-kubeconfig".into()),
+        times: Some(1),
+        latency_ms: Some(300),
+        ..fault(503, "ServiceUnavailable")
+    });
+    let placeholder = {
+        let vault = Vault::new(&h.config).expect("vault");
+        tokio::spawn(async move {
+            vault
+                .create_if_absent("j-kubeconfig", "pending", &job_tags("j"))
+                .await
+        })
+    };
+    // The placeholder's first write is refused (503, Retry-After: 1); the
+    // first master publishes before its retry.
+    let deadline = Instant::now() + WAIT;
+    while h.sim.fired_faults().is_empty() {
+        assert!(Instant::now() < deadline, "the fault never fired");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    vault
+        .set("j-kubeconfig", "published", &job_tags("j"))
+        .await
+        .expect("the master's write");
+    placeholder
+        .await
+        .unwrap()
+        .expect("the placeholder's retry succeeds");
+    assert_eq!(
+        vault.get("j-kubeconfig").await.unwrap().as_deref(),
+        Some("published")
+    );
+    // (A 401 is the vault's authentication challenge, answered before the
+    // first request of each client is sent again with a token.)
+    let writes: Vec<u16> = h
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/secrets/j-kubeconfig") && r.method == "PUT")
+        .map(|r| r.status)
+        .filter(|s| *s != 401)
+        .collect();
+    assert_eq!(
+        writes.len(),
+        2,
+        "the refused placeholder and the master's write: {writes:?}"
+    );
+    assert!(writes.contains(&503), "{writes:?}");
+
+    // A secret that exists is read, never written.
+    vault
+        .create_if_absent("j-kubeconfig", "pending", &job_tags("j"))
+        .await
+        .unwrap();
+    assert_eq!(
+        vault.get("j-kubeconfig").await.unwrap().as_deref(),
+        Some("published")
+    );
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn references_are_checked() {
     let h = Harness::start(None).await;

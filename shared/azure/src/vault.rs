@@ -93,6 +93,26 @@ impl Vault {
         Ok(self.secret_id(name))
     }
 
+    /// Creates a secret with `value` unless it exists, whatever its value
+    /// (a placeholder that must never replace what someone wrote since).
+    /// Every attempt, retries included, reads first: a retry that comes
+    /// after another writer finds its value and leaves it.
+    pub async fn create_if_absent(
+        &self,
+        name: &str,
+        value: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), AzureError> {
+        self.retry
+            .inline(SECRETS, || async {
+                if self.get_once(name).await?.is_none() {
+                    self.set_once(name, value, tags).await?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
     /// Reads a secret's current value; `None` when it does not exist.
     pub async fn get(&self, name: &str) -> Result<Option<String>, AzureError> {
         self.retry.inline(SECRETS, || self.get_once(name)).await

@@ -118,6 +118,15 @@ impl Secrets for Vault {
         Vault::set(self, name, value, tags).await.map(|_| ())
     }
 
+    async fn create_if_absent(
+        &self,
+        name: &str,
+        value: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), AzureError> {
+        Vault::create_if_absent(self, name, value, tags).await
+    }
+
     async fn delete(&self, name: &str) -> Result<(), AzureError> {
         Vault::delete(self, name).await
     }

@@ -204,14 +204,25 @@ impl Engine {
                         secret,
                     ],
                     SecretSource::ServicePrincipal | SecretSource::Outputs => vec![secret],
-                    // A placeholder the first master overwrites.
-                    SecretSource::Node => vec![PlannedOp {
-                        body: Some(serde_json::json!({
-                            "value": names::PENDING_SECRET,
-                            "tags": names::tags(&saga.id, &saga.spec),
-                        })),
-                        ..secret
-                    }],
+                    // A placeholder the first master overwrites, written
+                    // only where the read finds no secret.
+                    SecretSource::Node => vec![
+                        PlannedOp {
+                            kind: "secret",
+                            method: "GET",
+                            target: secret.target.clone(),
+                            api_version: None,
+                            body: None,
+                            undo: None,
+                        },
+                        PlannedOp {
+                            body: Some(serde_json::json!({
+                                "value": names::PENDING_SECRET,
+                                "tags": names::tags(&saga.id, &saga.spec),
+                            })),
+                            ..secret
+                        },
+                    ],
                 }
             }
             Op::Blob {

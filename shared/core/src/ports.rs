@@ -301,6 +301,15 @@ pub trait Secrets: Send + Sync {
         value: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<(), AzureError>;
+    /// Creates a secret with `value` unless it exists, whatever its value:
+    /// for placeholders, which must never replace what a node wrote since
+    /// (a late retry of a handler whose claim another one took).
+    async fn create_if_absent(
+        &self,
+        name: &str,
+        value: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), AzureError>;
     /// Deletes a secret; a missing one is success.
     async fn delete(&self, name: &str) -> Result<(), AzureError>;
     /// Purges the deleted secret `name` where the vault allows it; says what

@@ -1238,6 +1238,18 @@ impl Secrets for FakeCloud {
         Ok(())
     }
 
+    async fn create_if_absent(
+        &self,
+        name: &str,
+        value: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), AzureError> {
+        if Secrets::get(self, name).await?.is_none() {
+            Secrets::set(self, name, value, tags).await?;
+        }
+        Ok(())
+    }
+
     async fn delete(&self, name: &str) -> Result<(), AzureError> {
         self.check("secret.delete", name)?;
         let now = self.clock.now();

@@ -274,6 +274,41 @@ async fn transient_token_failures_are_retried_not_compensated() {
     nothing_left(&w);
 }
 
+/// The race behind a stalled chaos job: a handler retrying a join secret's
+/// placeholder after another handler took over the step, and after the first
+/// master published, must not put the placeholder back.
+#[tokio::test]
+async fn a_placeholder_never_replaces_what_the_first_master_published() {
+    use flotilla_core::ports::Secrets;
+    let w = World::new();
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let kubeconfig = flotilla_core::names::kubeconfig_secret(&job);
+    let unavailable = AzureError::from_service(503, "ServiceUnavailable", "try again", None);
+    w.cloud.fail("secret.set", &kubeconfig, unavailable, 1);
+    // Until the placeholder's write has failed once and waits for its retry.
+    for _ in 0..LIMIT {
+        w.pump().await;
+        let saga = w.engine.status(&job).await.unwrap().unwrap();
+        if saga.step(StepName::Keys).last_error.is_some() {
+            break;
+        }
+        w.clock.advance(Duration::from_secs(1));
+    }
+    let saga = w.engine.status(&job).await.unwrap().unwrap();
+    assert_eq!(saga.step(StepName::Keys).status, StepStatus::Running);
+    // The first master publishes meanwhile; from now on any write of that
+    // secret by the engine is a terminal error, so the job would compensate.
+    w.cloud
+        .set(&kubeconfig, "published", &Default::default())
+        .await
+        .unwrap();
+    let overwrite = AzureError::from_service(409, "Overwritten", "the placeholder came back", None);
+    w.cloud.fail("secret.set", &kubeconfig, overwrite, 1);
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    assert_eq!(saga.step(StepName::Keys).attempts, 2);
+}
+
 #[tokio::test]
 async fn a_terminal_error_compensates_and_records_its_class() {
     let w = World::new();

@@ -519,8 +519,16 @@ impl Engine {
             Op::Secret { name, source } => {
                 let value = match source {
                     // Written by the nodes (whose scale sets `keys` precedes);
-                    // a placeholder until then.
-                    SecretSource::Node => names::PENDING_SECRET.to_string(),
+                    // a placeholder until then, created only where there is
+                    // none: a handler that lost its claim may still be
+                    // retrying this write after the first master published.
+                    SecretSource::Node => {
+                        self.azure
+                            .secrets
+                            .create_if_absent(name, names::PENDING_SECRET, &tags)
+                            .await?;
+                        return Ok(None);
+                    }
                     SecretSource::StorageKey => {
                         let keys = self.azure.arm.action(&self.env.staging_account_id, "listKeys", api::STORAGE).await?;
                         let keys: StorageKeys = serde_json::from_value(keys)
