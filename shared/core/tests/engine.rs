@@ -274,9 +274,10 @@ async fn transient_token_failures_are_retried_not_compensated() {
     nothing_left(&w);
 }
 
-/// The race behind a stalled chaos job: a handler retrying a join secret's
-/// placeholder after another handler took over the step, and after the first
-/// master published, must not put the placeholder back.
+/// A join secret's placeholder whose write is retried after the secret was
+/// written (by the first master) leaves that value. In the race a chaos
+/// campaign hit, the late retry was an inline one of a handler whose claim
+/// another had taken (`client_sim` tests that one); here it is the step's own.
 #[tokio::test]
 async fn a_placeholder_never_replaces_what_the_first_master_published() {
     use flotilla_core::ports::Secrets;
