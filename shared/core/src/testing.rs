@@ -1020,7 +1020,7 @@ impl Arm for FakeCloud {
     ) -> Result<Vec<flotilla_azure::VnetPrefixes>, AzureError> {
         self.check("list", resource_group)?;
         let s = lock(&self.state);
-        Ok(s.resources
+        s.resources
             .values()
             .filter(|(id, _)| in_group(id, resource_group))
             .filter(|(id, _)| {
@@ -1029,20 +1029,14 @@ impl Arm for FakeCloud {
                         .eq_ignore_ascii_case("Microsoft.Network/virtualNetworks")
                 })
             })
-            .map(|(id, body)| flotilla_azure::VnetPrefixes {
-                id: id.clone(),
-                prefixes: body
-                    .pointer("/properties/addressSpace/addressPrefixes")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+            // Read as the ARM client reads a listed VNet.
+            .map(|(id, body)| {
+                let mut item = body.clone();
+                item["id"] = json!(id);
+                serde_json::from_value(item)
+                    .map_err(|e| AzureError::terminal("UnexpectedResponse", e.to_string()))
             })
-            .collect())
+            .collect()
     }
 
     async fn resource_skus(&self, location: &str) -> Result<Vec<ResourceSku>, AzureError> {
