@@ -1362,24 +1362,8 @@ fn attach_log_lines(report: &mut Report, logs: &[String]) {
             .collect();
         let skip = lines.len().saturating_sub(LINES);
         lines.drain(..skip);
-        p["log"] = json!(lines.into_iter().map(without_colours).collect::<Vec<_>>());
+        p["log"] = json!(lines);
     }
-}
-
-/// `line` without its terminal colour codes (`ESC [ … m`).
-fn without_colours(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(at) = rest.find('\u{1b}') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at..];
-        rest = match rest.find('m') {
-            Some(end) => &rest[end + 1..],
-            None => "",
-        };
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Checks every job and the inventory against what the campaign planned.
@@ -1633,7 +1617,7 @@ mod tests {
             json!([{"job": "chaos-00005-abc", "problem": "stalled"}, {"problem": "not submitted"}]),
         );
         let mut serve: Vec<String> = (0..30)
-            .map(|i| format!("\u{1b}[33m WARN\u{1b}[0m step error job=chaos-00005-abc n={i}"))
+            .map(|i| format!(" WARN step error job=chaos-00005-abc n={i}"))
             .collect();
         serve.push("step error job=chaos-00006-def".into());
         let worker = "sweep job=chaos-00005-abc re-armed".to_string();

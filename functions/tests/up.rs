@@ -150,6 +150,31 @@ fn every_event_delivered_twice_gives_the_same_cluster() {
         .all(|s| s["status"] == "Succeeded"));
 }
 
+/// Logs that go to a pipe (a file, the Functions host's capture) are plain
+/// text: no terminal colour codes around the level or the fields.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args([
+            "up",
+            "--output",
+            "json",
+            "--lro-seconds",
+            "0.2",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(" INFO "), "no log lines to look at: {err}");
+    assert!(!err.contains('\u{1b}'), "colour codes in piped logs: {err}");
+}
+
 #[test]
 fn a_bad_spec_exits_2_names_the_field_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -67,6 +67,14 @@ fn exported_targets() -> Targets {
     })
 }
 
+/// Whether log lines carry terminal colour codes: only when stderr is a
+/// terminal and `NO_COLOR` is unset or empty. A file, a pipe, the Functions
+/// host's log capture or a chaos child's log gets plain text.
+fn colours() -> bool {
+    use std::io::IsTerminal;
+    flotilla_core::settings::get("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+}
+
 /// Installs the global subscriber (and the exporters when configured).
 pub fn init() -> Telemetry {
     let filter = EnvFilter::try_new(
@@ -74,7 +82,9 @@ pub fn init() -> Telemetry {
     )
     .unwrap_or_else(|_| EnvFilter::new("warn"));
     let json = flotilla_core::settings::get("FLOTILLA_LOG_FORMAT").as_deref() == Some("json");
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colours());
     let logs = if json {
         fmt.json().with_filter(filter).boxed()
     } else {

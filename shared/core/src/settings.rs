@@ -104,6 +104,7 @@ pub const SETTINGS: &[Setting] = &[
     s("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", Flotilla, true, "`ClientId=<app identity>;Authorization=AAD`: the host and flotilla send telemetry with an Entra token of that managed identity (without `ClientId`, the system-assigned one), which Application Insights with local auth off requires; unset, flotilla sends with the instrumentation key alone."),
     s("OTEL_SERVICE_NAME", Flotilla, false, "`service.name` of the exported telemetry, Application Insights' cloud role (default `flotilla`)."),
     s("FLOTILLA_LOG_FORMAT", Flotilla, true, "`text` (default) or `json` (one JSON object per line, for Application Insights)."),
+    s("NO_COLOR", Flotilla, false, "Set (not empty): text logs carry no colour codes even on a terminal. Logs to anything else (a file, a pipe, the Functions host) never carry them."),
     // `flotilla serve` listener (seconds may have decimals)
     s("FLOTILLA_SERVE_HEADER_TIMEOUT", Flotilla, false, "`flotilla serve`: seconds a client has to send a request's headers; an idle keep-alive connection is closed after the same time (default 10)."),
     s("FLOTILLA_SERVE_BODY_TIMEOUT", Flotilla, false, "`flotilla serve`: seconds a client has to send a whole request body, else 408 and the connection is closed (default 30)."),
