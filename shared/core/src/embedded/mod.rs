@@ -164,7 +164,12 @@ impl Embedded {
         // `journal_mode` answers with a row ("wal", or "memory" in memory).
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
             .map_err(unavailable)?;
-        conn.execute_batch("PRAGMA synchronous = NORMAL;")
+        // A commit is durable against a crash of this process once it is in
+        // the WAL (`NORMAL`); the WAL is copied back into the database every
+        // 8,192 pages (32 MB) instead of SQLite's 1,000, so a saga updated a
+        // dozen times in a job is mostly copied back once. The WAL file keeps
+        // its largest size (about 32 MB) between checkpoints.
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 8192;")
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         conn.set_prepared_statement_cache_capacity(64);
