@@ -462,7 +462,12 @@ async fn boot(sim: &Sim, set: &SetInfo, n: usize) {
         );
     };
     let text = match &script {
-        Script::Text(t) => String::from_utf8_lossy(t),
+        // Checked whole first: `from_utf8_lossy` walks a valid script
+        // chunk by chunk, a cost paid again for every instance.
+        Script::Text(t) => match std::str::from_utf8(t) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(t),
+        },
         _ => std::borrow::Cow::Borrowed(""),
     };
     let host = rendered(&text, "API_ENDPOINT").unwrap_or_else(|| {
