@@ -302,6 +302,7 @@ pub async fn event_bus_suite(bus: Arc<dyn EventBus>, profile: &BusProfile) {
     bus_max_delivery_dead_letters(bus.as_ref(), profile).await;
     bus_explicit_dead_letter(bus.as_ref(), profile).await;
     bus_wrong_lock_token(bus.as_ref(), profile).await;
+    bus_complete_then_receive(bus.as_ref(), profile).await;
     bus_lock_expiry(bus.as_ref(), profile).await;
     bus_concurrent_receivers(bus.clone(), profile).await;
 }
@@ -600,6 +601,59 @@ async fn bus_wrong_lock_token(bus: &dyn EventBus, p: &BusProfile) {
     bus.complete(&d)
         .await
         .expect("the real lock still completes the message");
+    probe.release().await;
+}
+
+/// Completing with the next receive in the same call removes the message
+/// for good and hands out the next one exactly once (here or to a later
+/// receive); with a lost lock it fails and takes nothing.
+async fn bus_complete_then_receive(bus: &dyn EventBus, p: &BusProfile) {
+    let first = unique("bus-ctr-first");
+    let second = unique("bus-ctr-second");
+    bus.send(&[test_message(&first)]).await.expect("send");
+    let mut probe = Probe::new(bus);
+    let d = probe
+        .next_of(&[&first], p.arrival_timeout)
+        .await
+        .expect("delivery");
+    bus.send(&[test_message(&second)]).await.expect("send");
+    let forged = Delivery {
+        lock_token: uuid::Uuid::new_v4().to_string(),
+        ..d.clone()
+    };
+    let r = bus.complete_then_receive(&forged).await;
+    assert!(
+        matches!(r, Err(BusError::LockLost(_))),
+        "complete_then_receive with a wrong lock token: expected LockLost, got {r:?}"
+    );
+    let mut taken = bus
+        .complete_then_receive(&d)
+        .await
+        .expect("complete_then_receive");
+    // Messages of others that came along are held like the probe's.
+    while let Some(t) = taken.take() {
+        if t.message_id == second {
+            taken = Some(t);
+            break;
+        }
+        probe.foreign.push(t);
+    }
+    let got = match taken {
+        Some(t) => t,
+        None => probe
+            .next_of(&[&second], p.arrival_timeout)
+            .await
+            .expect("the next message is still delivered after a lost lock and a completion"),
+    };
+    assert_eq!(got.delivery_count, 1, "the next message was taken once");
+    bus.complete(&got).await.expect("complete the next message");
+    probe
+        .assert_quiet(
+            &[&first, &second],
+            p.quiet_period,
+            "completed by complete_then_receive, nothing comes back",
+        )
+        .await;
     probe.release().await;
 }
 

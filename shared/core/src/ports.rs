@@ -194,6 +194,17 @@ pub trait EventBus: Send + Sync {
     async fn receive(&self, wait: Duration) -> Result<Option<Delivery>, BusError>;
     /// Removes a delivered message for good.
     async fn complete(&self, delivery: &Delivery) -> Result<(), BusError>;
+    /// Completes `delivery` and, where the bus can do both in one round
+    /// trip, locks the next visible message without waiting (what a worker
+    /// that goes on consuming does next). `None` when nothing is visible or
+    /// the bus cannot combine them; then the caller receives as usual. A
+    /// lost lock is `LockLost`, and then nothing is received.
+    async fn complete_then_receive(
+        &self,
+        delivery: &Delivery,
+    ) -> Result<Option<Delivery>, BusError> {
+        self.complete(delivery).await.map(|()| None)
+    }
     /// Releases the lock so the message is delivered again (delivery count + 1);
     /// past the maximum delivery count it goes to the dead-letter queue.
     async fn abandon(&self, delivery: &Delivery) -> Result<(), BusError>;

@@ -165,12 +165,18 @@ impl EmbeddedBus {
     /// Locks the oldest receivable message, dead-lettering on the way any
     /// message that has used up its deliveries (or whose row is unreadable).
     fn try_receive(&self) -> Result<Attempt, BusError> {
-        let options = &self.inner.options;
-        let now = now_ms();
         let mut conn = self.inner.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(bus_err)?;
+        let attempt = self.lock_next(&tx, now_ms())?;
+        tx.commit().map_err(bus_err)?;
+        Ok(attempt)
+    }
+
+    /// [`Self::try_receive`]'s work inside the caller's transaction.
+    fn lock_next(&self, tx: &Connection, now: i64) -> Result<Attempt, BusError> {
+        let options = &self.inner.options;
         loop {
             let head = tx
                 .prepare_cached(
@@ -191,7 +197,6 @@ impl EmbeddedBus {
                     .prepare_cached("SELECT MIN(available_at) FROM messages")
                     .and_then(|mut s| s.query_row([], |r| r.get(0)))
                     .map_err(bus_err)?;
-                tx.commit().map_err(bus_err)?;
                 return Ok(Attempt::Empty(next));
             };
             let row: Row = match row {
@@ -216,7 +221,6 @@ impl EmbeddedBus {
             )
             .and_then(|mut s| s.execute(params![token, locked_until, seq]))
             .map_err(bus_err)?;
-            tx.commit().map_err(bus_err)?;
             return Ok(Attempt::Got(Delivery {
                 message_id: row.message_id,
                 event_type: row.event_type,
@@ -317,6 +321,31 @@ impl EventBus for EmbeddedBus {
             return Err(BusError::LockLost(delivery.lock_token.clone()));
         }
         Ok(())
+    }
+
+    /// One transaction (one commit) instead of two: the worker's next
+    /// receive rides on this message's completion.
+    async fn complete_then_receive(
+        &self,
+        delivery: &Delivery,
+    ) -> Result<Option<Delivery>, BusError> {
+        let mut conn = self.inner.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(bus_err)?;
+        let deleted = tx
+            .prepare_cached("DELETE FROM messages WHERE lock_token = ?1")
+            .and_then(|mut s| s.execute([&delivery.lock_token]))
+            .map_err(bus_err)?;
+        if deleted == 0 {
+            return Err(BusError::LockLost(delivery.lock_token.clone()));
+        }
+        let attempt = self.lock_next(&tx, now_ms())?;
+        tx.commit().map_err(bus_err)?;
+        Ok(match attempt {
+            Attempt::Got(next) => Some(next),
+            Attempt::Empty(_) => None,
+        })
     }
 
     async fn abandon(&self, delivery: &Delivery) -> Result<(), BusError> {

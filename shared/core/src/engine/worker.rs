@@ -131,22 +131,30 @@ async fn record_poison(engine: &Engine, body: &[u8], message_id: &str, reason: &
 }
 
 /// Consumes `source` until `stop` turns true, settling each message as
-/// [`settle`] says.
+/// [`settle`] says. A completion also takes the next message where the bus
+/// can do both at once ([`EventBus::complete_then_receive`]); a message taken
+/// that way is handled even if `stop` turned true meanwhile, so none is left
+/// locked behind.
 pub async fn run_worker(
     engine: Arc<Engine>,
     source: Arc<dyn EventBus>,
     max_delivery_count: u32,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    while !*stop.borrow() {
-        let delivery: Delivery = match source.receive(Duration::from_millis(200)).await {
-            Ok(Some(d)) => d,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::error!(error = %e, "bus receive failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
+    let mut next: Option<Delivery> = None;
+    loop {
+        let delivery: Delivery = match next.take() {
+            Some(d) => d,
+            None if *stop.borrow() => break,
+            None => match source.receive(Duration::from_millis(200)).await {
+                Ok(Some(d)) => d,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "bus receive failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
         };
         let verdict = settle(
             &engine,
@@ -160,7 +168,11 @@ pub async fn run_worker(
         )
         .await;
         let settled = match &verdict {
-            Settlement::Complete => source.complete(&delivery).await,
+            Settlement::Complete if *stop.borrow() => source.complete(&delivery).await,
+            Settlement::Complete => source
+                .complete_then_receive(&delivery)
+                .await
+                .map(|taken| next = taken),
             Settlement::Abandon { reason } => {
                 tracing::warn!(id = %delivery.message_id, delivery = delivery.delivery_count, %reason, "abandoning");
                 source.abandon(&delivery).await
