@@ -203,13 +203,13 @@ impl EmbeddedBus {
                 Ok(row) => row,
                 Err(e) => {
                     tracing::warn!(seq, error = %e, "dead-lettering unreadable message row");
-                    move_to_dead_letters(&tx, seq, &format!("Corrupt: {e}"), now)
+                    move_to_dead_letters(tx, seq, &format!("Corrupt: {e}"), now)
                         .map_err(bus_err)?;
                     continue;
                 }
             };
             if row.delivery_count >= options.max_delivery_count {
-                move_to_dead_letters(&tx, seq, MAX_DELIVERY_COUNT_EXCEEDED, now)
+                move_to_dead_letters(tx, seq, MAX_DELIVERY_COUNT_EXCEEDED, now)
                     .map_err(bus_err)?;
                 continue;
             }
