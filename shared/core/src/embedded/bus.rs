@@ -209,8 +209,7 @@ impl EmbeddedBus {
                 }
             };
             if row.delivery_count >= options.max_delivery_count {
-                move_to_dead_letters(tx, seq, MAX_DELIVERY_COUNT_EXCEEDED, now)
-                    .map_err(bus_err)?;
+                move_to_dead_letters(tx, seq, MAX_DELIVERY_COUNT_EXCEEDED, now).map_err(bus_err)?;
                 continue;
             }
             let token = uuid::Uuid::new_v4().to_string();
