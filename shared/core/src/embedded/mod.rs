@@ -13,10 +13,13 @@
 //! - `dead_letters`: the dead-letter queue;
 //! - `dedupe`: message ids seen recently, for duplicate detection.
 //!
-//! All access goes through one connection behind a [`std::sync::Mutex`] that
+//! Every write goes through one connection behind a [`std::sync::Mutex`] that
 //! is never held across an `.await`: every operation is a short synchronous
 //! transaction with cached prepared statements, which on two cores is faster
-//! than handing each operation to a blocking thread.
+//! than handing each operation to a blocking thread. On a database file the
+//! store's reads (a saga, its ETag, a page of sagas) go through a second
+//! connection: WAL mode shows it every committed write and none in progress,
+//! and it never waits for the writer.
 
 mod bus;
 mod store;
@@ -78,6 +81,10 @@ impl std::fmt::Debug for Embedded {
 /// State shared by the store and the bus.
 pub(crate) struct Inner {
     conn: Mutex<Connection>,
+    /// A second connection for the store's reads, on a database file: in WAL
+    /// mode it sees every committed write and never waits for the writer,
+    /// so loading a saga does not queue behind another saga's commit.
+    reader: Option<Mutex<Connection>>,
     pub(crate) options: BusOptions,
     /// Wakes receivers waiting for a message.
     pub(crate) notify: Notify,
@@ -130,9 +137,18 @@ impl Embedded {
     /// counts as abandoned (the next receive reports `delivery_count + 1`), so
     /// a killed run resumes at once instead of waiting out the lock duration.
     pub fn open(path: &Path, options: BusOptions) -> Result<Embedded, StoreError> {
-        let conn = Connection::open(path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        Self::init(conn, options)
+        let open = || {
+            Connection::open(path).map_err(|e| {
+                StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
+            })
+        };
+        let conn = Self::prepare(open()?)?;
+        let reader = open()?;
+        reader
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        reader.set_prepared_statement_cache_capacity(16);
+        Ok(Self::wrap(conn, Some(reader), options))
     }
 
     /// Opens an existing database file for reading only: no schema change,
@@ -147,17 +163,19 @@ impl Embedded {
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self::wrap(conn, BusOptions::default()))
+        Ok(Self::wrap(conn, None, BusOptions::default()))
     }
 
     /// A private in-memory database (tests, throwaway runs).
     pub fn in_memory(options: BusOptions) -> Result<Embedded, StoreError> {
         let conn = Connection::open_in_memory()
             .map_err(|e| StoreError::Unavailable(format!("cannot open in-memory db: {e}")))?;
-        Self::init(conn, options)
+        Ok(Self::wrap(Self::prepare(conn)?, None, options))
     }
 
-    fn init(conn: Connection, options: BusOptions) -> Result<Embedded, StoreError> {
+    /// Sets the connection up for the store and the bus: WAL, the schema,
+    /// and every lock of a previous process released.
+    fn prepare(conn: Connection) -> Result<Connection, StoreError> {
         let unavailable = |e: rusqlite::Error| StoreError::Unavailable(e.to_string());
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(unavailable)?;
@@ -179,13 +197,14 @@ impl Embedded {
             [],
         )
         .map_err(unavailable)?;
-        Ok(Self::wrap(conn, options))
+        Ok(conn)
     }
 
-    fn wrap(conn: Connection, options: BusOptions) -> Embedded {
+    fn wrap(conn: Connection, reader: Option<Connection>, options: BusOptions) -> Embedded {
         Embedded {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
+                reader: reader.map(Mutex::new),
                 options,
                 notify: Notify::new(),
                 writes: AtomicU64::new(0),
@@ -227,6 +246,15 @@ impl Inner {
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The connection for reads that need no transaction of their own:
+    /// the reader where there is one.
+    pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
+        match &self.reader {
+            Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
+            None => self.conn(),
+        }
+    }
 }
 
 /// Wall-clock now, in unix milliseconds.
@@ -240,4 +268,64 @@ pub(crate) fn now_ms() -> i64 {
 /// A duration in whole milliseconds, saturating.
 pub(crate) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::ETag;
+
+    /// Runs `read` on a thread of its own and gives its result, or `None`
+    /// when it is still waiting after 10 s.
+    fn on_another_thread<T: Send + 'static>(
+        read: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let _ = tx.send(rt.block_on(read));
+        });
+        rx.recv_timeout(Duration::from_secs(10)).ok()
+    }
+
+    #[test]
+    fn a_load_neither_waits_for_the_writer_nor_sees_what_it_has_not_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db =
+            Embedded::open(&dir.path().join("flotilla.db"), BusOptions::default()).expect("open");
+        let store = db.store();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(store.create_text("saga", r#"{"n":1}"#, &[]))
+            .expect("create");
+
+        // The writer is in the middle of a transaction that changed the saga.
+        let mut writer = db.inner.conn();
+        let tx = writer.transaction().expect("begin");
+        tx.execute("UPDATE sagas SET doc = '{\"n\":2}', version = 2", [])
+            .expect("update");
+        let s = store.clone();
+        let seen = on_another_thread(async move { s.get_text("saga").await })
+            .expect("a load waited for the writer's transaction");
+        let (text, etag) = seen.expect("read").expect("the saga");
+        assert_eq!(text, r#"{"n":1}"#, "a load saw an uncommitted write");
+        assert_eq!(etag, ETag("\"1\"".into()));
+        let s = store.clone();
+        let tag = on_another_thread(async move { s.etag("saga").await })
+            .expect("an ETag check waited for the writer's transaction");
+        assert_eq!(tag.expect("read"), Some(ETag("\"1\"".into())));
+
+        tx.commit().expect("commit");
+        drop(writer);
+        let s = store.clone();
+        let seen = on_another_thread(async move { s.get_text("saga").await }).expect("load");
+        assert_eq!(
+            seen.expect("read").expect("the saga").0,
+            r#"{"n":2}"#,
+            "a load after the commit sees it"
+        );
+    }
 }

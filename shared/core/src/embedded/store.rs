@@ -55,7 +55,7 @@ impl EmbeddedStore {
         args: impl rusqlite::Params,
     ) -> Result<Vec<StoredDoc>, StoreError> {
         let rows = {
-            let conn = self.inner.conn();
+            let conn = self.inner.reader();
             let mut stmt = conn.prepare_cached(sql).map_err(store_err)?;
             let rows = stmt
                 .query_map(args, |r| {
@@ -129,7 +129,7 @@ impl SagaStore for EmbeddedStore {
     }
 
     async fn get_text(&self, id: &str) -> Result<Option<(String, ETag)>, StoreError> {
-        let conn = self.inner.conn();
+        let conn = self.inner.reader();
         let mut stmt = conn
             .prepare_cached("SELECT version, doc FROM sagas WHERE id = ?1")
             .map_err(store_err)?;
@@ -141,7 +141,7 @@ impl SagaStore for EmbeddedStore {
     }
 
     async fn etag(&self, id: &str) -> Result<Option<ETag>, StoreError> {
-        let conn = self.inner.conn();
+        let conn = self.inner.reader();
         let mut stmt = conn
             .prepare_cached("SELECT version FROM sagas WHERE id = ?1")
             .map_err(store_err)?;
