@@ -1,6 +1,9 @@
 //! `flotilla bench`: N jobs at once through the whole engine on the embedded
-//! backends and the in-process simulator (no TLS, no latency, no throttle),
-//! measuring what flotilla itself costs.
+//! backends and the simulator (no TLS, no latency, no throttle), measuring
+//! what flotilla itself costs. The simulator answers in process, or with
+//! `--simulator apart` from a child process over loopback HTTP, so that this
+//! process's peak RSS is flotilla's own (the simulator keeps every job's
+//! resources, blobs and secrets: most of the in-process figure).
 
 use crate::local::{Link, LocalOptions, LocalWorld};
 use flotilla_core::decide::Policy;
@@ -49,14 +52,145 @@ fn room_for(jobs: usize) -> std::collections::BTreeMap<String, u64> {
     .collect()
 }
 
+/// Where the bench's simulator runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Placement {
+    /// In this process, called without a socket (the default).
+    InProcess,
+    /// In a child process (`flotilla bench-simulator`), over loopback HTTP.
+    Apart,
+}
+
+/// The simulated cloud every bench job runs against: zero-length
+/// operations, no throttle, quotas that hold `jobs` clusters.
+fn bench_simulator(jobs: usize) -> Result<flotilla_sim::Sim, crate::error::Error> {
+    flotilla_sim::Sim::new(flotilla_sim::SimConfig {
+        lro: Duration::ZERO,
+        throttle: None,
+        quotas: room_for(jobs),
+        ..Default::default()
+    })
+    .map_err(|e| format!("simulator: {e}").into())
+}
+
+/// `flotilla bench-simulator` (hidden): the bench's simulator as a process of
+/// its own. Prints one JSON line (`port`, `info`), serves plain HTTP on
+/// loopback until its standard input closes, then prints its peak RSS as a
+/// second JSON line (`peak_rss_mb`) and exits.
+pub async fn serve_simulator(jobs: usize) -> Result<ExitCode, crate::error::Error> {
+    use axum::serve::ListenerExt;
+    use tokio::io::AsyncReadExt;
+    let sim = bench_simulator(jobs)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| format!("simulator socket: {e}"))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| format!("simulator socket: {e}"))?
+        .port();
+    // TCP_NODELAY: a response written in two parts would otherwise wait for
+    // the client's delayed ACK before its second part left.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let app = sim.router();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    println!(
+        "{}",
+        json!({"port": port, "info": sim.info("https://sim.local")})
+    );
+    let mut rest = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut rest).await;
+    server.abort();
+    println!(
+        "{}",
+        json!({"peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0})
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A running `flotilla bench-simulator` child.
+struct SimulatorProcess {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    port: u16,
+    info: flotilla_sim::SimInfo,
+}
+
+impl SimulatorProcess {
+    async fn start(jobs: usize) -> Result<SimulatorProcess, crate::error::Error> {
+        use tokio::io::AsyncBufReadExt;
+        let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["bench-simulator", "--jobs", &jobs.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start the simulator process: {e}"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or("the simulator process has no stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = lines
+            .next_line()
+            .await
+            .map_err(|e| format!("simulator process: {e}"))?
+            .ok_or("the simulator process ended before it was ready")?;
+        let ready: serde_json::Value = serde_json::from_str(&first)
+            .map_err(|e| format!("simulator process said {first:?}: {e}"))?;
+        let port = ready["port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or("the simulator process named no port")?;
+        let info = serde_json::from_value(ready["info"].clone())
+            .map_err(|e| format!("the simulator process's endpoints: {e}"))?;
+        Ok(SimulatorProcess {
+            child,
+            lines,
+            port,
+            info,
+        })
+    }
+
+    /// Stops the child and returns its peak RSS in MB.
+    async fn stop(mut self) -> Result<f64, crate::error::Error> {
+        drop(self.child.stdin.take());
+        let last = self
+            .lines
+            .next_line()
+            .await
+            .map_err(|e| format!("simulator process: {e}"))?
+            .ok_or("the simulator process ended without its figures")?;
+        let _ = self.child.wait().await;
+        serde_json::from_str::<serde_json::Value>(&last)
+            .ok()
+            .and_then(|v| v["peak_rss_mb"].as_f64())
+            .ok_or_else(|| format!("the simulator process said {last:?}").into())
+    }
+}
+
 pub async fn run(
     jobs: usize,
     workers: usize,
+    placement: Placement,
     json_out: bool,
 ) -> Result<ExitCode, crate::error::Error> {
     if jobs == 0 || jobs > 100_000 {
         return Err("--jobs must be between 1 and 100000".into());
     }
+    let apart = match placement {
+        Placement::InProcess => None,
+        Placement::Apart => Some(SimulatorProcess::start(jobs).await?),
+    };
+    let link = match &apart {
+        None => Link::InProcess,
+        Some(p) => Link::Apart {
+            port: p.port,
+            info: Box::new(p.info.clone()),
+        },
+    };
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let world = LocalWorld::start(LocalOptions {
         staging: crate::local::StagingChoice::Simulator,
@@ -64,7 +198,7 @@ pub async fn run(
         lro: Duration::ZERO,
         persist_sim: false,
         throttle: false,
-        link: Link::InProcess,
+        link,
         bus: BusOptions::default(),
         workers: workers.max(1),
         policy: Policy {
@@ -139,7 +273,7 @@ pub async fn run(
     timings.sort_by(|a, b| a.total_cmp(b));
     let writes = world.engine.stats.store_writes.load(Ordering::Relaxed) - writes_before;
     let arm = world.arm.request_count() - arm_before;
-    let report = json!({
+    let mut report = json!({
         "jobs": jobs,
         "succeeded": succeeded,
         "seconds": (elapsed * 1000.0).round() / 1000.0,
@@ -151,6 +285,9 @@ pub async fn run(
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
     });
     world.shutdown().await;
+    if let Some(process) = apart {
+        report["simulator_peak_rss_mb"] = json!(process.stop().await?);
+    }
     if json_out {
         println!("{report}");
     } else {

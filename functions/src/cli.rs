@@ -235,8 +235,19 @@ enum Command {
         /// How many starts of each kind --cold-start times.
         #[arg(long, default_value_t = 10, requires = "cold_start")]
         runs: usize,
+        /// Where the simulator runs: in this process, or apart in a child
+        /// process over loopback HTTP (then `peak_rss_mb` is flotilla's alone
+        /// and `simulator_peak_rss_mb` the child's).
+        #[arg(long, value_enum, default_value_t = crate::bench::Placement::InProcess)]
+        simulator: crate::bench::Placement,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+    },
+    /// The simulator of `bench --simulator apart` (started by the bench).
+    #[command(hide = true)]
+    BenchSimulator {
+        #[arg(long)]
+        jobs: usize,
     },
 }
 
@@ -609,9 +620,11 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Bench {
             jobs,
             workers,
+            simulator,
             output,
             ..
-        } => crate::bench::run(jobs, workers, output == Output::Json).await,
+        } => crate::bench::run(jobs, workers, simulator, output == Output::Json).await,
+        Command::BenchSimulator { jobs } => crate::bench::serve_simulator(jobs).await,
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::data_dir::DataDirLock;
 use flotilla_azure::blob::{Staging, StagingAuth, DEV_STORAGE_ACCOUNT, DEV_STORAGE_KEY};
 use flotilla_azure::models::api;
-use flotilla_azure::transport::{https_client_trusting_only, RouterTransport};
+use flotilla_azure::transport::{https_client_trusting_only, LoopbackTransport, RouterTransport};
 use flotilla_azure::vault::Vault;
 use flotilla_azure::{ArmClient, AzureConfig, ResourceId};
 use flotilla_core::decide::Policy;
@@ -34,6 +34,14 @@ pub enum Link {
     Https,
     /// In-process router, no socket (the benchmark).
     InProcess,
+    /// A simulator in another process, over plain HTTP on loopback `port`
+    /// (`bench --simulator apart`, so this process's memory is flotilla's
+    /// alone); `info` is what that simulator printed. The world's own `sim`
+    /// is then an idle stand-in.
+    Apart {
+        port: u16,
+        info: Box<flotilla_sim::SimInfo>,
+    },
 }
 
 /// Where the stage step writes.
@@ -296,6 +304,11 @@ impl LocalWorld {
                     RouterTransport::new(sim.router());
                 (sim.info("https://sim.local"), None, transport)
             }
+            Link::Apart { port, ref info } => {
+                let transport: Arc<dyn azure_core::http::HttpClient> =
+                    LoopbackTransport::new(port)?;
+                ((**info).clone(), None, transport)
+            }
         };
         let config =
             flotilla_harness::sim_client_config(&info, http, None).map_err(|e| e.to_string())?;
@@ -348,8 +361,8 @@ impl LocalWorld {
             staging,
             Some(info.client_secret.clone()),
         );
-        if matches!(opts.link, Link::InProcess) {
-            // The simulated API servers answer in process too.
+        if matches!(opts.link, Link::InProcess | Link::Apart { .. }) {
+            // The simulated API servers answer through the same transport.
             azure.kube = Arc::new(flotilla_azure::kube::KubeClient::with_transport(
                 config.http.clone(),
             ));

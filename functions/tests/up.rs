@@ -379,6 +379,24 @@ fn bench_runs_jobs_to_success_and_reports_its_figures() {
 }
 
 #[test]
+fn bench_with_the_simulator_apart_reports_both_processes() {
+    let report = bench(&["--jobs", "20", "--simulator", "apart"]);
+    assert_eq!(report["succeeded"], 20, "{report}");
+    // The same calls reach the simulator over loopback as in process.
+    let arm = report["arm_requests_per_job"].as_f64().unwrap();
+    assert!((25.0..40.0).contains(&arm), "{report}");
+    let own = report["peak_rss_mb"].as_f64().unwrap();
+    let sim = report["simulator_peak_rss_mb"].as_f64().unwrap();
+    assert!(own > 0.0 && sim > 0.0, "{report}");
+    // In process, the report has no simulator figure of its own.
+    let together = bench(&["--jobs", "1"]);
+    assert!(
+        together.get("simulator_peak_rss_mb").is_none(),
+        "{together}"
+    );
+}
+
+#[test]
 fn bench_cold_start_times_serve_and_the_first_step_of_up() {
     let report = bench(&["--cold-start", "--runs", "1"]);
     assert_eq!(report["runs"], 1);

@@ -126,6 +126,50 @@ impl HttpClient for RouterTransport {
     }
 }
 
+/// Sends each request over plain HTTP to `127.0.0.1:port`, keeping its path
+/// and query: a simulator in another process of this machine (the
+/// benchmark's `--simulator apart`). Like [`RouterTransport`], the URL's
+/// scheme and host are ignored, so clients keep their `https://` endpoints.
+#[derive(Debug)]
+pub struct LoopbackTransport {
+    client: Arc<dyn HttpClient>,
+    port: u16,
+}
+
+impl LoopbackTransport {
+    pub fn new(port: u16) -> Result<Arc<Self>, String> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("cannot build the loopback client: {e}"))?;
+        Ok(Arc::new(LoopbackTransport {
+            client: Arc::new(client),
+            port,
+        }))
+    }
+}
+
+#[async_trait]
+impl HttpClient for LoopbackTransport {
+    async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+        let mut request = request.clone();
+        let url = request.url_mut();
+        let rewritten = url
+            .set_scheme("http")
+            .and_then(|()| url.set_host(Some("127.0.0.1")).map_err(|_| ()))
+            .and_then(|()| url.set_port(Some(self.port)));
+        if rewritten.is_err() {
+            return Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Other,
+                format!("cannot send {} to the loopback simulator", request.url()),
+            ));
+        }
+        self.client.execute_request(&request).await
+    }
+}
+
 /// A response header's value, `None` when absent. (azure_core's
 /// `get_optional_string` builds an error, with a backtrace when
 /// `RUST_BACKTRACE` is set, for every header that is simply absent.)
