@@ -36,6 +36,24 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU time this process has used so far (user + system), in seconds, from
+/// /proc (0 where unavailable). /proc counts in USER_HZ ticks, 100 a second
+/// on Linux whatever the kernel's own tick.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces): state is
+            // the first, utime the 12th and stime the 13th.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 /// Simulated quotas that hold `jobs` live example clusters (28 vCPUs and 5
 /// VMs in two scale sets each): the simulator's default of 100,000 of each
 /// usage holds ~3,500, and jobs past it fail at `master` and compensate.
@@ -75,8 +93,8 @@ fn bench_simulator(jobs: usize) -> Result<flotilla_sim::Sim, crate::error::Error
 
 /// `flotilla bench-simulator` (hidden): the bench's simulator as a process of
 /// its own. Prints one JSON line (`port`, `info`), serves plain HTTP on
-/// loopback until its standard input closes, then prints its peak RSS as a
-/// second JSON line (`peak_rss_mb`) and exits.
+/// loopback until its standard input closes, then prints its peak RSS and
+/// the CPU it used as a second JSON line (`peak_rss_mb`, `cpu_s`) and exits.
 pub async fn serve_simulator(jobs: usize) -> Result<ExitCode, crate::error::Error> {
     use axum::serve::ListenerExt;
     use tokio::io::AsyncReadExt;
@@ -104,7 +122,7 @@ pub async fn serve_simulator(jobs: usize) -> Result<ExitCode, crate::error::Erro
     server.abort();
     println!(
         "{}",
-        json!({"peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0})
+        json!({"peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0, "cpu_s": cpu_seconds()})
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -154,8 +172,8 @@ impl SimulatorProcess {
         })
     }
 
-    /// Stops the child and returns its peak RSS in MB.
-    async fn stop(mut self) -> Result<f64, crate::error::Error> {
+    /// Stops the child and returns its peak RSS in MB and the CPU seconds it used.
+    async fn stop(mut self) -> Result<(f64, f64), crate::error::Error> {
         drop(self.child.stdin.take());
         let last = self
             .lines
@@ -166,7 +184,7 @@ impl SimulatorProcess {
         let _ = self.child.wait().await;
         serde_json::from_str::<serde_json::Value>(&last)
             .ok()
-            .and_then(|v| v["peak_rss_mb"].as_f64())
+            .and_then(|v| Some((v["peak_rss_mb"].as_f64()?, v["cpu_s"].as_f64()?)))
             .ok_or_else(|| format!("the simulator process said {last:?}").into())
     }
 }
@@ -226,6 +244,7 @@ pub async fn run(
     let writes_before = world.engine.stats.store_writes.load(Ordering::Relaxed);
     let arm_before = world.arm.request_count();
     let started = Instant::now();
+    let cpu_before = cpu_seconds();
     let mut open = std::collections::HashSet::with_capacity(jobs);
     let mut ids = Vec::with_capacity(jobs);
     for i in 0..jobs {
@@ -262,6 +281,7 @@ pub async fn run(
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
     let mut succeeded = 0;
     for id in &ids {
         let saga = world.engine.status(id).await.map_err(|e| e.to_string())?;
@@ -283,10 +303,15 @@ pub async fn run(
         "arm_requests_per_job": ((arm as f64 / jobs as f64) * 10.0).round() / 10.0,
         "store_writes_per_job": ((writes as f64 / jobs as f64) * 10.0).round() / 10.0,
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
+        "cpu_ms_per_job": (cpu * 1000.0 / jobs as f64 * 100.0).round() / 100.0,
     });
     world.shutdown().await;
     if let Some(process) = apart {
-        report["simulator_peak_rss_mb"] = json!(process.stop().await?);
+        // The child's CPU counts its whole life, set-up included.
+        let (rss, cpu) = process.stop().await?;
+        report["simulator_peak_rss_mb"] = json!(rss);
+        report["simulator_cpu_ms_per_job"] =
+            json!((cpu * 1000.0 / jobs as f64 * 100.0).round() / 100.0);
     }
     if json_out {
         println!("{report}");

@@ -373,6 +373,7 @@ fn bench_runs_jobs_to_success_and_reports_its_figures() {
         "arm_requests_per_job",
         "store_writes_per_job",
         "peak_rss_mb",
+        "cpu_ms_per_job",
     ] {
         assert!(report[k].as_f64().unwrap() > 0.0, "{k} in {report}");
     }
@@ -385,9 +386,14 @@ fn bench_with_the_simulator_apart_reports_both_processes() {
     // The same calls reach the simulator over loopback as in process.
     let arm = report["arm_requests_per_job"].as_f64().unwrap();
     assert!((25.0..40.0).contains(&arm), "{report}");
-    let own = report["peak_rss_mb"].as_f64().unwrap();
-    let sim = report["simulator_peak_rss_mb"].as_f64().unwrap();
-    assert!(own > 0.0 && sim > 0.0, "{report}");
+    for k in [
+        "peak_rss_mb",
+        "simulator_peak_rss_mb",
+        "cpu_ms_per_job",
+        "simulator_cpu_ms_per_job",
+    ] {
+        assert!(report[k].as_f64().unwrap() > 0.0, "{k} in {report}");
+    }
     // In process, the report has no simulator figure of its own.
     let together = bench(&["--jobs", "1"]);
     assert!(
