@@ -230,7 +230,7 @@ enum Command {
         workers: usize,
         /// Instead of jobs, time `serve` from exec to ready, on fresh and on
         /// reused data dirs, and `up` from exec to its first step running.
-        #[arg(long, conflicts_with_all = ["jobs", "workers"])]
+        #[arg(long, conflicts_with_all = ["jobs", "workers", "simulator"])]
         cold_start: bool,
         /// How many starts of each kind --cold-start times.
         #[arg(long, default_value_t = 10, requires = "cold_start")]
