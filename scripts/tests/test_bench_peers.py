@@ -76,6 +76,31 @@ class ProcAccountingTest(unittest.TestCase):
             parent.wait(timeout=10)
 
 
+class FlotillaApartTest(unittest.TestCase):
+    def test_apart_reports_the_bench_process_alone(self):
+        """With the simulator apart, the figures are the bench's own (wait4
+        would add the simulator child's CPU), and the bench is asked for it."""
+        import tempfile
+        from types import SimpleNamespace
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            fake = work / "flotilla"
+            fake.write_text(
+                "#!/bin/sh\n"
+                "echo \"$@\" > args.txt\n"
+                "echo '{\"seconds\": 2.0, \"succeeded\": 10, \"cpu_ms_per_job\": 7.5, "
+                "\"peak_rss_mb\": 33.0}'\n")
+            fake.chmod(0o755)
+            args = SimpleNamespace(flotilla=str(fake))
+            result = run.run_flotilla_apart(args, 10, work)
+            self.assertIn("--simulator apart", (work / "args.txt").read_text())
+            self.assertAlmostEqual(result["cpu_s"], 0.075)
+            self.assertEqual(result["peak_rss_mb"], 33.0)
+            together = run.run_flotilla(args, 10, work)
+            self.assertNotIn("--simulator", (work / "args.txt").read_text())
+            self.assertNotEqual(together["peak_rss_mb"], 33.0)
+
+
 class ArgumentsTest(unittest.TestCase):
     def refusal(self, *argv: str) -> str:
         proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_peers" / "run.py"), *argv,
