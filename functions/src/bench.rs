@@ -54,6 +54,12 @@ fn cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `cpu_s` CPU seconds spent on `jobs` jobs, as milliseconds per job to
+/// two decimals.
+fn ms_per_job(cpu_s: f64, jobs: usize) -> f64 {
+    (cpu_s * 1000.0 / jobs as f64 * 100.0).round() / 100.0
+}
+
 /// Simulated quotas that hold `jobs` live example clusters (28 vCPUs and 5
 /// VMs in two scale sets each): the simulator's default of 100,000 of each
 /// usage holds ~3,500, and jobs past it fail at `master` and compensate.
@@ -97,7 +103,6 @@ fn bench_simulator(jobs: usize) -> Result<flotilla_sim::Sim, crate::error::Error
 /// the CPU it used as a second JSON line (`peak_rss_mb`, `cpu_s`) and exits.
 pub async fn serve_simulator(jobs: usize) -> Result<ExitCode, crate::error::Error> {
     use axum::serve::ListenerExt;
-    use tokio::io::AsyncReadExt;
     let sim = bench_simulator(jobs)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
@@ -117,8 +122,8 @@ pub async fn serve_simulator(jobs: usize) -> Result<ExitCode, crate::error::Erro
         "{}",
         json!({"port": port, "info": sim.info("https://sim.local")})
     );
-    let mut rest = Vec::new();
-    let _ = tokio::io::stdin().read_to_end(&mut rest).await;
+    // Whatever arrives on stdin is discarded; its end is the signal to stop.
+    let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
     server.abort();
     println!(
         "{}",
@@ -303,15 +308,14 @@ pub async fn run(
         "arm_requests_per_job": ((arm as f64 / jobs as f64) * 10.0).round() / 10.0,
         "store_writes_per_job": ((writes as f64 / jobs as f64) * 10.0).round() / 10.0,
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
-        "cpu_ms_per_job": (cpu * 1000.0 / jobs as f64 * 100.0).round() / 100.0,
+        "cpu_ms_per_job": ms_per_job(cpu, jobs),
     });
     world.shutdown().await;
     if let Some(process) = apart {
         // The child's CPU counts its whole life, set-up included.
         let (rss, cpu) = process.stop().await?;
         report["simulator_peak_rss_mb"] = json!(rss);
-        report["simulator_cpu_ms_per_job"] =
-            json!((cpu * 1000.0 / jobs as f64 * 100.0).round() / 100.0);
+        report["simulator_cpu_ms_per_job"] = json!(ms_per_job(cpu, jobs));
     }
     if json_out {
         println!("{report}");

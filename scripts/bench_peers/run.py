@@ -210,12 +210,11 @@ def run_flotilla(args, jobs: int, work: Path, apart: bool = False) -> dict:
         raise RuntimeError(f"flotilla bench exited {proc.returncode}: "
                            f"{(work / 'flotilla.err').read_text()[-2000:]}")
     if apart:
-        return {"seconds": report["seconds"], "succeeded": report["succeeded"],
-                "cpu_s": report["cpu_ms_per_job"] * jobs / 1000,
-                "peak_rss_mb": report["peak_rss_mb"], "flotilla": report}
-    return {"seconds": report["seconds"], "succeeded": report["succeeded"],
-            "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
-            "flotilla": report}
+        cpu_s, rss = report["cpu_ms_per_job"] * jobs / 1000, report["peak_rss_mb"]
+    else:
+        cpu_s, rss = usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return {"seconds": report["seconds"], "succeeded": report["succeeded"], "cpu_s": cpu_s,
+            "peak_rss_mb": rss, "flotilla": report}
 
 
 def run_flotilla_apart(args, jobs: int, work: Path) -> dict:
