@@ -247,6 +247,7 @@ pub async fn run(
         .watch_settled()
         .ok_or("the bench's engine is already watched")?;
     let writes_before = world.engine.stats.store_writes.load(Ordering::Relaxed);
+    let waits_before = world.engine.stats.waits.load(Ordering::Relaxed);
     let arm_before = world.arm.request_count();
     let started = Instant::now();
     let cpu_before = cpu_seconds();
@@ -256,7 +257,13 @@ pub async fn run(
         // Every job its own address space: pre-flight refuses overlapping VNets in one group.
         let mut spec = spec.clone();
         spec.network = flotilla_core::spec::NetworkSpec::numbered(i as u32);
-        let id = world.engine.submit(spec).await.map_err(|e| e.to_string())?;
+        // Checked at the edge, as `up` and HTTP submit do.
+        let id = world
+            .engine
+            .submit_checked(spec, None)
+            .await
+            .map_err(|e| e.to_string())?
+            .job;
         open.insert(id.clone());
         ids.push(id);
     }
@@ -297,6 +304,7 @@ pub async fn run(
     let mut timings = world.engine.stats.timings_ms();
     timings.sort_by(|a, b| a.total_cmp(b));
     let writes = world.engine.stats.store_writes.load(Ordering::Relaxed) - writes_before;
+    let waits = world.engine.stats.waits.load(Ordering::Relaxed) - waits_before;
     let arm = world.arm.request_count() - arm_before;
     let mut report = json!({
         "jobs": jobs,
@@ -307,6 +315,7 @@ pub async fn run(
         "step_overhead_ms_p99": (percentile(&timings, 0.99) * 1000.0).round() / 1000.0,
         "arm_requests_per_job": ((arm as f64 / jobs as f64) * 10.0).round() / 10.0,
         "store_writes_per_job": ((writes as f64 / jobs as f64) * 10.0).round() / 10.0,
+        "waits_per_job": ((waits as f64 / jobs as f64) * 10.0).round() / 10.0,
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
         "cpu_ms_per_job": ms_per_job(cpu, jobs),
     });

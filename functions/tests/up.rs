@@ -377,6 +377,11 @@ fn bench_runs_jobs_to_success_and_reports_its_figures() {
     ] {
         assert!(report[k].as_f64().unwrap() > 0.0, "{k} in {report}");
     }
+    // A job's writes: its creation, one per step (the write that ends it),
+    // and one per re-check it waited for; nothing else.
+    let writes = report["store_writes_per_job"].as_f64().unwrap();
+    let waits = report["waits_per_job"].as_f64().unwrap();
+    assert!((writes - waits - 7.0).abs() < 0.15, "{report}");
 }
 
 #[test]

@@ -271,8 +271,10 @@ pub fn preflight_passed(saga: &mut Saga, preflight: crate::preflight::Preflight)
 /// error listing them. No step ran, so nothing is compensated.
 ///
 /// # Guarantees
-/// Only a job that created nothing is rejected (the engine runs pre-flight
-/// before the first operation of `stage`); the steps stay `Pending`.
+/// Only a job that created nothing is rejected (the engine runs pre-flight,
+/// and saves a verdict that passes, before the first operation of `stage`);
+/// the steps stay `Pending`, and the intents `stage` had recorded ahead,
+/// never sent, are dropped.
 pub fn reject(
     saga: &mut Saga,
     preflight: crate::preflight::Preflight,
@@ -280,6 +282,7 @@ pub fn reject(
 ) -> Vec<Emit> {
     let info = ErrorInfo::terminal("PreflightFailed", preflight.summary());
     saga.preflight = Some(preflight);
+    saga.resources.retain(|r| r.state != ResourceState::Planned);
     for s in &mut saga.steps {
         if s.status == StepStatus::Running {
             s.status = StepStatus::Pending;

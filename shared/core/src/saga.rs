@@ -194,6 +194,12 @@ pub enum ResourceKind {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResourceState {
+    /// Recorded ahead, by the write that ended the step before (or created
+    /// the job): no handler of its own step has saved since, so nobody has
+    /// claimed it. Its step's first handler sends it without a write of its
+    /// own; until that handler saves, the create may have reached Azure (a
+    /// handler that crashed after sending), so undo deletes it like `Creating`.
+    Planned,
     /// Intent recorded: the create may or may not have reached Azure.
     Creating,
     Created,

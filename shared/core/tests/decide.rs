@@ -1785,3 +1785,15 @@ fn the_wait_says_what_is_awaited_and_since_when() {
     saga.status = JobStatus::Compensated;
     assert!(saga.wait().is_none());
 }
+
+#[test]
+fn intents_recorded_ahead_are_undone_like_creates_in_flight() {
+    // A handler may have sent a planned create and died before saving, so
+    // undo deletes what was planned too, newest first.
+    let mut saga = saga_after(2);
+    saga.resources
+        .extend(records(StepName::Keys, ResourceState::Planned));
+    let last = saga.resources.len() - 1;
+    assert_eq!(decide::next_undo(&saga), Some(last));
+    assert_eq!(saga.live_resources().count(), saga.resources.len());
+}

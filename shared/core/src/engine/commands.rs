@@ -115,6 +115,7 @@ impl Engine {
         saga.submission_key = key.map(str::to_string);
         saga.owner = owner.map(str::to_string);
         saga.preflight = preflight;
+        self.plan_ahead(&mut saga, crate::saga::StepName::Stage);
         let first = decide::job_requested_event(&saga);
         match self.create(saga.clone(), first).await {
             Ok(()) => Ok(Submitted {

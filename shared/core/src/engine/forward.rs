@@ -176,14 +176,22 @@ impl Engine {
         // Pre-flight is the job's first action, before `stage` writes
         // anything (unless the edge ran it already). A transient read error
         // retries the step like any other; problems reject the job.
-        if step == StepName::Stage && txn.saga.preflight.is_none() && txn.saga.resources.is_empty()
+        if step == StepName::Stage
+            && txn.saga.preflight.is_none()
+            && txn
+                .saga
+                .resources
+                .iter()
+                .all(|r| r.state == ResourceState::Planned)
         {
             match self.preflight(&txn.saga.spec, &txn.saga.id).await {
                 Ok(verdict) if verdict.passed() => {
-                    // Saved with the step's intents, the next write: both
-                    // precede any side effect, and a crash in between only
-                    // runs pre-flight again.
+                    // Saved before any side effect: a crash before this
+                    // write only runs pre-flight again, and after it the
+                    // job is never rejected (it may have created something).
+                    // Jobs checked at the edge (HTTP, `up`) skip this write.
                     decide::preflight_passed(&mut txn.saga, verdict);
+                    self.save(txn).await?;
                 }
                 Ok(verdict) => {
                     tracing::warn!(job = %txn.saga.id, problems = %verdict.summary(), "pre-flight rejected the job");
@@ -227,7 +235,15 @@ impl Engine {
                 Ran::Failed { step, error } => return self.step_failed(txn, step, &error).await,
             }
         }
+        // Recorded ahead but not in the plan that ran (a command changed the
+        // job in between): never sent, so nothing to undo.
+        txn.saga
+            .resources
+            .retain(|r| !(r.step == step && r.state == ResourceState::Planned));
         let emits = decide::finish_step(&mut txn.saga, step, self.now());
+        if let Some(next) = step.next() {
+            self.plan_ahead(&mut txn.saga, next);
+        }
         txn.outbox.extend(emits);
         self.save(txn).await
     }
@@ -271,26 +287,65 @@ impl Engine {
         })
     }
 
+    /// Records the intents of `step`'s creates as [`ResourceState::Planned`]
+    /// in `saga`, for the write under way (the one that ends the step before,
+    /// or creates the job) to carry: the step's first handler then has
+    /// nothing to write before its first send, and a step costs one write.
+    /// An existing subnet's NSG attachment is left to its step, because its
+    /// intent needs a read (the NSG the subnet has).
+    pub(super) fn plan_ahead(&self, saga: &mut crate::saga::Saga, step: StepName) {
+        for op in steps::plan(step, saga, &self.env) {
+            if matches!(op, Op::AttachNsg { .. }) {
+                continue;
+            }
+            let Some((id, kind)) = self.intent(&op) else {
+                continue;
+            };
+            if saga.resource_index(&id).is_none() {
+                saga.resources.push(ResourceRecord {
+                    id,
+                    step,
+                    kind,
+                    state: ResourceState::Planned,
+                    reopened: 0,
+                });
+            }
+        }
+    }
+
     /// Runs create operations in order, each recorded under its step, until
     /// one must wait, fails, or is the node check (which the caller runs).
     ///
-    /// The intent of every operation not yet recorded is written in one
-    /// write, before any side effect. That write also claims them: a handler
-    /// whose saga changed after it (a duplicate delivery that claimed them in
-    /// turn) must not send them too, so before each further send the saga is
-    /// checked to be unchanged. An existing subnet's NSG records, with its
-    /// intent, the NSG the subnet had, so undo can put it back.
+    /// Every operation's intent is durable before its first send: recorded
+    /// ahead ([`Engine::plan_ahead`]), or, for those not yet recorded, in one
+    /// write before any side effect. A handler whose saga changed after it
+    /// loaded or wrote it (a duplicate delivery that went ahead) must not
+    /// send them too, so before each further send the saga is checked to be
+    /// unchanged. Two deliveries of one event running at once (possible only
+    /// once a bus lock is lost) may both send a step's first create: it is
+    /// the same idempotent PUT, and whichever handler saves first is the one
+    /// whose operation the saga tracks. An existing subnet's NSG records,
+    /// with its intent, the NSG the subnet had, so undo can put it back.
     pub(super) async fn run_ops(
         &self,
         txn: &mut Txn,
         ops: Vec<(StepName, Op)>,
     ) -> Result<Ran, EngineError> {
         let mut fresh = vec![];
+        let mut recorded = false;
         for (step, op) in &ops {
             let Some((id, kind)) = self.intent(op) else {
                 continue;
             };
-            if txn.saga.resource_index(&id).is_none() {
+            if let Some(index) = txn.saga.resource_index(&id) {
+                // Recorded ahead and sent by nobody who saved: this
+                // handler's own, with no write needed first.
+                let r = &mut txn.saga.resources[index];
+                if r.state == ResourceState::Planned {
+                    r.state = ResourceState::Creating;
+                    fresh.push(index);
+                }
+            } else {
                 let kind = match op {
                     Op::AttachNsg { subnet, .. } => match self.subnet_nsg(subnet).await {
                         Ok(previous) => ResourceKind::SubnetNsg { previous },
@@ -306,11 +361,35 @@ impl Engine {
                     reopened: 0,
                 });
                 fresh.push(txn.saga.resources.len() - 1);
+                recorded = true;
             }
         }
-        if !fresh.is_empty() {
+        if recorded {
             self.save(txn).await?;
         }
+        // This handler's intents that it has not sent yet: when it stops
+        // before them (a wait, a failure, the node check), the write it
+        // stops with records them as `Planned` again, so whoever goes on
+        // sends them without a claim write of its own.
+        let mut unsent = fresh.clone();
+        let ran = self.send_ops(txn, ops, &fresh, &mut unsent).await?;
+        if !matches!(ran, Ran::Done) {
+            for i in unsent {
+                txn.saga.resources[i].state = ResourceState::Planned;
+            }
+        }
+        Ok(ran)
+    }
+
+    /// [`Engine::run_ops`]'s sends, in order; `fresh` are the intents this
+    /// handler may send without a claim write, and each one sent leaves `unsent`.
+    async fn send_ops(
+        &self,
+        txn: &mut Txn,
+        ops: Vec<(StepName, Op)>,
+        fresh: &[usize],
+        unsent: &mut Vec<usize>,
+    ) -> Result<Ran, EngineError> {
         let mut sent = false;
         let mut ops = ops.into_iter();
         while let Some((step, op)) = ops.next() {
@@ -344,6 +423,7 @@ impl Engine {
                     return Ok(Ran::Failed { step, error });
                 }
             }
+            unsent.retain(|&i| i != index);
             match self.run_op(txn, &op).await {
                 Ok(None) => decide::resource_created(&mut txn.saga, index),
                 Ok(Some(poll)) => {

@@ -129,6 +129,8 @@ impl From<crate::decide::Refusal> for CommandError {
 #[derive(Default)]
 pub struct Stats {
     pub store_writes: AtomicU64,
+    /// Re-checks scheduled by saves: an operation or the nodes not done yet.
+    pub waits: AtomicU64,
     pub handled: AtomicU64,
     timings_ms: Mutex<Vec<f64>>,
     /// Where saves announce the jobs they settled, once someone watches.

@@ -101,6 +101,10 @@ impl Engine {
             txn.saga.rearms = 0;
         }
         let entries: Vec<OutboxEntry> = txn.outbox.iter().map(|e| entry(e, now)).collect();
+        let waits = entries
+            .iter()
+            .filter(|e| e.event.event_type() == crate::events::types::STEP_POLL)
+            .count();
         if let Some(due) = entries.iter().map(|e| e.not_before.unwrap_or(now)).max() {
             txn.saga.wake_at = Some(due);
         }
@@ -128,6 +132,7 @@ impl Engine {
             self.send_stored(txn).await?;
         }
         txn.outbox.clear();
+        self.stats.waits.fetch_add(waits as u64, Ordering::Relaxed);
         self.stats.saved(&txn.saga);
         Ok(())
     }
