@@ -127,13 +127,17 @@ impl<V: Indexed> Tracked<V> {
         self.totals.get(name).copied().unwrap_or(0)
     }
     /// The entries whose keys start with `prefix`, in key order.
+    ///
+    /// A range between two bounds, not a comparison per entry: a group's
+    /// listing walks only its own resources. The upper bound, the prefix
+    /// followed by U+10FFFF (a noncharacter, in no ARM id), sorts after
+    /// every key that starts with the prefix.
     pub fn with_prefix(&self, prefix: String) -> impl Iterator<Item = (&String, &V)> {
-        self.map
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(move |(k, _)| k.starts_with(&prefix))
+        let end = format!("{prefix}{}", char::MAX);
+        self.map.range::<str, _>((
+            std::ops::Bound::Included(prefix.as_str()),
+            std::ops::Bound::Excluded(end.as_str()),
+        ))
     }
     /// The keys of watched values (see [`Indexed::watched`]) inserted,
     /// changed or removed since the last call.

@@ -1291,6 +1291,66 @@ async fn key_vault_and_blob_data_planes() {
 }
 
 #[tokio::test]
+async fn a_name_filter_lists_exactly_the_names_that_contain_it() {
+    // Pre-flight's listing of a job's names: what contains the fragment,
+    // ignoring case, in the group asked for and no other.
+    let h = start_lro(0).await;
+    h.put_rg("rg").await;
+    h.put_rg("rg2").await;
+    let body = json!({"location": "westeurope"});
+    let nsg = "Microsoft.Network/networkSecurityGroups";
+    for name in [
+        "demo-abc123-nsg",
+        "Demo-ABC123",
+        "xdemo-abc123x",
+        "demo-abc124-nsg",
+        "demoabc123",
+        "abc123-demo",
+    ] {
+        h.put_and_wait(&h.id("rg", nsg, name), NET, &body).await;
+    }
+    h.put_and_wait(&h.id("rg2", nsg, "demo-abc123-other"), NET, &body)
+        .await;
+    let listed = |fragment: &'static str| {
+        let h = &h;
+        async move {
+            let path = format!(
+                "{}/resources?$filter=substringof('{fragment}', name)",
+                h.rg_path("rg")
+            );
+            let r = h.arm(Method::GET, &path, RES, None).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            let mut names: Vec<String> = r.body["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["name"].as_str().unwrap().to_string())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(
+        listed("DEMO-abc123").await,
+        ["Demo-ABC123", "demo-abc123-nsg", "xdemo-abc123x"]
+    );
+    assert_eq!(
+        listed("abc12").await,
+        [
+            "Demo-ABC123",
+            "abc123-demo",
+            "demo-abc123-nsg",
+            "demo-abc124-nsg",
+            "demoabc123",
+            "xdemo-abc123x"
+        ]
+    );
+    assert_eq!(listed("o-abc124").await, ["demo-abc124-nsg"]);
+    assert!(listed("demo-zzz999").await.is_empty());
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
 async fn inventory_by_tag() {
     let h = start_lro(0).await;
     h.put_rg("rg").await;

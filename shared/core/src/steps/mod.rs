@@ -1,7 +1,9 @@
 //! One module per step. Each says, in its module doc, the event it takes,
 //! the events it emits, what it creates and how that is undone, and exposes
 //! `plan`: the step's resources as an ordered list of idempotent operations.
-//! The engine records each operation's intent in the saga before running it.
+//! The engine records each operation's intent in the saga before running it
+//! (ahead, in the write that ends the step before: `Engine::plan_ahead`), so
+//! a plan must name the same resources whenever it is computed.
 
 pub mod join;
 pub mod keys;

@@ -61,7 +61,12 @@ pub(crate) fn list(
             return Err(rg_not_found(rg));
         }
     }
-    let rg_lc = rg.as_ref().map(|r| r.to_ascii_lowercase());
+    // A group's range holds only its own resources; a listing of groups
+    // checks each one.
+    let rg_lc = rg
+        .as_ref()
+        .filter(|_| groups)
+        .map(|r| r.to_ascii_lowercase());
     // A group's resources sit below its key, groups in their type's index:
     // a listing reads those, not every resource of every group.
     let candidates: Box<dyn Iterator<Item = &crate::state::Resource>> = match &rg {
