@@ -1,6 +1,7 @@
 //! Forward steps: a step's operations in order (intent recorded before each
-//! create, most of them by the write that ended the step before), long-running operations saved and re-checked by scheduled
-//! events, `join`'s node checks, and a step's failure handed to `decide`.
+//! create, most of them by the write that ended the step before),
+//! long-running operations saved and re-checked by scheduled events, `join`'s
+//! node checks, and a step's failure handed to `decide`.
 
 use super::txn::Txn;
 use super::{Engine, EngineError};
