@@ -54,6 +54,11 @@ fn cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `count` things done for `jobs` jobs, per job to one decimal.
+fn per_job(count: u64, jobs: usize) -> f64 {
+    (count as f64 / jobs as f64 * 10.0).round() / 10.0
+}
+
 /// `cpu_s` CPU seconds spent on `jobs` jobs, as milliseconds per job to
 /// two decimals.
 fn ms_per_job(cpu_s: f64, jobs: usize) -> f64 {
@@ -313,9 +318,9 @@ pub async fn run(
         "sagas_per_s": ((jobs as f64 / elapsed) * 10.0).round() / 10.0,
         "step_overhead_ms_p50": (percentile(&timings, 0.5) * 1000.0).round() / 1000.0,
         "step_overhead_ms_p99": (percentile(&timings, 0.99) * 1000.0).round() / 1000.0,
-        "arm_requests_per_job": ((arm as f64 / jobs as f64) * 10.0).round() / 10.0,
-        "store_writes_per_job": ((writes as f64 / jobs as f64) * 10.0).round() / 10.0,
-        "waits_per_job": ((waits as f64 / jobs as f64) * 10.0).round() / 10.0,
+        "arm_requests_per_job": per_job(arm, jobs),
+        "store_writes_per_job": per_job(writes, jobs),
+        "waits_per_job": per_job(waits, jobs),
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
         "cpu_ms_per_job": ms_per_job(cpu, jobs),
     });

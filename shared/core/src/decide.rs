@@ -328,7 +328,11 @@ pub fn start_step(saga: &mut Saga, step: StepName, now: OffsetDateTime) {
 }
 
 /// A step finished: mark it, and either emit its event or finish the job.
+/// Its intents still `Planned` were recorded ahead but not in the plan that
+/// ran (a command changed the job in between): never sent, they are dropped.
 pub fn finish_step(saga: &mut Saga, step: StepName, now: OffsetDateTime) -> Vec<Emit> {
+    saga.resources
+        .retain(|r| !(r.step == step && r.state == ResourceState::Planned));
     let s = saga.step_mut(step);
     s.status = StepStatus::Succeeded;
     s.finished_at = Some(now);

@@ -1413,29 +1413,38 @@ impl World {
     /// many deliveries were made.
     pub async fn pump(&self) -> usize {
         let mut n = 0;
-        while let Ok(Some(d)) = self.bus.receive(Duration::ZERO).await {
+        while self.deliver_one().await {
             n += 1;
-            let verdict = settle(
-                &self.engine,
-                Delivered {
-                    body: &d.body,
-                    message_id: &d.message_id,
-                    delivery_count: d.delivery_count,
-                    max_delivery_count: self.bus.max_delivery_count,
-                    can_dead_letter: true,
-                },
-            )
-            .await;
-            let _ = match verdict {
-                Settlement::Complete => self.bus.complete(&d).await,
-                Settlement::Abandon { .. } => self.bus.abandon(&d).await,
-                Settlement::DeadLetter { reason } | Settlement::Poison { reason } => {
-                    self.bus.dead_letter(&d, &reason).await
-                }
-            };
             assert!(n < 100_000, "the bus never drains");
         }
         n
+    }
+
+    /// Settles the next visible message, as a consumer would; false when
+    /// none is visible.
+    pub async fn deliver_one(&self) -> bool {
+        let Ok(Some(d)) = self.bus.receive(Duration::ZERO).await else {
+            return false;
+        };
+        let verdict = settle(
+            &self.engine,
+            Delivered {
+                body: &d.body,
+                message_id: &d.message_id,
+                delivery_count: d.delivery_count,
+                max_delivery_count: self.bus.max_delivery_count,
+                can_dead_letter: true,
+            },
+        )
+        .await;
+        let _ = match verdict {
+            Settlement::Complete => self.bus.complete(&d).await,
+            Settlement::Abandon { .. } => self.bus.abandon(&d).await,
+            Settlement::DeadLetter { reason } | Settlement::Poison { reason } => {
+                self.bus.dead_letter(&d, &reason).await
+            }
+        };
+        true
     }
 
     /// Pumps, moving the clock one second at a time, until the job is

@@ -7,7 +7,7 @@ use flotilla_azure::AzureError;
 use flotilla_core::engine::{CommandError, DeletedOutside, SweepOptions};
 use flotilla_core::events::{types, CloudEvent, EventData};
 use flotilla_core::ports::{Clock, EventBus, OutMessage, SagaStore};
-use flotilla_core::saga::{JobStatus, ResourceState, StepName, StepStatus};
+use flotilla_core::saga::{JobStatus, ResourceState, Saga, StepName, StepStatus};
 use flotilla_core::spec::ClusterSpec;
 use flotilla_core::testing::World;
 use std::sync::atomic::Ordering;
@@ -550,20 +550,6 @@ async fn the_retry_budget_counts_failures_without_progress() {
     assert_eq!(saga.step(StepName::Prereqs).attempts, 9);
 }
 
-/// Handles the next visible message as a consumer would (complete on `Ok`,
-/// abandon on `Err`); `None` when nothing is visible.
-async fn deliver_one(w: &World) -> Option<(CloudEvent, bool)> {
-    let d = w.bus.receive(Duration::ZERO).await.unwrap()?;
-    let event = CloudEvent::from_json(&d.body).unwrap();
-    let ok = w.engine.handle(&event).await.is_ok();
-    if ok {
-        w.bus.complete(&d).await.unwrap();
-    } else {
-        w.bus.abandon(&d).await.unwrap();
-    }
-    Some((event, ok))
-}
-
 /// Delivers messages until the next one would start `step`; returns that
 /// message's event without handling it.
 async fn run_until_the_trigger_of(w: &World, job: &str, step: StepName) -> CloudEvent {
@@ -580,10 +566,34 @@ async fn run_until_the_trigger_of(w: &World, job: &str, step: StepName) -> Cloud
             w.bus.abandon(&d).await.unwrap();
             return CloudEvent::from_json(&d.body).unwrap();
         }
-        if deliver_one(w).await.is_none() {
+        if !w.deliver_one().await {
             w.clock.advance(Duration::from_secs(1));
         }
     }
+}
+
+/// Submits `spec` through the edge's pre-flight, as `up` and HTTP do.
+async fn submit_checked(w: &World, spec: &ClusterSpec) -> String {
+    w.engine
+        .submit_checked(spec.clone(), None)
+        .await
+        .unwrap()
+        .job
+}
+
+/// The job ran to `Succeeded` with every resource of `spec` created once,
+/// and its undo log holds nothing but created resources.
+fn succeeded_creating_each_once(w: &World, spec: &ClusterSpec, saga: &Saga) {
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    assert_eq!(w.cloud.resources().len(), expected_arm(spec));
+    assert_eq!(w.cloud.max_creates(), 1, "every resource created once");
+    assert!(
+        saga.resources
+            .iter()
+            .all(|r| r.state == ResourceState::Created),
+        "{:?}",
+        saga.resources
+    );
 }
 
 #[tokio::test]
@@ -594,14 +604,10 @@ async fn a_step_costs_one_write_the_one_that_ends_it() {
     // that publishes is two replaces: the change with its events, then
     // their removal once sent.
     let w = World::new();
-    let job = w
-        .engine
-        .submit_checked(ClusterSpec::example(), None)
-        .await
-        .unwrap()
-        .job;
+    let spec = ClusterSpec::example();
+    let job = submit_checked(&w, &spec).await;
     let saga = w.run(&job, LIMIT).await;
-    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    succeeded_creating_each_once(&w, &spec, &saga);
     let waits = w
         .bus
         .sent_events()
@@ -614,25 +620,13 @@ async fn a_step_costs_one_write_the_one_that_ends_it() {
         2 * publishing_writes,
         "the job's creation, one write per step and one per wait ({waits}), nothing else"
     );
-    assert!(
-        saga.resources
-            .iter()
-            .all(|r| r.state == ResourceState::Created),
-        "{:?}",
-        saga.resources
-    );
 }
 
 #[tokio::test]
 async fn a_step_whose_handler_died_after_its_sends_is_finished_by_the_redelivery() {
     let w = World::new();
     let spec = ClusterSpec::example();
-    let job = w
-        .engine
-        .submit_checked(spec.clone(), None)
-        .await
-        .unwrap()
-        .job;
+    let job = submit_checked(&w, &spec).await;
     let trigger = run_until_the_trigger_of(&w, &job, StepName::Prereqs).await;
     let saga = w.engine.status(&job).await.unwrap().unwrap();
     let planned: Vec<_> = saga
@@ -652,35 +646,19 @@ async fn a_step_whose_handler_died_after_its_sends_is_finished_by_the_redelivery
     assert_eq!(saga.step(StepName::Prereqs).status, StepStatus::Pending);
     // The redelivery sends them again (the same PUTs) and ends the step.
     let saga = w.run(&job, LIMIT).await;
-    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
-    assert_eq!(w.cloud.resources().len(), expected_arm(&spec));
-    assert_eq!(w.cloud.max_creates(), 1, "every resource created once");
+    succeeded_creating_each_once(&w, &spec, &saga);
 }
 
 #[tokio::test]
 async fn two_deliveries_of_one_event_at_once_create_every_resource_once() {
     let w = World::new();
     let spec = ClusterSpec::example();
-    let job = w
-        .engine
-        .submit_checked(spec.clone(), None)
-        .await
-        .unwrap()
-        .job;
+    let job = submit_checked(&w, &spec).await;
     let trigger = run_until_the_trigger_of(&w, &job, StepName::Keys).await;
     // A lost lock: the same event handled twice at the same time. Both may
     // send the step's creates; one save wins and the other handler stops.
     let (a, b) = tokio::join!(w.engine.handle(&trigger), w.engine.handle(&trigger));
     assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
     let saga = w.run(&job, LIMIT).await;
-    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
-    assert_eq!(w.cloud.resources().len(), expected_arm(&spec));
-    assert_eq!(w.cloud.max_creates(), 1, "every resource created once");
-    assert!(
-        saga.resources
-            .iter()
-            .all(|r| r.state == ResourceState::Created),
-        "{:?}",
-        saga.resources
-    );
+    succeeded_creating_each_once(&w, &spec, &saga);
 }

@@ -236,11 +236,6 @@ impl Engine {
                 Ran::Failed { step, error } => return self.step_failed(txn, step, &error).await,
             }
         }
-        // Recorded ahead but not in the plan that ran (a command changed the
-        // job in between): never sent, so nothing to undo.
-        txn.saga
-            .resources
-            .retain(|r| !(r.step == step && r.state == ResourceState::Planned));
         let emits = decide::finish_step(&mut txn.saga, step, self.now());
         if let Some(next) = step.next() {
             self.plan_ahead(&mut txn.saga, next);
@@ -332,7 +327,8 @@ impl Engine {
         txn: &mut Txn,
         ops: Vec<(StepName, Op)>,
     ) -> Result<Ran, EngineError> {
-        let mut fresh = vec![];
+        // This handler's own intents, not sent yet: recorded ahead, or now.
+        let mut unsent = vec![];
         let mut recorded = false;
         for (step, op) in &ops {
             let Some((id, kind)) = self.intent(op) else {
@@ -344,7 +340,7 @@ impl Engine {
                 let r = &mut txn.saga.resources[index];
                 if r.state == ResourceState::Planned {
                     r.state = ResourceState::Creating;
-                    fresh.push(index);
+                    unsent.push(index);
                 }
             } else {
                 let kind = match op {
@@ -361,19 +357,17 @@ impl Engine {
                     state: ResourceState::Creating,
                     reopened: 0,
                 });
-                fresh.push(txn.saga.resources.len() - 1);
+                unsent.push(txn.saga.resources.len() - 1);
                 recorded = true;
             }
         }
         if recorded {
             self.save(txn).await?;
         }
-        // This handler's intents that it has not sent yet: when it stops
-        // before them (a wait, a failure, the node check), the write it
-        // stops with records them as `Planned` again, so whoever goes on
-        // sends them without a claim write of its own.
-        let mut unsent = fresh.clone();
-        let ran = self.send_ops(txn, ops, &fresh, &mut unsent).await?;
+        // When it stops before some of them (a wait, a failure, the node
+        // check), the write it stops with records those as `Planned` again,
+        // so whoever goes on sends them without a claim write of its own.
+        let ran = self.send_ops(txn, ops, &mut unsent).await?;
         if !matches!(ran, Ran::Done) {
             for i in unsent {
                 txn.saga.resources[i].state = ResourceState::Planned;
@@ -382,13 +376,13 @@ impl Engine {
         Ok(ran)
     }
 
-    /// [`Engine::run_ops`]'s sends, in order; `fresh` are the intents this
-    /// handler may send without a claim write, and each one sent leaves `unsent`.
+    /// [`Engine::run_ops`]'s sends, in order. `unsent` are this handler's
+    /// own intents, which it sends without a claim write; each one sent
+    /// leaves it.
     async fn send_ops(
         &self,
         txn: &mut Txn,
         ops: Vec<(StepName, Op)>,
-        fresh: &[usize],
         unsent: &mut Vec<usize>,
     ) -> Result<Ran, EngineError> {
         let mut sent = false;
@@ -409,7 +403,7 @@ impl Engine {
             if txn.saga.resources[index].state == ResourceState::Created {
                 continue;
             }
-            if !fresh.contains(&index) {
+            if !unsent.contains(&index) {
                 // Sent before (a retry, a crash, a duplicate delivery):
                 // claim it with a write first, so of two handlers the one
                 // whose write lost never sends, and the operation the
