@@ -425,6 +425,14 @@ async fn measure(world: &World, jobs: u64) -> Measured {
         writes >= jobs * 7,
         "at least one saga write per step and the submission: {cosmos_c:?}"
     );
+    // One replace per handled message (a step, or a wait) and one per job
+    // removing its settled last event: sent events leave the document with
+    // the next step's own write, not with one of their own.
+    let replaces = cosmos_c.get("replaces").copied().unwrap_or(0);
+    assert!(
+        replaces <= receives + jobs,
+        "{replaces} replaces for {receives} deliveries of {jobs} jobs: {cosmos_c:?}"
+    );
     assert!(sim_c.get("arm_writes").copied().unwrap_or(0) >= jobs * 6);
     eprintln!(
         "measure: {status_calls} status calls at {status_cosmos} Cosmos requests each, {status_failures} answered 500"

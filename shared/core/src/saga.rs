@@ -357,9 +357,10 @@ pub struct Saga {
     /// Messages that could not be processed and were dead-lettered.
     #[serde(default)]
     pub dead_letters: Vec<String>,
-    /// Events committed with this version of the saga that may not have
-    /// reached the bus yet (stores without a transactional outbox keep them
-    /// here until they are sent; see `engine::txn`).
+    /// Events committed with this version of the saga (only on stores
+    /// without a transactional outbox): they stay here until a later load
+    /// knows they reached the bus, or the sweeper sends them again; see
+    /// `engine::txn`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<OutboxEntry>,
     /// When the job's next event is due at the latest (the end of the

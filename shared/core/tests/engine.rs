@@ -123,9 +123,19 @@ async fn a_refused_send_after_the_first_write_leaves_the_event_in_the_document()
     assert_eq!(outbox.len(), 1);
     assert_eq!(outbox[0]["event"]["type"], types::JOB_REQUESTED);
     assert_eq!(w.bus.pending(), 0, "nothing reached the bus");
-    // The sweeper sends it; the job then runs to the end.
+    // Reading the job's status sends nothing.
+    assert!(w.engine.status(&job).await.unwrap().is_some());
+    assert_eq!(w.bus.pending(), 0, "a status read sent the event");
+    // Within the grace period the event may be in flight: the sweeper leaves it.
+    let report = w.engine.sweep(&sweep_opts()).await.unwrap();
+    assert!(report.sent.is_empty(), "{report:?}");
+    // After it, the sweeper sends it and removes it; the job then runs to the end.
+    w.clock.advance(sweep_opts().grace + Duration::from_secs(1));
     let report = w.engine.sweep(&sweep_opts()).await.unwrap();
     assert_eq!(report.sent, vec![job.clone()]);
+    let stored = w.store.get(&job).await.unwrap().unwrap();
+    assert!(stored.doc.get("outbox").is_none(), "{}", stored.doc);
+    assert_eq!(w.bus.pending(), 1);
     let saga = w.run(&job, LIMIT).await;
     assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
     assert_eq!(w.cloud.max_creates(), 1);
@@ -146,12 +156,13 @@ async fn refused_sends_in_the_middle_of_a_job_are_repaired_by_redelivery() {
 }
 
 #[tokio::test]
-async fn a_lost_send_is_rearmed_by_the_sweeper() {
+async fn a_lost_send_is_sent_again_then_rearmed_by_the_sweeper() {
     let w = World::new();
     let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
     w.pump().await;
-    // The broker accepts the next send and loses it: nothing is in flight.
-    w.bus.lose_sends.store(1, Ordering::SeqCst);
+    // The broker accepts the next send and loses it, and the one after:
+    // nothing is in flight.
+    w.bus.lose_sends.store(2, Ordering::SeqCst);
     for _ in 0..5 {
         w.pump().await;
         w.clock.advance(Duration::from_secs(1));
@@ -159,12 +170,23 @@ async fn a_lost_send_is_rearmed_by_the_sweeper() {
     let stuck = w.engine.status(&job).await.unwrap().unwrap();
     assert_eq!(stuck.status, JobStatus::Running);
     assert_eq!(w.bus.pending(), 0, "the event was lost");
+    assert_eq!(stuck.outbox.len(), 1, "the document still holds it");
     // Within the grace period the sweeper leaves it alone ...
     let report = w.engine.sweep(&sweep_opts()).await.unwrap();
-    assert!(report.rearmed.is_empty(), "{report:?}");
-    // ... after it, it re-arms the job, which then finishes.
+    assert!(
+        report.sent.is_empty() && report.rearmed.is_empty(),
+        "{report:?}"
+    );
+    // ... after it, it sends what the document holds (lost again) ...
     w.clock.advance(Duration::from_secs(60));
     let report = w.engine.sweep(&sweep_opts()).await.unwrap();
+    assert_eq!(report.sent, vec![job.clone()]);
+    assert!(report.rearmed.is_empty(), "{report:?}");
+    assert_eq!(w.bus.pending(), 0, "the second send was lost too");
+    // ... and once that is overdue too, it re-arms the job, which then finishes.
+    w.clock.advance(Duration::from_secs(60));
+    let report = w.engine.sweep(&sweep_opts()).await.unwrap();
+    assert!(report.sent.is_empty(), "{report:?}");
     assert_eq!(report.rearmed, vec![job.clone()]);
     let saga = w.run(&job, LIMIT).await;
     assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
@@ -204,6 +226,8 @@ async fn delete_and_scale_commands_survive_a_refused_send() {
         .await
         .unwrap_err();
     assert!(matches!(err, CommandError::Engine(_)), "{err}");
+    // The sweeper sends what the document holds once the grace period is over.
+    w.clock.advance(sweep_opts().grace + Duration::from_secs(1));
     w.engine.sweep(&sweep_opts()).await.unwrap();
     let saga = w.run(&job, LIMIT).await;
     assert_eq!(saga.pools[&pool.name], pool.min + 1, "{saga:#?}");
@@ -214,6 +238,7 @@ async fn delete_and_scale_commands_survive_a_refused_send() {
         w.engine.status(&job).await.unwrap().unwrap().status,
         JobStatus::Deleting
     );
+    w.clock.advance(sweep_opts().grace + Duration::from_secs(1));
     w.engine.sweep(&sweep_opts()).await.unwrap();
     let saga = w.run(&job, LIMIT).await;
     assert_eq!(saga.status, JobStatus::Deleted, "{saga:#?}");
@@ -600,9 +625,10 @@ fn succeeded_creating_each_once(w: &World, spec: &ClusterSpec, saga: &Saga) {
 async fn a_step_costs_one_write_the_one_that_ends_it() {
     // The intents of a step are recorded by the write that ends the step
     // before (the job's creation for `stage`), so no step writes before
-    // its first create. On this store (no transactional outbox) a write
-    // that publishes is two replaces: the change with its events, then
-    // their removal once sent.
+    // its first create. On this store (no transactional outbox, as Cosmos
+    // DB) the events a write publishes stay in the document until the next
+    // step's load knows them delivered, so that step's write drops them:
+    // one replace per step, and one more for the settled job's last event.
     let w = World::new();
     let spec = ClusterSpec::example();
     let job = submit_checked(&w, &spec).await;
@@ -614,12 +640,14 @@ async fn a_step_costs_one_write_the_one_that_ends_it() {
         .iter()
         .filter(|e| e.event_type() == types::STEP_POLL)
         .count() as u64;
-    let publishing_writes = 1 + saga.steps.len() as u64 + waits;
     assert_eq!(
         w.engine.stats.store_writes.load(Ordering::Relaxed),
-        2 * publishing_writes,
-        "the job's creation, one write per step and one per wait ({waits}), nothing else"
+        1 + saga.steps.len() as u64 + waits + 1,
+        "the job's creation, one write per step and one per wait ({waits}), \
+         the removal of the last event, nothing else"
     );
+    let stored = w.store.get(&job).await.unwrap().unwrap();
+    assert!(stored.doc.get("outbox").is_none(), "{}", stored.doc);
 }
 
 #[tokio::test]

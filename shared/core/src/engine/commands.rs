@@ -87,7 +87,7 @@ impl Engine {
         };
         let span = command_span("submit", &id);
         telemetry::start_trace(span, async {
-            if key.is_some() && self.load(&id).await?.is_some() {
+            if key.is_some() && self.read(&id).await?.is_some() {
                 // The same key again: answered by `store_job` (same job or conflict).
                 return self.store_job(spec, id, key, None, owner).await;
             }
@@ -124,10 +124,10 @@ impl Engine {
             }),
             Err(EngineError::Store(StoreError::Conflict(_))) if key.is_some() => {
                 let found = self
-                    .load(&id)
+                    .read(&id)
                     .await?
                     .ok_or_else(|| CommandError::NotFound(id.clone()))?;
-                if found.saga.submission_key.as_deref() == key && found.saga.spec == saga.spec {
+                if found.submission_key.as_deref() == key && found.spec == saga.spec {
                     Ok(Submitted {
                         job: id,
                         existing: true,
@@ -144,7 +144,7 @@ impl Engine {
 
     /// The saga of a job.
     pub async fn status(&self, job: &str) -> Result<Option<Saga>, EngineError> {
-        Ok(self.load(job).await?.map(|t| t.saga))
+        self.read(job).await
     }
 
     /// Every job's saga, oldest first (documents that do not read as a saga

@@ -119,7 +119,7 @@ impl Engine {
     }
 
     async fn handle_once(&self, event: &CloudEvent) -> Result<(), EngineError> {
-        let Some(mut txn) = self.load(&event.data().job).await? else {
+        let Some(mut txn) = self.load(&event.data().job, Some(event.id())).await? else {
             tracing::warn!(job = %event.data().job, id = %event.id(), "event for an unknown job ignored");
             return Ok(());
         };

@@ -3,8 +3,11 @@
 //! # Expected flow
 //! On a timer (the `sweep` function on Azure, a loop in `flotilla worker` and
 //! in the embedded runner) [`Engine::sweep`] reads every saga and:
-//! 1. sends the events still held in a saga document (a send lost after the
-//!    write) by loading it;
+//! 1. sends the events a saga document still holds past the grace period
+//!    (a send lost after the write, or a settled job's last event that nobody
+//!    received) and removes them ([`Engine::flush`]); within the grace
+//!    period they are in flight, and the load that handles the next one
+//!    leaves them out (`engine::txn`);
 //! 2. re-arms a job that is waiting for something and whose next event is
 //!    overdue by more than the grace period (`wakeAt` + grace, and no save in
 //!    the grace period): `decide::rearm` emits the event that puts it back in
@@ -105,9 +108,14 @@ pub struct Stalled {
     pub why: String,
 }
 
+/// When the job's next event was due at the latest: the events of its last
+/// save, or the save itself.
+fn due(saga: &Saga) -> OffsetDateTime {
+    saga.wake_at.unwrap_or(saga.updated_at).max(saga.updated_at)
+}
+
 fn overdue(saga: &Saga, now: OffsetDateTime, grace: Duration) -> bool {
-    let due = saga.wake_at.unwrap_or(saga.updated_at).max(saga.updated_at);
-    !saga.is_settled() && now > due + grace
+    !saga.is_settled() && now > due(saga) + grace
 }
 
 /// Why the job counts as stalled at `now`, or `None` while it makes progress.
@@ -185,13 +193,19 @@ impl Engine {
             return;
         };
         let now = self.now();
-        if !saga.outbox.is_empty() {
-            match self.load(&saga.id).await {
-                Ok(_) => report.sent.push(saga.id.clone()),
+        let mut flushed = false;
+        if !saga.outbox.is_empty() && now > due(&saga) + grace {
+            match self.flush(&saga.id).await {
+                Ok(true) => {
+                    flushed = true;
+                    report.sent.push(saga.id.clone());
+                }
+                Ok(false) => {}
                 Err(e) => report.errors.push(format!("{}: {e}", saga.id)),
             }
         }
-        if overdue(&saga, now, grace) {
+        // Flushed events are the ones the job waits for: no re-arm on top.
+        if !flushed && overdue(&saga, now, grace) {
             let rearmed = self
                 .with_saga(&saga.id, false, |s, out| {
                     if !overdue(s, now, grace) {

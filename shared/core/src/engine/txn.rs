@@ -1,30 +1,36 @@
 //! Loading and saving a saga, and the outbox that travels with it.
 //!
 //! # Expected flow
-//! A handler loads the saga ([`Engine::load`]), changes it through `decide`'s
-//! transitions, queues the events that follow in [`Txn::outbox`], and saves
-//! ([`Engine::save`]) with the ETag it loaded.
+//! A handler loads the saga ([`Engine::load`], naming the event it handles),
+//! changes it through `decide`'s transitions, queues the events that follow
+//! in [`Txn::outbox`], and saves ([`Engine::save`]) with the ETag it loaded.
 //!
 //! # Guarantees
 //! The events that follow a saga change are committed with the change, on
-//! every store:
+//! every store, in one write:
 //! - a store that publishes in its own transaction (the embedded SQLite store
 //!   and bus) takes them with the write;
 //! - any other store (Cosmos DB) gets them inside the saga document itself
 //!   (`outbox`, one If-Match replace); they are sent after the write with
-//!   `MessageId` = event id, then removed from the document by a second
-//!   If-Match replace.
+//!   `MessageId` = event id and stay in the document until a later load
+//!   knows they reached the bus: the event it handles arrived, and it sends
+//!   any other one itself before it changes the saga. That load's own save
+//!   leaves them out, so a step costs one replace, not two. The events of a
+//!   save that leaves the job settled, which no later step's save follows,
+//!   are removed by a second replace once sent (as every save's were before);
+//!   events that stay in a document past the grace period are sent again and
+//!   removed by the sweeper ([`Engine::flush`]).
 //!
 //! After a crash at any point the events are not lost: before the write
-//! nothing happened; between the write and the send the document holds
-//! them; between the send and the removal they are sent again, and the bus's
-//! duplicate detection drops the second copy. Every load of a saga that still
-//! holds events sends them first, and the sweeper loads every such saga.
+//! nothing happened; after it the document holds them until they are known
+//! sent, and a repeat is dropped by the bus's duplicate detection (or, past
+//! its window, ignored as stale by `decide`).
 //!
 //! # Errors
 //! A lost ETag race is [`StoreError::PreconditionFailed`]: the caller reloads
 //! and decides again. A send that fails leaves the events in the document and
-//! returns the bus error, so the triggering message is redelivered.
+//! returns the bus error, so the triggering message is redelivered and its
+//! load sends them.
 
 use super::{Engine, EngineError};
 use crate::decide::Emit;
@@ -43,6 +49,9 @@ pub(super) struct Txn {
     /// re-arm): they leave `updatedAt`, so a job that only gets swept still
     /// shows how long it has made no progress.
     pub progress: bool,
+    /// The stored document holds events known to be on the bus (see the
+    /// module doc): the next save leaves them out.
+    pub delivered: bool,
 }
 
 fn message(entry: &OutboxEntry) -> OutMessage {
@@ -63,8 +72,8 @@ fn entry(e: &Emit, now: OffsetDateTime) -> OutboxEntry {
     }
 }
 
-/// How many times a load retries sending a stored outbox after losing a race.
-const LOAD_ATTEMPTS: usize = 5;
+/// How many times [`Engine::flush`] reloads after losing a race.
+const FLUSH_ATTEMPTS: usize = 5;
 
 impl Engine {
     fn parse(&self, job: &str, text: &str) -> Result<Saga, EngineError> {
@@ -72,25 +81,41 @@ impl Engine {
             .map_err(|e| EngineError::Store(StoreError::Corrupt(format!("{job}: {e}"))))
     }
 
-    /// The saga of `job`, with any events still waiting in its document sent.
-    pub(super) async fn load(&self, job: &str) -> Result<Option<Txn>, EngineError> {
-        for _ in 0..LOAD_ATTEMPTS {
-            let Some((text, etag)) = self.store.get_text(job).await? else {
-                return Ok(None);
-            };
-            let mut txn = Txn {
-                saga: self.parse(job, &text)?,
-                etag,
-                outbox: vec![],
-                progress: true,
-            };
-            match self.send_stored(&mut txn).await {
-                Ok(()) => return Ok(Some(txn)),
-                Err(EngineError::Store(StoreError::PreconditionFailed(_))) => continue,
-                Err(e) => return Err(e),
-            }
+    /// The saga of `job` as stored, for reading only: nothing is sent or written.
+    pub(super) async fn read(&self, job: &str) -> Result<Option<Saga>, EngineError> {
+        match self.store.get_text(job).await? {
+            Some((text, _)) => Ok(Some(self.parse(job, &text)?)),
+            None => Ok(None),
         }
-        Err(StoreError::PreconditionFailed(job.into()).into())
+    }
+
+    /// The saga of `job`, ready to change. The events its document still
+    /// holds are known to be on the bus afterwards: `handling` (the id of the
+    /// event being handled) arrived, and any other is sent here (the bus
+    /// drops a repeat); the next save leaves them out.
+    pub(super) async fn load(
+        &self,
+        job: &str,
+        handling: Option<&str>,
+    ) -> Result<Option<Txn>, EngineError> {
+        let Some((text, etag)) = self.store.get_text(job).await? else {
+            return Ok(None);
+        };
+        let mut saga = self.parse(job, &text)?;
+        let delivered = !saga.outbox.is_empty();
+        saga.outbox.retain(|e| Some(e.event.id()) != handling);
+        if !saga.outbox.is_empty() {
+            let messages: Vec<OutMessage> = saga.outbox.iter().map(message).collect();
+            self.bus.send(&messages).await?;
+            saga.outbox.clear();
+        }
+        Ok(Some(Txn {
+            saga,
+            etag,
+            outbox: vec![],
+            progress: true,
+            delivered,
+        }))
     }
 
     /// Saves the saga and hands over its queued events (see the module doc).
@@ -108,33 +133,55 @@ impl Engine {
         if let Some(due) = entries.iter().map(|e| e.not_before.unwrap_or(now)).max() {
             txn.saga.wake_at = Some(due);
         }
+        let messages: Vec<OutMessage> = entries.iter().map(message).collect();
         if self.store.delivers_outbox() {
-            let messages: Vec<OutMessage> = entries.iter().map(message).collect();
             txn.etag = self
                 .store
                 .replace_text(&txn.saga.id, &txn.saga.to_text(), &txn.etag, &messages)
                 .await?;
-            self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
-            telemetry::record_transition(&txn.saga, entries.iter().map(|e| &e.event));
         } else {
-            let written = entries.len();
-            txn.saga.outbox.extend(entries);
+            // The load and every send of this run emptied the document's
+            // copy: it now holds exactly these events.
+            txn.saga.outbox.extend(entries.iter().cloned());
             txn.etag = self
                 .store
                 .replace_text(&txn.saga.id, &txn.saga.to_text(), &txn.etag, &[])
                 .await?;
-            self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
-            let first = txn.saga.outbox.len() - written;
-            telemetry::record_transition(
-                &txn.saga,
-                txn.saga.outbox[first..].iter().map(|e| &e.event),
-            );
-            self.send_stored(txn).await?;
         }
+        self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
+        telemetry::record_transition(&txn.saga, entries.iter().map(|e| &e.event));
         txn.outbox.clear();
         self.stats.waits.fetch_add(waits as u64, Ordering::Relaxed);
-        self.stats.saved(&txn.saga);
+        if txn.progress {
+            self.stats.saved(&txn.saga);
+        }
+        self.send_held(txn).await?;
+        if !entries.is_empty() && txn.saga.is_settled() && !self.store.delivers_outbox() {
+            self.forget_sent(txn).await;
+        }
         Ok(())
+    }
+
+    /// Removes from the document the events a save that left the job
+    /// settled stored and sent: no later step's save would. A newer save
+    /// removed them already (its load sent them again); any other failure
+    /// leaves them to the sweeper.
+    async fn forget_sent(&self, txn: &mut Txn) {
+        match self
+            .store
+            .replace_text(&txn.saga.id, &txn.saga.to_text(), &txn.etag, &[])
+            .await
+        {
+            Ok(etag) => {
+                txn.etag = etag;
+                txn.delivered = false;
+                self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(StoreError::PreconditionFailed(_)) => {}
+            Err(e) => {
+                tracing::warn!(job = %txn.saga.id, error = %e, "a settled job's sent events stay in its document until the sweeper removes them");
+            }
+        }
     }
 
     /// Stores a new saga with its first events (same guarantees as `save`).
@@ -159,8 +206,9 @@ impl Engine {
             etag,
             outbox: vec![],
             progress: true,
+            delivered: false,
         };
-        self.send_stored(&mut txn).await
+        self.send_held(&mut txn).await
     }
 
     /// Sends an event again without saving anything: a transition already
@@ -171,20 +219,41 @@ impl Engine {
         Ok(())
     }
 
-    /// Sends the events held in the document, then removes them from it.
-    async fn send_stored(&self, txn: &mut Txn) -> Result<(), EngineError> {
+    /// Sends the events the save just stored in the document. They stay in
+    /// the document (a later load or [`Engine::flush`] knows them sent) and
+    /// leave this run's copy, so a second save of the same run drops them.
+    async fn send_held(&self, txn: &mut Txn) -> Result<(), EngineError> {
         if txn.saga.outbox.is_empty() {
             return Ok(());
         }
         let messages: Vec<OutMessage> = txn.saga.outbox.iter().map(message).collect();
         self.bus.send(&messages).await?;
         txn.saga.outbox.clear();
-        txn.etag = self
-            .store
-            .replace_text(&txn.saga.id, &txn.saga.to_text(), &txn.etag, &[])
-            .await?;
-        self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
+        txn.delivered = true;
         Ok(())
+    }
+
+    /// Sends the events `job`'s document holds and removes them with one
+    /// housekeeping write; false when it held none. For the sweeper: events
+    /// nobody received within the grace period.
+    pub(super) async fn flush(&self, job: &str) -> Result<bool, EngineError> {
+        for _ in 0..FLUSH_ATTEMPTS {
+            let Some(mut txn) = self.load(job, None).await? else {
+                return Ok(false);
+            };
+            if !txn.delivered {
+                return Ok(false);
+            }
+            // They are due now: a re-arm waits another grace period for them.
+            txn.saga.wake_at = Some(self.now());
+            txn.progress = false;
+            match self.save(&mut txn).await {
+                Err(EngineError::Store(StoreError::PreconditionFailed(_))) => continue,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(true),
+            }
+        }
+        Err(StoreError::PreconditionFailed(job.into()).into())
     }
 
     /// Runs `change` on the freshly loaded saga and saves it, reloading on a
@@ -198,7 +267,7 @@ impl Engine {
     ) -> Result<bool, super::CommandError> {
         for _ in 0..8 {
             let mut txn = self
-                .load(job)
+                .load(job, None)
                 .await?
                 .ok_or_else(|| super::CommandError::NotFound(job.into()))?;
             txn.progress = progress;
