@@ -13,9 +13,9 @@
 //! # Outbox
 //! Cosmos DB cannot commit a Service Bus send with an item write, so
 //! [`SagaStore::delivers_outbox`] is false: the engine stores the events in
-//! the saga document itself (one If-Match replace), sends them after the
-//! write and removes them with a second replace; a load of a document that
-//! still holds events sends them first (see `flotilla_core::engine`).
+//! the saga document itself (one If-Match replace) and sends them after the
+//! write; they leave the document with the next step's own write, once its
+//! load knows they reached the bus (see `flotilla_core::engine::txn`).
 //!
 //! # Errors
 //! 409 → [`StoreError::Conflict`], 412 → [`StoreError::PreconditionFailed`],
