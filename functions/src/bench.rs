@@ -8,7 +8,7 @@
 use crate::local::{Link, LocalOptions, LocalWorld};
 use flotilla_core::decide::Policy;
 use flotilla_core::embedded::BusOptions;
-use flotilla_core::saga::JobStatus;
+use flotilla_core::saga::{JobStatus, StepName};
 use flotilla_core::spec::ClusterSpec;
 use serde_json::json;
 use std::process::ExitCode;
@@ -306,8 +306,21 @@ pub async fn run(
             succeeded += 1;
         }
     }
-    let mut timings = world.engine.stats.timings_ms();
+    let by_handler = world.engine.stats.timings_ms();
+    let mut timings: Vec<f64> = by_handler.values().flatten().copied().collect();
     timings.sort_by(|a, b| a.total_cmp(b));
+    let handler_ms: serde_json::Map<String, serde_json::Value> = by_handler
+        .into_iter()
+        .map(|(handler, mut ms)| {
+            ms.sort_by(|a, b| a.total_cmp(b));
+            let figures = json!({
+                "events": ms.len(),
+                "p50": (percentile(&ms, 0.5) * 1000.0).round() / 1000.0,
+                "p99": (percentile(&ms, 0.99) * 1000.0).round() / 1000.0,
+            });
+            (handler, figures)
+        })
+        .collect();
     let writes = world.engine.stats.store_writes.load(Ordering::Relaxed) - writes_before;
     let waits = world.engine.stats.waits.load(Ordering::Relaxed) - waits_before;
     let arm = world.arm.request_count() - arm_before;
@@ -320,6 +333,13 @@ pub async fn run(
         "step_overhead_ms_p99": (percentile(&timings, 0.99) * 1000.0).round() / 1000.0,
         "arm_requests_per_job": per_job(arm, jobs),
         "store_writes_per_job": per_job(writes, jobs),
+        // The writes after each job's creation, over its six steps.
+        "store_writes_per_step": (writes.saturating_sub(jobs as u64) as f64
+            / (jobs * StepName::ALL.len()) as f64
+            * 100.0)
+            .round()
+            / 100.0,
+        "handler_ms": handler_ms,
         "waits_per_job": per_job(waits, jobs),
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
         "cpu_ms_per_job": ms_per_job(cpu, jobs),
@@ -335,7 +355,15 @@ pub async fn run(
         println!("{report}");
     } else {
         for (k, v) in report.as_object().into_iter().flatten() {
-            println!("{k:<22} {v}");
+            match v.as_object() {
+                // One line per handler: `handler_ms.stage  {"events":…}`.
+                Some(parts) => {
+                    for (part, figures) in parts {
+                        println!("{:<22} {figures}", format!("{k}.{part}"));
+                    }
+                }
+                None => println!("{k:<22} {v}"),
+            }
         }
     }
     Ok(if succeeded == jobs {

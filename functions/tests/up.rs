@@ -382,6 +382,24 @@ fn bench_runs_jobs_to_success_and_reports_its_figures() {
     let writes = report["store_writes_per_job"].as_f64().unwrap();
     let waits = report["waits_per_job"].as_f64().unwrap();
     assert!((writes - waits - 7.0).abs() < 0.15, "{report}");
+    let per_step = report["store_writes_per_step"].as_f64().unwrap();
+    assert!((per_step - (writes - 1.0) / 6.0).abs() < 0.01, "{report}");
+    // Each step's handler timed on its own: every job's event for it, at least.
+    let handlers = report["handler_ms"].as_object().expect("handler_ms");
+    for step in ["stage", "prereqs", "keys", "master", "workers", "join"] {
+        let h = &handlers[step];
+        assert!(h["events"].as_u64().unwrap() >= 20, "{step} in {report}");
+        let (p50, p99) = (h["p50"].as_f64().unwrap(), h["p99"].as_f64().unwrap());
+        assert!(0.0 < p50 && p50 <= p99, "{step} in {report}");
+    }
+    let events: u64 = handlers
+        .values()
+        .map(|h| h["events"].as_u64().unwrap())
+        .sum();
+    assert!(
+        events >= 20 * 7,
+        "a submit's event and six step events per job: {report}"
+    );
 }
 
 #[test]

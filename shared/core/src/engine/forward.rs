@@ -19,7 +19,6 @@ use crate::telemetry;
 use flotilla_azure::arm::PollOutcome;
 use flotilla_azure::models::{api, StorageKeys};
 use flotilla_azure::{AzureError, ResourceId};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -109,12 +108,8 @@ impl Engine {
                 _ => break,
             }
         }
-        self.stats.handled.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut t) = self.stats.timings_ms.lock() {
-            if t.len() < 1_000_000 {
-                t.push(started.elapsed().as_secs_f64() * 1000.0);
-            }
-        }
+        self.stats
+            .timed(event.subject(), started.elapsed().as_secs_f64() * 1000.0);
         result
     }
 

@@ -36,7 +36,7 @@ use crate::ports::{
     Arm, Blobs, BusError, Clock, EventBus, KubeApi, SagaStore, Secrets, StoreError, SystemClock,
 };
 use crate::steps::Env;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The Azure planes a step uses, behind their ports.
@@ -132,17 +132,35 @@ pub struct Stats {
     /// Re-checks scheduled by saves: an operation or the nodes not done yet.
     pub waits: AtomicU64,
     pub handled: AtomicU64,
-    timings_ms: Mutex<Vec<f64>>,
+    /// Milliseconds each handled event took, by the handler it went to (the
+    /// event's subject: a step's name, `poll`, `compensate`, `notify`).
+    timings_ms: Mutex<std::collections::BTreeMap<String, Vec<f64>>>,
     /// Where saves announce the jobs they settled, once someone watches.
     settled: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl Stats {
-    pub fn timings_ms(&self) -> Vec<f64> {
+    /// How long each handled event took, in milliseconds, by handler.
+    pub fn timings_ms(&self) -> std::collections::BTreeMap<String, Vec<f64>> {
         self.timings_ms
             .lock()
             .map(|t| t.clone())
             .unwrap_or_default()
+    }
+
+    /// Notes that an event for `handler` took `ms` (the first million only).
+    pub(super) fn timed(&self, handler: &str, ms: f64) {
+        if self.handled.fetch_add(1, Ordering::Relaxed) >= 1_000_000 {
+            return;
+        }
+        if let Ok(mut t) = self.timings_ms.lock() {
+            match t.get_mut(handler) {
+                Some(v) => v.push(ms),
+                None => {
+                    t.insert(handler.to_string(), vec![ms]);
+                }
+            }
+        }
     }
 
     /// The ids of the jobs this engine's saves settle (see
