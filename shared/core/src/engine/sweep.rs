@@ -4,8 +4,8 @@
 //! On a timer (the `sweep` function on Azure, a loop in `flotilla worker` and
 //! in the embedded runner) [`Engine::sweep`] reads every saga and:
 //! 1. sends the events a saga document still holds past the grace period
-//!    (a send lost after the write, or a settled job's last event that nobody
-//!    received) and removes them ([`Engine::flush`]); within the grace
+//!    (a send lost after the write, or a settled job's last events whose
+//!    removal failed) and removes them ([`Engine::flush`]); within the grace
 //!    period they are in flight, and the load that handles the next one
 //!    leaves them out (`engine::txn`);
 //! 2. re-arms a job that is waiting for something and whose next event is
