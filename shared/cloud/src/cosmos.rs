@@ -89,6 +89,7 @@ use azure_data_cosmos::{
     RoutingStrategy,
 };
 use flotilla_core::ports::{ETag, OutMessage, SagaStore, StoreError, StoredDoc};
+use flotilla_core::saga::JobStatus;
 use futures::TryStreamExt;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -200,6 +201,19 @@ impl CosmosSagaStore {
         Ok(CosmosSagaStore { container })
     }
 
+    /// Every document a cross-partition query returns.
+    async fn query_all(&self, query: &str, what: &str) -> Result<Vec<StoredDoc>, StoreError> {
+        let rows: Vec<Value> = self
+            .container
+            .query_items::<Value>(Query::from(query), FeedScope::full_container(), None)
+            .await
+            .map_err(|e| unavailable(what, &e))?
+            .try_collect()
+            .await
+            .map_err(|e| unavailable(what, &e))?;
+        rows.into_iter().map(stored).collect()
+    }
+
     /// The confirmation query behind [`SagaStore::get`] when a point read
     /// answered 500: the item with this id in its own partition, if any.
     async fn query_one(&self, id: &str) -> Result<Option<StoredDoc>, StoreError> {
@@ -219,6 +233,22 @@ impl CosmosSagaStore {
             Some(row) => stored(row).map(Some),
         }
     }
+}
+
+/// The sweeper's query: documents that hold events (`outbox` is left out of
+/// a document when empty), and those whose job is not settled (a terminal
+/// status and nothing `pending`) or that do not say their status at all.
+fn unsettled_query() -> String {
+    let terminal: Vec<String> = JobStatus::TERMINAL
+        .iter()
+        .filter_map(|s| serde_json::to_value(s).ok())
+        .filter_map(|v| v.as_str().map(|s| format!("'{s}'")))
+        .collect();
+    format!(
+        "SELECT * FROM c WHERE IS_DEFINED(c.outbox) OR NOT (IS_STRING(c.status) \
+         AND c.status IN ({}) AND IS_NULL(c.pending))",
+        terminal.join(", ")
+    )
 }
 
 /// Opens the container; if it (or its database) does not exist, creates it.
@@ -409,19 +439,22 @@ impl SagaStore for CosmosSagaStore {
     }
 
     async fn list(&self) -> Result<Vec<StoredDoc>, StoreError> {
-        let rows: Vec<Value> = self
-            .container
-            .query_items::<Value>(
-                Query::from("SELECT * FROM c"),
-                FeedScope::full_container(),
-                None,
-            )
+        self.query_all("SELECT * FROM c", "list").await
+    }
+
+    /// Every document but a settled job's that holds no events, in one
+    /// pass (the query is evaluated by Cosmos DB, so a sweep reads what is
+    /// in flight, not every job kept); a later page is empty.
+    async fn list_unsettled_after(
+        &self,
+        after: Option<&str>,
+        _limit: usize,
+    ) -> Result<Vec<StoredDoc>, StoreError> {
+        if after.is_some() {
+            return Ok(vec![]);
+        }
+        self.query_all(&unsettled_query(), "list the unsettled sagas")
             .await
-            .map_err(|e| unavailable("list", &e))?
-            .try_collect()
-            .await
-            .map_err(|e| unavailable("list", &e))?;
-        rows.into_iter().map(stored).collect()
     }
 
     fn delivers_outbox(&self) -> bool {

@@ -132,6 +132,74 @@ async fn missing_item_is_none_despite_the_emulators_500() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweepers_listing_leaves_out_only_settled_jobs_without_events() {
+    let emulator = Emulator::start();
+    let store = emulator.store().await;
+    let event = json!([{"event": {"id": "e1"}, "notBefore": null}]);
+    let docs = [
+        // (what, document, listed for the sweeper)
+        (
+            "done",
+            json!({"status": "Succeeded", "pending": null}),
+            false,
+        ),
+        (
+            "rejected",
+            json!({"status": "Rejected", "pending": null}),
+            false,
+        ),
+        (
+            "done-holding",
+            json!({"status": "Succeeded", "pending": null, "outbox": event}),
+            true,
+        ),
+        (
+            "running",
+            json!({"status": "Running", "pending": null}),
+            true,
+        ),
+        (
+            "failed-pending",
+            json!({"status": "Failed", "pending": {"seq": 3}}),
+            true,
+        ),
+        (
+            "compensating",
+            json!({"status": "Compensating", "pending": null}),
+            true,
+        ),
+        ("no-status", json!({"n": 1}), true),
+    ];
+    let mut want = vec![];
+    for (what, mut doc, listed) in docs {
+        let id = unique(what);
+        doc["id"] = json!(id);
+        store.create(&id, &doc, &[]).await.expect("create");
+        if listed {
+            want.push(id);
+        }
+    }
+    let mut got: Vec<String> = store
+        .list_unsettled_after(None, 100)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(
+        store
+            .list_unsettled_after(Some(&got[0]), 100)
+            .await
+            .expect("second page")
+            .is_empty(),
+        "one page holds them all"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn system_fields_are_stripped_and_the_etag_is_the_items() {
     let emulator = Emulator::start();
     let store = emulator.store().await;

@@ -175,6 +175,21 @@ pub trait SagaStore: Send + Sync {
             Some(_) => Ok(vec![]),
         }
     }
+    /// A page of the documents the sweeper must look at, as [`list_after`]:
+    /// at least every document but a settled job's that holds no events
+    /// (status terminal, nothing `pending`, no `outbox`). The default reads
+    /// every document; a store that can filter where it keeps them (Cosmos
+    /// DB) leaves the settled ones out, so a sweep costs what is in flight,
+    /// not every job ever kept.
+    ///
+    /// [`list_after`]: SagaStore::list_after
+    async fn list_unsettled_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredDoc>, StoreError> {
+        self.list_after(after, limit).await
+    }
     /// True when `outbox` messages are committed in the same transaction as the
     /// document (the embedded store); false when the store cannot publish
     /// (Cosmos DB): the engine then keeps the messages inside the document

@@ -79,17 +79,19 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// The statuses after which no further work happens without a new command.
+    pub const TERMINAL: [JobStatus; 6] = [
+        JobStatus::Succeeded,
+        JobStatus::Compensated,
+        JobStatus::Deleted,
+        JobStatus::Failed,
+        JobStatus::Degraded,
+        JobStatus::Rejected,
+    ];
+
     /// No further work will happen without a new command.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Succeeded
-                | JobStatus::Compensated
-                | JobStatus::Deleted
-                | JobStatus::Failed
-                | JobStatus::Degraded
-                | JobStatus::Rejected
-        )
+        JobStatus::TERMINAL.contains(&self)
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! # Expected flow
 //! On a timer (the `sweep` function on Azure, a loop in `flotilla worker` and
-//! in the embedded runner) [`Engine::sweep`] reads every saga and:
+//! in the embedded runner) [`Engine::sweep`] reads every saga that is not
+//! settled or still holds events (`SagaStore::list_unsettled_after`; a store
+//! that cannot filter gives every one) and:
 //! 1. sends the events a saga document still holds past the grace period
 //!    (a send lost after the write, or a settled job's last events whose
 //!    removal failed) and removes them ([`Engine::flush`]); within the grace
@@ -89,6 +91,7 @@ impl SweepOptions {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SweepReport {
+    /// Documents read.
     pub scanned: usize,
     /// Jobs whose stored events were sent.
     pub sent: Vec<String>,
@@ -169,7 +172,10 @@ impl Engine {
         // A page at a time: a sweep holds SWEEP_PAGE sagas, not every one.
         let mut after: Option<String> = None;
         loop {
-            let docs = self.store.list_after(after.as_deref(), SWEEP_PAGE).await?;
+            let docs = self
+                .store
+                .list_unsettled_after(after.as_deref(), SWEEP_PAGE)
+                .await?;
             let Some(last) = docs.last() else { break };
             after = Some(last.id.clone());
             report.scanned += docs.len();
