@@ -383,7 +383,8 @@ fn bench_runs_jobs_to_success_and_reports_its_figures() {
     let waits = report["waits_per_job"].as_f64().unwrap();
     assert!((writes - waits - 7.0).abs() < 0.15, "{report}");
     let per_step = report["store_writes_per_step"].as_f64().unwrap();
-    assert!((per_step - (writes - 1.0) / 6.0).abs() < 0.01, "{report}");
+    // Both figures are rounded (writes per job to 0.1, per step to 0.01).
+    assert!((per_step - (writes - 1.0) / 6.0).abs() < 0.02, "{report}");
     // Each step's handler timed on its own: every job's event for it, at least.
     let handlers = report["handler_ms"].as_object().expect("handler_ms");
     for step in ["stage", "prereqs", "keys", "master", "workers", "join"] {
