@@ -93,7 +93,7 @@ pub const SETTINGS: &[Setting] = &[
     s("FLOTILLA_EVENTGRID_TOPIC", Flotilla, true, "The `topic` (Event Grid schema; `source` in CloudEvents) the `events` function accepts deliveries from: the clusters' resource group id, `/subscriptions/{s}/resourceGroups/{rg}`, the source of its system topic. Any other topic is refused. Unset (local runs): any topic."),
     // Operations
     s("FLOTILLA_SWEEP_INTERVAL_S", Flotilla, false, "Seconds between sweeps in `flotilla worker` and the embedded runner (default 30; on Azure the `sweep` timer function runs every minute)."),
-    s("FLOTILLA_SWEEP_GRACE_S", Flotilla, false, "Seconds a job's next event may be overdue before the sweeper re-arms it (default 60)."),
+    s("FLOTILLA_SWEEP_GRACE_S", Flotilla, false, "Seconds a job's next event may be overdue before the sweeper sends it again from the saga document (Cosmos DB) or re-arms the job (default 60)."),
     s("FLOTILLA_STALL_AFTER_S", Flotilla, false, "Seconds without progress after which `status` and the sweeper report a job as stalled (default 900)."),
     s("FLOTILLA_SWEEP_RESOURCE_GROUPS", Flotilla, false, "Comma-separated resource groups the orphan sweep lists besides those of known jobs (it never lists the whole subscription)."),
     s("FLOTILLA_SWEEP_ORPHAN_AGE_S", Flotilla, false, "Seconds an orphan must have existed before the `sweep` timer function reports or deletes it (default 3600)."),
