@@ -54,6 +54,11 @@ fn cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The `p` percentile of `sorted` milliseconds, to the microsecond.
+fn percentile_ms(sorted: &[f64], p: f64) -> f64 {
+    (percentile(sorted, p) * 1000.0).round() / 1000.0
+}
+
 /// `count` things done for `jobs` jobs, per job to one decimal.
 fn per_job(count: u64, jobs: usize) -> f64 {
     (count as f64 / jobs as f64 * 10.0).round() / 10.0
@@ -315,8 +320,8 @@ pub async fn run(
             ms.sort_by(|a, b| a.total_cmp(b));
             let figures = json!({
                 "events": ms.len(),
-                "p50": (percentile(&ms, 0.5) * 1000.0).round() / 1000.0,
-                "p99": (percentile(&ms, 0.99) * 1000.0).round() / 1000.0,
+                "p50": percentile_ms(&ms, 0.5),
+                "p99": percentile_ms(&ms, 0.99),
             });
             (handler, figures)
         })
@@ -329,8 +334,8 @@ pub async fn run(
         "succeeded": succeeded,
         "seconds": (elapsed * 1000.0).round() / 1000.0,
         "sagas_per_s": ((jobs as f64 / elapsed) * 10.0).round() / 10.0,
-        "step_overhead_ms_p50": (percentile(&timings, 0.5) * 1000.0).round() / 1000.0,
-        "step_overhead_ms_p99": (percentile(&timings, 0.99) * 1000.0).round() / 1000.0,
+        "step_overhead_ms_p50": percentile_ms(&timings, 0.5),
+        "step_overhead_ms_p99": percentile_ms(&timings, 0.99),
         "arm_requests_per_job": per_job(arm, jobs),
         "store_writes_per_job": per_job(writes, jobs),
         // The writes after each job's creation, over its six steps.

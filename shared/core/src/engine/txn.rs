@@ -49,9 +49,10 @@ pub(super) struct Txn {
     /// re-arm): they leave `updatedAt`, so a job that only gets swept still
     /// shows how long it has made no progress.
     pub progress: bool,
-    /// The stored document holds events known to be on the bus (see the
-    /// module doc): the next save leaves them out.
-    pub delivered: bool,
+    /// The document held events when this run loaded it; the load made sure
+    /// they are on the bus, and the next save leaves them out (see the
+    /// module doc).
+    pub held: bool,
 }
 
 fn message(entry: &OutboxEntry) -> OutMessage {
@@ -102,7 +103,7 @@ impl Engine {
             return Ok(None);
         };
         let mut saga = self.parse(job, &text)?;
-        let delivered = !saga.outbox.is_empty();
+        let held = !saga.outbox.is_empty();
         saga.outbox.retain(|e| Some(e.event.id()) != handling);
         if !saga.outbox.is_empty() {
             let messages: Vec<OutMessage> = saga.outbox.iter().map(message).collect();
@@ -114,7 +115,7 @@ impl Engine {
             etag,
             outbox: vec![],
             progress: true,
-            delivered,
+            held,
         }))
     }
 
@@ -133,8 +134,8 @@ impl Engine {
         if let Some(due) = entries.iter().map(|e| e.not_before.unwrap_or(now)).max() {
             txn.saga.wake_at = Some(due);
         }
-        let messages: Vec<OutMessage> = entries.iter().map(message).collect();
         if self.store.delivers_outbox() {
+            let messages: Vec<OutMessage> = entries.iter().map(message).collect();
             txn.etag = self
                 .store
                 .replace_text(&txn.saga.id, &txn.saga.to_text(), &txn.etag, &messages)
@@ -174,7 +175,6 @@ impl Engine {
         {
             Ok(etag) => {
                 txn.etag = etag;
-                txn.delivered = false;
                 self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
             }
             Err(StoreError::PreconditionFailed(_)) => {}
@@ -206,7 +206,7 @@ impl Engine {
             etag,
             outbox: vec![],
             progress: true,
-            delivered: false,
+            held: false,
         };
         self.send_held(&mut txn).await
     }
@@ -229,7 +229,6 @@ impl Engine {
         let messages: Vec<OutMessage> = txn.saga.outbox.iter().map(message).collect();
         self.bus.send(&messages).await?;
         txn.saga.outbox.clear();
-        txn.delivered = true;
         Ok(())
     }
 
@@ -241,7 +240,7 @@ impl Engine {
             let Some(mut txn) = self.load(job, None).await? else {
                 return Ok(false);
             };
-            if !txn.delivered {
+            if !txn.held {
                 return Ok(false);
             }
             // They are due now: a re-arm waits another grace period for them.
