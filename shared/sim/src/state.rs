@@ -10,8 +10,9 @@ use crate::util::{now_ms, random_token};
 use crate::SimError;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
-use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
+use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The older whole-state file, migrated on first start.
 const STATE_FILE: &str = "state.json";
@@ -34,6 +35,58 @@ pub(crate) trait Indexed {
     fn watched(&self) -> bool {
         false
     }
+    /// The name a `substringof` listing matches against, when there is one
+    /// ([`Tracked::named_like`]). It must not change while the key lives.
+    fn searchable_name(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Which keys' names hold each run of three bytes (ASCII case folded), so
+/// that a name-fragment listing reads the few names that can hold the
+/// fragment instead of every name in the map.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct NameGrams {
+    postings: HashMap<[u8; 3], HashSet<Arc<str>>>,
+}
+
+impl NameGrams {
+    /// The distinct three-byte runs of `text`, lower-cased.
+    fn grams(text: &str) -> BTreeSet<[u8; 3]> {
+        text.as_bytes()
+            .windows(3)
+            .map(|w| [w[0], w[1], w[2]].map(|b| b.to_ascii_lowercase()))
+            .collect()
+    }
+    fn add(&mut self, key: &str, name: &str) {
+        let key: Arc<str> = Arc::from(key);
+        for g in Self::grams(name) {
+            self.postings.entry(g).or_default().insert(key.clone());
+        }
+    }
+    fn remove(&mut self, key: &str, name: &str) {
+        for g in Self::grams(name) {
+            if let Some(keys) = self.postings.get_mut(&g) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.postings.remove(&g);
+                }
+            }
+        }
+    }
+    /// Keys whose names may hold `fragment`: a superset of those that do,
+    /// or `None` when the fragment is too short to narrow anything.
+    fn candidates(&self, fragment: &str) -> Option<Vec<&str>> {
+        let grams = Self::grams(fragment);
+        if grams.is_empty() {
+            return None;
+        }
+        let fewest = grams
+            .iter()
+            .map(|g| self.postings.get(g))
+            .min_by_key(|keys| keys.map_or(0, HashSet::len))?;
+        Some(fewest.into_iter().flatten().map(|k| &**k).collect())
+    }
 }
 
 /// A map that remembers which keys changed since the last save. Reads go through
@@ -48,6 +101,8 @@ pub(crate) struct Tracked<V> {
     totals: HashMap<String, u64>,
     /// Keys of watched values changed since the last `take_watched`.
     watched: BTreeSet<String>,
+    /// The values' [`Indexed::searchable_name`]s, by three-byte run.
+    grams: NameGrams,
 }
 
 impl<V: Clone> Clone for Tracked<V> {
@@ -58,6 +113,7 @@ impl<V: Clone> Clone for Tracked<V> {
             index: self.index.clone(),
             totals: self.totals.clone(),
             watched: self.watched.clone(),
+            grams: self.grams.clone(),
         }
     }
 }
@@ -70,6 +126,7 @@ impl<V> Default for Tracked<V> {
             index: HashMap::new(),
             totals: HashMap::new(),
             watched: BTreeSet::new(),
+            grams: NameGrams::default(),
         }
     }
 }
@@ -122,6 +179,24 @@ impl<V: Indexed> Tracked<V> {
             .flatten()
             .filter_map(|k| self.map.get_key_value(k))
     }
+    /// The entries whose [`Indexed::searchable_name`] holds `fragment`
+    /// (ASCII case ignored), in key order, read through the name index; `None`
+    /// when the fragment is shorter than three bytes, too short to narrow anything.
+    pub fn named_like<'a>(&'a self, fragment: &str) -> Option<Vec<(&'a String, &'a V)>> {
+        let lower = fragment.to_ascii_lowercase();
+        let mut out: Vec<(&String, &V)> = self
+            .grams
+            .candidates(&lower)?
+            .into_iter()
+            .filter_map(|k| self.map.get_key_value(k))
+            .filter(|(_, v)| {
+                v.searchable_name()
+                    .is_some_and(|n| contains_ignoring_case(n, &lower))
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        Some(out)
+    }
     /// The running total `name` over every value.
     pub fn total(&self, name: &str) -> u64 {
         self.totals.get(name).copied().unwrap_or(0)
@@ -170,9 +245,19 @@ impl<V: Indexed> Tracked<V> {
     /// Inserts without marking the key changed (loading saved state).
     fn load(&mut self, key: String, value: V) -> Option<V> {
         let (index, tally) = (value.index_keys(), value.tally());
+        let name = value.searchable_name().map(str::to_string);
         let old = self.map.insert(key.clone(), value);
         if let Some(old) = &old {
             self.sub(&key, old.index_keys(), old.tally());
+        }
+        let old_name = old.as_ref().and_then(V::searchable_name);
+        if old_name != name.as_deref() {
+            if let Some(n) = old_name {
+                self.grams.remove(&key, n);
+            }
+            if let Some(n) = &name {
+                self.grams.add(&key, n);
+            }
         }
         self.add(&key, index, tally);
         old
@@ -212,6 +297,9 @@ impl<V: Indexed> Tracked<V> {
                 self.watched.insert(key.to_string());
             }
             self.sub(key, v.index_keys(), v.tally());
+            if let Some(n) = v.searchable_name() {
+                self.grams.remove(key, n);
+            }
         }
         v
     }
@@ -283,6 +371,17 @@ impl<'de, V: Deserialize<'de> + Indexed> Deserialize<'de> for Tracked<V> {
         }
         Ok(t)
     }
+}
+
+/// Whether `hay` holds `lower` (already lower-case), ignoring ASCII case.
+pub(crate) fn contains_ignoring_case(hay: &str, lower: &str) -> bool {
+    let (hay, lower) = (hay.as_bytes(), lower.as_bytes());
+    lower.is_empty()
+        || hay.windows(lower.len()).any(|w| {
+            w.iter()
+                .zip(lower)
+                .all(|(a, b)| a.to_ascii_lowercase() == *b)
+        })
 }
 
 /// One changed row: (kind, key, serialised value or `None` when removed).
@@ -422,6 +521,10 @@ impl Indexed for Resource {
             keys.extend(at("/properties/clientId").map(client_index));
         }
         keys
+    }
+    /// Role assignments are never listed by name (their names are GUIDs).
+    fn searchable_name(&self) -> Option<&str> {
+        (!self.rtype.eq_ignore_ascii_case(crate::arm::RA_TYPE)).then_some(self.name.as_str())
     }
     /// Scale sets: the boot agent acts on their changes.
     fn watched(&self) -> bool {
@@ -978,5 +1081,79 @@ mod tests {
         }
         let keys: Vec<&String> = t.with_prefix("/s/a/".into()).map(|(k, _)| k).collect();
         assert_eq!(keys, ["/s/a/x", "/s/a/y"]);
+    }
+
+    #[test]
+    fn a_name_fragment_finds_what_a_scan_finds_through_every_change() {
+        let mut t = Tracked::<Resource>::default();
+        let ids = [
+            "/g/Demo-ab12cd-vnet",
+            "/g/demo-ab12cd-api-lb",
+            "/g/demo-zz99yy-vnet",
+            "/g/xdemo-ab12cdx",
+            "/g/other",
+            "/g/ra-demo-ab12cd",
+        ];
+        for id in ids {
+            let rtype = if id.contains("ra-") {
+                crate::arm::RA_TYPE
+            } else {
+                "T"
+            };
+            t.insert(id.to_ascii_lowercase(), resource(id, rtype));
+        }
+        let scan = |t: &Tracked<Resource>, fragment: &str| -> Vec<String> {
+            let lower = fragment.to_ascii_lowercase();
+            t.iter()
+                .filter(|(_, r)| {
+                    r.searchable_name()
+                        .is_some_and(|n| contains_ignoring_case(n, &lower))
+                })
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        let found = |t: &Tracked<Resource>, fragment: &str| -> Vec<String> {
+            t.named_like(fragment)
+                .expect("three bytes or more")
+                .into_iter()
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        for fragment in [
+            "demo-ab12cd",
+            "DEMO-AB12CD",
+            "ab12cd",
+            "-vnet",
+            "oth",
+            "nothing",
+            "zz9",
+        ] {
+            assert_eq!(found(&t, fragment), scan(&t, fragment), "{fragment}");
+        }
+        assert_eq!(
+            found(&t, "Demo-AB12cd"),
+            [
+                "/g/demo-ab12cd-api-lb",
+                "/g/demo-ab12cd-vnet",
+                "/g/xdemo-ab12cdx"
+            ],
+            "every casing, in key order; a role assignment is never listed by name"
+        );
+        assert!(t.named_like("ab").is_none(), "too short to narrow");
+
+        t.remove("/g/demo-ab12cd-vnet");
+        t.retain(|k, _| k != "/g/xdemo-ab12cdx");
+        if let Some(mut r) = t.edit("/g/demo-ab12cd-api-lb") {
+            r.state = "Updating".into();
+        }
+        assert_eq!(found(&t, "demo-ab12cd"), ["/g/demo-ab12cd-api-lb"]);
+        t.insert(
+            "/g/demo-ab12cd-vnet".into(),
+            resource("/g/demo-ab12cd-vnet", "T"),
+        );
+        assert_eq!(found(&t, "ab12cd-vnet"), ["/g/demo-ab12cd-vnet"]);
+        assert_eq!(found(&t, "demo-ab12cd").len(), 2);
+        let copy = t.clone();
+        assert_eq!(found(&copy, "zz99yy"), ["/g/demo-zz99yy-vnet"]);
     }
 }

@@ -3,6 +3,7 @@
 
 use super::request::bad;
 use super::{compute, method_not_allowed, rg_key, rg_not_found, RA_TYPE, RG_TYPE};
+use crate::state::contains_ignoring_case;
 use crate::util::{json_response, parse_tag_filter, rfc3339, tags_match, tags_of, Ctx};
 use crate::{lock, Sim};
 use axum::response::Response;
@@ -18,17 +19,6 @@ fn parse_name_filter(filter: &str) -> Option<String> {
     let tail = rest[end + 1..].trim_start().strip_prefix(',')?.trim();
     (tail.strip_suffix(')')?.trim().eq_ignore_ascii_case("name"))
         .then(|| rest[..end].to_ascii_lowercase())
-}
-
-/// Whether `hay` contains `lower` (already lowercase), ignoring ASCII case.
-fn contains_ignoring_case(hay: &str, lower: &str) -> bool {
-    let (hay, lower) = (hay.as_bytes(), lower.as_bytes());
-    lower.is_empty()
-        || hay.windows(lower.len()).any(|w| {
-            w.iter()
-                .zip(lower)
-                .all(|(a, b)| a.to_ascii_lowercase() == *b)
-        })
 }
 
 pub(crate) fn list(
@@ -67,10 +57,24 @@ pub(crate) fn list(
         .as_ref()
         .filter(|_| groups)
         .map(|r| r.to_ascii_lowercase());
-    // A group's resources sit below its key, groups in their type's index:
-    // a listing reads those, not every resource of every group.
+    // A group's resources sit below its key, groups in their type's index,
+    // names in the name index: a listing reads those, not every resource of
+    // every group.
+    let named = name_part
+        .as_deref()
+        .and_then(|part| st.resources.named_like(part));
     let candidates: Box<dyn Iterator<Item = &crate::state::Resource>> = match &rg {
         _ if groups => Box::new(st.of_type(RG_TYPE)),
+        Some(rg) if named.is_some() => {
+            let below = format!("{}/", rg_key(rg));
+            Box::new(
+                named
+                    .into_iter()
+                    .flatten()
+                    .filter(move |(k, _)| k.starts_with(&below))
+                    .map(|(_, r)| r),
+            )
+        }
         Some(rg) => Box::new(
             st.resources
                 .with_prefix(format!("{}/", rg_key(rg)))
