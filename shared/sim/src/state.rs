@@ -245,17 +245,17 @@ impl<V: Indexed> Tracked<V> {
     /// Inserts without marking the key changed (loading saved state).
     fn load(&mut self, key: String, value: V) -> Option<V> {
         let (index, tally) = (value.index_keys(), value.tally());
-        let name = value.searchable_name().map(str::to_string);
         let old = self.map.insert(key.clone(), value);
         if let Some(old) = &old {
             self.sub(&key, old.index_keys(), old.tally());
         }
         let old_name = old.as_ref().and_then(V::searchable_name);
-        if old_name != name.as_deref() {
+        let name = self.map.get(&key).and_then(V::searchable_name);
+        if old_name != name {
             if let Some(n) = old_name {
                 self.grams.remove(&key, n);
             }
-            if let Some(n) = &name {
+            if let Some(n) = name {
                 self.grams.add(&key, n);
             }
         }

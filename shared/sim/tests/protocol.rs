@@ -1311,13 +1311,10 @@ async fn a_name_filter_lists_exactly_the_names_that_contain_it() {
     }
     h.put_and_wait(&h.id("rg2", nsg, "demo-abc123-other"), NET, &body)
         .await;
-    let listed = |fragment: &'static str| {
+    let listed_in = |scope: String, fragment: &'static str| {
         let h = &h;
         async move {
-            let path = format!(
-                "{}/resources?$filter=substringof('{fragment}', name)",
-                h.rg_path("rg")
-            );
+            let path = format!("{scope}/resources?$filter=substringof('{fragment}', name)");
             let r = h.arm(Method::GET, &path, RES, None).await;
             assert_eq!(r.status, StatusCode::OK, "{}", r.text);
             let mut names: Vec<String> = r.body["value"]
@@ -1330,6 +1327,7 @@ async fn a_name_filter_lists_exactly_the_names_that_contain_it() {
             names
         }
     };
+    let listed = |fragment: &'static str| listed_in(h.rg_path("rg"), fragment);
     assert_eq!(
         listed("DEMO-abc123").await,
         ["Demo-ABC123", "demo-abc123-nsg", "xdemo-abc123x"]
@@ -1347,6 +1345,17 @@ async fn a_name_filter_lists_exactly_the_names_that_contain_it() {
     );
     assert_eq!(listed("o-abc124").await, ["demo-abc124-nsg"]);
     assert!(listed("demo-zzz999").await.is_empty());
+    // A subscription's listing holds every group's names.
+    let subscription = format!("/subscriptions/{}", h.sub());
+    assert_eq!(
+        listed_in(subscription, "demo-ABC123").await,
+        [
+            "Demo-ABC123",
+            "demo-abc123-nsg",
+            "demo-abc123-other",
+            "xdemo-abc123x"
+        ]
+    );
     h.server.shutdown().await;
 }
 

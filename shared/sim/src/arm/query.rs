@@ -62,25 +62,25 @@ pub(crate) fn list(
     // every group.
     let named = name_part
         .as_deref()
+        .filter(|_| !groups)
         .and_then(|part| st.resources.named_like(part));
-    let candidates: Box<dyn Iterator<Item = &crate::state::Resource>> = match &rg {
+    let candidates: Box<dyn Iterator<Item = &crate::state::Resource>> = match (&rg, named) {
         _ if groups => Box::new(st.of_type(RG_TYPE)),
-        Some(rg) if named.is_some() => {
-            let below = format!("{}/", rg_key(rg));
+        (rg, Some(named)) => {
+            let below = rg.as_ref().map(|rg| format!("{}/", rg_key(rg)));
             Box::new(
                 named
                     .into_iter()
-                    .flatten()
-                    .filter(move |(k, _)| k.starts_with(&below))
+                    .filter(move |(k, _)| below.as_ref().is_none_or(|b| k.starts_with(b)))
                     .map(|(_, r)| r),
             )
         }
-        Some(rg) => Box::new(
+        (Some(rg), None) => Box::new(
             st.resources
                 .with_prefix(format!("{}/", rg_key(rg)))
                 .map(|(_, r)| r),
         ),
-        None => Box::new(st.resources.values()),
+        (None, None) => Box::new(st.resources.values()),
     };
     let mut value = Vec::new();
     for r in candidates {
