@@ -364,7 +364,7 @@ fn put_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
         let b = Blob {
             name: name.to_string(),
             // Its own copy: the request's buffer belongs to the caller (in process, the engine's).
-            data: bytes::Bytes::copy_from_slice(&ctx.body),
+            data: crate::content::Content::new(&ctx.body),
             content_type,
             metadata,
             etag: new_etag(),
@@ -407,7 +407,7 @@ fn get_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
             None => return blob_not_found(),
         }
     };
-    let data = blob.data;
+    let data = blob.data.to_bytes();
     let total = data.len();
     let range = ctx
         .header("x-ms-range")

@@ -381,7 +381,7 @@ fn download(sim: &Sim, identity: &Value, settings: &Value) -> Script {
     else {
         return Script::Elsewhere;
     };
-    Script::Text(blob.data.clone())
+    Script::Text(blob.data.to_bytes())
 }
 
 /// A rendered variable of a flotilla init script (`NAME='value'`).

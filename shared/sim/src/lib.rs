@@ -19,6 +19,7 @@ mod arm;
 mod auth;
 mod blob;
 mod boot;
+mod content;
 mod control;
 mod dispatch;
 mod imds;

@@ -612,32 +612,13 @@ pub(crate) struct Secret {
 pub(crate) struct Blob {
     pub name: String,
     /// The content (saved as base64, as older simulators saved it).
-    #[serde(with = "base64_bytes")]
-    pub data: bytes::Bytes,
+    pub data: crate::content::Content,
     pub content_type: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub etag: String,
     pub modified_ms: i64,
     /// Base URL the blob was written through (for ids in the inventory).
     pub base: String,
-}
-
-/// Bytes saved as a base64 string.
-mod base64_bytes {
-    use base64::Engine as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(data: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(data))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bytes::Bytes, D::Error> {
-        let text = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map(bytes::Bytes::from)
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 /// A blob container.
