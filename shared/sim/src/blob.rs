@@ -339,6 +339,8 @@ fn put_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
         .header("x-ms-blob-content-type")
         .or_else(|| ctx.header("content-type"))
         .map(str::to_string);
+    // Cut and shared before the state's lock is taken.
+    let data = crate::content::Content::new(&ctx.body);
     let (etag, modified) = {
         let mut st = lock(&sim.inner.state);
         let Some(c) = st.containers.get_mut(ckey) else {
@@ -364,7 +366,7 @@ fn put_blob(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
         let b = Blob {
             name: name.to_string(),
             // Its own copy: the request's buffer belongs to the caller (in process, the engine's).
-            data: crate::content::Content::new(&ctx.body),
+            data,
             content_type,
             metadata,
             etag: new_etag(),

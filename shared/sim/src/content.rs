@@ -39,8 +39,6 @@ static SHARED: LazyLock<Mutex<Shared>> = LazyLock::new(|| {
 /// A fast hash of `bytes`, the same in every process (so runs are cut the
 /// same way every time); equal hashes are checked byte by byte before sharing.
 fn hash(bytes: &[u8]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mix = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
     let mut words = bytes.chunks_exact(8);
     let mut h = bytes.len() as u64;
     for word in &mut words {
@@ -53,11 +51,19 @@ fn hash(bytes: &[u8]) -> u64 {
     h ^ (h >> 29) ^ (h >> 47)
 }
 
+fn mix(h: u64, word: u64) -> u64 {
+    (h.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95)
+}
+
 impl Content {
     /// Content holding a copy of `bytes`, sharing what it can.
     pub fn new(bytes: &[u8]) -> Content {
+        let cuts: Vec<(&[u8], u64)> = cut(bytes).collect();
         let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        let runs: Vec<Arc<[u8]>> = cut(bytes).map(|run| shared.intern(run)).collect();
+        let runs: Vec<Arc<[u8]>> = cuts
+            .into_iter()
+            .map(|(run, key)| shared.intern(run, key))
+            .collect();
         shared.sweep_if_grown();
         Content {
             runs,
@@ -95,9 +101,9 @@ impl AsRef<[u8]> for ArcBytes {
 }
 
 impl Shared {
-    /// The live run equal to `run`, or a new one that later copies share.
-    fn intern(&mut self, run: &[u8]) -> Arc<[u8]> {
-        let key = hash(run);
+    /// The live run equal to `run` (whose hash is `key`), or a new one that
+    /// later copies share.
+    fn intern(&mut self, run: &[u8], key: u64) -> Arc<[u8]> {
         if let Some(live) = self.runs.get(&key).and_then(Weak::upgrade) {
             if *live == *run {
                 return live;
@@ -119,8 +125,9 @@ impl Shared {
 }
 
 /// Splits `bytes` into runs that end after a line whose hash is a multiple
-/// of `CUT_EVERY`, or at `MAX_RUN` bytes.
-fn cut(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// of `CUT_EVERY`, or at `MAX_RUN` bytes; each with a hash of the run (its
+/// lines' hashes folded).
+fn cut(bytes: &[u8]) -> impl Iterator<Item = (&[u8], u64)> {
     let mut rest = bytes;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -128,6 +135,7 @@ fn cut(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
         }
         let limit = rest.len().min(MAX_RUN);
         let mut end = 0;
+        let mut key = 0;
         while end < limit {
             let line_end = rest[end..limit]
                 .iter()
@@ -135,13 +143,15 @@ fn cut(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
                 .map_or(limit, |i| end + i + 1);
             let line = &rest[end..line_end];
             end = line_end;
-            if hash(line).is_multiple_of(CUT_EVERY) {
+            let line_hash = hash(line);
+            key = mix(key, line_hash);
+            if line_hash.is_multiple_of(CUT_EVERY) {
                 break;
             }
         }
         let (run, tail) = rest.split_at(end);
         rest = tail;
-        Some(run)
+        Some((run, key))
     })
 }
 

@@ -44,11 +44,38 @@ pub(crate) trait Indexed {
 
 /// Which keys' names hold each run of three bytes (ASCII case folded), so
 /// that a name-fragment listing reads the few names that can hold the
-/// fragment instead of every name in the map.
+/// fragment instead of every name in the map. Runs list keys by a small
+/// slot number (a key is hashed once per change, not once per run).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct NameGrams {
-    postings: HashMap<[u8; 3], HashSet<Arc<str>>>,
+    postings: HashMap<[u8; 3], HashSet<u32, BuildSlotHasher>>,
+    /// The slot of each indexed key.
+    slots: HashMap<Arc<str>, u32>,
+    /// The key in each slot; `None` when free.
+    keys: Vec<Option<Arc<str>>>,
+    free: Vec<u32>,
 }
+
+/// Hashes a slot number by one multiplication: slots are small, distinct and
+/// not chosen by anyone outside.
+#[derive(Debug, Default, Clone, Copy)]
+struct SlotHasher(u64);
+
+impl std::hash::Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (u64::from(n) ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type BuildSlotHasher = std::hash::BuildHasherDefault<SlotHasher>;
 
 impl NameGrams {
     /// The distinct three-byte runs of `text`, lower-cased.
@@ -59,16 +86,38 @@ impl NameGrams {
             .collect()
     }
     fn add(&mut self, key: &str, name: &str) {
-        let key: Arc<str> = Arc::from(key);
+        let slot = match self.slots.get(key) {
+            Some(&slot) => slot,
+            None => {
+                let key: Arc<str> = Arc::from(key);
+                let slot = match self.free.pop() {
+                    Some(slot) => {
+                        self.keys[slot as usize] = Some(key.clone());
+                        slot
+                    }
+                    None => {
+                        self.keys.push(Some(key.clone()));
+                        (self.keys.len() - 1) as u32
+                    }
+                };
+                self.slots.insert(key, slot);
+                slot
+            }
+        };
         for g in Self::grams(name) {
-            self.postings.entry(g).or_default().insert(key.clone());
+            self.postings.entry(g).or_default().insert(slot);
         }
     }
     fn remove(&mut self, key: &str, name: &str) {
+        let Some(slot) = self.slots.remove(key) else {
+            return;
+        };
+        self.keys[slot as usize] = None;
+        self.free.push(slot);
         for g in Self::grams(name) {
-            if let Some(keys) = self.postings.get_mut(&g) {
-                keys.remove(key);
-                if keys.is_empty() {
+            if let Some(slots) = self.postings.get_mut(&g) {
+                slots.remove(&slot);
+                if slots.is_empty() {
                     self.postings.remove(&g);
                 }
             }
@@ -84,8 +133,14 @@ impl NameGrams {
         let fewest = grams
             .iter()
             .map(|g| self.postings.get(g))
-            .min_by_key(|keys| keys.map_or(0, HashSet::len))?;
-        Some(fewest.into_iter().flatten().map(|k| &**k).collect())
+            .min_by_key(|slots| slots.map_or(0, HashSet::len))?;
+        Some(
+            fewest
+                .into_iter()
+                .flatten()
+                .filter_map(|&slot| self.keys.get(slot as usize)?.as_deref())
+                .collect(),
+        )
     }
 }
 
