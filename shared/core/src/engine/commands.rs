@@ -51,7 +51,7 @@ impl Engine {
             .map_err(|e| CommandError::Invalid(e.to_string()))?;
         let id = match key {
             Some(k) => names::job_id_for_key(&spec, k),
-            None => names::new_job_id(&spec),
+            None => self.unused_job_id(|| names::new_job_id(&spec)).await?,
         };
         let span = command_span("submit", &id);
         telemetry::start_trace(span, self.store_job(spec, id.clone(), key, None, None)).await
@@ -83,7 +83,7 @@ impl Engine {
             .map_err(|e| CommandError::Invalid(e.to_string()))?;
         let id = match key {
             Some(k) => names::job_id_for_key(&spec, k),
-            None => names::new_job_id(&spec),
+            None => self.unused_job_id(|| names::new_job_id(&spec)).await?,
         };
         let span = command_span("submit", &id);
         telemetry::start_trace(span, async {
@@ -101,6 +101,33 @@ impl Engine {
             self.store_job(spec, id, key, Some(verdict), owner).await
         })
         .await
+    }
+
+    /// A job id from `draw` that no stored job has. Ids without an
+    /// idempotency key are six random characters after the cluster name, so
+    /// among 10,000 jobs of one name two draws are the same about once in
+    /// forty runs; the second job would find the first's resources (refused
+    /// by pre-flight) or its document (a conflict) instead of starting.
+    async fn unused_job_id(
+        &self,
+        mut draw: impl FnMut() -> String,
+    ) -> Result<String, CommandError> {
+        const DRAWS: usize = 8;
+        for _ in 0..DRAWS {
+            let id = draw();
+            if self
+                .store
+                .etag(&id)
+                .await
+                .map_err(EngineError::from)?
+                .is_none()
+            {
+                return Ok(id);
+            }
+        }
+        Err(CommandError::Conflict(format!(
+            "{DRAWS} new job ids in a row were already taken; submit again"
+        )))
     }
 
     async fn store_job(
@@ -382,4 +409,27 @@ pub enum DeletedOutside {
     StillExists(Vec<String>),
     /// ARM answered 404: these jobs are now `Degraded`.
     Degraded(Vec<String>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::World;
+
+    #[tokio::test]
+    async fn a_drawn_job_id_that_is_taken_is_drawn_again() {
+        let w = World::new();
+        let taken = w.engine.submit(ClusterSpec::example()).await.unwrap();
+        let mut draws = vec!["demo-fresh1".to_string(), taken.clone(), taken.clone()];
+        let id = w
+            .engine
+            .unused_job_id(|| draws.pop().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(id, "demo-fresh1", "the taken id, drawn twice, was skipped");
+        assert!(draws.is_empty());
+
+        let refused = w.engine.unused_job_id(|| taken.clone()).await.unwrap_err();
+        assert!(matches!(refused, CommandError::Conflict(_)), "{refused}");
+    }
 }
