@@ -350,8 +350,9 @@ enum Script {
     Refused(String),
     /// Staged somewhere the simulator cannot read (Azurite).
     Elsewhere,
-    /// The script's bytes (shared with the blob store, not copied).
-    Text(bytes::Bytes),
+    /// The script's content (its runs shared with the blob store; joined
+    /// into one buffer after the state's lock is given back).
+    Text(crate::content::Content),
 }
 
 fn download(sim: &Sim, identity: &Value, settings: &Value) -> Script {
@@ -381,7 +382,7 @@ fn download(sim: &Sim, identity: &Value, settings: &Value) -> Script {
     else {
         return Script::Elsewhere;
     };
-    Script::Text(blob.data.to_bytes())
+    Script::Text(blob.data.clone())
 }
 
 /// A rendered variable of a flotilla init script (`NAME='value'`).
@@ -461,14 +462,15 @@ async fn boot(sim: &Sim, set: &SetInfo, n: usize) {
             None,
         );
     };
-    let text = match &script {
-        // Checked whole first: `from_utf8_lossy` walks a valid script
-        // chunk by chunk, a cost paid again for every instance.
-        Script::Text(t) => match std::str::from_utf8(t) {
-            Ok(text) => std::borrow::Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(t),
-        },
-        _ => std::borrow::Cow::Borrowed(""),
+    let bytes = match &script {
+        Script::Text(content) => content.to_bytes(),
+        _ => bytes::Bytes::new(),
+    };
+    // Checked whole first: `from_utf8_lossy` walks a valid script chunk by
+    // chunk, a cost paid again for every instance.
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(&bytes),
     };
     let host = rendered(&text, "API_ENDPOINT").unwrap_or_else(|| {
         format!(

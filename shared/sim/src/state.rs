@@ -300,12 +300,16 @@ impl<V: Indexed> Tracked<V> {
     /// Inserts without marking the key changed (loading saved state).
     fn load(&mut self, key: String, value: V) -> Option<V> {
         let (index, tally) = (value.index_keys(), value.tally());
-        let old = self.map.insert(key.clone(), value);
-        if let Some(old) = &old {
-            self.sub(&key, old.index_keys(), old.tally());
-        }
+        // The stored value, borrowed from the one lookup that placed it.
+        let (old, stored) = match self.map.entry(key.clone()) {
+            btree_map::Entry::Vacant(e) => (None, &*e.insert(value)),
+            btree_map::Entry::Occupied(e) => {
+                let slot = e.into_mut();
+                (Some(std::mem::replace(slot, value)), &*slot)
+            }
+        };
         let old_name = old.as_ref().and_then(V::searchable_name);
-        let name = self.map.get(&key).and_then(V::searchable_name);
+        let name = stored.searchable_name();
         if old_name != name {
             if let Some(n) = old_name {
                 self.grams.remove(&key, n);
@@ -313,6 +317,9 @@ impl<V: Indexed> Tracked<V> {
             if let Some(n) = name {
                 self.grams.add(&key, n);
             }
+        }
+        if let Some(old) = &old {
+            self.sub(&key, old.index_keys(), old.tally());
         }
         self.add(&key, index, tally);
         old
