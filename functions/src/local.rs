@@ -222,13 +222,15 @@ pub fn fault_for(step: StepName, access: StagingAccess) -> FaultRule {
             "OperationNotAllowed",
             "Operation results in exceeding quota limits of Core.",
         ),
+        // Not an instance view: `join` reads them only while a node is not
+        // Ready, which the simulated boot's timing decides.
         StepName::Join => (
-            "GET",
-            "Microsoft.Compute/virtualMachineScaleSets/instanceView",
-            "*",
+            "PUT",
+            "Microsoft.KeyVault/vaults/secrets",
+            "*-outputs",
             403,
-            "AuthorizationFailed",
-            "Injected failure: the client may not read the instance view.",
+            "Forbidden",
+            "Injected failure: the caller may not write the job's outputs.",
         ),
     };
     FaultRule {

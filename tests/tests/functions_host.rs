@@ -185,11 +185,9 @@ fn fault_for(step: &str) -> Value {
             "Microsoft.Compute/virtualMachineScaleSets",
             "*-pool-*",
         ),
-        _ => (
-            "GET",
-            "Microsoft.Compute/virtualMachineScaleSets/instanceView",
-            "*",
-        ),
+        // `join` reads the instance views only while a node is not Ready,
+        // which the harness's timing decides: fail its outputs' write.
+        _ => ("PUT", "Microsoft.KeyVault/vaults/secrets", "*-outputs"),
     };
     json!({"method": method, "resource_type": ty, "name_pattern": name, "status": 409, "code": "OperationNotAllowed", "message": "injected"})
 }

@@ -269,38 +269,39 @@ impl Engine {
                     )
                 },
             ],
-            Op::AwaitNodes { scale_sets } => scale_sets
-                .iter()
-                .map(|(id, _)| PlannedOp {
+            // The kubeconfig and the API server's nodes; the instance views
+            // only while a node is not Ready.
+            Op::AwaitNodes { scale_sets } => [
+                PlannedOp {
                     kind: "check",
-                    ..arm("GET", format!("{id}/instanceView"), api::COMPUTE, None)
-                })
-                .chain([
-                    PlannedOp {
-                        kind: "check",
-                        method: "GET",
-                        target: self
-                            .azure
-                            .secrets
-                            .secret_id(&names::kubeconfig_secret(&saga.id)),
-                        api_version: None,
-                        body: None,
-                        undo: None,
-                    },
-                    PlannedOp {
-                        kind: "check",
-                        method: "GET",
-                        target: format!(
-                            "https://{}:{}/api/v1/nodes",
-                            names::api_fqdn(&saga.id, &saga.spec.location),
-                            names::API_PORT
-                        ),
-                        api_version: None,
-                        body: None,
-                        undo: None,
-                    },
-                ])
-                .collect(),
+                    method: "GET",
+                    target: self
+                        .azure
+                        .secrets
+                        .secret_id(&names::kubeconfig_secret(&saga.id)),
+                    api_version: None,
+                    body: None,
+                    undo: None,
+                },
+                PlannedOp {
+                    kind: "check",
+                    method: "GET",
+                    target: format!(
+                        "https://{}:{}/api/v1/nodes",
+                        names::api_fqdn(&saga.id, &saga.spec.location),
+                        names::API_PORT
+                    ),
+                    api_version: None,
+                    body: None,
+                    undo: None,
+                },
+            ]
+            .into_iter()
+            .chain(scale_sets.iter().map(|(id, _)| PlannedOp {
+                kind: "check",
+                ..arm("GET", format!("{id}/instanceView"), api::COMPUTE, None)
+            }))
+            .collect(),
         }
     }
 }

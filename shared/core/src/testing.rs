@@ -902,7 +902,13 @@ impl Arm for FakeCloud {
         sub_path: Option<&str>,
         _api: &str,
     ) -> Result<Option<Value>, AzureError> {
-        self.check("get", &id.to_string())?;
+        // A sub-resource read's target is its path under the resource, so a
+        // fault can single out, say, instance views.
+        let target = match sub_path {
+            Some(sub) => format!("{id}/{sub}"),
+            None => id.to_string(),
+        };
+        self.check("get", &target)?;
         let s = lock(&self.state);
         if id.segments.is_empty() {
             // A resource group: every one exists unless dropped.

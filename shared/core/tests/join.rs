@@ -56,6 +56,32 @@ async fn join_succeeds_when_the_api_server_lists_every_node_ready() {
 }
 
 #[tokio::test]
+async fn a_check_that_finds_every_node_ready_reads_no_instance_view() {
+    let w = World::new();
+    let spec = ClusterSpec::example();
+    let job = w.engine.submit(spec.clone()).await.unwrap();
+    // Any read of a scale set's instance view would fail the step.
+    let refused = AzureError::terminal("ReadRefused", "the test refuses instance views");
+    w.cloud.fail(
+        "get",
+        &format!("{}/instanceView", names::master_vmss(&job)),
+        refused.clone(),
+        1_000,
+    );
+    for pool in &spec.worker_pools {
+        w.cloud.fail(
+            "get",
+            &format!("{}/instanceView", names::pool_vmss(&job, &pool.name)),
+            refused.clone(),
+            1_000,
+        );
+    }
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    assert_eq!(join_step(&saga).attempts, 1, "{saga:#?}");
+}
+
+#[tokio::test]
 async fn a_node_that_never_registers_fails_join_with_its_name_and_message() {
     let w = World::new();
     let spec = ClusterSpec::example();

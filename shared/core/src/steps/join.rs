@@ -2,12 +2,14 @@
 //! every expected node (the master size plus each pool's count) is
 //! registered with the cluster's API server and `Ready`.
 //!
-//! Each check reads every scale set's instance view (a node whose init
-//! extension failed fails the step at once, `NodeInitFailed`, naming the node
-//! and quoting its extension's message), then the admin kubeconfig the first
-//! master published (`{job}-kubeconfig`), and asks that API server, through
-//! the load balancer's name, for its nodes. Nodes are counted by the labels
-//! the init scripts give them (`flotilla.io/role`, `flotilla.io/pool`).
+//! Each check reads the admin kubeconfig the first master published
+//! (`{job}-kubeconfig`) and asks that API server, through the load balancer's
+//! name, for its nodes. Nodes are counted by the labels the init scripts give
+//! them (`flotilla.io/role`, `flotilla.io/pool`). When every expected node is
+//! Ready the check reads nothing else; otherwise it reads every scale set's
+//! instance view, and a node whose init extension failed fails the step at
+//! once (`NodeInitFailed`, naming the node and quoting its extension's
+//! message).
 //! Running out of checks fails the step (`JoinTimeout`) naming every node
 //! that never registered (or never became Ready) with its extension's message.
 //! Once every node is Ready, writes the job's outputs as one Key Vault secret
@@ -334,42 +336,8 @@ pub async fn check(
     checks: u32,
 ) -> Verdict {
     let groups = groups(saga, sets);
-    // 1. A node whose init script failed fails the step now.
-    for g in &groups {
-        let view = match ports
-            .arm
-            .get(g.id, Some("instanceView"), api::COMPUTE)
-            .await
-        {
-            Ok(Some(v)) => serde_json::from_value::<InstanceView>(v).unwrap_or_default(),
-            Ok(None) => {
-                return Verdict::Failed(AzureError::terminal(
-                    "ScaleSetMissing",
-                    format!("{} does not exist", g.id),
-                ))
-            }
-            Err(e) => return Verdict::Failed(e),
-        };
-        let (_, failed) = view.extension_counts(names::INIT_EXTENSION);
-        if failed > 0 {
-            let failing = describe(ports.arm, g, |_| true, true, 3).await;
-            let detail = if failing.is_empty() {
-                format!(
-                    "{failed} node(s) of {} failed to run the init script",
-                    g.id.name()
-                )
-            } else {
-                format!(
-                    "the init script failed on {}: {}",
-                    g.what,
-                    failing.join("; ")
-                )
-            };
-            return Verdict::Failed(AzureError::terminal("NodeInitFailed", detail));
-        }
-    }
-
-    // 2. The cluster's own view, with the kubeconfig the first master published.
+    // 1. The cluster's own view, with the kubeconfig the first master published.
+    // When every expected node is Ready, that is all a check reads.
     let secret = names::kubeconfig_secret(&saga.id);
     // `keys` created it with a placeholder the first master overwrites.
     let published = ports
@@ -416,6 +384,41 @@ pub async fn check(
     if short.is_empty() {
         return Verdict::Joined;
     }
+    // 2. Some are not: a node whose init script failed fails the step now.
+    for g in &groups {
+        let view = match ports
+            .arm
+            .get(g.id, Some("instanceView"), api::COMPUTE)
+            .await
+        {
+            Ok(Some(v)) => serde_json::from_value::<InstanceView>(v).unwrap_or_default(),
+            Ok(None) => {
+                return Verdict::Failed(AzureError::terminal(
+                    "ScaleSetMissing",
+                    format!("{} does not exist", g.id),
+                ))
+            }
+            Err(e) => return Verdict::Failed(e),
+        };
+        let (_, failed) = view.extension_counts(names::INIT_EXTENSION);
+        if failed > 0 {
+            let failing = describe(ports.arm, g, |_| true, true, 3).await;
+            let detail = if failing.is_empty() {
+                format!(
+                    "{failed} node(s) of {} failed to run the init script",
+                    g.id.name()
+                )
+            } else {
+                format!(
+                    "the init script failed on {}: {}",
+                    g.what,
+                    failing.join("; ")
+                )
+            };
+            return Verdict::Failed(AzureError::terminal("NodeInitFailed", detail));
+        }
+    }
+
     let mut progress = summary.join(", ");
     if let Some(why) = &why_none {
         progress = format!("{progress} ({why})");
