@@ -604,11 +604,23 @@ impl FakeCloud {
         lock(&self.state).denied_actions.push(action.to_string());
     }
 
+    /// Gives back every action [`FakeCloud::deny_action`] took away.
+    pub fn allow_every_action(&self) {
+        lock(&self.state).denied_actions.clear();
+    }
+
     /// Makes resource group `rg` not exist (every other group exists).
     pub fn drop_group(&self, rg: &str) {
         lock(&self.state)
             .missing_groups
             .insert(rg.to_ascii_lowercase());
+    }
+
+    /// Makes resource group `rg` exist again after [`FakeCloud::drop_group`].
+    pub fn restore_group(&self, rg: &str) {
+        lock(&self.state)
+            .missing_groups
+            .remove(&rg.to_ascii_lowercase());
     }
 
     /// Writes that reached the cloud: ARM PUTs and PATCHes, secret sets, blob uploads.

@@ -538,3 +538,53 @@ async fn pre_flights_share_a_vnet_listing_and_refuse_only_on_a_fresh_one() {
     put_vnet(&names::vnet("one-aaaaaa"), spec(1).network.vnet_cidr).await;
     assert_eq!(problems(&preflight(1, "six-bbbbbb").await), overlap);
 }
+
+#[tokio::test]
+async fn pre_flights_share_a_group_and_permissions_that_passed_and_refuse_only_on_a_fresh_read() {
+    use flotilla_core::preflight::GROUP_CHECK_TTL;
+    use flotilla_core::spec::NetworkSpec;
+    let w = World::new();
+    let spec = |n: u32| {
+        let mut spec = ClusterSpec::example();
+        spec.network = NetworkSpec::numbered(n);
+        spec
+    };
+    let codes_of = |p: &flotilla_core::preflight::Preflight| -> Vec<(String, String)> {
+        p.problems
+            .iter()
+            .map(|p| (p.field.clone(), p.code.clone()))
+            .collect()
+    };
+    let denied = vec![("resourceGroup".to_string(), "PermissionDenied".to_string())];
+    let missing = vec![(
+        "resourceGroup".to_string(),
+        "ResourceGroupNotFound".to_string(),
+    )];
+
+    assert!(w
+        .engine
+        .preflight(&spec(1), "one-aaaaaa")
+        .await
+        .unwrap()
+        .passed());
+    // A permission taken away and the group deleted since: a pre-flight
+    // within the time shares what the first found and passes…
+    w.cloud.deny_action("Microsoft.Network/*/write");
+    w.cloud.drop_group(&spec(2).resource_group);
+    let verdict = w.engine.preflight(&spec(2), "two-aaaaaa").await.unwrap();
+    assert!(verdict.passed(), "{verdict:?}");
+    // …one after it reads both again and is refused.
+    w.clock.advance(GROUP_CHECK_TTL.unsigned_abs());
+    let verdict = w.engine.preflight(&spec(3), "three-aaaaaa").await.unwrap();
+    assert_eq!(codes_of(&verdict), missing);
+
+    // A refusal is not shared: the group back, the next pre-flight reads it
+    // and the permissions afresh (and is refused for those)…
+    w.cloud.restore_group(&spec(4).resource_group);
+    let verdict = w.engine.preflight(&spec(4), "four-aaaaaa").await.unwrap();
+    assert_eq!(codes_of(&verdict), denied);
+    // …and the permissions given back, the next one passes at once.
+    w.cloud.allow_every_action();
+    let verdict = w.engine.preflight(&spec(5), "five-aaaaaa").await.unwrap();
+    assert!(verdict.passed(), "{verdict:?}");
+}

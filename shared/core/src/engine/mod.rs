@@ -194,6 +194,9 @@ pub struct Engine {
     pub skus: crate::preflight::SkuCache,
     /// Pre-flight's VNet listings, shared a while (`preflight::VnetCache`).
     pub vnets: crate::preflight::VnetCache,
+    /// Pre-flight's group and permission checks that passed, shared a while
+    /// (`preflight::GroupCache`).
+    pub groups: crate::preflight::GroupCache,
 }
 
 impl Engine {
@@ -215,6 +218,7 @@ impl Engine {
             stats: Stats::default(),
             skus: Default::default(),
             vnets: Default::default(),
+            groups: Default::default(),
         }
     }
 

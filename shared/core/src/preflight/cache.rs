@@ -13,7 +13,15 @@
 //!   shared: jobs this process admits see each other as soon as their VNets
 //!   exist, as they did with a listing per job.
 //!
+//! - A group is refused as missing, or the caller as not permitted on it,
+//!   only on a read made for the job: only reads that found the group, or
+//!   every action permitted, are shared (for [`GROUP_CHECK_TTL`]).
+//!
 //! # Caveats
+//! A group deleted, or a permission taken away, within [`GROUP_CHECK_TTL`]
+//! of a shared read lets a job pass pre-flight; its first write in the group
+//! is then refused (`ResourceGroupNotFound`, `AuthorizationFailed`: terminal
+//! errors that compensate).
 //! A VNet created by anything else (the portal, another instance of the
 //! app) is seen once the shared listing is older than [`VNET_LISTING_TTL`];
 //! a job pre-flighted in between passes although it overlaps it (Azure
@@ -40,6 +48,56 @@ pub const VNET_LISTING_TTL: Duration = Duration::seconds(10);
 /// How long the VNet of a job that passed pre-flight counts without being
 /// listed (its job creates it in `prereqs`, normally well within this).
 pub const PASSED_VNET_TTL: Duration = Duration::minutes(10);
+
+/// How long a resource group found present, or the caller found permitted
+/// every action on it, is taken as such by the pre-flights that follow.
+pub const GROUP_CHECK_TTL: Duration = Duration::seconds(30);
+
+/// What the last reads of each resource group (lowercase name) found that
+/// later pre-flights may take as read.
+#[derive(Default)]
+pub struct GroupCache(Mutex<HashMap<String, GroupChecks>>);
+
+/// One of the group checks a pre-flight may share.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum GroupCheck {
+    /// The group exists.
+    Present,
+    /// The caller's permissions on the group allow every action of the flow.
+    Permitted,
+}
+
+/// When each check of one group last passed on a read.
+#[derive(Default)]
+struct GroupChecks {
+    present: Option<OffsetDateTime>,
+    permitted: Option<OffsetDateTime>,
+}
+
+impl GroupChecks {
+    fn at(&mut self, check: GroupCheck) -> &mut Option<OffsetDateTime> {
+        match check {
+            GroupCheck::Present => &mut self.present,
+            GroupCheck::Permitted => &mut self.permitted,
+        }
+    }
+}
+
+impl GroupCache {
+    /// Whether `check` passed on a read of group `key` less than
+    /// [`GROUP_CHECK_TTL`] before `now`.
+    pub(super) fn passed(&self, key: &str, now: OffsetDateTime, check: GroupCheck) -> bool {
+        lock(&self.0)
+            .get_mut(key)
+            .and_then(|g| *g.at(check))
+            .is_some_and(|at| now - at < GROUP_CHECK_TTL)
+    }
+
+    /// Notes that `check` passed on a read of group `key` made at `now`.
+    pub(super) fn pass(&self, key: &str, now: OffsetDateTime, check: GroupCheck) {
+        *lock(&self.0).entry(key.to_string()).or_default().at(check) = Some(now);
+    }
+}
 
 /// The VM-size catalog of each location as last read, with when.
 #[derive(Default)]

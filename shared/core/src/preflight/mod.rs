@@ -3,13 +3,13 @@
 //! once.
 //!
 //! # Expected flow
-//! [`Engine::preflight`] makes four reads of its own, whatever the spec or
-//! the group holds: the Compute usages of the spec's region, the resource
-//! group, the group's resources named after the job and the caller's
-//! permissions on the group; and two reads that jobs following each other
-//! closely share (the `cache` module): the region's resource SKUs list and
-//! the group's VNets with their address spaces. It hands what it read to
-//! the pure rules below:
+//! [`Engine::preflight`] makes two reads of its own, whatever the spec or
+//! the group holds: the Compute usages of the spec's region and the group's
+//! resources named after the job; and four reads that jobs following each
+//! other closely share (the `cache` module): the region's resource SKUs
+//! list, the group's VNets with their address spaces, the resource group
+//! (while it was found) and the caller's permissions on the group (while
+//! they allowed everything). It hands what it read to the pure rules below:
 //! - [`check_sizes`]: each VM size is offered in the region and in every
 //!   zone its pool asks for (the SKU list and its `Location`/`Zone` restrictions);
 //! - [`check_quota`]: enough free cores per VM family and in the region for
@@ -46,7 +46,11 @@
 
 mod cache;
 
-pub use cache::{SkuCache, VnetCache, PASSED_VNET_TTL, SKU_CATALOG_TTL, VNET_LISTING_TTL};
+use cache::GroupCheck;
+pub use cache::{
+    GroupCache, SkuCache, VnetCache, GROUP_CHECK_TTL, PASSED_VNET_TTL, SKU_CATALOG_TTL,
+    VNET_LISTING_TTL,
+};
 
 use crate::engine::Engine;
 use crate::names;
@@ -620,23 +624,33 @@ impl Engine {
         }
 
         let rg = ResourceId::resource_group(&self.env.subscription_id, &spec.resource_group);
-        let group = read(
-            arm.get(&rg, None, api::RESOURCES).await,
-            "the resource group",
-            "resourceGroup",
-            &mut out.warnings,
-        )?;
-        if group == Some(None) {
-            out.problems.push(Problem::new(
+        let rg_key = spec.resource_group.to_ascii_lowercase();
+        let now = self.clock.now();
+        // A group found present a moment ago is taken as present.
+        if !self.groups.passed(&rg_key, now, GroupCheck::Present) {
+            let group = read(
+                arm.get(&rg, None, api::RESOURCES).await,
+                "the resource group",
                 "resourceGroup",
-                "ResourceGroupNotFound",
-                format!(
-                    "resource group {} does not exist (flotilla never creates it)",
-                    spec.resource_group
-                ),
-            ));
-            // Names, VNets and permissions live in the group: nothing more to read.
-            return Ok(out);
+                &mut out.warnings,
+            )?;
+            match group {
+                Some(None) => {
+                    out.problems.push(Problem::new(
+                        "resourceGroup",
+                        "ResourceGroupNotFound",
+                        format!(
+                            "resource group {} does not exist (flotilla never creates it)",
+                            spec.resource_group
+                        ),
+                    ));
+                    // Names, VNets and permissions live in the group: nothing more to read.
+                    return Ok(out);
+                }
+                Some(Some(_)) => self.groups.pass(&rg_key, now, GroupCheck::Present),
+                // Not readable: a warning, and read again next time.
+                None => {}
+            }
         }
 
         let saga = Saga::new(job.to_string(), spec.clone(), self.clock.now());
@@ -698,15 +712,23 @@ impl Engine {
             }
         }
 
-        if let Some(perms) = read(
-            arm.permissions(&spec.resource_group).await,
-            "the caller's permissions",
-            "resourceGroup",
-            &mut out.warnings,
-        )? {
+        // Permissions that allowed everything a moment ago are taken as such.
+        let permissions = if self.groups.passed(&rg_key, now, GroupCheck::Permitted) {
+            None
+        } else {
+            read(
+                arm.permissions(&spec.resource_group).await,
+                "the caller's permissions",
+                "resourceGroup",
+                &mut out.warnings,
+            )?
+        };
+        if let Some(perms) = permissions {
             let perms = perms.unwrap_or_default();
             let denied = denied_actions(&perms, flotilla_azure::actions::resource_group_actions());
-            if !denied.is_empty() {
+            if denied.is_empty() {
+                self.groups.pass(&rg_key, now, GroupCheck::Permitted);
+            } else {
                 out.problems.push(Problem::new(
                     "resourceGroup",
                     "PermissionDenied",
