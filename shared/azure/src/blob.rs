@@ -17,7 +17,7 @@ use url::Url;
 /// How many block uploads one large blob upload keeps in flight: the SDK's
 /// own default (the CPU count, within 8..=96), worked out once. Left to the
 /// SDK, every upload asks the OS for the CPU count, which reads the cgroup
-/// files: 1.3 % of the CPU of a 1,000-job `flotilla bench`.
+/// files: 2.3 % of the CPU of a 1,000-job `flotilla bench`.
 static UPLOAD_PARALLELISM: std::sync::LazyLock<std::num::NonZeroUsize> =
     std::sync::LazyLock::new(|| {
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);

@@ -12,7 +12,6 @@
 //!   (for [`PASSED_VNET_TTL`]), before it exists and whatever listing is
 //!   shared: jobs this process admits see each other as soon as their VNets
 //!   exist, as they did with a listing per job.
-//!
 //! - A group is refused as missing, or the caller as not permitted on it,
 //!   only on a read made for the job: only reads that found the group, or
 //!   every action permitted, are shared (for [`GROUP_CHECK_TTL`]).
@@ -22,6 +21,7 @@
 //! of a shared read lets a job pass pre-flight; its first write in the group
 //! is then refused (`ResourceGroupNotFound`, `AuthorizationFailed`: terminal
 //! errors that compensate).
+//!
 //! A VNet created by anything else (the portal, another instance of the
 //! app) is seen once the shared listing is older than [`VNET_LISTING_TTL`];
 //! a job pre-flighted in between passes although it overlaps it (Azure
