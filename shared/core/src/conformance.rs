@@ -114,6 +114,11 @@ async fn store_round_trip(store: &dyn SagaStore) {
     let (got, etag) = must_get(store, &a).await;
     assert_eq!(got, doc1, "round trip: get returns the created document");
     assert_eq!(etag, e1, "round trip: get returns the ETag create returned");
+    assert_eq!(
+        store.etag(&a).await.expect("etag a"),
+        Some(e1.clone()),
+        "round trip: etag returns the ETag create returned"
+    );
 
     let doc2 = sample_doc(&a, 2);
     let e2 = store.replace(&a, &doc2, &e1, &[]).await.expect("replace a");
@@ -123,6 +128,16 @@ async fn store_round_trip(store: &dyn SagaStore) {
     assert_eq!(
         etag, e2,
         "round trip: get returns the ETag replace returned"
+    );
+    assert_eq!(
+        store.etag(&a).await.expect("etag a"),
+        Some(e2.clone()),
+        "round trip: etag returns the ETag replace returned"
+    );
+    assert_eq!(
+        store.etag(&b).await.expect("etag of a missing id"),
+        None,
+        "round trip: etag of a missing id is None"
     );
 
     let doc_b = sample_doc(&b, 7);

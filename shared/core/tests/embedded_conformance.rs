@@ -243,10 +243,20 @@ async fn reopen_releases_locks_of_a_crashed_run() {
         (stored.doc, stored.etag.clone()),
         (doc.clone(), etag.clone())
     );
-    store
+    assert_eq!(
+        store.etag("saga-1").await.expect("etag"),
+        Some(etag.clone()),
+        "a reopened store reads the ETag of a saga written before"
+    );
+    let replaced = store
         .replace("saga-1", &json!({"status": "Done"}), &stored.etag, &[])
         .await
         .expect("the ETag survives the reopen");
+    assert_eq!(
+        store.etag("saga-1").await.expect("etag"),
+        Some(replaced),
+        "the ETag check sees the reopened store's own write"
+    );
     let dead = bus.dead_letters().await.expect("dead_letters");
     assert_eq!(dead.len(), 1);
     assert_eq!(

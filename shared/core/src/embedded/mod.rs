@@ -17,9 +17,10 @@
 //! is never held across an `.await`: every operation is a short synchronous
 //! transaction with cached prepared statements, which on two cores is faster
 //! than handing each operation to a blocking thread. On a database file the
-//! store's reads (a saga, its ETag, a page of sagas) go through a second
-//! connection: WAL mode shows it every committed write and none in progress,
-//! and it never waits for the writer.
+//! store's reads (a saga, a page of sagas) go through a second connection:
+//! WAL mode shows it every committed write and none in progress, and it never
+//! waits for the writer. An ETag check reads nothing: the handle remembers the
+//! version of each saga it wrote, being the database's only writer.
 
 mod bus;
 mod store;
@@ -29,6 +30,7 @@ pub use store::EmbeddedStore;
 
 use crate::ports::{EventBus, SagaStore, StoreError};
 use rusqlite::Connection;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -90,6 +92,11 @@ pub(crate) struct Inner {
     pub(crate) notify: Notify,
     /// Committed create/replace calls.
     pub(crate) writes: AtomicU64,
+    /// The version of every saga this handle created or replaced, as of its
+    /// last commit, so that an ETag check needs no read. It is exact because
+    /// this handle is the database's only writer (the data-dir lock); a saga
+    /// it has not written since it opened is read from the database.
+    pub(crate) versions: Mutex<HashMap<String, i64>>,
     /// Sends since the last purge of expired duplicate-detection ids.
     pub(crate) sends_since_purge: AtomicU64,
 }
@@ -208,6 +215,7 @@ impl Embedded {
                 options,
                 notify: Notify::new(),
                 writes: AtomicU64::new(0),
+                versions: Mutex::new(HashMap::new()),
                 sends_since_purge: AtomicU64::new(0),
             }),
         }
@@ -245,6 +253,11 @@ impl Inner {
     /// open (dropping a `Transaction` rolls it back), so poisoning is ignored.
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The versions this handle committed (see [`Inner::versions`]).
+    pub(crate) fn versions(&self) -> MutexGuard<'_, HashMap<String, i64>> {
+        self.versions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The connection for reads that need no transaction of their own:

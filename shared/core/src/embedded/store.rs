@@ -116,6 +116,7 @@ impl SagaStore for EmbeddedStore {
             }
             let wake = enqueue(&tx, &self.inner, outbox, now_ms()).map_err(store_err)?;
             tx.commit().map_err(store_err)?;
+            self.inner.versions().insert(id.to_string(), 1);
             wake
         };
         self.published(wake);
@@ -141,6 +142,9 @@ impl SagaStore for EmbeddedStore {
     }
 
     async fn etag(&self, id: &str) -> Result<Option<ETag>, StoreError> {
+        if let Some(&version) = self.inner.versions().get(id) {
+            return Ok(Some(etag(version)));
+        }
         let conn = self.inner.reader();
         let mut stmt = conn
             .prepare_cached("SELECT version FROM sagas WHERE id = ?1")
@@ -200,7 +204,16 @@ impl SagaStore for EmbeddedStore {
             let wake = enqueue(&tx, &self.inner, outbox, now_ms()).map_err(store_err)?;
             tx.commit().map_err(store_err)?;
             // `updated == 1` implies `expected` was `Some`.
-            (expected.unwrap_or(0) + 1, wake)
+            let version = expected.unwrap_or(0) + 1;
+            let mut versions = self.inner.versions();
+            match versions.get_mut(id) {
+                Some(v) => *v = version,
+                None => {
+                    versions.insert(id.to_string(), version);
+                }
+            }
+            drop(versions);
+            (version, wake)
         };
         self.published(wake);
         Ok(etag(version))
