@@ -34,7 +34,7 @@ use crate::engine::Engine;
 use crate::ports::ResourceSku;
 use crate::spec::ClusterSpec;
 use flotilla_azure::{AzureError, ResourceId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use time::{Duration, OffsetDateTime};
 
@@ -117,18 +117,55 @@ type VnetRanges = (String, Vec<(u32, u32)>);
 #[derive(Default)]
 struct GroupVnets {
     /// The last listing and when it was made.
-    listed: Option<(OffsetDateTime, Vec<VnetRanges>)>,
-    /// VNets of jobs that passed pre-flight, with when they passed.
-    passed: Vec<(OffsetDateTime, VnetRanges)>,
+    listed: Option<(OffsetDateTime, RangeIndex)>,
+    /// VNets of jobs that passed pre-flight.
+    passed: RangeIndex,
+    /// When each of `passed` passed, oldest first, to let it go after
+    /// [`PASSED_VNET_TTL`].
+    passed_at: VecDeque<(OffsetDateTime, RangeKey)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Whether two address ranges share an address.
-fn overlap(a: (u32, u32), b: (u32, u32)) -> bool {
-    a.0 <= b.1 && b.0 <= a.1
+/// Where [`RangeIndex`] keeps a range: its first address and an insertion
+/// number (ranges may share a first address).
+type RangeKey = (u32, u64);
+
+/// Address ranges, each with its VNet's lowercase id, ordered by first
+/// address, so that a pre-flight reads the few ranges near its own instead
+/// of every VNet in the group (a group holding thousands of clusters made
+/// each pre-flight cost grow with them).
+#[derive(Default)]
+struct RangeIndex {
+    by_start: BTreeMap<RangeKey, (u32, Arc<str>)>,
+    /// The size of the widest range held so far: no range starting further
+    /// below a query than this can reach it.
+    widest: u32,
+    next: u64,
+}
+
+impl RangeIndex {
+    fn insert(&mut self, (first, last): (u32, u32), vnet: Arc<str>) -> RangeKey {
+        let key = (first, self.next);
+        self.next += 1;
+        self.widest = self.widest.max(last.saturating_sub(first));
+        self.by_start.insert(key, (last, vnet));
+        key
+    }
+
+    fn remove(&mut self, key: RangeKey) {
+        self.by_start.remove(&key);
+    }
+
+    /// Whether a range of a VNet other than `own` shares an address with `range`.
+    fn overlaps_other(&self, (first, last): (u32, u32), own: &str) -> bool {
+        let from = (first.saturating_sub(self.widest), 0);
+        self.by_start
+            .range(from..=(last, u64::MAX))
+            .any(|(_, (end, vnet))| *end >= first && &**vnet != own)
+    }
 }
 
 impl VnetCache {
@@ -140,30 +177,43 @@ impl VnetCache {
         let Some(group) = groups.get_mut(key) else {
             return false;
         };
-        group.passed.retain(|(at, _)| now - *at < PASSED_VNET_TTL);
+        while let Some(&(at, passed)) = group.passed_at.front() {
+            if now - at < PASSED_VNET_TTL {
+                break;
+            }
+            group.passed.remove(passed);
+            group.passed_at.pop_front();
+        }
         let Some((read, listed)) = &group.listed else {
             return false;
         };
         if now - *read >= VNET_LISTING_TTL {
             return false;
         }
-        let hits =
-            |(id, ranges): &VnetRanges| ranges.iter().any(|r| overlap(*r, range)) && id != own;
-        !listed.iter().any(hits) && !group.passed.iter().any(|(_, v)| hits(v))
+        !listed.overlaps_other(range, own) && !group.passed.overlaps_other(range, own)
     }
 
     /// Keeps `vnets` as group `key`'s listing made at `now`.
     fn store(&self, key: String, now: OffsetDateTime, vnets: Vec<VnetRanges>) {
-        lock(&self.0).entry(key).or_default().listed = Some((now, vnets));
+        let mut listed = RangeIndex::default();
+        for (id, ranges) in vnets {
+            let id: Arc<str> = Arc::from(id);
+            for range in ranges {
+                listed.insert(range, id.clone());
+            }
+        }
+        lock(&self.0).entry(key).or_default().listed = Some((now, listed));
     }
 
     /// Counts `vnet` in group `key` from `now` on.
-    fn pass(&self, key: String, now: OffsetDateTime, vnet: VnetRanges) {
-        lock(&self.0)
-            .entry(key)
-            .or_default()
-            .passed
-            .push((now, vnet));
+    fn pass(&self, key: String, now: OffsetDateTime, (id, ranges): VnetRanges) {
+        let mut groups = lock(&self.0);
+        let group = groups.entry(key).or_default();
+        let id: Arc<str> = Arc::from(id);
+        for range in ranges {
+            let passed = group.passed.insert(range, id.clone());
+            group.passed_at.push_back((now, passed));
+        }
     }
 }
 
@@ -235,5 +285,67 @@ impl Engine {
                 (own.to_string().to_ascii_lowercase(), vec![range]),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(cidr: &str) -> (u32, u32) {
+        cidr_range(cidr).expect("a CIDR")
+    }
+
+    #[test]
+    fn a_range_index_finds_every_overlap_and_only_overlaps() {
+        let mut index = RangeIndex::default();
+        let a: Arc<str> = Arc::from("a");
+        index.insert(range("10.1.0.0/16"), a.clone());
+        index.insert(range("10.3.4.0/24"), Arc::from("b"));
+        // Inside, around, and at either edge of a held range.
+        assert!(index.overlaps_other(range("10.1.2.0/24"), "x"));
+        assert!(index.overlaps_other(range("10.0.0.0/8"), "x"));
+        assert!(index.overlaps_other(range("10.1.255.255/32"), "x"));
+        assert!(index.overlaps_other(range("10.3.4.128/25"), "x"));
+        // Beside them.
+        assert!(!index.overlaps_other(range("10.2.0.0/16"), "x"));
+        assert!(!index.overlaps_other(range("10.3.5.0/24"), "x"));
+        assert!(!index.overlaps_other(range("10.0.255.0/24"), "x"));
+        // The job's own VNet is not in its way.
+        assert!(!index.overlaps_other(range("10.1.0.0/16"), "a"));
+        // A wide range starting far below a query still reaches it.
+        let wide = index.insert(range("172.16.0.0/12"), Arc::from("c"));
+        assert!(index.overlaps_other(range("172.31.255.0/24"), "x"));
+        index.remove(wide);
+        assert!(!index.overlaps_other(range("172.31.255.0/24"), "x"));
+        assert!(
+            index.overlaps_other(range("10.1.0.0/16"), "b")
+                && !index.overlaps_other(range("10.1.0.0/16"), "a")
+        );
+    }
+
+    #[test]
+    fn a_passed_vnet_counts_until_its_ttl_and_not_after() {
+        let cache = VnetCache::default();
+        let t0 = OffsetDateTime::UNIX_EPOCH;
+        cache.store(
+            "rg".into(),
+            t0,
+            vec![("listed".into(), vec![range("10.0.0.0/16")])],
+        );
+        cache.pass(
+            "rg".into(),
+            t0,
+            ("passed".into(), vec![range("10.9.0.0/16")]),
+        );
+        assert!(!cache.clear("rg", t0, range("10.9.1.0/24"), "mine"));
+        assert!(cache.clear("rg", t0, range("10.9.1.0/24"), "passed"));
+        assert!(!cache.clear("rg", t0, range("10.0.0.0/24"), "mine"));
+        // The listing is stale after its TTL: nothing is taken as clear.
+        assert!(!cache.clear("rg", t0 + VNET_LISTING_TTL, range("10.7.0.0/16"), "mine"));
+        // A fresh listing after the passed VNet's TTL: it no longer counts.
+        let later = t0 + PASSED_VNET_TTL;
+        cache.store("rg".into(), later, vec![]);
+        assert!(cache.clear("rg", later, range("10.9.1.0/24"), "mine"));
     }
 }
