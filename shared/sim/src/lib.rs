@@ -536,6 +536,19 @@ impl Sim {
         self.inner.lro_ms.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Leaves the resources, secrets, blobs and operations the simulator holds
+    /// to the operating system instead of freeing them one by one: for a
+    /// process about to exit (`flotilla bench`, where freeing a thousand
+    /// jobs' worth took about 3 % of the run's CPU). The simulator holds
+    /// none of them afterwards.
+    pub fn abandon_state(&self) {
+        let mut st = lock(&self.inner.state);
+        std::mem::forget(std::mem::take(&mut st.resources));
+        std::mem::forget(std::mem::take(&mut st.secrets));
+        std::mem::forget(std::mem::take(&mut st.containers));
+        std::mem::forget(std::mem::take(&mut st.ops));
+    }
+
     /// Changes how long long-running operations started from now on take
     /// (and how long instances take to boot); operations already started keep
     /// their duration.
