@@ -48,10 +48,99 @@ impl PollState {
 /// What a create-or-update (or patch) answered.
 #[derive(Clone, Debug)]
 pub struct PutStart {
-    /// The resource as returned by the PUT.
-    pub body: Value,
+    /// The principal the resource answered with: a user-assigned identity's
+    /// own (`properties.principalId`), or the system-assigned identity's of
+    /// any other resource (`identity.principalId`).
+    pub principal_id: Option<String>,
     /// `None` when the resource is already in a terminal, successful state.
     pub poll: Option<PollState>,
+}
+
+/// The few fields of a write's answer that [`ArmClient::write`] reads; the
+/// rest of the resource is skipped, not built (a scale set answers with its
+/// whole model).
+#[derive(Default, Deserialize)]
+struct WriteAnswer {
+    #[serde(default, deserialize_with = "null_as_default")]
+    properties: AnswerFields,
+    #[serde(default, deserialize_with = "null_as_default")]
+    identity: AnswerFields,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnswerFields {
+    #[serde(default, deserialize_with = "text_or_none")]
+    provisioning_state: Option<String>,
+    #[serde(default, deserialize_with = "text_or_none")]
+    principal_id: Option<String>,
+}
+
+/// A field that may be `null`, read as its default.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A field read as text when it is a string, and as absent otherwise (as a
+/// JSON pointer lookup followed by `as_str` would).
+fn text_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+fn is_user_assigned_identity(id: &ResourceId) -> bool {
+    id.resource_type()
+        .eq_ignore_ascii_case("Microsoft.ManagedIdentity/userAssignedIdentities")
+}
+
+/// The principal `resource` (resource `id`'s model) has, as
+/// [`PutStart::principal_id`] reads it from a write's answer.
+pub fn principal_in(id: &ResourceId, resource: &Value) -> Option<String> {
+    let pointer = if is_user_assigned_identity(id) {
+        "/properties/principalId"
+    } else {
+        "/identity/principalId"
+    };
+    resource
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .map(String::from)
+}
+
+impl WriteAnswer {
+    /// The answer of `resp`, read from the whole document when its shape is
+    /// not the usual one (e.g. `properties` an array).
+    fn of(resp: &RawResponse) -> Result<WriteAnswer, AzureError> {
+        let bytes = resp.body().as_ref();
+        if bytes.is_empty() {
+            return Ok(WriteAnswer::default());
+        }
+        if let Ok(answer) = serde_json::from_slice(bytes) {
+            return Ok(answer);
+        }
+        let body = parse_json(resp)?;
+        let text = |pointer: &str| {
+            body.pointer(pointer)
+                .and_then(Value::as_str)
+                .map(String::from)
+        };
+        Ok(WriteAnswer {
+            properties: AnswerFields {
+                provisioning_state: text("/properties/provisioningState"),
+                principal_id: text("/properties/principalId"),
+            },
+            identity: AnswerFields {
+                provisioning_state: None,
+                principal_id: text("/identity/principalId"),
+            },
+        })
+    }
 }
 
 /// What a delete answered.
@@ -372,20 +461,17 @@ impl ArmClient {
         if u16::from(resp.status()) == 404 {
             return Err(Self::not_found(&resp));
         }
-        let body = if resp.body().as_ref().is_empty() {
-            Value::Null
-        } else {
-            parse_json(&resp)?
-        };
-        let state = body
-            .pointer("/properties/provisioningState")
-            .and_then(Value::as_str)
+        let answer = WriteAnswer::of(&resp)?;
+        let state = answer
+            .properties
+            .provisioning_state
+            .as_deref()
             .unwrap_or("Succeeded");
         let wait = retry_after(resp.headers())
             .unwrap_or(DEFAULT_POLL_INTERVAL)
             .as_secs();
         if state.eq_ignore_ascii_case("failed") || state.eq_ignore_ascii_case("canceled") {
-            return Err(operation_error(&body, state));
+            return Err(operation_error(&parse_json(&resp)?, state));
         }
         let poll = if let Some(url) = header(resp.headers(), "azure-asyncoperation") {
             Some(PollState {
@@ -409,7 +495,12 @@ impl ArmClient {
                 format!("{id} is {state} but no operation URL was returned"),
             ));
         }
-        Ok(PutStart { body, poll })
+        let principal_id = if is_user_assigned_identity(id) {
+            answer.properties.principal_id
+        } else {
+            answer.identity.principal_id
+        };
+        Ok(PutStart { principal_id, poll })
     }
 
     /// Deletes a resource. A missing resource is success ([`DeleteStart::Gone`]).
@@ -787,6 +878,65 @@ fn parse_json(resp: &RawResponse) -> Result<Value, AzureError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(body: &str) -> WriteAnswer {
+        let raw = RawResponse::from_bytes(
+            azure_core::http::StatusCode::Ok,
+            Headers::new(),
+            body.as_bytes().to_vec(),
+        );
+        WriteAnswer::of(&raw).expect("a readable answer")
+    }
+
+    #[test]
+    fn a_write_answer_is_read_for_its_state_and_principals_only() {
+        let a = answer(
+            r#"{"id":"x","identity":{"type":"SystemAssigned","principalId":"p-1"},
+                "properties":{"provisioningState":"Creating","virtualMachineProfile":{"osProfile":{}}}}"#,
+        );
+        assert_eq!(a.properties.provisioning_state.as_deref(), Some("Creating"));
+        assert_eq!(a.identity.principal_id.as_deref(), Some("p-1"));
+        let a = answer(r#"{"properties":{"principalId":"p-2","clientId":"c"}}"#);
+        assert_eq!(a.properties.principal_id.as_deref(), Some("p-2"));
+        assert_eq!(a.properties.provisioning_state, None);
+        // Empty, null and non-string fields read as absent, as pointer lookups did.
+        let a = answer("");
+        assert_eq!(a.properties.provisioning_state, None);
+        let a = answer(r#"{"properties":null,"identity":null}"#);
+        assert_eq!(a.identity.principal_id, None);
+        let a = answer(r#"{"properties":{"provisioningState":7,"principalId":null}}"#);
+        assert_eq!(
+            (a.properties.provisioning_state, a.properties.principal_id),
+            (None, None)
+        );
+        // An unusual shape falls back to reading the whole document.
+        let a = answer(r#"{"properties":[1],"identity":{"principalId":"p-3"}}"#);
+        assert_eq!(a.identity.principal_id.as_deref(), Some("p-3"));
+        let raw = RawResponse::from_bytes(
+            azure_core::http::StatusCode::Ok,
+            Headers::new(),
+            b"not json".to_vec(),
+        );
+        assert!(
+            WriteAnswer::of(&raw).is_err(),
+            "unreadable JSON is an error"
+        );
+    }
+
+    #[test]
+    fn the_principal_of_an_identity_is_its_own_and_of_anything_else_its_identitys() {
+        let uai = ResourceId::parse(
+            "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/n",
+        )
+        .expect("id");
+        let vmss = ResourceId::parse(
+            "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachineScaleSets/n",
+        )
+        .expect("id");
+        let body = serde_json::json!({"properties": {"principalId": "own"}, "identity": {"principalId": "system"}});
+        assert_eq!(principal_in(&uai, &body).as_deref(), Some("own"));
+        assert_eq!(principal_in(&vmss, &body).as_deref(), Some("system"));
+    }
 
     #[test]
     fn a_listed_vnet_keeps_its_id_and_prefixes_only() {

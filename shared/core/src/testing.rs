@@ -842,7 +842,7 @@ impl Arm for FakeCloud {
         // The fake answers with what was sent (no server-computed fields).
         let poll = self.write("put", id, body)?;
         Ok(flotilla_azure::PutStart {
-            body: body.clone(),
+            principal_id: flotilla_azure::arm::principal_in(id, body),
             poll,
         })
     }

@@ -18,7 +18,7 @@ use crate::steps::{self, Op, SecretSource};
 use crate::telemetry;
 use flotilla_azure::arm::PollOutcome;
 use flotilla_azure::models::{api, StorageKeys};
-use flotilla_azure::{AzureError, ResourceId};
+use flotilla_azure::{AzureError, PutStart, ResourceId};
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -36,21 +36,10 @@ fn step_span(job: &str, step: StepName) -> tracing::Span {
 /// Records the principal id a create answered with (a scale set's
 /// system-assigned identity, a user-assigned identity's own), so that
 /// neither a role assignment nor the job's outputs read the resource again.
-fn record_principal(saga: &mut crate::saga::Saga, id: &ResourceId, answered: &serde_json::Value) {
-    let own = id
-        .resource_type()
-        .eq_ignore_ascii_case("Microsoft.ManagedIdentity/userAssignedIdentities");
-    let pointer = if own {
-        "/properties/principalId"
-    } else {
-        "/identity/principalId"
-    };
-    let principal = answered
-        .pointer(pointer)
-        .and_then(serde_json::Value::as_str);
-    if let Some(principal) = principal {
+fn record_principal(saga: &mut crate::saga::Saga, id: &ResourceId, answered: &PutStart) {
+    if let Some(principal) = &answered.principal_id {
         saga.principals
-            .insert(id.name().to_string(), principal.to_string());
+            .insert(id.name().to_string(), principal.clone());
     }
 }
 
@@ -526,7 +515,7 @@ impl Engine {
                 body,
             } => {
                 let started = self.azure.arm.put(id, api_version, body).await?;
-                record_principal(&mut txn.saga, id, &started.body);
+                record_principal(&mut txn.saga, id, &started);
                 Ok(started.poll)
             }
             Op::ScaleSet { id, body } => {
@@ -560,7 +549,7 @@ impl Engine {
                 let mut body = body.clone();
                 steps::node::seal(&mut body, credential, sp_secret.as_deref());
                 let started = self.azure.arm.put(id, api::COMPUTE, &body).await?;
-                record_principal(&mut txn.saga, id, &started.body);
+                record_principal(&mut txn.saga, id, &started);
                 Ok(started.poll)
             }
             Op::RoleAssignment {
