@@ -191,14 +191,14 @@ pub(crate) fn role_permissions(
     Some((list("actions"), list("notActions")))
 }
 
-/// The data actions of a role definition id (a built-in role's, or a custom
-/// role's `dataActions`).
-fn role_data_actions(st: &State, role_definition_id: &str) -> Vec<String> {
+/// Whether the role `role_definition_id` (built-in, or a custom role in the
+/// subscription) grants data action `action`.
+fn grants_data_action(st: &State, role_definition_id: &str, action: &str) -> bool {
     if let Some(r) = built_in(role_definition_id) {
-        return r.data_actions.iter().map(|s| s.to_string()).collect();
+        return r.data_actions.iter().any(|a| glob_match(a, action));
     }
     let Some(guid) = role_definition_id.rsplit('/').next() else {
-        return vec![];
+        return false;
     };
     st.of_type(RD_TYPE)
         .find(|r| r.name.eq_ignore_ascii_case(guid))
@@ -209,8 +209,7 @@ fn role_data_actions(st: &State, role_definition_id: &str) -> Vec<String> {
         .filter_map(|p| p.get("dataActions").and_then(Value::as_array))
         .flatten()
         .filter_map(Value::as_str)
-        .map(str::to_string)
-        .collect()
+        .any(|a| glob_match(a, action))
 }
 
 /// The blob read action, as role definitions and conditions name it.
@@ -267,19 +266,13 @@ pub(crate) fn holds_data_action(
 ) -> bool {
     // The principal's index entry already matched its id (any casing).
     assignments_covering(st, principal, path).any(|r| {
-        let p = |k: &str| {
-            r.body
-                .pointer(&format!("/properties/{k}"))
-                .and_then(Value::as_str)
-        };
-        p("roleDefinitionId").is_some_and(|d| {
-            role_data_actions(st, d)
-                .iter()
-                .any(|a| glob_match(a, action))
-        }) && match p("condition") {
-            None => true,
-            Some(c) => p("conditionVersion") == Some("2.0") && condition_allows(c),
-        }
+        let properties = r.body.get("properties");
+        let p = |k: &str| properties.and_then(|p| p.get(k)).and_then(Value::as_str);
+        p("roleDefinitionId").is_some_and(|d| grants_data_action(st, d, action))
+            && match p("condition") {
+                None => true,
+                Some(c) => p("conditionVersion") == Some("2.0") && condition_allows(c),
+            }
     })
 }
 
