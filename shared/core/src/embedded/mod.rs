@@ -80,6 +80,11 @@ impl std::fmt::Debug for Embedded {
     }
 }
 
+/// How many sagas' versions a handle remembers before it forgets them all
+/// (about 7 MB), so that a long-lived `serve` does not grow with every job
+/// it ever ran; an ETag check of a forgotten saga reads the database.
+pub(crate) const REMEMBERED_VERSIONS: usize = 100_000;
+
 /// State shared by the store and the bus.
 pub(crate) struct Inner {
     conn: Mutex<Connection>,
@@ -92,10 +97,11 @@ pub(crate) struct Inner {
     pub(crate) notify: Notify,
     /// Committed create/replace calls.
     pub(crate) writes: AtomicU64,
-    /// The version of every saga this handle created or replaced, as of its
+    /// The version of each saga this handle created or replaced, as of its
     /// last commit, so that an ETag check needs no read. It is exact because
     /// this handle is the database's only writer (the data-dir lock); a saga
-    /// it has not written since it opened is read from the database.
+    /// it has not written since it opened, or since the map was last emptied
+    /// (at [`REMEMBERED_VERSIONS`]), is read from the database.
     pub(crate) versions: Mutex<HashMap<String, i64>>,
     /// Sends since the last purge of expired duplicate-detection ids.
     pub(crate) sends_since_purge: AtomicU64,
@@ -255,8 +261,25 @@ impl Inner {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The versions this handle committed (see [`Inner::versions`]).
-    pub(crate) fn versions(&self) -> MutexGuard<'_, HashMap<String, i64>> {
+    /// The version of saga `id`, if this handle committed it and remembers it.
+    pub(crate) fn version(&self, id: &str) -> Option<i64> {
+        self.versions().get(id).copied()
+    }
+
+    /// Notes that this handle committed `version` of saga `id`.
+    pub(crate) fn committed(&self, id: &str, version: i64) {
+        let mut versions = self.versions();
+        if let Some(v) = versions.get_mut(id) {
+            *v = version;
+            return;
+        }
+        if versions.len() >= REMEMBERED_VERSIONS {
+            versions.clear();
+        }
+        versions.insert(id.to_string(), version);
+    }
+
+    fn versions(&self) -> MutexGuard<'_, HashMap<String, i64>> {
         self.versions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -301,6 +324,30 @@ mod tests {
             let _ = tx.send(rt.block_on(read));
         });
         rx.recv_timeout(Duration::from_secs(10)).ok()
+    }
+
+    #[test]
+    fn etag_checks_answer_from_memory_and_after_it_is_emptied_from_the_database() {
+        let db = Embedded::in_memory(BusOptions::default()).expect("open");
+        let store = db.store();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let first = rt
+            .block_on(store.create_text("saga", r#"{"n":1}"#, &[]))
+            .expect("create");
+        let second = rt
+            .block_on(store.replace_text("saga", r#"{"n":2}"#, &first, &[]))
+            .expect("replace");
+        assert_eq!(db.inner.version("saga"), Some(2), "remembered");
+        for n in 0..REMEMBERED_VERSIONS {
+            db.inner.committed(&format!("other-{n}"), 1);
+        }
+        assert_eq!(db.inner.version("saga"), None, "forgotten once full");
+        assert!(db.inner.versions().len() <= REMEMBERED_VERSIONS);
+        let tag = rt.block_on(store.etag("saga")).expect("etag");
+        assert_eq!(tag, Some(second), "a forgotten saga's ETag is read");
+        assert_eq!(rt.block_on(store.etag("missing")).expect("etag"), None);
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl SagaStore for EmbeddedStore {
             }
             let wake = enqueue(&tx, &self.inner, outbox, now_ms()).map_err(store_err)?;
             tx.commit().map_err(store_err)?;
-            self.inner.versions().insert(id.to_string(), 1);
+            self.inner.committed(id, 1);
             wake
         };
         self.published(wake);
@@ -142,7 +142,7 @@ impl SagaStore for EmbeddedStore {
     }
 
     async fn etag(&self, id: &str) -> Result<Option<ETag>, StoreError> {
-        if let Some(&version) = self.inner.versions().get(id) {
+        if let Some(version) = self.inner.version(id) {
             return Ok(Some(etag(version)));
         }
         let conn = self.inner.reader();
@@ -205,14 +205,7 @@ impl SagaStore for EmbeddedStore {
             tx.commit().map_err(store_err)?;
             // `updated == 1` implies `expected` was `Some`.
             let version = expected.unwrap_or(0) + 1;
-            let mut versions = self.inner.versions();
-            match versions.get_mut(id) {
-                Some(v) => *v = version,
-                None => {
-                    versions.insert(id.to_string(), version);
-                }
-            }
-            drop(versions);
+            self.inner.committed(id, version);
             (version, wake)
         };
         self.published(wake);
