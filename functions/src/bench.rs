@@ -349,10 +349,12 @@ pub async fn run(
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
         "cpu_ms_per_job": ms_per_job(cpu, jobs),
     });
-    // The process ends next: the operating system takes the simulator's
-    // state back faster than freeing it would.
-    world.sim.abandon_state();
+    let sim = world.sim.clone();
     world.shutdown().await;
+    // The process ends next: the operating system takes the simulator's
+    // state back faster than freeing it would. Left once the workers have
+    // stopped, so that nothing (a sweep) meets an emptied simulator.
+    sim.abandon_state();
     if let Some(process) = apart {
         // The child's CPU counts its whole life, set-up included.
         let (rss, cpu) = process.stop().await?;
