@@ -1,6 +1,7 @@
 //! A minimal Blob service: containers and block blobs under `/blob/{account}/...`,
 //! for storage accounts that exist in ARM.
 
+use crate::doc::Doc;
 use crate::state::{Blob, Container, State};
 use crate::util::{empty, http_date, now_ms, set_header, Ctx};
 use crate::{lock, Sim};
@@ -581,7 +582,7 @@ fn managed_identity_principal(st: &State, identity: &Value, mi: &Value) -> Resul
         })?;
     uai.body
         .pointer("/properties/principalId")
-        .and_then(Value::as_str)
+        .and_then(Doc::as_str)
         .map(str::to_string)
         .ok_or_else(|| format!("the managed identity '{wanted}' has no principal."))
 }
@@ -605,7 +606,12 @@ fn check_account_key(
             "Failed to download '{uri}': storage account '{account}' not found."
         ));
     };
-    if res.body.pointer("/properties/allowSharedKeyAccess") == Some(&Value::Bool(false)) {
+    if res
+        .body
+        .pointer("/properties/allowSharedKeyAccess")
+        .and_then(Doc::as_bool)
+        == Some(false)
+    {
         return Err(format!("Failed to download '{uri}': 403 KeyBasedAuthenticationNotPermitted (Key based authentication is not permitted on this storage account.)"));
     }
     let key = settings

@@ -23,6 +23,7 @@
 //! Instances removed by a scale-in or a delete leave their cluster and have
 //! their running script stopped.
 
+use crate::doc::Doc;
 use crate::kube::{self, Instance, Phase};
 use crate::node::Harness;
 use crate::state::{Secret, SecretVersion};
@@ -192,12 +193,11 @@ fn sets(sim: &Sim) -> (BTreeMap<String, Option<usize>>, Vec<SetInfo>) {
 
 /// What booting the instances of scale set `r` takes.
 fn set_info(key: &str, r: &crate::state::Resource, target: usize) -> SetInfo {
-    let text = |pointer: &str| r.body.pointer(pointer).and_then(Value::as_str);
+    let text = |pointer: &str| r.body.pointer(pointer).and_then(Doc::as_str);
     let ext = r
         .body
         .pointer("/properties/virtualMachineProfile/extensionProfile/extensions/0")
-        .cloned()
-        .unwrap_or(Value::Null);
+        .unwrap_or(&Doc::Null);
     SetInfo {
         key: key.to_string(),
         name: r.name.clone(),
@@ -210,14 +210,18 @@ fn set_info(key: &str, r: &crate::state::Resource, target: usize) -> SetInfo {
         target,
         extension: ext
             .get("name")
-            .and_then(Value::as_str)
+            .and_then(Doc::as_str)
             .unwrap_or("extension")
             .to_string(),
         settings: ext
             .pointer("/properties/protectedSettings")
-            .cloned()
-            .unwrap_or(Value::Null),
-        identity: r.body.get("identity").cloned().unwrap_or(Value::Null),
+            .map(Doc::to_value)
+            .unwrap_or_default(),
+        identity: r
+            .body
+            .get("identity")
+            .map(Doc::to_value)
+            .unwrap_or_default(),
     }
 }
 

@@ -14,11 +14,12 @@
 //! - `GET /imds/{vm}/metadata/instance/compute/name?api-version=…&format=text`:
 //!   the VM's name.
 
+use crate::doc::Doc;
 use crate::util::{json_response, Ctx};
 use crate::{lock, Sim};
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn error(status: StatusCode, error: &str, description: &str) -> Response {
     json_response(
@@ -79,7 +80,7 @@ fn requested_identity(sim: &Sim, vm: &str, ctx: &Ctx) -> Result<Option<String>, 
             Some(w) => crate::arm::identity::find(&st, &w)
                 .or_else(|| crate::arm::identity::by_principal_or_client(&st, &w))
                 .and_then(|r| r.body.pointer("/properties/principalId"))
-                .and_then(Value::as_str)
+                .and_then(Doc::as_str)
                 .map(|p| Some(p.to_string()))
                 .ok_or("Identity not found"),
         };
@@ -87,19 +88,19 @@ fn requested_identity(sim: &Sim, vm: &str, ctx: &Ctx) -> Result<Option<String>, 
     let kind = set
         .body
         .pointer("/identity/type")
-        .and_then(Value::as_str)
+        .and_then(Doc::as_str)
         .unwrap_or("");
-    let attached: Vec<(String, &Value)> = set
+    let attached: Vec<(String, &Doc)> = set
         .body
         .pointer("/identity/userAssignedIdentities")
-        .and_then(Value::as_object)
+        .and_then(Doc::as_object)
         .into_iter()
         .flatten()
         .map(|(id, v)| (id.to_ascii_lowercase(), v))
         .collect();
-    let principal = |v: &Value| {
+    let principal = |v: &Doc| {
         v.get("principalId")
-            .and_then(Value::as_str)
+            .and_then(Doc::as_str)
             .map(str::to_string)
     };
     match wanted {
@@ -110,7 +111,7 @@ fn requested_identity(sim: &Sim, vm: &str, ctx: &Ctx) -> Result<Option<String>, 
                     || [v.get("clientId"), v.get("principalId")]
                         .into_iter()
                         .flatten()
-                        .filter_map(Value::as_str)
+                        .filter_map(Doc::as_str)
                         .any(|x| x.eq_ignore_ascii_case(&w))
             })
             .and_then(|(_, v)| principal(v))

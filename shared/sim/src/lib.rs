@@ -22,6 +22,7 @@ mod boot;
 mod content;
 mod control;
 mod dispatch;
+mod doc;
 mod imds;
 mod kube;
 mod kv;

@@ -1,6 +1,7 @@
 //! Per resource type: supported API versions, naming rules, server-computed fields,
 //! reference checks and the rendering of stored models into responses.
 
+use crate::doc::Doc;
 use crate::state::{Resource, State};
 use serde_json::{json, Map, Value};
 
@@ -507,16 +508,17 @@ pub(crate) struct Prep<'a> {
 }
 
 impl Prep<'_> {
-    /// The stored properties on update.
-    pub fn old_props(&self) -> Option<Value> {
+    /// The stored property `key` on update.
+    pub fn kept(&self, key: &str) -> Option<Value> {
         self.existing
-            .and_then(|e| e.body.get("properties").cloned())
+            .and_then(|e| e.body.get("properties"))
+            .and_then(|p| p.get(key))
+            .map(Doc::to_value)
     }
 
     /// A computed identifier: the stored one on update, a new GUID on create.
     pub fn keep(&self, key: &str) -> Value {
-        self.old_props()
-            .and_then(|p| p.get(key).cloned())
+        self.kept(key)
             .unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()))
     }
 }
@@ -562,7 +564,7 @@ pub(crate) fn strip_secrets(v: &mut Value) {
 
 /// The response body of a stored resource.
 pub(crate) fn render(res: &Resource) -> Value {
-    let mut out = res.body.clone();
+    let mut out = res.body.to_value();
     if !out.is_object() {
         out = json!({});
     }

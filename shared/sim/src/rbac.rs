@@ -10,12 +10,12 @@
 //! `SimConfig::permissions`.
 
 use crate::arm::{RA_TYPE, RD_TYPE};
+use crate::doc::Doc;
 use crate::state::State;
 use crate::util::{arm_error, glob_match, Ctx};
 use crate::{lock, Sim};
 use axum::response::Response;
 use http::{Method, StatusCode};
-use serde_json::Value;
 
 /// A built-in role the simulator knows: its GUID, actions and not-actions.
 pub(crate) struct BuiltInRole {
@@ -179,12 +179,12 @@ pub(crate) fn role_permissions(
         custom
             .body
             .pointer("/properties/permissions")
-            .and_then(Value::as_array)
+            .and_then(Doc::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|p| p.get(field).and_then(Value::as_array))
+            .filter_map(|p| p.get(field).and_then(Doc::as_array))
             .flatten()
-            .filter_map(Value::as_str)
+            .filter_map(Doc::as_str)
             .map(str::to_string)
             .collect()
     };
@@ -204,11 +204,11 @@ fn grants_data_action(st: &State, role_definition_id: &str, action: &str) -> boo
         .find(|r| r.name.eq_ignore_ascii_case(guid))
         .into_iter()
         .filter_map(|r| r.body.pointer("/properties/permissions"))
-        .filter_map(Value::as_array)
+        .filter_map(Doc::as_array)
         .flatten()
-        .filter_map(|p| p.get("dataActions").and_then(Value::as_array))
+        .filter_map(|p| p.get("dataActions").and_then(Doc::as_array))
         .flatten()
-        .filter_map(Value::as_str)
+        .filter_map(Doc::as_str)
         .any(|a| glob_match(a, action))
 }
 
@@ -267,7 +267,7 @@ pub(crate) fn holds_data_action(
     // The principal's index entry already matched its id (any casing).
     assignments_covering(st, principal, path).any(|r| {
         let properties = r.body.get("properties");
-        let p = |k: &str| properties.and_then(|p| p.get(k)).and_then(Value::as_str);
+        let p = |k: &str| properties.and_then(|p| p.get(k)).and_then(Doc::as_str);
         p("roleDefinitionId").is_some_and(|d| grants_data_action(st, d, action))
             && match p("condition") {
                 None => true,
@@ -351,11 +351,11 @@ pub(crate) fn authorize(
         assignments_covering(&st, principal, &ctx.path).any(|r| {
             r.body
                 .pointer("/properties/principalId")
-                .and_then(Value::as_str)
+                .and_then(Doc::as_str)
                 == Some(principal)
                 && r.body
                     .pointer("/properties/roleDefinitionId")
-                    .and_then(Value::as_str)
+                    .and_then(Doc::as_str)
                     .is_some_and(|d| grants(&st, d, &action))
         })
     });

@@ -6,10 +6,10 @@
 //! what it changes, not the size of the whole state. A `state.json` from an older
 //! simulator is read once and migrated.
 
+use crate::doc::Doc;
 use crate::util::{now_ms, random_token};
 use crate::SimError;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::Value;
 use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -493,7 +493,7 @@ pub(crate) struct Resource {
     /// Resource group name (lowercase) or empty for subscription-level things.
     pub rg: String,
     /// The stored model as PUT, plus server-computed fields (secrets included; stripped on output).
-    pub body: Value,
+    pub body: crate::doc::Doc,
     /// `Creating`, `Updating`, `Deleting`, `Succeeded`, `Failed`.
     pub state: String,
     /// The operation that currently drives `state`.
@@ -545,13 +545,13 @@ pub(crate) fn usage_total(location: &str, name: &str) -> String {
 impl Resource {
     /// A resource that exists and is settled, named by its id's last
     /// segment (unit tests).
-    pub fn settled(id: &str, rtype: &str, body: Value) -> Resource {
+    pub fn settled(id: &str, rtype: &str, body: serde_json::Value) -> Resource {
         Resource {
             id: id.into(),
             rtype: rtype.into(),
             name: id.rsplit('/').next().unwrap_or(id).into(),
             rg: String::new(),
-            body,
+            body: body.into(),
             state: "Succeeded".into(),
             op: None,
             etag: String::new(),
@@ -565,7 +565,7 @@ impl Resource {
 impl Indexed for Resource {
     fn index_keys(&self) -> Vec<String> {
         let mut keys = vec![type_index(&self.rtype)];
-        let at = |pointer: &str| self.body.pointer(pointer).and_then(Value::as_str);
+        let at = |pointer: &str| self.body.pointer(pointer).and_then(Doc::as_str);
         if let Some(p) = at("/identity/principalId") {
             keys.push(principal_index(p));
         }
@@ -1004,7 +1004,7 @@ mod tests {
     use super::*;
 
     fn resource(id: &str, rtype: &str) -> Resource {
-        Resource::settled(id, rtype, Value::Null)
+        Resource::settled(id, rtype, serde_json::Value::Null)
     }
 
     fn names(t: &Tracked<Resource>, rtype: &str) -> Vec<String> {
@@ -1019,7 +1019,8 @@ mod tests {
             "location": "westeurope",
             "sku": {"name": "Standard_D2s_v5", "capacity": capacity},
             "identity": {"principalId": format!("P-{id}")},
-        });
+        })
+        .into();
         r
     }
 
@@ -1085,7 +1086,12 @@ mod tests {
         t.insert("x".into(), vmss("x", 3));
         t.insert("y".into(), vmss("y", 1));
         assert_eq!(t.total(&cores), 8, "4 instances of 2 vCPUs");
-        t.edit("x").unwrap().body["sku"]["capacity"] = 1.into();
+        {
+            let mut x = t.edit("x").unwrap();
+            let mut body = x.body.to_value();
+            body["sku"]["capacity"] = 1.into();
+            x.body = body.into();
+        }
         assert_eq!(t.total(&cores), 4);
         t.edit("y").unwrap().state = "Deleting".into();
         assert_eq!(

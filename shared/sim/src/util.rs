@@ -5,7 +5,7 @@ use axum::response::Response;
 use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// A request, parsed once by the dispatcher.
 pub(crate) struct Ctx {
@@ -139,7 +139,7 @@ pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 /// A response with a JSON body.
-pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut r = Response::new(Body::from(bytes));
     *r.status_mut() = status;
@@ -210,15 +210,12 @@ pub(crate) fn tags_match(
 }
 
 /// Tags of an ARM body as a map (non-string values are skipped).
-pub(crate) fn tags_of(body: &Value) -> std::collections::BTreeMap<String, String> {
-    body.get("tags")
-        .and_then(|t| t.as_object())
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
+pub(crate) fn tags_of<J: crate::doc::Json>(body: &J) -> std::collections::BTreeMap<String, String> {
+    body.member("tags")
+        .into_iter()
+        .flat_map(J::members)
+        .filter_map(|(k, v)| v.text().map(|s| (k.to_string(), s.to_string())))
+        .collect()
 }
 
 #[cfg(test)]

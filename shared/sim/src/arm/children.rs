@@ -12,6 +12,7 @@ use super::{
     compute, containerservice, method_not_allowed, network, resource_not_found, rg_key,
     rg_not_found, storage, RA_TYPE,
 };
+use crate::doc::Doc;
 use crate::state::OpKind;
 use crate::util::{arm_error, empty, json_response, Ctx};
 use crate::{lock, Sim};
@@ -85,7 +86,7 @@ pub(crate) fn sub_resource(
             let cap = r
                 .body
                 .pointer("/sku/capacity")
-                .and_then(Value::as_u64)
+                .and_then(Doc::as_u64)
                 .unwrap_or(0);
             match sub[1].parse::<u64>() {
                 Ok(i) if i < cap => {
@@ -241,14 +242,15 @@ fn write_child(
         }
         let mut named = item.clone();
         named["name"] = json!(child);
+        let parent_body = parent.body.to_value();
         match coll {
             "securityRules" => network::validate_security_rule(child, &named).map_err(reject)?,
             _ => network::validate_subnet(
                 &parent.name,
                 child,
                 &named,
-                &network::vnet_space(&parent.body),
-                &network::other_subnets(&parent.body, child),
+                &network::vnet_space(&parent_body),
+                &network::other_subnets(&parent_body, child),
             )
             .map_err(reject)?,
         }
@@ -269,7 +271,7 @@ fn write_child(
             }
         }
     }
-    let mut body = parent.body.clone();
+    let mut body = parent.body.to_value();
     let items = body
         .pointer_mut(&format!("/properties/{coll}"))
         .and_then(Value::as_array_mut);
@@ -303,15 +305,16 @@ fn write_child(
         .unwrap_or("")
         .to_string();
     let op = start_op(sim, &mut st, OpKind::Put, key, fault);
+    let view = body
+        .get("properties")
+        .and_then(|p| child_in(p, coll, child))
+        .map(|i| child_view(i, "Updating"));
     let out = match st.resources.edit(key) {
         Some(mut r) => {
-            r.body = body;
+            r.body = body.into();
             r.state = "Updating".into();
             r.etag = uuid::Uuid::new_v4().to_string();
-            r.body
-                .get("properties")
-                .and_then(|p| child_in(p, coll, child))
-                .map(|i| child_view(i, "Updating"))
+            view
         }
         None => None,
     };

@@ -5,6 +5,7 @@
 use super::model::{obj_mut, props, set_default, Prep, Reject};
 use super::regions;
 use super::rules::check_zones;
+use crate::doc::Doc;
 use crate::state::{usage_total, Boot, Resource, State};
 use crate::util::{now_ms, rfc3339};
 use serde_json::{json, Value};
@@ -385,16 +386,16 @@ pub(crate) fn usage_of(r: &Resource) -> Option<(String, Vec<(String, u64)>)> {
     if r.state == "Deleting" || !r.rtype.eq_ignore_ascii_case(super::VMSS_TYPE) {
         return None;
     }
-    let loc = regions::normalize(r.body.get("location").and_then(Value::as_str).unwrap_or(""));
+    let loc = regions::normalize(r.body.get("location").and_then(Doc::as_str).unwrap_or(""));
     let sku = r
         .body
         .pointer("/sku/name")
-        .and_then(Value::as_str)
+        .and_then(Doc::as_str)
         .unwrap_or("");
     let n = r
         .body
         .pointer("/sku/capacity")
-        .and_then(Value::as_u64)
+        .and_then(Doc::as_u64)
         .unwrap_or(0);
     let mut out = vec![
         ("virtualMachineScaleSets".to_string(), 1),
@@ -565,13 +566,13 @@ pub(crate) fn vms(r: &Resource) -> Vec<Value> {
     let capacity = r
         .body
         .pointer("/sku/capacity")
-        .and_then(Value::as_u64)
+        .and_then(Doc::as_u64)
         .unwrap_or(0);
     let zones: Vec<Value> = r
         .body
         .get("zones")
-        .and_then(Value::as_array)
-        .cloned()
+        .and_then(Doc::as_array)
+        .map(|z| z.iter().map(Doc::to_value).collect())
         .unwrap_or_default();
     (0..capacity)
         .map(|i| {
@@ -579,17 +580,17 @@ pub(crate) fn vms(r: &Resource) -> Vec<Value> {
                 "id": format!("{}/virtualMachines/{i}", r.id),
                 "name": format!("{}_{i}", r.name),
                 "type": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
-                "location": r.body.get("location").cloned().unwrap_or(Value::Null),
+                "location": r.body.get("location").map(Doc::to_value),
                 "instanceId": i.to_string(),
-                "sku": r.body.get("sku").cloned().unwrap_or(Value::Null),
+                "sku": r.body.get("sku").map(Doc::to_value),
                 "properties": {
                     "latestModelApplied": true,
                     "vmId": stable_uuid(&format!("{}/{i}", r.id)),
                     "provisioningState": r.state,
-                    "hardwareProfile": {"vmSize": r.body.pointer("/sku/name").cloned().unwrap_or(Value::Null)},
+                    "hardwareProfile": {"vmSize": r.body.pointer("/sku/name").map(Doc::to_value)},
                     "osProfile": {
-                        "computerName": format!("{}{}", r.body.pointer("/properties/virtualMachineProfile/osProfile/computerNamePrefix").and_then(Value::as_str).unwrap_or("vm"), crate::kube::base36(i)),
-                        "adminUsername": r.body.pointer("/properties/virtualMachineProfile/osProfile/adminUsername").cloned().unwrap_or(Value::Null),
+                        "computerName": format!("{}{}", r.body.pointer("/properties/virtualMachineProfile/osProfile/computerNamePrefix").and_then(Doc::as_str).unwrap_or("vm"), crate::kube::base36(i)),
+                        "adminUsername": r.body.pointer("/properties/virtualMachineProfile/osProfile/adminUsername").map(Doc::to_value),
                     },
                 },
             });
@@ -647,7 +648,7 @@ pub(crate) fn vm_instance_view(r: &Resource, index: u64) -> Value {
     json!({
         "platformUpdateDomain": index % 5,
         "platformFaultDomain": index % 2,
-        "computerName": format!("{}{}", r.body.pointer("/properties/virtualMachineProfile/osProfile/computerNamePrefix").and_then(Value::as_str).unwrap_or("vm"), crate::kube::base36(index)),
+        "computerName": format!("{}{}", r.body.pointer("/properties/virtualMachineProfile/osProfile/computerNamePrefix").and_then(Doc::as_str).unwrap_or("vm"), crate::kube::base36(index)),
         "osName": "ubuntu",
         "osVersion": "24.04",
         "vmAgent": {"vmAgentVersion": "2.2.53", "statuses": []},
@@ -677,7 +678,7 @@ fn set_identity(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject> {
     }
     let kept = p
         .existing
-        .and_then(|e| e.body.pointer("/identity/principalId").cloned());
+        .and_then(|e| e.body.pointer("/identity/principalId").map(Doc::to_value));
     identity.insert(
         "principalId".into(),
         kept.unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string())),
@@ -690,7 +691,7 @@ fn set_identity(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject> {
 pub(crate) fn principal_of_scale_set(st: &State, vmss: &str) -> Option<String> {
     st.scale_set(vmss)
         .and_then(|r| r.body.pointer("/identity/principalId"))
-        .and_then(Value::as_str)
+        .and_then(Doc::as_str)
         .map(str::to_string)
 }
 
@@ -699,9 +700,7 @@ pub(crate) fn prepare_vmss(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject>
     validate_vmss(p, body)?;
     let unique = p.keep("uniqueId");
     let created = p
-        .old_props()
-        .as_ref()
-        .and_then(|p| p.get("timeCreated").cloned())
+        .kept("timeCreated")
         .unwrap_or_else(|| json!(crate::util::rfc3339(crate::util::now_ms())));
     let sku_ok = body.pointer("/sku/name").is_some_and(Value::is_string)
         && body.pointer("/sku/capacity").is_some_and(Value::is_u64);
@@ -772,7 +771,7 @@ pub(crate) fn compute_boot(st: &State, r: &Resource, done_ms: i64, lro_ms: i64) 
     let target = r
         .body
         .pointer("/sku/capacity")
-        .and_then(Value::as_u64)
+        .and_then(Doc::as_u64)
         .unwrap_or(0) as u32;
     let booted = match &r.boot {
         Some(b) if done_ms >= b.ready_at_ms => b.target,
@@ -781,9 +780,15 @@ pub(crate) fn compute_boot(st: &State, r: &Resource, done_ms: i64, lro_ms: i64) 
     }
     .min(target);
     let mut extensions = Vec::new();
+    let identity = r
+        .body
+        .get("identity")
+        .map(Doc::to_value)
+        .unwrap_or_default();
     if let Some(Value::Array(exts)) = r
         .body
         .pointer("/properties/virtualMachineProfile/extensionProfile/extensions")
+        .map(Doc::to_value)
     {
         for e in exts {
             let name = e
@@ -807,8 +812,7 @@ pub(crate) fn compute_boot(st: &State, r: &Resource, done_ms: i64, lro_ms: i64) 
                 .unwrap_or_default();
             for u in uris {
                 let u = u.as_str().unwrap_or("");
-                let identity = r.body.get("identity").unwrap_or(&Value::Null);
-                if let Err(e) = crate::blob::fetch_for_vm(st, identity, prot, u) {
+                if let Err(e) = crate::blob::fetch_for_vm(st, &identity, prot, u) {
                     error = Some(e);
                     break;
                 }
@@ -833,17 +837,17 @@ pub(crate) fn instance_view(r: &Resource) -> Value {
     let capacity = r
         .body
         .pointer("/sku/capacity")
-        .and_then(Value::as_u64)
+        .and_then(Doc::as_u64)
         .unwrap_or(0) as u32;
     let ext_names: Vec<String> = r
         .body
         .pointer("/properties/virtualMachineProfile/extensionProfile/extensions")
-        .and_then(Value::as_array)
+        .and_then(Doc::as_array)
         .map(|a| {
             a.iter()
                 .map(|e| {
                     e.get("name")
-                        .and_then(Value::as_str)
+                        .and_then(Doc::as_str)
                         .unwrap_or("extension")
                         .to_string()
                 })

@@ -2,6 +2,7 @@
 //! and `listClusterUserCredential`.
 
 use super::model::{props, set_default, Prep, Reject};
+use crate::doc::Doc;
 use serde_json::{json, Value};
 
 /// AKS cluster: FQDN, versions, node resource group.
@@ -49,7 +50,7 @@ pub(crate) fn user_credential(r: &crate::state::Resource, rg: &str) -> Value {
     let fqdn = r
         .body
         .pointer("/properties/fqdn")
-        .and_then(Value::as_str)
+        .and_then(Doc::as_str)
         .unwrap_or("cluster.local");
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://{fqdn}:443\n  name: {n}\ncontexts:\n- context:\n    cluster: {n}\n    user: clusterUser_{rg}_{n}\n  name: {n}\ncurrent-context: {n}\nusers:\n- name: clusterUser_{rg}_{n}\n  user:\n    token: {t}\n",

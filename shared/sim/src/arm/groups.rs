@@ -3,6 +3,7 @@
 use super::lro::{lro_headers, op_urls, start_op};
 use super::request::{bad, parse_body};
 use super::{method_not_allowed, model, rg_id, rg_key, rg_not_found, RG_TYPE};
+use crate::doc::Doc;
 use crate::state::{OpKind, Resource};
 use crate::util::{arm_error, empty, json_response, now_ms, Ctx};
 use crate::{lock, Sim};
@@ -15,14 +16,14 @@ fn render_rg(r: &Resource) -> Value {
         "id": r.id,
         "name": r.name,
         "type": RG_TYPE,
-        "location": r.body.get("location").cloned().unwrap_or(Value::Null),
+        "location": r.body.get("location").map(Doc::to_value),
         "properties": {"provisioningState": r.state},
     });
     if let Some(t) = r.body.get("tags") {
-        out["tags"] = t.clone();
+        out["tags"] = t.to_value();
     }
     if let Some(m) = r.body.get("managedBy") {
-        out["managedBy"] = m.clone();
+        out["managedBy"] = m.to_value();
     }
     out
 }
@@ -81,7 +82,7 @@ pub(crate) fn resource_group(
                     ))
                 }
                 Some(r) => {
-                    let old_loc = r.body.get("location").and_then(Value::as_str).unwrap_or("");
+                    let old_loc = r.body.get("location").and_then(Doc::as_str).unwrap_or("");
                     if !old_loc.eq_ignore_ascii_case(&loc) {
                         return Err(arm_error(
                             StatusCode::CONFLICT,
@@ -108,7 +109,8 @@ pub(crate) fn resource_group(
                     "location": loc,
                     "tags": body.get("tags").cloned().unwrap_or(json!({})),
                     "managedBy": body.get("managedBy").cloned().unwrap_or(Value::Null),
-                }),
+                })
+                .into(),
                 state: "Succeeded".into(),
                 op: None,
                 etag: uuid::Uuid::new_v4().to_string(),
@@ -136,12 +138,14 @@ pub(crate) fn resource_group(
             let patch = parse_body(ctx)?;
             let mut st = lock(&sim.inner.state);
             let mut r = st.resources.edit(&key).ok_or_else(|| rg_not_found(rg))?;
+            let mut body = r.body.to_value();
             if let Some(tags) = patch.get("tags") {
-                r.body["tags"] = tags.clone();
+                body["tags"] = tags.clone();
             }
             if let Some(m) = patch.get("managedBy") {
-                r.body["managedBy"] = m.clone();
+                body["managedBy"] = m.clone();
             }
+            r.body = body.into();
             let out = render_rg(&r);
             drop(r);
             drop(st);
@@ -156,7 +160,7 @@ pub(crate) fn resource_group(
             let loc = r
                 .body
                 .get("location")
-                .and_then(Value::as_str)
+                .and_then(Doc::as_str)
                 .unwrap_or("global")
                 .to_string();
             let op = start_op(sim, &mut st, OpKind::Delete, &key, fault);

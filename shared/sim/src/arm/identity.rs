@@ -8,6 +8,7 @@
 //! and the init extension's downloads are checked against their roles).
 
 use super::model::{props, Prep, Reject};
+use crate::doc::Doc;
 use crate::state::{Resource, State};
 use serde_json::{json, Value};
 
@@ -69,7 +70,11 @@ pub(crate) fn attach(st: &State, resource: &str, identity: &mut Value) -> Result
                 ),
             ));
         };
-        let ids = |k: &str| uai.body.pointer(&format!("/properties/{k}")).cloned();
+        let ids = |k: &str| {
+            uai.body
+                .pointer(&format!("/properties/{k}"))
+                .map(Doc::to_value)
+        };
         *value = json!({
             "principalId": ids("principalId").unwrap_or(Value::Null),
             "clientId": ids("clientId").unwrap_or(Value::Null),

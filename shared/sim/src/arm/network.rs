@@ -5,6 +5,7 @@
 use super::model::{fill_children, obj_mut, props, set_default, NameRule, Prep, Reject};
 use super::refs::lookup;
 use super::rules::check_zones;
+use crate::doc::{Doc, Json};
 use serde_json::{json, Value};
 
 /// An IPv4 or IPv6 prefix in CIDR notation.
@@ -288,9 +289,10 @@ pub(crate) fn validate_security_rule(name: &str, rule: &Value) -> Result<(), Rej
     Ok(())
 }
 
-fn sku_name(body: &Value) -> String {
-    body.pointer("/sku/name")
-        .and_then(Value::as_str)
+fn sku_name<J: Json>(body: &J) -> String {
+    body.member("sku")
+        .and_then(|s| s.member("name"))
+        .and_then(J::text)
         .unwrap_or("")
         .to_string()
 }
@@ -535,18 +537,14 @@ pub(crate) fn prepare_vnet(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject>
 pub(crate) fn prepare_public_ip(p: &Prep<'_>, body: &mut Value) -> Result<(), Reject> {
     validate_public_ip(p.id, body)?;
     let guid = p.keep("resourceGuid");
-    let ip = p
-        .old_props()
-        .as_ref()
-        .and_then(|p| p.get("ipAddress").cloned())
-        .unwrap_or_else(|| {
-            json!(format!(
-                "20.{}.{}.{}",
-                rand::random::<u8>(),
-                rand::random::<u8>(),
-                rand::random::<u8>().max(1)
-            ))
-        });
+    let ip = p.kept("ipAddress").unwrap_or_else(|| {
+        json!(format!(
+            "20.{}.{}.{}",
+            rand::random::<u8>(),
+            rand::random::<u8>(),
+            rand::random::<u8>().max(1)
+        ))
+    });
     if !body.get("sku").is_some_and(Value::is_object) {
         // The official `PublicIpAddressCreateDefaults` example: Basic, Dynamic.
         body["sku"] = json!({"name": "Basic", "tier": "Regional"});
@@ -603,10 +601,10 @@ pub(crate) fn prepare_load_balancer(p: &Prep<'_>, body: &mut Value) -> Result<()
             let fp = obj_mut(fe, "properties");
             if let Some(sid) = subnet {
                 let prefix = lookup(st, &sid)
-                    .and_then(|(_, s)| s.cloned())
+                    .and_then(|(_, s)| s)
                     .and_then(|s| {
                         s.pointer("/properties/addressPrefix")
-                            .and_then(Value::as_str)
+                            .and_then(Doc::as_str)
                             .map(str::to_string)
                     })
                     .unwrap_or_else(|| "10.0.1.0/24".into());

@@ -3,6 +3,7 @@
 
 use super::request::bad;
 use super::{compute, method_not_allowed, rg_key, rg_not_found, RA_TYPE, RG_TYPE};
+use crate::doc::Doc;
 use crate::state::contains_ignoring_case;
 use crate::util::{json_response, parse_tag_filter, rfc3339, tags_match, tags_of, Ctx};
 use crate::{lock, Sim};
@@ -108,14 +109,14 @@ pub(crate) fn list(
             "id": r.id,
             "name": r.name,
             "type": r.rtype,
-            "location": r.body.get("location").cloned().unwrap_or(Value::Null),
+            "location": r.body.get("location").map(Doc::to_value),
         });
         if is_rg {
             item["properties"] = json!({"provisioningState": r.state});
         }
         for k in ["sku", "kind"] {
             if let Some(v) = r.body.get(k) {
-                item[k] = v.clone();
+                item[k] = v.to_value();
             }
         }
         if filter.is_none() && !tags.is_empty() {

@@ -5,32 +5,28 @@
 
 use super::model::{spec, Prep, Reject, TypeSpec};
 use super::regions;
+use crate::doc::{Doc, Json};
 use crate::state::{Resource, State};
 use serde_json::Value;
 
 /// All `"id"` strings found anywhere under `v`.
-pub(crate) fn collect_ids(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                if k == "id" {
-                    if let Some(s) = x.as_str() {
-                        out.push(s.to_string());
-                    }
-                } else {
-                    collect_ids(x, out);
-                }
+pub(crate) fn collect_ids<J: Json>(v: &J, out: &mut Vec<String>) {
+    for (k, x) in v.members() {
+        if k == "id" {
+            if let Some(s) = x.text() {
+                out.push(s.to_string());
             }
+        } else {
+            collect_ids(x, out);
         }
-        Value::Array(a) => a.iter().for_each(|x| collect_ids(x, out)),
-        _ => {}
     }
+    v.items().iter().for_each(|x| collect_ids(x, out));
 }
 
 /// Ids a resource's properties reference outside itself.
-pub(crate) fn external_refs(res_id: &str, body: &Value) -> Vec<String> {
+pub(crate) fn external_refs<J: Json>(res_id: &str, body: &J) -> Vec<String> {
     let mut ids = Vec::new();
-    if let Some(p) = body.get("properties") {
+    if let Some(p) = body.member("properties") {
         collect_ids(p, &mut ids);
     }
     let own = res_id.to_ascii_lowercase();
@@ -85,22 +81,19 @@ fn type_of(id: &str) -> Option<String> {
 }
 
 /// Finds the element named `name` in the child collection `coll` of `props`.
-pub(crate) fn child_in<'a>(props: &'a Value, coll: &str, name: &str) -> Option<&'a Value> {
-    let p = props.as_object()?;
-    let items = p
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(coll))?
-        .1
-        .as_array()?;
-    items.iter().find(|i| {
-        i.get("name")
-            .and_then(Value::as_str)
+pub(crate) fn child_in<'a, J: Json>(props: &'a J, coll: &str, name: &str) -> Option<&'a J> {
+    let (_, items) = props
+        .members()
+        .find(|(k, _)| k.eq_ignore_ascii_case(coll))?;
+    items.items().iter().find(|i| {
+        i.member("name")
+            .and_then(J::text)
             .is_some_and(|n| n.eq_ignore_ascii_case(name))
     })
 }
 
 /// Looks up an id (a resource or one of its children) in the state.
-pub(crate) fn lookup<'a>(st: &'a State, id: &str) -> Option<(&'a Resource, Option<&'a Value>)> {
+pub(crate) fn lookup<'a>(st: &'a State, id: &str) -> Option<(&'a Resource, Option<&'a Doc>)> {
     let (parent, child, _) = split_id(id)?;
     let res = st.resources.get(&parent)?;
     match child {
@@ -234,7 +227,7 @@ pub(crate) fn check_refs(p: &Prep<'_>, body: &Value) -> Result<(), Reject> {
         let target_loc = target
             .body
             .get("location")
-            .and_then(Value::as_str)
+            .and_then(Doc::as_str)
             .map(regions::normalize);
         if let (Some(a), Some(b)) = (&own_loc, &target_loc) {
             if a != b {

@@ -7,6 +7,7 @@ use super::model::{self, Prep, TypeSpec};
 use super::refs::external_refs;
 use super::request::{bad, parse_body, reject};
 use super::{children, method_not_allowed, resource_not_found, rg_key, rg_not_found, RA_TYPE};
+use crate::doc::Doc;
 use crate::state::{OpKind, Resource, State};
 use crate::util::{arm_error, empty, json_response, now_ms, Ctx};
 use crate::{lock, Sim, SUBSCRIPTION_ID};
@@ -92,7 +93,7 @@ fn patch_resource(
     if existing.state == "Deleting" {
         return Err(being_deleted(&existing.id));
     }
-    let mut body = existing.body.clone();
+    let mut body = existing.body.to_value();
     model::merge_patch(&mut body, &patch);
     let prep = Prep {
         st: &st,
@@ -112,7 +113,7 @@ fn patch_resource(
     if synchronous(spec) {
         let out = match st.resources.edit(key) {
             Some(mut r) => {
-                r.body = body;
+                r.body = body.into();
                 r.state = "Succeeded".into();
                 r.etag = uuid::Uuid::new_v4().to_string();
                 model::render(&r)
@@ -126,7 +127,7 @@ fn patch_resource(
     let op = start_op(sim, &mut st, OpKind::Patch, key, fault);
     let out = match st.resources.edit(key) {
         Some(mut r) => {
-            r.body = body;
+            r.body = body.into();
             r.state = "Updating".into();
             r.etag = uuid::Uuid::new_v4().to_string();
             model::render(&r)
@@ -169,7 +170,7 @@ fn delete_resource(
     let loc = r
         .body
         .get("location")
-        .and_then(Value::as_str)
+        .and_then(Doc::as_str)
         .unwrap_or("")
         .to_string();
     let op = start_op(sim, &mut st, OpKind::Delete, key, fault);
@@ -319,7 +320,7 @@ fn put_resource(
         rtype: spec.full(),
         name: canonical_name,
         rg: rg.to_ascii_lowercase(),
-        body,
+        body: body.into(),
         state: match (&existing, sync_update) {
             (_, true) => "Succeeded",
             (Some(_), false) => "Updating",

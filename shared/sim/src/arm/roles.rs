@@ -2,6 +2,7 @@
 
 use super::request::{bad, parse_body};
 use super::{method_not_allowed, rg_key, rg_not_found, RA_TYPE, RD_TYPE};
+use crate::doc::Doc;
 use crate::state::Resource;
 use crate::util::{arm_error, empty, json_response, now_ms, rfc3339, Ctx};
 use crate::{lock, Sim};
@@ -139,11 +140,11 @@ pub(crate) fn role_assignment(
                     && r.id.to_ascii_lowercase() != key
                     && r.body
                         .pointer("/properties/principalId")
-                        .and_then(Value::as_str)
+                        .and_then(Doc::as_str)
                         == Some(principal)
                     && r.body
                         .pointer("/properties/roleDefinitionId")
-                        .and_then(Value::as_str)
+                        .and_then(Doc::as_str)
                         .is_some_and(|d| d.to_ascii_lowercase().ends_with(&role_tail))
             });
             if duplicate {
@@ -157,7 +158,7 @@ pub(crate) fn role_assignment(
             let existed = st.resources.get(&key).cloned();
             let created_on = existed
                 .as_ref()
-                .and_then(|e| e.body.pointer("/properties/createdOn").cloned())
+                .and_then(|e| e.body.pointer("/properties/createdOn").map(Doc::to_value))
                 .unwrap_or_else(|| json!(now));
             let mut props = p.clone();
             props["scope"] = json!(scope);
@@ -184,7 +185,7 @@ pub(crate) fn role_assignment(
                     rtype: RA_TYPE.into(),
                     name: name.to_string(),
                     rg,
-                    body: out.clone(),
+                    body: out.clone().into(),
                     state: "Succeeded".into(),
                     op: None,
                     etag: String::new(),
@@ -264,7 +265,7 @@ pub(crate) fn role_definition(
                             rtype: RD_TYPE.into(),
                             name: name.to_string(),
                             rg: String::new(),
-                            body: out.clone(),
+                            body: out.clone().into(),
                             state: "Succeeded".into(),
                             op: None,
                             etag: String::new(),

@@ -2,6 +2,7 @@
 
 use super::model::{Prep, Reject};
 use super::regions;
+use crate::doc::Doc;
 use serde_json::Value;
 
 /// At most this many tags per resource.
@@ -92,7 +93,7 @@ pub(crate) fn check_location(p: &Prep<'_>, body: &Value) -> Result<(), Reject> {
     if let Some(old) = p
         .existing
         .and_then(|e| e.body.get("location"))
-        .and_then(Value::as_str)
+        .and_then(Doc::as_str)
     {
         if regions::normalize(old) != regions::normalize(loc) {
             return Err((

@@ -77,9 +77,7 @@ pub(crate) fn prepare_account(p: &Prep<'_>, body: &mut Value) -> Result<(), Reje
     let (st, id, name, full) = (p.st, p.id, p.name, p.spec.full());
     validate_account(body)?;
     let created = p
-        .old_props()
-        .as_ref()
-        .and_then(|p| p.get("creationTime").cloned())
+        .kept("creationTime")
         .unwrap_or_else(|| json!(crate::util::rfc3339(crate::util::now_ms())));
     let taken = st
         .of_type(&full)
@@ -125,7 +123,7 @@ pub(crate) fn list_keys(r: &crate::state::Resource) -> Value {
                 "keyName": format!("key{}", i + 1),
                 "value": k,
                 "permissions": "Full",
-                "creationTime": r.body.pointer("/properties/creationTime").cloned().unwrap_or(Value::Null),
+                "creationTime": r.body.pointer("/properties/creationTime").map(crate::doc::Doc::to_value),
             })
         })
         .collect();
