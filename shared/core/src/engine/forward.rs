@@ -274,7 +274,7 @@ impl Engine {
     /// An existing subnet's NSG attachment is left to its step, because its
     /// intent needs a read (the NSG the subnet has).
     pub(super) fn plan_ahead(&self, saga: &mut crate::saga::Saga, step: StepName) {
-        for op in steps::plan(step, saga, &self.env) {
+        for op in steps::outline(step, saga, &self.env) {
             if matches!(op, Op::AttachNsg { .. }) {
                 continue;
             }

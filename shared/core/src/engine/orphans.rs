@@ -192,14 +192,14 @@ fn parse_saga(doc: serde_json::Value) -> Option<Saga> {
 impl Engine {
     /// The ARM types the steps create, in creation order, each with the API
     /// version it is created (and deleted) with — computed by the steps' own
-    /// `plan` for the example spec, so it cannot drift from the flow.
+    /// plans for the example spec, so it cannot drift from the flow.
     fn arm_types(&self) -> Vec<(String, String)> {
         let spec = ClusterSpec::example();
         let job = names::job_id_for_key(&spec, "sweep");
         let saga = Saga::new(job, spec, self.now());
         let mut out: Vec<(String, String)> = vec![];
         for step in StepName::ALL {
-            for op in steps::plan(step, &saga, &self.env) {
+            for op in steps::outline(step, &saga, &self.env) {
                 let (ty, api_version) = match &op {
                     Op::Arm {
                         id, api_version, ..

@@ -656,7 +656,7 @@ impl Engine {
         let saga = Saga::new(job.to_string(), spec.clone(), self.clock.now());
         let planned: Vec<ResourceId> = StepName::ALL
             .into_iter()
-            .flat_map(|step| steps::plan(step, &saga, &self.env))
+            .flat_map(|step| steps::outline(step, &saga, &self.env))
             .filter_map(|op| match op {
                 Op::Arm { id, .. } | Op::ScaleSet { id, .. } => Some(id),
                 _ => None,

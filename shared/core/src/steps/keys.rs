@@ -31,7 +31,7 @@
 //! so the nodes' access ends with the job.
 
 use super::rbac::{self, Principal};
-use super::{rg_id, Env, Op, SecretSource};
+use super::{rg_id, Detail, Env, Op, SecretSource};
 use crate::names;
 use crate::saga::Saga;
 use crate::spec::{IdentityMode, StagingAccess};
@@ -47,10 +47,10 @@ pub const KEY_VAULT_SECRETS_OFFICER: &str = "b86a8fe4-44ce-4948-aee5-eccb2c155cd
 pub const BLOB_READ_ACTION: &str =
     "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read";
 
-pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
+pub fn plan(saga: &Saga, env: &Env, detail: Detail) -> Vec<Op> {
     let mut ops = Vec::new();
     if has_node_identity(saga) {
-        ops.push(node_identity_op(saga, env));
+        ops.push(node_identity_op(saga, env, detail));
     }
     ops.push(match saga.spec.staging.access {
         StagingAccess::Identity => staging_reader_op(saga, env),
@@ -123,15 +123,15 @@ pub fn read_condition(prefix: &str) -> String {
 }
 
 /// The job's node identity.
-fn node_identity_op(saga: &Saga, env: &Env) -> Op {
-    let body = UserAssignedIdentity {
+fn node_identity_op(saga: &Saga, env: &Env, detail: Detail) -> Op {
+    let body = || UserAssignedIdentity {
         location: saga.spec.location.clone(),
         tags: names::tags(&saga.id, &saga.spec),
     };
     Op::Arm {
         id: node_identity_id(saga, env),
         api_version: api::MANAGED_IDENTITY,
-        body: serde_json::to_value(body).expect("models serialise"),
+        body: detail.build(|| serde_json::to_value(body()).expect("models serialise")),
     }
 }
 

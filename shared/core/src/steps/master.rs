@@ -8,7 +8,7 @@
 //! Undo: delete the scale set.
 
 use super::node::{self, Role};
-use super::{rg_id, Env, Op};
+use super::{rg_id, Detail, Env, Op};
 use crate::names;
 use crate::saga::Saga;
 use crate::spec::{DiskSpec, IdentityMode, StagingAccess};
@@ -63,9 +63,8 @@ pub(crate) fn scale_set(
     saga: &Saga,
     env: &Env,
     shape: ScaleSetShape<'_>,
+    detail: Detail,
 ) -> (ResourceId, serde_json::Value) {
-    let job = &saga.id;
-    let spec = &saga.spec;
     let id = rg_id(
         saga,
         env,
@@ -73,6 +72,13 @@ pub(crate) fn scale_set(
         "virtualMachineScaleSets",
         &shape.name,
     );
+    let body = detail.build(|| scale_set_body(saga, env, shape));
+    (id, body)
+}
+
+fn scale_set_body(saga: &Saga, env: &Env, shape: ScaleSetShape<'_>) -> serde_json::Value {
+    let job = &saga.id;
+    let spec = &saga.spec;
     let lb = rg_id(
         saga,
         env,
@@ -178,10 +184,10 @@ pub(crate) fn scale_set(
             },
         },
     };
-    (id, serde_json::to_value(body).expect("models serialise"))
+    serde_json::to_value(body).expect("models serialise")
 }
 
-pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
+pub fn plan(saga: &Saga, env: &Env, detail: Detail) -> Vec<Op> {
     let m = &saga.spec.master;
     let (id, body) = scale_set(
         saga,
@@ -197,6 +203,7 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
             behind_lb: true,
             script: Role::Master,
         },
+        detail,
     );
     vec![Op::ScaleSet { id, body }]
 }

@@ -3,7 +3,8 @@
 //! `plan`: the step's resources as an ordered list of idempotent operations.
 //! The engine records each operation's intent in the saga before running it
 //! (ahead, in the write that ends the step before: `Engine::plan_ahead`), so
-//! a plan must name the same resources whenever it is computed.
+//! a plan must name the same resources whenever it is computed, whole or in
+//! outline ([`Detail`]).
 
 pub mod join;
 pub mod keys;
@@ -126,14 +127,45 @@ pub enum Op {
     AwaitNodes { scale_sets: Vec<(ResourceId, u32)> },
 }
 
-/// The operations of `step` for this saga, in order.
+/// How much of each operation a plan builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// Every operation whole, ready to send.
+    Full,
+    /// The same operations, naming the same resources, without the request
+    /// bodies and blob contents that take work to build (init scripts, scale
+    /// set models): what recording intents and pre-flight's list of names
+    /// read. Never sent.
+    Outline,
+}
+
+impl Detail {
+    /// `build()` in a full plan; nothing in an outline.
+    pub(crate) fn build<T: Default>(self, build: impl FnOnce() -> T) -> T {
+        match self {
+            Detail::Full => build(),
+            Detail::Outline => T::default(),
+        }
+    }
+}
+
+/// The operations of `step` for this saga, in order, ready to send.
 pub fn plan(step: StepName, saga: &Saga, env: &Env) -> Vec<Op> {
+    plan_with(step, saga, env, Detail::Full)
+}
+
+/// The operations of `step` as [`Detail::Outline`]: what they create, not what they send.
+pub fn outline(step: StepName, saga: &Saga, env: &Env) -> Vec<Op> {
+    plan_with(step, saga, env, Detail::Outline)
+}
+
+fn plan_with(step: StepName, saga: &Saga, env: &Env, detail: Detail) -> Vec<Op> {
     match step {
-        StepName::Stage => stage::plan(saga, env),
-        StepName::Prereqs => prereqs::plan(saga, env),
-        StepName::Keys => keys::plan(saga, env),
-        StepName::Master => master::plan(saga, env),
-        StepName::Workers => workers::plan(saga, env),
+        StepName::Stage => stage::plan(saga, env, detail),
+        StepName::Prereqs => prereqs::plan(saga, env, detail),
+        StepName::Keys => keys::plan(saga, env, detail),
+        StepName::Master => master::plan(saga, env, detail),
+        StepName::Workers => workers::plan(saga, env, detail),
         StepName::Join => join::plan(saga, env),
     }
 }
@@ -174,4 +206,80 @@ pub(crate) fn rg_id(saga: &Saga, env: &Env, namespace: &str, kind: &str, name: &
         kind,
         name,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{ClusterSpec, ExistingNetwork, IdentityMode, StagingAccess};
+
+    fn env() -> Env {
+        let sub = "00000000-0000-0000-0000-000000000000";
+        let ops = |ns: &str, kind: &str, name: &str| ResourceId::new(sub, "ops", ns, kind, name);
+        Env {
+            subscription_id: sub.into(),
+            staging_account_id: ops("Microsoft.Storage", "storageAccounts", "staging"),
+            staging_url: "https://staging.blob.core.windows.net/staging/".into(),
+            keyvault_url: "https://kv.vault.azure.net".into(),
+            keyvault_id: ops("Microsoft.KeyVault", "vaults", "kv"),
+            sp_client_id: Some("cluster-sp".into()),
+            tenant_id: Some("tenant".into()),
+            sp_object_id: Some("cluster-sp-object".into()),
+            scaler_role: rbac::VIRTUAL_MACHINE_CONTRIBUTOR.into(),
+        }
+    }
+
+    /// What an operation creates and how, without what it sends.
+    fn named(op: &Op) -> String {
+        match op {
+            Op::Arm {
+                id, api_version, ..
+            } => format!("arm {id} {api_version}"),
+            Op::ScaleSet { id, .. } => format!("scale set {id}"),
+            Op::Blob {
+                name, content_type, ..
+            } => format!("blob {name} {content_type}"),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// Whether an operation carries a body or content to send.
+    fn carries(op: &Op) -> bool {
+        match op {
+            Op::Arm { body, .. } | Op::ScaleSet { body, .. } => !body.is_null(),
+            Op::Blob { content, .. } => !content.is_empty(),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn an_outline_names_what_the_plan_creates_and_sends_nothing() {
+        let example = ClusterSpec::example();
+        let mut key_and_principal = ClusterSpec::example();
+        key_and_principal.identity = IdentityMode::ServicePrincipal;
+        key_and_principal.staging.access = StagingAccess::AccountKey;
+        let mut existing = ClusterSpec::example();
+        existing.network.existing = Some(ExistingNetwork {
+            vnet_id: "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/shared".into(),
+            control_plane_subnet: "cp".into(),
+            worker_subnet: "workers".into(),
+            attach_nsgs: true,
+        });
+        for spec in [example, key_and_principal, existing] {
+            let saga = Saga::new("job-1".into(), spec, time::OffsetDateTime::UNIX_EPOCH);
+            let mut sent = 0;
+            for step in StepName::ALL {
+                let full = plan(step, &saga, &env());
+                let outline = outline(step, &saga, &env());
+                assert_eq!(
+                    full.iter().map(named).collect::<Vec<_>>(),
+                    outline.iter().map(named).collect::<Vec<_>>(),
+                    "{step:?}"
+                );
+                assert!(!outline.iter().any(carries), "{step:?}");
+                sent += full.iter().filter(|op| carries(op)).count();
+            }
+            assert!(sent >= 6, "the full plans send bodies and scripts: {sent}");
+        }
+    }
 }

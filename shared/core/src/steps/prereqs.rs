@@ -9,7 +9,7 @@
 //! its `networkSecurityGroup` changed; undo puts back the NSG it had, and
 //! never deletes the subnet); without it no NSG is created at all.
 
-use super::{rg_id, Env, Op};
+use super::{rg_id, Detail, Env, Op};
 use crate::names;
 use crate::saga::Saga;
 use flotilla_azure::models::*;
@@ -32,11 +32,11 @@ fn rule(name: &str, port: &str, source: &str, priority: u32) -> Named<SecurityRu
     }
 }
 
-fn body<T: serde::Serialize>(v: T) -> serde_json::Value {
-    serde_json::to_value(v).expect("models serialise")
+fn body<T: serde::Serialize>(detail: Detail, v: &T) -> serde_json::Value {
+    detail.build(|| serde_json::to_value(v).expect("models serialise"))
 }
 
-pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
+pub fn plan(saga: &Saga, env: &Env, detail: Detail) -> Vec<Op> {
     let job = &saga.id;
     let spec = &saga.spec;
     let tags = names::tags(job, spec);
@@ -182,12 +182,12 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
         Op::Arm {
             id: cp_nsg.clone(),
             api_version: api::NETWORK,
-            body: body(cp_nsg_body),
+            body: body(detail, &cp_nsg_body),
         },
         Op::Arm {
             id: wk_nsg.clone(),
             api_version: api::NETWORK,
-            body: body(wk_nsg_body),
+            body: body(detail, &wk_nsg_body),
         },
     ];
     let network = match super::existing_vnet(saga) {
@@ -196,7 +196,7 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
             ops.push(Op::Arm {
                 id: vnet,
                 api_version: api::NETWORK,
-                body: body(vnet_body),
+                body: body(detail, &vnet_body),
             });
             ops
         }
@@ -221,12 +221,12 @@ pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
             Op::Arm {
                 id: pip,
                 api_version: api::NETWORK,
-                body: body(pip_body),
+                body: body(detail, &pip_body),
             },
             Op::Arm {
                 id: lb,
                 api_version: api::NETWORK,
-                body: body(lb_body),
+                body: body(detail, &lb_body),
             },
         ])
         .collect()

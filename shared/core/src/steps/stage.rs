@@ -6,29 +6,28 @@
 //! Undo: delete the blobs (a missing blob counts as deleted).
 
 use super::node::{self, Role};
-use super::{Env, Op};
+use super::{Detail, Env, Op};
 use crate::names;
 use crate::saga::Saga;
 
-pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
-    let spec = serde_json::to_vec_pretty(&saga.spec).expect("specs serialise");
+pub fn plan(saga: &Saga, env: &Env, detail: Detail) -> Vec<Op> {
     let mut ops = vec![Op::Blob {
         name: names::spec_blob(&saga.id),
-        content: spec,
+        content: detail.build(|| serde_json::to_vec_pretty(&saga.spec).expect("specs serialise")),
         content_type: "application/json",
     }];
     for role in node::roles(saga) {
-        ops.push(script(saga, env, role));
+        ops.push(script(saga, env, role, detail));
     }
     ops
 }
 
 /// The staged init script of one role (also what a day-2 `pool add` stages
 /// for its new pool).
-pub fn script(saga: &Saga, env: &Env, role: Role<'_>) -> Op {
+pub fn script(saga: &Saga, env: &Env, role: Role<'_>, detail: Detail) -> Op {
     Op::Blob {
         name: role.blob(&saga.id),
-        content: init_script(saga, env, role).into_bytes(),
+        content: detail.build(|| init_script(saga, env, role).into_bytes()),
         content_type: "text/x-shellscript",
     }
 }

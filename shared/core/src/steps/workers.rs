@@ -9,24 +9,24 @@
 
 use super::master::{scale_set, ScaleSetShape};
 use super::node::Role;
-use super::{Env, Op};
+use super::{Detail, Env, Op};
 use crate::names;
 use crate::saga::{Saga, StepName};
 use crate::spec::WorkerPool;
 
-pub fn plan(saga: &Saga, env: &Env) -> Vec<Op> {
+pub fn plan(saga: &Saga, env: &Env, detail: Detail) -> Vec<Op> {
     let mut ops: Vec<Op> = saga
         .spec
         .worker_pools
         .iter()
-        .flat_map(|p| pool_plan(saga, env, p))
+        .flat_map(|p| pool_plan(saga, env, p, detail))
         .collect();
     ops.extend(super::rbac::plan(saga, env));
     ops
 }
 
 /// What one worker pool needs on top of the cluster: its scale set.
-pub fn pool_plan(saga: &Saga, env: &Env, p: &WorkerPool) -> Vec<Op> {
+pub fn pool_plan(saga: &Saga, env: &Env, p: &WorkerPool, detail: Detail) -> Vec<Op> {
     let (id, body) = scale_set(
         saga,
         env,
@@ -41,6 +41,7 @@ pub fn pool_plan(saga: &Saga, env: &Env, p: &WorkerPool) -> Vec<Op> {
             behind_lb: false,
             script: Role::Pool(&p.name),
         },
+        detail,
     );
     vec![Op::ScaleSet { id, body }]
 }
@@ -54,10 +55,10 @@ pub fn pool_plan(saga: &Saga, env: &Env, p: &WorkerPool) -> Vec<Op> {
 pub fn day2_plan(saga: &Saga, env: &Env, p: &WorkerPool) -> Vec<(StepName, Op)> {
     let mut ops = vec![(
         StepName::Stage,
-        super::stage::script(saga, env, Role::Pool(&p.name)),
+        super::stage::script(saga, env, Role::Pool(&p.name), Detail::Full),
     )];
     ops.extend(
-        pool_plan(saga, env, p)
+        pool_plan(saga, env, p, Detail::Full)
             .into_iter()
             .chain(super::rbac::pool_plan(saga, env, &p.name))
             .map(|op| (StepName::Workers, op)),

@@ -132,10 +132,11 @@ pub async fn put(config: &AzureConfig, id: &ResourceId, version: &str, body: ser
 
 /// [`Simulated::keys`] with the simulator's clients and the steps' environment.
 pub async fn keys(config: &AzureConfig, env: &Env, saga: &Saga) {
-    use flotilla_core::steps::{keys, rbac, Op, SecretSource};
+    use flotilla_core::saga::StepName;
+    use flotilla_core::steps::{self, rbac, Op, SecretSource};
     let arm = ArmClient::new(config).unwrap();
     let vault = Vault::new(config).unwrap();
-    for op in keys::plan(saga, env) {
+    for op in steps::plan(StepName::Keys, saga, env) {
         match op {
             Op::Arm {
                 id,
