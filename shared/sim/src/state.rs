@@ -48,7 +48,8 @@ pub(crate) trait Indexed {
 /// slot number (a key is hashed once per change, not once per run).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct NameGrams {
-    postings: HashMap<[u8; 3], HashSet<u32, BuildSlotHasher>>,
+    /// Keyed by the run's three bytes as a number ([`NameGrams::grams`]).
+    postings: HashMap<u32, HashSet<u32, BuildSlotHasher>, BuildSlotHasher>,
     /// The slot of each indexed key.
     slots: HashMap<Arc<str>, u32>,
     /// The key in each slot; `None` when free.
@@ -56,8 +57,8 @@ pub(crate) struct NameGrams {
     free: Vec<u32>,
 }
 
-/// Hashes a slot number by one multiplication: slots are small, distinct and
-/// not chosen by anyone outside.
+/// Hashes a slot number (or a three-byte run) by one multiplication: they
+/// are small, and not chosen by anyone outside.
 #[derive(Debug, Default, Clone, Copy)]
 struct SlotHasher(u64);
 
@@ -78,12 +79,16 @@ impl std::hash::Hasher for SlotHasher {
 type BuildSlotHasher = std::hash::BuildHasherDefault<SlotHasher>;
 
 impl NameGrams {
-    /// The distinct three-byte runs of `text`, lower-cased.
-    fn grams(text: &str) -> BTreeSet<[u8; 3]> {
-        text.as_bytes()
+    /// The distinct three-byte runs of `text`, lower-cased, each as a number.
+    fn grams(text: &str) -> Vec<u32> {
+        let mut grams: Vec<u32> = text
+            .as_bytes()
             .windows(3)
-            .map(|w| [w[0], w[1], w[2]].map(|b| b.to_ascii_lowercase()))
-            .collect()
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], 0].map(|b| b.to_ascii_lowercase())))
+            .collect();
+        grams.sort_unstable();
+        grams.dedup();
+        grams
     }
     fn add(&mut self, key: &str, name: &str) {
         let slot = match self.slots.get(key) {
