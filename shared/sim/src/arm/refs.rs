@@ -132,29 +132,39 @@ const EXPECTED: &[(&str, &str)] = &[
     ),
 ];
 
-/// Every `(path, holding key, id)` under `v`; the holding key of an array element is the
-/// array's key.
-fn refs_with_paths(v: &Value, path: &str, key: &str, out: &mut Vec<(String, String, String)>) {
+/// Every `(path, holding key, id)` under `v`, whose own path is `path`; the
+/// holding key of an array element is the array's key. `path` is one buffer
+/// that each level extends and cuts back, so only a found id costs a copy.
+fn refs_with_paths(
+    v: &Value,
+    path: &mut String,
+    key: &str,
+    out: &mut Vec<(String, String, String)>,
+) {
+    use std::fmt::Write as _;
+    let len = path.len();
     match v {
         Value::Object(m) => {
             for (k, x) in m {
                 if k == "id" {
                     if let Some(s) = x.as_str() {
-                        out.push((path.to_string(), key.to_string(), s.to_string()));
+                        out.push((path.clone(), key.to_string(), s.to_string()));
                     }
                 } else {
-                    let p = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    refs_with_paths(x, &p, k, out);
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k);
+                    refs_with_paths(x, path, k, out);
+                    path.truncate(len);
                 }
             }
         }
         Value::Array(a) => {
             for (i, x) in a.iter().enumerate() {
-                refs_with_paths(x, &format!("{path}[{i}]"), key, out);
+                let _ = write!(path, "[{i}]");
+                refs_with_paths(x, path, key, out);
+                path.truncate(len);
             }
         }
         _ => {}
@@ -178,7 +188,12 @@ pub(crate) fn check_refs(p: &Prep<'_>, body: &Value) -> Result<(), Reject> {
         .map(regions::normalize);
     let mut found = Vec::new();
     if let Some(props) = body.get("properties") {
-        refs_with_paths(props, "properties", "properties", &mut found);
+        refs_with_paths(
+            props,
+            &mut "properties".to_string(),
+            "properties",
+            &mut found,
+        );
     }
     for (path, key, id) in found {
         let expected = EXPECTED.iter().find(|(k, _)| *k == key).map(|(_, t)| *t);
@@ -236,4 +251,49 @@ pub(crate) fn check_refs(p: &Prep<'_>, body: &Value) -> Result<(), Reject> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_reference_is_found_with_its_path_and_holding_key() {
+        let props = json!({
+            "subnets": [
+                {"name": "a", "properties": {"networkSecurityGroup": {"id": "/n1"}}},
+                {"name": "b", "properties": {"routeTable": {"id": "/r"}, "nsg": [{"id": "/n2"}]}}
+            ],
+            "publicIPAddress": {"id": "/ip"}
+        });
+        let mut found = vec![];
+        refs_with_paths(
+            &props,
+            &mut "properties".to_string(),
+            "properties",
+            &mut found,
+        );
+        let found: Vec<(&str, &str, &str)> = found
+            .iter()
+            .map(|(p, k, i)| (p.as_str(), k.as_str(), i.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("properties.publicIPAddress", "publicIPAddress", "/ip"),
+                (
+                    "properties.subnets[0].properties.networkSecurityGroup",
+                    "networkSecurityGroup",
+                    "/n1"
+                ),
+                ("properties.subnets[1].properties.nsg[0]", "nsg", "/n2"),
+                (
+                    "properties.subnets[1].properties.routeTable",
+                    "routeTable",
+                    "/r"
+                ),
+            ]
+        );
+    }
 }
