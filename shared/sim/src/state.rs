@@ -498,7 +498,7 @@ pub(crate) struct Resource {
     /// Resource group name (lowercase) or empty for subscription-level things.
     pub rg: String,
     /// The stored model as PUT, plus server-computed fields (secrets included; stripped on output).
-    pub body: crate::doc::Doc,
+    pub body: Doc,
     /// `Creating`, `Updating`, `Deleting`, `Succeeded`, `Failed`.
     pub state: String,
     /// The operation that currently drives `state`.

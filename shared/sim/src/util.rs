@@ -210,11 +210,12 @@ pub(crate) fn tags_match(
 }
 
 /// Tags of an ARM body as a map (non-string values are skipped).
-pub(crate) fn tags_of<J: crate::doc::Json>(body: &J) -> std::collections::BTreeMap<String, String> {
-    body.member("tags")
-        .into_iter()
-        .flat_map(J::members)
-        .filter_map(|(k, v)| v.text().map(|s| (k.to_string(), s.to_string())))
+pub(crate) fn tags_of(body: &crate::doc::Doc) -> std::collections::BTreeMap<String, String> {
+    body.get("tags")
+        .and_then(crate::doc::Doc::as_object)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(k, v)| v.as_str().map(|s| (k.to_string(), s.to_string())))
         .collect()
 }
 

@@ -124,14 +124,17 @@ pub fn read_condition(prefix: &str) -> String {
 
 /// The job's node identity.
 fn node_identity_op(saga: &Saga, env: &Env, detail: Detail) -> Op {
-    let body = || UserAssignedIdentity {
-        location: saga.spec.location.clone(),
-        tags: names::tags(&saga.id, &saga.spec),
-    };
+    let body = detail.build(|| {
+        serde_json::to_value(UserAssignedIdentity {
+            location: saga.spec.location.clone(),
+            tags: names::tags(&saga.id, &saga.spec),
+        })
+        .expect("models serialise")
+    });
     Op::Arm {
         id: node_identity_id(saga, env),
         api_version: api::MANAGED_IDENTITY,
-        body: detail.build(|| serde_json::to_value(body()).expect("models serialise")),
+        body,
     }
 }
 

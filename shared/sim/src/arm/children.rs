@@ -233,6 +233,7 @@ fn write_child(
         .get("properties")
         .and_then(|p| child_in(p, coll, child))
         .is_some();
+    let mut body = parent.body.to_value();
     if let Some(item) = &item {
         if !model::valid_name(model::NameRule::Network80, child) {
             return Err(bad(
@@ -242,15 +243,14 @@ fn write_child(
         }
         let mut named = item.clone();
         named["name"] = json!(child);
-        let parent_body = parent.body.to_value();
         match coll {
             "securityRules" => network::validate_security_rule(child, &named).map_err(reject)?,
             _ => network::validate_subnet(
                 &parent.name,
                 child,
                 &named,
-                &network::vnet_space(&parent_body),
-                &network::other_subnets(&parent_body, child),
+                &network::vnet_space(&body),
+                &network::other_subnets(&body, child),
             )
             .map_err(reject)?,
         }
@@ -271,7 +271,6 @@ fn write_child(
             }
         }
     }
-    let mut body = parent.body.to_value();
     let items = body
         .pointer_mut(&format!("/properties/{coll}"))
         .and_then(Value::as_array_mut);

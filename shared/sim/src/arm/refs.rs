@@ -10,23 +10,28 @@ use crate::state::{Resource, State};
 use serde_json::Value;
 
 /// All `"id"` strings found anywhere under `v`.
-pub(crate) fn collect_ids<J: Json>(v: &J, out: &mut Vec<String>) {
-    for (k, x) in v.members() {
-        if k == "id" {
-            if let Some(s) = x.text() {
-                out.push(s.to_string());
+pub(crate) fn collect_ids(v: &Doc, out: &mut Vec<String>) {
+    match v {
+        Doc::Object(entries) => {
+            for (k, x) in entries.iter() {
+                if &**k == "id" {
+                    if let Some(s) = x.as_str() {
+                        out.push(s.to_string());
+                    }
+                } else {
+                    collect_ids(x, out);
+                }
             }
-        } else {
-            collect_ids(x, out);
         }
+        Doc::Array(items) => items.iter().for_each(|x| collect_ids(x, out)),
+        _ => {}
     }
-    v.items().iter().for_each(|x| collect_ids(x, out));
 }
 
 /// Ids a resource's properties reference outside itself.
-pub(crate) fn external_refs<J: Json>(res_id: &str, body: &J) -> Vec<String> {
+pub(crate) fn external_refs(res_id: &str, body: &Doc) -> Vec<String> {
     let mut ids = Vec::new();
-    if let Some(p) = body.member("properties") {
+    if let Some(p) = body.get("properties") {
         collect_ids(p, &mut ids);
     }
     let own = res_id.to_ascii_lowercase();
