@@ -190,6 +190,23 @@ impl From<Value> for Doc {
     }
 }
 
+impl From<&Value> for Doc {
+    fn from(value: &Value) -> Doc {
+        match value {
+            Value::Null => Doc::Null,
+            Value::Bool(b) => Doc::Bool(*b),
+            Value::Number(n) => Doc::Number(n.clone()),
+            Value::String(s) => Doc::String(s.as_str().into()),
+            Value::Array(items) => Doc::Array(items.iter().map(Doc::from).collect()),
+            Value::Object(map) => Doc::Object(
+                map.iter()
+                    .map(|(k, v)| (k.as_str().into(), Doc::from(v)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
 impl PartialEq<Value> for Doc {
     fn eq(&self, other: &Value) -> bool {
         match (self, other) {

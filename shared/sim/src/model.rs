@@ -564,7 +564,14 @@ pub(crate) fn strip_secrets(v: &mut Value) {
 
 /// The response body of a stored resource.
 pub(crate) fn render(res: &Resource) -> Value {
-    let mut out = res.body.to_value();
+    render_with(res, res.body.to_value())
+}
+
+/// `res` as [`render`] answers it, its model given as `body`: a write that
+/// still holds the model it stored renders its answer from that, after
+/// letting go of the state.
+pub(crate) fn render_with(res: &Resource, body: Value) -> Value {
+    let mut out = body;
     if !out.is_object() {
         out = json!({});
     }

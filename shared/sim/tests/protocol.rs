@@ -1973,3 +1973,31 @@ async fn a_vm_identity_reaches_only_the_secrets_it_was_granted() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     h.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_write_answers_with_what_a_read_then_returns() {
+    // Operations outlast the test: the read sees the state the write left.
+    let h = start_lro(60_000).await;
+    h.put_rg("rg").await;
+    let nsg = h.id("rg", "Microsoft.Network/networkSecurityGroups", "n1");
+    let body = json!({"location": "westeurope", "tags": {"a": "1"},
+        "properties": {"securityRules": [{"name": "ssh", "properties": {"protocol": "Tcp",
+            "sourcePortRange": "*", "destinationPortRange": "22", "sourceAddressPrefix": "*",
+            "destinationAddressPrefix": "*", "access": "Allow", "priority": 100, "direction": "Inbound"}}]}});
+    let put = h.arm(Method::PUT, &nsg, NET, Some(&body)).await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text);
+    let get = h.arm(Method::GET, &nsg, NET, None).await;
+    assert_eq!(put.body, get.body);
+    assert_eq!(put.body["properties"]["provisioningState"], "Creating");
+    assert!(put.body["etag"].is_string());
+    assert!(put.body["properties"]["defaultSecurityRules"].is_array());
+    // An update of a resource still being created answers its new model too.
+    let mut body = body;
+    body["tags"]["a"] = json!("2");
+    let put = h.arm(Method::PUT, &nsg, NET, Some(&body)).await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text);
+    let get = h.arm(Method::GET, &nsg, NET, None).await;
+    assert_eq!(put.body, get.body);
+    assert_eq!(get.body["tags"]["a"], "2");
+    h.server.shutdown().await;
+}

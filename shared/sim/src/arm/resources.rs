@@ -315,12 +315,14 @@ fn put_resource(
             return Err(arm_error(status, &code, &message));
         }
     }
-    let res = Resource {
+    // The answer is rendered from `body` once the state is let go; `head`
+    // is the stored resource without its model.
+    let mut res = Resource {
         id: canonical_id,
         rtype: spec.full(),
         name: canonical_name,
         rg: rg.to_ascii_lowercase(),
-        body: body.into(),
+        body: Doc::Null,
         state: match (&existing, sync_update) {
             (_, true) => "Succeeded",
             (Some(_), false) => "Updating",
@@ -333,14 +335,12 @@ fn put_resource(
         boot: existing.as_ref().and_then(|e| e.boot.clone()),
         created_ms: existing.as_ref().map_or_else(now_ms, |e| e.created_ms),
     };
+    let head = res.clone();
+    res.body = Doc::from(&body);
     st.resources.insert(key.clone(), res);
     if sync_update {
-        let out = st
-            .resources
-            .get(&key)
-            .map(model::render)
-            .unwrap_or_default();
         drop(st);
+        let out = model::render_with(&head, body);
         sim.persist_now();
         let status = if existing.is_none() {
             StatusCode::CREATED
@@ -350,12 +350,8 @@ fn put_resource(
         return Ok(json_response(status, &out));
     }
     let op = start_op(sim, &mut st, OpKind::Put, &key, fault);
-    let out = st
-        .resources
-        .get(&key)
-        .map(model::render)
-        .unwrap_or_default();
     drop(st);
+    let out = model::render_with(&head, body);
     sim.persist_now();
     let (async_url, location) = op_urls(ctx, spec.ns, &loc, &op, version);
     if synchronous(spec) {
