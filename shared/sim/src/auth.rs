@@ -34,12 +34,12 @@ pub(crate) fn issue(sim: &Sim, audience: &str, principal: &str) -> (String, i64)
     let token = random_token(32);
     let expires = now_ms() / 1000 + TOKEN_LIFETIME_S;
     {
-        let mut tokens = lock(&sim.inner.tokens);
-        if tokens.len() > 50_000 {
+        let mut st = lock(&sim.inner.state);
+        if st.tokens.len() > 50_000 {
             let now_s = now_ms() / 1000;
-            tokens.retain(|_, t| t.expires > now_s);
+            st.tokens.retain(|_, t| t.expires > now_s);
         }
-        tokens.insert(
+        st.tokens.insert(
             token.clone(),
             TokenInfo {
                 audience: audience.to_string(),
@@ -236,7 +236,7 @@ pub(crate) fn authenticate(
             "The 'Authorization' header is missing or is not a Bearer token.",
         ));
     };
-    let info = lock(&sim.inner.tokens).get(token).cloned();
+    let info = lock(&sim.inner.state).tokens.get(token).cloned();
     let Some(info) = info else {
         return Err(unauthorized(
             ctx,

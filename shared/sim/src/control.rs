@@ -95,7 +95,13 @@ fn inventory_filtered(sim: &Sim, name: &str, value: Option<&str>) -> Vec<Invento
 
 /// Everything that exists, optionally filtered by one tag (name case-insensitive).
 pub(crate) fn inventory(sim: &Sim, tag: Option<(&str, &str)>) -> Vec<InventoryItem> {
-    crate::arm::settle_due(sim);
+    let changed = {
+        let mut st = lock(&sim.inner.state);
+        crate::arm::settle(&mut st, sim.lro_ms() as i64)
+    };
+    if changed {
+        sim.persist_now();
+    }
     let st = lock(&sim.inner.state);
     let mut out = Vec::new();
     for r in st.resources.values() {

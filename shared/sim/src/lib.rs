@@ -311,14 +311,7 @@ pub(crate) struct Inner {
     /// How long a long-running operation takes now, in ms (`config.lro`
     /// unless `Sim::set_lro` changed it).
     pub lro_ms: std::sync::atomic::AtomicU64,
-    /// When the earliest unapplied operation is due (epoch ms, `i64::MAX`
-    /// when none is), kept with [`State::pending`] under the state lock and
-    /// read without it: a request with nothing due to settle takes no lock
-    /// for it.
-    pub next_due: std::sync::atomic::AtomicI64,
     pub state: Mutex<State>,
-    /// Taken alone or after `state`, never before it (a save takes `state`, then these).
-    pub tokens: Mutex<state::Tokens>,
     /// Serialises saves of the state (the SQLite database of the data directory).
     pub persist: Mutex<state::Persist>,
     pub faults: Mutex<Vec<FaultRule>>,
@@ -388,29 +381,17 @@ impl Sim {
             }
         };
         let tls = tls::TlsMaterial::load_or_generate(&cert_dir)?;
-        let (persist, saved) = match &config.data_dir {
+        let (persist, state) = match &config.data_dir {
             Some(dir) => state::Persist::open(dir)?,
             None => (state::Persist::default(), None),
         };
-        let state::Saved {
-            mut state,
-            mut tokens,
-        } = saved.unwrap_or_else(|| state::Saved {
-            state: State::fresh(),
-            tokens: Default::default(),
-        });
-        if config.data_dir.is_none() {
-            state.stop_recording();
-            tokens.stop_recording();
-        }
+        let state = state.unwrap_or_else(State::fresh);
         let kube = kube::Registry::load(config.data_dir.as_deref());
         let sim = Sim {
             inner: Arc::new(Inner {
                 lro_ms: (config.lro.as_millis() as u64).into(),
-                next_due: arm::next_due(&state).into(),
                 config,
                 state: Mutex::new(state),
-                tokens: Mutex::new(tokens),
                 persist: Mutex::new(persist),
                 faults: Mutex::new(Vec::new()),
                 fired: Mutex::new(FiredLog::default()),
@@ -535,7 +516,8 @@ impl Sim {
     /// for a service the simulator does not serve and still check its callers'
     /// tokens.
     pub fn token_holder(&self, token: &str) -> Option<(String, String)> {
-        lock(&self.inner.tokens)
+        let st = lock(&self.inner.state);
+        st.tokens
             .get(token)
             .filter(|t| t.expires > util::now_ms() / 1000)
             .map(|t| (t.principal.clone(), t.audience.clone()))
@@ -585,15 +567,14 @@ impl Sim {
     /// mutations). Saves are serialised, so rows are written in the order they changed.
     pub(crate) fn persist_now(&self) {
         if self.data_dir().is_none() {
+            lock(&self.inner.state).forget_changes();
             return;
         }
         let mut persist = lock(&self.inner.persist);
         let changes = {
             let mut st = lock(&self.inner.state);
             st.generation += 1;
-            let mut changes = st.take_changes();
-            lock(&self.inner.tokens).take_changes("token", &mut changes);
-            changes
+            st.take_changes()
         };
         if let Err(e) = persist.write(&changes) {
             tracing::error!(error = %e, "cannot save simulator state");

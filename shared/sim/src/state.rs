@@ -157,8 +157,6 @@ impl NameGrams {
 pub(crate) struct Tracked<V> {
     map: BTreeMap<String, V>,
     dirty: BTreeSet<String>,
-    /// Changes are not recorded: the state is memory-only, nothing saves them.
-    unrecorded: bool,
     index: HashMap<String, BTreeSet<String>>,
     totals: HashMap<String, u64>,
     /// Keys of watched values changed since the last `take_watched`.
@@ -172,7 +170,6 @@ impl<V: Clone> Clone for Tracked<V> {
         Tracked {
             map: self.map.clone(),
             dirty: self.dirty.clone(),
-            unrecorded: self.unrecorded,
             index: self.index.clone(),
             totals: self.totals.clone(),
             watched: self.watched.clone(),
@@ -186,7 +183,6 @@ impl<V> Default for Tracked<V> {
         Tracked {
             map: BTreeMap::new(),
             dirty: BTreeSet::new(),
-            unrecorded: false,
             index: HashMap::new(),
             totals: HashMap::new(),
             watched: BTreeSet::new(),
@@ -283,24 +279,6 @@ impl<V: Indexed> Tracked<V> {
     pub fn take_watched(&mut self) -> BTreeSet<String> {
         std::mem::take(&mut self.watched)
     }
-    /// Records that `key` changed, unless changes go unrecorded.
-    fn mark(&mut self, key: &str) {
-        if !self.unrecorded {
-            self.dirty.insert(key.to_string());
-        }
-    }
-    /// Stops recording changes and forgets those recorded (memory-only state).
-    pub fn stop_recording(&mut self) {
-        self.unrecorded = true;
-        self.dirty.clear();
-    }
-    /// An empty map that records its changes if this one does.
-    pub fn sibling<W>(&self) -> Tracked<W> {
-        Tracked {
-            unrecorded: self.unrecorded,
-            ..Tracked::default()
-        }
-    }
     fn add(&mut self, key: &str, index: Vec<String>, tally: Vec<(String, u64)>) {
         for name in index {
             self.index.entry(name).or_default().insert(key.to_string());
@@ -359,7 +337,7 @@ impl<V: Indexed> Tracked<V> {
             .get(key)
             .map(|v| (v.index_keys(), v.tally(), v.watched()))?;
         self.sub(key, index, tally);
-        self.mark(key);
+        self.dirty.insert(key.to_string());
         if watched {
             self.watched.insert(key.to_string());
         }
@@ -370,7 +348,7 @@ impl<V: Indexed> Tracked<V> {
     }
     /// Inserts or replaces an entry.
     pub fn insert(&mut self, key: String, value: V) -> Option<V> {
-        self.mark(&key);
+        self.dirty.insert(key.clone());
         let watched = value.watched() || self.map.get(&key).is_some_and(V::watched);
         if watched {
             self.watched.insert(key.clone());
@@ -381,7 +359,7 @@ impl<V: Indexed> Tracked<V> {
     pub fn remove(&mut self, key: &str) -> Option<V> {
         let v = self.map.remove(key);
         if let Some(v) = &v {
-            self.mark(key);
+            self.dirty.insert(key.to_string());
             if v.watched() {
                 self.watched.insert(key.to_string());
             }
@@ -406,12 +384,10 @@ impl<V: Indexed> Tracked<V> {
     }
     /// Marks every entry changed (the next save writes them all).
     pub fn mark_all(&mut self) {
-        if !self.unrecorded {
-            self.dirty = self.map.keys().cloned().collect();
-        }
+        self.dirty = self.map.keys().cloned().collect();
     }
     /// The changed keys, each with its current value (`None` when removed), serialised.
-    pub fn take_changes(&mut self, kind: &'static str, out: &mut Vec<Change>)
+    fn take_changes(&mut self, kind: &'static str, out: &mut Vec<Change>)
     where
         V: Serialize,
     {
@@ -429,13 +405,13 @@ impl<V: Unindexed> Tracked<V> {
     /// Mutable access to an entry (marked changed).
     pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
         if self.map.contains_key(key) {
-            self.mark(key);
+            self.dirty.insert(key.to_string());
         }
         self.map.get_mut(key)
     }
     /// The entry for `key` (marked changed).
     pub fn entry(&mut self, key: String) -> btree_map::Entry<'_, String, V> {
-        self.mark(&key);
+        self.dirty.insert(key.clone());
         self.map.entry(key)
     }
 }
@@ -496,26 +472,6 @@ pub(crate) struct TokenInfo {
     pub principal: String,
     /// Expiry, epoch seconds.
     pub expires: i64,
-}
-
-/// The bearer tokens the simulator issued, by token. Kept apart from the
-/// [`State`], under a lock of their own: every request reads them, and
-/// reading them must not wait for another request's work on the state.
-pub(crate) type Tokens = Tracked<TokenInfo>;
-
-/// What a data directory holds: the state and the tokens still valid.
-pub(crate) struct Saved {
-    pub state: State,
-    pub tokens: Tokens,
-}
-
-impl Saved {
-    fn new(mut state: State, mut tokens: Tokens) -> Saved {
-        state.after_load();
-        let now_s = now_ms() / 1000;
-        tokens.retain(|_, t| t.expires > now_s);
-        Saved { state, tokens }
-    }
 }
 
 /// Where a VMSS's instances are in their boot.
@@ -753,6 +709,7 @@ pub(crate) struct State {
     pub secrets: Tracked<Secret>,
     /// Key: `{account}/{container}`, lowercase.
     pub containers: Tracked<Container>,
+    pub tokens: Tracked<TokenInfo>,
     /// Bumped on every save (a count of saves since start).
     #[serde(default)]
     pub generation: u64,
@@ -796,6 +753,7 @@ impl State {
             ops: Tracked::default(),
             secrets: Tracked::default(),
             containers: Tracked::default(),
+            tokens: Tracked::default(),
             generation: 0,
             purge_protection: false,
             pending: BTreeSet::new(),
@@ -803,7 +761,8 @@ impl State {
         }
     }
 
-    /// Rebuilds what is derived from the stored state (the pending-operation index).
+    /// Rebuilds what is derived from the stored state (the pending-operation index) and
+    /// drops expired tokens.
     fn after_load(&mut self) {
         self.pending = self
             .ops
@@ -811,6 +770,8 @@ impl State {
             .filter(|o| !o.applied)
             .map(|o| (o.end_ms(), o.id.clone()))
             .collect();
+        let now_s = now_ms() / 1000;
+        self.tokens.retain(|_, t| t.expires > now_s);
     }
 
     /// Every changed row since the last call, plus the credentials row.
@@ -837,6 +798,7 @@ impl State {
                 out.push(("blob", format!("{ckey}\u{0}{name}"), value));
             }
         }
+        self.tokens.take_changes("token", &mut out);
         out.push((
             "meta",
             "creds".into(),
@@ -850,15 +812,16 @@ impl State {
         out
     }
 
-    /// Stops recording which keys change: memory-only state has nothing to save.
-    pub fn stop_recording(&mut self) {
-        self.resources.stop_recording();
-        self.ops.stop_recording();
-        self.secrets.stop_recording();
-        self.containers.stop_recording();
+    /// Forgets which keys changed (memory-only state has nothing to save).
+    pub fn forget_changes(&mut self) {
+        self.resources.dirty.clear();
+        self.ops.dirty.clear();
+        self.secrets.dirty.clear();
+        self.containers.dirty.clear();
         for c in self.containers.map.values_mut() {
-            c.blobs.stop_recording();
+            c.blobs.dirty.clear();
         }
+        self.tokens.dirty.clear();
     }
 
     fn mark_all(&mut self) {
@@ -869,6 +832,7 @@ impl State {
         self.ops.mark_all();
         self.secrets.mark_all();
         self.containers.mark_all();
+        self.tokens.mark_all();
     }
 }
 
@@ -888,7 +852,7 @@ fn db_error(path: &Path, e: impl std::fmt::Display) -> SimError {
 impl Persist {
     /// Opens (creating with mode 0600) `state.db` in `dir` and loads the state it holds;
     /// migrates `state.json` when there is no database yet.
-    pub fn open(dir: &Path) -> Result<(Persist, Option<Saved>), SimError> {
+    pub fn open(dir: &Path) -> Result<(Persist, Option<State>), SimError> {
         let path = dir.join(DB_FILE);
         let existed = path.exists();
         if !existed {
@@ -909,19 +873,18 @@ impl Persist {
         )
         .map_err(|e| db_error(&path, e))?;
         let persist = Persist { conn: Some(conn) };
-        let saved = if existed { persist.load(&path)? } else { None };
-        let saved = match saved {
+        let state = if existed { persist.load(&path)? } else { None };
+        let state = match state {
             Some(s) => Some(s),
             None => State::load_json(dir)?.map(|mut s| {
-                s.state.mark_all();
-                s.tokens.mark_all();
+                s.mark_all();
                 s
             }),
         };
-        Ok((persist, saved))
+        Ok((persist, state))
     }
 
-    fn load(&self, path: &Path) -> Result<Option<Saved>, SimError> {
+    fn load(&self, path: &Path) -> Result<Option<State>, SimError> {
         let Some(conn) = &self.conn else {
             return Ok(None);
         };
@@ -938,7 +901,6 @@ impl Persist {
             })
             .map_err(|e| db_error(path, e))?;
         let mut st = State::fresh();
-        let mut tokens = Tokens::default();
         let mut creds = None;
         let mut blobs = Vec::new();
         for row in rows {
@@ -963,7 +925,8 @@ impl Persist {
                 }
                 "blob" => blobs.push((key, value)),
                 "token" => {
-                    tokens.load(key, serde_json::from_str(&value).map_err(bad)?);
+                    st.tokens
+                        .load(key, serde_json::from_str(&value).map_err(bad)?);
                 }
                 "meta" if key == "creds" => {
                     creds = Some(serde_json::from_str(&value).map_err(bad)?)
@@ -988,7 +951,8 @@ impl Persist {
             return Ok(None);
         };
         st.creds = creds;
-        Ok(Some(Saved::new(st, tokens)))
+        st.after_load();
+        Ok(Some(st))
     }
 
     /// Writes the changed rows in one transaction.
@@ -1024,26 +988,19 @@ impl Persist {
 
 impl State {
     /// Loads an older simulator's `state.json` from `dir`, if it exists.
-    fn load_json(dir: &Path) -> Result<Option<Saved>, SimError> {
+    fn load_json(dir: &Path) -> Result<Option<State>, SimError> {
         let path = dir.join(STATE_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        /// The file held the tokens beside the rest.
-        #[derive(Deserialize)]
-        struct Legacy {
-            #[serde(flatten)]
-            state: State,
-            #[serde(default)]
-            tokens: Tokens,
-        }
-        let legacy: Legacy = serde_json::from_slice(&bytes).map_err(|e| SimError::State {
+        let mut st: State = serde_json::from_slice(&bytes).map_err(|e| SimError::State {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        Ok(Some(Saved::new(legacy.state, legacy.tokens)))
+        st.after_load();
+        Ok(Some(st))
     }
 }
 
@@ -1152,56 +1109,6 @@ mod tests {
         assert_eq!(t.total(&cores), 0);
         assert!(t.indexed(&principal_index("P-x")).next().is_none());
         assert!(t.indexed(&principal_index("P-y")).next().is_some());
-    }
-
-    fn blob() -> Blob {
-        Blob {
-            name: "x".into(),
-            data: Default::default(),
-            content_type: None,
-            metadata: BTreeMap::new(),
-            etag: "e".into(),
-            modified_ms: 0,
-            base: String::new(),
-        }
-    }
-
-    #[test]
-    fn memory_only_state_records_no_changes_not_even_in_new_containers() {
-        let mut st = State::fresh();
-        st.resources.insert("/s/a".into(), resource("/s/a", "T"));
-        st.stop_recording();
-        st.resources.insert("/s/b".into(), resource("/s/b", "T"));
-        st.resources.remove("/s/a");
-        let mut c = Container {
-            name: "c".into(),
-            etag: "e".into(),
-            modified_ms: 0,
-            blobs: st.containers.sibling(),
-        };
-        c.blobs.insert("x".into(), blob());
-        st.containers.insert("acct/c".into(), c);
-        let rows: Vec<&str> = st.take_changes().iter().map(|c| c.0).collect();
-        assert_eq!(rows, ["meta", "meta"], "only the credential rows");
-        // A recording state records the same changes.
-        let mut st = State::fresh();
-        st.resources.insert("/s/b".into(), resource("/s/b", "T"));
-        let c = Container {
-            name: "c".into(),
-            etag: "e".into(),
-            modified_ms: 0,
-            blobs: st.containers.sibling(),
-        };
-        st.containers.insert("acct/c".into(), c);
-        st.containers
-            .map
-            .get_mut("acct/c")
-            .unwrap()
-            .blobs
-            .insert("x".into(), blob());
-        let mut rows: Vec<&str> = st.take_changes().iter().map(|c| c.0).collect();
-        rows.sort();
-        assert_eq!(rows, ["blob", "container", "meta", "meta", "resource"]);
     }
 
     #[test]

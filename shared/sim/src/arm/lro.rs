@@ -10,35 +10,12 @@ use crate::{lock, Sim, SUBSCRIPTION_ID};
 use axum::response::Response;
 use http::{Method, StatusCode};
 use serde_json::json;
-use std::sync::atomic::Ordering;
 
 /// Above this many remembered operations, old finished ones are forgotten.
 const MAX_OPS: usize = 100_000;
 
-/// Applies every operation whose time has come and saves what that changed;
-/// takes no lock when none has come.
-pub(crate) fn settle_due(sim: &Sim) {
-    if now_ms() < sim.inner.next_due.load(Ordering::Acquire) {
-        return;
-    }
-    let changed = {
-        let mut st = lock(&sim.inner.state);
-        let changed = settle(&mut st, sim.lro_ms() as i64);
-        sim.inner.next_due.store(next_due(&st), Ordering::Release);
-        changed
-    };
-    if changed {
-        sim.persist_now();
-    }
-}
-
-/// When the earliest unapplied operation of `st` is due (`i64::MAX` when none is).
-pub(crate) fn next_due(st: &State) -> i64 {
-    st.pending.first().map_or(i64::MAX, |(end, _)| *end)
-}
-
 /// Applies every operation whose time has come. Returns whether anything changed.
-fn settle(st: &mut State, lro_ms: i64) -> bool {
+pub(crate) fn settle(st: &mut State, lro_ms: i64) -> bool {
     let now = now_ms();
     let mut changed = false;
     while let Some((end, id)) = st.pending.first().cloned() {
@@ -110,7 +87,6 @@ pub(crate) fn start_op(
         applied: false,
     };
     st.pending.insert((op.end_ms(), id.clone()));
-    sim.inner.next_due.store(next_due(st), Ordering::Release);
     st.ops.insert(id.clone(), op);
     if let Some(mut r) = st.resources.edit(key) {
         r.op = Some(id.clone());

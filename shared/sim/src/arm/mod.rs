@@ -31,11 +31,11 @@ mod roles;
 pub(crate) mod rules;
 pub(crate) mod storage;
 
-pub(crate) use lro::{next_due, settle_due};
+pub(crate) use lro::settle;
 pub(crate) use path::classify;
 
 use crate::util::{arm_error, json_response, Ctx};
-use crate::{Sim, SUBSCRIPTION_ID};
+use crate::{lock, Sim, SUBSCRIPTION_ID};
 use axum::response::Response;
 use http::StatusCode;
 use path::ArmPath;
@@ -92,6 +92,17 @@ pub(crate) fn method_not_allowed(ctx: &Ctx) -> Response {
     )
 }
 
+/// Settles due operations and persists what changed.
+fn settle_and_persist(sim: &Sim) {
+    let changed = {
+        let mut st = lock(&sim.inner.state);
+        settle(&mut st, sim.lro_ms() as i64)
+    };
+    if changed {
+        sim.persist_now();
+    }
+}
+
 /// The body's `location`, if the body is JSON (for api-version error messages).
 fn body_location(ctx: &Ctx) -> Option<String> {
     serde_json::from_slice::<Value>(&ctx.body)
@@ -107,7 +118,7 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx, fault: Option<(u16, String, String)>)
         Ok(p) => p,
         Err(r) => return r,
     };
-    settle_due(sim);
+    settle_and_persist(sim);
     let versions = model::RESOURCES_VERSIONS;
     let result = match path {
         ArmPath::Subscription => check_version(ctx, versions, RG_TYPE, None).map(|_| {
