@@ -3,7 +3,7 @@
 use super::{duration_ms, now_ms, Inner};
 use crate::ports::{BusError, DeadLetter, Delivery, EventBus, OutMessage};
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,101 +161,117 @@ impl Row {
     }
 }
 
-impl EmbeddedBus {
-    /// Locks the oldest receivable message, dead-lettering on the way any
-    /// message that has used up its deliveries (or whose row is unreadable).
-    fn try_receive(&self) -> Result<Attempt, BusError> {
-        let mut conn = self.inner.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(bus_err)?;
-        let attempt = self.lock_next(&tx, now_ms())?;
-        tx.commit().map_err(bus_err)?;
-        Ok(attempt)
+impl From<rusqlite::Error> for BusError {
+    fn from(e: rusqlite::Error) -> Self {
+        bus_err(e)
     }
+}
 
-    /// [`Self::try_receive`]'s work inside the caller's transaction.
-    fn lock_next(&self, tx: &Connection, now: i64) -> Result<Attempt, BusError> {
-        let options = &self.inner.options;
-        loop {
-            let head = tx
-                .prepare_cached(
-                    "SELECT seq, message_id, event_type, body, delivery_count FROM messages \
-                     WHERE available_at <= ?1 ORDER BY available_at, seq LIMIT 1",
-                )
-                .and_then(|mut s| {
-                    s.query_row([now], |r| {
-                        let seq: i64 = r.get(0)?;
-                        let row = Row::read(r);
-                        Ok((seq, row))
-                    })
-                    .optional()
-                })
-                .map_err(bus_err)?;
-            let Some((seq, row)) = head else {
-                let next: Option<i64> = tx
-                    .prepare_cached("SELECT MIN(available_at) FROM messages")
-                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
-                    .map_err(bus_err)?;
-                return Ok(Attempt::Empty(next));
-            };
-            let row: Row = match row {
-                Ok(row) => row,
-                Err(e) => {
-                    tracing::warn!(seq, error = %e, "dead-lettering unreadable message row");
-                    move_to_dead_letters(tx, seq, &format!("Corrupt: {e}"), now)
-                        .map_err(bus_err)?;
-                    continue;
-                }
-            };
-            if row.delivery_count >= options.max_delivery_count {
-                move_to_dead_letters(tx, seq, MAX_DELIVERY_COUNT_EXCEEDED, now).map_err(bus_err)?;
-                continue;
-            }
-            let token = uuid::Uuid::new_v4().to_string();
-            let locked_until = now.saturating_add(duration_ms(options.lock_duration));
-            tx.prepare_cached(
-                "UPDATE messages SET delivery_count = delivery_count + 1, \
-                 lock_token = ?1, available_at = ?2 WHERE seq = ?3",
+impl From<super::group::CommitFailed> for BusError {
+    fn from(e: super::group::CommitFailed) -> Self {
+        BusError::Unavailable(format!("commit failed: {}", e.0))
+    }
+}
+
+/// Locks the oldest receivable message, dead-lettering on the way any
+/// message that has used up its deliveries (or whose row is unreadable).
+fn lock_next(tx: &Connection, inner: &Inner, now: i64) -> Result<Attempt, BusError> {
+    let options = &inner.options;
+    loop {
+        let head = tx
+            .prepare_cached(
+                "SELECT seq, message_id, event_type, body, delivery_count FROM messages \
+                 WHERE available_at <= ?1 ORDER BY available_at, seq LIMIT 1",
             )
-            .and_then(|mut s| s.execute(params![token, locked_until, seq]))
-            .map_err(bus_err)?;
-            return Ok(Attempt::Got(Delivery {
-                message_id: row.message_id,
-                event_type: row.event_type,
-                body: row.body,
-                delivery_count: row.delivery_count + 1,
-                lock_token: token,
-            }));
-        }
-    }
-
-    /// Runs `settle` on the message locked by `delivery` inside a transaction;
-    /// `LockLost` when no message holds that lock token.
-    fn settle<T>(
-        &self,
-        delivery: &Delivery,
-        settle: impl FnOnce(&Connection, i64, u32, i64) -> rusqlite::Result<T>,
-    ) -> Result<T, BusError> {
-        let now = now_ms();
-        let mut conn = self.inner.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(bus_err)?;
-        let locked: Option<(i64, i64)> = tx
-            .prepare_cached("SELECT seq, delivery_count FROM messages WHERE lock_token = ?1")
             .and_then(|mut s| {
-                s.query_row([&delivery.lock_token], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
+                s.query_row([now], |r| {
+                    let seq: i64 = r.get(0)?;
+                    let row = Row::read(r);
+                    Ok((seq, row))
+                })
+                .optional()
             })
             .map_err(bus_err)?;
-        let Some((seq, count)) = locked else {
-            return Err(BusError::LockLost(delivery.lock_token.clone()));
+        let Some((seq, row)) = head else {
+            let next: Option<i64> = tx
+                .prepare_cached("SELECT MIN(available_at) FROM messages")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .map_err(bus_err)?;
+            return Ok(Attempt::Empty(next));
         };
-        let count = u32::try_from(count).unwrap_or(u32::MAX);
-        let out = settle(&tx, seq, count, now).map_err(bus_err)?;
-        tx.commit().map_err(bus_err)?;
-        Ok(out)
+        let row: Row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "dead-lettering unreadable message row");
+                move_to_dead_letters(tx, seq, &format!("Corrupt: {e}"), now).map_err(bus_err)?;
+                continue;
+            }
+        };
+        if row.delivery_count >= options.max_delivery_count {
+            move_to_dead_letters(tx, seq, MAX_DELIVERY_COUNT_EXCEEDED, now).map_err(bus_err)?;
+            continue;
+        }
+        let token = uuid::Uuid::new_v4().to_string();
+        let locked_until = now.saturating_add(duration_ms(options.lock_duration));
+        tx.prepare_cached(
+            "UPDATE messages SET delivery_count = delivery_count + 1, \
+             lock_token = ?1, available_at = ?2 WHERE seq = ?3",
+        )
+        .and_then(|mut s| s.execute(params![token, locked_until, seq]))
+        .map_err(bus_err)?;
+        return Ok(Attempt::Got(Delivery {
+            message_id: row.message_id,
+            event_type: row.event_type,
+            body: row.body,
+            delivery_count: row.delivery_count + 1,
+            lock_token: token,
+        }));
+    }
+}
+
+/// Deletes the message locked with `token`; `LockLost` when none is.
+fn delete_locked(tx: &Connection, token: &str) -> Result<(), BusError> {
+    let deleted = tx
+        .prepare_cached("DELETE FROM messages WHERE lock_token = ?1")
+        .and_then(|mut s| s.execute([token]))
+        .map_err(bus_err)?;
+    if deleted == 0 {
+        return Err(BusError::LockLost(token.to_string()));
+    }
+    Ok(())
+}
+
+impl EmbeddedBus {
+    /// Runs `settle` on the message locked by `delivery` in a write;
+    /// `LockLost` when no message holds that lock token.
+    async fn settle<T: Send + 'static>(
+        &self,
+        delivery: &Delivery,
+        settle: impl FnOnce(&Connection, i64, u32, i64) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, BusError> {
+        let token = delivery.lock_token.clone();
+        self.inner
+            .write(
+                move |tx, _| {
+                    let now = now_ms();
+                    let locked: Option<(i64, i64)> = tx
+                        .prepare_cached(
+                            "SELECT seq, delivery_count FROM messages WHERE lock_token = ?1",
+                        )
+                        .and_then(|mut s| {
+                            s.query_row([&token], |r| Ok((r.get(0)?, r.get(1)?)))
+                                .optional()
+                        })
+                        .map_err(bus_err)?;
+                    let Some((seq, count)) = locked else {
+                        return Err(BusError::LockLost(token));
+                    };
+                    let count = u32::try_from(count).unwrap_or(u32::MAX);
+                    settle(tx, seq, count, now).map_err(bus_err)
+                },
+                |_, _| {},
+            )
+            .await
     }
 }
 
@@ -265,16 +281,13 @@ impl EventBus for EmbeddedBus {
         if messages.is_empty() {
             return Ok(());
         }
-        let wake = {
-            let mut conn = self.inner.conn();
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(bus_err)?;
-            let wake = enqueue(&tx, &self.inner, messages, now_ms()).map_err(bus_err)?;
-            tx.commit().map_err(bus_err)?;
-            wake
-        };
-        wake.apply(&self.inner.notify);
+        let messages = messages.to_vec();
+        self.inner
+            .write(
+                move |tx, inner| enqueue(tx, inner, &messages, now_ms()).map_err(bus_err),
+                |wake, inner| wake.apply(&inner.notify),
+            )
+            .await?;
         Ok(())
     }
 
@@ -289,7 +302,11 @@ impl EventBus for EmbeddedBus {
             let notified = self.inner.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let next_at = match self.try_receive()? {
+            let next_at = match self
+                .inner
+                .write(|tx, inner| lock_next(tx, inner, now_ms()), |_, _| {})
+                .await?
+            {
                 Attempt::Got(delivery) => return Ok(Some(delivery)),
                 Attempt::Empty(next_at) => next_at,
             };
@@ -310,16 +327,10 @@ impl EventBus for EmbeddedBus {
     }
 
     async fn complete(&self, delivery: &Delivery) -> Result<(), BusError> {
-        let deleted = {
-            let conn = self.inner.conn();
-            conn.prepare_cached("DELETE FROM messages WHERE lock_token = ?1")
-                .and_then(|mut s| s.execute([&delivery.lock_token]))
-                .map_err(bus_err)?
-        };
-        if deleted == 0 {
-            return Err(BusError::LockLost(delivery.lock_token.clone()));
-        }
-        Ok(())
+        let token = delivery.lock_token.clone();
+        self.inner
+            .write(move |tx, _| delete_locked(tx, &token), |_, _| {})
+            .await
     }
 
     /// One transaction (one commit) instead of two: the worker's next
@@ -328,19 +339,17 @@ impl EventBus for EmbeddedBus {
         &self,
         delivery: &Delivery,
     ) -> Result<Option<Delivery>, BusError> {
-        let mut conn = self.inner.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(bus_err)?;
-        let deleted = tx
-            .prepare_cached("DELETE FROM messages WHERE lock_token = ?1")
-            .and_then(|mut s| s.execute([&delivery.lock_token]))
-            .map_err(bus_err)?;
-        if deleted == 0 {
-            return Err(BusError::LockLost(delivery.lock_token.clone()));
-        }
-        let attempt = self.lock_next(&tx, now_ms())?;
-        tx.commit().map_err(bus_err)?;
+        let token = delivery.lock_token.clone();
+        let attempt = self
+            .inner
+            .write(
+                move |tx, inner| {
+                    delete_locked(tx, &token)?;
+                    lock_next(tx, inner, now_ms())
+                },
+                |_, _| {},
+            )
+            .await?;
         Ok(match attempt {
             Attempt::Got(next) => Some(next),
             Attempt::Empty(_) => None,
@@ -349,19 +358,21 @@ impl EventBus for EmbeddedBus {
 
     async fn abandon(&self, delivery: &Delivery) -> Result<(), BusError> {
         let max = self.inner.options.max_delivery_count;
-        let released = self.settle(delivery, |tx, seq, count, now| {
-            if count >= max {
-                move_to_dead_letters(tx, seq, MAX_DELIVERY_COUNT_EXCEEDED, now)?;
-                Ok(false)
-            } else {
-                tx.prepare_cached(
-                    "UPDATE messages SET lock_token = NULL, available_at = visible_at \
+        let released = self
+            .settle(delivery, move |tx, seq, count, now| {
+                if count >= max {
+                    move_to_dead_letters(tx, seq, MAX_DELIVERY_COUNT_EXCEEDED, now)?;
+                    Ok(false)
+                } else {
+                    tx.prepare_cached(
+                        "UPDATE messages SET lock_token = NULL, available_at = visible_at \
                      WHERE seq = ?1",
-                )?
-                .execute([seq])?;
-                Ok(true)
-            }
-        })?;
+                    )?
+                    .execute([seq])?;
+                    Ok(true)
+                }
+            })
+            .await?;
         if released {
             self.inner.notify.notify_one();
         }
@@ -369,9 +380,11 @@ impl EventBus for EmbeddedBus {
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BusError> {
-        self.settle(delivery, |tx, seq, _, now| {
-            move_to_dead_letters(tx, seq, reason, now)
+        let reason = reason.to_string();
+        self.settle(delivery, move |tx, seq, _, now| {
+            move_to_dead_letters(tx, seq, &reason, now)
         })
+        .await
     }
 
     async fn backlog_age(&self) -> Result<Option<Duration>, BusError> {

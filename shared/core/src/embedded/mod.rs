@@ -14,15 +14,16 @@
 //! - `dedupe`: message ids seen recently, for duplicate detection.
 //!
 //! Every write goes through one connection behind a [`std::sync::Mutex`] that
-//! is never held across an `.await`: every operation is a short synchronous
-//! transaction with cached prepared statements, which on two cores is faster
-//! than handing each operation to a blocking thread. On a database file the
+//! is never held across an `.await`, as a short synchronous piece of a
+//! transaction with cached prepared statements; writes that arrive together
+//! share one transaction and one commit ([`group`]). On a database file the
 //! store's reads (a saga, a page of sagas) go through a second connection:
 //! WAL mode shows it every committed write and none in progress, and it never
 //! waits for the writer. An ETag check reads nothing: the handle remembers the
 //! version of each saga it wrote, being the database's only writer.
 
 mod bus;
+mod group;
 mod store;
 
 pub use bus::EmbeddedBus;
@@ -105,6 +106,8 @@ pub(crate) struct Inner {
     pub(crate) versions: Mutex<HashMap<String, i64>>,
     /// Sends since the last purge of expired duplicate-detection ids.
     pub(crate) sends_since_purge: AtomicU64,
+    /// Writes waiting to share the next transaction ([`group`]).
+    queue: group::Queue,
 }
 
 const SCHEMA: &str = "
@@ -223,6 +226,7 @@ impl Embedded {
                 writes: AtomicU64::new(0),
                 versions: Mutex::new(HashMap::new()),
                 sends_since_purge: AtomicU64::new(0),
+                queue: group::Queue::default(),
             }),
         }
     }
@@ -266,11 +270,13 @@ impl Inner {
         self.versions().get(id).copied()
     }
 
-    /// Notes that this handle committed `version` of saga `id`.
+    /// Notes that this handle committed `version` of saga `id`. Versions
+    /// only grow, so a note that arrives after a newer one's is ignored
+    /// (concurrent writes of one saga are answered in any order).
     pub(crate) fn committed(&self, id: &str, version: i64) {
         let mut versions = self.versions();
         if let Some(v) = versions.get_mut(id) {
-            *v = version;
+            *v = (*v).max(version);
             return;
         }
         if versions.len() >= REMEMBERED_VERSIONS {

@@ -4,7 +4,7 @@ use super::bus::enqueue;
 use super::{now_ms, Inner};
 use crate::ports::{ETag, OutMessage, SagaStore, StoreError, StoredDoc};
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,6 +37,18 @@ fn store_err(e: rusqlite::Error) -> StoreError {
         | rusqlite::Error::InvalidColumnType(..)
         | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Corrupt(e.to_string()),
         other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        store_err(e)
+    }
+}
+
+impl From<super::group::CommitFailed> for StoreError {
+    fn from(e: super::group::CommitFailed) -> Self {
+        StoreError::Unavailable(format!("commit failed: {}", e.0))
     }
 }
 
@@ -74,12 +86,14 @@ impl EmbeddedStore {
             .map(|(id, version, text)| parse_doc(id, etag(version), &text))
             .collect()
     }
+}
 
-    /// Wakes receivers for the messages an outbox write made available.
-    fn published(&self, wake: super::bus::Wake) {
-        self.inner.writes.fetch_add(1, Ordering::Relaxed);
-        wake.apply(&self.inner.notify);
-    }
+/// What follows a committed saga write: its version noted, and receivers
+/// woken for the messages its outbox made available.
+fn published(inner: &Inner, id: &str, version: i64, wake: super::bus::Wake) {
+    inner.committed(id, version);
+    inner.writes.fetch_add(1, Ordering::Relaxed);
+    wake.apply(&inner.notify);
 }
 
 #[async_trait]
@@ -99,27 +113,26 @@ impl SagaStore for EmbeddedStore {
         text: &str,
         outbox: &[OutMessage],
     ) -> Result<ETag, StoreError> {
-        let wake = {
-            let mut conn = self.inner.conn();
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(store_err)?;
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO sagas (id, version, doc) VALUES (?1, 1, ?2) \
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .and_then(|mut s| s.execute(params![id, text]))
-                .map_err(store_err)?;
-            if inserted == 0 {
-                return Err(StoreError::Conflict(id.to_string()));
-            }
-            let wake = enqueue(&tx, &self.inner, outbox, now_ms()).map_err(store_err)?;
-            tx.commit().map_err(store_err)?;
-            self.inner.committed(id, 1);
-            wake
-        };
-        self.published(wake);
+        let (key, text, outbox) = (id.to_string(), text.to_string(), outbox.to_vec());
+        let created = key.clone();
+        self.inner
+            .write(
+                move |tx, inner| {
+                    let inserted = tx
+                        .prepare_cached(
+                            "INSERT INTO sagas (id, version, doc) VALUES (?1, 1, ?2) \
+                         ON CONFLICT (id) DO NOTHING",
+                        )
+                        .and_then(|mut s| s.execute(params![key, text]))
+                        .map_err(store_err)?;
+                    if inserted == 0 {
+                        return Err(StoreError::Conflict(key));
+                    }
+                    enqueue(tx, inner, &outbox, now_ms()).map_err(store_err)
+                },
+                move |wake, inner| published(inner, &created, 1, *wake),
+            )
+            .await?;
         Ok(etag(1))
     }
 
@@ -175,40 +188,40 @@ impl SagaStore for EmbeddedStore {
         outbox: &[OutMessage],
     ) -> Result<ETag, StoreError> {
         let expected = version_of(if_match);
-        let (version, wake) = {
-            let mut conn = self.inner.conn();
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(store_err)?;
-            let updated = match expected {
-                Some(v) => tx
-                    .prepare_cached(
-                        "UPDATE sagas SET doc = ?1, version = version + 1 \
-                         WHERE id = ?2 AND version = ?3",
-                    )
-                    .and_then(|mut s| s.execute(params![text, id, v]))
-                    .map_err(store_err)?,
-                None => 0,
-            };
-            if updated == 0 {
-                let exists = tx
-                    .prepare_cached("SELECT 1 FROM sagas WHERE id = ?1")
-                    .and_then(|mut s| s.exists([id]))
-                    .map_err(store_err)?;
-                return Err(if exists {
-                    StoreError::PreconditionFailed(id.to_string())
-                } else {
-                    StoreError::NotFound(id.to_string())
-                });
-            }
-            let wake = enqueue(&tx, &self.inner, outbox, now_ms()).map_err(store_err)?;
-            tx.commit().map_err(store_err)?;
-            // `updated == 1` implies `expected` was `Some`.
-            let version = expected.unwrap_or(0) + 1;
-            self.inner.committed(id, version);
-            (version, wake)
-        };
-        self.published(wake);
+        let (key, text, outbox) = (id.to_string(), text.to_string(), outbox.to_vec());
+        let replaced = key.clone();
+        let (version, _) = self
+            .inner
+            .write(
+                move |tx, inner| {
+                    let updated = match expected {
+                        Some(v) => tx
+                            .prepare_cached(
+                                "UPDATE sagas SET doc = ?1, version = version + 1 \
+                             WHERE id = ?2 AND version = ?3",
+                            )
+                            .and_then(|mut s| s.execute(params![text, key, v]))
+                            .map_err(store_err)?,
+                        None => 0,
+                    };
+                    if updated == 0 {
+                        let exists = tx
+                            .prepare_cached("SELECT 1 FROM sagas WHERE id = ?1")
+                            .and_then(|mut s| s.exists([&key]))
+                            .map_err(store_err)?;
+                        return Err(if exists {
+                            StoreError::PreconditionFailed(key)
+                        } else {
+                            StoreError::NotFound(key)
+                        });
+                    }
+                    let wake = enqueue(tx, inner, &outbox, now_ms()).map_err(store_err)?;
+                    // `updated == 1` implies `expected` was `Some`.
+                    Ok((expected.unwrap_or(0) + 1, wake))
+                },
+                move |&(version, wake), inner| published(inner, &replaced, version, wake),
+            )
+            .await?;
         Ok(etag(version))
     }
 
