@@ -259,6 +259,7 @@ pub async fn run(
     let writes_before = world.engine.stats.store_writes.load(Ordering::Relaxed);
     let waits_before = world.engine.stats.waits.load(Ordering::Relaxed);
     let arm_before = world.arm.request_count();
+    let (grouped_before, commits_before) = world.embedded.commits();
     let started = Instant::now();
     let cpu_before = cpu_seconds();
     let mut open = std::collections::HashSet::with_capacity(jobs);
@@ -329,6 +330,13 @@ pub async fn run(
     let writes = world.engine.stats.store_writes.load(Ordering::Relaxed) - writes_before;
     let waits = world.engine.stats.waits.load(Ordering::Relaxed) - waits_before;
     let arm = world.arm.request_count() - arm_before;
+    let (grouped, commits) = world.embedded.commits();
+    let (grouped, commits) = (grouped - grouped_before, commits - commits_before);
+    let writes_per_commit = if commits == 0 {
+        0.0
+    } else {
+        (grouped as f64 / commits as f64 * 100.0).round() / 100.0
+    };
     let mut report = json!({
         "jobs": jobs,
         "succeeded": succeeded,
@@ -338,6 +346,8 @@ pub async fn run(
         "step_overhead_ms_p99": percentile_ms(&timings, 0.99),
         "arm_requests_per_job": per_job(arm, jobs),
         "store_writes_per_job": per_job(writes, jobs),
+        "commits_per_job": per_job(commits, jobs),
+        "writes_per_commit": writes_per_commit,
         // The writes after each job's creation, over its six steps.
         "store_writes_per_step": (writes.saturating_sub(jobs as u64) as f64
             / (jobs * StepName::ALL.len()) as f64

@@ -161,6 +161,8 @@ pub struct LocalWorld {
     pub engine: Arc<Engine>,
     /// The engine's ARM client (its request counter is the benchmark's).
     pub arm: Arc<ArmClient>,
+    /// The engine's store and bus (their commit counters are the benchmark's).
+    pub embedded: Embedded,
     pub config: AzureConfig,
     server: Option<SimServer>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -407,6 +409,7 @@ impl LocalWorld {
             sim,
             engine,
             arm,
+            embedded,
             config,
             server,
             stop,

@@ -401,6 +401,12 @@ fn bench_runs_jobs_to_success_and_reports_its_figures() {
         events >= 20 * 7,
         "a submit's event and six step events per job: {report}"
     );
+    // Every saga write is one of the committed writes, and a commit holds
+    // at least one write.
+    let commits = report["commits_per_job"].as_f64().unwrap();
+    let per_commit = report["writes_per_commit"].as_f64().unwrap();
+    assert!(per_commit >= 1.0, "{report}");
+    assert!(commits * per_commit >= writes - 0.3, "{report}");
 }
 
 #[test]

@@ -22,6 +22,7 @@
 
 use super::Inner;
 use rusqlite::{Connection, TransactionBehavior};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
@@ -291,6 +292,10 @@ fn commit(inner: &Inner, batch: Vec<Box<dyn Write>>) {
         };
         (answers, outcome.map_err(|e| CommitFailed(e.to_string())))
     };
+    if committed.is_ok() {
+        inner.grouped.fetch_add(answers.len() as u64, Relaxed);
+        inner.commits.fetch_add(1, Relaxed);
+    }
     if let Err(failed) = &committed {
         tracing::error!(error = %failed.0, "a write transaction failed to commit");
     }

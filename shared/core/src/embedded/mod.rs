@@ -98,6 +98,10 @@ pub(crate) struct Inner {
     pub(crate) notify: Notify,
     /// Committed create/replace calls.
     pub(crate) writes: AtomicU64,
+    /// Writes through the group commit, and the transactions that committed
+    /// them ([`Embedded::commits`]).
+    pub(crate) grouped: AtomicU64,
+    pub(crate) commits: AtomicU64,
     /// The version of each saga this handle created or replaced, as of its
     /// last commit, so that an ETag check needs no read. It is exact because
     /// this handle is the database's only writer (the data-dir lock); a saga
@@ -224,6 +228,8 @@ impl Embedded {
                 options,
                 notify: Notify::new(),
                 writes: AtomicU64::new(0),
+                grouped: AtomicU64::new(0),
+                commits: AtomicU64::new(0),
                 versions: Mutex::new(HashMap::new()),
                 sends_since_purge: AtomicU64::new(0),
                 queue: group::Queue::default(),
@@ -250,6 +256,16 @@ impl Embedded {
     /// opened (reported by the benchmark).
     pub fn store_writes(&self) -> u64 {
         self.inner.writes.load(Ordering::Relaxed)
+    }
+
+    /// Writes (saga writes, sends, receives, settlements) and the
+    /// transactions that committed them since this handle was opened: how
+    /// much the group commit shares (reported by the benchmark).
+    pub fn commits(&self) -> (u64, u64) {
+        (
+            self.inner.grouped.load(Ordering::Relaxed),
+            self.inner.commits.load(Ordering::Relaxed),
+        )
     }
 
     /// The bus options this database was opened with.
