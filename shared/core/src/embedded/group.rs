@@ -373,6 +373,23 @@ mod tests {
         })
     }
 
+    /// Writes of rows `ns`, each from a task of its own, queued behind a
+    /// leader busy elsewhere (the test plays it by calling [`lead`]).
+    async fn queued_behind_a_leader(
+        ns: impl IntoIterator<Item = i64>,
+    ) -> (
+        Embedded,
+        Arc<AtomicUsize>,
+        Vec<tokio::task::JoinHandle<Result<i64, Failed>>>,
+    ) {
+        let db = db();
+        let ran = Arc::new(AtomicUsize::new(0));
+        db.inner.queue.waiting().leading = true;
+        let tasks = ns.into_iter().map(|n| spawn_insert(&db, n, &ran)).collect();
+        settle_tasks().await;
+        (db, ran, tasks)
+    }
+
     /// Lets every spawned task run until it waits.
     async fn settle_tasks() {
         for _ in 0..10 {
@@ -382,15 +399,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_queued_behind_a_leader_run_together_and_a_failed_one_is_undone_alone() {
-        let db = db();
-        let ran = Arc::new(AtomicUsize::new(0));
-        // Another caller is leading: new writes queue.
-        db.inner.queue.waiting().leading = true;
-        let tasks: Vec<_> = [1, 2, -3, 4]
-            .into_iter()
-            .map(|n| spawn_insert(&db, n, &ran))
-            .collect();
-        settle_tasks().await;
+        let (db, ran, tasks) = queued_behind_a_leader([1, 2, -3, 4]).await;
         assert_eq!(
             ran.load(Ordering::Relaxed),
             0,
@@ -420,13 +429,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_lead_passes_over_cancelled_callers_to_one_still_waiting() {
-        let db = db();
-        let ran = Arc::new(AtomicUsize::new(0));
-        db.inner.queue.waiting().leading = true;
         // More writes than one leader runs before it hands the lead on.
         let total = (LEADER_BATCHES * BATCH_WRITES + 40) as i64;
-        let tasks: Vec<_> = (1..=total).map(|n| spawn_insert(&db, n, &ran)).collect();
-        settle_tasks().await;
+        let (db, ran, tasks) = queued_behind_a_leader(1..=total).await;
         // Every caller past the leader's share is cancelled, except the last.
         let leader_share = LEADER_BATCHES * BATCH_WRITES;
         for t in &tasks[leader_share..tasks.len() - 1] {
@@ -455,12 +460,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_cancelled_after_it_was_handed_the_lead_runs_the_queue() {
-        let db = db();
-        let ran = Arc::new(AtomicUsize::new(0));
-        db.inner.queue.waiting().leading = true;
         let total = (LEADER_BATCHES * BATCH_WRITES + 3) as i64;
-        let tasks: Vec<_> = (1..=total).map(|n| spawn_insert(&db, n, &ran)).collect();
-        settle_tasks().await;
+        let (db, _, tasks) = queued_behind_a_leader(1..=total).await;
         // The leader hands the lead to the first caller past its share...
         lead(&db.inner);
         // ...which is cancelled before it wakes to use it.

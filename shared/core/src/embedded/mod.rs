@@ -286,13 +286,12 @@ impl Inner {
         self.versions().get(id).copied()
     }
 
-    /// Notes that this handle committed `version` of saga `id`. Versions
-    /// only grow, so a note that arrives after a newer one's is ignored
-    /// (concurrent writes of one saga are answered in any order).
+    /// Notes that this handle committed `version` of saga `id` (called by
+    /// the group commit's leader right after each commit, so in commit order).
     pub(crate) fn committed(&self, id: &str, version: i64) {
         let mut versions = self.versions();
         if let Some(v) = versions.get_mut(id) {
-            *v = (*v).max(version);
+            *v = version;
             return;
         }
         if versions.len() >= REMEMBERED_VERSIONS {
