@@ -20,9 +20,12 @@
 //! store's reads (a saga, a page of sagas) go through a second connection:
 //! WAL mode shows it every committed write and none in progress, and it never
 //! waits for the writer. An ETag check reads nothing: the handle remembers the
-//! version of each saga it wrote, being the database's only writer.
+//! version of each saga it wrote, being the database's only writer. The WAL
+//! is copied back into the database file by a thread of its own
+//! ([`checkpoint`]), not by the writer that happens to commit.
 
 mod bus;
+mod checkpoint;
 mod group;
 mod store;
 
@@ -162,7 +165,13 @@ impl Embedded {
                 StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
             })
         };
-        let conn = Self::prepare(open()?)?;
+        let mut conn = Self::prepare(open()?)?;
+        checkpoint::move_off_writer(
+            path,
+            &mut conn,
+            checkpoint::SOFT_PAGES,
+            checkpoint::HARD_PAGES,
+        )?;
         let reader = open()?;
         reader
             .busy_timeout(Duration::from_secs(5))
@@ -205,8 +214,9 @@ impl Embedded {
         // A commit is durable against a crash of this process once it is in
         // the WAL (`NORMAL`); the WAL is copied back into the database every
         // 8,192 pages (32 MB) instead of SQLite's 1,000, so a saga updated a
-        // dozen times in a job is mostly copied back once. The WAL file keeps
-        // its largest size (about 32 MB) between checkpoints.
+        // dozen times in a job is mostly copied back once. On a database
+        // file a thread of its own does the copying ([`checkpoint`]), and the
+        // WAL file keeps its largest size (up to 128 MB) between checkpoints.
         conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 8192;")
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
