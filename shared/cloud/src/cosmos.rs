@@ -239,15 +239,10 @@ impl CosmosSagaStore {
 /// a document when empty), and those whose job is not settled (a terminal
 /// status and nothing `pending`) or that do not say their status at all.
 fn unsettled_query() -> String {
-    let terminal: Vec<String> = JobStatus::TERMINAL
-        .iter()
-        .filter_map(|s| serde_json::to_value(s).ok())
-        .filter_map(|v| v.as_str().map(|s| format!("'{s}'")))
-        .collect();
     format!(
         "SELECT * FROM c WHERE IS_DEFINED(c.outbox) OR NOT (IS_STRING(c.status) \
          AND c.status IN ({}) AND IS_NULL(c.pending))",
-        terminal.join(", ")
+        JobStatus::terminal_in_list()
     )
 }
 

@@ -93,6 +93,18 @@ impl JobStatus {
     pub fn is_terminal(self) -> bool {
         JobStatus::TERMINAL.contains(&self)
     }
+
+    /// The terminal statuses as a document stores them, each quoted for a
+    /// query's `IN (…)` list (`'Succeeded', 'Compensated', …`): for stores
+    /// that leave settled jobs out of the sweeper's listing.
+    pub fn terminal_in_list() -> String {
+        JobStatus::TERMINAL
+            .iter()
+            .filter_map(|s| serde_json::to_value(s).ok())
+            .filter_map(|v| v.as_str().map(|s| format!("'{s}'")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

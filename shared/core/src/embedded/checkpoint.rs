@@ -102,8 +102,16 @@ pub(crate) fn move_off_writer(
 fn checkpoint_when_nudged(conn: &Connection, nudged: &Receiver<()>, turn: &Mutex<()>) {
     while nudged.recv().is_ok() {
         let _turn = lock(turn);
-        if let Err(e) = conn.wal_checkpoint_v2(Some("main"), CheckpointMode::PASSIVE) {
-            tracing::warn!(error = %e, "a background checkpoint failed; the writer checkpoints at its limit");
+        match conn.wal_checkpoint_v2(Some("main"), CheckpointMode::PASSIVE) {
+            Ok(_) => {}
+            // A lock held a moment (the writer starting the WAL over): the
+            // next nudge, or the writer at its limit, copies these pages.
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                tracing::debug!(error = %e, "a background checkpoint found the database busy");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a background checkpoint failed; the writer checkpoints at its limit");
+            }
         }
     }
 }

@@ -96,6 +96,10 @@ pub(crate) struct Inner {
     /// mode it sees every committed write and never waits for the writer,
     /// so loading a saga does not queue behind another saga's commit.
     reader: Option<Mutex<Connection>>,
+    /// A third, for reads of many documents at once (listings, the
+    /// sweeper's filtered scan), so that a long one does not hold up the
+    /// point reads of running handlers.
+    scanner: Option<Mutex<Connection>>,
     pub(crate) options: BusOptions,
     /// Wakes receivers waiting for a message.
     pub(crate) notify: Notify,
@@ -172,12 +176,18 @@ impl Embedded {
             checkpoint::SOFT_PAGES,
             checkpoint::HARD_PAGES,
         )?;
-        let reader = open()?;
-        reader
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        reader.set_prepared_statement_cache_capacity(16);
-        Ok(Self::wrap(conn, Some(reader), options))
+        let read_only = || -> Result<Connection, StoreError> {
+            let c = open()?;
+            c.busy_timeout(Duration::from_secs(5))
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            c.set_prepared_statement_cache_capacity(16);
+            Ok(c)
+        };
+        Ok(Self::wrap(
+            conn,
+            Some((read_only()?, read_only()?)),
+            options,
+        ))
     }
 
     /// Opens an existing database file for reading only: no schema change,
@@ -230,11 +240,18 @@ impl Embedded {
         Ok(conn)
     }
 
-    fn wrap(conn: Connection, reader: Option<Connection>, options: BusOptions) -> Embedded {
+    /// `readers`: the point reader and the scanner, on a database file.
+    fn wrap(
+        conn: Connection,
+        readers: Option<(Connection, Connection)>,
+        options: BusOptions,
+    ) -> Embedded {
+        let (reader, scanner) = readers.unzip();
         Embedded {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 reader: reader.map(Mutex::new),
+                scanner: scanner.map(Mutex::new),
                 options,
                 notify: Notify::new(),
                 writes: AtomicU64::new(0),
@@ -318,6 +335,15 @@ impl Inner {
     /// the reader where there is one.
     pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
         match &self.reader {
+            Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
+            None => self.conn(),
+        }
+    }
+
+    /// The connection for reads of many documents: the scanner where
+    /// there is one.
+    pub(crate) fn scanner(&self) -> MutexGuard<'_, Connection> {
+        match &self.scanner {
             Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
             None => self.conn(),
         }
