@@ -440,10 +440,13 @@ impl SagaStore for CosmosSagaStore {
     /// Every document but a settled job's that holds no events, in one
     /// pass (the query is evaluated by Cosmos DB, so a sweep reads what is
     /// in flight, not every job kept); a later page is empty.
-    async fn list_unsettled_after(
+    /// Every unsettled document, in one page (`quiet_before` is not used:
+    /// the timestamps are strings of varying length here).
+    async fn list_sweepable_after(
         &self,
         after: Option<&str>,
         _limit: usize,
+        _quiet_before: time::OffsetDateTime,
     ) -> Result<Vec<StoredDoc>, StoreError> {
         if after.is_some() {
             return Ok(vec![]);

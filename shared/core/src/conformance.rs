@@ -359,11 +359,13 @@ async fn store_unsettled_listing(store: &dyn SagaStore) {
             want.push(id);
         }
     }
+    // Every job counts as quiet: only settledness and events decide.
+    let far_future = time::OffsetDateTime::now_utc() + time::Duration::days(1);
     let mut got = vec![];
     let mut after: Option<String> = None;
     loop {
         let page = store
-            .list_unsettled_after(after.as_deref(), 3)
+            .list_sweepable_after(after.as_deref(), 3, far_future)
             .await
             .expect("list the unsettled sagas");
         let Some(last) = page.last() else { break };

@@ -177,17 +177,22 @@ pub trait SagaStore: Send + Sync {
     }
     /// A page of the documents the sweeper must look at, as [`list_after`]:
     /// at least every document but a settled job's that holds no events
-    /// (status terminal, nothing `pending`, no `outbox`). The default reads
-    /// every document; a store that can filter where it keeps them (Cosmos
-    /// DB) leaves the settled ones out, so a sweep costs what is in flight,
-    /// not every job ever kept.
+    /// (status terminal, nothing `pending`, no `outbox`), and of those whose
+    /// job is not settled at least the ones not saved since `quiet_before`
+    /// (`updatedAt`; the sweeper acts on no job saved since). The default
+    /// reads every document; a store that can filter where it keeps them
+    /// leaves the settled ones out (Cosmos DB, the embedded store) and the
+    /// recently saved ones too (the embedded store), so a sweep costs what
+    /// may need it, not every job ever kept or in flight.
     ///
     /// [`list_after`]: SagaStore::list_after
-    async fn list_unsettled_after(
+    async fn list_sweepable_after(
         &self,
         after: Option<&str>,
         limit: usize,
+        quiet_before: time::OffsetDateTime,
     ) -> Result<Vec<StoredDoc>, StoreError> {
+        let _ = quiet_before;
         self.list_after(after, limit).await
     }
     /// True when `outbox` messages are committed in the same transaction as the

@@ -242,26 +242,33 @@ impl SagaStore for EmbeddedStore {
     }
 
     /// Filtered in SQLite, whose JSON functions read a document several
-    /// times faster than parsing it here would: a sweep parses what is in
-    /// flight, not every job the database keeps. The filter is Cosmos DB's
-    /// (`cosmos::unsettled_query`); a document that is not JSON is listed,
-    /// so that the sweeper reports it.
-    async fn list_unsettled_after(
+    /// times faster than parsing it here would: a sweep parses what may need
+    /// it, not every job the database keeps or runs. Settled jobs are left
+    /// out as Cosmos DB's query does (`cosmos::unsettled_query`), and so are
+    /// jobs saved since `quiet_before` (a second's margin absorbs the
+    /// rounding of SQLite's day numbers). A document that is not JSON, or
+    /// whose `updatedAt` SQLite cannot read, is listed, so that the sweeper
+    /// looks at it.
+    async fn list_sweepable_after(
         &self,
         after: Option<&str>,
         limit: usize,
+        quiet_before: time::OffsetDateTime,
     ) -> Result<Vec<StoredDoc>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let quiet = quiet_before + time::Duration::SECOND;
+        let julian_day = quiet.unix_timestamp_nanos() as f64 / 86_400e9 + 2_440_587.5;
         let sql = format!(
             "SELECT id, version, doc FROM sagas WHERE id > ?1 AND CASE \
              WHEN json_valid(doc) THEN json_type(doc, '$.outbox') IS NOT NULL \
              OR NOT (json_type(doc, '$.status') IS 'text' \
              AND json_extract(doc, '$.status') IN ({}) \
              AND json_type(doc, '$.pending') IS 'null') \
+             AND coalesce(julianday(json_extract(doc, '$.updatedAt')) < ?3, 1) \
              ELSE 1 END ORDER BY id LIMIT ?2",
             crate::saga::JobStatus::terminal_in_list()
         );
-        self.read_docs(&sql, params![after.unwrap_or(""), limit])
+        self.read_docs(&sql, params![after.unwrap_or(""), limit, julian_day])
     }
 
     fn delivers_outbox(&self) -> bool {
@@ -272,6 +279,48 @@ impl SagaStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_sweepers_listing_leaves_out_jobs_saved_since_the_cut() {
+        let store = super::super::Embedded::in_memory(Default::default())
+            .unwrap()
+            .store();
+        let now = time::OffsetDateTime::now_utc();
+        let at = |t: time::OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        let docs = [
+            (
+                "a-recent",
+                serde_json::json!({"status": "Running", "pending": null, "updatedAt": at(now)}),
+            ),
+            (
+                "b-quiet",
+                serde_json::json!({"status": "Running", "pending": null, "updatedAt": at(now - time::Duration::minutes(5))}),
+            ),
+            (
+                "c-unreadable-time",
+                serde_json::json!({"status": "Running", "pending": null, "updatedAt": "yesterday"}),
+            ),
+            (
+                "d-recent-holding",
+                serde_json::json!({"status": "Running", "pending": null, "updatedAt": at(now), "outbox": []}),
+            ),
+        ];
+        for (id, doc) in &docs {
+            store.create(id, doc, &[]).await.unwrap();
+        }
+        let cut = now - time::Duration::seconds(30);
+        let listed: Vec<String> = store
+            .list_sweepable_after(None, 10, cut)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(listed, ["b-quiet", "c-unreadable-time", "d-recent-holding"]);
+    }
 
     #[test]
     fn etag_round_trip() {

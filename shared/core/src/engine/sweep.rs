@@ -2,9 +2,10 @@
 //!
 //! # Expected flow
 //! On a timer (the `sweep` function on Azure, a loop in `flotilla worker` and
-//! in the embedded runner) [`Engine::sweep`] reads every saga that is not
-//! settled or still holds events (`SagaStore::list_unsettled_after`; a store
-//! that cannot filter gives every one) and:
+//! in the embedded runner) [`Engine::sweep`] reads every saga that still
+//! holds events, or is not settled and was not saved within the grace period
+//! (`SagaStore::list_sweepable_after`; a store that cannot filter gives
+//! more, up to every one) and:
 //! 1. sends the events a saga document still holds past the grace period
 //!    (a send lost after the write, or a settled job's last events whose
 //!    removal failed) and removes them ([`Engine::flush`]); within the grace
@@ -169,12 +170,14 @@ impl Engine {
             .flatten()
             .unwrap_or_default();
         let grace = opts.grace + lag;
+        // A job saved since then is neither overdue nor stalled.
+        let quiet_before = self.now() - grace.min(opts.stall_after);
         // A page at a time: a sweep holds SWEEP_PAGE sagas, not every one.
         let mut after: Option<String> = None;
         loop {
             let docs = self
                 .store
-                .list_unsettled_after(after.as_deref(), SWEEP_PAGE)
+                .list_sweepable_after(after.as_deref(), SWEEP_PAGE, quiet_before)
                 .await?;
             let Some(last) = docs.last() else { break };
             after = Some(last.id.clone());
