@@ -690,3 +690,22 @@ async fn two_deliveries_of_one_event_at_once_create_every_resource_once() {
     let saga = w.run(&job, LIMIT).await;
     succeeded_creating_each_once(&w, &spec, &saga);
 }
+
+#[tokio::test]
+async fn an_event_addressed_to_no_handler_is_complete_without_reading_the_saga() {
+    let w = World::new();
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded);
+    // A document nobody can read: any handler that loads it fails.
+    w.store
+        .overwrite(&job, serde_json::json!({"id": job, "not": "a saga"}));
+    let notice = flotilla_core::engine::notification(&job, types::JOB_SUCCEEDED, "again");
+    assert!(w.engine.handle(&notice).await.is_ok());
+    let poll =
+        CloudEvent::from_json(&forged(&job, types::STEP_POLL, EventData::default()).body).unwrap();
+    assert!(
+        w.engine.handle(&poll).await.is_err(),
+        "an event a handler takes reads the saga"
+    );
+}

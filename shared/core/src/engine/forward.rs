@@ -103,6 +103,14 @@ impl Engine {
     }
 
     async fn handle_once(&self, event: &CloudEvent) -> Result<(), EngineError> {
+        // Addressed to no handler (a notification, the last step's success):
+        // `decide` ignores it whatever the saga says, so the saga is not
+        // read. On Azure no subscription takes these; a single queue
+        // (the embedded bus, `flotilla worker`) hands them to every consumer.
+        if event.subject() == crate::events::handlers::NONE {
+            tracing::debug!(job = %event.data().job, id = %event.id(), "a notification: nothing to do");
+            return Ok(());
+        }
         let Some(mut txn) = self.load(&event.data().job, Some(event.id())).await? else {
             tracing::warn!(job = %event.data().job, id = %event.id(), "event for an unknown job ignored");
             return Ok(());
