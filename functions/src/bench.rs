@@ -260,6 +260,7 @@ pub async fn run(
     let waits_before = world.engine.stats.waits.load(Ordering::Relaxed);
     let arm_before = world.arm.request_count();
     let (grouped_before, commits_before) = world.embedded.commits();
+    let messages_before = world.embedded.messages_enqueued();
     let started = Instant::now();
     let cpu_before = cpu_seconds();
     let mut open = std::collections::HashSet::with_capacity(jobs);
@@ -330,6 +331,7 @@ pub async fn run(
     let writes = world.engine.stats.store_writes.load(Ordering::Relaxed) - writes_before;
     let waits = world.engine.stats.waits.load(Ordering::Relaxed) - waits_before;
     let arm = world.arm.request_count() - arm_before;
+    let messages = world.embedded.messages_enqueued() - messages_before;
     let (grouped, commits) = world.embedded.commits();
     let (grouped, commits) = (grouped - grouped_before, commits - commits_before);
     let writes_per_commit = if commits == 0 {
@@ -347,6 +349,7 @@ pub async fn run(
         "arm_requests_per_job": per_job(arm, jobs),
         "store_writes_per_job": per_job(writes, jobs),
         "commits_per_job": per_job(commits, jobs),
+        "bus_messages_per_job": per_job(messages, jobs),
         "writes_per_commit": writes_per_commit,
         // The writes after each job's creation, over its six steps.
         "store_writes_per_step": (writes.saturating_sub(jobs as u64) as f64

@@ -382,6 +382,11 @@ fn bench_runs_jobs_to_success_and_reports_its_figures() {
     let writes = report["store_writes_per_job"].as_f64().unwrap();
     let waits = report["waits_per_job"].as_f64().unwrap();
     assert!((writes - waits - 7.0).abs() < 0.15, "{report}");
+    // A job's messages: its request, the five steps' successes that start
+    // the next step, and one per re-check; the notifications nobody takes
+    // (the last step's success, `job.succeeded`) stay off the bus.
+    let messages = report["bus_messages_per_job"].as_f64().unwrap();
+    assert!((messages - waits - 6.0).abs() < 0.15, "{report}");
     let per_step = report["store_writes_per_step"].as_f64().unwrap();
     // Both figures are rounded (writes per job to 0.1, per step to 0.01).
     assert!((per_step - (writes - 1.0) / 6.0).abs() < 0.02, "{report}");

@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Reason recorded when a message is dead-lettered for exceeding the maximum
@@ -37,15 +36,19 @@ pub(crate) struct Wake {
     /// Some message is scheduled for later: every waiter re-computes how long
     /// to sleep.
     scheduled: bool,
+    /// Messages enqueued (duplicates dropped, copies counted once).
+    enqueued: u64,
 }
 
 impl Wake {
-    pub(crate) fn apply(self, notify: &Notify) {
+    /// Wakes receivers and counts the messages, once their write committed.
+    pub(crate) fn apply(self, inner: &Inner) {
+        inner.enqueued.fetch_add(self.enqueued, Ordering::Relaxed);
         for _ in 0..self.visible {
-            notify.notify_one();
+            inner.notify.notify_one();
         }
         if self.scheduled {
-            notify.notify_waiters();
+            inner.notify.notify_waiters();
         }
     }
 }
@@ -93,6 +96,7 @@ pub(crate) fn enqueue(
         for _ in 0..copies {
             insert.execute(params![m.id, m.event_type, m.body, now, visible_at])?;
         }
+        wake.enqueued += 1;
         if visible_at > now {
             wake.scheduled = true;
         } else {
@@ -285,7 +289,7 @@ impl EventBus for EmbeddedBus {
         self.inner
             .write(
                 move |tx, inner| enqueue(tx, inner, &messages, now_ms()).map_err(bus_err),
-                |wake, inner| wake.apply(&inner.notify),
+                |wake, inner| wake.apply(inner),
             )
             .await?;
         Ok(())

@@ -109,6 +109,8 @@ pub(crate) struct Inner {
     /// them ([`Embedded::commits`]).
     pub(crate) grouped: AtomicU64,
     pub(crate) commits: AtomicU64,
+    /// Messages enqueued on the bus ([`Embedded::messages_enqueued`]).
+    pub(crate) enqueued: AtomicU64,
     /// The version of each saga this handle created or replaced, as of its
     /// last commit, so that an ETag check needs no read. It is exact because
     /// this handle is the database's only writer (the data-dir lock); a saga
@@ -257,6 +259,7 @@ impl Embedded {
                 writes: AtomicU64::new(0),
                 grouped: AtomicU64::new(0),
                 commits: AtomicU64::new(0),
+                enqueued: AtomicU64::new(0),
                 versions: Mutex::new(HashMap::new()),
                 sends_since_purge: AtomicU64::new(0),
                 queue: group::Queue::default(),
@@ -293,6 +296,12 @@ impl Embedded {
             self.inner.grouped.load(Ordering::Relaxed),
             self.inner.commits.load(Ordering::Relaxed),
         )
+    }
+
+    /// Messages the bus took since this handle was opened (a duplicate
+    /// it dropped is not counted; reported by the benchmark).
+    pub fn messages_enqueued(&self) -> u64 {
+        self.inner.enqueued.load(Ordering::Relaxed)
     }
 
     /// The bus options this database was opened with.

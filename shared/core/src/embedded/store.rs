@@ -93,7 +93,7 @@ impl EmbeddedStore {
 fn published(inner: &Inner, id: &str, version: i64, wake: super::bus::Wake) {
     inner.committed(id, version);
     inner.writes.fetch_add(1, Ordering::Relaxed);
-    wake.apply(&inner.notify);
+    wake.apply(inner);
 }
 
 #[async_trait]

@@ -135,7 +135,14 @@ impl Engine {
             txn.saga.wake_at = Some(due);
         }
         if self.store.delivers_outbox() {
-            let messages: Vec<OutMessage> = entries.iter().map(message).collect();
+            // The store's own bus is one queue that nobody observes: an
+            // event addressed to no handler would only be received and
+            // completed (on Azure's topic no subscription takes it either).
+            let messages: Vec<OutMessage> = entries
+                .iter()
+                .filter(|e| e.event.subject() != crate::events::handlers::NONE)
+                .map(message)
+                .collect();
             txn.etag = self
                 .store
                 .replace_text(&txn.saga.id, &txn.saga.to_text(), &txn.etag, &messages)
