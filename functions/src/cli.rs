@@ -415,7 +415,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                     "job {job} ended; the progress page stays at {} until Ctrl-C",
                     pages.job_url(&job)
                 );
-                let _ = tokio::signal::ctrl_c().await;
+                crate::signals::stop_requested().await;
                 pages.stop().await;
             }
             finish(world, sagas, output, |s| s.status == JobStatus::Succeeded).await
@@ -582,7 +582,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 "{}",
                 serde_json::to_string(&server.info).map_err(|e| e.to_string())?
             );
-            let _ = tokio::signal::ctrl_c().await;
+            crate::signals::stop_requested().await;
             server.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -1020,7 +1020,7 @@ async fn status_web(dir: &std::path::Path, job: &str, port: u16) -> Result<ExitC
         dir.display(),
         pages.base
     );
-    let _ = tokio::signal::ctrl_c().await;
+    crate::signals::stop_requested().await;
     pages.stop().await;
     world.shutdown().await;
     Ok(ExitCode::SUCCESS)

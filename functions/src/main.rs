@@ -11,6 +11,7 @@ mod local;
 mod package;
 mod progress;
 mod serve;
+mod signals;
 mod telemetry;
 mod watch;
 mod web;

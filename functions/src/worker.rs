@@ -10,7 +10,7 @@ use flotilla_core::engine::{run_sweeper, run_worker, SweepOptions};
 use flotilla_core::ports::EventBus;
 use std::sync::Arc;
 
-/// Runs until Ctrl-C.
+/// Runs until Ctrl-C or SIGTERM.
 pub async fn run() -> Result<(), crate::error::Error> {
     let backends = Backends::from_settings().await?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -57,7 +57,7 @@ pub async fn run() -> Result<(), crate::error::Error> {
             stop_rx.clone(),
         )));
     }
-    let _ = tokio::signal::ctrl_c().await;
+    crate::signals::stop_requested().await;
     let _ = stop.send(true);
     for t in tasks {
         let _ = t.await;

@@ -501,3 +501,51 @@ fn up_with_the_default_data_dir_in_the_working_directory_succeeds() {
     assert_eq!(report["status"], "Succeeded", "{report:#}");
     assert!(dir.path().join(".flotilla").join("sim").is_dir());
 }
+
+#[cfg(unix)]
+#[test]
+fn a_simulator_stopped_by_sigterm_removes_its_temporary_directory() {
+    // The child's temporary files go to a directory of this test's own.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["sim", "--lro-seconds", "0.05"])
+        .env("TMPDIR", tmp.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("flotilla sim runs");
+    // Its endpoints line: the simulator is up, its directory made.
+    let mut line = String::new();
+    BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("arm_endpoint"), "{line}");
+    let made = std::fs::read_dir(tmp.path()).unwrap().count();
+    assert!(
+        made > 0,
+        "the simulator keeps its CA in a temporary directory"
+    );
+    let term = Command::new("kill")
+        .args(["-TERM", &sim.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = sim.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = sim.kill();
+            panic!("flotilla sim did not stop at SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -305,7 +305,13 @@ pub async fn run(port_arg: Option<u16>) -> Result<(), crate::error::Error> {
         "custom handler listening"
     );
     eprintln!("flotilla serve: listening on http://127.0.0.1:{port}");
-    serve(listener, app(state), limits, shutdown_signal()).await;
+    serve(
+        listener,
+        app(state),
+        limits,
+        crate::signals::stop_requested(),
+    )
+    .await;
     backends.shutdown().await;
     Ok(())
 }
@@ -549,28 +555,6 @@ fn closing(mut res: Response) -> Response {
     res.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     res
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// A JSON value's string field, for event bodies.
