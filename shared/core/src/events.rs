@@ -286,6 +286,12 @@ impl CloudEvent {
         self.event.subject().unwrap_or_default()
     }
 
+    /// Whether some handler takes the event: not a notification, nor the
+    /// last step's success ([`handlers::NONE`]), which nothing acts on.
+    pub fn has_handler(&self) -> bool {
+        self.subject() != handlers::NONE
+    }
+
     /// When the event was emitted (always present).
     pub fn time(&self) -> OffsetDateTime {
         self.event

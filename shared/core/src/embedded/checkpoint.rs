@@ -7,8 +7,9 @@
 //! copy and the waits for the disk stalled every task queued on that worker.
 //!
 //! Instead the writer's WAL hook nudges a thread of its own each time the
-//! WAL grows by [`SOFT_PAGES`] pages (32 MB, SQLite's copy-back interval
-//! here before), and that thread checkpoints through its own connection in
+//! WAL grows by [`SOFT_PAGES`] pages (32 MB instead of SQLite's 1,000 pages,
+//! so that a saga rewritten a dozen times in a job is mostly copied back
+//! once; the writer's auto-checkpoint used the same interval before), and that thread checkpoints through its own connection in
 //! `PASSIVE` mode, which never waits for (or blocks) the writer or the
 //! readers. Under a steady stream of commits a passive checkpoint rarely
 //! finds the WAL quiet enough for the writer to start it over from its

@@ -178,7 +178,7 @@ impl Embedded {
             checkpoint::SOFT_PAGES,
             checkpoint::HARD_PAGES,
         )?;
-        let read_only = || -> Result<Connection, StoreError> {
+        let for_reads = || -> Result<Connection, StoreError> {
             let c = open()?;
             c.busy_timeout(Duration::from_secs(5))
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -187,7 +187,7 @@ impl Embedded {
         };
         Ok(Self::wrap(
             conn,
-            Some((read_only()?, read_only()?)),
+            Some((for_reads()?, for_reads()?)),
             options,
         ))
     }
@@ -224,12 +224,9 @@ impl Embedded {
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
             .map_err(unavailable)?;
         // A commit is durable against a crash of this process once it is in
-        // the WAL (`NORMAL`); the WAL is copied back into the database every
-        // 8,192 pages (32 MB) instead of SQLite's 1,000, so a saga updated a
-        // dozen times in a job is mostly copied back once. On a database
-        // file a thread of its own does the copying ([`checkpoint`]), and the
-        // WAL file keeps its largest size (up to 128 MB) between checkpoints.
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 8192;")
+        // the WAL (`NORMAL`). When the WAL is copied back into the database
+        // (every 8,192 pages, by a thread of its own) is [`checkpoint`]'s.
+        conn.execute_batch("PRAGMA synchronous = NORMAL;")
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         conn.set_prepared_statement_cache_capacity(64);
@@ -343,17 +340,23 @@ impl Inner {
     /// The connection for reads that need no transaction of their own:
     /// the reader where there is one.
     pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
-        match &self.reader {
-            Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
-            None => self.conn(),
-        }
+        self.own_or_writer(&self.reader)
     }
 
     /// The connection for reads of many documents: the scanner where
     /// there is one.
     pub(crate) fn scanner(&self) -> MutexGuard<'_, Connection> {
-        match &self.scanner {
-            Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
+        self.own_or_writer(&self.scanner)
+    }
+
+    /// A read connection of its own, or the writer's in memory (a private
+    /// in-memory database has one connection).
+    fn own_or_writer<'a>(
+        &'a self,
+        own: &'a Option<Mutex<Connection>>,
+    ) -> MutexGuard<'a, Connection> {
+        match own {
+            Some(c) => c.lock().unwrap_or_else(|p| p.into_inner()),
             None => self.conn(),
         }
     }

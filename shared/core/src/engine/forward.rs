@@ -107,7 +107,7 @@ impl Engine {
         // `decide` ignores it whatever the saga says, so the saga is not
         // read. On Azure no subscription takes these; a single queue
         // (the embedded bus, `flotilla worker`) hands them to every consumer.
-        if event.subject() == crate::events::handlers::NONE {
+        if !event.has_handler() {
             tracing::debug!(job = %event.data().job, id = %event.id(), "a notification: nothing to do");
             return Ok(());
         }

@@ -140,7 +140,7 @@ impl Engine {
             // completed (on Azure's topic no subscription takes it either).
             let messages: Vec<OutMessage> = entries
                 .iter()
-                .filter(|e| e.event.subject() != crate::events::handlers::NONE)
+                .filter(|e| e.event.has_handler())
                 .map(message)
                 .collect();
             txn.etag = self
