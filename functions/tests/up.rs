@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod cli_common;
-use cli_common::{flotilla, json_of};
+use cli_common::{entries, flotilla, json_of, stop_with_sigterm};
 
 const STEPS: [&str; 6] = ["stage", "prereqs", "keys", "master", "workers", "join"];
 
@@ -521,31 +521,12 @@ fn a_simulator_stopped_by_sigterm_removes_its_temporary_directory() {
         .read_line(&mut line)
         .unwrap();
     assert!(line.contains("arm_endpoint"), "{line}");
-    let made = std::fs::read_dir(tmp.path()).unwrap().count();
     assert!(
-        made > 0,
+        !entries(tmp.path()).is_empty(),
         "the simulator keeps its CA in a temporary directory"
     );
-    let term = Command::new("kill")
-        .args(["-TERM", &sim.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = sim.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = sim.kill();
-            panic!("flotilla sim did not stop at SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = stop_with_sigterm(&mut sim);
     assert!(status.success(), "{status:?}");
-    let left: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let left = entries(tmp.path());
     assert!(left.is_empty(), "left behind: {left:?}");
 }

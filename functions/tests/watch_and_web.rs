@@ -5,7 +5,7 @@
 
 mod cli_common;
 
-use cli_common::{flotilla, json_of};
+use cli_common::{entries, flotilla, json_of, stop_with_sigterm};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -187,9 +187,13 @@ fn status_web_serves_the_page_of_a_job_in_a_dir_another_process_holds() {
         assert!(Instant::now() < deadline, "the second job never started");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Read-only on a held dir, the page's simulator has no data dir of its
+    // own: its temporary files go to a directory of this test's, checked below.
+    let tmp = tempfile::tempdir().unwrap();
     let mut web = Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .args(["status", &job, "--web", "--data-dir"])
         .arg(&data)
+        .env("TMPDIR", tmp.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -211,8 +215,13 @@ fn status_web_serves_the_page_of_a_job_in_a_dir_another_process_holds() {
     assert_eq!(code, 200);
     let (code, _) = get(port, "/api/clusters/demo-nothere/view");
     assert_eq!(code, 404);
-    web.kill().unwrap();
-    web.wait().unwrap();
+    let status = stop_with_sigterm(&mut web);
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        entries(tmp.path()),
+        Vec::<std::ffi::OsString>::new(),
+        "left behind"
+    );
     up.kill().unwrap();
     up.wait().unwrap();
 }
