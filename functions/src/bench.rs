@@ -204,6 +204,24 @@ impl SimulatorProcess {
     }
 }
 
+/// The profile this binary was built with, as the reports name it.
+const BUILD: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
+/// Says on stderr that a debug build's figures are not the product's: the
+/// release profile is optimized and linked with LTO, several times faster.
+fn warn_if_debug_build() {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this flotilla is a debug build, several times slower than a release build; \
+             measure with `cargo run --release -- bench`"
+        );
+    }
+}
+
 pub async fn run(
     jobs: usize,
     workers: usize,
@@ -213,6 +231,7 @@ pub async fn run(
     if jobs == 0 || jobs > 100_000 {
         return Err("--jobs must be between 1 and 100000".into());
     }
+    warn_if_debug_build();
     let apart = match placement {
         Placement::InProcess => None,
         Placement::Apart => Some(SimulatorProcess::start(jobs).await?),
@@ -340,6 +359,7 @@ pub async fn run(
         (grouped as f64 / commits as f64 * 100.0).round() / 100.0
     };
     let mut report = json!({
+        "build": BUILD,
         "jobs": jobs,
         "succeeded": succeeded,
         "seconds": (elapsed * 1000.0).round() / 1000.0,
@@ -405,6 +425,7 @@ pub fn cold_start(runs: usize, json_out: bool) -> Result<ExitCode, crate::error:
     if runs == 0 || runs > 1000 {
         return Err("--runs must be between 1 and 1000".into());
     }
+    warn_if_debug_build();
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
     let (mut fresh, mut reused, mut up) = (vec![], vec![], vec![]);
     for _ in 0..runs {
@@ -423,6 +444,7 @@ pub fn cold_start(runs: usize, json_out: bool) -> Result<ExitCode, crate::error:
         })
     };
     let report = json!({
+        "build": BUILD,
         "runs": runs,
         "fresh_data_dir_ms": figures(&mut fresh),
         "reused_data_dir_ms": figures(&mut reused),

@@ -22,19 +22,21 @@ fn up(dir: &Path, extra: &[&str]) -> (i32, Value) {
 
 /// `flotilla bench ARGS --output json`, which must exit 0; its report.
 fn bench(args: &[&str]) -> Value {
+    bench_with_stderr(args).0
+}
+
+/// `flotilla bench ARGS --output json`, which must succeed: its report and
+/// what it said on stderr.
+fn bench_with_stderr(args: &[&str]) -> (Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .arg("bench")
         .args(args)
         .args(["--output", "json"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json_of(&out)
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    (json_of(&out), stderr)
 }
 
 /// The built-in example spec, as `flotilla spec` prints it.
@@ -363,8 +365,17 @@ fn delete_scale_status_and_list_on_a_finished_job() {
 
 #[test]
 fn bench_runs_jobs_to_success_and_reports_its_figures() {
-    let report = bench(&["--jobs", "20"]);
+    let (report, stderr) = bench_with_stderr(&["--jobs", "20"]);
     assert_eq!(report["jobs"], 20);
+    // The binary under test is built with this test's profile; a debug
+    // build says that its figures are not a release build's.
+    let debug = cfg!(debug_assertions);
+    assert_eq!(report["build"], if debug { "debug" } else { "release" });
+    assert_eq!(
+        stderr.contains("warning: this flotilla is a debug build"),
+        debug,
+        "{stderr}"
+    );
     assert_eq!(report["succeeded"], 20);
     for k in [
         "sagas_per_s",
@@ -440,6 +451,12 @@ fn bench_with_the_simulator_apart_reports_both_processes() {
 #[test]
 fn bench_cold_start_times_serve_and_the_first_step_of_up() {
     let report = bench(&["--cold-start", "--runs", "1"]);
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    assert_eq!(report["build"], build, "{report}");
     assert_eq!(report["runs"], 1);
     for k in [
         "fresh_data_dir_ms",
