@@ -13,6 +13,13 @@ use cli_common::{entries, flotilla, json_of, stop_with_sigterm};
 
 const STEPS: [&str; 6] = ["stage", "prereqs", "keys", "master", "workers", "join"];
 
+/// The profile the binary under test was built with: this test's own.
+const BUILD: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
 fn up(dir: &Path, extra: &[&str]) -> (i32, Value) {
     let mut args = vec!["up", "--output", "json", "--lro-seconds", "0.2"];
     args.extend_from_slice(extra);
@@ -367,13 +374,11 @@ fn delete_scale_status_and_list_on_a_finished_job() {
 fn bench_runs_jobs_to_success_and_reports_its_figures() {
     let (report, stderr) = bench_with_stderr(&["--jobs", "20"]);
     assert_eq!(report["jobs"], 20);
-    // The binary under test is built with this test's profile; a debug
-    // build says that its figures are not a release build's.
-    let debug = cfg!(debug_assertions);
-    assert_eq!(report["build"], if debug { "debug" } else { "release" });
+    // A debug build says that its figures are not a release build's.
+    assert_eq!(report["build"], BUILD);
     assert_eq!(
         stderr.contains("warning: this flotilla is a debug build"),
-        debug,
+        BUILD == "debug",
         "{stderr}"
     );
     assert_eq!(report["succeeded"], 20);
@@ -451,12 +456,7 @@ fn bench_with_the_simulator_apart_reports_both_processes() {
 #[test]
 fn bench_cold_start_times_serve_and_the_first_step_of_up() {
     let report = bench(&["--cold-start", "--runs", "1"]);
-    let build = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    assert_eq!(report["build"], build, "{report}");
+    assert_eq!(report["build"], BUILD, "{report}");
     assert_eq!(report["runs"], 1);
     for k in [
         "fresh_data_dir_ms",
