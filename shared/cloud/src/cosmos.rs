@@ -439,9 +439,8 @@ impl SagaStore for CosmosSagaStore {
 
     /// Every document but a settled job's that holds no events, in one
     /// pass (the query is evaluated by Cosmos DB, so a sweep reads what is
-    /// in flight, not every job kept); a later page is empty.
-    /// Every unsettled document, in one page (`quiet_before` is not used:
-    /// the timestamps are strings of varying length here).
+    /// in flight, not every job kept); a later page is empty. `quiet_before`
+    /// is not used: the timestamps are strings of varying length here.
     async fn list_sweepable_after(
         &self,
         after: Option<&str>,

@@ -9,9 +9,9 @@
 //! Instead the writer's WAL hook nudges a thread of its own each time the
 //! WAL grows by [`SOFT_PAGES`] pages (32 MB instead of SQLite's 1,000 pages,
 //! so that a saga rewritten a dozen times in a job is mostly copied back
-//! once; the writer's auto-checkpoint used the same interval before), and that thread checkpoints through its own connection in
-//! `PASSIVE` mode, which never waits for (or blocks) the writer or the
-//! readers. Under a steady stream of commits a passive checkpoint rarely
+//! once; the writer's auto-checkpoint used the same interval before), and
+//! that thread checkpoints through its own connection in `PASSIVE` mode,
+//! which never waits for (or blocks) the writer or the readers. Under a steady stream of commits a passive checkpoint rarely
 //! finds the WAL quiet enough for the writer to start it over from its
 //! beginning, so at [`HARD_PAGES`] (128 MB) the writer waits for the thread's
 //! checkpoint to end and copies the rest itself: the next write then starts
@@ -123,7 +123,7 @@ fn checkpoint_when_nudged(conn: &Connection, nudged: &Receiver<()>, turn: &Mutex
 /// copies the same pages, so it is not worth a warning.
 fn report(e: &rusqlite::Error, what: &'static str) {
     if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) {
-        tracing::debug!(error = %e, what);
+        tracing::debug!(error = %e, "{what}");
     } else {
         tracing::warn!(error = %e, "{what}");
     }
