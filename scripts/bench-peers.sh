@@ -8,7 +8,7 @@
 # versions pinned in scripts/bench_peers/ (requirements.txt, package-lock.json),
 # into target/venv-dbos and target/bench-peers-node.
 #
-# Usage: scripts/bench-peers.sh [--jobs 200,1000] [--rounds 3] [--engines flotilla,flotilla-apart,dbos,restate]
+# Usage: scripts/bench-peers.sh [--jobs 200,1000] [--rounds 3] [--engines flotilla,flotilla-apart,flotilla-engine,dbos,restate]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HERE="$ROOT/scripts/bench_peers"

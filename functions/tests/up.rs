@@ -451,6 +451,29 @@ fn bench_with_the_simulator_apart_reports_both_processes() {
         together.get("simulator_peak_rss_mb").is_none(),
         "{together}"
     );
+    assert_eq!(report["simulator"], "apart");
+    assert_eq!(together["simulator"], "in-process");
+}
+
+#[test]
+fn bench_without_a_simulator_runs_the_engine_on_the_fake_cloud() {
+    let report = bench(&["--jobs", "20", "--simulator", "none"]);
+    assert_eq!(report["simulator"], "none", "{report}");
+    assert_eq!(report["succeeded"], 20, "{report}");
+    // Every resource created once, counted by the fake cloud itself.
+    assert_eq!(report["max_creates_per_resource"], 1, "{report}");
+    // The calls are every plane's, named as such; no ARM request was sent.
+    assert!(report.get("arm_requests_per_job").is_none(), "{report}");
+    let calls = report["azure_calls_per_job"].as_f64().unwrap();
+    assert!(calls >= 25.0, "{report}");
+    // The engine's durable work is what it is with the simulator: the
+    // job's creation and one write per step, and six messages (each plus
+    // the re-checks it waited for).
+    let waits = report["waits_per_job"].as_f64().unwrap();
+    let writes = report["store_writes_per_job"].as_f64().unwrap();
+    assert!((writes - waits - 7.0).abs() < 0.15, "{report}");
+    let messages = report["bus_messages_per_job"].as_f64().unwrap();
+    assert!((messages - waits - 6.0).abs() < 0.15, "{report}");
 }
 
 #[test]

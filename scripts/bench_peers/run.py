@@ -32,6 +32,9 @@ DURABILITY = {
                 "(in-process bus and Azure simulator)",
     "flotilla-apart": "as flotilla, with the Azure simulator in a child process over loopback "
                       "HTTP; CPU and peak RSS are flotilla's process alone",
+    "flotilla-engine": "as flotilla, with no simulator: each Azure call answered by an in-memory "
+                       "stand-in (the tests' fake cloud), as each checkpoint's work is in the "
+                       "peers' jobs",
     "dbos": "SQLite system database, WAL journal, synchronous=NORMAL "
             "(set by this harness; DBOS alone leaves SQLite's rollback journal "
             "and synchronous=FULL)",
@@ -191,14 +194,13 @@ def measured(roots: list[int], run) -> tuple[dict, float, float]:
 
 # ---- the engines -----------------------------------------------------------------
 
-def run_flotilla(args, jobs: int, work: Path, apart: bool = False) -> dict:
+def run_flotilla(args, jobs: int, work: Path, simulator: str = "in-process") -> dict:
     """`flotilla bench` is one process: its own timer, and wait4's rusage for the
     whole process (start-up and the in-process Azure simulator included).
     With the simulator apart, wait4 would add the reaped child's CPU, so CPU
     and peak RSS are the bench's own figures for its process over the run."""
-    cmd = [args.flotilla, "bench", "--jobs", str(jobs), "--output", "json"]
-    if apart:
-        cmd += ["--simulator", "apart"]
+    cmd = [args.flotilla, "bench", "--jobs", str(jobs), "--output", "json",
+           "--simulator", simulator]
     proc = spawn(cmd, work / "flotilla.err", cwd=work)
     with proc.stdout:
         out = proc.stdout.read()
@@ -209,7 +211,7 @@ def run_flotilla(args, jobs: int, work: Path, apart: bool = False) -> dict:
     except (ValueError, IndexError):
         raise RuntimeError(f"flotilla bench exited {proc.returncode}: "
                            f"{(work / 'flotilla.err').read_text()[-2000:]}")
-    if apart:
+    if simulator == "apart":
         cpu_s, rss = report["cpu_ms_per_job"] * jobs / 1000, report["peak_rss_mb"]
     else:
         cpu_s, rss = usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
@@ -218,7 +220,11 @@ def run_flotilla(args, jobs: int, work: Path, apart: bool = False) -> dict:
 
 
 def run_flotilla_apart(args, jobs: int, work: Path) -> dict:
-    return run_flotilla(args, jobs, work, apart=True)
+    return run_flotilla(args, jobs, work, simulator="apart")
+
+
+def run_flotilla_engine(args, jobs: int, work: Path) -> dict:
+    return run_flotilla(args, jobs, work, simulator="none")
 
 
 def run_dbos(args, jobs: int, work: Path) -> dict:
@@ -300,16 +306,19 @@ def run_restate(args, jobs: int, work: Path) -> dict:
             "peak_rss_mb": rss}
 
 
-ENGINES = {"flotilla": run_flotilla, "flotilla-apart": run_flotilla_apart, "dbos": run_dbos,
-           "restate": run_restate}
+ENGINES = {"flotilla": run_flotilla, "flotilla-apart": run_flotilla_apart,
+           "flotilla-engine": run_flotilla_engine, "dbos": run_dbos, "restate": run_restate}
 
 
 # ---- the table -------------------------------------------------------------------
 
 def summarise(runs: list[dict], engines: list[str], job_counts: list[int]) -> list[dict]:
+    """One row per engine and job count; a peer's row also gets its ratios:
+    `flotilla_over_peer` (flotilla with the simulator) and `engine_over_peer`
+    (flotilla on the in-memory stand-in, the peers' kind of work)."""
     rows = []
     for jobs in job_counts:
-        flotilla_median = None
+        medians = {}
         for engine in engines:
             ok = [r for r in runs if r["engine"] == engine and r["jobs"] == jobs and "error" not in r]
             failed = sum(1 for r in runs if r["engine"] == engine and r["jobs"] == jobs
@@ -321,29 +330,33 @@ def summarise(runs: list[dict], engines: list[str], job_counts: list[int]) -> li
                            jobs_per_s_max=max(rates),
                            cpu_ms_per_job=statistics.median(r["cpu_ms_per_job"] for r in ok),
                            peak_rss_mb=max(r["peak_rss_mb"] for r in ok))
-                if engine == "flotilla":
-                    flotilla_median = row["jobs_per_s_median"]
+                medians[engine] = row["jobs_per_s_median"]
             rows.append(row)
         for row in rows:
-            if row["jobs"] == jobs and flotilla_median and row.get("jobs_per_s_median"):
-                row["flotilla_over_peer"] = flotilla_median / row["jobs_per_s_median"]
+            if row["jobs"] != jobs or row["engine"].startswith("flotilla"):
+                continue
+            peer = row.get("jobs_per_s_median")
+            for ours, key in (("flotilla", "flotilla_over_peer"),
+                              ("flotilla-engine", "engine_over_peer")):
+                if peer and medians.get(ours):
+                    row[key] = medians[ours] / peer
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
     head = ("engine", "jobs", "jobs/s min", "median", "max", "CPU ms/job", "peak RSS MB",
-            "flotilla/peer")
+            "flotilla/peer", "flotilla-engine/peer")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
         if "jobs_per_s_median" not in r:
-            cells = [r["engine"], str(r["jobs"]), "failed", "", "", "", "", ""]
+            cells = [r["engine"], str(r["jobs"]), "failed", "", "", "", "", "", ""]
         else:
-            ratio = ("—" if r["engine"].startswith("flotilla") or "flotilla_over_peer" not in r
-                     else f"{r['flotilla_over_peer']:.1f}×")
+            ratios = [f"{r[k]:.1f}×" if k in r else "—"
+                      for k in ("flotilla_over_peer", "engine_over_peer")]
             cells = [r["engine"], str(r["jobs"]), f"{r['jobs_per_s_min']:.1f}",
                      f"{r['jobs_per_s_median']:.1f}", f"{r['jobs_per_s_max']:.1f}",
-                     f"{r['cpu_ms_per_job']:.2f}", f"{r['peak_rss_mb']:.0f}", ratio]
+                     f"{r['cpu_ms_per_job']:.2f}", f"{r['peak_rss_mb']:.0f}", *ratios]
         if r["failed_runs"]:
             cells[0] += f" ({r['failed_runs']} failed)"
         print("| " + " | ".join(cells) + " |")
@@ -353,8 +366,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--jobs", default="1000", help="comma-separated job counts (default 1000)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per job count (default 3)")
-    ap.add_argument("--engines", default="flotilla,flotilla-apart,dbos,restate",
-                    help="which engines, in the order they alternate (default all four)")
+    ap.add_argument("--engines", default="flotilla,flotilla-apart,flotilla-engine,dbos,restate",
+                    help="which engines, in the order they alternate (default all five)")
     ap.add_argument("--flotilla", required=True, help="the release flotilla binary")
     ap.add_argument("--python", required=True, help="python of the DBOS venv")
     ap.add_argument("--node-dir", required=True, help="folder with the Restate node_modules")

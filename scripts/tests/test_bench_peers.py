@@ -55,6 +55,20 @@ class SummaryTest(unittest.TestCase):
         self.assertIn("| restate (1 failed) | 5 | 10.0 | 10.0 | 10.0 |", table.getvalue())
         self.assertIn("10.0×", table.getvalue())
 
+    def test_the_engine_alone_gets_a_ratio_of_its_own(self):
+        runs = [record("flotilla", 5, 100), record("flotilla-engine", 5, 400),
+                record("restate", 5, 50)]
+        rows = {r["engine"]: r for r in
+                run.summarise(runs, ["flotilla", "flotilla-engine", "restate"], [5])}
+        self.assertAlmostEqual(rows["restate"]["flotilla_over_peer"], 2.0)
+        self.assertAlmostEqual(rows["restate"]["engine_over_peer"], 8.0)
+        self.assertNotIn("engine_over_peer", rows["flotilla"])
+        table = io.StringIO()
+        with contextlib.redirect_stdout(table):
+            run.print_table(list(rows.values()))
+        self.assertIn("| restate | 5 | 50.0 | 50.0 | 50.0 | 1.00 | 10 | 2.0× | 8.0× |",
+                      table.getvalue())
+
 
 class ProcAccountingTest(unittest.TestCase):
     def test_cpu_of_a_process_tree_counts_its_children(self):
@@ -97,8 +111,10 @@ class FlotillaApartTest(unittest.TestCase):
             self.assertAlmostEqual(result["cpu_s"], 0.075)
             self.assertEqual(result["peak_rss_mb"], 33.0)
             together = run.run_flotilla(args, 10, work)
-            self.assertNotIn("--simulator", (work / "args.txt").read_text())
+            self.assertIn("--simulator in-process", (work / "args.txt").read_text())
             self.assertNotEqual(together["peak_rss_mb"], 33.0)
+            run.run_flotilla_engine(args, 10, work)
+            self.assertIn("--simulator none", (work / "args.txt").read_text())
 
 
 class ArgumentsTest(unittest.TestCase):

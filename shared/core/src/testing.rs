@@ -329,10 +329,131 @@ struct Item {
     created: OffsetDateTime,
 }
 
+/// The fake cloud's ARM resources (lower-cased id → (id, body)), with the
+/// indexes that keep a bench of thousands of jobs linear: the usage each
+/// VM size family has, each job's scale sets, and the names that hold each
+/// run of four bytes. Read through the map; written only through
+/// [`Resources::insert`] and [`Resources::remove`].
+#[derive(Default)]
+struct Resources {
+    by_key: BTreeMap<String, (String, Value)>,
+    /// The keys whose (lower-cased) name holds each run of four bytes,
+    /// once per create: a key removed since may still be listed (and is
+    /// then checked against `by_key`), which keeps an insert a push.
+    grams: HashMap<[u8; 4], Vec<Arc<str>>>,
+    /// vCPUs in use per usage name (lower case): each family, and `cores`.
+    used: BTreeMap<String, i64>,
+    /// The scale sets (keys) each job (its `flotilla-job` tag) has.
+    sets_of_job: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// A resource id's last segment: its name.
+fn name_of(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+impl std::ops::Deref for Resources {
+    type Target = BTreeMap<String, (String, Value)>;
+    fn deref(&self) -> &Self::Target {
+        &self.by_key
+    }
+}
+
+impl Resources {
+    fn insert(&mut self, key: String, entry: (String, Value)) -> Option<(String, Value)> {
+        let old = self.by_key.remove(&key);
+        match &old {
+            Some((_, body)) => self.count(&key, body, -1),
+            // A key's name never changes: its runs are indexed once per create.
+            None => {
+                let shared: Arc<str> = Arc::from(key.as_str());
+                for w in name_of(&key).as_bytes().windows(4) {
+                    let gram = [w[0], w[1], w[2], w[3]];
+                    self.grams.entry(gram).or_default().push(shared.clone());
+                }
+            }
+        }
+        self.count(&key, &entry.1, 1);
+        self.by_key.insert(key, entry);
+        old
+    }
+
+    fn remove(&mut self, key: &str) -> Option<(String, Value)> {
+        let old = self.by_key.remove(key);
+        if let Some((_, body)) = &old {
+            self.count(key, body, -1);
+        }
+        old
+    }
+
+    /// The keys whose name contains `fragment` (lower case), as ARM's
+    /// `substringof` matches them, in key order: read from the rarest run
+    /// of the fragment's, so a listing reads a few names instead of all.
+    fn named_like(&self, fragment: &str) -> Vec<&str> {
+        let holds = |key: &&str| self.by_key.contains_key(*key) && name_of(key).contains(fragment);
+        let rarest = fragment
+            .as_bytes()
+            .windows(4)
+            .map(|w| self.grams.get(w).map_or(&[][..], Vec::as_slice))
+            .min_by_key(|keys| keys.len());
+        let mut keys: Vec<&str> = match rarest {
+            Some(keys) => keys.iter().map(|k| &**k).filter(holds).collect(),
+            None => self
+                .by_key
+                .keys()
+                .map(String::as_str)
+                .filter(holds)
+                .collect(),
+        };
+        // A key created again is listed once per create.
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// Adds (`sign` 1) or takes away (-1) what `body` at `key` counts for:
+    /// its vCPUs, and its place among its job's scale sets.
+    fn count(&mut self, key: &str, body: &Value, sign: i64) {
+        let sku = body
+            .pointer("/sku/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let n = body
+            .pointer("/sku/capacity")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if let Some((_, vcpus, family)) = FAKE_SIZES
+            .iter()
+            .find(|(s, ..)| s.eq_ignore_ascii_case(sku))
+        {
+            let cores = sign * n * i64::from(*vcpus);
+            *self.used.entry(family.to_ascii_lowercase()).or_default() += cores;
+            *self.used.entry("cores".into()).or_default() += cores;
+        }
+        if !key.contains("/virtualmachinescalesets/") {
+            return;
+        }
+        let Some(job) = body.pointer("/tags/flotilla-job").and_then(Value::as_str) else {
+            return;
+        };
+        if sign > 0 {
+            self.sets_of_job
+                .entry(job.to_string())
+                .or_default()
+                .insert(key.to_string());
+        } else if let Some(sets) = self.sets_of_job.get_mut(job) {
+            sets.remove(key);
+            if sets.is_empty() {
+                self.sets_of_job.remove(job);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct CloudState {
     /// ARM resources: lower-cased id → (id, body).
-    resources: BTreeMap<String, (String, Value)>,
+    resources: Resources,
     /// When each ARM resource (lower-cased id) was first created.
     born: BTreeMap<String, OffsetDateTime>,
     /// Operations in flight: poll URL → (polls left, resource id, is delete).
@@ -441,6 +562,22 @@ fn tags_of(body: &Value) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A resource as a listing gives it.
+fn listed(
+    id: &str,
+    tags: BTreeMap<String, String>,
+    created: Option<OffsetDateTime>,
+) -> Option<Listed> {
+    let rid = ResourceId::parse(id).ok()?;
+    Some(Listed {
+        id: id.to_string(),
+        name: rid.name().to_string(),
+        resource_type: Some(rid.resource_type()),
+        tags,
+        created,
+    })
 }
 
 fn has_tag(tags: &BTreeMap<String, String>, name: &str, value: &str) -> bool {
@@ -1019,15 +1156,30 @@ impl Arm for FakeCloud {
                         return None;
                     }
                 }
-                let rid = ResourceId::parse(id).ok()?;
-                Some(Listed {
-                    id: id.clone(),
-                    name: rid.name().to_string(),
-                    resource_type: Some(rid.resource_type()),
-                    // As ARM: an answer filtered by tag carries no tags.
-                    tags: if tag.is_some() { BTreeMap::new() } else { tags },
-                    created: s.born.get(key).copied(),
-                })
+                // As ARM: an answer filtered by tag carries no tags.
+                let tags = if tag.is_some() { BTreeMap::new() } else { tags };
+                listed(id, tags, s.born.get(key).copied())
+            })
+            .collect())
+    }
+
+    async fn list_named(
+        &self,
+        resource_group: &str,
+        fragment: &str,
+    ) -> Result<Vec<Listed>, AzureError> {
+        self.check("list", resource_group)?;
+        let s = lock(&self.state);
+        let fragment = fragment.to_ascii_lowercase();
+        Ok(s.resources
+            .named_like(&fragment)
+            .into_iter()
+            .filter_map(|key| {
+                let (id, body) = s.resources.get(key)?;
+                if !in_group(id, resource_group) {
+                    return None;
+                }
+                listed(id, tags_of(body), s.born.get(key).copied())
             })
             .collect())
     }
@@ -1095,24 +1247,7 @@ impl Arm for FakeCloud {
     async fn compute_usages(&self, location: &str) -> Result<Vec<Usage>, AzureError> {
         self.check("usages", location)?;
         let s = lock(&self.state);
-        let mut used: BTreeMap<String, i64> = BTreeMap::new();
-        for (_, body) in s.resources.values() {
-            let sku = body
-                .pointer("/sku/name")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let n = body
-                .pointer("/sku/capacity")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            if let Some((_, vcpus, family)) = FAKE_SIZES
-                .iter()
-                .find(|(s, ..)| s.eq_ignore_ascii_case(sku))
-            {
-                *used.entry(family.to_ascii_lowercase()).or_default() += n * i64::from(*vcpus);
-                *used.entry("cores".into()).or_default() += n * i64::from(*vcpus);
-            }
-        }
+        let used = &s.resources.used;
         let mut names: Vec<&str> = FAKE_SIZES.iter().map(|(_, _, f)| *f).collect();
         names.sort_unstable();
         names.dedup();
@@ -1152,24 +1287,21 @@ impl Arm for FakeCloud {
 
 #[async_trait]
 impl KubeApi for FakeCloud {
-    /// Every instance of every scale set, as a Ready node, except those held
+    /// Every instance of the cluster's scale sets (those tagged with the
+    /// job the kubeconfig's cluster is named after), as a Ready node, except those held
     /// back by [`FakeCloud::never_register`] or [`FakeCloud::fail_init`].
     async fn nodes(&self, kubeconfig: &str) -> Result<Vec<KubeNode>, AzureError> {
         self.check("kube.nodes", "")?;
         let kc: Value = serde_json::from_str(kubeconfig)
             .map_err(|e| AzureError::terminal("KubeconfigInvalid", format!("not JSON: {e}")))?;
-        if kc.get("clusters").is_none() {
+        // The cluster is named after its job (see the master's create).
+        let Some(job) = kc.pointer("/clusters/0/name").and_then(Value::as_str) else {
             return Err(AzureError::terminal("KubeconfigInvalid", "no clusters"));
-        }
+        };
         let s = lock(&self.state);
         let mut out = vec![];
-        for (id, body) in s.resources.values() {
-            if !id
-                .to_ascii_lowercase()
-                .contains("/virtualmachinescalesets/")
-            {
-                continue;
-            }
+        let sets = s.resources.sets_of_job.get(job).into_iter().flatten();
+        for (id, body) in sets.filter_map(|key| s.resources.get(key)) {
             let vmss = id.rsplit('/').next().unwrap_or_default();
             if s.failed_sets.contains(&vmss.to_ascii_lowercase()) {
                 continue;
@@ -1362,6 +1494,40 @@ impl Blobs for FakeCloud {
     }
 }
 
+/// The environment the fake cloud stands in: its subscription, staging
+/// account and vault, and the cluster's service principal.
+pub fn fake_env() -> Env {
+    let sub = "00000000-0000-0000-0000-000000000000";
+    Env {
+        subscription_id: sub.into(),
+        staging_account_id: ResourceId::new(
+            sub,
+            "staging-rg",
+            "Microsoft.Storage",
+            "storageAccounts",
+            "staging",
+        ),
+        staging_url: "https://fake.blob/staging/".into(),
+        keyvault_url: "https://fake.vault".into(),
+        keyvault_id: ResourceId::new(sub, "staging-rg", "Microsoft.KeyVault", "vaults", "fake"),
+        sp_client_id: Some("cluster-sp".into()),
+        tenant_id: Some("cluster-tenant".into()),
+        sp_object_id: Some("cluster-sp-object".into()),
+        scaler_role: crate::steps::rbac::VIRTUAL_MACHINE_CONTRIBUTOR.into(),
+    }
+}
+
+/// The fake cloud's ports, as the engine takes them.
+pub fn fake_azure(cloud: &Arc<FakeCloud>) -> Azure {
+    Azure {
+        arm: cloud.clone(),
+        secrets: cloud.clone(),
+        blobs: cloud.clone(),
+        kube: cloud.clone(),
+        sp_client_secret: Some("cluster-sp-secret-value".into()),
+    }
+}
+
 /// An engine on the in-memory ports, and a way to drive it.
 pub struct World {
     pub clock: Arc<ManualClock>,
@@ -1384,31 +1550,8 @@ impl World {
             clock: clock.clone(),
             ..cloud
         });
-        let sub = "00000000-0000-0000-0000-000000000000";
-        let env = Env {
-            subscription_id: sub.into(),
-            staging_account_id: ResourceId::new(
-                sub,
-                "staging-rg",
-                "Microsoft.Storage",
-                "storageAccounts",
-                "staging",
-            ),
-            staging_url: "https://fake.blob/staging/".into(),
-            keyvault_url: "https://fake.vault".into(),
-            keyvault_id: ResourceId::parse("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/staging-rg/providers/Microsoft.KeyVault/vaults/fake").unwrap(),
-            sp_client_id: Some("cluster-sp".into()),
-            tenant_id: Some("cluster-tenant".into()),
-            sp_object_id: Some("cluster-sp-object".into()),
-            scaler_role: crate::steps::rbac::VIRTUAL_MACHINE_CONTRIBUTOR.into(),
-        };
-        let azure = Azure {
-            arm: cloud.clone(),
-            secrets: cloud.clone(),
-            blobs: cloud.clone(),
-            kube: cloud.clone(),
-            sp_client_secret: Some("cluster-sp-secret-value".into()),
-        };
+        let env = fake_env();
+        let azure = fake_azure(&cloud);
         let policy = Policy {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(8),

@@ -5,9 +5,13 @@
 //! process's peak RSS is flotilla's own (the simulator keeps every job's
 //! resources, blobs and secrets: most of the in-process figure).
 
+mod stand_in;
+
 use crate::local::{Link, LocalOptions, LocalWorld};
 use flotilla_core::decide::Policy;
 use flotilla_core::embedded::BusOptions;
+use flotilla_core::embedded::Embedded;
+use flotilla_core::engine::Engine;
 use flotilla_core::saga::{JobStatus, StepName};
 use flotilla_core::spec::ClusterSpec;
 use serde_json::json;
@@ -93,6 +97,56 @@ pub enum Placement {
     InProcess,
     /// In a child process (`flotilla bench-simulator`), over loopback HTTP.
     Apart,
+    /// Nowhere: the Azure ports answer from an in-memory stand-in (the
+    /// tests' fake cloud), as each checkpoint's work is a trivial stand-in
+    /// in the peers' jobs. Measures the engine alone, durability included.
+    None,
+}
+
+impl Placement {
+    /// The name `--simulator` takes, as the report gives it.
+    fn name(self) -> &'static str {
+        match self {
+            Placement::InProcess => "in-process",
+            Placement::Apart => "apart",
+            Placement::None => "none",
+        }
+    }
+}
+
+/// What the bench's jobs run on: the local world and its simulator, or the
+/// engine on the fake cloud.
+enum Rig {
+    Simulated {
+        world: LocalWorld,
+        apart: Option<SimulatorProcess>,
+    },
+    StandIn(stand_in::StandInWorld),
+}
+
+impl Rig {
+    fn engine(&self) -> &Engine {
+        match self {
+            Rig::Simulated { world, .. } => &world.engine,
+            Rig::StandIn(w) => &w.engine,
+        }
+    }
+
+    fn embedded(&self) -> &Embedded {
+        match self {
+            Rig::Simulated { world, .. } => &world.embedded,
+            Rig::StandIn(w) => &w.embedded,
+        }
+    }
+
+    /// Calls to the Azure planes so far: ARM requests sent to the
+    /// simulator, or every call the fake cloud answered.
+    fn azure_calls(&self) -> u64 {
+        match self {
+            Rig::Simulated { world, .. } => world.arm.request_count(),
+            Rig::StandIn(w) => w.cloud.calls(),
+        }
+    }
 }
 
 /// The simulated cloud every bench job runs against: zero-length
@@ -232,54 +286,68 @@ pub async fn run(
         return Err("--jobs must be between 1 and 100000".into());
     }
     warn_if_debug_build();
-    let apart = match placement {
-        Placement::InProcess => None,
-        Placement::Apart => Some(SimulatorProcess::start(jobs).await?),
-    };
-    let link = match &apart {
-        None => Link::InProcess,
-        Some(p) => Link::Apart {
-            port: p.port,
-            info: Box::new(p.info.clone()),
-        },
-    };
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let world = LocalWorld::start(LocalOptions {
-        staging: crate::local::StagingChoice::Simulator,
-        data_dir: Some(dir.path().to_path_buf()),
-        lro: Duration::ZERO,
-        persist_sim: false,
-        throttle: false,
-        link,
-        bus: BusOptions::default(),
-        workers: workers.max(1),
-        policy: Policy {
-            backoff_base: Duration::from_millis(10),
-            join_interval: Duration::from_millis(5),
-            ..Policy::default()
-        },
-        sweep: crate::local::local_sweep(Duration::ZERO),
-        quotas: room_for(jobs),
-        permissions: None,
-        read_only: false,
-    })
-    .await?;
+    let policy = Policy {
+        backoff_base: Duration::from_millis(10),
+        join_interval: Duration::from_millis(5),
+        ..Policy::default()
+    };
+    let sweep = crate::local::local_sweep(Duration::ZERO);
     let spec = ClusterSpec::example();
-    crate::local::ensure_resource_group(&world.config, &spec.resource_group, &spec.location)
+    let rig = if placement == Placement::None {
+        let sweep = flotilla_core::engine::SweepOptions::from_settings(sweep)?;
+        Rig::StandIn(stand_in::StandInWorld::start(
+            dir.path(),
+            workers,
+            policy,
+            sweep,
+            &room_for(jobs),
+        )?)
+    } else {
+        let apart = match placement {
+            Placement::Apart => Some(SimulatorProcess::start(jobs).await?),
+            _ => None,
+        };
+        let link = match &apart {
+            None => Link::InProcess,
+            Some(p) => Link::Apart {
+                port: p.port,
+                info: Box::new(p.info.clone()),
+            },
+        };
+        let world = LocalWorld::start(LocalOptions {
+            staging: crate::local::StagingChoice::Simulator,
+            data_dir: Some(dir.path().to_path_buf()),
+            lro: Duration::ZERO,
+            persist_sim: false,
+            throttle: false,
+            link,
+            bus: BusOptions::default(),
+            workers: workers.max(1),
+            policy,
+            sweep,
+            quotas: room_for(jobs),
+            permissions: None,
+            read_only: false,
+        })
         .await?;
+        crate::local::ensure_resource_group(&world.config, &spec.resource_group, &spec.location)
+            .await?;
+        Rig::Simulated { world, apart }
+    };
     // Saves announce the jobs they settle, so waiting costs nothing per
     // open job: reading every open saga each round made the bench's own
     // polling a load that grew with the number of jobs.
-    let mut settled_ids = world
-        .engine
+    let engine = rig.engine();
+    let mut settled_ids = engine
         .stats
         .watch_settled()
         .ok_or("the bench's engine is already watched")?;
-    let writes_before = world.engine.stats.store_writes.load(Ordering::Relaxed);
-    let waits_before = world.engine.stats.waits.load(Ordering::Relaxed);
-    let arm_before = world.arm.request_count();
-    let (grouped_before, commits_before) = world.embedded.commits();
-    let messages_before = world.embedded.messages_enqueued();
+    let writes_before = engine.stats.store_writes.load(Ordering::Relaxed);
+    let waits_before = engine.stats.waits.load(Ordering::Relaxed);
+    let azure_before = rig.azure_calls();
+    let (grouped_before, commits_before) = rig.embedded().commits();
+    let messages_before = rig.embedded().messages_enqueued();
     let started = Instant::now();
     let cpu_before = cpu_seconds();
     let mut open = std::collections::HashSet::with_capacity(jobs);
@@ -289,8 +357,7 @@ pub async fn run(
         let mut spec = spec.clone();
         spec.network = flotilla_core::spec::NetworkSpec::numbered(i as u32);
         // Checked at the edge, as `up` and HTTP submit do.
-        let id = world
-            .engine
+        let id = engine
             .submit_checked(spec, None)
             .await
             .map_err(|e| e.to_string())?
@@ -311,7 +378,7 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 for id in open.clone() {
-                    let saga = world.engine.status(&id).await.map_err(|e| e.to_string())?;
+                    let saga = engine.status(&id).await.map_err(|e| e.to_string())?;
                     if saga.is_some_and(|s| s.is_settled()) {
                         open.remove(&id);
                     }
@@ -327,12 +394,12 @@ pub async fn run(
     let cpu = cpu_seconds() - cpu_before;
     let mut succeeded = 0;
     for id in &ids {
-        let saga = world.engine.status(id).await.map_err(|e| e.to_string())?;
+        let saga = engine.status(id).await.map_err(|e| e.to_string())?;
         if saga.is_some_and(|s| s.status == JobStatus::Succeeded) {
             succeeded += 1;
         }
     }
-    let by_handler = world.engine.stats.timings_ms();
+    let by_handler = engine.stats.timings_ms();
     let mut timings: Vec<f64> = by_handler.values().flatten().copied().collect();
     timings.sort_by(|a, b| a.total_cmp(b));
     let handler_ms: serde_json::Map<String, serde_json::Value> = by_handler
@@ -347,11 +414,11 @@ pub async fn run(
             (handler, figures)
         })
         .collect();
-    let writes = world.engine.stats.store_writes.load(Ordering::Relaxed) - writes_before;
-    let waits = world.engine.stats.waits.load(Ordering::Relaxed) - waits_before;
-    let arm = world.arm.request_count() - arm_before;
-    let messages = world.embedded.messages_enqueued() - messages_before;
-    let (grouped, commits) = world.embedded.commits();
+    let writes = engine.stats.store_writes.load(Ordering::Relaxed) - writes_before;
+    let waits = engine.stats.waits.load(Ordering::Relaxed) - waits_before;
+    let azure = rig.azure_calls() - azure_before;
+    let messages = rig.embedded().messages_enqueued() - messages_before;
+    let (grouped, commits) = rig.embedded().commits();
     let (grouped, commits) = (grouped - grouped_before, commits - commits_before);
     let writes_per_commit = if commits == 0 {
         0.0
@@ -366,7 +433,7 @@ pub async fn run(
         "sagas_per_s": ((jobs as f64 / elapsed) * 10.0).round() / 10.0,
         "step_overhead_ms_p50": percentile_ms(&timings, 0.5),
         "step_overhead_ms_p99": percentile_ms(&timings, 0.99),
-        "arm_requests_per_job": per_job(arm, jobs),
+        "simulator": placement.name(),
         "store_writes_per_job": per_job(writes, jobs),
         "commits_per_job": per_job(commits, jobs),
         "bus_messages_per_job": per_job(messages, jobs),
@@ -382,17 +449,35 @@ pub async fn run(
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
         "cpu_ms_per_job": ms_per_job(cpu, jobs),
     });
-    let sim = world.sim.clone();
-    world.shutdown().await;
-    // The process ends next: the operating system takes the simulator's
-    // state back faster than freeing it would. Left once the workers have
-    // stopped, so that nothing (a sweep) meets an emptied simulator.
-    sim.abandon_state();
-    if let Some(process) = apart {
-        // The child's CPU counts its whole life, set-up included.
-        let (rss, cpu) = process.stop().await?;
-        report["simulator_peak_rss_mb"] = json!(rss);
-        report["simulator_cpu_ms_per_job"] = json!(ms_per_job(cpu, jobs));
+    let mut all_well = succeeded == jobs;
+    match placement {
+        // The fake cloud's calls are every plane's (ARM, Key Vault, blobs,
+        // the API server), so they have a name of their own.
+        Placement::None => report["azure_calls_per_job"] = json!(per_job(azure, jobs)),
+        _ => report["arm_requests_per_job"] = json!(per_job(azure, jobs)),
+    }
+    match rig {
+        Rig::Simulated { world, apart } => {
+            let sim = world.sim.clone();
+            world.shutdown().await;
+            // The process ends next: the operating system takes the simulator's
+            // state back faster than freeing it would. Left once the workers have
+            // stopped, so that nothing (a sweep) meets an emptied simulator.
+            sim.abandon_state();
+            if let Some(process) = apart {
+                // The child's CPU counts its whole life, set-up included.
+                let (rss, cpu) = process.stop().await?;
+                report["simulator_peak_rss_mb"] = json!(rss);
+                report["simulator_cpu_ms_per_job"] = json!(ms_per_job(cpu, jobs));
+            }
+        }
+        Rig::StandIn(world) => {
+            // Every resource created once, as the engine tests demand.
+            let creates = world.cloud.max_creates();
+            report["max_creates_per_resource"] = json!(creates);
+            all_well &= creates <= 1;
+            world.shutdown().await;
+        }
     }
     if json_out {
         println!("{report}");
@@ -409,7 +494,7 @@ pub async fn run(
             }
         }
     }
-    Ok(if succeeded == jobs {
+    Ok(if all_well {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
