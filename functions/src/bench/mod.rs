@@ -118,8 +118,8 @@ impl Placement {
 /// engine on the fake cloud.
 enum Rig {
     Simulated {
-        world: LocalWorld,
-        apart: Option<SimulatorProcess>,
+        world: Box<LocalWorld>,
+        apart: Option<Box<SimulatorProcess>>,
     },
     StandIn(stand_in::StandInWorld),
 }
@@ -305,7 +305,7 @@ pub async fn run(
         )?)
     } else {
         let apart = match placement {
-            Placement::Apart => Some(SimulatorProcess::start(jobs).await?),
+            Placement::Apart => Some(Box::new(SimulatorProcess::start(jobs).await?)),
             _ => None,
         };
         let link = match &apart {
@@ -333,7 +333,10 @@ pub async fn run(
         .await?;
         crate::local::ensure_resource_group(&world.config, &spec.resource_group, &spec.location)
             .await?;
-        Rig::Simulated { world, apart }
+        Rig::Simulated {
+            world: Box::new(world),
+            apart,
+        }
     };
     // Saves announce the jobs they settle, so waiting costs nothing per
     // open job: reading every open saga each round made the bench's own
