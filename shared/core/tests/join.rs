@@ -82,6 +82,28 @@ async fn a_check_that_finds_every_node_ready_reads_no_instance_view() {
 }
 
 #[tokio::test]
+async fn a_cluster_counts_only_its_own_nodes() {
+    // Two clusters with a pool of the same name: the first one's Ready
+    // nodes never make up for the second one's node that did not register.
+    let w = World::new();
+    let spec = ClusterSpec::example();
+    let pool = &spec.worker_pools[0].name;
+    let first = w.engine.submit(spec.clone()).await.unwrap();
+    assert_eq!(w.run(&first, LIMIT).await.status, JobStatus::Succeeded);
+    let second = ClusterSpec {
+        network: flotilla_core::spec::NetworkSpec::numbered(1),
+        ..spec.clone()
+    };
+    let job = w.engine.submit(second).await.unwrap();
+    w.cloud
+        .never_register(&names::pool_vmss(&job, pool), 1, "never came up");
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Compensated, "{saga:#?}");
+    let err = join_step(&saga).last_error.clone().expect("join's error");
+    assert_eq!(err.code, "JoinTimeout");
+}
+
+#[tokio::test]
 async fn a_node_that_never_registers_fails_join_with_its_name_and_message() {
     let w = World::new();
     let spec = ClusterSpec::example();
