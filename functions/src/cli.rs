@@ -235,9 +235,10 @@ enum Command {
         /// How many starts of each kind --cold-start times.
         #[arg(long, default_value_t = 10, requires = "cold_start")]
         runs: usize,
-        /// Where the simulator runs: in this process, or apart in a child
+        /// Where the simulator runs: in this process, apart in a child
         /// process over loopback HTTP (then `peak_rss_mb` is flotilla's alone
-        /// and `simulator_peak_rss_mb` the child's).
+        /// and `simulator_peak_rss_mb` the child's), or nowhere (`none`: the
+        /// engine alone, its Azure calls answered by an in-memory fake cloud).
         #[arg(long, value_enum, default_value_t = crate::bench::Placement::InProcess)]
         simulator: crate::bench::Placement,
         #[arg(long, value_enum, default_value_t = Output::Text)]
