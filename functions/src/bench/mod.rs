@@ -3,14 +3,15 @@
 //! what flotilla itself costs. The simulator answers in process, or with
 //! `--simulator apart` from a child process over loopback HTTP, so that this
 //! process's peak RSS is flotilla's own (the simulator keeps every job's
-//! resources, blobs and secrets: most of the in-process figure).
+//! resources, blobs and secrets: most of the in-process figure). With
+//! `--simulator none` there is no simulator: the engine's Azure ports answer
+//! from the in-memory fake cloud ([`stand_in`]), the peers' kind of work.
 
 mod stand_in;
 
 use crate::local::{Link, LocalOptions, LocalWorld};
 use flotilla_core::decide::Policy;
-use flotilla_core::embedded::BusOptions;
-use flotilla_core::embedded::Embedded;
+use flotilla_core::embedded::{BusOptions, Embedded};
 use flotilla_core::engine::Engine;
 use flotilla_core::saga::{JobStatus, StepName};
 use flotilla_core::spec::ClusterSpec;
