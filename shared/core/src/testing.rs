@@ -1628,3 +1628,54 @@ impl Default for World {
         World::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &str) -> String {
+        format!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/publicIPAddresses/{name}")
+    }
+
+    #[tokio::test]
+    async fn a_name_listing_finds_what_holds_the_fragment_and_nothing_removed() {
+        let cloud = FakeCloud::default();
+        let tags = BTreeMap::new();
+        for name in [
+            "demo-abc123-pip",
+            "demo-abc124-pip",
+            "Demo-ABC123-lb",
+            "other",
+        ] {
+            cloud.insert_resource(&id(name), &tags);
+        }
+        cloud.insert_resource(
+            "/subscriptions/s/resourceGroups/elsewhere/providers/Microsoft.Network/publicIPAddresses/demo-abc123-x",
+            &tags,
+        );
+        let names =
+            |listed: Vec<Listed>| -> Vec<String> { listed.into_iter().map(|l| l.name).collect() };
+        // Case folded as ARM folds it, in the group only, in key order.
+        let found = cloud.list_named("rg", "ABC123").await.unwrap();
+        assert_eq!(names(found), ["Demo-ABC123-lb", "demo-abc123-pip"]);
+        // Fragments shorter than the index's runs are found too.
+        let found = cloud.list_named("rg", "th").await.unwrap();
+        assert_eq!(names(found), ["other"]);
+        // A removed resource is gone from the listing; created again, it is
+        // listed once.
+        cloud.remove(&id("demo-abc123-pip"));
+        let found = cloud.list_named("rg", "abc123").await.unwrap();
+        assert_eq!(names(found), ["Demo-ABC123-lb"]);
+        cloud.insert_resource(&id("demo-abc123-pip"), &tags);
+        let found = cloud.list_named("rg", "abc123").await.unwrap();
+        assert_eq!(names(found), ["Demo-ABC123-lb", "demo-abc123-pip"]);
+        // The same answer as the full listing filtered by name.
+        let all = cloud.list_resources("rg", None).await.unwrap();
+        let filtered: Vec<String> = names(all)
+            .into_iter()
+            .filter(|n| n.to_ascii_lowercase().contains("abc12"))
+            .collect();
+        let found = cloud.list_named("rg", "abc12").await.unwrap();
+        assert_eq!(names(found), filtered);
+    }
+}
