@@ -477,6 +477,36 @@ fn bench_without_a_simulator_runs_the_engine_on_the_fake_cloud() {
 }
 
 #[test]
+fn bench_text_report_lines_its_figures_up() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["bench", "--jobs", "2", "--simulator", "none"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // One line per figure, a handler's figures on a line of their own, and
+    // every value starting in one column, the longest label's included.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("max_creates_per_resource ")),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("handler_ms.stage ")),
+        "{text}"
+    );
+    let column = |l: &str| {
+        l.find("  ")
+            .map(|i| i + l[i..].len() - l[i..].trim_start().len())
+    };
+    let first = column(lines[0]);
+    assert!(first.is_some(), "{text}");
+    assert!(lines.iter().all(|l| column(l) == first), "{text}");
+}
+
+#[test]
 fn bench_cold_start_times_serve_and_the_first_step_of_up() {
     let report = bench(&["--cold-start", "--runs", "1"]);
     assert_eq!(report["build"], BUILD, "{report}");

@@ -483,21 +483,7 @@ pub async fn run(
             world.shutdown().await;
         }
     }
-    if json_out {
-        println!("{report}");
-    } else {
-        for (k, v) in report.as_object().into_iter().flatten() {
-            match v.as_object() {
-                // One line per handler: `handler_ms.stage  {"events":…}`.
-                Some(parts) => {
-                    for (part, figures) in parts {
-                        println!("{:<22} {figures}", format!("{k}.{part}"));
-                    }
-                }
-                None => println!("{k:<22} {v}"),
-            }
-        }
-    }
+    print_report(&report, json_out);
     Ok(if all_well {
         ExitCode::SUCCESS
     } else {
@@ -539,14 +525,37 @@ pub fn cold_start(runs: usize, json_out: bool) -> Result<ExitCode, crate::error:
         "reused_data_dir_ms": figures(&mut reused),
         "up_first_step_ms": figures(&mut up),
     });
+    print_report(&report, json_out);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a report as one JSON line, or as one line per figure with the
+/// values lined up (an object's figures each on a line of their own:
+/// `handler_ms.stage  {"events":…}`).
+fn print_report(report: &serde_json::Value, json_out: bool) {
     if json_out {
         println!("{report}");
-    } else {
-        for (k, v) in report.as_object().into_iter().flatten() {
-            println!("{k:<20} {v}");
+        return;
+    }
+    let mut lines = vec![];
+    for (k, v) in report.as_object().into_iter().flatten() {
+        match v.as_object() {
+            Some(parts) => {
+                for (part, figures) in parts {
+                    lines.push((format!("{k}.{part}"), figures));
+                }
+            }
+            None => lines.push((k.clone(), v)),
         }
     }
-    Ok(ExitCode::SUCCESS)
+    let width = lines
+        .iter()
+        .map(|(label, _)| label.len())
+        .max()
+        .unwrap_or(0);
+    for (label, value) in lines {
+        println!("{label:<width$}  {value}");
+    }
 }
 
 /// Starts `exe up` (the example job) on a fresh `data_dir` and returns the
