@@ -165,10 +165,51 @@ pub struct LocalWorld {
     pub embedded: Embedded,
     pub config: AzureConfig,
     server: Option<SimServer>,
-    stop: tokio::sync::watch::Sender<bool>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
+    consumers: Consumers,
     /// Held until the world is dropped (after `shutdown`) or the process ends.
     _lock: Option<DataDirLock>,
+}
+
+/// An engine's workers on its bus and its sweeper, running until [`Consumers::stop`].
+pub struct Consumers {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Consumers {
+    /// Starts `workers` workers and, when there is at least one, the sweeper
+    /// (its timing `sweep`, overridable by the `FLOTILLA_SWEEP_*` settings).
+    pub fn start(
+        engine: &Arc<Engine>,
+        workers: usize,
+        max_delivery: u32,
+        sweep: SweepOptions,
+    ) -> Result<Consumers, crate::error::Error> {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks: Vec<_> = (0..workers)
+            .map(|_| {
+                tokio::spawn(run_worker(
+                    engine.clone(),
+                    engine.bus.clone(),
+                    max_delivery,
+                    stop_rx.clone(),
+                ))
+            })
+            .collect();
+        if workers > 0 {
+            let sweep = SweepOptions::from_settings(sweep)?;
+            tasks.push(tokio::spawn(run_sweeper(engine.clone(), sweep, stop_rx)));
+        }
+        Ok(Consumers { stop, tasks })
+    }
+
+    /// Stops them and waits until each has finished.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
 }
 
 /// The step whose Azure call `--fail-at` makes the simulator refuse, as a
@@ -390,21 +431,7 @@ impl LocalWorld {
             env,
             opts.policy,
         ));
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let mut workers: Vec<_> = (0..opts.workers)
-            .map(|_| {
-                tokio::spawn(run_worker(
-                    engine.clone(),
-                    engine.bus.clone(),
-                    max_delivery,
-                    stop_rx.clone(),
-                ))
-            })
-            .collect();
-        if opts.workers > 0 {
-            let sweep = SweepOptions::from_settings(opts.sweep)?;
-            workers.push(tokio::spawn(run_sweeper(engine.clone(), sweep, stop_rx)));
-        }
+        let consumers = Consumers::start(&engine, opts.workers, max_delivery, opts.sweep)?;
         Ok(LocalWorld {
             sim,
             engine,
@@ -412,8 +439,7 @@ impl LocalWorld {
             embedded,
             config,
             server,
-            stop,
-            workers,
+            consumers,
             _lock: lock,
         })
     }
@@ -438,10 +464,7 @@ impl LocalWorld {
     }
 
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for w in self.workers {
-            let _ = w.await;
-        }
+        self.consumers.stop().await;
         if let Some(server) = self.server {
             server.shutdown().await;
         }

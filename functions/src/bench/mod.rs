@@ -104,17 +104,6 @@ pub enum Placement {
     None,
 }
 
-impl Placement {
-    /// The name `--simulator` takes, as the report gives it.
-    fn name(self) -> &'static str {
-        match self {
-            Placement::InProcess => "in-process",
-            Placement::Apart => "apart",
-            Placement::None => "none",
-        }
-    }
-}
-
 /// What the bench's jobs run on: the local world and its simulator, or the
 /// engine on the fake cloud.
 enum Rig {
@@ -296,7 +285,6 @@ pub async fn run(
     let sweep = crate::local::local_sweep(Duration::ZERO);
     let spec = ClusterSpec::example();
     let rig = if placement == Placement::None {
-        let sweep = flotilla_core::engine::SweepOptions::from_settings(sweep)?;
         Rig::StandIn(stand_in::StandInWorld::start(
             dir.path(),
             workers,
@@ -437,7 +425,8 @@ pub async fn run(
         "sagas_per_s": ((jobs as f64 / elapsed) * 10.0).round() / 10.0,
         "step_overhead_ms_p50": percentile_ms(&timings, 0.5),
         "step_overhead_ms_p99": percentile_ms(&timings, 0.99),
-        "simulator": placement.name(),
+        // The name `--simulator` takes.
+        "simulator": clap::ValueEnum::to_possible_value(&placement).map(|v| v.get_name().to_owned()),
         "store_writes_per_job": per_job(writes, jobs),
         "commits_per_job": per_job(commits, jobs),
         "bus_messages_per_job": per_job(messages, jobs),
@@ -454,14 +443,9 @@ pub async fn run(
         "cpu_ms_per_job": ms_per_job(cpu, jobs),
     });
     let mut all_well = succeeded == jobs;
-    match placement {
-        // The fake cloud's calls are every plane's (ARM, Key Vault, blobs,
-        // the API server), so they have a name of their own.
-        Placement::None => report["azure_calls_per_job"] = json!(per_job(azure, jobs)),
-        _ => report["arm_requests_per_job"] = json!(per_job(azure, jobs)),
-    }
     match rig {
         Rig::Simulated { world, apart } => {
+            report["arm_requests_per_job"] = json!(per_job(azure, jobs));
             let sim = world.sim.clone();
             world.shutdown().await;
             // The process ends next: the operating system takes the simulator's
@@ -476,6 +460,9 @@ pub async fn run(
             }
         }
         Rig::StandIn(world) => {
+            // The fake cloud's calls are every plane's (ARM, Key Vault,
+            // blobs, the API server), so they have a name of their own.
+            report["azure_calls_per_job"] = json!(per_job(azure, jobs));
             // Every resource created once, as the engine tests demand.
             let creates = world.cloud.max_creates();
             report["max_creates_per_resource"] = json!(creates);

@@ -5,9 +5,10 @@
 //! as each checkpoint's work is in the peers' jobs (`scripts/bench-peers.sh`):
 //! what is measured is the engine's own cost, durability included.
 
+use crate::local::Consumers;
 use flotilla_core::decide::Policy;
 use flotilla_core::embedded::{BusOptions, Embedded};
-use flotilla_core::engine::{run_sweeper, run_worker, Engine, SweepOptions};
+use flotilla_core::engine::{Engine, SweepOptions};
 use flotilla_core::testing::{fake_azure, fake_env, FakeCloud};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -17,12 +18,11 @@ pub struct StandInWorld {
     pub cloud: Arc<FakeCloud>,
     pub engine: Arc<Engine>,
     pub embedded: Embedded,
-    stop: tokio::sync::watch::Sender<bool>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
+    consumers: Consumers,
 }
 
 impl StandInWorld {
-    /// Starts `workers` workers and a sweeper on a store in `dir`, against a
+    /// Starts `workers` workers (at least one) and a sweeper on a store in `dir`, against a
     /// fake cloud whose operations finish at once and whose quotas are `quotas`.
     pub fn start(
         dir: &Path,
@@ -48,31 +48,16 @@ impl StandInWorld {
             fake_env(),
             policy,
         ));
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let mut handles: Vec<_> = (0..workers.max(1))
-            .map(|_| {
-                tokio::spawn(run_worker(
-                    engine.clone(),
-                    engine.bus.clone(),
-                    max_delivery,
-                    stop_rx.clone(),
-                ))
-            })
-            .collect();
-        handles.push(tokio::spawn(run_sweeper(engine.clone(), sweep, stop_rx)));
+        let consumers = Consumers::start(&engine, workers.max(1), max_delivery, sweep)?;
         Ok(StandInWorld {
             cloud,
             engine,
             embedded,
-            stop,
-            workers: handles,
+            consumers,
         })
     }
 
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for w in self.workers {
-            let _ = w.await;
-        }
+        self.consumers.stop().await;
     }
 }
