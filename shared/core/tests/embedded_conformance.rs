@@ -481,3 +481,89 @@ async fn waiting_receiver_wakes_on_send_and_on_schedule() {
         "delivered when due (after {took:?})"
     );
 }
+
+/// A lock token names its message's row, but only the lock's own token
+/// settles it: the same row with another random part is a lost lock, and so
+/// is any string that is not a token.
+#[tokio::test]
+async fn only_the_lock_s_own_token_settles_its_message() {
+    let db = Embedded::in_memory(test_options()).expect("open");
+    let bus = db.bus();
+    bus.send(&[msg("m")]).await.expect("send");
+    let d = bus
+        .receive(Duration::ZERO)
+        .await
+        .expect("receive")
+        .expect("m");
+    let (seq, _) = d.lock_token.split_once('.').expect("seq.random");
+    for forged in [
+        format!("{seq}.{}", uuid::Uuid::new_v4()),
+        format!("{seq}."),
+        seq.to_string(),
+        "not-a-token".to_string(),
+        String::new(),
+    ] {
+        let other = flotilla_core::ports::Delivery {
+            lock_token: forged.clone(),
+            ..d.clone()
+        };
+        for (what, result) in [
+            ("complete", bus.complete(&other).await),
+            ("abandon", bus.abandon(&other).await),
+            ("dead-letter", bus.dead_letter(&other, "x").await),
+        ] {
+            assert!(
+                matches!(result, Err(flotilla_core::ports::BusError::LockLost(_))),
+                "{what} with {forged:?}: {result:?}"
+            );
+        }
+    }
+    bus.complete(&d)
+        .await
+        .expect("the lock's own token completes");
+    assert!(bus
+        .receive(Duration::ZERO)
+        .await
+        .expect("receive")
+        .is_none());
+}
+
+/// A database written before lock tokens named their rows loses its index of
+/// tokens on open (every completion would otherwise still write it), and its
+/// locked messages are released as after any crash.
+#[tokio::test]
+async fn opening_an_older_database_drops_its_index_of_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("flotilla.db");
+    drop(Embedded::open(&path, test_options()).expect("create"));
+    {
+        let raw = rusqlite::Connection::open(&path).expect("raw open");
+        raw.execute_batch(
+            "CREATE UNIQUE INDEX messages_lock ON messages (lock_token) \
+             WHERE lock_token IS NOT NULL;
+             INSERT INTO messages (message_id, event_type, body, enqueued_at, visible_at, \
+             available_at, delivery_count, lock_token) \
+             VALUES ('old', 't', x'7b7d', 0, 0, 9999999999999, 1, 'a-bare-uuid');",
+        )
+        .expect("an older layout");
+    }
+    let db = Embedded::open(&path, test_options()).expect("reopen");
+    let d = db
+        .bus()
+        .receive(Duration::ZERO)
+        .await
+        .expect("receive")
+        .expect("the old lock was released");
+    assert_eq!((d.message_id.as_str(), d.delivery_count), ("old", 2));
+    db.bus().complete(&d).await.expect("complete");
+    drop(db);
+    let raw = rusqlite::Connection::open(&path).expect("raw open");
+    let indexes: i64 = raw
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND name = 'messages_lock'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(indexes, 0);
+}

@@ -215,7 +215,7 @@ fn lock_next(tx: &Connection, inner: &Inner, now: i64) -> Result<Attempt, BusErr
             move_to_dead_letters(tx, seq, MAX_DELIVERY_COUNT_EXCEEDED, now).map_err(bus_err)?;
             continue;
         }
-        let token = uuid::Uuid::new_v4().to_string();
+        let token = lock_token(seq);
         let locked_until = now.saturating_add(duration_ms(options.lock_duration));
         tx.prepare_cached(
             "UPDATE messages SET delivery_count = delivery_count + 1, \
@@ -233,14 +233,27 @@ fn lock_next(tx: &Connection, inner: &Inner, now: i64) -> Result<Attempt, BusErr
     }
 }
 
+/// A new lock token for the message at `seq`: the seq, then a random part
+/// that tells this lock from the message's earlier ones.
+fn lock_token(seq: i64) -> String {
+    format!("{seq}.{}", uuid::Uuid::new_v4())
+}
+
+/// The seq a token from [`lock_token`] names; `None` for any other string.
+fn locked_seq(token: &str) -> Option<i64> {
+    token.split_once('.')?.0.parse().ok()
+}
+
 /// Deletes the message locked with `token`; `LockLost` when none is.
 fn delete_locked(tx: &Connection, token: &str) -> Result<(), BusError> {
+    let lost = || BusError::LockLost(token.to_string());
+    let seq = locked_seq(token).ok_or_else(lost)?;
     let deleted = tx
-        .prepare_cached("DELETE FROM messages WHERE lock_token = ?1")
-        .and_then(|mut s| s.execute([token]))
+        .prepare_cached("DELETE FROM messages WHERE seq = ?1 AND lock_token = ?2")
+        .and_then(|mut s| s.execute(params![seq, token]))
         .map_err(bus_err)?;
     if deleted == 0 {
-        return Err(BusError::LockLost(token.to_string()));
+        return Err(lost());
     }
     Ok(())
 }
@@ -258,16 +271,19 @@ impl EmbeddedBus {
             .write(
                 move |tx, _| {
                     let now = now_ms();
-                    let locked: Option<(i64, i64)> = tx
+                    let Some(seq) = locked_seq(&token) else {
+                        return Err(BusError::LockLost(token));
+                    };
+                    let locked: Option<i64> = tx
                         .prepare_cached(
-                            "SELECT seq, delivery_count FROM messages WHERE lock_token = ?1",
+                            "SELECT delivery_count FROM messages \
+                             WHERE seq = ?1 AND lock_token = ?2",
                         )
                         .and_then(|mut s| {
-                            s.query_row([&token], |r| Ok((r.get(0)?, r.get(1)?)))
-                                .optional()
+                            s.query_row(params![seq, &token], |r| r.get(0)).optional()
                         })
                         .map_err(bus_err)?;
-                    let Some((seq, count)) = locked else {
+                    let Some(count) = locked else {
                         return Err(BusError::LockLost(token));
                     };
                     let count = u32::try_from(count).unwrap_or(u32::MAX);
