@@ -422,6 +422,14 @@ fn bench_runs_jobs_to_success_and_reports_its_figures() {
         events >= 20 * 7,
         "a submit's event and six step events per job: {report}"
     );
+    // The busy cores are CPU time over wall time: some, and no more than
+    // the machine has (a little slack for the clocks' resolution).
+    let busy = report["cpu_cores_busy"].as_f64().unwrap();
+    let cores = report["cores"].as_f64().unwrap();
+    assert!(
+        cores >= 1.0 && busy > 0.0 && busy <= cores + 0.1,
+        "{report}"
+    );
     // Every saga write is one of the committed writes, and a commit holds
     // at least one write.
     let commits = report["commits_per_job"].as_f64().unwrap();

@@ -441,6 +441,11 @@ pub async fn run(
         "waits_per_job": per_job(waits, jobs),
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
         "cpu_ms_per_job": ms_per_job(cpu, jobs),
+        // CPU time over wall time, beside the cores there are: a run at
+        // `cores` is bound by the work per job; one below it waits (on a
+        // lock, a commit) with cores idle.
+        "cpu_cores_busy": (cpu / elapsed * 100.0).round() / 100.0,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
     });
     let mut all_well = succeeded == jobs;
     match rig {
