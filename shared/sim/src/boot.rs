@@ -40,6 +40,9 @@ use std::time::Duration;
 use crate::arm::VMSS_TYPE;
 /// Scripts running at once (each mostly waits on HTTP and the stubs).
 const PARALLEL: usize = 4;
+/// The longest the agent waits between two looks at the scale sets (for
+/// boot times coming due; a changed scale set wakes it at once).
+const TICK: Duration = Duration::from_millis(100);
 
 /// The background task's state.
 #[derive(Default)]
@@ -62,6 +65,15 @@ pub(crate) struct Agent {
     /// Whether the first tick looked at every scale set and every
     /// instance record (what was there before the agent started).
     scanned: AtomicBool,
+    /// Wakes the agent before its next tick is due (a scale set changed).
+    woken: Arc<tokio::sync::Notify>,
+}
+
+impl Agent {
+    /// Has the agent tick now rather than when its period is up.
+    pub(crate) fn wake(&self) {
+        self.woken.notify_one();
+    }
 }
 
 /// Whether VM `{scaleSet}_{instance}` booted here once and has been removed
@@ -118,8 +130,11 @@ async fn run(weak: Weak<Inner>) {
     let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
     loop {
         let Some(inner) = weak.upgrade() else { return };
+        let woken = inner.boot.woken.clone();
         tick(&Sim { inner }, &permits);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Only the wake-up is held while waiting: a simulator dropped
+        // meanwhile is gone by the next tick.
+        let _ = tokio::time::timeout(TICK, woken.notified()).await;
     }
 }
 
@@ -758,6 +773,40 @@ mod tests {
         tick(&sim, &permits);
         assert_eq!(instances(&sim), expect(&[("later", 1)]));
         assert!(lock(&sim.inner.boot.pending).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_changed_scale_set_wakes_the_agent_and_nothing_else_does() {
+        // Polled once: a stored wake-up answers at once, none times out.
+        let at_once = |w: Arc<tokio::sync::Notify>| async move {
+            tokio::time::timeout(Duration::ZERO, w.notified())
+                .await
+                .is_ok()
+        };
+        let sim = Sim::new(crate::SimConfig::default()).unwrap();
+        let woken = sim.inner.boot.woken.clone();
+        let vnet = Resource::settled(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v",
+            "Microsoft.Network/virtualNetworks",
+            serde_json::json!({"location": "westeurope"}),
+        );
+        lock(&sim.inner.state)
+            .resources
+            .insert(vnet.id.to_ascii_lowercase(), vnet);
+        sim.persist_now();
+        assert!(
+            !at_once(woken.clone()).await,
+            "a network is nothing to boot"
+        );
+        let set = scale_set("a", 1, 0);
+        lock(&sim.inner.state)
+            .resources
+            .insert(set.id.to_ascii_lowercase(), set);
+        sim.persist_now();
+        assert!(
+            at_once(woken.clone()).await,
+            "a scale set is looked at without waiting for the next tick"
+        );
     }
 
     #[test]

@@ -586,17 +586,28 @@ impl Sim {
 
     /// Saves what changed since the last save, if persistence is on (used after
     /// mutations). Saves are serialised, so rows are written in the order they changed.
+    /// A changed scale set also wakes the boot agent, so that its instances
+    /// boot as soon as they are due rather than at the agent's next tick.
     pub(crate) fn persist_now(&self) {
         if self.data_dir().is_none() {
-            lock(&self.inner.state).forget_changes();
+            let mut st = lock(&self.inner.state);
+            st.forget_changes();
+            let changed_sets = st.resources.has_watched();
+            drop(st);
+            if changed_sets {
+                self.inner.boot.wake();
+            }
             return;
         }
         let mut persist = lock(&self.inner.persist);
-        let changes = {
+        let (changes, changed_sets) = {
             let mut st = lock(&self.inner.state);
             st.generation += 1;
-            st.take_changes()
+            (st.take_changes(), st.resources.has_watched())
         };
+        if changed_sets {
+            self.inner.boot.wake();
+        }
         if let Err(e) = persist.write(&changes) {
             tracing::error!(error = %e, "cannot save simulator state");
         }

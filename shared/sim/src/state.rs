@@ -276,6 +276,10 @@ impl<V: Indexed> Tracked<V> {
     }
     /// The keys of watched values (see [`Indexed::watched`]) inserted,
     /// changed or removed since the last call.
+    /// Whether a watched value changed since the last `take_watched`.
+    pub fn has_watched(&self) -> bool {
+        !self.watched.is_empty()
+    }
     pub fn take_watched(&mut self) -> BTreeSet<String> {
         std::mem::take(&mut self.watched)
     }
