@@ -7,10 +7,10 @@
 //! - `sagas`: one JSON document per saga id, with a version counter that
 //!   renders as the ETag;
 //! - `messages`: the queue, one row per message copy, with its peek-lock
-//!   (`lock_token`, which starts with the row's `seq`: completing by token
-//!   is a primary-key lookup, with no index of tokens) and the instant it next becomes receivable
-//!   (`available_at`: the scheduled enqueue time while unlocked, the lock
-//!   expiry while locked);
+//!   (`lock_token`, which starts with the row's `seq`, so that settling by
+//!   token is a primary-key lookup and no index of tokens is kept) and the
+//!   instant it next becomes receivable (`available_at`: the scheduled
+//!   enqueue time while unlocked, the lock expiry while locked);
 //! - `dead_letters`: the dead-letter queue;
 //! - `dedupe`: message ids seen recently, for duplicate detection.
 //!
