@@ -165,7 +165,7 @@ pub struct LocalWorld {
     pub embedded: Embedded,
     pub config: AzureConfig,
     server: Option<SimServer>,
-    consumers: Consumers,
+    pub(crate) consumers: Consumers,
     /// Held until the world is dropped (after `shutdown`) or the process ends.
     _lock: Option<DataDirLock>,
 }
@@ -203,10 +203,11 @@ impl Consumers {
         Ok(Consumers { stop, tasks })
     }
 
-    /// Stops them and waits until each has finished.
-    pub async fn stop(self) {
+    /// Stops them and waits until each has finished (a handler under way
+    /// ends first); a second call has nothing left to wait for.
+    pub async fn stop(&mut self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
     }
@@ -463,7 +464,7 @@ impl LocalWorld {
             .collect()
     }
 
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.consumers.stop().await;
         if let Some(server) = self.server {
             server.shutdown().await;

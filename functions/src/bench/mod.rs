@@ -115,10 +115,10 @@ enum Rig {
 }
 
 impl Rig {
-    fn engine(&self) -> &Engine {
+    fn engine(&self) -> std::sync::Arc<Engine> {
         match self {
-            Rig::Simulated { world, .. } => &world.engine,
-            Rig::StandIn(w) => &w.engine,
+            Rig::Simulated { world, .. } => world.engine.clone(),
+            Rig::StandIn(w) => w.engine.clone(),
         }
     }
 
@@ -126,6 +126,16 @@ impl Rig {
         match self {
             Rig::Simulated { world, .. } => &world.embedded,
             Rig::StandIn(w) => &w.embedded,
+        }
+    }
+
+    /// Stops the workers and the sweeper, once every handler under way has
+    /// finished: a handler records its time after the save that settled
+    /// its job, so the figures are read only then.
+    async fn stop_consumers(&mut self) {
+        match self {
+            Rig::Simulated { world, .. } => world.consumers.stop().await,
+            Rig::StandIn(w) => w.consumers.stop().await,
         }
     }
 
@@ -284,7 +294,7 @@ pub async fn run(
     };
     let sweep = crate::local::local_sweep(Duration::ZERO);
     let spec = ClusterSpec::example();
-    let rig = if placement == Placement::None {
+    let mut rig = if placement == Placement::None {
         Rig::StandIn(stand_in::StandInWorld::start(
             dir.path(),
             workers,
@@ -384,6 +394,7 @@ pub async fn run(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
+    rig.stop_consumers().await;
     let mut succeeded = 0;
     for id in &ids {
         let saga = engine.status(id).await.map_err(|e| e.to_string())?;

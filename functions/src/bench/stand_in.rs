@@ -18,7 +18,7 @@ pub struct StandInWorld {
     pub cloud: Arc<FakeCloud>,
     pub engine: Arc<Engine>,
     pub embedded: Embedded,
-    consumers: Consumers,
+    pub(super) consumers: Consumers,
 }
 
 impl StandInWorld {
@@ -57,7 +57,7 @@ impl StandInWorld {
         })
     }
 
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.consumers.stop().await;
     }
 }
