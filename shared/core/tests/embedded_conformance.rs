@@ -4,7 +4,7 @@
 
 use flotilla_core::conformance::{self, BusProfile, MAX_DELIVERY_COUNT_EXCEEDED};
 use flotilla_core::embedded::{BusOptions, Embedded};
-use flotilla_core::ports::{ETag, OutMessage, StoreError};
+use flotilla_core::ports::{Delivery, ETag, EventBus, OutMessage, StoreError};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -52,6 +52,11 @@ async fn conformance_default_options() {
     run_suites(&db).await;
 }
 
+/// The next receivable message, without waiting.
+async fn receive_now(bus: &dyn EventBus) -> Option<Delivery> {
+    bus.receive(Duration::ZERO).await.expect("receive")
+}
+
 fn msg(id: &str) -> OutMessage {
     conformance::test_message(id)
 }
@@ -83,7 +88,7 @@ async fn refused_writes_publish_nothing() {
     assert!(matches!(missing, Err(StoreError::NotFound(_))));
 
     let mut got = Vec::new();
-    while let Some(d) = bus.receive(Duration::ZERO).await.expect("receive") {
+    while let Some(d) = receive_now(bus.as_ref()).await {
         bus.complete(&d).await.expect("complete");
         got.push(d.message_id);
     }
@@ -107,13 +112,9 @@ async fn outbox_messages_are_deduplicated() {
         .await
         .expect("replace");
     bus.send(&[msg("same")]).await.expect("send");
-    let d = bus.receive(Duration::ZERO).await.expect("receive");
+    let d = receive_now(bus.as_ref()).await;
     assert!(d.is_some());
-    assert!(bus
-        .receive(Duration::ZERO)
-        .await
-        .expect("receive")
-        .is_none());
+    assert!(receive_now(bus.as_ref()).await.is_none());
 }
 
 #[tokio::test]
@@ -126,24 +127,13 @@ async fn duplicate_window_expires() {
     let bus = db.bus();
     bus.send(&[msg("m")]).await.expect("send");
     bus.send(&[msg("m")]).await.expect("send");
-    let d = bus
-        .receive(Duration::ZERO)
-        .await
-        .expect("receive")
-        .expect("m");
+    let d = receive_now(bus.as_ref()).await.expect("m");
     bus.complete(&d).await.expect("complete");
-    assert!(bus
-        .receive(Duration::ZERO)
-        .await
-        .expect("receive")
-        .is_none());
+    assert!(receive_now(bus.as_ref()).await.is_none());
     tokio::time::sleep(Duration::from_millis(120)).await;
     bus.send(&[msg("m")]).await.expect("send after the window");
     assert!(
-        bus.receive(Duration::ZERO)
-            .await
-            .expect("receive")
-            .is_some(),
+        receive_now(bus.as_ref()).await.is_some(),
         "an id is accepted again once the window has passed"
     );
 }
@@ -198,23 +188,11 @@ async fn reopen_releases_locks_of_a_crashed_run() {
         bus.send(&[msg("in-flight"), msg("done"), msg("poison")])
             .await
             .expect("send");
-        let d = bus
-            .receive(Duration::ZERO)
-            .await
-            .expect("receive")
-            .expect("d");
+        let d = receive_now(bus.as_ref()).await.expect("d");
         assert_eq!((d.message_id.as_str(), d.delivery_count), ("in-flight", 1));
-        let done = bus
-            .receive(Duration::ZERO)
-            .await
-            .expect("receive")
-            .expect("done");
+        let done = receive_now(bus.as_ref()).await.expect("done");
         bus.complete(&done).await.expect("complete");
-        let poison = bus
-            .receive(Duration::ZERO)
-            .await
-            .expect("receive")
-            .expect("p");
+        let poison = receive_now(bus.as_ref()).await.expect("p");
         bus.dead_letter(&poison, "bad").await.expect("dead_letter");
         // Crash: `d` is never settled.
         etag
@@ -232,11 +210,7 @@ async fn reopen_releases_locks_of_a_crashed_run() {
     assert_eq!(d.message_id, "in-flight");
     assert_eq!(d.delivery_count, 2, "the crashed delivery counts");
     bus.complete(&d).await.expect("complete");
-    assert!(bus
-        .receive(Duration::ZERO)
-        .await
-        .expect("receive")
-        .is_none());
+    assert!(receive_now(bus.as_ref()).await.is_none());
 
     let stored = store.get("saga-1").await.expect("get").expect("saga-1");
     assert_eq!(
@@ -279,18 +253,11 @@ async fn reopen_dead_letters_a_message_that_used_up_its_deliveries() {
         let db = Embedded::open(&path, options.clone()).expect("open");
         let bus = db.bus();
         bus.send(&[msg("crasher")]).await.expect("send");
-        bus.receive(Duration::ZERO)
-            .await
-            .expect("receive")
-            .expect("d");
+        receive_now(bus.as_ref()).await.expect("d");
     }
     let db = Embedded::open(&path, options).expect("reopen");
     let bus = db.bus();
-    assert!(bus
-        .receive(Duration::ZERO)
-        .await
-        .expect("receive")
-        .is_none());
+    assert!(receive_now(bus.as_ref()).await.is_none());
     let dead = bus.dead_letters().await.expect("dead_letters");
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason, MAX_DELIVERY_COUNT_EXCEEDED);
@@ -389,11 +356,7 @@ async fn corrupt_rows_are_reported() {
     assert!(store.list().await.is_ok(), "and is readable again");
     // An unreadable message goes to the dead-letter queue instead of
     // blocking the queue.
-    let d = bus
-        .receive(Duration::ZERO)
-        .await
-        .expect("receive")
-        .expect("fine");
+    let d = receive_now(bus.as_ref()).await.expect("fine");
     assert_eq!(d.message_id, "fine");
     let dead = bus.dead_letters().await.expect("dead_letters");
     assert_eq!(dead.len(), 1);
@@ -490,11 +453,7 @@ async fn only_the_lock_s_own_token_settles_its_message() {
     let db = Embedded::in_memory(test_options()).expect("open");
     let bus = db.bus();
     bus.send(&[msg("m")]).await.expect("send");
-    let d = bus
-        .receive(Duration::ZERO)
-        .await
-        .expect("receive")
-        .expect("m");
+    let d = receive_now(bus.as_ref()).await.expect("m");
     let (seq, _) = d.lock_token.split_once('.').expect("seq.random");
     for forged in [
         format!("{seq}.{}", uuid::Uuid::new_v4()),
@@ -503,7 +462,7 @@ async fn only_the_lock_s_own_token_settles_its_message() {
         "not-a-token".to_string(),
         String::new(),
     ] {
-        let other = flotilla_core::ports::Delivery {
+        let other = Delivery {
             lock_token: forged.clone(),
             ..d.clone()
         };
@@ -521,11 +480,7 @@ async fn only_the_lock_s_own_token_settles_its_message() {
     bus.complete(&d)
         .await
         .expect("the lock's own token completes");
-    assert!(bus
-        .receive(Duration::ZERO)
-        .await
-        .expect("receive")
-        .is_none());
+    assert!(receive_now(bus.as_ref()).await.is_none());
 }
 
 /// A database written before lock tokens named their rows loses its index of
@@ -548,11 +503,8 @@ async fn opening_an_older_database_drops_its_index_of_tokens() {
         .expect("an older layout");
     }
     let db = Embedded::open(&path, test_options()).expect("reopen");
-    let d = db
-        .bus()
-        .receive(Duration::ZERO)
+    let d = receive_now(db.bus().as_ref())
         .await
-        .expect("receive")
         .expect("the old lock was released");
     assert_eq!((d.message_id.as_str(), d.delivery_count), ("old", 2));
     db.bus().complete(&d).await.expect("complete");
