@@ -518,9 +518,19 @@ pub struct FlotillaProcess {
     args: Vec<String>,
     settings: AppSettings,
     log: PathBuf,
+    /// Its TMPDIR (beside its log): whatever a child killed with -9 leaves
+    /// there (a throwaway simulator's TLS keys, say) is removed once it is
+    /// reaped, so nothing of it outlives the process in the machine's /tmp.
+    scratch: PathBuf,
     proc: Option<ChildProcess>,
     /// The port it serves HTTP on, for `serve`.
     pub port: Option<u16>,
+}
+
+impl Drop for FlotillaProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }
 
 impl FlotillaProcess {
@@ -541,6 +551,11 @@ impl FlotillaProcess {
             args: args.iter().map(|a| a.to_string()).collect(),
             settings,
             log: log.to_path_buf(),
+            scratch: {
+                let mut s = log.as_os_str().to_owned();
+                s.push(".tmp");
+                PathBuf::from(s)
+            },
             proc: None,
             port,
         }
@@ -556,12 +571,15 @@ impl FlotillaProcess {
             .open(&self.log)
             .map_err(io(what()))?;
         let err = log.try_clone().map_err(io(what()))?;
+        std::fs::create_dir_all(&self.scratch)
+            .map_err(io(format!("TMPDIR {}", self.scratch.display())))?;
         let child = Command::new(&self.bin)
             .args(&self.args)
             .env_clear()
             // A fixed PATH: the children get only their app settings, never
             // this process's environment.
             .env("PATH", CHILD_PATH)
+            .env("TMPDIR", &self.scratch)
             .envs(self.settings.iter())
             .stdin(Stdio::null())
             .stdout(log)
@@ -572,11 +590,12 @@ impl FlotillaProcess {
         Ok(())
     }
 
-    /// `kill -9` (no chance to clean up), then reap.
+    /// `kill -9` (no chance to clean up), then reap and empty its TMPDIR.
     pub fn kill9(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.kill9();
         }
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 
     /// The OS process id while it runs.
@@ -795,4 +814,49 @@ pub async fn invoke_http(
         )));
     }
     Ok(FunctionAnswer::of(&reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `/bin/sh` child that writes a file in its TMPDIR and waits; the
+    /// file's path once it is there.
+    fn child_that_leaves_a_key(dir: &Path) -> (FlotillaProcess, PathBuf) {
+        let script = "mkdir \"$TMPDIR/flotilla-sim1\" && echo key > \"$TMPDIR/flotilla-sim1/ca-key.pem\" && sleep 60";
+        let mut p = FlotillaProcess::new(
+            Path::new("/bin/sh"),
+            &["-c", script],
+            AppSettings::default(),
+            &dir.join("serve.log"),
+            None,
+        );
+        p.spawn().expect("spawn");
+        let key = dir.join("serve.log.tmp/flotilla-sim1/ca-key.pem");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !key.exists() {
+            assert!(Instant::now() < deadline, "the child never wrote {key:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (p, key)
+    }
+
+    #[test]
+    fn what_a_killed_child_left_in_its_tmpdir_goes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut p, key) = child_that_leaves_a_key(dir.path());
+        p.kill9();
+        assert!(!key.exists() && !dir.path().join("serve.log.tmp").exists());
+        // Restarted, it gets a fresh TMPDIR.
+        p.spawn().expect("respawn");
+        assert!(dir.path().join("serve.log.tmp").is_dir());
+    }
+
+    #[test]
+    fn what_a_dropped_child_left_in_its_tmpdir_goes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, key) = child_that_leaves_a_key(dir.path());
+        drop(p);
+        assert!(!key.exists() && !dir.path().join("serve.log.tmp").exists());
+    }
 }
