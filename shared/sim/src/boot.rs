@@ -481,33 +481,80 @@ async fn boot(sim: &Sim, set: &SetInfo, n: usize) {
             None,
         );
     };
-    let bytes = match &script {
-        Script::Text(content) => content.to_bytes(),
-        _ => bytes::Bytes::new(),
+    let content = match &script {
+        Script::Text(content) => Some(content),
+        _ => None,
     };
-    // Checked whole first: `from_utf8_lossy` walks a valid script chunk by
-    // chunk, a cost paid again for every instance.
-    let text = match std::str::from_utf8(&bytes) {
-        Ok(text) => std::borrow::Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(&bytes),
-    };
-    let host = rendered(&text, "API_ENDPOINT").unwrap_or_else(|| {
+    let whole = || content.map(|c| c.to_bytes()).unwrap_or_default();
+    let read = read_script(content);
+    let host = read.endpoint.unwrap_or_else(|| {
         format!(
             "{job}.{}.cloudapp.azure.com",
             set.location.to_ascii_lowercase()
         )
     });
+    let (flotilla_script, bytes) = (read.flotilla, read.joined);
     let token = kube::ensure_cluster(sim, &host);
     let served = lock(&sim.inner.boot.served).clone();
-    let flotilla_script = text.contains("\nAPI_ENDPOINT='");
     match (served, nodes_dir(sim)) {
         (Some(base), Some(dir))
             if flotilla_script && sim.inner.config.node_scripts && crate::node::available() =>
         {
+            let bytes = bytes.unwrap_or_else(whole);
+            let text = script_text(&bytes);
             scripted(sim, set, n, &computer, &base, &host, &token, &text, &dir).await
         }
         _ => quick(sim, set, n, &computer, &job, &host, &token),
     }
+}
+
+/// What the boot agent reads from an init script.
+struct ReadScript {
+    /// Its rendered `API_ENDPOINT`.
+    endpoint: Option<String>,
+    /// Whether it is a flotilla script (one that renders `API_ENDPOINT`).
+    flotilla: bool,
+    /// The whole script, when reading it needed the runs joined.
+    joined: Option<bytes::Bytes>,
+}
+
+/// Reads `content`'s rendered endpoint. A flotilla script's rendered
+/// variables lead it, so they are read from its first run: the runs are
+/// joined (a copy of the whole script, for every instance) only when the
+/// variables are not there.
+fn read_script(content: Option<&crate::content::Content>) -> ReadScript {
+    let head = content.map_or("", |c| complete_lines(c.first_run()));
+    if let Some(endpoint) =
+        rendered(head, "API_ENDPOINT").filter(|_| head.contains("\nAPI_ENDPOINT='"))
+    {
+        return ReadScript {
+            endpoint: Some(endpoint),
+            flotilla: true,
+            joined: None,
+        };
+    }
+    let bytes = content.map(|c| c.to_bytes()).unwrap_or_default();
+    let text = script_text(&bytes);
+    ReadScript {
+        endpoint: rendered(&text, "API_ENDPOINT"),
+        flotilla: text.contains("\nAPI_ENDPOINT='"),
+        joined: Some(bytes.clone()),
+    }
+}
+
+/// A script as text. Checked whole first: `from_utf8_lossy` walks a valid
+/// script chunk by chunk, a cost paid again for every instance.
+fn script_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// The whole lines at the start of `bytes` ("" unless they are UTF-8).
+fn complete_lines(bytes: &[u8]) -> &str {
+    let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    std::str::from_utf8(&bytes[..end]).unwrap_or("")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -626,7 +673,7 @@ fn quick(sim: &Sim, set: &SetInfo, n: usize, computer: &str, job: &str, host: &s
         // bootstrap token, the CA hash, the certificate key, the kubeconfig.
         let hex = |n: usize| -> String {
             (0..n)
-                .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
+                .map(|_| char::from_digit(u32::from(rand::random::<u8>() & 0xf), 16).unwrap_or('0'))
                 .collect()
         };
         let published = [
@@ -687,7 +734,55 @@ fn put_secret(sim: &Sim, vault: &str, name: &str, value: &str, job: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::content::Content;
     use crate::state::{Boot, Resource};
+
+    #[test]
+    fn a_script_s_endpoint_is_read_from_its_first_run_or_else_from_the_whole() {
+        let leading = "#!/bin/bash\nFLOTILLA_JOB='j'\nAPI_ENDPOINT='j.example'\nrest\n";
+        let read = read_script(Some(&Content::new(leading.as_bytes())));
+        assert_eq!(read.endpoint.as_deref(), Some("j.example"));
+        assert!(read.flotilla && read.joined.is_none());
+        // Variables far past the first run: the same answer, from the whole.
+        let mut late = String::from("#!/bin/bash\n");
+        let mut i = 0u64;
+        while late.len() < 400 * 1024 {
+            late.push_str(&format!(
+                "# filler line {i} {}\n",
+                i.wrapping_mul(2654435761)
+            ));
+            i += 1;
+        }
+        late.push_str("API_ENDPOINT='late.example'\n");
+        let content = Content::new(late.as_bytes());
+        assert!(
+            content.first_run().len() < late.len(),
+            "one run: the test needs several"
+        );
+        let read = read_script(Some(&content));
+        assert_eq!(read.endpoint.as_deref(), Some("late.example"));
+        assert!(read.flotilla);
+        assert_eq!(read.joined.as_deref(), Some(late.as_bytes()));
+        // Not a flotilla script (the variable on its first line, or absent).
+        for other in [
+            "API_ENDPOINT='first.example'\nx\n",
+            "#!/bin/sh\necho hi\n",
+            "",
+        ] {
+            let read = read_script(Some(&Content::new(other.as_bytes())));
+            assert!(!read.flotilla, "{other:?}");
+        }
+        let first = read_script(Some(&Content::new(b"API_ENDPOINT='first.example'\n")));
+        assert_eq!(first.endpoint.as_deref(), Some("first.example"));
+        assert!(read_script(None).endpoint.is_none());
+    }
+
+    #[test]
+    fn complete_lines_stop_at_the_last_newline() {
+        assert_eq!(complete_lines(b"a\nb\ncut"), "a\nb\n");
+        assert_eq!(complete_lines(b"no newline"), "");
+        assert_eq!(complete_lines(b"ok\n\xff\n"), "");
+    }
 
     fn scale_set(name: &str, target: u32, ready_at_ms: i64) -> Resource {
         let id = format!("/subscriptions/s/resourceGroups/rg/providers/{VMSS_TYPE}/{name}");

@@ -75,6 +75,12 @@ impl Content {
         self.len
     }
 
+    /// The content's first run (empty for empty content): a prefix of it,
+    /// read without joining the runs.
+    pub fn first_run(&self) -> &[u8] {
+        self.runs.first().map_or(&[], |r| r)
+    }
+
     /// The content as one buffer (a copy unless it is a single run).
     pub fn to_bytes(&self) -> bytes::Bytes {
         match self.runs.as_slice() {

@@ -112,11 +112,11 @@ pub(crate) fn authorize(
 ) -> Result<(), Response> {
     const SECRETS: &str = "Microsoft.KeyVault/vaults/secrets";
     let vault = keyvault_id();
-    let deleted = ctx.seg_lc(0) == "deletedsecrets";
+    let deleted = ctx.seg_is(0, "deletedsecrets");
     let (action, resource) = match ctx.segs.get(1) {
         None => (format!("{SECRETS}/readMetadata/action"), vault.clone()),
         Some(name) => {
-            let versions = ctx.seg_lc(2) == "versions";
+            let versions = ctx.seg_is(2, "versions");
             let verb = match (&ctx.method, deleted) {
                 (&Method::GET, true) => "readMetadata/action",
                 (&Method::DELETE, true) => "purge/action",
@@ -151,7 +151,7 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx) -> Response {
         Some(v) => return bad_param(&format!("The specified version ({v}) is not recognized. Consider using the latest supported version (7.5).")),
         None => return bad_param("The api-version query parameter is missing."),
     }
-    let deleted_area = ctx.seg_lc(0) == "deletedsecrets";
+    let deleted_area = ctx.seg_is(0, "deletedsecrets");
     let name = ctx.segs.get(1).cloned().unwrap_or_default();
     let version = ctx.segs.get(2).cloned();
     if ctx.segs.len() > 3 || (deleted_area && ctx.segs.len() > 2) {

@@ -36,6 +36,13 @@ impl Ctx {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Whether segment `i` is `lowercase`, ignoring ASCII case.
+    pub fn seg_is(&self, i: usize, lowercase: &str) -> bool {
+        self.segs
+            .get(i)
+            .is_some_and(|s| s.eq_ignore_ascii_case(lowercase))
+    }
+
     /// Segment `i`, lowercased ("" when absent).
     pub fn seg_lc(&self, i: usize) -> String {
         self.segs
@@ -90,6 +97,9 @@ pub(crate) fn http_date(ms: i64) -> String {
 
 /// Decodes `%XX` escapes (invalid escapes are kept as they are).
 pub(crate) fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -107,7 +117,7 @@ pub(crate) fn percent_decode(s: &str) -> String {
         out.push(b[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Case-insensitive glob match where `*` matches any run of characters.

@@ -40,7 +40,7 @@ use axum::response::Response;
 use http::StatusCode;
 use path::ArmPath;
 use request::check_version;
-use serde_json::{json, Value};
+use serde_json::json;
 
 pub(crate) const RG_TYPE: &str = "Microsoft.Resources/resourceGroups";
 pub(crate) const RA_TYPE: &str = "Microsoft.Authorization/roleAssignments";
@@ -105,11 +105,19 @@ fn settle_and_persist(sim: &Sim) {
 
 /// The body's `location`, if the body is JSON (for api-version error messages).
 fn body_location(ctx: &Ctx) -> Option<String> {
-    serde_json::from_slice::<Value>(&ctx.body)
+    /// Only the member this needs: the rest of a body is skipped, not built.
+    #[derive(serde::Deserialize)]
+    struct Located<'a> {
+        #[serde(borrow)]
+        location: Option<std::borrow::Cow<'a, str>>,
+    }
+    if ctx.body.is_empty() {
+        return None;
+    }
+    serde_json::from_slice::<Located<'_>>(&ctx.body)
         .ok()?
-        .get("location")?
-        .as_str()
-        .map(str::to_string)
+        .location
+        .map(|l| l.into_owned())
 }
 
 /// Handles one authenticated, unthrottled ARM request.
@@ -194,4 +202,33 @@ pub(crate) fn handle(sim: &Sim, ctx: &Ctx, fault: Option<(u16, String, String)>)
         .and_then(|v| resources::resource(sim, ctx, &rg, spec, &name, sub, &v, fault)),
     };
     result.unwrap_or_else(|r| r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_body(body: &str) -> Ctx {
+        Ctx {
+            method: http::Method::PUT,
+            path: "/".into(),
+            segs: vec![],
+            query: vec![],
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+            base: "https://sim.local".into(),
+        }
+    }
+
+    #[test]
+    fn a_body_s_location_is_read_without_the_rest() {
+        let big = r#"{"properties":{"a":[1,2,{"b":"c"}]},"location":"west\u0065urope","tags":{}}"#;
+        assert_eq!(
+            body_location(&with_body(big)).as_deref(),
+            Some("westeurope")
+        );
+        for none in ["", "not json", r#"{"properties":{}}"#, r#"{"location":3}"#] {
+            assert_eq!(body_location(&with_body(none)), None, "{none}");
+        }
+    }
 }

@@ -63,8 +63,8 @@ pub(crate) fn not_found_route(ctx: &Ctx) -> Response {
 
 pub(crate) fn parse(ctx: &Ctx) -> Result<ArmPath, Response> {
     let s = &ctx.segs;
-    let lc = |i: usize| ctx.seg_lc(i);
-    if s.len() < 2 || lc(0) != "subscriptions" {
+    let is = |i: usize, lowercase: &str| ctx.seg_is(i, lowercase);
+    if s.len() < 2 || !is(0, "subscriptions") {
         return Err(not_found_route(ctx));
     }
     if !s[1].eq_ignore_ascii_case(SUBSCRIPTION_ID) {
@@ -76,9 +76,9 @@ pub(crate) fn parse(ctx: &Ctx) -> Result<ArmPath, Response> {
     }
     // Role assignments at any scope.
     for i in 2..s.len() {
-        if lc(i) == "providers"
-            && lc(i + 1) == "microsoft.authorization"
-            && lc(i + 2) == "roleassignments"
+        if is(i, "providers")
+            && is(i + 1, "microsoft.authorization")
+            && is(i + 2, "roleassignments")
             && s.len() == i + 4
         {
             return Ok(ArmPath::RoleAssignment {
@@ -86,9 +86,9 @@ pub(crate) fn parse(ctx: &Ctx) -> Result<ArmPath, Response> {
                 name: s[i + 3].clone(),
             });
         }
-        if lc(i) == "providers"
-            && lc(i + 1) == "microsoft.authorization"
-            && lc(i + 2) == "roledefinitions"
+        if is(i, "providers")
+            && is(i + 1, "microsoft.authorization")
+            && is(i + 2, "roledefinitions")
             && s.len() == i + 4
         {
             return Ok(ArmPath::RoleDefinition {
@@ -97,47 +97,42 @@ pub(crate) fn parse(ctx: &Ctx) -> Result<ArmPath, Response> {
             });
         }
     }
-    match (s.len(), lc(2).as_str()) {
+    match (s.len(), ctx.seg_lc(2).as_str()) {
         (2, _) => Ok(ArmPath::Subscription),
         (3, "resourcegroups") => Ok(ArmPath::ResourceGroups),
         (5, "providers") if model::spec(&s[3], &s[4]).is_some() => Ok(ArmPath::TypeList {
             rg: None,
             spec: model::spec(&s[3], &s[4]).expect("checked"),
         }),
-        (7, "resourcegroups") if lc(4) == "providers" && model::spec(&s[5], &s[6]).is_some() => {
+        (7, "resourcegroups") if is(4, "providers") && model::spec(&s[5], &s[6]).is_some() => {
             Ok(ArmPath::TypeList {
                 rg: Some(s[3].clone()),
                 spec: model::spec(&s[5], &s[6]).expect("checked"),
             })
         }
-        (5, "providers") if lc(3) == "microsoft.compute" && lc(4) == "skus" => Ok(ArmPath::Skus),
-        (7, "providers")
-            if lc(3) == "microsoft.compute" && lc(4) == "locations" && lc(6) == "usages" =>
-        {
+        (5, "providers") if is(3, "microsoft.compute") && is(4, "skus") => Ok(ArmPath::Skus),
+        (7, "providers") if is(3, "microsoft.compute") && is(4, "locations") && is(6, "usages") => {
             Ok(ArmPath::Usages(s[5].clone()))
         }
         (7, "resourcegroups")
-            if lc(4) == "providers"
-                && lc(5) == "microsoft.authorization"
-                && lc(6) == "permissions" =>
+            if is(4, "providers") && is(5, "microsoft.authorization") && is(6, "permissions") =>
         {
             Ok(ArmPath::Permissions(s[3].clone()))
         }
         (3, "resources") => Ok(ArmPath::Resources(None)),
         (4, "resourcegroups") => Ok(ArmPath::ResourceGroup(s[3].clone())),
-        (5, "resourcegroups") if lc(4) == "resources" => Ok(ArmPath::Resources(Some(s[3].clone()))),
+        (5, "resourcegroups") if is(4, "resources") => Ok(ArmPath::Resources(Some(s[3].clone()))),
         (8, "providers")
-            if lc(4) == "locations"
-                && matches!(lc(6).as_str(), "operations" | "operationresults") =>
+            if is(4, "locations") && (is(6, "operations") || is(6, "operationresults")) =>
         {
             Ok(ArmPath::Operation {
                 ns: s[3].clone(),
                 loc: s[5].clone(),
                 id: s[7].clone(),
-                results: lc(6) == "operationresults",
+                results: is(6, "operationresults"),
             })
         }
-        (n, "resourcegroups") if (8..=11).contains(&n) && lc(4) == "providers" => {
+        (n, "resourcegroups") if (8..=11).contains(&n) && is(4, "providers") => {
             let Some(spec) = model::spec(&s[5], &s[6]) else {
                 return Err(arm_error(
                     StatusCode::BAD_REQUEST,
