@@ -202,7 +202,12 @@ impl<V> std::ops::Deref for Tracked<V> {
 pub(crate) struct EntryMut<'a, V: Indexed> {
     tracked: &'a mut Tracked<V>,
     key: String,
+    /// What the entry was indexed and counted under when the borrow began.
+    before: Placement,
 }
+
+/// The index entries and running totals one value is counted under.
+type Placement = (Vec<String>, Vec<(String, u64)>);
 
 impl<V: Indexed> std::ops::Deref for EntryMut<'_, V> {
     type Target = V;
@@ -222,11 +227,12 @@ impl<V: Indexed> std::ops::DerefMut for EntryMut<'_, V> {
 
 impl<V: Indexed> Drop for EntryMut<'_, V> {
     fn drop(&mut self) {
-        let (index, tally) = {
+        let after = {
             let v = &self.tracked.map[&self.key];
             (v.index_keys(), v.tally())
         };
-        self.tracked.add(&self.key, index, tally);
+        let before = std::mem::take(&mut self.before);
+        self.tracked.replace_placement(&self.key, before, after);
     }
 }
 
@@ -291,6 +297,26 @@ impl<V: Indexed> Tracked<V> {
             *self.totals.entry(name).or_default() += n;
         }
     }
+    /// Moves `key` from the index entries and totals of `before` to those of
+    /// `after`, touching only what differs: most changes (a state, an
+    /// operation) leave a value where it was counted.
+    fn replace_placement(&mut self, key: &str, before: Placement, after: Placement) {
+        let ((old_index, old_tally), (index, tally)) = (before, after);
+        if old_index != index {
+            let gone = old_index.iter().filter(|n| !index.contains(n)).cloned();
+            let gone: Vec<String> = gone.collect();
+            let came: Vec<String> = index
+                .into_iter()
+                .filter(|n| !old_index.contains(n))
+                .collect();
+            self.sub(key, gone, vec![]);
+            self.add(key, came, vec![]);
+        }
+        if old_tally != tally {
+            self.sub(key, vec![], old_tally);
+            self.add(key, vec![], tally);
+        }
+    }
     fn sub(&mut self, key: &str, index: Vec<String>, tally: Vec<(String, u64)>) {
         for name in index {
             if let Some(keys) = self.index.get_mut(&name) {
@@ -327,10 +353,13 @@ impl<V: Indexed> Tracked<V> {
                 self.grams.add(&key, n);
             }
         }
-        if let Some(old) = &old {
-            self.sub(&key, old.index_keys(), old.tally());
+        match &old {
+            Some(old) => {
+                let before = (old.index_keys(), old.tally());
+                self.replace_placement(&key, before, (index, tally));
+            }
+            None => self.add(&key, index, tally),
         }
-        self.add(&key, index, tally);
         old
     }
     /// Mutable access to an indexed entry (marked changed), re-indexed when
@@ -340,7 +369,6 @@ impl<V: Indexed> Tracked<V> {
             .map
             .get(key)
             .map(|v| (v.index_keys(), v.tally(), v.watched()))?;
-        self.sub(key, index, tally);
         self.dirty.insert(key.to_string());
         if watched {
             self.watched.insert(key.to_string());
@@ -348,6 +376,7 @@ impl<V: Indexed> Tracked<V> {
         Some(EntryMut {
             tracked: self,
             key: key.to_string(),
+            before: (index, tally),
         })
     }
     /// Inserts or replaces an entry.
@@ -1061,6 +1090,62 @@ mod tests {
         let back: Tracked<Resource> = serde_json::from_str(&json).unwrap();
         assert_eq!(names(&back, VNET), ["a"]);
         assert_eq!(names(&back, VMSS), ["b"]);
+    }
+
+    /// The index and the non-zero totals of `t`, and of the same values
+    /// indexed from scratch (as a load does).
+    fn placement_and_rebuilt(t: &Tracked<Resource>) -> [(String, String); 2] {
+        let rebuilt: Tracked<Resource> =
+            serde_json::from_str(&serde_json::to_string(t).unwrap()).unwrap();
+        [t, &rebuilt].map(|t| {
+            let index: BTreeMap<_, _> = t.index.iter().collect();
+            let totals: BTreeMap<_, _> = t.totals.iter().filter(|(_, n)| **n > 0).collect();
+            (format!("{index:?}"), format!("{totals:?}"))
+        })
+    }
+
+    #[test]
+    fn only_what_a_change_moves_is_reindexed_and_the_rest_stays_put() {
+        let mut t = Tracked::<Resource>::default();
+        t.insert("x".into(), vmss("x", 3));
+        t.insert("v".into(), resource("v", VNET));
+        let steps: Vec<Box<dyn Fn(&mut Tracked<Resource>)>> = vec![
+            // Nothing the index or totals see.
+            Box::new(|t| t.edit("x").unwrap().etag = "e2".into()),
+            // The totals only.
+            Box::new(|t| {
+                let mut x = t.edit("x").unwrap();
+                let mut body = x.body.to_value();
+                body["sku"]["capacity"] = 5.into();
+                x.body = body.into();
+            }),
+            // One index entry gone (the principal), the type's kept.
+            Box::new(|t| {
+                let mut x = t.edit("x").unwrap();
+                let mut body = x.body.to_value();
+                body["identity"] = serde_json::json!({});
+                x.body = body.into();
+            }),
+            // Replaced by an equal value, then by another type.
+            Box::new(|t| {
+                let same = t["v"].clone();
+                t.insert("v".into(), same);
+            }),
+            Box::new(|t| {
+                t.insert("v".into(), vmss("v", 1));
+            }),
+            Box::new(|t| {
+                t.remove("x");
+            }),
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            step(&mut t);
+            let [now, rebuilt] = placement_and_rebuilt(&t);
+            assert_eq!(now, rebuilt, "after step {i}");
+        }
+        assert_eq!(names(&t, VMSS), ["v"]);
+        assert!(t.indexed(&principal_index("P-v")).next().is_some());
+        assert!(t.indexed(&principal_index("P-x")).next().is_none());
     }
 
     #[test]
