@@ -1109,7 +1109,8 @@ mod tests {
         let mut t = Tracked::<Resource>::default();
         t.insert("x".into(), vmss("x", 3));
         t.insert("v".into(), resource("v", VNET));
-        let steps: Vec<Box<dyn Fn(&mut Tracked<Resource>)>> = vec![
+        type Step = Box<dyn Fn(&mut Tracked<Resource>)>;
+        let steps: Vec<Step> = vec![
             // Nothing the index or totals see.
             Box::new(|t| t.edit("x").unwrap().etag = "e2".into()),
             // The totals only.
