@@ -485,7 +485,6 @@ async fn boot(sim: &Sim, set: &SetInfo, n: usize) {
         Script::Text(content) => Some(content),
         _ => None,
     };
-    let whole = || content.map(|c| c.to_bytes()).unwrap_or_default();
     let read = read_script(content);
     let host = read.endpoint.unwrap_or_else(|| {
         format!(
@@ -500,12 +499,21 @@ async fn boot(sim: &Sim, set: &SetInfo, n: usize) {
         (Some(base), Some(dir))
             if flotilla_script && sim.inner.config.node_scripts && crate::node::available() =>
         {
-            let bytes = bytes.unwrap_or_else(whole);
+            let bytes = bytes.unwrap_or_else(|| whole_script(content));
             let text = script_text(&bytes);
             scripted(sim, set, n, &computer, &base, &host, &token, &text, &dir).await
         }
         _ => quick(sim, set, n, &computer, &job, &host, &token),
     }
+}
+
+/// How a flotilla script renders its endpoint: a line of its own, after
+/// the shebang.
+const RENDERED_ENDPOINT: &str = "\nAPI_ENDPOINT='";
+
+/// The whole script, its runs joined (empty when there is none).
+fn whole_script(content: Option<&crate::content::Content>) -> bytes::Bytes {
+    content.map(|c| c.to_bytes()).unwrap_or_default()
 }
 
 /// What the boot agent reads from an init script.
@@ -525,7 +533,7 @@ struct ReadScript {
 fn read_script(content: Option<&crate::content::Content>) -> ReadScript {
     let head = content.map_or("", |c| complete_lines(c.first_run()));
     if let Some(endpoint) =
-        rendered(head, "API_ENDPOINT").filter(|_| head.contains("\nAPI_ENDPOINT='"))
+        rendered(head, "API_ENDPOINT").filter(|_| head.contains(RENDERED_ENDPOINT))
     {
         return ReadScript {
             endpoint: Some(endpoint),
@@ -533,11 +541,11 @@ fn read_script(content: Option<&crate::content::Content>) -> ReadScript {
             joined: None,
         };
     }
-    let bytes = content.map(|c| c.to_bytes()).unwrap_or_default();
+    let bytes = whole_script(content);
     let text = script_text(&bytes);
     ReadScript {
         endpoint: rendered(&text, "API_ENDPOINT"),
-        flotilla: text.contains("\nAPI_ENDPOINT='"),
+        flotilla: text.contains(RENDERED_ENDPOINT),
         joined: Some(bytes.clone()),
     }
 }

@@ -303,8 +303,11 @@ impl<V: Indexed> Tracked<V> {
     fn replace_placement(&mut self, key: &str, before: Placement, after: Placement) {
         let ((old_index, old_tally), (index, tally)) = (before, after);
         if old_index != index {
-            let gone = old_index.iter().filter(|n| !index.contains(n)).cloned();
-            let gone: Vec<String> = gone.collect();
+            let gone: Vec<String> = old_index
+                .iter()
+                .filter(|n| !index.contains(n))
+                .cloned()
+                .collect();
             let came: Vec<String> = index
                 .into_iter()
                 .filter(|n| !old_index.contains(n))
