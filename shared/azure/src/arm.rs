@@ -236,7 +236,7 @@ fn is_terminal_state(state: &str) -> bool {
 
 /// The authorization action an ARM request needs (see [`crate::actions`]).
 pub fn action_for(method: &Method, id: &ResourceId, sub_path: Option<&str>) -> String {
-    let ty = if id.segments.is_empty() {
+    let ty = if !id.is_provider_resource() {
         "Microsoft.Resources/subscriptions/resourceGroups".to_string()
     } else {
         id.resource_type()

@@ -842,7 +842,7 @@ fn existing_network(n: &NetworkSpec, e: &ExistingNetwork) -> Result<(), SpecErro
     if !id
         .resource_type()
         .eq_ignore_ascii_case("Microsoft.Network/virtualNetworks")
-        || id.resource_group.is_none()
+        || id.group().is_none()
     {
         return Err(err(
             "network.existing.vnetId",

@@ -546,10 +546,7 @@ pub const SOFT_DELETE_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Whether `id` lies in resource group `rg` (any subscription).
 fn in_group(id: &str, rg: &str) -> bool {
     ResourceId::parse(id).is_ok_and(|r| {
-        !r.segments.is_empty()
-            && r.resource_group
-                .as_deref()
-                .is_some_and(|g| g.eq_ignore_ascii_case(rg))
+        r.is_provider_resource() && r.group().is_some_and(|g| g.eq_ignore_ascii_case(rg))
     })
 }
 
@@ -1059,9 +1056,9 @@ impl Arm for FakeCloud {
         };
         self.check("get", &target)?;
         let s = lock(&self.state);
-        if id.segments.is_empty() {
+        if !id.is_provider_resource() {
             // A resource group: every one exists unless dropped.
-            let rg = id.resource_group.clone().unwrap_or_default();
+            let rg = id.group().unwrap_or_default().to_string();
             return Ok((!s.missing_groups.contains(&rg.to_ascii_lowercase()))
                 .then(|| json!({"name": rg, "location": "westeurope"})));
         }

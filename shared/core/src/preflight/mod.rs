@@ -532,7 +532,7 @@ pub fn check_names(job: &str, planned: &[ResourceId], listed: &[Listed]) -> Vec<
                 "{} {} already exists in resource group {} and belongs to {whose}",
                 found.resource_type.as_deref().unwrap_or("resource"),
                 id.name(),
-                id.resource_group.as_deref().unwrap_or_default()
+                id.group().unwrap_or_default()
             ),
         ));
     }
