@@ -1065,6 +1065,20 @@ async fn role_assignments_refuse_bad_names_unknown_roles_and_missing_principals(
     assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
     let again = put(guid, &reader, &me).await;
     assert_eq!(again.status, StatusCode::OK, "the same name is an update");
+    // The answer carries the request's properties and the scope; an update
+    // keeps the assignment's creation time.
+    let (first, second): (Value, Value) = (
+        serde_json::from_str(&ok.text).unwrap(),
+        serde_json::from_str(&again.text).unwrap(),
+    );
+    assert_eq!(first["properties"]["principalId"], json!(me));
+    assert_eq!(first["properties"]["roleDefinitionId"], json!(reader));
+    assert_eq!(first["properties"]["scope"], json!(scope));
+    assert!(first["properties"]["createdOn"].is_string(), "{first}");
+    assert_eq!(
+        second["properties"]["createdOn"],
+        first["properties"]["createdOn"]
+    );
     assert_code(
         &put("0d3b2a1c-0000-4000-8000-000000000001", &reader, &me).await,
         StatusCode::CONFLICT,

@@ -51,14 +51,16 @@ pub(crate) fn role_assignment(
     match ctx.method {
         Method::GET | Method::DELETE => read_or_remove(sim, ctx, &key, not_found),
         Method::PUT => {
-            let body = parse_body(ctx)?;
+            let mut body = parse_body(ctx)?;
             if uuid::Uuid::parse_str(name).is_err() {
                 return Err(bad(
                     "InvalidRoleAssignmentId",
                     &format!("The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID."),
                 ));
             }
-            let p = body.get("properties").cloned().unwrap_or(json!({}));
+            let p = body
+                .get_mut("properties")
+                .map_or_else(|| json!({}), Value::take);
             let role = p.get("roleDefinitionId").and_then(Value::as_str);
             let principal = p.get("principalId").and_then(Value::as_str);
             let (Some(role), Some(principal)) = (role, principal) else {
@@ -155,12 +157,12 @@ pub(crate) fn role_assignment(
                 ));
             }
             let now = rfc3339(now_ms());
-            let existed = st.resources.get(&key).cloned();
-            let created_on = existed
-                .as_ref()
+            let existing = st.resources.get(&key);
+            let existed = existing.is_some();
+            let created_on = existing
                 .and_then(|e| e.body.pointer("/properties/createdOn").map(Doc::to_value))
                 .unwrap_or_else(|| json!(now));
-            let mut props = p.clone();
+            let mut props = p;
             props["scope"] = json!(scope);
             props["createdOn"] = created_on;
             props["updatedOn"] = json!(now);
@@ -185,7 +187,7 @@ pub(crate) fn role_assignment(
                     rtype: RA_TYPE.into(),
                     name: name.to_string(),
                     rg,
-                    body: out.clone().into(),
+                    body: Doc::from(&out),
                     state: "Succeeded".into(),
                     op: None,
                     etag: String::new(),
@@ -196,7 +198,7 @@ pub(crate) fn role_assignment(
             );
             drop(st);
             sim.persist_now();
-            let status = if existed.is_some() {
+            let status = if existed {
                 StatusCode::OK
             } else {
                 StatusCode::CREATED
