@@ -39,12 +39,18 @@ impl ResourceId {
 
     /// A child resource (`subnets/{name}` under a VNet).
     pub fn child(&self, kind: &str, name: &str) -> Self {
-        let mut text = String::with_capacity(self.text.len() + kind.len() + name.len() + 2);
+        self.appended(&[kind, name])
+    }
+
+    /// This id with `segments` appended, each after a `/`, in one allocation.
+    fn appended(&self, segments: &[&str]) -> Self {
+        let len = segments.iter().map(|s| s.len() + 1).sum::<usize>();
+        let mut text = String::with_capacity(self.text.len() + len);
         text.push_str(&self.text);
-        text.push('/');
-        text.push_str(kind);
-        text.push('/');
-        text.push_str(name);
+        for segment in segments {
+            text.push('/');
+            text.push_str(segment);
+        }
         ResourceId { text }
     }
 
@@ -60,10 +66,21 @@ impl ResourceId {
 
     /// The resource group the id is in, if any.
     pub fn group(&self) -> Option<&str> {
+        self.scope().0
+    }
+
+    /// The resource group, if any, and the rest of the id after the
+    /// subscription and the group (empty, or from `/providers/` on).
+    fn scope(&self) -> (Option<&str>, &str) {
         let rest = &self.text[SUBSCRIPTIONS.len()..];
-        let rest = &rest[rest.find('/')?..];
-        let rg = rest.strip_prefix(RESOURCE_GROUPS)?;
-        Some(rg.split('/').next().unwrap_or(rg))
+        let rest = rest.find('/').map_or("", |i| &rest[i..]);
+        match rest.strip_prefix(RESOURCE_GROUPS) {
+            Some(rg) => match rg.find('/') {
+                Some(i) => (Some(&rg[..i]), &rg[i..]),
+                None => (Some(rg), ""),
+            },
+            None => (None, rest),
+        }
     }
 
     /// Whether the id names a resource under a provider, not a subscription
@@ -75,29 +92,13 @@ impl ResourceId {
     /// An extension resource of this one, such as a role assignment at this
     /// scope: `{self}/providers/{namespace}/{kind}/{name}`.
     pub fn extension(&self, namespace: &str, kind: &str, name: &str) -> Self {
-        let mut text = String::with_capacity(
-            self.text.len() + PROVIDERS.len() + namespace.len() + kind.len() + name.len() + 2,
-        );
-        text.push_str(&self.text);
-        text.push_str(PROVIDERS);
-        text.push_str(namespace);
-        text.push('/');
-        text.push_str(kind);
-        text.push('/');
-        text.push_str(name);
-        ResourceId { text }
+        self.appended(&["providers", namespace, kind, name])
     }
 
     /// `(type, name)` pairs from the first `providers` on:
     /// `[("providers","Microsoft.Network"),("virtualNetworks","v"),("subnets","s")]`.
     fn provider_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        let rest = &self.text[SUBSCRIPTIONS.len()..];
-        let rest = rest.find('/').map_or("", |i| &rest[i..]);
-        let rest = match rest.strip_prefix(RESOURCE_GROUPS) {
-            Some(rg) => rg.find('/').map_or("", |i| &rg[i..]),
-            None => rest,
-        };
-        let mut parts = rest.split('/').skip(1);
+        let mut parts = self.scope().1.split('/').skip(1);
         std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
     }
 
