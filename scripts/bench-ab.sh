@@ -58,7 +58,9 @@ build() {
   echo "$bin"
 }
 
-A="$(build "${REVS[0]}")"
-B="$(build "${REVS[1]:-worktree}")"
+BASE="${REVS[0]}"
+NEW="${REVS[1]:-worktree}"
+A="$(build "$BASE")"
+B="$(build "$NEW")"
 exec "$PY" "$ROOT/scripts/bench_ab.py" --a "$A" --b "$B" \
-  --labels "${REVS[0]},${REVS[1]:-worktree}" --out "$OUT/result.json" "${PASS[@]}"
+  --labels "$BASE,$NEW" --out "$OUT/result.json" "${PASS[@]}"

@@ -13,9 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+# The side-by-side driver runs `flotilla bench` and reads its report; so does this.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "bench_peers"))
+import run as peers  # noqa: E402
 
 # What each run reports, from `flotilla bench --output json`.
 FIGURES = ("sagas_per_s", "cpu_ms_per_job", "cpu_cores_busy", "peak_rss_mb")
@@ -29,13 +33,9 @@ def order(pair: int) -> tuple[str, str]:
 def bench(binary: str, jobs: int, simulator: str) -> dict:
     """One `flotilla bench` run; its JSON report. A failed run, or one where
     not every job Succeeded, is an error: its figures would mislead."""
-    cmd = [binary, "bench", "--jobs", str(jobs), "--output", "json", "--simulator", simulator]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    lines = proc.stdout.strip().splitlines()
-    try:
-        report = json.loads(lines[-1])
-    except (ValueError, IndexError):
-        raise RuntimeError(f"{binary} bench exited {proc.returncode}: {proc.stderr[-2000:]}")
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as work:
+        flotilla = argparse.Namespace(flotilla=str(Path(binary).resolve()))
+        report = peers.run_flotilla(flotilla, jobs, Path(work), simulator)["flotilla"]
     if report.get("succeeded") != report.get("jobs"):
         raise RuntimeError(f"{binary}: only {report.get('succeeded')} of {report.get('jobs')} "
                            "jobs Succeeded")
