@@ -347,6 +347,7 @@ pub async fn run(
         .ok_or("the bench's engine is already watched")?;
     let writes_before = engine.stats.store_writes.load(Ordering::Relaxed);
     let waits_before = engine.stats.waits.load(Ordering::Relaxed);
+    let kept_before = engine.stats.kept_loads.load(Ordering::Relaxed);
     let azure_before = rig.azure_calls();
     let (grouped_before, commits_before) = rig.embedded().commits();
     let messages_before = rig.embedded().messages_enqueued();
@@ -419,6 +420,7 @@ pub async fn run(
         .collect();
     let writes = engine.stats.store_writes.load(Ordering::Relaxed) - writes_before;
     let waits = engine.stats.waits.load(Ordering::Relaxed) - waits_before;
+    let kept = engine.stats.kept_loads.load(Ordering::Relaxed) - kept_before;
     let azure = rig.azure_calls() - azure_before;
     let messages = rig.embedded().messages_enqueued() - messages_before;
     let (grouped, commits) = rig.embedded().commits();
@@ -450,6 +452,9 @@ pub async fn run(
             / 100.0,
         "handler_ms": handler_ms,
         "waits_per_job": per_job(waits, jobs),
+        // Loads that took the saga this engine kept from its last write
+        // instead of reading and parsing the document (`engine::kept`).
+        "kept_loads_per_job": per_job(kept, jobs),
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
         "cpu_ms_per_job": ms_per_job(cpu, jobs),
         // CPU time over wall time, beside the cores there are: a run at

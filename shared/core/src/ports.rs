@@ -200,6 +200,13 @@ pub trait SagaStore: Send + Sync {
     /// (Cosmos DB): the engine then keeps the messages inside the document
     /// itself and sends them after the write (see `engine::txn`).
     fn delivers_outbox(&self) -> bool;
+    /// True when [`SagaStore::etag`] answers from this process's memory,
+    /// without a read (the embedded store, the database's only writer): the
+    /// engine then keeps the sagas it writes and checks its copy's ETag
+    /// instead of reading the document again (see `engine::kept`).
+    fn etag_is_local(&self) -> bool {
+        false
+    }
 }
 
 /// A queue with Service Bus semantics: peek-lock, delivery count, dead-letter

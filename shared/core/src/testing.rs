@@ -135,8 +135,18 @@ impl SagaStore for MemoryStore {
             .collect())
     }
 
+    async fn etag(&self, id: &str) -> Result<Option<ETag>, StoreError> {
+        Ok(lock(&self.docs).get(id).map(|(v, _)| ETag(v.to_string())))
+    }
+
     fn delivers_outbox(&self) -> bool {
         false
+    }
+
+    /// Versions are in this process's memory, so the engine keeps its
+    /// sagas (`engine::kept`) in every test on this store.
+    fn etag_is_local(&self) -> bool {
+        true
     }
 }
 

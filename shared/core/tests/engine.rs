@@ -54,6 +54,42 @@ async fn a_job_succeeds_on_a_store_without_a_transactional_outbox() {
 }
 
 #[tokio::test]
+async fn a_step_takes_the_saga_its_engine_kept_unless_the_document_changed_since() {
+    let w = World::new();
+    let job = w.engine.submit(ClusterSpec::example()).await.unwrap();
+    let kept = || w.engine.stats.kept_loads.load(Ordering::Relaxed);
+    // `stage` loads what the submission wrote: nobody changed it since.
+    assert!(w.deliver_one().await);
+    assert_eq!(kept(), 1, "the submission's own write was kept");
+    // A change behind the engine's back (another engine, an operator's
+    // edit): the next load must read it, not the copy.
+    let mut doc = w.store.get(&job).await.unwrap().unwrap().doc;
+    doc["warnings"] = serde_json::json!(["edited behind the engine"]);
+    w.store.overwrite(&job, doc);
+    assert!(w.deliver_one().await);
+    assert_eq!(
+        kept(),
+        1,
+        "a changed document is read, not taken from memory"
+    );
+    let saga = w.run(&job, LIMIT).await;
+    assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+    assert_eq!(
+        saga.warnings,
+        ["edited behind the engine"],
+        "the edit survived"
+    );
+    assert!(kept() >= 5, "every later step took its copy: {}", kept());
+    // Every copy was what the store holds: the job ends as a job that never
+    // kept anything would.
+    assert_eq!(
+        w.cloud.resources().len(),
+        expected_arm(&ClusterSpec::example())
+    );
+    assert_eq!(w.cloud.max_creates(), 1, "every resource created once");
+}
+
+#[tokio::test]
 async fn the_save_that_settles_a_job_announces_it_to_the_one_watcher() {
     let w = World::new();
     let mut settled = w.engine.stats.watch_settled().expect("the first watcher");

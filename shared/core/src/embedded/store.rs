@@ -274,6 +274,12 @@ impl SagaStore for EmbeddedStore {
     fn delivers_outbox(&self) -> bool {
         true
     }
+
+    /// This handle is the database's only writer (the data-dir lock) and
+    /// notes every version it commits; a saga it does not remember is read.
+    fn etag_is_local(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

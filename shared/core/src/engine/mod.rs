@@ -3,6 +3,7 @@
 //! together with the events that follow.
 //!
 //! - [`txn`]: load and save, the outbox on every store;
+//! - [`kept`]: the sagas this engine last wrote, kept parsed for their next load;
 //! - [`commands`]: submit, delete, scale, and the other saga changes that come
 //!   from outside a step (degraded marking, dead letters);
 //! - [`forward`]: a step's operations, long-running-operation polls and `join`;
@@ -15,6 +16,7 @@
 
 mod commands;
 mod forward;
+mod kept;
 mod orphans;
 mod pools;
 mod subnet;
@@ -132,6 +134,9 @@ pub struct Stats {
     /// Re-checks scheduled by saves: an operation or the nodes not done yet.
     pub waits: AtomicU64,
     pub handled: AtomicU64,
+    /// Loads answered by the copy this engine kept when it last wrote the
+    /// saga (`kept`), without reading the store.
+    pub kept_loads: AtomicU64,
     /// Milliseconds each handled event took, by the handler it went to (the
     /// event's subject: a step's name, `poll`, `compensate`, `notify`).
     timings_ms: Mutex<std::collections::BTreeMap<String, Vec<f64>>>,
@@ -197,6 +202,8 @@ pub struct Engine {
     /// Pre-flight's group and permission checks that passed, shared a while
     /// (`preflight::GroupCache`).
     pub groups: crate::preflight::GroupCache,
+    /// The sagas this engine last wrote, for their next load (`kept`).
+    kept: kept::Kept,
 }
 
 impl Engine {
@@ -208,7 +215,13 @@ impl Engine {
         env: Env,
         policy: Policy,
     ) -> Engine {
+        let keep = if store.etag_is_local() {
+            kept::KEPT_SAGAS
+        } else {
+            0
+        };
         Engine {
+            kept: kept::Kept::new(keep),
             store,
             bus,
             azure,

@@ -90,6 +90,19 @@ impl Engine {
         }
     }
 
+    /// The copy of `job`'s saga this engine kept when it last wrote it, if
+    /// the document has not changed since (see `kept`).
+    async fn kept_copy(&self, job: &str) -> Result<Option<(Saga, ETag)>, EngineError> {
+        let Some((etag, saga)) = self.kept.take(job) else {
+            return Ok(None);
+        };
+        if self.store.etag(job).await?.as_ref() != Some(&etag) {
+            return Ok(None);
+        }
+        self.stats.kept_loads.fetch_add(1, Ordering::Relaxed);
+        Ok(Some((saga, etag)))
+    }
+
     /// The saga of `job`, ready to change. The events its document still
     /// holds are known to be on the bus afterwards: `handling` (the id of the
     /// event being handled) arrived, and any other is sent here (the bus
@@ -99,10 +112,15 @@ impl Engine {
         job: &str,
         handling: Option<&str>,
     ) -> Result<Option<Txn>, EngineError> {
-        let Some((text, etag)) = self.store.get_text(job).await? else {
-            return Ok(None);
+        let (mut saga, etag) = match self.kept_copy(job).await? {
+            Some(kept) => kept,
+            None => {
+                let Some((text, etag)) = self.store.get_text(job).await? else {
+                    return Ok(None);
+                };
+                (self.parse(job, &text)?, etag)
+            }
         };
-        let mut saga = self.parse(job, &text)?;
         let held = !saga.outbox.is_empty();
         saga.outbox.retain(|e| Some(e.event.id()) != handling);
         if !saga.outbox.is_empty() {
@@ -156,6 +174,7 @@ impl Engine {
                 .replace_text(&txn.saga.id, &txn.saga.to_text(), &txn.etag, &[])
                 .await?;
         }
+        self.kept.wrote(&txn.saga, &txn.etag);
         self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
         telemetry::record_transition(&txn.saga, entries.iter().map(|e| &e.event));
         txn.outbox.clear();
@@ -182,6 +201,7 @@ impl Engine {
         {
             Ok(etag) => {
                 txn.etag = etag;
+                self.kept.wrote(&txn.saga, &txn.etag);
                 self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
             }
             Err(StoreError::PreconditionFailed(_)) => {}
@@ -208,6 +228,7 @@ impl Engine {
                 .await?
         };
         self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
+        self.kept.wrote(&saga, &etag);
         let mut txn = Txn {
             saga,
             etag,
