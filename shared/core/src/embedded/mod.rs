@@ -154,10 +154,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason TEXT NOT NULL,
     dead_lettered_at INTEGER NOT NULL
 );
+-- One B-tree keyed by message id (one page less written per send than a
+-- table with a row id and its key's index); a database made before keeps
+-- its table with a row id, which behaves the same.
 CREATE TABLE IF NOT EXISTS dedupe (
     message_id TEXT PRIMARY KEY NOT NULL,
     seen_at INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedupe_seen ON dedupe (seen_at);
 ";
 
