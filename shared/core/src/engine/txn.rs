@@ -103,6 +103,13 @@ impl Engine {
         Ok(Some((saga, etag)))
     }
 
+    /// Notes a successful write of `saga`, which now carries `etag`: counted,
+    /// and kept for its next load.
+    fn wrote(&self, saga: &Saga, etag: &ETag) {
+        self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
+        self.kept.wrote(saga, etag);
+    }
+
     /// The saga of `job`, ready to change. The events its document still
     /// holds are known to be on the bus afterwards: `handling` (the id of the
     /// event being handled) arrived, and any other is sent here (the bus
@@ -174,8 +181,7 @@ impl Engine {
                 .replace_text(&txn.saga.id, &txn.saga.to_text(), &txn.etag, &[])
                 .await?;
         }
-        self.kept.wrote(&txn.saga, &txn.etag);
-        self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
+        self.wrote(&txn.saga, &txn.etag);
         telemetry::record_transition(&txn.saga, entries.iter().map(|e| &e.event));
         txn.outbox.clear();
         self.stats.waits.fetch_add(waits as u64, Ordering::Relaxed);
@@ -201,8 +207,7 @@ impl Engine {
         {
             Ok(etag) => {
                 txn.etag = etag;
-                self.kept.wrote(&txn.saga, &txn.etag);
-                self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
+                self.wrote(&txn.saga, &txn.etag);
             }
             Err(StoreError::PreconditionFailed(_)) => {}
             Err(e) => {
@@ -227,8 +232,7 @@ impl Engine {
                 .create_text(&saga.id, &saga.to_text(), &[])
                 .await?
         };
-        self.stats.store_writes.fetch_add(1, Ordering::Relaxed);
-        self.kept.wrote(&saga, &etag);
+        self.wrote(&saga, &etag);
         let mut txn = Txn {
             saga,
             etag,
