@@ -569,3 +569,69 @@ async fn duplicates_are_dropped_on_the_new_and_the_older_dedupe_table() {
         layout(&older)
     );
 }
+
+/// The queue's order (when each message becomes receivable, then the order
+/// sent) is kept in memory, not in an index of the table: a reopened
+/// database reads it back (a released lock makes its message due at its
+/// send time again, ahead of the ones sent after it; a scheduled message
+/// waits for its time), and an older database loses its index.
+#[tokio::test]
+async fn the_queue_s_order_is_read_back_on_open_and_no_index_keeps_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("flotilla.db");
+    {
+        let db = Embedded::open(&path, test_options()).expect("open");
+        let bus = db.bus();
+        let mut later = msg("later");
+        later.not_before = Some(time::OffsetDateTime::now_utc() + Duration::from_millis(300));
+        bus.send(&[later, msg("first")]).await.expect("send");
+        let first = receive_now(bus.as_ref()).await.expect("first");
+        assert_eq!(first.message_id, "first");
+        bus.send(&[msg("second"), msg("third")])
+            .await
+            .expect("send");
+        bus.abandon(&first).await.expect("abandon");
+        let second = receive_now(bus.as_ref()).await.expect("second");
+        assert_eq!(
+            second.message_id, "first",
+            "released, it is due first again"
+        );
+        // Held when the process goes: released on the next open.
+        let _held = second;
+    }
+    {
+        let raw = rusqlite::Connection::open(&path).expect("raw open");
+        raw.execute_batch("CREATE INDEX messages_available ON messages (available_at, seq);")
+            .expect("an older layout");
+    }
+    let db = Embedded::open(&path, test_options()).expect("reopen");
+    let bus = db.bus();
+    let mut order = vec![];
+    while let Some(d) = receive_now(bus.as_ref()).await {
+        order.push((d.message_id.clone(), d.delivery_count));
+        bus.complete(&d).await.expect("complete");
+    }
+    assert_eq!(
+        order,
+        [
+            ("first".into(), 3),
+            ("second".into(), 1),
+            ("third".into(), 1)
+        ]
+    );
+    let d = bus
+        .receive(Duration::from_secs(2))
+        .await
+        .expect("receive")
+        .expect("the scheduled message, once due");
+    assert_eq!(d.message_id, "later");
+    let raw = rusqlite::Connection::open(&path).expect("raw open");
+    let indexes: i64 = raw
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'messages'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(indexes, 0, "no index of the queue's table is kept");
+}

@@ -14,9 +14,8 @@ use tokio::time::Instant;
 /// delivery count (the Service Bus wording).
 pub const MAX_DELIVERY_COUNT_EXCEEDED: &str = "MaxDeliveryCountExceeded";
 
-/// Longest a waiting receiver sleeps before looking at the table again even
-/// without a wake-up: a safety net for writers this process cannot notify
-/// (another process sharing the database file).
+/// Longest a waiting receiver sleeps before looking at the queue again even
+/// without a wake-up: a safety net against a wake-up lost.
 const POLL_CAP: Duration = Duration::from_secs(1);
 
 /// Expired duplicate-detection ids are purged after this many sends.
@@ -95,6 +94,7 @@ pub(crate) fn enqueue(
         )?;
         for _ in 0..copies {
             insert.execute(params![m.id, m.event_type, m.body, now, visible_at])?;
+            inner.schedule().set(conn.last_insert_rowid(), visible_at);
         }
         wake.enqueued += 1;
         if visible_at > now {
@@ -118,6 +118,7 @@ pub(crate) fn enqueue(
 /// dead-letter queue readable even when the row itself is damaged.
 fn move_to_dead_letters(
     conn: &Connection,
+    inner: &Inner,
     seq: i64,
     reason: &str,
     now: i64,
@@ -132,6 +133,7 @@ fn move_to_dead_letters(
     .execute(params![seq, reason, now])?;
     conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?
         .execute([seq])?;
+    inner.schedule().remove(seq);
     Ok(())
 }
 
@@ -182,37 +184,34 @@ impl From<super::group::CommitFailed> for BusError {
 fn lock_next(tx: &Connection, inner: &Inner, now: i64) -> Result<Attempt, BusError> {
     let options = &inner.options;
     loop {
-        let head = tx
+        let head = inner.schedule().head(now);
+        let Some(seq) = head else {
+            return Ok(Attempt::Empty(inner.schedule().earliest()));
+        };
+        let row = tx
             .prepare_cached(
                 "SELECT seq, message_id, event_type, body, delivery_count FROM messages \
-                 WHERE available_at <= ?1 ORDER BY available_at, seq LIMIT 1",
+                 WHERE seq = ?1",
             )
-            .and_then(|mut s| {
-                s.query_row([now], |r| {
-                    let seq: i64 = r.get(0)?;
-                    let row = Row::read(r);
-                    Ok((seq, row))
-                })
-                .optional()
-            })
+            .and_then(|mut s| s.query_row([seq], |r| Ok(Row::read(r))).optional())
             .map_err(bus_err)?;
-        let Some((seq, row)) = head else {
-            let next: Option<i64> = tx
-                .prepare_cached("SELECT MIN(available_at) FROM messages")
-                .and_then(|mut s| s.query_row([], |r| r.get(0)))
-                .map_err(bus_err)?;
-            return Ok(Attempt::Empty(next));
+        let Some(row) = row else {
+            // Gone from the table behind this handle's back: forget it.
+            inner.schedule().remove(seq);
+            continue;
         };
         let row: Row = match row {
             Ok(row) => row,
             Err(e) => {
                 tracing::warn!(seq, error = %e, "dead-lettering unreadable message row");
-                move_to_dead_letters(tx, seq, &format!("Corrupt: {e}"), now).map_err(bus_err)?;
+                move_to_dead_letters(tx, inner, seq, &format!("Corrupt: {e}"), now)
+                    .map_err(bus_err)?;
                 continue;
             }
         };
         if row.delivery_count >= options.max_delivery_count {
-            move_to_dead_letters(tx, seq, MAX_DELIVERY_COUNT_EXCEEDED, now).map_err(bus_err)?;
+            move_to_dead_letters(tx, inner, seq, MAX_DELIVERY_COUNT_EXCEEDED, now)
+                .map_err(bus_err)?;
             continue;
         }
         let token = lock_token(seq);
@@ -223,6 +222,7 @@ fn lock_next(tx: &Connection, inner: &Inner, now: i64) -> Result<Attempt, BusErr
         )
         .and_then(|mut s| s.execute(params![token, locked_until, seq]))
         .map_err(bus_err)?;
+        inner.schedule().set(seq, locked_until);
         return Ok(Attempt::Got(Delivery {
             message_id: row.message_id,
             event_type: row.event_type,
@@ -245,7 +245,7 @@ fn locked_seq(token: &str) -> Option<i64> {
 }
 
 /// Deletes the message locked with `token`; `LockLost` when none is.
-fn delete_locked(tx: &Connection, token: &str) -> Result<(), BusError> {
+fn delete_locked(tx: &Connection, inner: &Inner, token: &str) -> Result<(), BusError> {
     let lost = || BusError::LockLost(token.to_string());
     let seq = locked_seq(token).ok_or_else(lost)?;
     let deleted = tx
@@ -255,6 +255,7 @@ fn delete_locked(tx: &Connection, token: &str) -> Result<(), BusError> {
     if deleted == 0 {
         return Err(lost());
     }
+    inner.schedule().remove(seq);
     Ok(())
 }
 
@@ -264,12 +265,12 @@ impl EmbeddedBus {
     async fn settle<T: Send + 'static>(
         &self,
         delivery: &Delivery,
-        settle: impl FnOnce(&Connection, i64, u32, i64) -> rusqlite::Result<T> + Send + 'static,
+        settle: impl FnOnce(&Connection, &Inner, i64, u32, i64) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, BusError> {
         let token = delivery.lock_token.clone();
         self.inner
             .write(
-                move |tx, _| {
+                move |tx, inner| {
                     let now = now_ms();
                     let Some(seq) = locked_seq(&token) else {
                         return Err(BusError::LockLost(token));
@@ -287,7 +288,7 @@ impl EmbeddedBus {
                         return Err(BusError::LockLost(token));
                     };
                     let count = u32::try_from(count).unwrap_or(u32::MAX);
-                    settle(tx, seq, count, now).map_err(bus_err)
+                    settle(tx, inner, seq, count, now).map_err(bus_err)
                 },
                 |_, _| {},
             )
@@ -349,7 +350,7 @@ impl EventBus for EmbeddedBus {
     async fn complete(&self, delivery: &Delivery) -> Result<(), BusError> {
         let token = delivery.lock_token.clone();
         self.inner
-            .write(move |tx, _| delete_locked(tx, &token), |_, _| {})
+            .write(move |tx, inner| delete_locked(tx, inner, &token), |_, _| {})
             .await
     }
 
@@ -364,7 +365,7 @@ impl EventBus for EmbeddedBus {
             .inner
             .write(
                 move |tx, inner| {
-                    delete_locked(tx, &token)?;
+                    delete_locked(tx, inner, &token)?;
                     lock_next(tx, inner, now_ms())
                 },
                 |_, _| {},
@@ -379,16 +380,18 @@ impl EventBus for EmbeddedBus {
     async fn abandon(&self, delivery: &Delivery) -> Result<(), BusError> {
         let max = self.inner.options.max_delivery_count;
         let released = self
-            .settle(delivery, move |tx, seq, count, now| {
+            .settle(delivery, move |tx, inner, seq, count, now| {
                 if count >= max {
-                    move_to_dead_letters(tx, seq, MAX_DELIVERY_COUNT_EXCEEDED, now)?;
+                    move_to_dead_letters(tx, inner, seq, MAX_DELIVERY_COUNT_EXCEEDED, now)?;
                     Ok(false)
                 } else {
-                    tx.prepare_cached(
-                        "UPDATE messages SET lock_token = NULL, available_at = visible_at \
-                     WHERE seq = ?1",
-                    )?
-                    .execute([seq])?;
+                    let visible_at: i64 = tx
+                        .prepare_cached(
+                            "UPDATE messages SET lock_token = NULL, available_at = visible_at \
+                             WHERE seq = ?1 RETURNING visible_at",
+                        )?
+                        .query_row([seq], |r| r.get(0))?;
+                    inner.schedule().set(seq, visible_at);
                     Ok(true)
                 }
             })
@@ -401,20 +404,15 @@ impl EventBus for EmbeddedBus {
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BusError> {
         let reason = reason.to_string();
-        self.settle(delivery, move |tx, seq, _, now| {
-            move_to_dead_letters(tx, seq, &reason, now)
+        self.settle(delivery, move |tx, inner, seq, _, now| {
+            move_to_dead_letters(tx, inner, seq, &reason, now)
         })
         .await
     }
 
     async fn backlog_age(&self) -> Result<Option<Duration>, BusError> {
         let now = now_ms();
-        let oldest: Option<i64> = self
-            .inner
-            .conn()
-            .prepare_cached("SELECT MIN(available_at) FROM messages")
-            .and_then(|mut s| s.query_row([], |r| r.get(0)))
-            .map_err(bus_err)?;
+        let oldest = self.inner.schedule().earliest();
         Ok(Some(match oldest {
             Some(t) if t < now => Duration::from_millis((now - t) as u64),
             _ => Duration::ZERO,

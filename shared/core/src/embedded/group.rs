@@ -88,11 +88,15 @@ where
         let Queued {
             op, then, answer, ..
         } = *self;
+        let mark = inner.schedule().mark();
         let result = if alone {
             op(conn, inner)
         } else {
             in_savepoint(conn, |c| op(c, inner))
         };
+        if result.is_err() {
+            inner.schedule().undo_to(mark);
+        }
         Box::new(Answered {
             then,
             answer,
@@ -281,6 +285,7 @@ fn commit(inner: &Inner, batch: Vec<Box<dyn Write>>) {
                 return;
             }
         };
+        let start = inner.schedule().mark();
         let answers: Vec<Box<dyn Answer>> = batch
             .into_iter()
             .map(|w| w.run(&tx, inner, alone))
@@ -290,6 +295,12 @@ fn commit(inner: &Inner, batch: Vec<Box<dyn Write>>) {
         } else {
             tx.commit()
         };
+        let mut schedule = inner.schedule();
+        if outcome.is_err() {
+            schedule.undo_to(start);
+        }
+        schedule.settle();
+        drop(schedule);
         (answers, outcome.map_err(|e| CommitFailed(e.to_string())))
     };
     if committed.is_ok() {
@@ -359,9 +370,11 @@ mod tests {
         tokio::spawn(async move {
             inner
                 .write(
-                    move |tx, _| {
+                    move |tx, inner| {
                         ran.fetch_add(1, Ordering::Relaxed);
                         tx.execute("INSERT INTO t (n) VALUES (?1)", [n.abs()])?;
+                        // As a send does: the queue's schedule changes too.
+                        inner.schedule().set(n.abs(), 0);
                         if n < 0 {
                             return Err(Failed::Refused);
                         }
@@ -421,6 +434,11 @@ mod tests {
             rows(&db),
             vec![1, 2, 4],
             "the refused write's row was undone"
+        );
+        assert_eq!(
+            db.inner.schedule().seqs(),
+            vec![1, 2, 4],
+            "and so was its change to the queue's schedule"
         );
         // Three inserts kept, one undone: nothing else was written.
         assert_eq!(db.inner.conn().total_changes() - changes_before, 4);

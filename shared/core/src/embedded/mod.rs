@@ -10,7 +10,8 @@
 //!   (`lock_token`, which starts with the row's `seq`, so that settling by
 //!   token is a primary-key lookup and no index of tokens is kept) and the
 //!   instant it next becomes receivable (`available_at`: the scheduled
-//!   enqueue time while unlocked, the lock expiry while locked);
+//!   enqueue time while unlocked, the lock expiry while locked), in which
+//!   order the handle keeps the queue in memory ([`schedule`]);
 //! - `dead_letters`: the dead-letter queue;
 //! - `dedupe`: message ids seen recently, for duplicate detection.
 //!
@@ -28,6 +29,7 @@
 mod bus;
 mod checkpoint;
 mod group;
+mod schedule;
 mod store;
 
 pub use bus::EmbeddedBus;
@@ -122,6 +124,9 @@ pub(crate) struct Inner {
     pub(crate) sends_since_purge: AtomicU64,
     /// Writes waiting to share the next transaction ([`group`]).
     queue: group::Queue,
+    /// When each queued message becomes receivable ([`schedule`]); changed
+    /// only by writes, with the writer connection held.
+    schedule: Mutex<schedule::Schedule>,
 }
 
 const SCHEMA: &str = "
@@ -141,7 +146,9 @@ CREATE TABLE IF NOT EXISTS messages (
     delivery_count INTEGER NOT NULL DEFAULT 0,
     lock_token TEXT
 );
-CREATE INDEX IF NOT EXISTS messages_available ON messages (available_at, seq);
+-- The order messages are received in is kept in memory ([`schedule`]), not
+-- in an index every send, receive and completion would write.
+DROP INDEX IF EXISTS messages_available;
 -- A lock token names its message's seq, so no index on tokens is kept
 -- (one page less written per receive and per completion).
 DROP INDEX IF EXISTS messages_lock;
@@ -190,11 +197,7 @@ impl Embedded {
             c.set_prepared_statement_cache_capacity(16);
             Ok(c)
         };
-        Ok(Self::wrap(
-            conn,
-            Some((for_reads()?, for_reads()?)),
-            options,
-        ))
+        Self::wrap(conn, Some((for_reads()?, for_reads()?)), options)
     }
 
     /// Opens an existing database file for reading only: no schema change,
@@ -209,14 +212,14 @@ impl Embedded {
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self::wrap(conn, None, BusOptions::default()))
+        Self::wrap(conn, None, BusOptions::default())
     }
 
     /// A private in-memory database (tests, throwaway runs).
     pub fn in_memory(options: BusOptions) -> Result<Embedded, StoreError> {
         let conn = Connection::open_in_memory()
             .map_err(|e| StoreError::Unavailable(format!("cannot open in-memory db: {e}")))?;
-        Ok(Self::wrap(Self::prepare(conn)?, None, options))
+        Self::wrap(Self::prepare(conn)?, None, options)
     }
 
     /// Sets the connection up for the store and the bus: WAL, the schema,
@@ -249,9 +252,11 @@ impl Embedded {
         conn: Connection,
         readers: Option<(Connection, Connection)>,
         options: BusOptions,
-    ) -> Embedded {
+    ) -> Result<Embedded, StoreError> {
         let (reader, scanner) = readers.unzip();
-        Embedded {
+        let schedule = schedule::Schedule::load(&conn)
+            .map_err(|e| StoreError::Unavailable(format!("cannot read the queue: {e}")))?;
+        Ok(Embedded {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 reader: reader.map(Mutex::new),
@@ -265,8 +270,9 @@ impl Embedded {
                 versions: Mutex::new(HashMap::new()),
                 sends_since_purge: AtomicU64::new(0),
                 queue: group::Queue::default(),
+                schedule: Mutex::new(schedule),
             }),
-        }
+        })
     }
 
     /// The saga store. Its outbox messages are committed to the bus in the same
@@ -315,6 +321,12 @@ impl Embedded {
 impl Inner {
     /// The connection. A panic while it was held cannot leave a transaction
     /// open (dropping a `Transaction` rolls it back), so poisoning is ignored.
+    /// The queue's schedule. Taken after the writer connection, never
+    /// before it.
+    pub(crate) fn schedule(&self) -> MutexGuard<'_, schedule::Schedule> {
+        self.schedule.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
