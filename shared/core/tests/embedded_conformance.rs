@@ -520,35 +520,68 @@ async fn opening_an_older_database_drops_its_index_of_tokens() {
     assert_eq!(indexes, 0);
 }
 
-/// The duplicate-detection table is one B-tree keyed by message id in a new
-/// database (one page less written per send); a database made before keeps
-/// its table with a row id, which behaves the same.
+/// Duplicate detection keeps its ids in two tables that take turns (one
+/// B-tree each, keyed by message id, and no index of times). A database made
+/// before, with either layout of the single `dedupe` table, hands its ids
+/// over on open: a repeat of an id sent before the reopen is still dropped,
+/// and the old table is gone.
 #[tokio::test]
-async fn duplicates_are_dropped_on_the_new_and_the_older_dedupe_table() {
+async fn duplicates_are_dropped_on_a_new_database_and_across_the_reopen_of_an_older_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let layout = |path: &std::path::Path| -> String {
+    let tables = |path: &std::path::Path| -> Vec<String> {
         let raw = rusqlite::Connection::open(path).expect("raw open");
-        raw.query_row(
-            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'dedupe'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("the dedupe table")
+        let mut stmt = raw
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type IN ('table', 'index') \
+                 AND name LIKE 'dedupe%' ORDER BY name",
+            )
+            .expect("schema");
+        let names = stmt
+            .query_map([], |r| r.get(0))
+            .expect("names")
+            .collect::<Result<Vec<String>, _>>()
+            .expect("names");
+        names
     };
     let new = dir.path().join("new.db");
-    let older = dir.path().join("older.db");
-    rusqlite::Connection::open(&older)
-        .expect("raw open")
-        .execute_batch(
-            "CREATE TABLE dedupe (message_id TEXT PRIMARY KEY NOT NULL, seen_at INTEGER NOT NULL);
-             CREATE INDEX dedupe_seen ON dedupe (seen_at);",
-        )
-        .expect("an older layout");
-    for path in [&new, &older] {
+    let rowid = dir.path().join("rowid.db");
+    let keyed = dir.path().join("keyed.db");
+    let just_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    for (path, layout) in [
+        (
+            &rowid,
+            "CREATE TABLE dedupe (message_id TEXT PRIMARY KEY NOT NULL, seen_at INTEGER NOT NULL);",
+        ),
+        (
+            &keyed,
+            "CREATE TABLE dedupe (message_id TEXT PRIMARY KEY NOT NULL, seen_at INTEGER NOT NULL) \
+             WITHOUT ROWID;",
+        ),
+    ] {
+        rusqlite::Connection::open(path)
+            .expect("raw open")
+            .execute_batch(&format!(
+                "{layout}
+                 CREATE INDEX dedupe_seen ON dedupe (seen_at);
+                 INSERT INTO dedupe VALUES ('sent-before', {just_now});"
+            ))
+            .expect("an older layout");
+    }
+    for path in [&new, &rowid, &keyed] {
         let db = Embedded::open(path, test_options()).expect("open");
         let bus = db.bus();
+        if path == &new {
+            bus.send(&[msg("sent-before")]).await.expect("send");
+            let d = receive_now(bus.as_ref()).await.expect("sent-before");
+            bus.complete(&d).await.expect("complete");
+        }
         bus.send(&[msg("m")]).await.expect("send");
-        bus.send(&[msg("m"), msg("n")]).await.expect("send again");
+        bus.send(&[msg("m"), msg("n"), msg("sent-before")])
+            .await
+            .expect("send again");
         let first = receive_now(bus.as_ref()).await.expect("m");
         bus.complete(&first).await.expect("complete");
         let second = receive_now(bus.as_ref()).await.expect("n");
@@ -559,15 +592,17 @@ async fn duplicates_are_dropped_on_the_new_and_the_older_dedupe_table() {
         bus.complete(&second).await.expect("complete");
         assert!(
             receive_now(bus.as_ref()).await.is_none(),
-            "the repeat was dropped"
+            "the repeats were dropped ({})",
+            path.display()
+        );
+        drop(db);
+        assert_eq!(
+            tables(path),
+            ["dedupe_0", "dedupe_1", "dedupe_turns"],
+            "{}",
+            path.display()
         );
     }
-    assert!(layout(&new).contains("WITHOUT ROWID"), "{}", layout(&new));
-    assert!(
-        !layout(&older).contains("WITHOUT ROWID"),
-        "{}",
-        layout(&older)
-    );
 }
 
 /// The queue's order (when each message becomes receivable, then the order

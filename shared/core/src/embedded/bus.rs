@@ -18,9 +18,6 @@ pub const MAX_DELIVERY_COUNT_EXCEEDED: &str = "MaxDeliveryCountExceeded";
 /// without a wake-up: a safety net against a wake-up lost.
 const POLL_CAP: Duration = Duration::from_secs(1);
 
-/// Expired duplicate-detection ids are purged after this many sends.
-const PURGE_EVERY: u64 = 1024;
-
 /// [`EventBus`] over the embedded database; obtained from
 /// [`super::Embedded::bus`].
 pub struct EmbeddedBus {
@@ -73,19 +70,21 @@ pub(crate) fn enqueue(
     let window = duration_ms(options.duplicate_detection_window);
     let copies = if options.deliver_twice { 2 } else { 1 };
     let mut wake = Wake::default();
+    let turns = if window > 0 && !messages.is_empty() {
+        Some(dedupe_turn(conn, window, now)?)
+    } else {
+        None
+    };
     for m in messages {
-        let seen: Option<i64> = conn
-            .prepare_cached("SELECT seen_at FROM dedupe WHERE message_id = ?1")?
-            .query_row([&m.id], |r| r.get(0))
-            .optional()?;
-        if matches!(seen, Some(at) if now.saturating_sub(at) < window) {
-            continue;
+        if let Some((current, previous)) = turns {
+            if seen_within(conn, current, &m.id, now, window)?
+                || seen_within(conn, previous, &m.id, now, window)?
+            {
+                continue;
+            }
+            conn.prepare_cached(REMEMBER[current])?
+                .execute(params![m.id, now])?;
         }
-        conn.prepare_cached(
-            "INSERT INTO dedupe (message_id, seen_at) VALUES (?1, ?2) \
-             ON CONFLICT (message_id) DO UPDATE SET seen_at = excluded.seen_at",
-        )?
-        .execute(params![m.id, now])?;
         let visible_at = m.not_before.map(unix_ms).unwrap_or(now);
         let mut insert = conn.prepare_cached(
             "INSERT INTO messages \
@@ -103,15 +102,68 @@ pub(crate) fn enqueue(
             wake.visible += copies;
         }
     }
-    let sends = inner
-        .sends_since_purge
-        .fetch_add(messages.len() as u64, Ordering::Relaxed);
-    if sends >= PURGE_EVERY {
-        inner.sends_since_purge.store(0, Ordering::Relaxed);
-        conn.prepare_cached("DELETE FROM dedupe WHERE seen_at <= ?1")?
-            .execute([now.saturating_sub(window)])?;
-    }
     Ok(wake)
+}
+
+// Duplicate detection keeps the ids it saw in two tables that take turns
+// (`dedupe_0`, `dedupe_1`; `dedupe_turns` says when each one's turn began).
+// Ids go into the table whose turn it is. Once that turn is a window old,
+// every id in the other table came before it began, so none can match a
+// send any more: that table is emptied at once, its pages freed whole, and
+// its turn begins. A send therefore writes one page of ids, not also an
+// index of times to purge by, and the purge deletes nothing row by row.
+const SEEN: [&str; 2] = [
+    "SELECT seen_at FROM dedupe_0 WHERE message_id = ?1",
+    "SELECT seen_at FROM dedupe_1 WHERE message_id = ?1",
+];
+const REMEMBER: [&str; 2] = [
+    "INSERT INTO dedupe_0 (message_id, seen_at) VALUES (?1, ?2) \
+     ON CONFLICT (message_id) DO UPDATE SET seen_at = excluded.seen_at",
+    "INSERT INTO dedupe_1 (message_id, seen_at) VALUES (?1, ?2) \
+     ON CONFLICT (message_id) DO UPDATE SET seen_at = excluded.seen_at",
+];
+const FORGET: [&str; 2] = ["DELETE FROM dedupe_0", "DELETE FROM dedupe_1"];
+
+/// The table whose turn it is to take ids, and the other one; a turn a
+/// `window` old hands over first (in the caller's transaction).
+fn dedupe_turn(conn: &Connection, window: i64, now: i64) -> rusqlite::Result<(usize, usize)> {
+    let mut began = [None::<i64>; 2];
+    let mut turns = conn.prepare_cached("SELECT slot, started_at FROM dedupe_turns")?;
+    for turn in turns.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+        let (slot, at) = turn?;
+        if let Some(b) = usize::try_from(slot).ok().and_then(|i| began.get_mut(i)) {
+            *b = Some(at);
+        }
+    }
+    let current = usize::from(began[1] > began[0]);
+    let other = 1 - current;
+    match began[current] {
+        Some(at) if now.saturating_sub(at) < window => Ok((current, other)),
+        _ => {
+            conn.prepare_cached(FORGET[other])?.execute([])?;
+            conn.prepare_cached(
+                "INSERT INTO dedupe_turns (slot, started_at) VALUES (?1, ?2) \
+                 ON CONFLICT (slot) DO UPDATE SET started_at = excluded.started_at",
+            )?
+            .execute(params![other as i64, now])?;
+            Ok((other, current))
+        }
+    }
+}
+
+/// Whether table `slot` saw message `id` less than `window` ago.
+fn seen_within(
+    conn: &Connection,
+    slot: usize,
+    id: &str,
+    now: i64,
+    window: i64,
+) -> rusqlite::Result<bool> {
+    let seen: Option<i64> = conn
+        .prepare_cached(SEEN[slot])?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(matches!(seen, Some(at) if now.saturating_sub(at) < window))
 }
 
 /// Moves the message at `seq` to the dead-letter queue. The casts keep the
@@ -442,5 +494,76 @@ impl EventBus for EmbeddedBus {
             .collect::<Result<Vec<_>, _>>()
             .map_err(bus_err)?;
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{BusOptions, Embedded};
+    use super::*;
+
+    fn rows(conn: &Connection) -> i64 {
+        conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM dedupe_0) + (SELECT COUNT(*) FROM dedupe_1)",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count")
+    }
+
+    #[test]
+    fn ids_take_turns_between_two_tables_and_a_turn_a_window_old_empties_the_other() {
+        let db = Embedded::in_memory(BusOptions {
+            duplicate_detection_window: Duration::from_secs(10),
+            ..BusOptions::default()
+        })
+        .expect("open");
+        let inner = &db.inner;
+        let conn = inner.conn();
+        let send = |id: &str, at: i64| {
+            let m = crate::conformance::test_message(id);
+            enqueue(&conn, inner, &[m], 1_000_000 + at)
+                .expect("enqueue")
+                .enqueued
+        };
+        assert_eq!(send("a", 0), 1);
+        assert_eq!(send("b", 9_000), 1);
+        assert_eq!(send("a", 9_999), 0, "a repeat within the window is dropped");
+        assert_eq!(send("c", 10_000), 1, "the next turn begins");
+        assert_eq!(
+            send("b", 15_000),
+            0,
+            "an id of the turn before is still seen"
+        );
+        assert_eq!(
+            send("a", 19_500),
+            1,
+            "an id seen a window ago or more is not"
+        );
+        assert_eq!(rows(&conn), 4, "a twice, in each turn's table");
+        assert_eq!(
+            send("d", 20_000),
+            1,
+            "the next turn empties the first one's"
+        );
+        assert_eq!(rows(&conn), 3);
+        assert_eq!(send("a", 21_000), 0, "the id sent again is seen");
+        assert_eq!(send("c", 21_000), 1, "the id sent at 10 s, not any more");
+    }
+
+    #[test]
+    fn with_no_window_nothing_is_a_duplicate_and_nothing_is_kept() {
+        let db = Embedded::in_memory(BusOptions {
+            duplicate_detection_window: Duration::ZERO,
+            ..BusOptions::default()
+        })
+        .expect("open");
+        let conn = db.inner.conn();
+        for _ in 0..2 {
+            let m = crate::conformance::test_message("a");
+            let wake = enqueue(&conn, &db.inner, &[m], now_ms()).expect("enqueue");
+            assert_eq!(wake.enqueued, 1);
+        }
+        assert_eq!(rows(&conn), 0);
     }
 }

@@ -13,7 +13,8 @@
 //!   enqueue time while unlocked, the lock expiry while locked), in which
 //!   order the handle keeps the queue in memory ([`schedule`]);
 //! - `dead_letters`: the dead-letter queue;
-//! - `dedupe`: message ids seen recently, for duplicate detection.
+//! - `dedupe_0`, `dedupe_1` and `dedupe_turns`: message ids seen recently,
+//!   for duplicate detection, in two tables that take turns (`bus`).
 //!
 //! Every write goes through one connection behind a [`std::sync::Mutex`] that
 //! is never held across an `.await`, as a short synchronous piece of a
@@ -120,8 +121,6 @@ pub(crate) struct Inner {
     /// it has not written since it opened, or since the map was last emptied
     /// (at [`REMEMBERED_VERSIONS`]), is read from the database.
     pub(crate) versions: Mutex<HashMap<String, i64>>,
-    /// Sends since the last purge of expired duplicate-detection ids.
-    pub(crate) sends_since_purge: AtomicU64,
     /// Writes waiting to share the next transaction ([`group`]).
     queue: group::Queue,
     /// When each queued message becomes receivable ([`schedule`]); changed
@@ -161,14 +160,20 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason TEXT NOT NULL,
     dead_lettered_at INTEGER NOT NULL
 );
--- One B-tree keyed by message id (one page less written per send than a
--- table with a row id and its key's index); a database made before keeps
--- its table with a row id, which behaves the same.
-CREATE TABLE IF NOT EXISTS dedupe (
+-- Message ids seen recently, in two tables that take turns (`bus`): one
+-- B-tree each, keyed by message id, and no index of times.
+CREATE TABLE IF NOT EXISTS dedupe_0 (
     message_id TEXT PRIMARY KEY NOT NULL,
     seen_at INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedupe_seen ON dedupe (seen_at);
+CREATE TABLE IF NOT EXISTS dedupe_1 (
+    message_id TEXT PRIMARY KEY NOT NULL,
+    seen_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dedupe_turns (
+    slot INTEGER PRIMARY KEY,
+    started_at INTEGER NOT NULL
+);
 ";
 
 impl Embedded {
@@ -237,6 +242,7 @@ impl Embedded {
         conn.execute_batch("PRAGMA synchronous = NORMAL;")
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        Self::take_older_dedupe_table(&conn).map_err(unavailable)?;
         conn.set_prepared_statement_cache_capacity(64);
         conn.execute(
             "UPDATE messages SET lock_token = NULL, available_at = visible_at \
@@ -245,6 +251,32 @@ impl Embedded {
         )
         .map_err(unavailable)?;
         Ok(conn)
+    }
+
+    /// A database made before the ids took turns between two tables keeps
+    /// them in `dedupe`: they move to a turn that begins now (so each is
+    /// kept a whole window more), and the table goes.
+    fn take_older_dedupe_table(conn: &Connection) -> rusqlite::Result<()> {
+        let older: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'dedupe')",
+            [],
+            |r| r.get(0),
+        )?;
+        if older {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE;
+                 INSERT INTO dedupe_0 (message_id, seen_at) \
+                 SELECT message_id, seen_at FROM dedupe WHERE true \
+                 ON CONFLICT (message_id) DO UPDATE SET seen_at = excluded.seen_at;
+                 DELETE FROM dedupe_1;
+                 DELETE FROM dedupe_turns;
+                 INSERT INTO dedupe_turns (slot, started_at) VALUES (0, {});
+                 DROP TABLE dedupe;
+                 COMMIT;",
+                now_ms()
+            ))?;
+        }
+        Ok(())
     }
 
     /// `readers`: the point reader and the scanner, on a database file.
@@ -268,7 +300,6 @@ impl Embedded {
                 commits: AtomicU64::new(0),
                 enqueued: AtomicU64::new(0),
                 versions: Mutex::new(HashMap::new()),
-                sends_since_purge: AtomicU64::new(0),
                 queue: group::Queue::default(),
                 schedule: Mutex::new(schedule),
             }),
