@@ -235,12 +235,15 @@ impl Inner {
 }
 
 /// Gives the lead up if the leader panics (a write's code did), so that
-/// the next write leads instead of every write waiting forever.
+/// the next write leads instead of every write waiting forever; the queue's
+/// schedule, whose changes by the rolled-back batch were not undone, is read
+/// from the table again.
 struct Leading<'a>(&'a Inner);
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            self.0.reload_schedule();
             self.0.queue.waiting().leading = false;
         }
     }
@@ -443,6 +446,43 @@ mod tests {
         // Three inserts kept, one undone: nothing else was written.
         assert_eq!(db.inner.conn().total_changes() - changes_before, 4);
         assert!(!db.inner.queue.waiting().leading, "the lead was given up");
+    }
+
+    #[tokio::test]
+    async fn a_write_that_panics_leaves_the_queue_s_schedule_as_the_table_is() {
+        let db = Embedded::in_memory(BusOptions::default()).expect("open");
+        let bus = db.bus();
+        bus.send(&[crate::conformance::test_message("m")])
+            .await
+            .expect("send");
+        let inner = db.inner.clone();
+        let panicked = tokio::spawn(async move {
+            inner
+                .write(
+                    |tx, inner| -> Result<(), Failed> {
+                        tx.execute("DELETE FROM messages", [])?;
+                        let seqs = inner.schedule().seqs();
+                        seqs.into_iter()
+                            .for_each(|seq| inner.schedule().remove(seq));
+                        panic!("a write's code failed")
+                    },
+                    |_, _| {},
+                )
+                .await
+        })
+        .await;
+        assert!(panicked.is_err(), "the write panicked");
+        assert_eq!(
+            db.inner.schedule().seqs().len(),
+            1,
+            "the message is due again"
+        );
+        let d = bus
+            .receive(std::time::Duration::ZERO)
+            .await
+            .expect("receive")
+            .expect("the message the rolled-back delete left");
+        assert_eq!(d.message_id, "m");
     }
 
     #[tokio::test]

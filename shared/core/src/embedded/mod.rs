@@ -352,6 +352,16 @@ impl Embedded {
 impl Inner {
     /// The connection. A panic while it was held cannot leave a transaction
     /// open (dropping a `Transaction` rolls it back), so poisoning is ignored.
+    /// Reads the queue's schedule from the table again (after a write
+    /// panicked, leaving changes its rolled-back transaction did not make).
+    pub(crate) fn reload_schedule(&self) {
+        let conn = self.conn();
+        match schedule::Schedule::load(&conn) {
+            Ok(schedule) => *self.schedule() = schedule,
+            Err(e) => tracing::error!(error = %e, "cannot read the queue's schedule again"),
+        }
+    }
+
     /// The queue's schedule. Taken after the writer connection, never
     /// before it.
     pub(crate) fn schedule(&self) -> MutexGuard<'_, schedule::Schedule> {
