@@ -364,6 +364,37 @@ async fn corrupt_rows_are_reported() {
     assert!(dead[0].reason.starts_with("Corrupt"), "{}", dead[0].reason);
 }
 
+/// A message whose row is unreadable down to the time it becomes due does
+/// not stop the database from opening: it is due at once, and the receive
+/// that reads it dead-letters it.
+#[tokio::test]
+async fn a_message_whose_time_is_unreadable_is_dead_lettered_after_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("flotilla.db");
+    let db = Embedded::open(&path, test_options()).expect("open");
+    db.bus()
+        .send(&[msg("bad-time"), msg("fine")])
+        .await
+        .expect("send");
+    drop(db);
+    rusqlite::Connection::open(&path)
+        .expect("raw open")
+        .execute(
+            "UPDATE messages SET available_at = 'soon', delivery_count = 'lots' \
+             WHERE message_id = 'bad-time'",
+            [],
+        )
+        .expect("corrupt message");
+    let db = Embedded::open(&path, test_options()).expect("the database still opens");
+    let bus = db.bus();
+    let d = receive_now(bus.as_ref()).await.expect("fine");
+    assert_eq!(d.message_id, "fine");
+    let dead = bus.dead_letters().await.expect("dead_letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, "bad-time");
+    assert!(dead[0].reason.starts_with("Corrupt"), "{}", dead[0].reason);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_receivers_share_a_burst() {
     // Many idle receivers, then a burst: every message reaches some receiver

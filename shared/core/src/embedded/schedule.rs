@@ -39,11 +39,16 @@ enum Undo {
 pub(crate) struct Mark(usize);
 
 impl Schedule {
-    /// The schedule of the messages in `conn`'s `messages` table.
+    /// The schedule of the messages in `conn`'s `messages` table. A row
+    /// whose time is not a number is due at once, so that the next receive
+    /// reads it (and dead-letters it if the rest of it is unreadable too)
+    /// instead of the database failing to open.
     pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Schedule> {
         let mut schedule = Schedule::default();
         let mut stmt = conn.prepare("SELECT seq, available_at FROM messages")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1).unwrap_or(0)))
+        })?;
         for row in rows {
             let (seq, at) = row?;
             schedule.place(seq, at);
