@@ -350,8 +350,6 @@ impl Embedded {
 }
 
 impl Inner {
-    /// The connection. A panic while it was held cannot leave a transaction
-    /// open (dropping a `Transaction` rolls it back), so poisoning is ignored.
     /// Reads the queue's schedule from the table again (after a write
     /// panicked, leaving changes its rolled-back transaction did not make).
     pub(crate) fn reload_schedule(&self) {
@@ -368,6 +366,8 @@ impl Inner {
         self.schedule.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The connection. A panic while it was held cannot leave a transaction
+    /// open (dropping a `Transaction` rolls it back), so poisoning is ignored.
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
