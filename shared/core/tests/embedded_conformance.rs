@@ -61,6 +61,23 @@ fn msg(id: &str) -> OutMessage {
     conformance::test_message(id)
 }
 
+/// The names of the tables and indexes of the database at `path` that
+/// `filter` (a condition on `sqlite_schema`) picks, in order.
+fn schema_names(path: &std::path::Path, filter: &str) -> Vec<String> {
+    let raw = rusqlite::Connection::open(path).expect("raw open");
+    let mut stmt = raw
+        .prepare(&format!(
+            "SELECT name FROM sqlite_schema WHERE {filter} ORDER BY name"
+        ))
+        .expect("schema");
+    let names = stmt
+        .query_map([], |r| r.get(0))
+        .expect("names")
+        .collect::<Result<Vec<String>, _>>()
+        .expect("names");
+    names
+}
+
 #[tokio::test]
 async fn refused_writes_publish_nothing() {
     let db = Embedded::in_memory(test_options()).expect("open");
@@ -356,11 +373,21 @@ async fn corrupt_rows_are_reported() {
     assert!(store.list().await.is_ok(), "and is readable again");
     // An unreadable message goes to the dead-letter queue instead of
     // blocking the queue.
-    let d = receive_now(bus.as_ref()).await.expect("fine");
+    the_next_receive_is_fine_and_only_this_one_was_dead_lettered_corrupt(bus.as_ref(), "broken")
+        .await;
+}
+
+/// The next message received is `fine`, and the only one dead-lettered is
+/// `corrupt`, for being unreadable.
+async fn the_next_receive_is_fine_and_only_this_one_was_dead_lettered_corrupt(
+    bus: &dyn EventBus,
+    corrupt: &str,
+) {
+    let d = receive_now(bus).await.expect("fine");
     assert_eq!(d.message_id, "fine");
     let dead = bus.dead_letters().await.expect("dead_letters");
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].message_id, "broken");
+    assert_eq!(dead[0].message_id, corrupt);
     assert!(dead[0].reason.starts_with("Corrupt"), "{}", dead[0].reason);
 }
 
@@ -387,12 +414,8 @@ async fn a_message_whose_time_is_unreadable_is_dead_lettered_after_a_reopen() {
         .expect("corrupt message");
     let db = Embedded::open(&path, test_options()).expect("the database still opens");
     let bus = db.bus();
-    let d = receive_now(bus.as_ref()).await.expect("fine");
-    assert_eq!(d.message_id, "fine");
-    let dead = bus.dead_letters().await.expect("dead_letters");
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].message_id, "bad-time");
-    assert!(dead[0].reason.starts_with("Corrupt"), "{}", dead[0].reason);
+    the_next_receive_is_fine_and_only_this_one_was_dead_lettered_corrupt(bus.as_ref(), "bad-time")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,15 +563,8 @@ async fn opening_an_older_database_drops_its_index_of_tokens() {
     assert_eq!((d.message_id.as_str(), d.delivery_count), ("old", 2));
     db.bus().complete(&d).await.expect("complete");
     drop(db);
-    let raw = rusqlite::Connection::open(&path).expect("raw open");
-    let indexes: i64 = raw
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND name = 'messages_lock'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("count");
-    assert_eq!(indexes, 0);
+    let indexes = schema_names(&path, "type = 'index' AND name = 'messages_lock'");
+    assert!(indexes.is_empty(), "{indexes:?}");
 }
 
 /// Duplicate detection keeps its ids in two tables that take turns (one
@@ -559,21 +575,6 @@ async fn opening_an_older_database_drops_its_index_of_tokens() {
 #[tokio::test]
 async fn duplicates_are_dropped_on_a_new_database_and_across_the_reopen_of_an_older_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let tables = |path: &std::path::Path| -> Vec<String> {
-        let raw = rusqlite::Connection::open(path).expect("raw open");
-        let mut stmt = raw
-            .prepare(
-                "SELECT name FROM sqlite_schema WHERE type IN ('table', 'index') \
-                 AND name LIKE 'dedupe%' ORDER BY name",
-            )
-            .expect("schema");
-        let names = stmt
-            .query_map([], |r| r.get(0))
-            .expect("names")
-            .collect::<Result<Vec<String>, _>>()
-            .expect("names");
-        names
-    };
     let new = dir.path().join("new.db");
     let rowid = dir.path().join("rowid.db");
     let keyed = dir.path().join("keyed.db");
@@ -628,7 +629,7 @@ async fn duplicates_are_dropped_on_a_new_database_and_across_the_reopen_of_an_ol
         );
         drop(db);
         assert_eq!(
-            tables(path),
+            schema_names(path, "type IN ('table', 'index') AND name LIKE 'dedupe%'"),
             ["dedupe_0", "dedupe_1", "dedupe_turns"],
             "{}",
             path.display()
@@ -691,13 +692,9 @@ async fn the_queue_s_order_is_read_back_on_open_and_no_index_keeps_it() {
         .expect("receive")
         .expect("the scheduled message, once due");
     assert_eq!(d.message_id, "later");
-    let raw = rusqlite::Connection::open(&path).expect("raw open");
-    let indexes: i64 = raw
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'messages'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("count");
-    assert_eq!(indexes, 0, "no index of the queue's table is kept");
+    let indexes = schema_names(&path, "type = 'index' AND tbl_name = 'messages'");
+    assert!(
+        indexes.is_empty(),
+        "no index of the queue's table is kept: {indexes:?}"
+    );
 }
