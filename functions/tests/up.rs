@@ -431,6 +431,12 @@ fn bench_runs_jobs_to_success_and_reports_its_figures() {
         cores >= 1.0 && busy > 0.0 && busy <= cores + 0.1,
         "{report}"
     );
+    // A sweep after the run reads none of its documents: every job settled.
+    assert_eq!(report["sweep_settled_scanned"], 0, "{report}");
+    assert!(
+        report["sweep_settled_ms"].as_f64().unwrap() >= 0.0,
+        "{report}"
+    );
     // Every saga write is one of the committed writes, and a commit holds
     // at least one write.
     let commits = report["commits_per_job"].as_f64().unwrap();

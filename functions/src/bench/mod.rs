@@ -403,6 +403,11 @@ pub async fn run(
             succeeded += 1;
         }
     }
+    // One sweep over the finished run: what the sweeper costs a data dir
+    // that keeps every job it ran, all of them settled by now.
+    let sweep_started = Instant::now();
+    let swept = engine.sweep(&sweep).await.map_err(|e| e.to_string())?;
+    let sweep_settled_ms = sweep_started.elapsed().as_secs_f64() * 1000.0;
     let by_handler = engine.stats.timings_ms();
     let mut timings: Vec<f64> = by_handler.values().flatten().copied().collect();
     timings.sort_by(|a, b| a.total_cmp(b));
@@ -455,6 +460,9 @@ pub async fn run(
         // Loads that took the saga this engine kept from its last write
         // instead of reading and parsing the document (`engine::kept`).
         "kept_loads_per_job": per_job(kept, jobs),
+        // A sweep after the run: its time, and the documents it read.
+        "sweep_settled_ms": (sweep_settled_ms * 100.0).round() / 100.0,
+        "sweep_settled_scanned": swept.scanned,
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
         "cpu_ms_per_job": ms_per_job(cpu, jobs),
         // CPU time over wall time, beside the cores there are: a run at

@@ -40,6 +40,46 @@ pub struct StoredDoc {
     pub doc: Value,
 }
 
+/// What a sweep needs to know of a document, given with each write so that a
+/// store can keep it beside the document and list for the sweeper
+/// ([`SagaStore::list_sweepable_after`]) without reading every document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SweepHint {
+    /// The job is settled and the document holds no events: no sweep acts on it.
+    Settled,
+    /// The document holds events (`outbox`): every sweep looks at it.
+    Holding,
+    /// A job under way, last saved (`updatedAt`) at this time: no sweep acts
+    /// on it before its quiet period has passed.
+    SavedAt(OffsetDateTime),
+    /// Nothing readable: only the document itself can tell.
+    Unknown,
+}
+
+impl SweepHint {
+    /// The hint for a document given as a value, read as a sweep reads it:
+    /// an `outbox` member holds events; a terminal `status` with a null
+    /// `pending` is settled; otherwise its `updatedAt`, if readable.
+    pub fn of_doc(doc: &Value) -> SweepHint {
+        if doc.get("outbox").is_some() {
+            return SweepHint::Holding;
+        }
+        let terminal = doc
+            .get("status")
+            .and_then(|s| crate::saga::JobStatus::deserialize(s).ok())
+            .is_some_and(|s| s.is_terminal());
+        if terminal && doc.get("pending").is_some_and(Value::is_null) {
+            return SweepHint::Settled;
+        }
+        doc.get("updatedAt")
+            .and_then(Value::as_str)
+            .and_then(|t| {
+                OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map_or(SweepHint::Unknown, SweepHint::SavedAt)
+    }
+}
+
 /// Why a store operation failed. Only `Unavailable` is worth retrying as is;
 /// `PreconditionFailed` means "re-read and decide again".
 #[derive(Debug, thiserror::Error)]
@@ -130,22 +170,29 @@ pub trait SagaStore: Send + Sync {
     ) -> Result<ETag, StoreError>;
     /// [`SagaStore::create`] with the document as JSON text, as the engine
     /// renders it; a store that keeps text takes it as it is.
+    /// `sweep` is what the text says to a sweep (the writer knows it without
+    /// reading the text again).
     async fn create_text(
         &self,
         id: &str,
         text: &str,
+        sweep: SweepHint,
         outbox: &[OutMessage],
     ) -> Result<ETag, StoreError> {
+        let _ = sweep;
         self.create(id, &from_text(id, text)?, outbox).await
     }
-    /// [`SagaStore::replace`] with the document as JSON text.
+    /// [`SagaStore::replace`] with the document as JSON text (`sweep` as in
+    /// [`SagaStore::create_text`]).
     async fn replace_text(
         &self,
         id: &str,
         text: &str,
+        sweep: SweepHint,
         if_match: &ETag,
         outbox: &[OutMessage],
     ) -> Result<ETag, StoreError> {
+        let _ = sweep;
         self.replace(id, &from_text(id, text)?, if_match, outbox)
             .await
     }

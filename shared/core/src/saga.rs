@@ -523,6 +523,21 @@ impl Saga {
         self.status.is_terminal() && self.pending.is_none()
     }
 
+    /// What this saga, as written, says to a sweep: the same as
+    /// [`SweepHint::of_doc`] reads from its JSON.
+    ///
+    /// [`SweepHint::of_doc`]: crate::ports::SweepHint::of_doc
+    pub fn sweep_hint(&self) -> crate::ports::SweepHint {
+        use crate::ports::SweepHint;
+        if !self.outbox.is_empty() {
+            SweepHint::Holding
+        } else if self.is_settled() {
+            SweepHint::Settled
+        } else {
+            SweepHint::SavedAt(self.updated_at)
+        }
+    }
+
     /// Resources that may exist (not known to be deleted).
     pub fn live_resources(&self) -> impl Iterator<Item = &ResourceRecord> {
         self.resources
@@ -628,6 +643,62 @@ mod tests {
     fn saga() -> Saga {
         let spec = ClusterSpec::example();
         Saga::new("demo-abc123".into(), spec, OffsetDateTime::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn a_saga_s_sweep_hint_is_what_its_json_says_to_a_sweep() {
+        use crate::ports::SweepHint;
+        let hint_of_json = |s: &Saga| SweepHint::of_doc(&serde_json::to_value(s).unwrap());
+        let later = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(1_234_567);
+        let mut s = saga();
+        s.updated_at = later;
+        assert_eq!(s.sweep_hint(), SweepHint::SavedAt(later));
+        s.status = JobStatus::Succeeded;
+        assert_eq!(s.sweep_hint(), SweepHint::Settled);
+        s.pending = Some(PendingOp {
+            purpose: PendingPurpose::JoinCheck,
+            poll: None,
+            seq: 1,
+            checks: 0,
+            since: later,
+        });
+        assert_eq!(
+            s.sweep_hint(),
+            SweepHint::SavedAt(later),
+            "an operation in flight"
+        );
+        let both = s.sweep_hint();
+        assert_eq!(hint_of_json(&s), both);
+        s.pending = None;
+        assert_eq!(hint_of_json(&s), SweepHint::Settled);
+        s.outbox.push(OutboxEntry {
+            event: crate::events::CloudEvent::new(
+                "flotilla.job.succeeded",
+                "notify",
+                "succeeded",
+                crate::events::EventData {
+                    job: s.id.clone(),
+                    ..Default::default()
+                },
+            ),
+            not_before: None,
+        });
+        assert_eq!(
+            s.sweep_hint(),
+            SweepHint::Holding,
+            "a settled job's last events"
+        );
+        assert_eq!(hint_of_json(&s), SweepHint::Holding);
+        s.outbox.clear();
+        s.status = JobStatus::Running;
+        assert_eq!(hint_of_json(&s), SweepHint::SavedAt(later));
+        let mut unreadable = serde_json::to_value(&s).unwrap();
+        unreadable["updatedAt"] = serde_json::json!("yesterday");
+        assert_eq!(SweepHint::of_doc(&unreadable), SweepHint::Unknown);
+        assert_eq!(
+            SweepHint::of_doc(&serde_json::json!("text")),
+            SweepHint::Unknown
+        );
     }
 
     #[test]

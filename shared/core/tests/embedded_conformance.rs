@@ -698,3 +698,101 @@ async fn the_queue_s_order_is_read_back_on_open_and_no_index_keeps_it() {
         "no index of the queue's table is kept: {indexes:?}"
     );
 }
+
+#[tokio::test]
+async fn an_older_database_s_settled_jobs_leave_the_sweep_on_open_and_the_others_follow_their_next_save(
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("older.db");
+    let now = time::OffsetDateTime::now_utc();
+    let at = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .expect("format")
+    };
+    let quiet = at(now - time::Duration::minutes(5));
+    let docs = [
+        (
+            "a-succeeded",
+            json!({"status": "Succeeded", "pending": null, "updatedAt": quiet}),
+        ),
+        (
+            "b-failed-holding",
+            json!({"status": "Failed", "pending": null, "updatedAt": quiet, "outbox": []}),
+        ),
+        (
+            "c-running-quiet",
+            json!({"status": "Running", "pending": null, "updatedAt": quiet}),
+        ),
+        (
+            "d-running-recent",
+            json!({"status": "Running", "pending": null, "updatedAt": at(now)}),
+        ),
+        (
+            "e-unreadable-time",
+            json!({"status": "Running", "pending": null, "updatedAt": "yesterday"}),
+        ),
+    ];
+    {
+        let raw = rusqlite::Connection::open(&path).expect("raw open");
+        raw.execute_batch(
+            "CREATE TABLE sagas (id TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL, \
+             doc TEXT NOT NULL);",
+        )
+        .expect("the older layout");
+        for (id, doc) in &docs {
+            raw.execute(
+                "INSERT INTO sagas VALUES (?1, 1, ?2)",
+                [id, &doc.to_string().as_str()],
+            )
+            .expect("an older row");
+        }
+    }
+    let swept = |store: std::sync::Arc<dyn flotilla_core::ports::SagaStore>| async move {
+        let cut = time::OffsetDateTime::now_utc() - time::Duration::seconds(30);
+        let page = store
+            .list_sweepable_after(None, 10, cut)
+            .await
+            .expect("the sweeper's listing");
+        page.into_iter().map(|d| d.id).collect::<Vec<_>>()
+    };
+    let db = Embedded::open(&path, test_options()).expect("open");
+    let store = db.store();
+    assert_eq!(
+        swept(store.clone()).await,
+        ["b-failed-holding", "c-running-quiet", "e-unreadable-time"]
+    );
+    {
+        let raw = rusqlite::Connection::open(&path).expect("raw open");
+        let settled: Vec<String> = raw
+            .prepare("SELECT id FROM sagas WHERE settled = 1 ORDER BY id")
+            .expect("query")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("ids");
+        assert_eq!(settled, ["a-succeeded"], "marked once, on open");
+    }
+    // The quiet running job settles and the recent one goes quiet: each
+    // save says so, and the sweep follows.
+    let settled = json!({"status": "Succeeded", "pending": null, "updatedAt": at(now)});
+    store
+        .replace("c-running-quiet", &settled, &ETag("\"1\"".into()), &[])
+        .await
+        .expect("settle");
+    let quieter = json!({"status": "Running", "pending": null, "updatedAt": quiet});
+    store
+        .replace("d-running-recent", &quieter, &ETag("\"1\"".into()), &[])
+        .await
+        .expect("save");
+    assert_eq!(
+        swept(store.clone()).await,
+        ["b-failed-holding", "d-running-recent", "e-unreadable-time"]
+    );
+    drop((store, db));
+    let db = Embedded::open(&path, test_options()).expect("reopen");
+    assert_eq!(
+        swept(db.store()).await,
+        ["b-failed-holding", "d-running-recent", "e-unreadable-time"],
+        "and a reopen changes nothing"
+    );
+}

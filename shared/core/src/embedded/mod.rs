@@ -5,7 +5,10 @@
 //!
 //! Layout of the database:
 //! - `sagas`: one JSON document per saga id, with a version counter that
-//!   renders as the ETag;
+//!   renders as the ETag, and what its writer said of it to a sweep
+//!   (`settled`, `sweep_at`: [`crate::ports::SweepHint`]), so that the
+//!   sweeper's listing reads those two columns, not the documents, of the
+//!   jobs it will not act on;
 //! - `messages`: the queue, one row per message copy, with its peek-lock
 //!   (`lock_token`, which starts with the row's `seq`, so that settling by
 //!   token is a primary-key lookup and no index of tokens is kept) and the
@@ -129,9 +132,17 @@ pub(crate) struct Inner {
 }
 
 const SCHEMA: &str = "
+-- `settled` is 1 for a settled job that holds no events (NULL otherwise);
+-- `sweep_at` the instant (Unix ms) from which a sweep may act: the job's last
+-- save, the smallest integer while the document holds events, NULL when the
+-- document alone can tell. Both come before `doc`, so reading them reads no
+-- overflow page (a database made before them has them after: see
+-- `add_sweep_columns`).
 CREATE TABLE IF NOT EXISTS sagas (
     id TEXT PRIMARY KEY NOT NULL,
     version INTEGER NOT NULL,
+    settled INTEGER,
+    sweep_at INTEGER,
     doc TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS messages (
@@ -243,6 +254,7 @@ impl Embedded {
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         Self::take_older_dedupe_table(&conn).map_err(unavailable)?;
+        Self::add_sweep_columns(&conn).map_err(unavailable)?;
         conn.set_prepared_statement_cache_capacity(64);
         conn.execute(
             "UPDATE messages SET lock_token = NULL, available_at = visible_at \
@@ -274,6 +286,33 @@ impl Embedded {
                  DROP TABLE dedupe;
                  COMMIT;",
                 now_ms()
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// A database made before the sweep's columns gets them, and its settled
+    /// jobs are marked once (read from their JSON as the sweep's listing did),
+    /// so that sweeps leave them out from now on; the others are marked by
+    /// their next save, and until then read by each sweep as before.
+    fn add_sweep_columns(conn: &Connection) -> rusqlite::Result<()> {
+        let has: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('sagas') WHERE name = 'sweep_at')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE;
+                 ALTER TABLE sagas ADD COLUMN settled INTEGER;
+                 ALTER TABLE sagas ADD COLUMN sweep_at INTEGER;
+                 UPDATE sagas SET settled = 1 WHERE json_valid(doc) \
+                 AND json_type(doc, '$.outbox') IS NULL \
+                 AND json_type(doc, '$.status') IS 'text' \
+                 AND json_extract(doc, '$.status') IN ({}) \
+                 AND json_type(doc, '$.pending') IS 'null';
+                 COMMIT;",
+                crate::saga::JobStatus::terminal_in_list()
             ))?;
         }
         Ok(())
@@ -436,7 +475,7 @@ pub(crate) fn duration_ms(d: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::ETag;
+    use crate::ports::{ETag, SweepHint};
 
     /// Runs `read` on a thread of its own and gives its result, or `None`
     /// when it is still waiting after 10 s.
@@ -461,10 +500,10 @@ mod tests {
             .build()
             .expect("runtime");
         let first = rt
-            .block_on(store.create_text("saga", r#"{"n":1}"#, &[]))
+            .block_on(store.create_text("saga", r#"{"n":1}"#, SweepHint::Unknown, &[]))
             .expect("create");
         let second = rt
-            .block_on(store.replace_text("saga", r#"{"n":2}"#, &first, &[]))
+            .block_on(store.replace_text("saga", r#"{"n":2}"#, SweepHint::Unknown, &first, &[]))
             .expect("replace");
         assert_eq!(db.inner.version("saga"), Some(2), "remembered");
         for n in 0..REMEMBERED_VERSIONS {
@@ -486,7 +525,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
-        rt.block_on(store.create_text("saga", r#"{"n":1}"#, &[]))
+        rt.block_on(store.create_text("saga", r#"{"n":1}"#, SweepHint::Unknown, &[]))
             .expect("create");
 
         // The writer is in the middle of a transaction that changed the saga.

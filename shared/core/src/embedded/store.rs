@@ -2,7 +2,7 @@
 
 use super::bus::enqueue;
 use super::{now_ms, Inner};
-use crate::ports::{ETag, OutMessage, SagaStore, StoreError, StoredDoc};
+use crate::ports::{ETag, OutMessage, SagaStore, StoreError, StoredDoc, SweepHint};
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
@@ -88,6 +88,38 @@ impl EmbeddedStore {
     }
 }
 
+/// The `settled` and `sweep_at` columns for a hint (see the schema).
+fn sweep_columns(hint: SweepHint) -> (Option<i64>, Option<i64>) {
+    match hint {
+        SweepHint::Settled => (Some(1), None),
+        SweepHint::Holding => (None, Some(i64::MIN)),
+        SweepHint::SavedAt(t) => (None, Some(unix_ms(t))),
+        SweepHint::Unknown => (None, None),
+    }
+}
+
+/// `t` in whole Unix milliseconds, rounded down.
+fn unix_ms(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
+}
+
+/// The sweeper's listing (`?1` after, `?2` limit, `?3` the quiet cut as a
+/// Julian day, `?4` the same in Unix ms): see
+/// [`EmbeddedStore::list_sweepable_after`].
+fn sweepable_query() -> String {
+    format!(
+        "SELECT id, version, doc FROM sagas WHERE id > ?1 AND settled IS NOT 1 AND CASE \
+         WHEN sweep_at IS NOT NULL THEN sweep_at < ?4 \
+         WHEN json_valid(doc) THEN json_type(doc, '$.outbox') IS NOT NULL \
+         OR NOT (json_type(doc, '$.status') IS 'text' \
+         AND json_extract(doc, '$.status') IN ({}) \
+         AND json_type(doc, '$.pending') IS 'null') \
+         AND coalesce(julianday(json_extract(doc, '$.updatedAt')) < ?3, 1) \
+         ELSE 1 END ORDER BY id LIMIT ?2",
+        crate::saga::JobStatus::terminal_in_list()
+    )
+}
+
 /// What follows a committed saga write: its version noted, and receivers
 /// woken for the messages its outbox made available.
 fn published(inner: &Inner, id: &str, version: i64, wake: super::bus::Wake) {
@@ -104,26 +136,29 @@ impl SagaStore for EmbeddedStore {
         doc: &Value,
         outbox: &[OutMessage],
     ) -> Result<ETag, StoreError> {
-        self.create_text(id, &doc.to_string(), outbox).await
+        self.create_text(id, &doc.to_string(), SweepHint::of_doc(doc), outbox)
+            .await
     }
 
     async fn create_text(
         &self,
         id: &str,
         text: &str,
+        sweep: SweepHint,
         outbox: &[OutMessage],
     ) -> Result<ETag, StoreError> {
         let (key, text, outbox) = (id.to_string(), text.to_string(), outbox.to_vec());
+        let (settled, sweep_at) = sweep_columns(sweep);
         let created = key.clone();
         self.inner
             .write(
                 move |tx, inner| {
                     let inserted = tx
                         .prepare_cached(
-                            "INSERT INTO sagas (id, version, doc) VALUES (?1, 1, ?2) \
-                         ON CONFLICT (id) DO NOTHING",
+                            "INSERT INTO sagas (id, version, settled, sweep_at, doc) \
+                             VALUES (?1, 1, ?3, ?4, ?2) ON CONFLICT (id) DO NOTHING",
                         )
-                        .and_then(|mut s| s.execute(params![key, text]))
+                        .and_then(|mut s| s.execute(params![key, text, settled, sweep_at]))
                         .map_err(store_err)?;
                     if inserted == 0 {
                         return Err(StoreError::Conflict(key));
@@ -176,19 +211,27 @@ impl SagaStore for EmbeddedStore {
         if_match: &ETag,
         outbox: &[OutMessage],
     ) -> Result<ETag, StoreError> {
-        self.replace_text(id, &doc.to_string(), if_match, outbox)
-            .await
+        self.replace_text(
+            id,
+            &doc.to_string(),
+            SweepHint::of_doc(doc),
+            if_match,
+            outbox,
+        )
+        .await
     }
 
     async fn replace_text(
         &self,
         id: &str,
         text: &str,
+        sweep: SweepHint,
         if_match: &ETag,
         outbox: &[OutMessage],
     ) -> Result<ETag, StoreError> {
         let expected = version_of(if_match);
         let (key, text, outbox) = (id.to_string(), text.to_string(), outbox.to_vec());
+        let (settled, sweep_at) = sweep_columns(sweep);
         let replaced = key.clone();
         let (version, _) = self
             .inner
@@ -197,10 +240,10 @@ impl SagaStore for EmbeddedStore {
                     let updated = match expected {
                         Some(v) => tx
                             .prepare_cached(
-                                "UPDATE sagas SET doc = ?1, version = version + 1 \
-                             WHERE id = ?2 AND version = ?3",
+                                "UPDATE sagas SET doc = ?1, version = version + 1, \
+                                 settled = ?4, sweep_at = ?5 WHERE id = ?2 AND version = ?3",
                             )
-                            .and_then(|mut s| s.execute(params![text, key, v]))
+                            .and_then(|mut s| s.execute(params![text, key, v, settled, sweep_at]))
                             .map_err(store_err)?,
                         None => 0,
                     };
@@ -241,14 +284,16 @@ impl SagaStore for EmbeddedStore {
         )
     }
 
-    /// Filtered in SQLite, whose JSON functions read a document several
-    /// times faster than parsing it here would: a sweep parses what may need
-    /// it, not every job the database keeps or runs. Settled jobs are left
-    /// out as Cosmos DB's query does (`cosmos::unsettled_query`), and so are
-    /// jobs saved since `quiet_before` (a second's margin absorbs the
-    /// rounding of SQLite's day numbers). A document that is not JSON, or
-    /// whose `updatedAt` SQLite cannot read, is listed, so that the sweeper
-    /// looks at it.
+    /// Filtered where the documents are, from what each write said of its
+    /// document ([`SweepHint`]): a sweep walks the index of jobs not settled
+    /// and reads only the documents it may act on, so it costs what is under
+    /// way, not every job the database keeps. Settled jobs are left out as
+    /// Cosmos DB's query does (`cosmos::unsettled_query`), and so are jobs
+    /// saved since `quiet_before`, with a second's margin. A document whose
+    /// writer could not tell (`SweepHint::Unknown`, or a row written before
+    /// the hints) is read by SQLite's JSON functions, several times faster
+    /// than parsing it here; one that is not JSON, or whose `updatedAt`
+    /// SQLite cannot read, is listed, so that the sweeper looks at it.
     async fn list_sweepable_after(
         &self,
         after: Option<&str>,
@@ -258,17 +303,10 @@ impl SagaStore for EmbeddedStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let quiet = quiet_before + time::Duration::SECOND;
         let julian_day = quiet.unix_timestamp_nanos() as f64 / 86_400e9 + 2_440_587.5;
-        let sql = format!(
-            "SELECT id, version, doc FROM sagas WHERE id > ?1 AND CASE \
-             WHEN json_valid(doc) THEN json_type(doc, '$.outbox') IS NOT NULL \
-             OR NOT (json_type(doc, '$.status') IS 'text' \
-             AND json_extract(doc, '$.status') IN ({}) \
-             AND json_type(doc, '$.pending') IS 'null') \
-             AND coalesce(julianday(json_extract(doc, '$.updatedAt')) < ?3, 1) \
-             ELSE 1 END ORDER BY id LIMIT ?2",
-            crate::saga::JobStatus::terminal_in_list()
-        );
-        self.read_docs(&sql, params![after.unwrap_or(""), limit, julian_day])
+        self.read_docs(
+            &sweepable_query(),
+            params![after.unwrap_or(""), limit, julian_day, unix_ms(quiet)],
+        )
     }
 
     fn delivers_outbox(&self) -> bool {
@@ -326,6 +364,117 @@ mod tests {
             .map(|d| d.id)
             .collect();
         assert_eq!(listed, ["b-quiet", "c-unreadable-time", "d-recent-holding"]);
+    }
+
+    /// Every id the sweeper's listing gives at `cut`, a page of two at a time.
+    async fn swept(store: &dyn SagaStore, cut: time::OffsetDateTime) -> Vec<String> {
+        let (mut ids, mut after) = (vec![], None::<String>);
+        loop {
+            let page = store
+                .list_sweepable_after(after.as_deref(), 2, cut)
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            ids.extend(page.into_iter().map(|d| d.id));
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn the_sweepers_listing_goes_by_what_each_write_said_and_follows_a_job_that_runs_again() {
+        let store = super::super::Embedded::in_memory(Default::default())
+            .unwrap()
+            .store();
+        let now = time::OffsetDateTime::now_utc();
+        let cut = now - time::Duration::seconds(30);
+        let old = now - time::Duration::minutes(5);
+        // Each text says the opposite of its hint: the listing reads the hint.
+        let running = r#"{"status":"Running","pending":null}"#;
+        let settled = r#"{"status":"Succeeded","pending":null}"#;
+        let writes = [
+            ("a-settled", running, SweepHint::Settled),
+            ("b-quiet", settled, SweepHint::SavedAt(old)),
+            ("c-recent", running, SweepHint::SavedAt(now)),
+            ("d-holding", settled, SweepHint::Holding),
+            ("e-unknown", running, SweepHint::Unknown),
+        ];
+        for (id, text, hint) in writes {
+            store.create_text(id, text, hint, &[]).await.unwrap();
+        }
+        assert_eq!(
+            swept(store.as_ref(), cut).await,
+            ["b-quiet", "d-holding", "e-unknown"]
+        );
+
+        // A settled job that runs again is listed again, and settles again.
+        let e1 = etag(1);
+        let e2 = store
+            .replace_text("a-settled", running, SweepHint::SavedAt(old), &e1, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            swept(store.as_ref(), cut).await,
+            ["a-settled", "b-quiet", "d-holding", "e-unknown"]
+        );
+        let e3 = store
+            .replace_text("a-settled", settled, SweepHint::Settled, &e2, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            swept(store.as_ref(), cut).await,
+            ["b-quiet", "d-holding", "e-unknown"]
+        );
+        // A stale ETag is still refused, settled or not.
+        for hint in [SweepHint::Settled, SweepHint::SavedAt(old)] {
+            assert!(matches!(
+                store
+                    .replace_text("a-settled", running, hint, &e2, &[])
+                    .await,
+                Err(StoreError::PreconditionFailed(_))
+            ));
+        }
+        assert_eq!(store.etag("a-settled").await.unwrap(), Some(e3));
+        assert!(matches!(
+            store
+                .replace_text("nobody", running, SweepHint::SavedAt(old), &e1, &[])
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_sweep_reads_no_document_its_write_said_it_would_not_act_on() {
+        let db = super::super::Embedded::in_memory(Default::default()).unwrap();
+        let store = db.store();
+        let now = time::OffsetDateTime::now_utc();
+        let text = r#"{"status":"Running","pending":null}"#;
+        for (id, hint) in [
+            ("settled", SweepHint::Settled),
+            ("recent", SweepHint::SavedAt(now)),
+            (
+                "quiet",
+                SweepHint::SavedAt(now - time::Duration::minutes(5)),
+            ),
+        ] {
+            store.create_text(id, text, hint, &[]).await.unwrap();
+        }
+        // Every document becomes unreadable behind the store's back: one the
+        // listing read would fail it.
+        db.inner
+            .conn()
+            .execute("UPDATE sagas SET doc = '{not json'", [])
+            .unwrap();
+        let cut = now - time::Duration::seconds(30);
+        assert!(matches!(
+            store.list_sweepable_after(None, 10, cut).await,
+            Err(StoreError::Corrupt(m)) if m.contains("quiet")
+        ));
+        db.inner
+            .conn()
+            .execute("DELETE FROM sagas WHERE id = 'quiet'", [])
+            .unwrap();
+        assert_eq!(swept(store.as_ref(), cut).await, Vec::<String>::new());
     }
 
     #[test]

@@ -170,7 +170,13 @@ impl Engine {
                 .collect();
             txn.etag = self
                 .store
-                .replace_text(&txn.saga.id, &txn.saga.to_text(), &txn.etag, &messages)
+                .replace_text(
+                    &txn.saga.id,
+                    &txn.saga.to_text(),
+                    txn.saga.sweep_hint(),
+                    &txn.etag,
+                    &messages,
+                )
                 .await?;
         } else {
             // The load and every send of this run emptied the document's
@@ -178,7 +184,13 @@ impl Engine {
             txn.saga.outbox.extend(entries.iter().cloned());
             txn.etag = self
                 .store
-                .replace_text(&txn.saga.id, &txn.saga.to_text(), &txn.etag, &[])
+                .replace_text(
+                    &txn.saga.id,
+                    &txn.saga.to_text(),
+                    txn.saga.sweep_hint(),
+                    &txn.etag,
+                    &[],
+                )
                 .await?;
         }
         self.wrote(&txn.saga, &txn.etag);
@@ -202,7 +214,13 @@ impl Engine {
     async fn forget_sent(&self, txn: &mut Txn) {
         match self
             .store
-            .replace_text(&txn.saga.id, &txn.saga.to_text(), &txn.etag, &[])
+            .replace_text(
+                &txn.saga.id,
+                &txn.saga.to_text(),
+                txn.saga.sweep_hint(),
+                &txn.etag,
+                &[],
+            )
             .await
         {
             Ok(etag) => {
@@ -224,12 +242,17 @@ impl Engine {
         saga.wake_at = Some(first.not_before.unwrap_or(now));
         let etag = if self.store.delivers_outbox() {
             self.store
-                .create_text(&saga.id, &saga.to_text(), &[message(&first)])
+                .create_text(
+                    &saga.id,
+                    &saga.to_text(),
+                    saga.sweep_hint(),
+                    &[message(&first)],
+                )
                 .await?
         } else {
             saga.outbox.push(first);
             self.store
-                .create_text(&saga.id, &saga.to_text(), &[])
+                .create_text(&saga.id, &saga.to_text(), saga.sweep_hint(), &[])
                 .await?
         };
         self.wrote(&saga, &etag);
