@@ -745,3 +745,69 @@ async fn an_event_addressed_to_no_handler_is_complete_without_reading_the_saga()
         "an event a handler takes reads the saga"
     );
 }
+
+/// A job on the embedded store whose next event a consumer took and never
+/// handled is re-armed once it is overdue: the store lists it from what its
+/// last save said (saved at a time on the engine's clock), not from its JSON.
+#[tokio::test]
+async fn on_the_embedded_store_a_lost_event_is_rearmed_once_overdue() {
+    use flotilla_core::engine::{settle, Delivered, Engine, Settlement};
+    use flotilla_core::testing::{fake_azure, fake_env};
+    let db = flotilla_core::embedded::Embedded::in_memory(Default::default()).unwrap();
+    let (store, bus) = (db.store(), db.bus());
+    // The in-memory world's cloud and clock, under an engine of its own.
+    let w = World::new();
+    let (cloud, clock) = (w.cloud.clone(), w.clock.clone());
+    let policy = flotilla_core::decide::Policy {
+        backoff_base: Duration::from_secs(1),
+        join_interval: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let engine = Engine::new(store, bus.clone(), fake_azure(&cloud), fake_env(), policy)
+        .with_clock(clock.clone());
+    // Handles what is receivable now; `lose` of them are taken and dropped.
+    let pump = |mut lose: usize| {
+        let (engine, bus) = (&engine, bus.clone());
+        async move {
+            while let Ok(Some(d)) = bus.receive(Duration::ZERO).await {
+                if lose > 0 {
+                    lose -= 1;
+                    bus.complete(&d).await.unwrap();
+                    continue;
+                }
+                let verdict = settle(
+                    engine,
+                    Delivered {
+                        body: &d.body,
+                        message_id: &d.message_id,
+                        delivery_count: d.delivery_count,
+                        max_delivery_count: 10,
+                        can_dead_letter: true,
+                    },
+                )
+                .await;
+                assert!(matches!(verdict, Settlement::Complete), "{verdict:?}");
+                bus.complete(&d).await.unwrap();
+            }
+        }
+    };
+    let job = engine.submit(ClusterSpec::example()).await.unwrap();
+    pump(0).await;
+    pump(1).await;
+    let stuck = engine.status(&job).await.unwrap().unwrap();
+    assert_eq!(stuck.status, JobStatus::Running, "{stuck:#?}");
+    let report = engine.sweep(&sweep_opts()).await.unwrap();
+    assert!(
+        report.rearmed.is_empty(),
+        "within the grace period: {report:?}"
+    );
+    clock.advance(Duration::from_secs(120));
+    let report = engine.sweep(&sweep_opts()).await.unwrap();
+    assert_eq!(report.rearmed, vec![job.clone()], "{report:?}");
+    // Not re-armed twice (the re-arm's event is scheduled on the engine's
+    // clock, which the bus does not follow, so it is not handled here).
+    let rearmed = engine.status(&job).await.unwrap().unwrap();
+    assert_eq!(rearmed.rearms, 1, "{rearmed:#?}");
+    let report = engine.sweep(&sweep_opts()).await.unwrap();
+    assert!(report.rearmed.is_empty(), "{report:?}");
+}
