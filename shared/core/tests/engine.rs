@@ -748,12 +748,15 @@ async fn an_event_addressed_to_no_handler_is_complete_without_reading_the_saga()
 
 /// A job on the embedded store whose next event a consumer took and never
 /// handled is re-armed once it is overdue: the store lists it from what its
-/// last save said (saved at a time on the engine's clock), not from its JSON.
+/// last save said (saved at a time on the engine's clock), not from its JSON;
+/// an unreadable document beside it is reported, not a stop.
 #[tokio::test]
 async fn on_the_embedded_store_a_lost_event_is_rearmed_once_overdue() {
     use flotilla_core::engine::{settle, Delivered, Engine, Settlement};
     use flotilla_core::testing::{fake_azure, fake_env};
-    let db = flotilla_core::embedded::Embedded::in_memory(Default::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flotilla.db");
+    let db = flotilla_core::embedded::Embedded::open(&path, Default::default()).unwrap();
     let (store, bus) = (db.store(), db.bus());
     // The in-memory world's cloud and clock, under an engine of its own.
     let w = World::new();
@@ -801,9 +804,19 @@ async fn on_the_embedded_store_a_lost_event_is_rearmed_once_overdue() {
         report.rearmed.is_empty(),
         "within the grace period: {report:?}"
     );
+    // A document nobody can read, written behind the store's back, is
+    // reported and does not stop the sweep of the others.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "INSERT INTO sagas (id, version, doc) VALUES ('aaa-unreadable', 1, '{not json')",
+            [],
+        )
+        .unwrap();
     clock.advance(Duration::from_secs(120));
     let report = engine.sweep(&sweep_opts()).await.unwrap();
     assert_eq!(report.rearmed, vec![job.clone()], "{report:?}");
+    assert_eq!(report.corrupt, ["aaa-unreadable"], "{report:?}");
     // Not re-armed twice (the re-arm's event is scheduled on the engine's
     // clock, which the bus does not follow, so it is not handled here).
     let rearmed = engine.status(&job).await.unwrap().unwrap();

@@ -60,22 +60,26 @@ fn parse_doc(id: String, etag: ETag, text: &str) -> Result<StoredDoc, StoreError
 
 impl EmbeddedStore {
     /// The documents a `SELECT id, version, doc` query returns (read on the
-    /// scanner), parsed after the connection is given back.
+    /// scanner), parsed after the connection is given back. A document that
+    /// is not JSON text fails the read, or with `keep_unreadable` comes back
+    /// as what could be read of it: its text as a JSON string, or null.
     fn read_docs(
         &self,
         sql: &str,
         args: impl rusqlite::Params,
+        keep_unreadable: bool,
     ) -> Result<Vec<StoredDoc>, StoreError> {
         let rows = {
             let conn = self.inner.scanner();
             let mut stmt = conn.prepare_cached(sql).map_err(store_err)?;
             let rows = stmt
                 .query_map(args, |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
+                    let text = match r.get_ref(2)?.as_str() {
+                        Ok(text) => Some(text.to_owned()),
+                        Err(_) if keep_unreadable => None,
+                        Err(_) => Some(r.get::<_, String>(2)?),
+                    };
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, text))
                 })
                 .map_err(store_err)?
                 .collect::<Result<Vec<_>, _>>()
@@ -83,7 +87,16 @@ impl EmbeddedStore {
             rows
         };
         rows.into_iter()
-            .map(|(id, version, text)| parse_doc(id, etag(version), &text))
+            .map(|(id, version, text)| match (text, keep_unreadable) {
+                (Some(text), false) => parse_doc(id, etag(version), &text),
+                (text, _) => Ok(StoredDoc {
+                    doc: text.map_or(Value::Null, |t| {
+                        serde_json::from_str(&t).unwrap_or(Value::String(t))
+                    }),
+                    id,
+                    etag: etag(version),
+                }),
+            })
             .collect()
     }
 }
@@ -269,7 +282,7 @@ impl SagaStore for EmbeddedStore {
     }
 
     async fn list(&self) -> Result<Vec<StoredDoc>, StoreError> {
-        self.read_docs("SELECT id, version, doc FROM sagas ORDER BY id", [])
+        self.read_docs("SELECT id, version, doc FROM sagas ORDER BY id", [], false)
     }
 
     async fn list_after(
@@ -281,6 +294,7 @@ impl SagaStore for EmbeddedStore {
         self.read_docs(
             "SELECT id, version, doc FROM sagas WHERE id > ?1 ORDER BY id LIMIT ?2",
             params![after.unwrap_or(""), limit],
+            false,
         )
     }
 
@@ -293,7 +307,10 @@ impl SagaStore for EmbeddedStore {
     /// writer could not tell (`SweepHint::Unknown`, or a row written before
     /// the hints) is read by SQLite's JSON functions, several times faster
     /// than parsing it here; one that is not JSON, or whose `updatedAt`
-    /// SQLite cannot read, is listed, so that the sweeper looks at it.
+    /// SQLite cannot read, is listed, so that the sweeper looks at it. A
+    /// document that is not JSON comes back as its text (as a JSON string),
+    /// which the sweeper reports as corrupt: one unreadable document must
+    /// not stop the sweep of every other job.
     async fn list_sweepable_after(
         &self,
         after: Option<&str>,
@@ -306,6 +323,7 @@ impl SagaStore for EmbeddedStore {
         self.read_docs(
             &sweepable_query(),
             params![after.unwrap_or(""), limit, julian_day, unix_ms(quiet)],
+            true,
         )
     }
 
@@ -459,22 +477,26 @@ mod tests {
         ] {
             store.create_text(id, text, hint, &[]).await.unwrap();
         }
-        // Every document becomes unreadable behind the store's back: one the
-        // listing read would fail it.
+        // Every document becomes unreadable behind the store's back: only
+        // the one the sweeper may act on is read, and comes back as its text
+        // (the sweeper reports it as corrupt and goes on with the others).
         db.inner
             .conn()
             .execute("UPDATE sagas SET doc = '{not json'", [])
             .unwrap();
         let cut = now - time::Duration::seconds(30);
-        assert!(matches!(
-            store.list_sweepable_after(None, 10, cut).await,
-            Err(StoreError::Corrupt(m)) if m.contains("quiet")
-        ));
+        let listed = store.list_sweepable_after(None, 10, cut).await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].id, "quiet");
+        assert_eq!(listed[0].doc, serde_json::json!("{not json"));
+        // Nor does a document that is not text at all stop the listing.
         db.inner
             .conn()
-            .execute("DELETE FROM sagas WHERE id = 'quiet'", [])
+            .execute("UPDATE sagas SET doc = x'00ff' WHERE id = 'quiet'", [])
             .unwrap();
-        assert_eq!(swept(store.as_ref(), cut).await, Vec::<String>::new());
+        let listed = store.list_sweepable_after(None, 10, cut).await.unwrap();
+        assert_eq!(listed[0].doc, Value::Null, "{listed:?}");
+        assert!(matches!(store.list().await, Err(StoreError::Corrupt(_))));
     }
 
     #[test]
