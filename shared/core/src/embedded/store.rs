@@ -299,9 +299,9 @@ impl SagaStore for EmbeddedStore {
     }
 
     /// Filtered where the documents are, from what each write said of its
-    /// document ([`SweepHint`]): a sweep walks the index of jobs not settled
-    /// and reads only the documents it may act on, so it costs what is under
-    /// way, not every job the database keeps. Settled jobs are left out as
+    /// document ([`SweepHint`], two small columns of each row): a sweep
+    /// reads only the documents it may act on, not every one the database
+    /// keeps (without an index: see the README's known limits). Settled jobs are left out as
     /// Cosmos DB's query does (`cosmos::unsettled_query`), and so are jobs
     /// saved since `quiet_before`, with a second's margin. A document whose
     /// writer could not tell (`SweepHint::Unknown`, or a row written before
