@@ -159,40 +159,22 @@ impl Engine {
         if let Some(due) = entries.iter().map(|e| e.not_before.unwrap_or(now)).max() {
             txn.saga.wake_at = Some(due);
         }
-        if self.store.delivers_outbox() {
+        let messages: Vec<OutMessage> = if self.store.delivers_outbox() {
             // The store's own bus is one queue that nobody observes: an
             // event addressed to no handler would only be received and
             // completed (on Azure's topic no subscription takes it either).
-            let messages: Vec<OutMessage> = entries
+            entries
                 .iter()
                 .filter(|e| e.event.has_handler())
                 .map(message)
-                .collect();
-            txn.etag = self
-                .store
-                .replace_text(
-                    &txn.saga.id,
-                    &txn.saga.to_text(),
-                    txn.saga.sweep_hint(),
-                    &txn.etag,
-                    &messages,
-                )
-                .await?;
+                .collect()
         } else {
             // The load and every send of this run emptied the document's
             // copy: it now holds exactly these events.
             txn.saga.outbox.extend(entries.iter().cloned());
-            txn.etag = self
-                .store
-                .replace_text(
-                    &txn.saga.id,
-                    &txn.saga.to_text(),
-                    txn.saga.sweep_hint(),
-                    &txn.etag,
-                    &[],
-                )
-                .await?;
-        }
+            vec![]
+        };
+        txn.etag = self.replace(txn, &messages).await?;
         self.wrote(&txn.saga, &txn.etag);
         telemetry::record_transition(&txn.saga, entries.iter().map(|e| &e.event));
         txn.outbox.clear();
@@ -207,22 +189,26 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes from the document the events a save that left the job
-    /// settled stored and sent: no later step's save would. A newer save
-    /// removed them already (its load sent them again); any other failure
-    /// leaves them to the sweeper.
-    async fn forget_sent(&self, txn: &mut Txn) {
-        match self
-            .store
+    /// Replaces the stored saga with `txn`'s, if it still carries `txn`'s
+    /// ETag, committing `messages` with it; the new ETag.
+    async fn replace(&self, txn: &Txn, messages: &[OutMessage]) -> Result<ETag, StoreError> {
+        self.store
             .replace_text(
                 &txn.saga.id,
                 &txn.saga.to_text(),
                 txn.saga.sweep_hint(),
                 &txn.etag,
-                &[],
+                messages,
             )
             .await
-        {
+    }
+
+    /// Removes from the document the events a save that left the job
+    /// settled stored and sent: no later step's save would. A newer save
+    /// removed them already (its load sent them again); any other failure
+    /// leaves them to the sweeper.
+    async fn forget_sent(&self, txn: &mut Txn) {
+        match self.replace(txn, &[]).await {
             Ok(etag) => {
                 txn.etag = etag;
                 self.wrote(&txn.saga, &txn.etag);
