@@ -306,6 +306,26 @@ async fn store_concurrent_replace(store: Arc<dyn SagaStore>) {
     );
 }
 
+/// The ids of every document [`SagaStore::list_sweepable_after`] lists for a
+/// sweep at `quiet_before`, read `page` at a time as the sweeper reads them.
+pub async fn sweepable_ids(
+    store: &dyn SagaStore,
+    page: usize,
+    quiet_before: time::OffsetDateTime,
+) -> Vec<String> {
+    let (mut ids, mut after) = (vec![], None::<String>);
+    loop {
+        let docs = store
+            .list_sweepable_after(after.as_deref(), page, quiet_before)
+            .await
+            .expect("the sweeper's listing");
+        let Some(last) = docs.last() else { break };
+        after = Some(last.id.clone());
+        ids.extend(docs.into_iter().map(|d| d.id));
+    }
+    ids
+}
+
 /// The sweeper's listing leaves out exactly the settled jobs that hold no
 /// events, page after page.
 async fn store_unsettled_listing(store: &dyn SagaStore) {
@@ -361,17 +381,7 @@ async fn store_unsettled_listing(store: &dyn SagaStore) {
     }
     // Every job counts as quiet: only settledness and events decide.
     let far_future = time::OffsetDateTime::now_utc() + time::Duration::days(1);
-    let mut got = vec![];
-    let mut after: Option<String> = None;
-    loop {
-        let page = store
-            .list_sweepable_after(after.as_deref(), 3, far_future)
-            .await
-            .expect("list the unsettled sagas");
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.clone());
-        got.extend(page.into_iter().map(|d| d.id));
-    }
+    let mut got = sweepable_ids(store, 3, far_future).await;
     // Other checks' documents share the store.
     got.retain(|id| id.starts_with(&run));
     got.sort();

@@ -749,11 +749,7 @@ async fn an_older_database_s_settled_jobs_leave_the_sweep_on_open_and_the_others
     }
     let swept = |store: std::sync::Arc<dyn flotilla_core::ports::SagaStore>| async move {
         let cut = time::OffsetDateTime::now_utc() - time::Duration::seconds(30);
-        let page = store
-            .list_sweepable_after(None, 10, cut)
-            .await
-            .expect("the sweeper's listing");
-        page.into_iter().map(|d| d.id).collect::<Vec<_>>()
+        conformance::sweepable_ids(store.as_ref(), 10, cut).await
     };
     let db = Embedded::open(&path, test_options()).expect("open");
     let store = db.store();

@@ -374,29 +374,15 @@ mod tests {
             store.create(id, doc, &[]).await.unwrap();
         }
         let cut = now - time::Duration::seconds(30);
-        let listed: Vec<String> = store
-            .list_sweepable_after(None, 10, cut)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|d| d.id)
-            .collect();
-        assert_eq!(listed, ["b-quiet", "c-unreadable-time", "d-recent-holding"]);
+        assert_eq!(
+            swept(store.as_ref(), cut).await,
+            ["b-quiet", "c-unreadable-time", "d-recent-holding"]
+        );
     }
 
     /// Every id the sweeper's listing gives at `cut`, a page of two at a time.
     async fn swept(store: &dyn SagaStore, cut: time::OffsetDateTime) -> Vec<String> {
-        let (mut ids, mut after) = (vec![], None::<String>);
-        loop {
-            let page = store
-                .list_sweepable_after(after.as_deref(), 2, cut)
-                .await
-                .unwrap();
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            ids.extend(page.into_iter().map(|d| d.id));
-        }
-        ids
+        crate::conformance::sweepable_ids(store, 2, cut).await
     }
 
     #[tokio::test]
