@@ -307,12 +307,9 @@ impl Embedded {
                  ALTER TABLE sagas ADD COLUMN settled INTEGER;
                  ALTER TABLE sagas ADD COLUMN sweep_at INTEGER;
                  UPDATE sagas SET settled = 1 WHERE json_valid(doc) \
-                 AND json_type(doc, '$.outbox') IS NULL \
-                 AND json_type(doc, '$.status') IS 'text' \
-                 AND json_extract(doc, '$.status') IN ({}) \
-                 AND json_type(doc, '$.pending') IS 'null';
+                 AND json_type(doc, '$.outbox') IS NULL AND {};
                  COMMIT;",
-                crate::saga::JobStatus::terminal_in_list()
+                store::settled_in_json()
             ))?;
         }
         Ok(())

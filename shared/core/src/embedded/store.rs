@@ -116,6 +116,17 @@ fn unix_ms(t: time::OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
 }
 
+/// SQL true when a valid JSON `doc` is a settled job's (status terminal,
+/// nothing `pending`), as [`SweepHint::of_doc`] reads it.
+pub(super) fn settled_in_json() -> String {
+    format!(
+        "(json_type(doc, '$.status') IS 'text' \
+         AND json_extract(doc, '$.status') IN ({}) \
+         AND json_type(doc, '$.pending') IS 'null')",
+        crate::saga::JobStatus::terminal_in_list()
+    )
+}
+
 /// The sweeper's listing (`?1` after, `?2` limit, `?3` the quiet cut as a
 /// Julian day, `?4` the same in Unix ms): see
 /// [`EmbeddedStore::list_sweepable_after`].
@@ -124,12 +135,10 @@ fn sweepable_query() -> String {
         "SELECT id, version, doc FROM sagas WHERE id > ?1 AND settled IS NOT 1 AND CASE \
          WHEN sweep_at IS NOT NULL THEN sweep_at < ?4 \
          WHEN json_valid(doc) THEN json_type(doc, '$.outbox') IS NOT NULL \
-         OR NOT (json_type(doc, '$.status') IS 'text' \
-         AND json_extract(doc, '$.status') IN ({}) \
-         AND json_type(doc, '$.pending') IS 'null') \
+         OR NOT {} \
          AND coalesce(julianday(json_extract(doc, '$.updatedAt')) < ?3, 1) \
          ELSE 1 END ORDER BY id LIMIT ?2",
-        crate::saga::JobStatus::terminal_in_list()
+        settled_in_json()
     )
 }
 
