@@ -1596,13 +1596,7 @@ impl World {
         };
         let verdict = settle(
             &self.engine,
-            Delivered {
-                body: &d.body,
-                message_id: &d.message_id,
-                delivery_count: d.delivery_count,
-                max_delivery_count: self.bus.max_delivery_count,
-                can_dead_letter: true,
-            },
+            Delivered::from_bus(&d, self.bus.max_delivery_count),
         )
         .await;
         let _ = match verdict {

@@ -778,17 +778,7 @@ async fn on_the_embedded_store_a_lost_event_is_rearmed_once_overdue() {
                     bus.complete(&d).await.unwrap();
                     continue;
                 }
-                let verdict = settle(
-                    engine,
-                    Delivered {
-                        body: &d.body,
-                        message_id: &d.message_id,
-                        delivery_count: d.delivery_count,
-                        max_delivery_count: 10,
-                        can_dead_letter: true,
-                    },
-                )
-                .await;
+                let verdict = settle(engine, Delivered::from_bus(&d, 10)).await;
                 assert!(matches!(verdict, Settlement::Complete), "{verdict:?}");
                 bus.complete(&d).await.unwrap();
             }

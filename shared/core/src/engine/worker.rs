@@ -24,6 +24,20 @@ pub struct Delivered<'a> {
     pub can_dead_letter: bool,
 }
 
+impl<'a> Delivered<'a> {
+    /// A message a bus receiver took, which can dead-letter it itself, on a
+    /// queue that allows `max_delivery_count` deliveries.
+    pub fn from_bus(d: &'a Delivery, max_delivery_count: u32) -> Delivered<'a> {
+        Delivered {
+            body: &d.body,
+            message_id: &d.message_id,
+            delivery_count: d.delivery_count,
+            max_delivery_count,
+            can_dead_letter: true,
+        }
+    }
+}
+
 /// What to do with a delivered message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Settlement {
@@ -156,17 +170,7 @@ pub async fn run_worker(
                 }
             },
         };
-        let verdict = settle(
-            &engine,
-            Delivered {
-                body: &delivery.body,
-                message_id: &delivery.message_id,
-                delivery_count: delivery.delivery_count,
-                max_delivery_count,
-                can_dead_letter: true,
-            },
-        )
-        .await;
+        let verdict = settle(&engine, Delivered::from_bus(&delivery, max_delivery_count)).await;
         let settled = match &verdict {
             Settlement::Complete if *stop.borrow() => source.complete(&delivery).await,
             Settlement::Complete => source
