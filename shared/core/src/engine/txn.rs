@@ -226,21 +226,16 @@ impl Engine {
         let mut saga = saga;
         let first = entry(&first, now);
         saga.wake_at = Some(first.not_before.unwrap_or(now));
-        let etag = if self.store.delivers_outbox() {
-            self.store
-                .create_text(
-                    &saga.id,
-                    &saga.to_text(),
-                    saga.sweep_hint(),
-                    &[message(&first)],
-                )
-                .await?
+        let messages = if self.store.delivers_outbox() {
+            vec![message(&first)]
         } else {
             saga.outbox.push(first);
-            self.store
-                .create_text(&saga.id, &saga.to_text(), saga.sweep_hint(), &[])
-                .await?
+            vec![]
         };
+        let etag = self
+            .store
+            .create_text(&saga.id, &saga.to_text(), saga.sweep_hint(), &messages)
+            .await?;
         self.wrote(&saga, &etag);
         let mut txn = Txn {
             saga,
