@@ -712,8 +712,7 @@ fn put_secret(sim: &Sim, vault: &str, name: &str, value: &str, job: &str) {
         let mut st = lock(&sim.inner.state);
         let s = st
             .secrets
-            .entry(name.to_ascii_lowercase())
-            .or_insert_with(|| Secret {
+            .get_or_insert_with(name.to_ascii_lowercase(), || Secret {
                 name: name.to_string(),
                 vault: vault.to_string(),
                 versions: vec![],

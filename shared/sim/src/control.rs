@@ -126,7 +126,7 @@ pub(crate) fn inventory(sim: &Sim, tag: Option<(&str, &str)>) -> Vec<InventoryIt
             provisioning_state: None,
         });
     }
-    for (ckey, c) in &st.containers {
+    for (ckey, c) in st.containers.iter() {
         let account = ckey.split('/').next().unwrap_or("");
         for b in c.blobs.values() {
             out.push(InventoryItem {

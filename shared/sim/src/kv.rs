@@ -302,7 +302,7 @@ fn set(sim: &Sim, ctx: &Ctx, name: &str, key: &str, vault: &str) -> Response {
                 &format!("Secret {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can only be recovered or purged."),
             );
         }
-        let s = st.secrets.entry(key.to_string()).or_insert_with(|| Secret {
+        let s = st.secrets.get_or_insert_with(key.to_string(), || Secret {
             name: name.to_string(),
             vault: vault.to_string(),
             versions: vec![],

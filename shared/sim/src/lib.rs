@@ -406,7 +406,10 @@ impl Sim {
             Some(dir) => state::Persist::open(dir)?,
             None => (state::Persist::default(), None),
         };
-        let state = state.unwrap_or_else(State::fresh);
+        let mut state = state.unwrap_or_else(State::fresh);
+        if config.data_dir.is_none() {
+            state.stop_saving();
+        }
         let kube = kube::Registry::load(config.data_dir.as_deref());
         let sim = Sim {
             inner: Arc::new(Inner {

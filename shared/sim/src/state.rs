@@ -10,7 +10,7 @@ use crate::doc::Doc;
 use crate::util::{now_ms, random_token};
 use crate::SimError;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{hash_map, BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -149,14 +149,23 @@ impl NameGrams {
     }
 }
 
-/// A map that remembers which keys changed since the last save. Reads go through
-/// `Deref`; every method that can change an entry marks its key and keeps the
+/// How [`Tracked`] hashes its keys: ARM ids of a hundred bytes that share
+/// their first seventy, which an ordered map compares again at every level.
+type KeyHasher = foldhash::fast::RandomState;
+
+/// A map that remembers which keys changed since the last save. Lookups go by
+/// the key's hash, listings and ranges by a separate ordered set of the keys;
+/// every method that can change an entry marks its key and keeps the
 /// [`Indexed`] index and totals current (a mutable borrow re-indexes its value
 /// when it ends).
 #[derive(Debug)]
 pub(crate) struct Tracked<V> {
-    map: BTreeMap<String, V>,
+    map: HashMap<String, V, KeyHasher>,
+    /// The keys of `map`, in order.
+    order: BTreeSet<String>,
     dirty: BTreeSet<String>,
+    /// Whether changed keys are remembered for a save (not when nothing saves).
+    saving: bool,
     index: HashMap<String, BTreeSet<String>>,
     totals: HashMap<String, u64>,
     /// Keys of watched values changed since the last `take_watched`.
@@ -169,7 +178,9 @@ impl<V: Clone> Clone for Tracked<V> {
     fn clone(&self) -> Self {
         Tracked {
             map: self.map.clone(),
+            order: self.order.clone(),
             dirty: self.dirty.clone(),
+            saving: self.saving,
             index: self.index.clone(),
             totals: self.totals.clone(),
             watched: self.watched.clone(),
@@ -181,8 +192,10 @@ impl<V: Clone> Clone for Tracked<V> {
 impl<V> Default for Tracked<V> {
     fn default() -> Self {
         Tracked {
-            map: BTreeMap::new(),
+            map: HashMap::default(),
+            order: BTreeSet::new(),
             dirty: BTreeSet::new(),
+            saving: true,
             index: HashMap::new(),
             totals: HashMap::new(),
             watched: BTreeSet::new(),
@@ -191,10 +204,48 @@ impl<V> Default for Tracked<V> {
     }
 }
 
-impl<V> std::ops::Deref for Tracked<V> {
-    type Target = BTreeMap<String, V>;
-    fn deref(&self) -> &Self::Target {
-        &self.map
+impl<V> Tracked<V> {
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.map.get(key)
+    }
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    /// The entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &V)> + '_ {
+        self.order.iter().filter_map(|k| self.map.get_key_value(k))
+    }
+    /// The values in key order.
+    pub fn values(&self) -> impl Iterator<Item = &V> + '_ {
+        self.iter().map(|(_, v)| v)
+    }
+    /// The entries whose keys start with `prefix`, in key order.
+    ///
+    /// A range between two bounds, not a comparison per entry: a group's
+    /// listing walks only its own resources. The upper bound, the prefix
+    /// followed by U+10FFFF (a noncharacter, in no ARM id), sorts after
+    /// every key that starts with the prefix.
+    pub fn with_prefix(&self, prefix: String) -> impl Iterator<Item = (&String, &V)> {
+        let end = format!("{prefix}{}", char::MAX);
+        self.order
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix.as_str()),
+                std::ops::Bound::Excluded(end.as_str()),
+            ))
+            .filter_map(|k| self.map.get_key_value(k))
+    }
+    /// Stops remembering changed keys: nothing will save them.
+    pub fn stop_saving(&mut self) {
+        self.saving = false;
+        self.dirty.clear();
+    }
+    fn mark(&mut self, key: &str) {
+        if self.saving && !self.dirty.contains(key) {
+            self.dirty.insert(key.to_string());
+        }
     }
 }
 
@@ -267,25 +318,12 @@ impl<V: Indexed> Tracked<V> {
     pub fn total(&self, name: &str) -> u64 {
         self.totals.get(name).copied().unwrap_or(0)
     }
-    /// The entries whose keys start with `prefix`, in key order.
-    ///
-    /// A range between two bounds, not a comparison per entry: a group's
-    /// listing walks only its own resources. The upper bound, the prefix
-    /// followed by U+10FFFF (a noncharacter, in no ARM id), sorts after
-    /// every key that starts with the prefix.
-    pub fn with_prefix(&self, prefix: String) -> impl Iterator<Item = (&String, &V)> {
-        let end = format!("{prefix}{}", char::MAX);
-        self.map.range::<str, _>((
-            std::ops::Bound::Included(prefix.as_str()),
-            std::ops::Bound::Excluded(end.as_str()),
-        ))
-    }
-    /// The keys of watched values (see [`Indexed::watched`]) inserted,
-    /// changed or removed since the last call.
     /// Whether a watched value changed since the last `take_watched`.
     pub fn has_watched(&self) -> bool {
         !self.watched.is_empty()
     }
+    /// The keys of watched values (see [`Indexed::watched`]) inserted,
+    /// changed or removed since the last call.
     pub fn take_watched(&mut self) -> BTreeSet<String> {
         std::mem::take(&mut self.watched)
     }
@@ -340,8 +378,11 @@ impl<V: Indexed> Tracked<V> {
         let (index, tally) = (value.index_keys(), value.tally());
         // The stored value, borrowed from the one lookup that placed it.
         let (old, stored) = match self.map.entry(key.clone()) {
-            btree_map::Entry::Vacant(e) => (None, &*e.insert(value)),
-            btree_map::Entry::Occupied(e) => {
+            hash_map::Entry::Vacant(e) => {
+                self.order.insert(key.clone());
+                (None, &*e.insert(value))
+            }
+            hash_map::Entry::Occupied(e) => {
                 let slot = e.into_mut();
                 (Some(std::mem::replace(slot, value)), &*slot)
             }
@@ -372,7 +413,7 @@ impl<V: Indexed> Tracked<V> {
             .map
             .get(key)
             .map(|v| (v.index_keys(), v.tally(), v.watched()))?;
-        self.dirty.insert(key.to_string());
+        self.mark(key);
         if watched {
             self.watched.insert(key.to_string());
         }
@@ -384,7 +425,7 @@ impl<V: Indexed> Tracked<V> {
     }
     /// Inserts or replaces an entry.
     pub fn insert(&mut self, key: String, value: V) -> Option<V> {
-        self.dirty.insert(key.clone());
+        self.mark(&key);
         let watched = value.watched() || self.map.get(&key).is_some_and(V::watched);
         if watched {
             self.watched.insert(key.clone());
@@ -395,7 +436,8 @@ impl<V: Indexed> Tracked<V> {
     pub fn remove(&mut self, key: &str) -> Option<V> {
         let v = self.map.remove(key);
         if let Some(v) = &v {
-            self.dirty.insert(key.to_string());
+            self.order.remove(key);
+            self.mark(key);
             if v.watched() {
                 self.watched.insert(key.to_string());
             }
@@ -409,7 +451,6 @@ impl<V: Indexed> Tracked<V> {
     /// Keeps the entries `keep` accepts; the others are removed (and marked).
     pub fn retain(&mut self, mut keep: impl FnMut(&String, &V) -> bool) {
         let gone: Vec<String> = self
-            .map
             .iter()
             .filter(|(k, v)| !keep(k, v))
             .map(|(k, _)| k.clone())
@@ -420,7 +461,9 @@ impl<V: Indexed> Tracked<V> {
     }
     /// Marks every entry changed (the next save writes them all).
     pub fn mark_all(&mut self) {
-        self.dirty = self.map.keys().cloned().collect();
+        if self.saving {
+            self.dirty = self.order.clone();
+        }
     }
     /// The changed keys, each with its current value (`None` when removed), serialised.
     fn take_changes(&mut self, kind: &'static str, out: &mut Vec<Change>)
@@ -441,28 +484,26 @@ impl<V: Unindexed> Tracked<V> {
     /// Mutable access to an entry (marked changed).
     pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
         if self.map.contains_key(key) {
-            self.dirty.insert(key.to_string());
+            self.mark(key);
         }
         self.map.get_mut(key)
     }
-    /// The entry for `key` (marked changed).
-    pub fn entry(&mut self, key: String) -> btree_map::Entry<'_, String, V> {
-        self.dirty.insert(key.clone());
-        self.map.entry(key)
-    }
-}
-
-impl<'a, V> IntoIterator for &'a Tracked<V> {
-    type Item = (&'a String, &'a V);
-    type IntoIter = btree_map::Iter<'a, String, V>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.map.iter()
+    /// The entry for `key` (marked changed), made by `make` if there is none.
+    pub fn get_or_insert_with(&mut self, key: String, make: impl FnOnce() -> V) -> &mut V {
+        self.mark(&key);
+        match self.map.entry(key) {
+            hash_map::Entry::Occupied(e) => e.into_mut(),
+            hash_map::Entry::Vacant(e) => {
+                self.order.insert(e.key().clone());
+                e.insert(make())
+            }
+        }
     }
 }
 
 impl<V: Serialize> Serialize for Tracked<V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.map.serialize(s)
+        s.collect_map(self.iter())
     }
 }
 
@@ -824,7 +865,11 @@ impl State {
             });
             out.push(("container", k, value));
         }
-        for (ckey, c) in self.containers.map.iter_mut() {
+        let containers = &mut self.containers;
+        for ckey in &containers.order {
+            let Some(c) = containers.map.get_mut(ckey) else {
+                continue;
+            };
             for name in std::mem::take(&mut c.blobs.dirty) {
                 let value = c
                     .blobs
@@ -849,6 +894,17 @@ impl State {
     }
 
     /// Forgets which keys changed (memory-only state has nothing to save).
+    /// Stops remembering changes: a simulator without a data directory saves
+    /// nothing, and its blobs' containers (few, and saved with the state when
+    /// there is one) keep theirs until [`State::forget_changes`].
+    pub fn stop_saving(&mut self) {
+        self.resources.stop_saving();
+        self.ops.stop_saving();
+        self.secrets.stop_saving();
+        self.containers.stop_saving();
+        self.tokens.stop_saving();
+    }
+
     pub fn forget_changes(&mut self) {
         self.resources.dirty.clear();
         self.ops.dirty.clear();
@@ -1132,7 +1188,7 @@ mod tests {
             }),
             // Replaced by an equal value, then by another type.
             Box::new(|t| {
-                let same = t["v"].clone();
+                let same = t.get("v").cloned().expect("v is present");
                 t.insert("v".into(), same);
             }),
             Box::new(|t| {
@@ -1228,6 +1284,45 @@ mod tests {
         }
         let keys: Vec<&String> = t.with_prefix("/s/a/".into()).map(|(k, _)| k).collect();
         assert_eq!(keys, ["/s/a/x", "/s/a/y"]);
+    }
+
+    #[test]
+    fn entries_are_listed_in_key_order_whatever_the_order_of_their_changes() {
+        let mut t = Tracked::<Resource>::default();
+        for k in ["/s/c", "/s/a", "/s/d", "/s/b"] {
+            t.insert(k.into(), resource(k, "T"));
+        }
+        t.remove("/s/d");
+        t.insert("/s/a".into(), resource("/s/a2", "T"));
+        let keys: Vec<&String> = t.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["/s/a", "/s/b", "/s/c"]);
+        let ids: Vec<&str> = t.values().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["/s/a2", "/s/b", "/s/c"]);
+        assert_eq!(t.len(), 3);
+        assert!(t.get("/s/d").is_none() && !t.contains_key("/s/d"));
+        let saved = serde_json::to_string(&t).unwrap();
+        assert!(saved.find("/s/a").unwrap() < saved.find("/s/b").unwrap());
+        assert!(saved.find("/s/b").unwrap() < saved.find("/s/c").unwrap());
+    }
+
+    #[test]
+    fn a_state_that_saves_nothing_remembers_no_changes_but_keeps_its_values() {
+        let mut st = State::fresh();
+        st.resources.insert("/s/a".into(), resource("/s/a", VNET));
+        st.stop_saving();
+        st.resources.insert("/s/b".into(), resource("/s/b", VNET));
+        if let Some(mut r) = st.resources.edit("/s/a") {
+            r.state = "Deleting".into();
+        }
+        st.resources.mark_all();
+        let changes = st.take_changes();
+        assert!(
+            changes.iter().all(|(kind, ..)| *kind == "meta"),
+            "{changes:?}"
+        );
+        assert_eq!(st.resources.get("/s/a").unwrap().state, "Deleting");
+        assert!(st.resources.get("/s/b").is_some());
+        assert_eq!(st.of_type(VNET).count(), 2);
     }
 
     #[test]
