@@ -254,7 +254,7 @@ fn container_op(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
                 xml_escape(ctx.segs.get(1).map(String::as_str).unwrap_or("")),
                 xml_escape(&c.name)
             );
-            for b in c.blobs.values().filter(|b| b.name.starts_with(prefix)) {
+            for (_, b) in c.blobs.with_prefix(prefix.to_string()) {
                 let len = b.data.len();
                 xml.push_str(&format!(
                     "<Blob><Name>{}</Name><Properties><Last-Modified>{}</Last-Modified><Etag>{}</Etag><Content-Length>{}</Content-Length><Content-Type>{}</Content-Type><BlobType>BlockBlob</BlobType></Properties>",
