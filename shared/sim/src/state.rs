@@ -791,6 +791,10 @@ pub(crate) struct State {
     /// Names (lowercase) of scale sets deleted since start: their VMs are gone.
     #[serde(skip)]
     pub deleted_scale_sets: std::collections::HashSet<String>,
+    /// How many operations the next forgetting of old ones waits for
+    /// (`arm::lro`); 0 until a try leaves too many.
+    #[serde(skip)]
+    pub ops_forget_at: usize,
 }
 
 impl State {
@@ -826,6 +830,7 @@ impl State {
             purge_protection: false,
             pending: BTreeSet::new(),
             deleted_scale_sets: Default::default(),
+            ops_forget_at: 0,
         }
     }
 

@@ -63,6 +63,19 @@ pub(crate) fn settle(st: &mut State, lro_ms: i64) -> bool {
     changed
 }
 
+/// Forgets finished operations older than an hour once more than `max` are
+/// remembered (long benchmark runs). When too few are that old, the next try
+/// waits until a tenth of `max` more have started: a run past the limit
+/// within the hour would otherwise walk every operation on each start.
+fn forget_old_ops(st: &mut State, max: usize, now: i64) {
+    if st.ops.len() <= max.max(st.ops_forget_at) {
+        return;
+    }
+    let horizon = now - 3_600_000;
+    st.ops.retain(|_, o| !o.applied || o.end_ms() > horizon);
+    st.ops_forget_at = st.ops.len() + max / 10;
+}
+
 /// Starts an operation on `key` and records it as the resource's current one.
 pub(crate) fn start_op(
     sim: &Sim,
@@ -71,11 +84,7 @@ pub(crate) fn start_op(
     key: &str,
     fail: Option<(u16, String, String)>,
 ) -> String {
-    if st.ops.len() > MAX_OPS {
-        // Forget finished operations older than an hour (long benchmark runs).
-        let horizon = now_ms() - 3_600_000;
-        st.ops.retain(|_, o| !o.applied || o.end_ms() > horizon);
-    }
+    forget_old_ops(st, MAX_OPS, now_ms());
     let id = uuid::Uuid::new_v4().to_string();
     let op = Operation {
         id: id.clone(),
@@ -218,4 +227,46 @@ pub(crate) fn remove_resource(st: &mut State, key: &str) {
         .collect();
     st.containers
         .retain(|k, _| accounts.contains(k.split('/').next().unwrap_or("")));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(st: &mut State, id: &str, start_ms: i64) {
+        st.ops.insert(
+            id.into(),
+            Operation {
+                id: id.into(),
+                kind: OpKind::Put,
+                resource_key: "/r".into(),
+                start_ms,
+                duration_ms: 0,
+                fail: None,
+                applied: true,
+            },
+        );
+    }
+
+    #[test]
+    fn old_finished_operations_are_forgotten_and_a_failed_try_waits_for_a_tenth_more() {
+        let now = 10_000_000;
+        let mut st = State::fresh();
+        for i in 0..11 {
+            finished(&mut st, &format!("young-{i}"), now);
+        }
+        forget_old_ops(&mut st, 10, now);
+        assert_eq!(st.ops.len(), 11, "none is an hour old");
+        // Now they are, but the next try waits until one more has started.
+        let later = now + 3_600_001;
+        forget_old_ops(&mut st, 10, later);
+        assert_eq!(st.ops.len(), 11);
+        finished(&mut st, "new-a", later);
+        forget_old_ops(&mut st, 10, later);
+        assert_eq!(st.ops.len(), 12);
+        finished(&mut st, "new-b", later);
+        forget_old_ops(&mut st, 10, later);
+        let left: Vec<String> = st.ops.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(left, ["new-a", "new-b"]);
+    }
 }
