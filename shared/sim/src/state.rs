@@ -155,11 +155,11 @@ impl NameGrams {
 type KeyHasher = foldhash::fast::RandomState;
 
 /// A map that remembers which keys changed since the last save. Lookups go by
-/// the key's hash; the few listings that want key order sort what they
-/// list (each is a walk over the map anyway), so that no insert pays for an
-/// ordered set of a hundred thousand keys. Every method that can change an entry marks its key and keeps the
-/// [`Indexed`] index and totals current (a mutable borrow re-indexes its value
-/// when it ends).
+/// the key's hash; the few listings that want key order sort what they list
+/// (each is a walk over the map anyway), so that no insert pays for an
+/// ordered set of a hundred thousand keys. Every method that can change an
+/// entry marks its key and keeps the [`Indexed`] index and totals current (a
+/// mutable borrow re-indexes its value when it ends).
 #[derive(Debug)]
 pub(crate) struct Tracked<V> {
     map: HashMap<String, V, KeyHasher>,
