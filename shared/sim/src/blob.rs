@@ -209,7 +209,7 @@ fn container_op(sim: &Sim, ctx: &Ctx, ckey: &str, name: &str) -> Response {
                     name: name.to_string(),
                     etag: new_etag(),
                     modified_ms: now_ms(),
-                    blobs: Default::default(),
+                    blobs: st.new_blobs(),
                 };
                 let out = (c.etag.clone(), c.modified_ms);
                 st.containers.insert(ckey.to_string(), c);

@@ -593,10 +593,7 @@ impl Sim {
     /// boot as soon as they are due rather than at the agent's next tick.
     pub(crate) fn persist_now(&self) {
         if self.data_dir().is_none() {
-            let mut st = lock(&self.inner.state);
-            st.forget_changes();
-            let changed_sets = st.resources.has_watched();
-            drop(st);
+            let changed_sets = lock(&self.inner.state).resources.has_watched();
             if changed_sets {
                 self.inner.boot.wake();
             }

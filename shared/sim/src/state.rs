@@ -791,6 +791,9 @@ pub(crate) struct State {
     /// Names (lowercase) of scale sets deleted since start: their VMs are gone.
     #[serde(skip)]
     pub deleted_scale_sets: std::collections::HashSet<String>,
+    /// Whether changes go unremembered ([`State::stop_saving`]).
+    #[serde(skip)]
+    pub saves_nothing: bool,
     /// How many operations the next forgetting of old ones waits for
     /// (`arm::lro`); 0 until a try leaves too many.
     #[serde(skip)]
@@ -831,6 +834,7 @@ impl State {
             pending: BTreeSet::new(),
             deleted_scale_sets: Default::default(),
             ops_forget_at: 0,
+            saves_nothing: false,
         }
     }
 
@@ -885,27 +889,28 @@ impl State {
         out
     }
 
-    /// Forgets which keys changed (memory-only state has nothing to save).
-    /// Stops remembering changes: a simulator without a data directory saves
-    /// nothing, and its blobs' containers (few, and saved with the state when
-    /// there is one) keep theirs until [`State::forget_changes`].
+    /// Stops remembering changes, in every map and every container's blobs,
+    /// now and in the containers made from now on ([`State::new_blobs`]): a
+    /// simulator without a data directory saves nothing.
     pub fn stop_saving(&mut self) {
+        self.saves_nothing = true;
         self.resources.stop_saving();
         self.ops.stop_saving();
         self.secrets.stop_saving();
         self.containers.stop_saving();
+        for c in self.containers.map.values_mut() {
+            c.blobs.stop_saving();
+        }
         self.tokens.stop_saving();
     }
 
-    pub fn forget_changes(&mut self) {
-        self.resources.dirty.clear();
-        self.ops.dirty.clear();
-        self.secrets.dirty.clear();
-        self.containers.dirty.clear();
-        for c in self.containers.map.values_mut() {
-            c.blobs.dirty.clear();
+    /// The blobs of a new container: remembered for a save unless nothing saves.
+    pub fn new_blobs(&self) -> Tracked<Blob> {
+        let mut blobs = Tracked::default();
+        if self.saves_nothing {
+            blobs.stop_saving();
         }
-        self.tokens.dirty.clear();
+        blobs
     }
 
     fn mark_all(&mut self) {
@@ -1301,12 +1306,53 @@ mod tests {
     fn a_state_that_saves_nothing_remembers_no_changes_but_keeps_its_values() {
         let mut st = State::fresh();
         st.resources.insert("/s/a".into(), resource("/s/a", VNET));
+        let blobs = st.new_blobs();
+        st.containers.insert(
+            "acct/old".into(),
+            Container {
+                name: "old".into(),
+                etag: "e".into(),
+                modified_ms: 0,
+                blobs,
+            },
+        );
         st.stop_saving();
         st.resources.insert("/s/b".into(), resource("/s/b", VNET));
         if let Some(mut r) = st.resources.edit("/s/a") {
             r.state = "Deleting".into();
         }
         st.resources.mark_all();
+        // Blobs too, in a container made before and in one made after.
+        let blob = |name: &str| Blob {
+            name: name.into(),
+            data: crate::content::Content::new(b"x"),
+            content_type: None,
+            metadata: BTreeMap::new(),
+            etag: "e".into(),
+            modified_ms: 0,
+            base: String::new(),
+        };
+        for ckey in ["acct/old", "acct/new"] {
+            if ckey == "acct/new" {
+                let blobs = st.new_blobs();
+                st.containers.insert(
+                    ckey.into(),
+                    Container {
+                        name: "new".into(),
+                        etag: "e".into(),
+                        modified_ms: 0,
+                        blobs,
+                    },
+                );
+            }
+            if let Some(c) = st.containers.get_mut(ckey) {
+                c.blobs.insert("b".into(), blob("b"));
+            }
+        }
+        assert_eq!(
+            st.containers.get("acct/old").map(|c| c.blobs.len()),
+            Some(1)
+        );
         let changes = st.take_changes();
         assert!(
             changes.iter().all(|(kind, ..)| *kind == "meta"),
