@@ -1,13 +1,12 @@
 //! The in-process event bus: one Service Bus-like queue in SQLite.
 
-use super::{duration_ms, now_ms, Inner};
+use super::{duration_ms, now_ms, unix_ms, Inner};
 use crate::ports::{BusError, DeadLetter, Delivery, EventBus, OutMessage};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use time::OffsetDateTime;
 use tokio::time::Instant;
 
 /// Reason recorded when a message is dead-lettered for exceeding the maximum
@@ -51,10 +50,6 @@ impl Wake {
 
 fn bus_err(e: rusqlite::Error) -> BusError {
     BusError::Unavailable(e.to_string())
-}
-
-fn unix_ms(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// Inserts `messages` into the queue inside the caller's transaction, dropping

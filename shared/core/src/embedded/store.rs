@@ -1,7 +1,7 @@
 //! The SQLite saga store with a transactional outbox.
 
 use super::bus::enqueue;
-use super::{now_ms, Inner};
+use super::{now_ms, unix_ms, Inner};
 use crate::ports::{ETag, OutMessage, SagaStore, StoreError, StoredDoc, SweepHint};
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
@@ -109,11 +109,6 @@ fn sweep_columns(hint: SweepHint) -> (Option<i64>, Option<i64>) {
         SweepHint::SavedAt(t) => (None, Some(unix_ms(t))),
         SweepHint::Unknown => (None, None),
     }
-}
-
-/// `t` in whole Unix milliseconds, rounded down.
-fn unix_ms(t: time::OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
 }
 
 /// SQL true when a valid JSON `doc` is a settled job's (status terminal,
