@@ -166,7 +166,9 @@ pub(crate) struct Tracked<V> {
     dirty: BTreeSet<String>,
     /// Whether changed keys are remembered for a save (not when nothing saves).
     saving: bool,
-    index: HashMap<String, BTreeSet<String>, KeyHasher>,
+    /// Keys by index name; unordered (a listing sorts the few it reads, so
+    /// that no insert pays for an ordered set of every key of a type).
+    index: HashMap<String, HashSet<String, KeyHasher>, KeyHasher>,
     totals: HashMap<String, u64, KeyHasher>,
     /// Keys of watched values changed since the last `take_watched`.
     watched: BTreeSet<String>,
@@ -278,11 +280,13 @@ impl<V: Indexed> Drop for EntryMut<'_, V> {
 impl<V: Indexed> Tracked<V> {
     /// The entries the index names `name` under, in key order.
     pub fn indexed<'a>(&'a self, name: &str) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
-        self.index
-            .get(name)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.map.get_key_value(k))
+        sorted(
+            self.index
+                .get(name)
+                .into_iter()
+                .flatten()
+                .filter_map(|k| self.map.get_key_value(k)),
+        )
     }
     /// The entries whose [`Indexed::searchable_name`] holds `fragment`
     /// (ASCII case ignored), in key order, read through the name index; `None`
@@ -1154,7 +1158,11 @@ mod tests {
         let rebuilt: Tracked<Resource> =
             serde_json::from_str(&serde_json::to_string(t).unwrap()).unwrap();
         [t, &rebuilt].map(|t| {
-            let index: BTreeMap<_, _> = t.index.iter().collect();
+            let index: BTreeMap<_, _> = t
+                .index
+                .iter()
+                .map(|(name, keys)| (name, keys.iter().collect::<BTreeSet<_>>()))
+                .collect();
             let totals: BTreeMap<_, _> = t.totals.iter().filter(|(_, n)| **n > 0).collect();
             (format!("{index:?}"), format!("{totals:?}"))
         })
