@@ -339,18 +339,26 @@ struct Item {
     created: OffsetDateTime,
 }
 
+/// Hashes the fake cloud's keys: resource ids that share their first hundred
+/// bytes, and runs of four bytes. Its seed is fixed per process, which a fake
+/// needs no more than the simulator does.
+type Fast = foldhash::fast::RandomState;
+
 /// The fake cloud's ARM resources (lower-cased id → (id, body)), with the
 /// indexes that keep a bench of thousands of jobs linear: the usage each
 /// VM size family has, each job's scale sets, and the names that hold each
-/// run of four bytes. Read through the map; written only through
-/// [`Resources::insert`] and [`Resources::remove`].
+/// run of four bytes. Read through the map (in no particular order: what
+/// lists them sorts by key); written only through [`Resources::insert`] and
+/// [`Resources::remove`].
 #[derive(Default)]
 struct Resources {
-    by_key: BTreeMap<String, (String, Value)>,
-    /// The keys whose (lower-cased) name holds each run of four bytes,
-    /// once per create: a key removed since may still be listed (and is
-    /// then checked against `by_key`), which keeps an insert a push.
-    grams: HashMap<[u8; 4], Vec<Arc<str>>>,
+    by_key: HashMap<String, (String, Value), Fast>,
+    /// Every key ever created, once per create: what `grams` points into.
+    created: Vec<Arc<str>>,
+    /// For each run of four bytes, the creates (places in `created`) whose
+    /// (lower-cased) name holds it. A key removed since may still be listed
+    /// (and is then checked against `by_key`), which keeps an insert a push.
+    grams: HashMap<[u8; 4], Vec<u32>, Fast>,
     /// vCPUs in use per usage name (lower case): each family, and `cores`.
     used: BTreeMap<String, i64>,
     /// The scale sets (keys) each job (its `flotilla-job` tag) has.
@@ -363,7 +371,7 @@ fn name_of(key: &str) -> &str {
 }
 
 impl std::ops::Deref for Resources {
-    type Target = BTreeMap<String, (String, Value)>;
+    type Target = HashMap<String, (String, Value), Fast>;
     fn deref(&self) -> &Self::Target {
         &self.by_key
     }
@@ -376,16 +384,24 @@ impl Resources {
             Some((_, body)) => self.count(&key, body, -1),
             // A key's name never changes: its runs are indexed once per create.
             None => {
-                let shared: Arc<str> = Arc::from(key.as_str());
+                let place = u32::try_from(self.created.len()).unwrap_or(u32::MAX);
                 for w in name_of(&key).as_bytes().windows(4) {
                     let gram = [w[0], w[1], w[2], w[3]];
-                    self.grams.entry(gram).or_default().push(shared.clone());
+                    self.grams.entry(gram).or_default().push(place);
                 }
+                self.created.push(Arc::from(key.as_str()));
             }
         }
         self.count(&key, &entry.1, 1);
         self.by_key.insert(key, entry);
         old
+    }
+
+    /// Every (key, (id, body)), in key order.
+    fn sorted(&self) -> Vec<(&String, &(String, Value))> {
+        let mut all: Vec<_> = self.by_key.iter().collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        all
     }
 
     fn remove(&mut self, key: &str) -> Option<(String, Value)> {
@@ -404,10 +420,18 @@ impl Resources {
         let rarest = fragment
             .as_bytes()
             .windows(4)
-            .map(|w| self.grams.get(w).map_or(&[][..], Vec::as_slice))
+            .map(|w| {
+                let gram = [w[0], w[1], w[2], w[3]];
+                self.grams.get(&gram).map_or(&[][..], Vec::as_slice)
+            })
             .min_by_key(|keys| keys.len());
         let mut keys: Vec<&str> = match rarest {
-            Some(keys) => keys.iter().map(|k| &**k).filter(holds).collect(),
+            Some(places) => places
+                .iter()
+                .filter_map(|&p| self.created.get(p as usize))
+                .map(|k| &**k)
+                .filter(holds)
+                .collect(),
             None => self
                 .by_key
                 .keys()
@@ -465,7 +489,7 @@ struct CloudState {
     /// ARM resources: lower-cased id → (id, body).
     resources: Resources,
     /// When each ARM resource (lower-cased id) was first created.
-    born: BTreeMap<String, OffsetDateTime>,
+    born: HashMap<String, OffsetDateTime, Fast>,
     /// Operations in flight: poll URL → (polls left, resource id, is delete).
     operations: HashMap<String, (u32, String, bool)>,
     secrets: BTreeMap<String, Item>,
@@ -474,7 +498,7 @@ struct CloudState {
     blobs: BTreeMap<String, Item>,
     faults: Vec<Fault>,
     /// Creates per resource id (PUTs of a resource that did not exist).
-    creates: BTreeMap<String, u32>,
+    creates: HashMap<String, u32, Fast>,
     /// Every delete that reached the cloud, in order (ARM ids, secret and blob names).
     deletes: Vec<String>,
     calls: u64,
@@ -614,6 +638,9 @@ impl FakeCloud {
     fn check(&self, op: &str, target: &str) -> Result<(), AzureError> {
         let mut s = lock(&self.state);
         s.calls += 1;
+        if s.faults.iter().all(|f| f.times == 0) {
+            return Ok(());
+        }
         let target = target.to_ascii_lowercase();
         if let Some(f) = s
             .faults
@@ -626,12 +653,13 @@ impl FakeCloud {
         Ok(())
     }
 
-    /// ARM ids that exist now.
+    /// ARM ids that exist now, in the order of their lower-cased forms.
     pub fn resources(&self) -> Vec<String> {
         lock(&self.state)
             .resources
-            .values()
-            .map(|(id, _)| id.clone())
+            .sorted()
+            .into_iter()
+            .map(|(_, (id, _))| id.clone())
             .collect()
     }
 
@@ -821,15 +849,15 @@ impl FakeCloud {
         lock(&self.state).resources.remove(&id.to_ascii_lowercase());
     }
 
-    fn is_lro(id: &ResourceId) -> bool {
-        id.to_string()
-            .to_ascii_lowercase()
-            .contains("/virtualmachinescalesets/")
+    /// Whether the resource at `key` (a lower-cased id) is a scale set, whose
+    /// writes and deletes are long-running.
+    fn is_lro(key: &str) -> bool {
+        key.contains("/virtualmachinescalesets/")
     }
 
     fn start(&self, id: &ResourceId, delete: bool) -> Option<PollState> {
         let polls = self.lro_polls.load(Ordering::SeqCst);
-        if !Self::is_lro(id) || polls == 0 {
+        if polls == 0 || !Self::is_lro(&id.to_string().to_ascii_lowercase()) {
             return None;
         }
         let mut s = lock(&self.state);
@@ -849,11 +877,13 @@ impl FakeCloud {
         id: &ResourceId,
         body: &Value,
     ) -> Result<Option<PollState>, AzureError> {
-        self.check(op, &id.to_string())?;
+        let id_text = id.to_string();
+        self.check(op, &id_text)?;
+        let key = id_text.to_ascii_lowercase();
+        let lro = Self::is_lro(&key);
         {
             let mut s = lock(&self.state);
             s.writes += 1;
-            let key = id.to_string().to_ascii_lowercase();
             if !s.resources.contains_key(&key) {
                 *s.creates.entry(key.clone()).or_default() += 1;
                 s.born.insert(key.clone(), self.clock.now());
@@ -890,7 +920,7 @@ impl FakeCloud {
                 merged["properties"]["clientId"] =
                     json!(Self::principal_of(&format!("{key}#client")));
             }
-            if Self::is_lro(id) && merged.pointer("/tags/flotilla-role") == Some(&json!("master")) {
+            if lro && merged.pointer("/tags/flotilla-role") == Some(&json!("master")) {
                 // The first master publishes the admin kubeconfig.
                 if let Some(job) = merged.pointer("/tags/flotilla-job").and_then(Value::as_str) {
                     let kubeconfig = json!({
@@ -913,7 +943,7 @@ impl FakeCloud {
                     s.secrets.insert(crate::names::kubeconfig_secret(job), item);
                 }
             }
-            if Self::is_lro(id) {
+            if lro {
                 let name = id.name().to_ascii_lowercase();
                 match s.failing_writes.get_mut(&name) {
                     Some(left) if *left > 0 => {
@@ -925,7 +955,7 @@ impl FakeCloud {
                     }
                 }
             }
-            s.resources.insert(key, (id.to_string(), merged));
+            s.resources.insert(key, (id_text, merged));
         }
         Ok(self.start(id, false))
     }
@@ -1154,7 +1184,8 @@ impl Arm for FakeCloud {
         self.check("list", resource_group)?;
         let s = lock(&self.state);
         Ok(s.resources
-            .iter()
+            .sorted()
+            .into_iter()
             .filter(|(_, (id, _))| in_group(id, resource_group))
             .filter_map(|(key, (id, body))| {
                 let tags = tags_of(body);
@@ -1198,7 +1229,9 @@ impl Arm for FakeCloud {
         self.check("list", resource_group)?;
         let s = lock(&self.state);
         s.resources
-            .values()
+            .sorted()
+            .into_iter()
+            .map(|(_, entry)| entry)
             .filter(|(id, _)| in_group(id, resource_group))
             .filter(|(id, _)| {
                 ResourceId::parse(id).is_ok_and(|r| {
