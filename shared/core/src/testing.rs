@@ -356,7 +356,8 @@ struct Resources {
     /// Every key ever created, once per create: what `grams` points into.
     created: Vec<Arc<str>>,
     /// For each run of four bytes, the creates (places in `created`) whose
-    /// (lower-cased) name holds it. A key removed since may still be listed
+    /// (lower-cased) name holds it at an offset that is a multiple of
+    /// [`GRAM_STRIDE`]. A key removed since may still be listed
     /// (and is then checked against `by_key`), which keeps an insert a push.
     grams: HashMap<[u8; 4], Vec<u32>, Fast>,
     /// vCPUs in use per usage name (lower case): each family, and `cores`.
@@ -364,6 +365,14 @@ struct Resources {
     /// The scale sets (keys) each job (its `flotilla-job` tag) has.
     sets_of_job: BTreeMap<String, BTreeSet<String>>,
 }
+
+/// The length of the runs [`Resources`] indexes names by.
+const GRAM: usize = 4;
+/// Every how many bytes of a name a run starts that is indexed: a quarter
+/// of the runs to push per create, for fragments of at least
+/// `GRAM + GRAM_STRIDE - 1` bytes (job ids are longer); shorter ones read
+/// every name.
+const GRAM_STRIDE: usize = 4;
 
 /// A resource id's last segment: its name.
 fn name_of(key: &str) -> &str {
@@ -385,7 +394,7 @@ impl Resources {
             // A key's name never changes: its runs are indexed once per create.
             None => {
                 let place = u32::try_from(self.created.len()).unwrap_or(u32::MAX);
-                for w in name_of(&key).as_bytes().windows(4) {
+                for w in name_of(&key).as_bytes().windows(GRAM).step_by(GRAM_STRIDE) {
                     let gram = [w[0], w[1], w[2], w[3]];
                     self.grams.entry(gram).or_default().push(place);
                 }
@@ -417,27 +426,35 @@ impl Resources {
     /// of the fragment's, so a listing reads a few names instead of all.
     fn named_like(&self, fragment: &str) -> Vec<&str> {
         let holds = |key: &&str| self.by_key.contains_key(*key) && name_of(key).contains(fragment);
-        let rarest = fragment
-            .as_bytes()
-            .windows(4)
-            .map(|w| {
-                let gram = [w[0], w[1], w[2], w[3]];
-                self.grams.get(&gram).map_or(&[][..], Vec::as_slice)
-            })
-            .min_by_key(|keys| keys.len());
-        let mut keys: Vec<&str> = match rarest {
-            Some(places) => places
-                .iter()
+        let postings = |w: &[u8]| {
+            let gram = [w[0], w[1], w[2], w[3]];
+            self.grams.get(&gram).map_or(&[][..], Vec::as_slice)
+        };
+        let mut keys: Vec<&str> = if fragment.len() >= GRAM + GRAM_STRIDE - 1 {
+            // Wherever the fragment sits in a name, for one of the strides'
+            // offsets its runs at that offset, every stride apart, are runs
+            // the name was indexed under: the rarest of each offset's runs
+            // holds every name with the fragment at that offset.
+            let runs: Vec<&[u8]> = fragment.as_bytes().windows(GRAM).collect();
+            (0..GRAM_STRIDE)
+                .filter_map(|offset| {
+                    runs.iter()
+                        .skip(offset)
+                        .step_by(GRAM_STRIDE)
+                        .map(|w| postings(w))
+                        .min_by_key(|places| places.len())
+                })
+                .flatten()
                 .filter_map(|&p| self.created.get(p as usize))
                 .map(|k| &**k)
                 .filter(holds)
-                .collect(),
-            None => self
-                .by_key
+                .collect()
+        } else {
+            self.by_key
                 .keys()
                 .map(String::as_str)
                 .filter(holds)
-                .collect(),
+                .collect()
         };
         // A key created again is listed once per create.
         keys.sort_unstable();
@@ -1711,5 +1728,39 @@ mod tests {
             .collect();
         let found = cloud.list_named("rg", "abc12").await.unwrap();
         assert_eq!(names(found), filtered);
+    }
+
+    #[tokio::test]
+    async fn a_long_fragment_is_found_at_every_offset_of_the_index_stride() {
+        let cloud = FakeCloud::default();
+        let tags = BTreeMap::new();
+        let names = [
+            "demo-abc123-pip",
+            "x-demo-abc123",
+            "xx-Demo-Abc123-lb",
+            "xxx-demo-abc123-nsg",
+            "xxxx-demo-abc123",
+            "demo-abc124-pip",
+            "demo-abc12",
+        ];
+        for name in names {
+            cloud.insert_resource(&id(name), &tags);
+        }
+        let fragment = "demo-abc123";
+        assert!(fragment.len() >= GRAM + GRAM_STRIDE - 1, "the index is read");
+        let found: Vec<String> = cloud
+            .list_named("rg", fragment)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        let mut expected: Vec<&str> = names
+            .into_iter()
+            .filter(|n| n.to_ascii_lowercase().contains(fragment))
+            .collect();
+        expected.sort_by_key(|n| n.to_ascii_lowercase());
+        assert_eq!(found, expected);
+        assert_eq!(found.len(), 5);
     }
 }
