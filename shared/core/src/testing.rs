@@ -1747,7 +1747,10 @@ mod tests {
             cloud.insert_resource(&id(name), &tags);
         }
         let fragment = "demo-abc123";
-        assert!(fragment.len() >= GRAM + GRAM_STRIDE - 1, "the index is read");
+        assert!(
+            fragment.len() >= GRAM + GRAM_STRIDE - 1,
+            "the index is read"
+        );
         let found: Vec<String> = cloud
             .list_named("rg", fragment)
             .await

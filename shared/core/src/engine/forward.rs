@@ -515,7 +515,8 @@ impl Engine {
         op: &Op,
     ) -> Result<Option<flotilla_azure::PollState>, AzureError> {
         let job = txn.saga.id.clone();
-        let tags = names::tags(&job, &txn.saga.spec);
+        // The tags secrets and blobs carry (ARM bodies carry their own).
+        let tags = || names::tags(&job, &txn.saga.spec);
         match op {
             Op::Arm {
                 id,
@@ -592,7 +593,7 @@ impl Engine {
                     SecretSource::Node => {
                         self.azure
                             .secrets
-                            .create_if_absent(name, names::PENDING_SECRET, &tags)
+                            .create_if_absent(name, names::PENDING_SECRET, &tags())
                             .await?;
                         return Ok(None);
                     }
@@ -609,7 +610,7 @@ impl Engine {
                         steps::join::outputs(&txn.saga, &self.env, &self.join_ports()).await?.to_string()
                     }
                 };
-                self.azure.secrets.set(name, &value, &tags).await?;
+                self.azure.secrets.set(name, &value, &tags()).await?;
                 Ok(None)
             }
             Op::Blob {
@@ -618,7 +619,7 @@ impl Engine {
                 content_type,
             } => {
                 // Blob metadata names are C# identifiers: `flotilla-job` becomes `flotilla_job`.
-                let metadata = tags
+                let metadata = tags()
                     .iter()
                     .map(|(k, v)| (names::blob_metadata_name(k), v.clone()))
                     .collect();
