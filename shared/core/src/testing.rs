@@ -575,6 +575,9 @@ pub struct FakeCloud {
     state: Mutex<CloudState>,
     /// Polls a scale set's create or delete takes (changeable while running).
     pub lro_polls: std::sync::atomic::AtomicU32,
+    /// PUT answers leave out the principal ids ARM gives identities, so the
+    /// engine has to read them back (changeable while running).
+    pub omit_principals: std::sync::atomic::AtomicBool,
     pub purge_protection: bool,
     /// Creation times come from this clock (the world's, once in a [`World`]).
     clock: Arc<dyn Clock>,
@@ -585,6 +588,7 @@ impl Default for FakeCloud {
         FakeCloud {
             state: Mutex::default(),
             lro_polls: std::sync::atomic::AtomicU32::new(1),
+            omit_principals: std::sync::atomic::AtomicBool::new(false),
             purge_protection: false,
             clock: Arc::new(crate::ports::SystemClock),
         }
@@ -888,17 +892,19 @@ impl FakeCloud {
         })
     }
 
+    /// Stores a PUT or PATCH of `id`; what polls it (a scale set's), and the
+    /// principal id of the identity the stored resource has, if any.
     fn write(
         &self,
         op: &str,
         id: &ResourceId,
         body: &Value,
-    ) -> Result<Option<PollState>, AzureError> {
+    ) -> Result<(Option<PollState>, Option<String>), AzureError> {
         let id_text = id.to_string();
         self.check(op, &id_text)?;
         let key = id_text.to_ascii_lowercase();
         let lro = Self::is_lro(&key);
-        {
+        let principal = {
             let mut s = lock(&self.state);
             s.writes += 1;
             if !s.resources.contains_key(&key) {
@@ -972,9 +978,11 @@ impl FakeCloud {
                     }
                 }
             }
+            let principal = flotilla_azure::arm::principal_in(id, &merged);
             s.resources.insert(key, (id_text, merged));
-        }
-        Ok(self.start(id, false))
+            principal
+        };
+        Ok((self.start(id, false), principal))
     }
 
     /// The principal id FakeCloud gives the system-assigned identity of the resource at `key`.
@@ -1030,12 +1038,15 @@ impl Arm for FakeCloud {
         _api: &str,
         body: &Value,
     ) -> Result<flotilla_azure::PutStart, AzureError> {
-        // The fake answers with what was sent (no server-computed fields).
-        let poll = self.write("put", id, body)?;
-        Ok(flotilla_azure::PutStart {
-            principal_id: flotilla_azure::arm::principal_in(id, body),
-            poll,
-        })
+        // The answer carries the principal id the write gave an identity,
+        // as ARM's does; or only what was sent, when told to omit it.
+        let (poll, principal_id) = self.write("put", id, body)?;
+        let principal_id = if self.omit_principals.load(Ordering::SeqCst) {
+            flotilla_azure::arm::principal_in(id, body)
+        } else {
+            principal_id
+        };
+        Ok(flotilla_azure::PutStart { principal_id, poll })
     }
 
     async fn patch(
@@ -1044,7 +1055,7 @@ impl Arm for FakeCloud {
         _api: &str,
         body: &Value,
     ) -> Result<Option<PollState>, AzureError> {
-        self.write("patch", id, body)
+        Ok(self.write("patch", id, body)?.0)
     }
 
     async fn delete(&self, id: &ResourceId, _api: &str) -> Result<DeleteStart, AzureError> {

@@ -52,8 +52,18 @@ async fn the_master_identity_gets_the_scaler_role_on_each_worker_scale_set_only(
         principal,
         &FakeCloud::principal_of(&vmss_key(&saga, &master))
     );
-    // The master's, and the job's node identity (whose reader role `keys` gave).
-    assert_eq!(saga.principals.len(), 2, "{:?}", saga.principals);
+    // The master's, the job's node identity (whose reader role `keys` gave),
+    // and each pool's scale set (whose create answered with its identity).
+    let mut recorded: Vec<&String> = saga.principals.keys().collect();
+    recorded.sort();
+    let mut expected = vec![master.clone(), names::node_identity(&job)];
+    expected.extend(
+        spec.worker_pools
+            .iter()
+            .map(|p| names::pool_vmss(&job, &p.name)),
+    );
+    expected.sort();
+    assert_eq!(recorded, expected.iter().collect::<Vec<_>>());
     let node = saga.principals.get(&names::node_identity(&job)).unwrap();
     assert!(
         !saga.is_cluster_identity(node),
@@ -354,4 +364,48 @@ async fn the_node_identity_gets_a_role_on_each_of_its_join_secrets_and_nothing_w
         .resources()
         .iter()
         .any(|r| r.contains("/Microsoft.KeyVault/vaults/")));
+}
+
+#[tokio::test]
+async fn principals_a_put_answer_leaves_out_are_read_back_from_arm() {
+    // The same job twice: once with ARM's answers carrying the principal ids
+    // of the identities they created, once without them.
+    async fn run(omit: bool) -> (Saga, Vec<String>, u64) {
+        let w = World::new();
+        w.cloud
+            .omit_principals
+            .store(omit, std::sync::atomic::Ordering::SeqCst);
+        let job = w
+            .engine
+            .submit_with_key(ClusterSpec::example(), Some("principals"))
+            .await
+            .unwrap()
+            .job;
+        let saga = w.run(&job, LIMIT).await;
+        assert_eq!(saga.status, JobStatus::Succeeded, "{saga:#?}");
+        (saga, assignments(&w), w.cloud.calls())
+    }
+    let (answered, answered_assignments, answered_calls) = run(false).await;
+    let (read, read_assignments, read_calls) = run(true).await;
+    // Only the principals a role assignment needs are read back; an answer
+    // records every identity it carries.
+    let master = names::master_vmss(&answered.id);
+    let node = names::node_identity(&answered.id);
+    for key in [&master, &node] {
+        assert_eq!(
+            answered.principals.get(key),
+            read.principals.get(key),
+            "{key}"
+        );
+        assert!(
+            read.principals.contains_key(key),
+            "{key}: {:?}",
+            read.principals
+        );
+    }
+    assert_eq!(read.principals.len(), 2, "{:?}", read.principals);
+    assert_eq!(answered_assignments, read_assignments);
+    // One read each: the master scale set's identity (for its role), the
+    // node identity (for its role) and the pool's scale set (for the outputs).
+    assert_eq!(read_calls, answered_calls + 3);
 }
