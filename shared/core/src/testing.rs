@@ -876,9 +876,11 @@ impl FakeCloud {
         key.contains("/virtualmachinescalesets/")
     }
 
-    fn start(&self, id: &ResourceId, delete: bool) -> Option<PollState> {
+    /// Starts the operation a write or delete of `id` (whose lower-cased
+    /// form is `key`) is, if it is long-running; what polls it.
+    fn start(&self, id: &ResourceId, key: &str, delete: bool) -> Option<PollState> {
         let polls = self.lro_polls.load(Ordering::SeqCst);
-        if polls == 0 || !Self::is_lro(&id.to_string().to_ascii_lowercase()) {
+        if polls == 0 || !Self::is_lro(key) {
             return None;
         }
         let mut s = lock(&self.state);
@@ -979,10 +981,10 @@ impl FakeCloud {
                 }
             }
             let principal = flotilla_azure::arm::principal_in(id, &merged);
-            s.resources.insert(key, (id_text, merged));
+            s.resources.insert(key.clone(), (id_text, merged));
             principal
         };
-        Ok((self.start(id, false), principal))
+        Ok((self.start(id, &key, false), principal))
     }
 
     /// The principal id FakeCloud gives the system-assigned identity of the resource at `key`.
@@ -1065,7 +1067,7 @@ impl Arm for FakeCloud {
         if !lock(&self.state).resources.contains_key(&key) {
             return Ok(DeleteStart::Gone);
         }
-        match self.start(id, true) {
+        match self.start(id, &key, true) {
             Some(poll) => Ok(DeleteStart::Pending(poll)),
             None => {
                 let mut s = lock(&self.state);
