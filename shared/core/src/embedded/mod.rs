@@ -28,19 +28,22 @@
 //! waits for the writer. An ETag check reads nothing: the handle remembers the
 //! version of each saga it wrote, being the database's only writer. The WAL
 //! is copied back into the database file by a thread of its own
-//! ([`checkpoint`]), not by the writer that happens to commit.
+//! ([`checkpoint`]), not by the writer that happens to commit, and the
+//! writer hands each commit's WAL frames to the kernel in one write
+//! ([`wal_vfs`]).
 
 mod bus;
 mod checkpoint;
 mod group;
 mod schedule;
 mod store;
+mod wal_vfs;
 
 pub use bus::EmbeddedBus;
 pub use store::EmbeddedStore;
 
 use crate::ports::{EventBus, SagaStore, StoreError};
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -199,7 +202,12 @@ impl Embedded {
                 StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
             })
         };
-        let mut conn = Self::prepare(open()?)?;
+        // The writer hands each commit's WAL frames to the kernel in one
+        // write ([`wal_vfs`]); the readers write nothing.
+        let vfs = wal_vfs::register().map_err(StoreError::Unavailable)?;
+        let writer = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let mut conn = Self::prepare(writer)?;
         checkpoint::move_off_writer(
             path,
             &mut conn,
