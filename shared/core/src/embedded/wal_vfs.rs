@@ -16,7 +16,8 @@
 //! - before any other operation on the file (a read, a size, a sync, a
 //!   truncate, a close, a lock), and before a write anywhere else, so every
 //!   operation sees the file as SQLite wrote it;
-//! - when [`MAX_KEPT`] bytes are kept.
+//! - when [`MAX_KEPT`] bytes are kept (a large commit goes in writes of that
+//!   size).
 //!
 //! Frames a transaction spills before its commit may stay in memory until
 //! one of those; no other connection reads them (they are past the last
@@ -39,8 +40,11 @@ use std::sync::OnceLock;
 /// The name the VFS is registered under.
 pub(crate) const NAME: &CStr = c"flotilla-wal";
 
-/// At most this many bytes are kept before they are written.
-const MAX_KEPT: usize = 4 << 20;
+/// At most this many bytes are kept before they are written: 16 frames of
+/// 4 KiB pages. The default VFS writes at most 128 KiB a call (it masks a
+/// write's length to 17 bits, and a length that masks to zero fails as a
+/// full disk), so a write of what is kept must stay below that.
+const MAX_KEPT: usize = 64 << 10;
 
 /// A WAL frame's header: page number, database size (non-zero on the commit
 /// frame), salts and checksums.
@@ -419,6 +423,36 @@ mod tests {
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
         assert_eq!(count, 50, "every acknowledged commit survives");
+        let check: String = after
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+    }
+
+    #[test]
+    fn a_commit_far_larger_than_what_is_kept_is_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let conn = open(&path);
+        // One commit of about 100 pages (400 KiB): several writes of what
+        // is kept, none of them past what the default VFS writes at once.
+        conn.execute_batch("BEGIN").unwrap();
+        for n in 0..40 {
+            conn.execute(
+                "INSERT INTO t (n, b) VALUES (?1, ?2)",
+                rusqlite::params![n, row(n)],
+            )
+            .unwrap();
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        std::mem::forget(conn);
+        let after = Connection::open(&path).unwrap();
+        for n in 0..40 {
+            let b: Vec<u8> = after
+                .query_row("SELECT b FROM t WHERE n = ?1", [n], |r| r.get(0))
+                .unwrap();
+            assert_eq!(b, row(n), "row {n}");
+        }
         let check: String = after
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
