@@ -376,18 +376,49 @@ mod tests {
         vec![(n % 251) as u8; 10_000]
     }
 
-    #[test]
-    fn a_commit_of_several_frames_is_one_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = open(&dir.path().join("db"));
-        let (asked, issued) = counts::get();
-        for n in 0..20 {
+    fn insert(conn: &Connection, rows: std::ops::Range<i64>) {
+        for n in rows {
             conn.execute(
                 "INSERT INTO t (n, b) VALUES (?1, ?2)",
                 rusqlite::params![n, row(n)],
             )
             .unwrap();
         }
+    }
+
+    /// Forgets `writer` (a process that dies closes nothing, so nothing
+    /// kept in memory is written by a close) and reopens the database with
+    /// the default VFS, checked whole.
+    fn after_a_crash_of(writer: Connection, path: &std::path::Path) -> Connection {
+        std::mem::forget(writer);
+        let after = Connection::open(path).unwrap();
+        let check: String = after
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        after
+    }
+
+    /// The ids of the rows, each checked against what was inserted.
+    fn rows_in(conn: &Connection) -> Vec<i64> {
+        let mut statement = conn.prepare("SELECT n, b FROM t ORDER BY n").unwrap();
+        let rows = statement
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .unwrap();
+        rows.map(|r| {
+            let (n, b) = r.unwrap();
+            assert_eq!(b, row(n), "row {n} as inserted");
+            n
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_commit_of_several_frames_is_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("db"));
+        let (asked, issued) = counts::get();
+        insert(&conn, 0..20);
         let (asked, issued) = (counts::get().0 - asked, counts::get().1 - issued);
         // Each commit: a frame per page (two writes each), about four pages.
         assert!(asked >= 20 * 6, "{asked} writes asked");
@@ -402,31 +433,16 @@ mod tests {
         let writer = open(&path);
         let reader = Connection::open(&path).unwrap();
         for n in 0..50 {
-            writer
-                .execute(
-                    "INSERT INTO t (n, b) VALUES (?1, ?2)",
-                    rusqlite::params![n, row(n)],
-                )
-                .unwrap();
+            insert(&writer, n..n + 1);
             // Another connection (the default VFS) reads the frames at once.
             let b: Vec<u8> = reader
                 .query_row("SELECT b FROM t WHERE n = ?1", [n], |r| r.get(0))
                 .unwrap();
             assert_eq!(b, row(n), "row {n} as committed");
         }
-        // A process that dies closes nothing: forget the writer, so nothing
-        // kept in memory is written by a close.
-        std::mem::forget(writer);
         drop(reader);
-        let after = Connection::open(&path).unwrap();
-        let count: i64 = after
-            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(count, 50, "every acknowledged commit survives");
-        let check: String = after
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        let after = after_a_crash_of(writer, &path);
+        assert_eq!(rows_in(&after), (0..50).collect::<Vec<_>>());
     }
 
     #[test]
@@ -437,26 +453,10 @@ mod tests {
         // One commit of about 100 pages (400 KiB): several writes of what
         // is kept, none of them past what the default VFS writes at once.
         conn.execute_batch("BEGIN").unwrap();
-        for n in 0..40 {
-            conn.execute(
-                "INSERT INTO t (n, b) VALUES (?1, ?2)",
-                rusqlite::params![n, row(n)],
-            )
-            .unwrap();
-        }
+        insert(&conn, 0..40);
         conn.execute_batch("COMMIT").unwrap();
-        std::mem::forget(conn);
-        let after = Connection::open(&path).unwrap();
-        for n in 0..40 {
-            let b: Vec<u8> = after
-                .query_row("SELECT b FROM t WHERE n = ?1", [n], |r| r.get(0))
-                .unwrap();
-            assert_eq!(b, row(n), "row {n}");
-        }
-        let check: String = after
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        let after = after_a_crash_of(conn, &path);
+        assert_eq!(rows_in(&after), (0..40).collect::<Vec<_>>());
     }
 
     #[test]
@@ -468,34 +468,10 @@ mod tests {
         // before it ends.
         conn.execute_batch("PRAGMA cache_size = 10;").unwrap();
         conn.execute_batch("BEGIN").unwrap();
-        for n in 0..40 {
-            conn.execute(
-                "INSERT INTO t (n, b) VALUES (?1, ?2)",
-                rusqlite::params![n, row(n)],
-            )
-            .unwrap();
-        }
+        insert(&conn, 0..40);
         conn.execute_batch("ROLLBACK").unwrap();
-        for n in 100..110 {
-            conn.execute(
-                "INSERT INTO t (n, b) VALUES (?1, ?2)",
-                rusqlite::params![n, row(n)],
-            )
-            .unwrap();
-        }
-        std::mem::forget(conn);
-        let after = Connection::open(&path).unwrap();
-        let rows: Vec<i64> = after
-            .prepare("SELECT n FROM t ORDER BY n")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(rows, (100..110).collect::<Vec<_>>());
-        let check: String = after
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        insert(&conn, 100..110);
+        let after = after_a_crash_of(conn, &path);
+        assert_eq!(rows_in(&after), (100..110).collect::<Vec<_>>());
     }
 }
