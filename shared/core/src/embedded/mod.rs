@@ -197,17 +197,18 @@ impl Embedded {
     /// counts as abandoned (the next receive reports `delivery_count + 1`), so
     /// a killed run resumes at once instead of waiting out the lock duration.
     pub fn open(path: &Path, options: BusOptions) -> Result<Embedded, StoreError> {
-        let open = || {
-            Connection::open(path).map_err(|e| {
-                StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
-            })
+        // `vfs`: the default one when `None`.
+        let open = |vfs: Option<&std::ffi::CStr>| {
+            match vfs {
+                Some(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs),
+                None => Connection::open(path),
+            }
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))
         };
         // The writer hands each commit's WAL frames to the kernel in one
         // write ([`wal_vfs`]); the readers write nothing.
         let vfs = wal_vfs::register().map_err(StoreError::Unavailable)?;
-        let writer = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        let mut conn = Self::prepare(writer)?;
+        let mut conn = Self::prepare(open(Some(vfs))?)?;
         checkpoint::move_off_writer(
             path,
             &mut conn,
@@ -215,7 +216,7 @@ impl Embedded {
             checkpoint::HARD_PAGES,
         )?;
         let for_reads = || -> Result<Connection, StoreError> {
-            let c = open()?;
+            let c = open(None)?;
             c.busy_timeout(Duration::from_secs(5))
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             c.set_prepared_statement_cache_capacity(16);

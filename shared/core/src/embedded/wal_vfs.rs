@@ -91,8 +91,8 @@ struct WalFile {
     /// Where the last write ended; -1 when unknown (the next write goes
     /// through).
     end: i64,
-    /// The last kept write was the commit frame's header: its page ends
-    /// the commit.
+    /// The last write was the commit frame's header: its page, the next
+    /// write, ends the commit.
     commit_next: bool,
 }
 
@@ -160,26 +160,29 @@ unsafe fn flush(f: *mut ffi::sqlite3_file) -> c_int {
     if (*wal).kept.is_empty() {
         return ffi::SQLITE_OK;
     }
-    let inner = real(f);
-    let rc = match (*(*inner).pMethods).xWrite {
-        Some(write) => {
-            let kept = &(*wal).kept;
-            #[cfg(test)]
-            counts::issued();
-            write(
-                inner,
-                kept.as_ptr().cast(),
-                kept.len() as c_int,
-                (*wal).kept_at,
-            )
-        }
-        None => ffi::SQLITE_IOERR_WRITE,
-    };
+    let kept = &(*wal).kept;
+    let rc = issue(f, kept.as_ptr().cast(), kept.len() as c_int, (*wal).kept_at);
     (*wal).kept.clear();
     if rc != ffi::SQLITE_OK {
         (*wal).end = -1;
     }
     rc
+}
+
+/// Writes `amount` bytes at `data` to the default VFS's file at `offset`.
+unsafe fn issue(
+    f: *mut ffi::sqlite3_file,
+    data: *const c_void,
+    amount: c_int,
+    offset: i64,
+) -> c_int {
+    let inner = real(f);
+    let Some(write) = (*(*inner).pMethods).xWrite else {
+        return ffi::SQLITE_IOERR_WRITE;
+    };
+    #[cfg(test)]
+    counts::issued();
+    write(inner, data, amount, offset)
 }
 
 unsafe extern "C" fn x_write(
@@ -219,13 +222,7 @@ unsafe extern "C" fn x_write(
     if rc != ffi::SQLITE_OK {
         return rc;
     }
-    let inner = real(f);
-    let Some(write) = (*(*inner).pMethods).xWrite else {
-        return ffi::SQLITE_IOERR_WRITE;
-    };
-    #[cfg(test)]
-    counts::issued();
-    let rc = write(inner, data, amount, offset);
+    let rc = issue(f, data, amount, offset);
     (*wal).end = if rc == ffi::SQLITE_OK { end } else { -1 };
     rc
 }
@@ -335,7 +332,7 @@ static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 /// Writes SQLite asked of WAL files and writes issued to them, on this
 /// thread (tests).
 #[cfg(test)]
-pub(crate) mod counts {
+mod counts {
     use std::cell::Cell;
     thread_local! {
         static ASKED: Cell<u64> = const { Cell::new(0) };
@@ -348,7 +345,7 @@ pub(crate) mod counts {
         ISSUED.with(|c| c.set(c.get() + 1));
     }
     /// (asked, issued) so far on this thread.
-    pub(crate) fn get() -> (u64, u64) {
+    pub(super) fn get() -> (u64, u64) {
         (ASKED.with(Cell::get), ISSUED.with(Cell::get))
     }
 }
@@ -358,9 +355,13 @@ mod tests {
     use super::*;
     use rusqlite::{Connection, OpenFlags};
 
-    fn open(path: &std::path::Path) -> Connection {
+    /// A new database in WAL mode, written through this VFS: its directory
+    /// (removed when dropped), its path and the writer.
+    fn fresh() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
         register().unwrap();
-        let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), NAME).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let conn = Connection::open_with_flags_and_vfs(&path, OpenFlags::default(), NAME).unwrap();
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
             .unwrap();
         conn.execute_batch(
@@ -368,7 +369,7 @@ mod tests {
              CREATE TABLE IF NOT EXISTS t (n INTEGER PRIMARY KEY, b BLOB);",
         )
         .unwrap();
-        conn
+        (dir, path, conn)
     }
 
     /// `n`'s row: about three pages, each byte saying which row it is.
@@ -415,8 +416,7 @@ mod tests {
 
     #[test]
     fn a_commit_of_several_frames_is_one_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = open(&dir.path().join("db"));
+        let (_dir, _, conn) = fresh();
         let (asked, issued) = counts::get();
         insert(&conn, 0..20);
         let (asked, issued) = (counts::get().0 - asked, counts::get().1 - issued);
@@ -428,9 +428,7 @@ mod tests {
 
     #[test]
     fn every_commit_is_in_the_file_when_it_returns() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let writer = open(&path);
+        let (_dir, path, writer) = fresh();
         let reader = Connection::open(&path).unwrap();
         for n in 0..50 {
             insert(&writer, n..n + 1);
@@ -447,9 +445,7 @@ mod tests {
 
     #[test]
     fn a_commit_far_larger_than_what_is_kept_is_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let conn = open(&path);
+        let (_dir, path, conn) = fresh();
         // One commit of about 100 pages (400 KiB): several writes of what
         // is kept, none of them past what the default VFS writes at once.
         conn.execute_batch("BEGIN").unwrap();
@@ -461,9 +457,7 @@ mod tests {
 
     #[test]
     fn a_rolled_back_transaction_that_spilled_leaves_the_next_commits_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let conn = open(&path);
+        let (_dir, path, conn) = fresh();
         // A tiny page cache makes a large transaction spill frames to the WAL
         // before it ends.
         conn.execute_batch("PRAGMA cache_size = 10;").unwrap();
