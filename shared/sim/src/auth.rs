@@ -236,8 +236,7 @@ pub(crate) fn authenticate(
             "The 'Authorization' header is missing or is not a Bearer token.",
         ));
     };
-    let info = lock(&sim.inner.state).tokens.get(token).cloned();
-    let Some(info) = info else {
+    let Some(info) = token_info(sim, token) else {
         return Err(unauthorized(
             ctx,
             area,
@@ -265,6 +264,35 @@ pub(crate) fn authenticate(
         ));
     }
     Ok(info.principal)
+}
+
+/// Tokens [`token_info`] remembers at most; past that it starts afresh.
+const CHECKED_TOKENS: usize = 10_000;
+
+/// What the simulator issued `token` for (expired or not), or `None` for a
+/// token it never issued.
+fn token_info(sim: &Sim, token: &str) -> Option<TokenInfo> {
+    let known = sim
+        .inner
+        .checked_tokens
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(token)
+        .cloned();
+    if known.is_some() {
+        return known;
+    }
+    let info = lock(&sim.inner.state).tokens.get(token).cloned()?;
+    let mut checked = sim
+        .inner
+        .checked_tokens
+        .write()
+        .unwrap_or_else(|e| e.into_inner());
+    if checked.len() >= CHECKED_TOKENS {
+        checked.clear();
+    }
+    checked.insert(token.to_string(), info.clone());
+    Some(info)
 }
 
 fn unauthorized(ctx: &Ctx, area: Area, missing: bool, message: &str) -> Response {
@@ -311,5 +339,58 @@ fn unauthorized(ctx: &Ctx, area: Area, missing: bool, message: &str) -> Response
             );
             r
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn presenting(token: &str) -> Ctx {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        Ctx {
+            method: Method::GET,
+            path: "/subscriptions".into(),
+            segs: vec!["subscriptions".into()],
+            query: vec![],
+            headers,
+            body: Default::default(),
+            base: "https://sim.local".into(),
+        }
+    }
+
+    fn check(sim: &Sim, token: &str) -> Result<String, StatusCode> {
+        authenticate(sim, &presenting(token), Area::Arm, ARM_AUDIENCE).map_err(|r| r.status())
+    }
+
+    #[tokio::test]
+    async fn a_checked_token_is_answered_without_the_state_and_still_expires() {
+        let sim = Sim::new(crate::SimConfig::default()).unwrap();
+        let (token, _) = issue(&sim, ARM_AUDIENCE, "someone");
+        assert_eq!(check(&sim, &token), Ok("someone".into()));
+        // Gone from the state, a token already checked is still known: the
+        // request did not need the state lock.
+        lock(&sim.inner.state).tokens.remove(&token);
+        assert_eq!(check(&sim, &token), Ok("someone".into()));
+        assert_eq!(check(&sim, "never-issued"), Err(StatusCode::UNAUTHORIZED));
+
+        // A remembered token is refused once it expires, as one read from the state is.
+        let stale = "stale-token".to_string();
+        let info = TokenInfo {
+            audience: ARM_AUDIENCE.into(),
+            principal: "someone".into(),
+            expires: now_ms() / 1000 - 1,
+        };
+        lock(&sim.inner.state).tokens.insert(stale.clone(), info);
+        assert_eq!(check(&sim, &stale), Err(StatusCode::UNAUTHORIZED));
+        assert_eq!(check(&sim, &stale), Err(StatusCode::UNAUTHORIZED));
+        // And a token for another audience stays refused.
+        let (vault, _) = issue(&sim, VAULT_AUDIENCE, "someone");
+        assert_eq!(check(&sim, &vault), Err(StatusCode::UNAUTHORIZED));
+        assert_eq!(check(&sim, &vault), Err(StatusCode::UNAUTHORIZED));
     }
 }

@@ -312,6 +312,13 @@ pub(crate) struct Inner {
     /// unless `Sim::set_lro` changed it).
     pub lro_ms: std::sync::atomic::AtomicU64,
     pub state: Mutex<State>,
+    /// The tokens requests have presented, as the state holds them: an
+    /// issued token never changes, so a request finds its token here
+    /// without waiting for the state lock that every mutation holds.
+    /// Raised when a scale set changes ([`state::Tracked::watch_signal`]):
+    /// what a save without a data directory wakes the boot agent by.
+    pub sets_changed: Arc<std::sync::atomic::AtomicBool>,
+    pub checked_tokens: std::sync::RwLock<HashMap<String, state::TokenInfo>>,
     /// Serialises saves of the state (the SQLite database of the data directory).
     pub persist: Mutex<state::Persist>,
     pub faults: Mutex<Vec<FaultRule>>,
@@ -415,7 +422,9 @@ impl Sim {
             inner: Arc::new(Inner {
                 lro_ms: (config.lro.as_millis() as u64).into(),
                 config,
+                sets_changed: state.resources.watch_signal(),
                 state: Mutex::new(state),
+                checked_tokens: Default::default(),
                 persist: Mutex::new(persist),
                 faults: Mutex::new(Vec::new()),
                 fired: Mutex::new(FiredLog::default()),
@@ -593,8 +602,13 @@ impl Sim {
     /// boot as soon as they are due rather than at the agent's next tick.
     pub(crate) fn persist_now(&self) {
         if self.data_dir().is_none() {
-            let changed_sets = lock(&self.inner.state).resources.has_watched();
-            if changed_sets {
+            // Read without the state lock, which the caller just let go of
+            // and other requests are waiting for.
+            if self
+                .inner
+                .sets_changed
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
                 self.inner.boot.wake();
             }
             return;

@@ -12,6 +12,7 @@ use crate::SimError;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{hash_map, BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The older whole-state file, migrated on first start.
@@ -172,6 +173,8 @@ pub(crate) struct Tracked<V> {
     totals: HashMap<String, u64, KeyHasher>,
     /// Keys of watched values changed since the last `take_watched`.
     watched: BTreeSet<String>,
+    /// Raised with every key added to `watched` ([`Tracked::watch_signal`]).
+    watch_signal: Arc<AtomicBool>,
     /// The values' [`Indexed::searchable_name`]s, by three-byte run.
     grams: NameGrams,
 }
@@ -185,6 +188,7 @@ impl<V: Clone> Clone for Tracked<V> {
             index: self.index.clone(),
             totals: self.totals.clone(),
             watched: self.watched.clone(),
+            watch_signal: Default::default(),
             grams: self.grams.clone(),
         }
     }
@@ -199,6 +203,7 @@ impl<V> Default for Tracked<V> {
             index: HashMap::default(),
             totals: HashMap::default(),
             watched: BTreeSet::new(),
+            watch_signal: Default::default(),
             grams: NameGrams::default(),
         }
     }
@@ -310,6 +315,18 @@ impl<V: Indexed> Tracked<V> {
     pub fn total(&self, name: &str) -> u64 {
         self.totals.get(name).copied().unwrap_or(0)
     }
+    /// A flag raised whenever a watched value changes, for whoever reacts
+    /// to such changes and does not want to take the lock around this map
+    /// to learn of them; lowering it is theirs to do.
+    pub fn watch_signal(&self) -> Arc<AtomicBool> {
+        self.watch_signal.clone()
+    }
+    fn watch(&mut self, key: &str) {
+        if !self.watched.contains(key) {
+            self.watched.insert(key.to_string());
+        }
+        self.watch_signal.store(true, Ordering::Release);
+    }
     /// Whether a watched value changed since the last `take_watched`.
     pub fn has_watched(&self) -> bool {
         !self.watched.is_empty()
@@ -404,7 +421,7 @@ impl<V: Indexed> Tracked<V> {
             .map(|v| (v.index_keys(), v.tally(), v.watched()))?;
         self.mark(key);
         if watched {
-            self.watched.insert(key.to_string());
+            self.watch(key);
         }
         Some(EntryMut {
             tracked: self,
@@ -417,7 +434,7 @@ impl<V: Indexed> Tracked<V> {
         self.mark(&key);
         let watched = value.watched() || self.map.get(&key).is_some_and(V::watched);
         if watched {
-            self.watched.insert(key.clone());
+            self.watch(&key);
         }
         self.load(key, value)
     }
@@ -427,7 +444,7 @@ impl<V: Indexed> Tracked<V> {
         if let Some(v) = &v {
             self.mark(key);
             if v.watched() {
-                self.watched.insert(key.to_string());
+                self.watch(key);
             }
             self.sub(key, v.index_keys(), v.tally());
             if let Some(n) = v.searchable_name() {
@@ -1236,6 +1253,30 @@ mod tests {
         let back: Tracked<Resource> =
             serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
         assert!(back.clone().take_watched().is_empty());
+    }
+
+    #[test]
+    fn the_watch_signal_rises_with_each_change_to_a_scale_set_only() {
+        use std::sync::atomic::Ordering::Acquire;
+        let mut t = Tracked::<Resource>::default();
+        let signal = t.watch_signal();
+        t.insert("b".into(), resource("b", VNET));
+        t.edit("b").unwrap().state = "Updating".into();
+        t.remove("b");
+        assert!(!signal.load(Acquire), "a VNet is not watched");
+        let steps: [fn(&mut Tracked<Resource>); 3] = [
+            |t| {
+                t.insert("a".into(), resource("a", VMSS));
+            },
+            |t| t.edit("a").unwrap().state = "Updating".into(),
+            |t| {
+                t.remove("a");
+            },
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            step(&mut t);
+            assert!(signal.swap(false, Acquire), "step {i} raised the signal");
+        }
     }
 
     #[test]
