@@ -259,7 +259,12 @@ def run_restate(args, jobs: int, work: Path) -> dict:
     node_dir = Path(args.node_dir)
     server_bin = node_dir / "node_modules/@restatedev/restate-server-linux-x64/bin/restate-server"
     ingress, admin, fabric, service_port = free_ports(4)
+    # The server's invoker makes a directory in the temporary dir per run and
+    # leaves it behind: keep it inside the run's throwaway dir.
+    tmp = work / "tmp"
+    tmp.mkdir()
     env = dict(os.environ,
+               TMPDIR=str(tmp),
                RESTATE_INGRESS__BIND_ADDRESS=f"127.0.0.1:{ingress}",
                RESTATE_ADMIN__BIND_ADDRESS=f"127.0.0.1:{admin}",
                RESTATE_DISABLE_TELEMETRY="true",
