@@ -312,12 +312,12 @@ pub(crate) struct Inner {
     /// unless `Sim::set_lro` changed it).
     pub lro_ms: std::sync::atomic::AtomicU64,
     pub state: Mutex<State>,
+    /// Raised when a scale set changes ([`state::Tracked::watch_signal`]):
+    /// what a save wakes the boot agent by.
+    pub sets_changed: Arc<std::sync::atomic::AtomicBool>,
     /// The tokens requests have presented, as the state holds them: an
     /// issued token never changes, so a request finds its token here
     /// without waiting for the state lock that every mutation holds.
-    /// Raised when a scale set changes ([`state::Tracked::watch_signal`]):
-    /// what a save without a data directory wakes the boot agent by.
-    pub sets_changed: Arc<std::sync::atomic::AtomicBool>,
     pub checked_tokens: std::sync::RwLock<HashMap<String, state::TokenInfo>>,
     /// Serialises saves of the state (the SQLite database of the data directory).
     pub persist: Mutex<state::Persist>,
@@ -601,27 +601,24 @@ impl Sim {
     /// A changed scale set also wakes the boot agent, so that its instances
     /// boot as soon as they are due rather than at the agent's next tick.
     pub(crate) fn persist_now(&self) {
+        // Read without the state lock, which the caller just let go of and
+        // other requests are waiting for.
+        if self
+            .inner
+            .sets_changed
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.inner.boot.wake();
+        }
         if self.data_dir().is_none() {
-            // Read without the state lock, which the caller just let go of
-            // and other requests are waiting for.
-            if self
-                .inner
-                .sets_changed
-                .swap(false, std::sync::atomic::Ordering::AcqRel)
-            {
-                self.inner.boot.wake();
-            }
             return;
         }
         let mut persist = lock(&self.inner.persist);
-        let (changes, changed_sets) = {
+        let changes = {
             let mut st = lock(&self.inner.state);
             st.generation += 1;
-            (st.take_changes(), st.resources.has_watched())
+            st.take_changes()
         };
-        if changed_sets {
-            self.inner.boot.wake();
-        }
         if let Err(e) = persist.write(&changes) {
             tracing::error!(error = %e, "cannot save simulator state");
         }

@@ -327,10 +327,6 @@ impl<V: Indexed> Tracked<V> {
         }
         self.watch_signal.store(true, Ordering::Release);
     }
-    /// Whether a watched value changed since the last `take_watched`.
-    pub fn has_watched(&self) -> bool {
-        !self.watched.is_empty()
-    }
     /// The keys of watched values (see [`Indexed::watched`]) inserted,
     /// changed or removed since the last call.
     pub fn take_watched(&mut self) -> BTreeSet<String> {
