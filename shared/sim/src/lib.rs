@@ -408,7 +408,7 @@ impl Sim {
                 (t.path().to_path_buf(), Some(t))
             }
         };
-        let tls = tls::TlsMaterial::load_or_generate(&cert_dir)?;
+        let tls = tls::TlsMaterial::load_or_generate(&cert_dir, temp.is_none())?;
         let (persist, state) = match &config.data_dir {
             Some(dir) => state::Persist::open(dir)?,
             None => (state::Persist::default(), None),

@@ -1,5 +1,11 @@
 //! The simulator's own PKI: a CA certificate and a server certificate it signs for
 //! `localhost`, `127.0.0.1` and `sim.local`. Generated once per directory and reused.
+//!
+//! The CA's private key is never written anywhere: it signs the server
+//! certificate once, in memory, and nothing needs it again. A throwaway
+//! simulator (no data dir) writes only the CA certificate, which clients
+//! and booted nodes are handed by path: a process killed before it could
+//! remove its temporary directory leaves no private key behind.
 
 use crate::SimError;
 use rcgen::{
@@ -9,7 +15,8 @@ use rcgen::{
 use std::path::{Path, PathBuf};
 
 const CA_CERT: &str = "ca.pem";
-const CA_KEY: &str = "ca-key.pem";
+/// Written by earlier versions; removed when found.
+const OLD_CA_KEY: &str = "ca-key.pem";
 const SERVER_CERT: &str = "server.pem";
 const SERVER_KEY: &str = "server-key.pem";
 
@@ -26,16 +33,19 @@ fn tls_err(e: impl std::fmt::Display) -> SimError {
 }
 
 impl TlsMaterial {
-    /// Loads the four PEM files from `dir`, or generates (and writes) them if any is missing.
-    pub fn load_or_generate(dir: &Path) -> Result<TlsMaterial, SimError> {
-        let paths = [CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY].map(|f| dir.join(f));
-        if paths.iter().all(|p| p.exists()) {
+    /// Loads the CA certificate and the server's certificate and key from
+    /// `dir`, or generates them if any is missing. With `keep` they are
+    /// written for the next start; without it only the CA certificate is.
+    pub fn load_or_generate(dir: &Path, keep: bool) -> Result<TlsMaterial, SimError> {
+        let paths = [CA_CERT, SERVER_CERT, SERVER_KEY].map(|f| dir.join(f));
+        let _ = std::fs::remove_file(dir.join(OLD_CA_KEY));
+        if keep && paths.iter().all(|p| p.exists()) {
             let read = |p: &PathBuf| std::fs::read_to_string(p);
             return Ok(TlsMaterial {
                 ca_cert_pem: read(&paths[0])?,
                 ca_cert_path: paths[0].clone(),
-                server_cert_pem: read(&paths[2])?,
-                server_key_pem: read(&paths[3])?,
+                server_cert_pem: read(&paths[1])?,
+                server_key_pem: read(&paths[2])?,
             });
         }
         let ca_key = KeyPair::generate().map_err(tls_err)?;
@@ -71,10 +81,12 @@ impl TlsMaterial {
             server_cert_pem: server_cert.pem(),
             server_key_pem: server_key.serialize_pem(),
         };
+        if keep {
+            // The key first: a start that finds the certificate finds its key.
+            write_file(&paths[2], &material.server_key_pem, true)?;
+            write_file(&paths[1], &material.server_cert_pem, false)?;
+        }
         write_file(&paths[0], &material.ca_cert_pem, false)?;
-        write_file(&paths[1], &ca_key.serialize_pem(), true)?;
-        write_file(&paths[2], &material.server_cert_pem, false)?;
-        write_file(&paths[3], &material.server_key_pem, true)?;
         Ok(material)
     }
 }
@@ -92,4 +104,56 @@ fn write_file(path: &Path, content: &str, private: bool) -> Result<(), SimError>
     let _ = private;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_throwaway_simulator_writes_its_ca_certificate_and_no_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = TlsMaterial::load_or_generate(dir.path(), false).unwrap();
+        assert_eq!(names(dir.path()), ["ca.pem"]);
+        let on_disk = std::fs::read_to_string(&m.ca_cert_path).unwrap();
+        assert_eq!(on_disk, m.ca_cert_pem);
+        assert!(on_disk.contains("BEGIN CERTIFICATE") && !on_disk.contains("PRIVATE KEY"));
+        assert!(
+            m.server_key_pem.contains("PRIVATE KEY"),
+            "the key is in memory"
+        );
+    }
+
+    #[test]
+    fn a_kept_directory_is_reused_without_the_ca_key_and_loses_an_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(OLD_CA_KEY), "an earlier version's key").unwrap();
+        let first = TlsMaterial::load_or_generate(dir.path(), true).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            ["ca.pem", "server-key.pem", "server.pem"]
+        );
+        let again = TlsMaterial::load_or_generate(dir.path(), true).unwrap();
+        assert_eq!(again.ca_cert_pem, first.ca_cert_pem);
+        assert_eq!(again.server_cert_pem, first.server_cert_pem);
+        assert_eq!(again.server_key_pem, first.server_key_pem);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(SERVER_KEY))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
 }
