@@ -100,6 +100,34 @@ pub(crate) fn enqueue(
     Ok(wake)
 }
 
+/// In the caller's transaction, what a completion and the next receive
+/// would do in a transaction of their own: deletes the message locked with
+/// `lock_token`, enqueues `messages`, and with `receive` locks the next
+/// message for the caller (see `engine::in_hand`). `None`, with nothing
+/// done, when no message holds that lock any more.
+pub(crate) fn complete_and_take(
+    conn: &Connection,
+    inner: &Inner,
+    lock_token: &str,
+    messages: &[OutMessage],
+    now: i64,
+    receive: bool,
+) -> rusqlite::Result<Option<(Wake, Option<Delivery>)>> {
+    if !delete_locked_row(conn, inner, lock_token)? {
+        return Ok(None);
+    }
+    let mut wake = enqueue(conn, inner, messages, now)?;
+    let next = match receive.then(|| lock_next(conn, inner, now)).transpose()? {
+        Some(Attempt::Got(next)) => {
+            // One message fewer for the receivers woken: the caller has it.
+            wake.visible = wake.visible.saturating_sub(1);
+            Some(next)
+        }
+        _ => None,
+    };
+    Ok(Some((wake, next)))
+}
+
 // Duplicate detection keeps the ids it saw in two tables that take turns
 // (`dedupe_0`, `dedupe_1`; `dedupe_turns` says when each one's turn began).
 // Ids go into the table whose turn it is. Once that turn is a window old,
@@ -228,7 +256,7 @@ impl From<super::group::CommitFailed> for BusError {
 
 /// Locks the oldest receivable message, dead-lettering on the way any
 /// message that has used up its deliveries (or whose row is unreadable).
-fn lock_next(tx: &Connection, inner: &Inner, now: i64) -> Result<Attempt, BusError> {
+fn lock_next(tx: &Connection, inner: &Inner, now: i64) -> rusqlite::Result<Attempt> {
     let options = &inner.options;
     loop {
         let head = inner.schedule().head(now);
@@ -240,8 +268,7 @@ fn lock_next(tx: &Connection, inner: &Inner, now: i64) -> Result<Attempt, BusErr
                 "SELECT seq, message_id, event_type, body, delivery_count FROM messages \
                  WHERE seq = ?1",
             )
-            .and_then(|mut s| s.query_row([seq], |r| Ok(Row::read(r))).optional())
-            .map_err(bus_err)?;
+            .and_then(|mut s| s.query_row([seq], |r| Ok(Row::read(r))).optional())?;
         let Some(row) = row else {
             // Gone from the table behind this handle's back: forget it.
             inner.schedule().remove(seq);
@@ -251,14 +278,12 @@ fn lock_next(tx: &Connection, inner: &Inner, now: i64) -> Result<Attempt, BusErr
             Ok(row) => row,
             Err(e) => {
                 tracing::warn!(seq, error = %e, "dead-lettering unreadable message row");
-                move_to_dead_letters(tx, inner, seq, &format!("Corrupt: {e}"), now)
-                    .map_err(bus_err)?;
+                move_to_dead_letters(tx, inner, seq, &format!("Corrupt: {e}"), now)?;
                 continue;
             }
         };
         if row.delivery_count >= options.max_delivery_count {
-            move_to_dead_letters(tx, inner, seq, MAX_DELIVERY_COUNT_EXCEEDED, now)
-                .map_err(bus_err)?;
+            move_to_dead_letters(tx, inner, seq, MAX_DELIVERY_COUNT_EXCEEDED, now)?;
             continue;
         }
         let token = lock_token(seq);
@@ -267,8 +292,7 @@ fn lock_next(tx: &Connection, inner: &Inner, now: i64) -> Result<Attempt, BusErr
             "UPDATE messages SET delivery_count = delivery_count + 1, \
              lock_token = ?1, available_at = ?2 WHERE seq = ?3",
         )
-        .and_then(|mut s| s.execute(params![token, locked_until, seq]))
-        .map_err(bus_err)?;
+        .and_then(|mut s| s.execute(params![token, locked_until, seq]))?;
         inner.schedule().set(seq, locked_until);
         return Ok(Attempt::Got(Delivery {
             message_id: row.message_id,
@@ -293,17 +317,25 @@ fn locked_seq(token: &str) -> Option<i64> {
 
 /// Deletes the message locked with `token`; `LockLost` when none is.
 fn delete_locked(tx: &Connection, inner: &Inner, token: &str) -> Result<(), BusError> {
-    let lost = || BusError::LockLost(token.to_string());
-    let seq = locked_seq(token).ok_or_else(lost)?;
-    let deleted = tx
-        .prepare_cached("DELETE FROM messages WHERE seq = ?1 AND lock_token = ?2")
-        .and_then(|mut s| s.execute(params![seq, token]))
-        .map_err(bus_err)?;
-    if deleted == 0 {
-        return Err(lost());
+    if delete_locked_row(tx, inner, token).map_err(bus_err)? {
+        Ok(())
+    } else {
+        Err(BusError::LockLost(token.to_string()))
     }
-    inner.schedule().remove(seq);
-    Ok(())
+}
+
+/// Deletes the message locked with `token`; whether there was one.
+fn delete_locked_row(tx: &Connection, inner: &Inner, token: &str) -> rusqlite::Result<bool> {
+    let Some(seq) = locked_seq(token) else {
+        return Ok(false);
+    };
+    let deleted = tx
+        .prepare_cached("DELETE FROM messages WHERE seq = ?1 AND lock_token = ?2")?
+        .execute(params![seq, token])?;
+    if deleted > 0 {
+        inner.schedule().remove(seq);
+    }
+    Ok(deleted > 0)
 }
 
 impl EmbeddedBus {
@@ -372,7 +404,10 @@ impl EventBus for EmbeddedBus {
             notified.as_mut().enable();
             let next_at = match self
                 .inner
-                .write(|tx, inner| lock_next(tx, inner, now_ms()), |_, _| {})
+                .write(
+                    |tx, inner| lock_next(tx, inner, now_ms()).map_err(bus_err),
+                    |_, _| {},
+                )
                 .await?
             {
                 Attempt::Got(delivery) => return Ok(Some(delivery)),
@@ -413,7 +448,7 @@ impl EventBus for EmbeddedBus {
             .write(
                 move |tx, inner| {
                     delete_locked(tx, inner, &token)?;
-                    lock_next(tx, inner, now_ms())
+                    lock_next(tx, inner, now_ms()).map_err(bus_err)
                 },
                 |_, _| {},
             )

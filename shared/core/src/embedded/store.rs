@@ -1,7 +1,8 @@
 //! The SQLite saga store with a transactional outbox.
 
-use super::bus::enqueue;
+use super::bus::{complete_and_take, enqueue};
 use super::{now_ms, unix_ms, Inner};
+use crate::engine::in_hand;
 use crate::ports::{ETag, OutMessage, SagaStore, StoreError, StoredDoc, SweepHint};
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
@@ -250,7 +251,13 @@ impl SagaStore for EmbeddedStore {
         let (key, text, outbox) = (id.to_string(), text.to_string(), outbox.to_vec());
         let (settled, sweep_at) = sweep_columns(sweep);
         let replaced = key.clone();
-        let (version, _) = self
+        // The message being handled, completed with this save when it can be.
+        let in_hand = if outbox.is_empty() {
+            None
+        } else {
+            in_hand::offered(id)
+        };
+        let (version, _, taken) = self
             .inner
             .write(
                 move |tx, inner| {
@@ -275,13 +282,32 @@ impl SagaStore for EmbeddedStore {
                             StoreError::NotFound(key)
                         });
                     }
-                    let wake = enqueue(tx, inner, &outbox, now_ms()).map_err(store_err)?;
+                    let now = now_ms();
+                    let taken = match &in_hand {
+                        Some(offer) => complete_and_take(
+                            tx,
+                            inner,
+                            &offer.lock_token,
+                            &outbox,
+                            now,
+                            offer.receive,
+                        )
+                        .map_err(store_err)?,
+                        None => None,
+                    };
+                    let (wake, taken) = match taken {
+                        Some((wake, next)) => (wake, Some(in_hand::Taken { next })),
+                        None => (enqueue(tx, inner, &outbox, now).map_err(store_err)?, None),
+                    };
                     // `updated == 1` implies `expected` was `Some`.
-                    Ok((expected.unwrap_or(0) + 1, wake))
+                    Ok((expected.unwrap_or(0) + 1, wake, taken))
                 },
-                move |&(version, wake), inner| published(inner, &replaced, version, wake),
+                move |&(version, wake, _), inner| published(inner, &replaced, version, wake),
             )
             .await?;
+        if let Some(taken) = taken {
+            in_hand::take(taken);
+        }
         Ok(etag(version))
     }
 
@@ -494,5 +520,214 @@ mod tests {
         assert_eq!(version_of(&etag(42)), Some(42));
         assert_eq!(version_of(&ETag("42".into())), None);
         assert_eq!(version_of(&ETag("\"x\"".into())), None);
+    }
+
+    /// A queue with `ids` sent, and a saga `job` to save.
+    async fn queue_with(ids: &[&str]) -> (super::super::Embedded, ETag) {
+        let db = super::super::Embedded::in_memory(Default::default()).unwrap();
+        let messages: Vec<OutMessage> = ids
+            .iter()
+            .map(|id| crate::conformance::test_message(id))
+            .collect();
+        db.bus().send(&messages).await.unwrap();
+        let etag = db
+            .store()
+            .create("job", &serde_json::json!({"n": 0}), &[])
+            .await
+            .unwrap();
+        (db, etag)
+    }
+
+    fn ids(deliveries: &[crate::ports::Delivery]) -> Vec<&str> {
+        deliveries.iter().map(|d| d.message_id.as_str()).collect()
+    }
+
+    /// Every message receivable now, each received once.
+    async fn drain(db: &super::super::Embedded) -> Vec<crate::ports::Delivery> {
+        let mut got = vec![];
+        while let Some(d) = db.bus().receive(std::time::Duration::ZERO).await.unwrap() {
+            got.push(d);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_save_of_the_handled_job_completes_its_message_and_takes_the_next_in_one_commit() {
+        let (db, etag) = queue_with(&["a", "b"]).await;
+        let a = db
+            .bus()
+            .receive(std::time::Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.message_id, "a");
+        let commits = db.commits().1;
+        let (saved, taken) = in_hand::handling("job", &a.lock_token, true, async {
+            let out = [crate::conformance::test_message("c")];
+            db.store()
+                .replace("job", &serde_json::json!({"n": 1}), &etag, &out)
+                .await
+        })
+        .await;
+        saved.unwrap();
+        assert_eq!(
+            db.commits().1,
+            commits + 1,
+            "the save, the completion and the receive commit once"
+        );
+        let next = taken
+            .expect("the save completed `a`")
+            .next
+            .expect("and took the next message");
+        assert_eq!(
+            (next.message_id.as_str(), next.delivery_count),
+            ("b", 1),
+            "the oldest, as a receive takes it"
+        );
+        // `a` is gone: only the continuation is left to receive; `b` is locked.
+        assert_eq!(ids(&drain(&db).await), ["c"]);
+        let r = db.bus().complete(&a).await;
+        assert!(
+            matches!(r, Err(crate::ports::BusError::LockLost(_))),
+            "{r:?}"
+        );
+        db.bus()
+            .complete(&next)
+            .await
+            .expect("the taken lock holds");
+    }
+
+    #[tokio::test]
+    async fn only_a_save_of_the_handled_job_that_sends_something_completes_its_message() {
+        let (db, etag) = queue_with(&["a"]).await;
+        db.store()
+            .create("other", &serde_json::json!({}), &[])
+            .await
+            .unwrap();
+        let a = db
+            .bus()
+            .receive(std::time::Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        let ((), taken) = in_hand::handling("job", &a.lock_token, true, async {
+            let out = [crate::conformance::test_message("x")];
+            db.store()
+                .replace(
+                    "other",
+                    &serde_json::json!({"n": 1}),
+                    &etag_of(&db, "other").await,
+                    &out,
+                )
+                .await
+                .unwrap();
+            db.store()
+                .replace("job", &serde_json::json!({"n": 1}), &etag, &[])
+                .await
+                .unwrap();
+        })
+        .await;
+        assert!(taken.is_none());
+        assert_eq!(
+            ids(&drain(&db).await),
+            ["x"],
+            "`a` stays locked for its own settlement"
+        );
+        db.bus().complete(&a).await.expect("the lock holds");
+    }
+
+    async fn etag_of(db: &super::super::Embedded, id: &str) -> ETag {
+        db.store().get(id).await.unwrap().unwrap().etag
+    }
+
+    #[tokio::test]
+    async fn a_lost_lock_leaves_the_message_to_its_new_holder_and_the_save_stands() {
+        let (db, etag) = queue_with(&["a"]).await;
+        let a = db
+            .bus()
+            .receive(std::time::Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        db.bus().abandon(&a).await.unwrap();
+        let again = db
+            .bus()
+            .receive(std::time::Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        let (saved, taken) = in_hand::handling("job", &a.lock_token, true, async {
+            let out = [crate::conformance::test_message("c")];
+            db.store()
+                .replace("job", &serde_json::json!({"n": 1}), &etag, &out)
+                .await
+        })
+        .await;
+        saved.unwrap();
+        assert!(taken.is_none(), "nothing was completed");
+        assert_eq!(
+            ids(&drain(&db).await),
+            ["c"],
+            "the save's message is sent as usual"
+        );
+        db.bus()
+            .complete(&again)
+            .await
+            .expect("the new holder's lock holds");
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_stops_takes_nothing_more() {
+        let (db, etag) = queue_with(&["a", "b"]).await;
+        let a = db
+            .bus()
+            .receive(std::time::Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        let (saved, taken) = in_hand::handling("job", &a.lock_token, false, async {
+            let out = [crate::conformance::test_message("c")];
+            db.store()
+                .replace("job", &serde_json::json!({"n": 1}), &etag, &out)
+                .await
+        })
+        .await;
+        saved.unwrap();
+        assert!(taken.expect("completed").next.is_none());
+        assert_eq!(ids(&drain(&db).await), ["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_save_that_loses_its_precondition_completes_nothing() {
+        let (db, etag) = queue_with(&["a"]).await;
+        let newer = db
+            .store()
+            .replace("job", &serde_json::json!({"n": 1}), &etag, &[])
+            .await
+            .unwrap();
+        assert_ne!(newer, etag);
+        let a = db
+            .bus()
+            .receive(std::time::Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        let (saved, taken) = in_hand::handling("job", &a.lock_token, true, async {
+            let out = [crate::conformance::test_message("c")];
+            db.store()
+                .replace("job", &serde_json::json!({"n": 2}), &etag, &out)
+                .await
+        })
+        .await;
+        assert!(
+            matches!(saved, Err(StoreError::PreconditionFailed(_))),
+            "{saved:?}"
+        );
+        assert!(taken.is_none());
+        assert!(drain(&db).await.is_empty(), "nothing sent, nothing freed");
+        db.bus()
+            .complete(&a)
+            .await
+            .expect("`a` is still locked for its handler");
     }
 }

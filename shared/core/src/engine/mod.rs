@@ -10,12 +10,15 @@
 //! - [`undo`]: the compensation / deletion chain, and scaling;
 //! - [`worker`]: one settlement function for every consumer (the Functions
 //!   handler, `flotilla worker`, the embedded runner);
+//! - [`in_hand`]: the message a bus consumer is handling, which a store that
+//!   holds the queue completes with the save that continues it;
 //! - [`sweep`]: the sweeper that re-arms what is overdue and reports what is stalled;
 //! - [`orphans`]: the orphan sweep, listing (and deleting) what carries
 //!   `managed-by: flotilla` but belongs to no live job.
 
 mod commands;
 mod forward;
+pub(crate) mod in_hand;
 mod kept;
 mod orphans;
 mod pools;

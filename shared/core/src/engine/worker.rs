@@ -2,7 +2,7 @@
 //! Functions handler (whose reply status is the settlement), `flotilla
 //! worker` and the embedded runner (which settle on the bus themselves).
 
-use super::{notification, Engine};
+use super::{in_hand, notification, Engine};
 use crate::events::CloudEvent;
 use crate::ports::{Delivery, EventBus};
 use std::sync::Arc;
@@ -67,6 +67,20 @@ impl Settlement {
 /// last allowed delivery) is first noted on the job it names, so `status`
 /// shows it.
 pub async fn settle(engine: &Engine, d: Delivered<'_>) -> Settlement {
+    settle_in_hand(engine, d, None).await.0
+}
+
+/// [`settle`] for a bus consumer holding the message by a lock token (and
+/// whether it wants its next message): the handler's save may complete it
+/// (see [`in_hand`]), which the answer then says, with the next message
+/// that save locked for this consumer, if any.
+/// A message completed that way is settled whatever the handler went on to
+/// say: its job's next event is sent.
+async fn settle_in_hand(
+    engine: &Engine,
+    d: Delivered<'_>,
+    in_hand: Option<(&str, bool)>,
+) -> (Settlement, Option<in_hand::Taken>) {
     let last = d.delivery_count >= d.max_delivery_count;
     let event = match CloudEvent::from_json(d.body) {
         Ok(e) => e,
@@ -76,10 +90,22 @@ pub async fn settle(engine: &Engine, d: Delivered<'_>) -> Settlement {
                 dead_lettered("poison");
                 record_poison(engine, d.body, d.message_id, &reason).await;
             }
-            return Settlement::Poison { reason };
+            return (Settlement::Poison { reason }, None);
         }
     };
-    match engine.handle(&event).await {
+    let (handled, taken) = match in_hand {
+        Some((token, receive)) => {
+            in_hand::handling(&event.data().job, token, receive, engine.handle(&event)).await
+        }
+        None => (engine.handle(&event).await, None),
+    };
+    if taken.is_some() {
+        if let Err(e) = &handled {
+            tracing::warn!(id = %event.id(), error = %e, "the handler failed after saving what follows; its message is completed");
+        }
+        return (Settlement::Complete, taken);
+    }
+    let settlement = match handled {
         Ok(()) => Settlement::Complete,
         Err(e) => {
             let retryable = e.is_retryable();
@@ -105,7 +131,8 @@ pub async fn settle(engine: &Engine, d: Delivered<'_>) -> Settlement {
                 Settlement::DeadLetter { reason }
             }
         }
-    }
+    };
+    (settlement, None)
 }
 
 /// Counts a message that leaves the queue for good (`flotilla.dead_letters`).
@@ -146,9 +173,10 @@ async fn record_poison(engine: &Engine, body: &[u8], message_id: &str, reason: &
 
 /// Consumes `source` until `stop` turns true, settling each message as
 /// [`settle`] says. A completion also takes the next message where the bus
-/// can do both at once ([`EventBus::complete_then_receive`]); a message taken
-/// that way is handled even if `stop` turned true meanwhile, so none is left
-/// locked behind.
+/// can do both at once ([`EventBus::complete_then_receive`]), or where the
+/// store did both in the handler's save ([`in_hand`]); a message taken
+/// either way is handled even if `stop` turned true meanwhile, so none is
+/// left locked behind.
 pub async fn run_worker(
     engine: Arc<Engine>,
     source: Arc<dyn EventBus>,
@@ -170,7 +198,19 @@ pub async fn run_worker(
                 }
             },
         };
-        let verdict = settle(&engine, Delivered::from_bus(&delivery, max_delivery_count)).await;
+        let receive = !*stop.borrow();
+        let (verdict, taken) = settle_in_hand(
+            &engine,
+            Delivered::from_bus(&delivery, max_delivery_count),
+            Some((&delivery.lock_token, receive)),
+        )
+        .await;
+        if let Some(taken) = taken {
+            // Completed with the handler's save, which took this worker's
+            // next message too unless it is stopping.
+            next = taken.next;
+            continue;
+        }
         let settled = match &verdict {
             Settlement::Complete if *stop.borrow() => source.complete(&delivery).await,
             Settlement::Complete => source
