@@ -538,37 +538,43 @@ mod tests {
         (db, etag)
     }
 
-    fn ids(deliveries: &[crate::ports::Delivery]) -> Vec<&str> {
-        deliveries.iter().map(|d| d.message_id.as_str()).collect()
+    async fn receive(db: &super::super::Embedded) -> Option<crate::ports::Delivery> {
+        db.bus().receive(std::time::Duration::ZERO).await.unwrap()
     }
 
     /// Every message receivable now, each received once.
-    async fn drain(db: &super::super::Embedded) -> Vec<crate::ports::Delivery> {
+    async fn drain(db: &super::super::Embedded) -> Vec<String> {
         let mut got = vec![];
-        while let Some(d) = db.bus().receive(std::time::Duration::ZERO).await.unwrap() {
-            got.push(d);
+        while let Some(d) = receive(db).await {
+            got.push(d.message_id);
         }
         got
+    }
+
+    /// Saves `job` over `etag`, sending `c`, while handling the message
+    /// locked by `in_hand` (and taking the next one with `receive`).
+    async fn save_handling(
+        db: &super::super::Embedded,
+        in_hand: &crate::ports::Delivery,
+        receive: bool,
+        etag: &ETag,
+    ) -> (Result<ETag, StoreError>, Option<in_hand::Taken>) {
+        in_hand::handling("job", &in_hand.lock_token, receive, async {
+            let out = [crate::conformance::test_message("c")];
+            db.store()
+                .replace("job", &serde_json::json!({"n": 1}), etag, &out)
+                .await
+        })
+        .await
     }
 
     #[tokio::test]
     async fn a_save_of_the_handled_job_completes_its_message_and_takes_the_next_in_one_commit() {
         let (db, etag) = queue_with(&["a", "b"]).await;
-        let a = db
-            .bus()
-            .receive(std::time::Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let a = receive(&db).await.unwrap();
         assert_eq!(a.message_id, "a");
         let commits = db.commits().1;
-        let (saved, taken) = in_hand::handling("job", &a.lock_token, true, async {
-            let out = [crate::conformance::test_message("c")];
-            db.store()
-                .replace("job", &serde_json::json!({"n": 1}), &etag, &out)
-                .await
-        })
-        .await;
+        let (saved, taken) = save_handling(&db, &a, true, &etag).await;
         saved.unwrap();
         assert_eq!(
             db.commits().1,
@@ -584,8 +590,8 @@ mod tests {
             ("b", 1),
             "the oldest, as a receive takes it"
         );
-        // `a` is gone: only the continuation is left to receive; `b` is locked.
-        assert_eq!(ids(&drain(&db).await), ["c"]);
+        // `a` is gone: only the save's message is left to receive; `b` is locked.
+        assert_eq!(drain(&db).await, ["c"]);
         let r = db.bus().complete(&a).await;
         assert!(
             matches!(r, Err(crate::ports::BusError::LockLost(_))),
@@ -600,73 +606,40 @@ mod tests {
     #[tokio::test]
     async fn only_a_save_of_the_handled_job_that_sends_something_completes_its_message() {
         let (db, etag) = queue_with(&["a"]).await;
-        db.store()
+        let other = db
+            .store()
             .create("other", &serde_json::json!({}), &[])
             .await
             .unwrap();
-        let a = db
-            .bus()
-            .receive(std::time::Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let a = receive(&db).await.unwrap();
         let ((), taken) = in_hand::handling("job", &a.lock_token, true, async {
             let out = [crate::conformance::test_message("x")];
-            db.store()
-                .replace(
-                    "other",
-                    &serde_json::json!({"n": 1}),
-                    &etag_of(&db, "other").await,
-                    &out,
-                )
-                .await
-                .unwrap();
-            db.store()
-                .replace("job", &serde_json::json!({"n": 1}), &etag, &[])
-                .await
-                .unwrap();
+            let store = db.store();
+            let doc = serde_json::json!({"n": 1});
+            store.replace("other", &doc, &other, &out).await.unwrap();
+            store.replace("job", &doc, &etag, &[]).await.unwrap();
         })
         .await;
         assert!(taken.is_none());
         assert_eq!(
-            ids(&drain(&db).await),
+            drain(&db).await,
             ["x"],
             "`a` stays locked for its own settlement"
         );
         db.bus().complete(&a).await.expect("the lock holds");
     }
 
-    async fn etag_of(db: &super::super::Embedded, id: &str) -> ETag {
-        db.store().get(id).await.unwrap().unwrap().etag
-    }
-
     #[tokio::test]
     async fn a_lost_lock_leaves_the_message_to_its_new_holder_and_the_save_stands() {
         let (db, etag) = queue_with(&["a"]).await;
-        let a = db
-            .bus()
-            .receive(std::time::Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let a = receive(&db).await.unwrap();
         db.bus().abandon(&a).await.unwrap();
-        let again = db
-            .bus()
-            .receive(std::time::Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
-        let (saved, taken) = in_hand::handling("job", &a.lock_token, true, async {
-            let out = [crate::conformance::test_message("c")];
-            db.store()
-                .replace("job", &serde_json::json!({"n": 1}), &etag, &out)
-                .await
-        })
-        .await;
+        let again = receive(&db).await.unwrap();
+        let (saved, taken) = save_handling(&db, &a, true, &etag).await;
         saved.unwrap();
         assert!(taken.is_none(), "nothing was completed");
         assert_eq!(
-            ids(&drain(&db).await),
+            drain(&db).await,
             ["c"],
             "the save's message is sent as usual"
         );
@@ -679,46 +652,20 @@ mod tests {
     #[tokio::test]
     async fn a_consumer_that_stops_takes_nothing_more() {
         let (db, etag) = queue_with(&["a", "b"]).await;
-        let a = db
-            .bus()
-            .receive(std::time::Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
-        let (saved, taken) = in_hand::handling("job", &a.lock_token, false, async {
-            let out = [crate::conformance::test_message("c")];
-            db.store()
-                .replace("job", &serde_json::json!({"n": 1}), &etag, &out)
-                .await
-        })
-        .await;
+        let a = receive(&db).await.unwrap();
+        let (saved, taken) = save_handling(&db, &a, false, &etag).await;
         saved.unwrap();
         assert!(taken.expect("completed").next.is_none());
-        assert_eq!(ids(&drain(&db).await), ["b", "c"]);
+        assert_eq!(drain(&db).await, ["b", "c"]);
     }
 
     #[tokio::test]
     async fn a_save_that_loses_its_precondition_completes_nothing() {
         let (db, etag) = queue_with(&["a"]).await;
-        let newer = db
-            .store()
-            .replace("job", &serde_json::json!({"n": 1}), &etag, &[])
-            .await
-            .unwrap();
-        assert_ne!(newer, etag);
-        let a = db
-            .bus()
-            .receive(std::time::Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
-        let (saved, taken) = in_hand::handling("job", &a.lock_token, true, async {
-            let out = [crate::conformance::test_message("c")];
-            db.store()
-                .replace("job", &serde_json::json!({"n": 2}), &etag, &out)
-                .await
-        })
-        .await;
+        let doc = serde_json::json!({"n": 1});
+        db.store().replace("job", &doc, &etag, &[]).await.unwrap();
+        let a = receive(&db).await.unwrap();
+        let (saved, taken) = save_handling(&db, &a, true, &etag).await;
         assert!(
             matches!(saved, Err(StoreError::PreconditionFailed(_))),
             "{saved:?}"
