@@ -9,7 +9,9 @@ use flotilla_core::spec::ClusterSpec;
 use flotilla_core::testing::{fake_azure, fake_env, FakeCloud};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
 
 #[tokio::test]
 async fn a_worker_commits_once_a_step() {
@@ -37,18 +39,13 @@ async fn a_worker_commits_once_a_step() {
     let (_, before) = db.commits();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(run_worker(engine.clone(), engine.bus.clone(), 10, stop_rx));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let saga = loop {
-        let saga = engine.status(&job).await.unwrap().expect("the job");
-        if saga.is_settled() {
-            break saga;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the job did not finish: {saga:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
+    let saga = common::until_settled(
+        &engine,
+        &job,
+        Duration::from_secs(30),
+        Duration::from_millis(2),
+    )
+    .await;
     let (_, after) = db.commits();
     stop.send(true).unwrap();
     worker.await.unwrap();

@@ -236,18 +236,13 @@ impl Flow {
     }
 
     pub async fn until_done(&self, job: &str) -> Saga {
-        let deadline = Instant::now() + Duration::from_secs(150);
-        loop {
-            let saga = self.engine.status(job).await.unwrap().expect("job");
-            if saga.is_settled() {
-                return saga;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the job did not finish: {saga:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        until_settled(
+            &self.engine,
+            job,
+            Duration::from_secs(150),
+            Duration::from_millis(200),
+        )
+        .await
     }
 
     /// Everything the simulator holds that is tagged with the job.
@@ -264,5 +259,21 @@ impl Flow {
 impl Drop for Flow {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+    }
+}
+
+/// Reads `job` every `every` until it is settled; fails the test after `within`.
+pub async fn until_settled(engine: &Engine, job: &str, within: Duration, every: Duration) -> Saga {
+    let deadline = Instant::now() + within;
+    loop {
+        let saga = engine.status(job).await.unwrap().expect("job");
+        if saga.is_settled() {
+            return saga;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job did not finish: {saga:#?}"
+        );
+        tokio::time::sleep(every).await;
     }
 }
