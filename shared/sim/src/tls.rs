@@ -38,7 +38,9 @@ impl TlsMaterial {
     /// written for the next start; without it only the CA certificate is.
     pub fn load_or_generate(dir: &Path, keep: bool) -> Result<TlsMaterial, SimError> {
         let paths = [CA_CERT, SERVER_CERT, SERVER_KEY].map(|f| dir.join(f));
-        let _ = std::fs::remove_file(dir.join(OLD_CA_KEY));
+        if keep {
+            let _ = std::fs::remove_file(dir.join(OLD_CA_KEY));
+        }
         if keep && paths.iter().all(|p| p.exists()) {
             let read = |p: &PathBuf| std::fs::read_to_string(p);
             return Ok(TlsMaterial {
