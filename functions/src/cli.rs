@@ -230,7 +230,7 @@ enum Command {
         workers: usize,
         /// Instead of jobs, time `serve` from exec to ready, on fresh and on
         /// reused data dirs, and `up` from exec to its first step running.
-        #[arg(long, conflicts_with_all = ["jobs", "workers", "simulator"])]
+        #[arg(long, conflicts_with_all = ["jobs", "workers", "simulator", "store"])]
         cold_start: bool,
         /// How many starts of each kind --cold-start times.
         #[arg(long, default_value_t = 10, requires = "cold_start")]
@@ -241,6 +241,12 @@ enum Command {
         /// engine alone, its Azure calls answered by an in-memory fake cloud).
         #[arg(long, value_enum, default_value_t = crate::bench::Placement::InProcess)]
         simulator: crate::bench::Placement,
+        /// Where the embedded store and bus keep their database: a file, durable
+        /// as under `up` and `serve`, or SQLite's memory (`memory`: nothing on
+        /// disk, nothing survives a crash; it measures what the file I/O of
+        /// durability costs, and is no way to run jobs).
+        #[arg(long, value_enum, default_value_t = crate::bench::StoreMedium::File)]
+        store: crate::bench::StoreMedium,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -622,9 +628,10 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             jobs,
             workers,
             simulator,
+            store,
             output,
             ..
-        } => crate::bench::run(jobs, workers, simulator, output == Output::Json).await,
+        } => crate::bench::run(jobs, workers, simulator, store, output == Output::Json).await,
         Command::BenchSimulator { jobs } => crate::bench::serve_simulator(jobs).await,
     }
 }

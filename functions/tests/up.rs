@@ -492,6 +492,42 @@ fn bench_without_a_simulator_runs_the_engine_on_the_fake_cloud() {
 }
 
 #[test]
+fn bench_in_memory_keeps_its_database_off_disk_and_says_so() {
+    // By default the database is a file, as under `up` and `serve`.
+    let on_disk = bench(&["--jobs", "2", "--simulator", "none"]);
+    assert_eq!(on_disk["store"], "file", "{on_disk}");
+    // In memory: the same jobs, the same writes, committed as before.
+    for simulator in ["none", "in-process"] {
+        let report = bench(&[
+            "--jobs",
+            "10",
+            "--simulator",
+            simulator,
+            "--store",
+            "memory",
+        ]);
+        assert_eq!(report["store"], "memory", "{report}");
+        assert_eq!(report["simulator"], simulator, "{report}");
+        assert_eq!(report["succeeded"], 10, "{report}");
+        // The job's creation and one write a step, each re-check one more.
+        let writes = report["store_writes_per_job"].as_f64().unwrap();
+        let waits = report["waits_per_job"].as_f64().unwrap();
+        assert!((writes - waits - 7.0).abs() < 0.15, "{report}");
+        assert!(
+            report["commits_per_job"].as_f64().unwrap() >= 6.0,
+            "{report}"
+        );
+    }
+    // `--cold-start` times `serve` and `up`, whose stores are files: it takes no `--store`.
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["bench", "--cold-start", "--store", "memory"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--store"));
+}
+
+#[test]
 fn bench_text_report_lines_its_figures_up() {
     let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .args(["bench", "--jobs", "2", "--simulator", "none"])

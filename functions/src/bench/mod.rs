@@ -16,6 +16,7 @@ use flotilla_core::engine::Engine;
 use flotilla_core::saga::{JobStatus, StepName};
 use flotilla_core::spec::ClusterSpec;
 use serde_json::json;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -102,6 +103,18 @@ pub enum Placement {
     /// tests' fake cloud), as each checkpoint's work is a trivial stand-in
     /// in the peers' jobs. Measures the engine alone, durability included.
     None,
+}
+
+/// Where the bench's embedded store and bus keep their database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreMedium {
+    /// A file in a temporary data dir, durable as under `up` and `serve`
+    /// (the default).
+    File,
+    /// SQLite's memory: nothing is written to disk and nothing would survive
+    /// a crash. Not a way to run jobs: it measures what the store's file I/O
+    /// (the WAL's writes, its locks and checkpoints) costs the engine.
+    Memory,
 }
 
 /// What the bench's jobs run on: the local world and its simulator, or the
@@ -280,6 +293,7 @@ pub async fn run(
     jobs: usize,
     workers: usize,
     placement: Placement,
+    medium: StoreMedium,
     json_out: bool,
 ) -> Result<ExitCode, crate::error::Error> {
     if jobs == 0 || jobs > 100_000 {
@@ -287,6 +301,7 @@ pub async fn run(
     }
     warn_if_debug_build();
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let data_dir = (medium == StoreMedium::File).then(|| dir.path());
     let policy = Policy {
         backoff_base: Duration::from_millis(10),
         join_interval: Duration::from_millis(5),
@@ -296,7 +311,7 @@ pub async fn run(
     let spec = ClusterSpec::example();
     let mut rig = if placement == Placement::None {
         Rig::StandIn(stand_in::StandInWorld::start(
-            dir.path(),
+            data_dir,
             workers,
             policy,
             sweep,
@@ -316,7 +331,7 @@ pub async fn run(
         };
         let world = LocalWorld::start(LocalOptions {
             staging: crate::local::StagingChoice::Simulator,
-            data_dir: Some(dir.path().to_path_buf()),
+            data_dir: data_dir.map(Path::to_path_buf),
             lro: Duration::ZERO,
             persist_sim: false,
             throttle: false,
@@ -445,6 +460,8 @@ pub async fn run(
         "step_overhead_ms_p99": percentile_ms(&timings, 0.99),
         // The name `--simulator` takes.
         "simulator": clap::ValueEnum::to_possible_value(&placement).map(|v| v.get_name().to_owned()),
+        // Where the database really was, as `--store` names it.
+        "store": if rig.embedded().is_file() { "file" } else { "memory" },
         "store_writes_per_job": per_job(writes, jobs),
         "commits_per_job": per_job(commits, jobs),
         "bus_messages_per_job": per_job(messages, jobs),

@@ -22,10 +22,11 @@ pub struct StandInWorld {
 }
 
 impl StandInWorld {
-    /// Starts `workers` workers (at least one) and a sweeper on a store in `dir`, against a
-    /// fake cloud whose operations finish at once and whose quotas are `quotas`.
+    /// Starts `workers` workers (at least one) and a sweeper on a store in `dir`
+    /// (in memory when `None`), against a fake cloud whose operations finish
+    /// at once and whose quotas are `quotas`.
     pub fn start(
-        dir: &Path,
+        dir: Option<&Path>,
         workers: usize,
         policy: Policy,
         sweep: SweepOptions,
@@ -33,8 +34,11 @@ impl StandInWorld {
     ) -> Result<StandInWorld, crate::error::Error> {
         let bus = BusOptions::default();
         let max_delivery = bus.max_delivery_count;
-        let embedded =
-            Embedded::open(&dir.join("flotilla.db"), bus).map_err(|e| format!("store: {e}"))?;
+        let embedded = match dir {
+            Some(dir) => Embedded::open(&dir.join("flotilla.db"), bus),
+            None => Embedded::in_memory(bus),
+        }
+        .map_err(|e| format!("store: {e}"))?;
         let cloud = Arc::new(FakeCloud::default());
         // Zero-length operations, as the simulator's in the other benches.
         cloud.lro_polls.store(0, Ordering::SeqCst);

@@ -388,6 +388,12 @@ impl Embedded {
         self.inner.enqueued.load(Ordering::Relaxed)
     }
 
+    /// Whether the database is a file (what [`Embedded::open`] opens), not
+    /// SQLite's memory ([`Embedded::in_memory`], gone with the process).
+    pub fn is_file(&self) -> bool {
+        self.inner.conn().path().is_some_and(|p| !p.is_empty())
+    }
+
     /// The bus options this database was opened with.
     pub fn options(&self) -> &BusOptions {
         &self.inner.options
@@ -487,6 +493,16 @@ pub(crate) fn duration_ms(d: Duration) -> i64 {
 mod tests {
     use super::*;
     use crate::ports::{ETag, SweepHint};
+
+    #[test]
+    fn a_database_says_whether_it_is_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let on_disk = Embedded::open(&dir.path().join("f.db"), BusOptions::default()).unwrap();
+        assert!(on_disk.is_file());
+        assert!(!Embedded::in_memory(BusOptions::default())
+            .unwrap()
+            .is_file());
+    }
 
     /// Runs `read` on a thread of its own and gives its result, or `None`
     /// when it is still waiting after 10 s.
