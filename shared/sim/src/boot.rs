@@ -311,12 +311,17 @@ fn tick(sim: &Sim, permits: &Arc<tokio::sync::Semaphore>) {
                     phase: Phase::Running,
                     message: "The VM is running its init extension.".into(),
                 });
-            let (sim2, set2, permits) = (sim.clone(), set.clone(), permits.clone());
+            // The task holds the simulator weakly: a simulator dropped while
+            // its instances wait for a turn (or run a script) is gone at once,
+            // its temporary directories with it, not when the last boot ends
+            // (a process that exits first would leave them behind).
+            let (weak, set2, permits) = (Arc::downgrade(&sim.inner), set.clone(), permits.clone());
             let handle = tokio::spawn(async move {
                 let Ok(_permit) = permits.acquire_owned().await else {
                     return;
                 };
-                boot(&sim2, &set2, n).await;
+                let Some(inner) = weak.upgrade() else { return };
+                boot(Sim { inner }, &set2, n).await;
             });
             lock(&sim.inner.boot.tasks).insert((set.key.clone(), n), handle.abort_handle());
             started = true;
@@ -464,7 +469,8 @@ fn nodes_dir(sim: &Sim) -> Option<PathBuf> {
     temp.as_ref().map(|t| t.path().to_path_buf())
 }
 
-async fn boot(sim: &Sim, set: &SetInfo, n: usize) {
+async fn boot(owned: Sim, set: &SetInfo, n: usize) {
+    let sim = &owned;
     let computer = format!("{}{}", set.prefix, kube::base36(n as u64)).to_ascii_lowercase();
     let script = download(sim, &set.identity, &set.settings);
     let script = match script {
@@ -501,7 +507,7 @@ async fn boot(sim: &Sim, set: &SetInfo, n: usize) {
         {
             let bytes = bytes.unwrap_or_else(|| whole_script(content));
             let text = script_text(&bytes);
-            scripted(sim, set, n, &computer, &base, &host, &token, &text, &dir).await
+            scripted(owned, set, n, &computer, &base, &host, &token, &text, &dir).await
         }
         _ => quick(sim, set, n, &computer, &job, &host, &token),
     }
@@ -567,7 +573,7 @@ fn complete_lines(bytes: &[u8]) -> &str {
 
 #[allow(clippy::too_many_arguments)]
 async fn scripted(
-    sim: &Sim,
+    owned: Sim,
     set: &SetInfo,
     n: usize,
     computer: &str,
@@ -577,6 +583,7 @@ async fn scripted(
     script: &str,
     dir: &std::path::Path,
 ) {
+    let sim = &owned;
     let harness = match Harness::create(
         &dir.join(set.name.to_ascii_lowercase()).join(computer),
         &dir.join(host).join("cluster"),
@@ -628,7 +635,14 @@ async fn scripted(
         env.push(("FLOTILLA_SP_SECRET".into(), s));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match harness.run(script, &args, &env).await {
+    // Held weakly while the script runs (see `tick`); a simulator gone by
+    // its end has nothing left to record it in.
+    let weak = Arc::downgrade(&owned.inner);
+    drop(owned);
+    let ran = harness.run(script, &args, &env).await;
+    let Some(inner) = weak.upgrade() else { return };
+    let sim = &Sim { inner };
+    match ran {
         Ok(out) if out.code == Some(0) => {
             let m = format!(
                 "Enable succeeded: \n[stdout]\n{}\n\n[stderr]\n{}\n",
@@ -812,6 +826,25 @@ mod tests {
             .iter()
             .map(|(k, l)| (k.rsplit('/').next().unwrap_or("").to_string(), l.len()))
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_simulator_dropped_while_instances_wait_to_boot_leaves_no_directory() {
+        let sim = Sim::new(crate::SimConfig::default()).unwrap();
+        let certs = sim.ca_cert_path().parent().unwrap().to_path_buf();
+        assert!(certs.exists());
+        lock(&sim.inner.state)
+            .resources
+            .insert("a".into(), scale_set("a", 3, 0));
+        // No turn ever comes: the instances' boots wait for good.
+        let turns = Arc::new(tokio::sync::Semaphore::new(0));
+        tick(&sim, &turns);
+        assert_eq!(lock(&sim.inner.boot.tasks).len(), 3, "three boots wait");
+        drop(sim);
+        assert!(
+            !certs.exists(),
+            "the last handle's drop removes the temporary directory at once"
+        );
     }
 
     #[tokio::test]
