@@ -300,8 +300,12 @@ pub async fn run(
         return Err("--jobs must be between 1 and 100000".into());
     }
     warn_if_debug_build();
-    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let data_dir = (medium == StoreMedium::File).then(|| dir.path());
+    // The data dir of a file store; a store in memory has none.
+    let dir = match medium {
+        StoreMedium::File => Some(tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?),
+        StoreMedium::Memory => None,
+    };
+    let data_dir = dir.as_ref().map(|d| d.path());
     let policy = Policy {
         backoff_base: Duration::from_millis(10),
         join_interval: Duration::from_millis(5),
